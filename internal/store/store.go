@@ -1,0 +1,77 @@
+// Package store defines the storage contract that every postino mailbox
+// backend honours (Maildir on a single node, PostgreSQL in a cluster).
+//
+// The contract, which the POP3 server and local delivery rely on:
+//
+//   - OpenMaildrop takes an exclusive lock on the mailbox (RFC 1939 §4). A
+//     second opener gets ErrLocked until the first calls Close, and a crashed
+//     process can never leave the lock held.
+//   - The Maildrop returned is a snapshot taken when it was opened: message
+//     numbers, UIDs and sizes never change during its life, and mail
+//     delivered meanwhile is only seen by the next OpenMaildrop.
+//   - Sizes are exact wire sizes: the number of octets Open returns, which is
+//     the message with CRLF line ends, before dot-stuffing, including a final
+//     CRLF added when the stored message lacks one. They are known without
+//     reading message bodies.
+//   - UIDs are unique within a mailbox, stable forever, never reused, and
+//     1 to 70 characters in the range 0x21 to 0x7E (RFC 1939 §7).
+//   - Bodies are streamed, never loaded whole into memory.
+//   - Commit removes the given messages all-or-nothing and durably: after a
+//     crash at any instant either every one is gone or none is.
+//   - Deliver returns only once the message is durable (file and directory
+//     fsync'd, or the database transaction committed).
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// ErrLocked is returned by OpenMaildrop when another session holds the
+// mailbox lock.
+var ErrLocked = errors.New("store: mailbox is locked by another session")
+
+// ErrNoMailbox is returned when a mailbox name is not valid for the backend.
+var ErrNoMailbox = errors.New("store: no such mailbox")
+
+// ErrMalformed is returned by Deliver when the message cannot be stored as
+// it is (for example it is empty or exceeds a backend limit). It is a
+// permanent failure: trying again will not help.
+var ErrMalformed = errors.New("store: malformed message")
+
+// MessageInfo describes one message of a maildrop snapshot.
+type MessageInfo struct {
+	// UID is the message's unique id (the POP3 UIDL).
+	UID string
+	// Size is the exact number of octets Maildrop.Open returns.
+	Size int64
+}
+
+// Store is a mail storage backend. Mailbox names are canonical user
+// addresses ("alice@example.test", domain in lower case) as produced by the
+// user database.
+type Store interface {
+	// Deliver stores one message into the mailbox and returns its UID once
+	// the message is durable. msg may use LF or CRLF line ends.
+	Deliver(ctx context.Context, mailbox string, msg io.Reader) (uid string, err error)
+	// OpenMaildrop locks the mailbox and takes a snapshot of it. A mailbox
+	// that has never received mail is opened as empty.
+	OpenMaildrop(ctx context.Context, mailbox string) (Maildrop, error)
+}
+
+// Maildrop is a locked snapshot of one mailbox. It is used by one goroutine
+// at a time.
+type Maildrop interface {
+	// Messages returns the snapshot, in message-number order (index 0 is
+	// POP3 message 1). The caller must not modify the slice.
+	Messages() []MessageInfo
+	// Open streams message i (0-based) in wire form: CRLF line ends,
+	// ending in CRLF, not dot-stuffed, exactly Messages()[i].Size octets.
+	Open(ctx context.Context, i int) (io.ReadCloser, error)
+	// Commit durably removes the messages with the given 0-based indexes,
+	// all or nothing. It may be called at most once.
+	Commit(ctx context.Context, deleted []int) error
+	// Close releases the lock. It does not remove anything.
+	Close() error
+}

@@ -1,0 +1,58 @@
+package pop3
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+)
+
+// MessageInfo describes one message of a maildrop snapshot as the server
+// reports it in LIST, STAT and UIDL.
+type MessageInfo struct {
+	// UID is the unique-id listed by UIDL: 1 to 70 characters in the range
+	// 0x21 to 0x7E, unique within the maildrop and never reused (RFC 1939 §7).
+	UID string
+	// Size is the exact size of the message in octets as RETR sends it:
+	// CRLF line ends, before dot-stuffing, ending in CRLF.
+	Size int64
+}
+
+// ConnInfo describes the client connection a backend call is made for.
+type ConnInfo struct {
+	// RemoteAddr and LocalAddr are the connection's addresses.
+	RemoteAddr, LocalAddr net.Addr
+	// TLS is the connection's TLS state, or nil on a cleartext connection.
+	TLS *tls.ConnectionState
+}
+
+// Backend is what the POP3 server needs from the rest of the mail system:
+// a way to check credentials and a way to open a user's maildrop.
+//
+// Errors returned by Backend methods decide the reply: ErrAuthFailed (or
+// any error wrapping it) is answered with "-ERR [AUTH]", ErrInUse with
+// "-ERR [IN-USE]", an *Error with its own code and text, and anything else
+// with "-ERR [SYS/TEMP]" (the error itself is logged, never sent).
+type Backend interface {
+	// Authenticate checks a user name and password and returns the name of
+	// the user's maildrop.
+	Authenticate(ctx context.Context, conn *ConnInfo, username, password string) (user string, err error)
+	// OpenMaildrop takes the exclusive lock on the user's maildrop and a
+	// snapshot of its messages (RFC 1939 §4). If another session holds the
+	// lock it returns ErrInUse.
+	OpenMaildrop(ctx context.Context, conn *ConnInfo, user string) (Maildrop, error)
+}
+
+// Maildrop is a locked snapshot of a user's mailbox, used by one session.
+type Maildrop interface {
+	// Messages returns the snapshot; index 0 is message number 1.
+	Messages() []MessageInfo
+	// Open streams message i (0-based) in wire form: CRLF line ends,
+	// ending in CRLF, not dot-stuffed, exactly Messages()[i].Size octets.
+	Open(ctx context.Context, i int) (io.ReadCloser, error)
+	// Commit durably removes the messages at the given 0-based indexes,
+	// all or nothing. It is called at most once, in the UPDATE state.
+	Commit(ctx context.Context, deleted []int) error
+	// Close releases the lock without removing anything.
+	Close() error
+}

@@ -1,0 +1,305 @@
+package pop3
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// PlaintextPolicy says when cleartext authentication (USER/PASS, AUTH PLAIN
+// and LOGIN) is allowed on a connection without TLS.
+type PlaintextPolicy int
+
+const (
+	// PlaintextLoopback allows cleartext authentication without TLS only
+	// from loopback addresses (the default).
+	PlaintextLoopback PlaintextPolicy = iota
+	// PlaintextNever requires TLS for every login.
+	PlaintextNever
+	// PlaintextAlways allows cleartext authentication everywhere.
+	PlaintextAlways
+)
+
+// Defaults for the Server's limits.
+const (
+	// DefaultAutologout is the RFC 1939 §3 minimum inactivity timer.
+	DefaultAutologout = 10 * time.Minute
+	// DefaultMaxLine is the longest command line accepted, CRLF included.
+	// RFC 2449 §4 asks for at least 255 octets.
+	DefaultMaxLine = 1024
+	// DefaultMaxSASLLine is the longest line accepted during AUTH
+	// (RFC 5034 §4 lets SASL responses exceed the command limit).
+	DefaultMaxSASLLine = 16 * 1024
+	// DefaultMaxBadCommands is how many failed commands in a row end the
+	// connection.
+	DefaultMaxBadCommands = 20
+	// DefaultMaxAuthFailures is how many failed logins end the connection.
+	DefaultMaxAuthFailures = 3
+	// DefaultWriteTimeout bounds how long a client may stop reading.
+	DefaultWriteTimeout = 5 * time.Minute
+	// DefaultHandshakeTimeout bounds a TLS handshake.
+	DefaultHandshakeTimeout = 30 * time.Second
+)
+
+// Server is a POP3 server. Set the fields before calling Serve; they must
+// not change afterwards.
+type Server struct {
+	// Backend authenticates users and opens maildrops. Required.
+	Backend Backend
+	// TLSConfig enables STLS on cleartext listeners and is used by
+	// ServeTLS. Nil disables TLS.
+	TLSConfig *tls.Config
+	// Logger receives connection and error logs. Nil discards them.
+	Logger *slog.Logger
+	// Plaintext is the cleartext authentication policy.
+	Plaintext PlaintextPolicy
+	// Implementation is advertised by CAPA (RFC 2449 §6.9); "" omits it.
+	Implementation string
+	// Autologout is the inactivity timer (RFC 1939 §3); 0 means
+	// DefaultAutologout.
+	Autologout time.Duration
+	// WriteTimeout bounds each write to a client; 0 means
+	// DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// MaxLine limits the length of a command line; 0 means DefaultMaxLine.
+	MaxLine int
+	// MaxBadCommands ends a connection after this many failed commands in
+	// a row; 0 means DefaultMaxBadCommands.
+	MaxBadCommands int
+	// MaxAuthFailures ends a connection after this many failed logins; 0
+	// means DefaultMaxAuthFailures.
+	MaxAuthFailures int
+	// MaxConnections limits concurrent sessions; 0 means no limit.
+	MaxConnections int
+	// MaxConnectionsPerIP limits concurrent sessions from one address (an
+	// IPv6 /64 counts as one); 0 means no limit.
+	MaxConnectionsPerIP int
+	// Expire is the EXPIRE capability argument (RFC 2449 §6.7); "" means
+	// "NEVER".
+	Expire string
+	// LoginDelay is the LOGIN-DELAY capability in seconds (RFC 2449 §6.8).
+	LoginDelay int
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	perIP     map[netip.Prefix]int
+	closing   atomic.Bool
+	nextID    atomic.Uint64
+	idle      chan struct{} // closed when sessions drop to zero during Shutdown
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("pop3: server closed")
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Serve accepts connections on l and serves each in its own goroutine. If
+// l yields *tls.Conn connections (tls.NewListener), they are served as
+// implicit TLS (RFC 8314). Serve returns ErrServerClosed after Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	if !s.track(l) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.untrack(l)
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		go s.serveConn(c)
+	}
+}
+
+// ServeTLS serves implicit-TLS POP3 (port 995, RFC 8314) on l using
+// TLSConfig.
+func (s *Server) ServeTLS(l net.Listener) error {
+	if s.TLSConfig == nil {
+		return errors.New("pop3: ServeTLS needs a TLSConfig")
+	}
+	return s.Serve(tls.NewListener(l, s.TLSConfig))
+}
+
+func (s *Server) track(l net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[net.Listener]struct{})
+	}
+	s.listeners[l] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(l net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, l)
+	s.mu.Unlock()
+}
+
+// ipKey groups addresses for per-IP limits: an IPv4 address alone, an IPv6
+// address by its /64.
+func ipKey(a net.Addr) (netip.Prefix, bool) {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32), true
+	}
+	p, _ := ip.Prefix(64)
+	return p, true
+}
+
+// admit registers a new session, enforcing the connection limits.
+func (s *Server) admit(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	if s.MaxConnections > 0 && len(s.sessions) >= s.MaxConnections {
+		return false
+	}
+	if key, ok := ipKey(ss.conn.RemoteAddr()); ok {
+		if s.MaxConnectionsPerIP > 0 && s.perIP[key] >= s.MaxConnectionsPerIP {
+			return false
+		}
+		if s.perIP == nil {
+			s.perIP = make(map[netip.Prefix]int)
+		}
+		s.perIP[key]++
+		ss.ipKey, ss.hasIPKey = key, true
+	}
+	if s.sessions == nil {
+		s.sessions = make(map[*session]struct{})
+	}
+	s.sessions[ss] = struct{}{}
+	return true
+}
+
+func (s *Server) release(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sessions[ss]; !ok {
+		return
+	}
+	delete(s.sessions, ss)
+	if ss.hasIPKey {
+		if s.perIP[ss.ipKey]--; s.perIP[ss.ipKey] <= 0 {
+			delete(s.perIP, ss.ipKey)
+		}
+	}
+	if len(s.sessions) == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// Sessions returns the number of open sessions.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Shutdown stops accepting connections and ends every session at its next
+// command boundary: a session in the middle of a command (a RETR, or the
+// UPDATE of a QUIT) finishes it first, an idle session is told the server
+// is going away, and none applies deletions it was not asked to. Shutdown
+// returns when all sessions have ended, or closes the remaining
+// connections when ctx is done and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for l := range s.listeners {
+		l.Close()
+	}
+	var idle chan struct{}
+	if len(s.sessions) > 0 {
+		idle = make(chan struct{})
+		s.idle = idle
+	}
+	for ss := range s.sessions {
+		ss.interrupt()
+	}
+	s.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for ss := range s.sessions {
+			ss.conn.Close()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Close closes every listener and connection at once. Sessions end without
+// UPDATE: nothing is deleted.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing.Store(true)
+	for l := range s.listeners {
+		l.Close()
+	}
+	for ss := range s.sessions {
+		ss.conn.Close()
+	}
+	return nil
+}
+
+func (s *Server) serveConn(c net.Conn) {
+	ss := newSession(s, c)
+	if !s.admit(ss) {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if s.closing.Load() {
+			c.Write([]byte("-ERR [SYS/TEMP] Server shutting down.\r\n"))
+		} else {
+			c.Write([]byte("-ERR [SYS/TEMP] Too many connections, try again later.\r\n"))
+		}
+		c.Close()
+		return
+	}
+	defer s.release(ss)
+	ss.run()
+}
