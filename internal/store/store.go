@@ -26,6 +26,8 @@ import (
 	"context"
 	"errors"
 	"io"
+
+	"github.com/postino-mail/postino/pop3"
 )
 
 // ErrLocked is returned by OpenMaildrop when another session holds the
@@ -40,13 +42,10 @@ var ErrNoMailbox = errors.New("store: no such mailbox")
 // permanent failure: trying again will not help.
 var ErrMalformed = errors.New("store: malformed message")
 
-// MessageInfo describes one message of a maildrop snapshot.
-type MessageInfo struct {
-	// UID is the message's unique id (the POP3 UIDL).
-	UID string
-	// Size is the exact number of octets Maildrop.Open returns.
-	Size int64
-}
+// MessageInfo describes one message of a maildrop snapshot: its UID (the
+// POP3 UIDL) and its exact wire size. It is the POP3 package's type, so
+// that every store.Maildrop is a pop3.Maildrop as it is.
+type MessageInfo = pop3.MessageInfo
 
 // Store is a mail storage backend. Mailbox names are canonical user
 // addresses ("alice@example.test", domain in lower case) as produced by the

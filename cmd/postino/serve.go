@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/mailserver"
+	"github.com/postino-mail/postino/internal/store/maildir"
+	"github.com/postino-mail/postino/internal/tlsutil"
+	"github.com/postino-mail/postino/pop3"
+)
+
+// shutdownGrace is how long sessions get to finish their command on
+// SIGTERM before their connections are closed.
+const shutdownGrace = 30 * time.Second
+
+func runServe(env *cmdEnv, args []string) int {
+	fs := newFlags(env, "serve", "serve [flags]")
+	var common commonFlags
+	common.register(fs)
+	pop3Addr := fs.String("pop3", "", "POP3 listen `ADDR` (host:port; \"\" disables; overrides pop3.listen)")
+	pop3sAddr := fs.String("pop3s", "", "POP3 over implicit TLS listen `ADDR` (overrides pop3.listen_tls)")
+	hostname := fs.String("hostname", "", "server host `NAME` (overrides hostname)")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate `FILE` (PEM; overrides tls.cert)")
+	tlsKey := fs.String("tls-key", "", "TLS private key `FILE` (PEM; overrides tls.key)")
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		errorf(env, "serve: unexpected argument %q", pos[0])
+		return exitUsage
+	}
+	cfg, err := common.load()
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	// Flags override the file; an empty address disables a listener.
+	for name, apply := range map[string]func(){
+		"pop3":     func() { cfg.POP3.Listen = *pop3Addr },
+		"pop3s":    func() { cfg.POP3.ListenTLS = *pop3sAddr },
+		"hostname": func() { cfg.Hostname = *hostname },
+		"tls-cert": func() { cfg.TLS.Cert = *tlsCert },
+		"tls-key":  func() { cfg.TLS.Key = *tlsKey },
+	} {
+		if flagSet(fs, name) {
+			apply()
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	logger := newLogger(env, cfg)
+	srv, err := startServer(cfg, logger)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	srv.printBanner(env, cfg)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-srv.failed:
+			logger.Error("listener failed", "err", err)
+			srv.shutdown(logger)
+			return exitError
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				srv.reload(logger)
+				continue
+			}
+			logger.Info("shutting down", "signal", sig.String())
+			if !srv.shutdown(logger) {
+				return exitError
+			}
+			return exitOK
+		}
+	}
+}
+
+func newLogger(env *cmdEnv, cfg *config.Config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.SlogLevel()}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(env.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(env.stderr, opts))
+}
+
+// server is a running postino: its listeners and the services behind them.
+type server struct {
+	certs     *tlsutil.Reloader
+	users     *auth.DB
+	pop3      *pop3.Server
+	listeners []listener
+	failed    chan error
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	selfSign  bool
+}
+
+type listener struct {
+	name string
+	addr string
+}
+
+func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data folder: %w", err)
+	}
+	s := &server{failed: make(chan error, 8)}
+	certFile, keyFile := cfg.TLSFiles()
+	if certFile == "" {
+		var created bool
+		var err error
+		certFile, keyFile, created, err = tlsutil.EnsureSelfSigned(cfg.TLSDir(), cfg.Hostname)
+		if err != nil {
+			return nil, fmt.Errorf("self-signed certificate: %w", err)
+		}
+		s.selfSign = true
+		if created {
+			logger.Info("generated a self-signed certificate", "cert", certFile)
+		}
+	}
+	certs, err := tlsutil.NewReloader(certFile, keyFile, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.certs = certs
+	tlsCfg := tlsutil.ServerConfig(certs, cfg.TLS.MinVersion)
+
+	s.users = auth.OpenDB(cfg.UsersFile())
+	s.users.CacheTTL = cfg.Users.CacheTTL.Duration
+	s.users.Logger = logger
+	st, err := maildir.New(cfg.MailDir(), logger)
+	if err != nil {
+		return nil, fmt.Errorf("opening mail store: %w", err)
+	}
+	s.pop3 = &pop3.Server{
+		Backend: &mailserver.POP3Backend{
+			Users: s.users, Store: st, Logger: logger,
+			LoginDelay: cfg.POP3.LoginDelay.Duration,
+		},
+		TLSConfig:           tlsCfg,
+		Logger:              logger,
+		Plaintext:           plaintextPolicy(cfg.POP3.PlaintextAuth),
+		Implementation:      "postino",
+		Autologout:          cfg.POP3.Autologout.Duration,
+		WriteTimeout:        cfg.POP3.WriteTimeout.Duration,
+		MaxLine:             cfg.POP3.MaxLine,
+		MaxBadCommands:      cfg.POP3.MaxBadCommands,
+		MaxConnections:      cfg.POP3.MaxConnections,
+		MaxConnectionsPerIP: cfg.POP3.MaxConnectionsPerIP,
+		Expire:              cfg.POP3.Expire,
+		LoginDelay:          int(cfg.POP3.LoginDelay.Seconds()),
+	}
+
+	type pending struct {
+		name, addr string
+		serve      func(net.Listener) error
+	}
+	var want []pending
+	if cfg.POP3.Listen != "" {
+		want = append(want, pending{"pop3", cfg.POP3.Listen, s.pop3.Serve})
+	}
+	if cfg.POP3.ListenTLS != "" {
+		want = append(want, pending{"pop3s", cfg.POP3.ListenTLS, s.pop3.ServeTLS})
+	}
+	var opened []net.Listener
+	for _, p := range want {
+		l, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			for _, o := range opened {
+				o.Close()
+			}
+			return nil, fmt.Errorf("%s: cannot listen on %s: %w", p.name, p.addr, err)
+		}
+		opened = append(opened, l)
+		s.listeners = append(s.listeners, listener{p.name, l.Addr().String()})
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) {
+				s.failed <- fmt.Errorf("%s on %s: %w", p.name, p.addr, err)
+			}
+		}()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go certs.Watch(ctx, tlsutil.DefaultWatchInterval)
+	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
+	return s, nil
+}
+
+func plaintextPolicy(s string) pop3.PlaintextPolicy {
+	switch s {
+	case config.PlaintextAuthNever:
+		return pop3.PlaintextNever
+	case config.PlaintextAuthAlways:
+		return pop3.PlaintextAlways
+	}
+	return pop3.PlaintextLoopback
+}
+
+func (s *server) printBanner(env *cmdEnv, cfg *config.Config) {
+	w := env.stdout
+	fmt.Fprintf(w, "postino %s serving %s\n", version, cfg.DataDir)
+	for _, l := range s.listeners {
+		fmt.Fprintf(w, "  %-6s %s\n", l.name, l.addr)
+	}
+	if len(s.listeners) == 0 {
+		fmt.Fprintln(w, "  (no listeners enabled)")
+	}
+	if s.selfSign {
+		fmt.Fprintf(w, "TLS: self-signed certificate, SHA-256 fingerprint %s\n", s.certs.Fingerprint())
+	}
+	users, _ := s.users.List()
+	fmt.Fprintf(w, "%d users in %s\n", len(users), cfg.UsersFile())
+	if len(users) == 0 {
+		fmt.Fprintf(w, "Add one with:  postino user add --data %s alice@example.test\n", cfg.DataDir)
+		fmt.Fprintf(w, "Deliver mail:  postino deliver --data %s alice@example.test < message.eml\n", cfg.DataDir)
+	}
+}
+
+// reload applies SIGHUP: certificates are read again now, and the user
+// database on its next use (it also notices file changes by itself).
+func (s *server) reload(logger *slog.Logger) {
+	if err := s.certs.Reload(); err != nil {
+		logger.Error("reloading TLS certificate failed, keeping the old one", "err", err)
+	} else {
+		logger.Info("TLS certificate reloaded", "fingerprint", s.certs.Fingerprint())
+	}
+	if _, err := s.users.List(); err != nil {
+		logger.Error("reloading users failed", "err", err)
+	} else {
+		logger.Info("user database reloaded")
+	}
+}
+
+// shutdown stops every listener and lets sessions finish their current
+// command. It reports whether all ended within the grace period.
+func (s *server) shutdown(logger *slog.Logger) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	defer s.cancel()
+	err := s.pop3.Shutdown(ctx)
+	s.wg.Wait()
+	if err != nil {
+		logger.Warn("sessions did not end in time; connections closed", "err", err)
+		return false
+	}
+	logger.Info("stopped")
+	return true
+}
+
+var _ = tls.VersionTLS12

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/postino-mail/postino/internal/auth"
+)
+
+func runUser(env *cmdEnv, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintln(env.stderr, `Usage:
+  postino user add ADDRESS [--password-stdin] [--scheme ARGON2ID|SCRAM-SHA-256] [--data DIR] [--config FILE]
+  postino user passwd ADDRESS [--password-stdin] [--scheme ...] [--data DIR] [--config FILE]
+  postino user del ADDRESS [--data DIR] [--config FILE]
+  postino user list [--data DIR] [--config FILE]
+
+The password is asked for twice on a terminal, or read from the first line
+of standard input with --password-stdin.`)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	sub := args[0]
+	fs := newFlags(env, "user "+sub, "user "+sub+" [flags] [ADDRESS]")
+	var common commonFlags
+	common.register(fs)
+	stdinPw := fs.Bool("password-stdin", false, "read the password from standard input")
+	scheme := fs.String("scheme", "ARGON2ID", "password `SCHEME` for new hashes: ARGON2ID, or SCRAM-SHA-256 (enables AUTH SCRAM-SHA-256 for this user)")
+	pos, code, ok := parseFlags(fs, args[1:])
+	if !ok {
+		return code
+	}
+	cfg, err := common.load()
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	db := auth.OpenDB(cfg.UsersFile())
+	ctx := context.Background()
+	needAddr := func() (string, bool) {
+		if len(pos) != 1 {
+			fs.Usage()
+			return "", false
+		}
+		a, err := auth.CanonicalAddress(pos[0])
+		if err != nil {
+			errorf(env, "%v", err)
+			return "", false
+		}
+		return a, true
+	}
+	switch sub {
+	case "list":
+		users, err := db.List()
+		if err != nil {
+			errorf(env, "%v", err)
+			return exitError
+		}
+		for _, u := range users {
+			scheme, _, _ := strings.Cut(strings.TrimPrefix(u.Hash, "{"), "}")
+			fmt.Fprintf(env.stdout, "%s\t%s\n", u.Address, scheme)
+		}
+		return exitOK
+	case "add", "passwd":
+		addr, ok := needAddr()
+		if !ok {
+			return exitUsage
+		}
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			errorf(env, "%v", err)
+			return exitCantCreate
+		}
+		if sub == "add" {
+			if _, exists := db.Lookup(addr); exists {
+				errorf(env, "user %s already exists", addr)
+				return exitError
+			}
+		} else if _, exists := db.Lookup(addr); !exists {
+			errorf(env, "no such user: %s", addr)
+			return exitNoUser
+		}
+		pw, err := readPassword(env, *stdinPw)
+		if err != nil {
+			errorf(env, "%v", err)
+			return exitDataErr
+		}
+		var hash string
+		switch strings.ToUpper(*scheme) {
+		case "ARGON2ID":
+			hash, err = auth.HashPassword(pw)
+		case "SCRAM-SHA-256":
+			hash, err = auth.HashSCRAMSHA256(pw)
+		default:
+			errorf(env, "unknown scheme %q (use ARGON2ID or SCRAM-SHA-256)", *scheme)
+			return exitUsage
+		}
+		if err != nil {
+			errorf(env, "%v", err)
+			return exitSoftware
+		}
+		if sub == "add" {
+			err = db.Add(ctx, addr, hash)
+		} else {
+			err = db.SetPassword(ctx, addr, hash)
+		}
+		if err != nil {
+			errorf(env, "%v", err)
+			if errors.Is(err, auth.ErrUserExists) {
+				return exitError
+			}
+			return exitCantCreate
+		}
+		if sub == "add" {
+			fmt.Fprintf(env.stdout, "added %s\n", addr)
+		} else {
+			fmt.Fprintf(env.stdout, "password of %s changed\n", addr)
+		}
+		return exitOK
+	case "del":
+		addr, ok := needAddr()
+		if !ok {
+			return exitUsage
+		}
+		if err := db.Delete(ctx, addr); err != nil {
+			errorf(env, "%v", err)
+			if errors.Is(err, auth.ErrNoSuchUser) {
+				return exitNoUser
+			}
+			return exitError
+		}
+		fmt.Fprintf(env.stdout, "deleted %s (the mailbox in %s is kept)\n", addr, cfg.MailDir())
+		return exitOK
+	}
+	errorf(env, "unknown user command %q (add, passwd, del, list)", sub)
+	return exitUsage
+}
+
+// readPassword reads a new password: twice without echo on a terminal, or
+// one line from standard input.
+func readPassword(env *cmdEnv, fromStdin bool) (string, error) {
+	f, isFile := env.stdin.(*os.File)
+	if !fromStdin && isFile && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(env.stderr, "Password: ")
+		p1, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(env.stderr)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(env.stderr, "Repeat password: ")
+		p2, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(env.stderr)
+		if err != nil {
+			return "", err
+		}
+		if string(p1) != string(p2) {
+			return "", errors.New("the passwords do not match")
+		}
+		return checkPassword(string(p1))
+	}
+	if !fromStdin {
+		return "", errors.New("standard input is not a terminal: use --password-stdin")
+	}
+	line, err := bufio.NewReader(env.stdin).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", err
+	}
+	return checkPassword(strings.TrimRight(line, "\r\n"))
+}
+
+func checkPassword(p string) (string, error) {
+	if p == "" {
+		return "", errors.New("empty password")
+	}
+	if strings.ContainsAny(p, "\x00\r\n") {
+		return "", errors.New("the password contains a NUL or line break")
+	}
+	return p, nil
+}

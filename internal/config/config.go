@@ -1,0 +1,405 @@
+// Package config defines postino's configuration: one typed struct, Config,
+// which is the single source of truth for every setting, its TOML key, its
+// documentation and its default.
+//
+// Default returns the embedded defaults, Load reads a TOML file strictly over
+// them (unknown keys are errors) and validates the result, and WriteDefault
+// generates the fully commented default configuration file from the struct
+// by reflection, using each field's toml and comment struct tags.
+//
+// A field whose default is computed at run time (only hostname) carries an
+// example struct tag; WriteDefault writes it as a commented-out line with
+// the example value, so that loading the generated file keeps the computed
+// default.
+//
+// Relative file paths in the configuration (users.file, smtp.aliases_file,
+// tls.cert, tls.key) are relative to data_dir; data_dir itself is relative to
+// the working directory.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Accepted values of POP3Config.PlaintextAuth.
+const (
+	// PlaintextAuthNever refuses password logins on connections without TLS.
+	PlaintextAuthNever = "never"
+	// PlaintextAuthLoopback allows password logins without TLS only from
+	// loopback addresses.
+	PlaintextAuthLoopback = "loopback"
+	// PlaintextAuthAlways allows password logins on any connection.
+	PlaintextAuthAlways = "always"
+)
+
+// ExpireNever is the POP3Config.Expire value meaning messages are never
+// deleted by the server (RFC 2449 EXPIRE NEVER).
+const ExpireNever = "NEVER"
+
+// Config is the whole postino configuration. Its zero value is not useful;
+// start from Default or Load. Each field is documented by its comment struct
+// tag, which WriteDefault copies into the generated configuration file.
+type Config struct {
+	Hostname  string `toml:"hostname" example:"mail.example.org" comment:"Name of this server, used in greetings, trace headers and the self-signed certificate. Default: this machine's host name, or \"localhost\" if it cannot be determined."`
+	DataDir   string `toml:"data_dir" comment:"Directory holding mailboxes (DATA/mail), the user database (DATA/users.passwd), aliases and the self-signed certificate (DATA/tls). Relative paths elsewhere in this file are relative to it; it is itself relative to the working directory."`
+	LogLevel  string `toml:"log_level" comment:"Minimum level of log messages: debug, info, warn or error."`
+	LogFormat string `toml:"log_format" comment:"Log format: text (key=value lines) or json."`
+
+	TLS      TLSConfig      `toml:"tls" comment:"TLS settings shared by every listener that offers TLS."`
+	POP3     POP3Config     `toml:"pop3" comment:"POP3 server (RFC 1939, with STLS, SASL and the RFC 2449 capabilities)."`
+	Users    UsersConfig    `toml:"users" comment:"User database."`
+	Delivery DeliveryConfig `toml:"delivery" comment:"Local delivery into mailboxes."`
+	SMTP     SMTPConfig     `toml:"smtp" comment:"SMTP intake, submission and LMTP."`
+}
+
+// TLSConfig is the [tls] section.
+type TLSConfig struct {
+	Cert       string `toml:"cert" comment:"PEM certificate chain file. When cert and key are both empty, a self-signed certificate is generated in DATA/tls on first start. Both files are watched and reloaded when they change."`
+	Key        string `toml:"key" comment:"PEM private key file matching cert."`
+	MinVersion string `toml:"min_version" comment:"Oldest TLS version accepted: \"1.2\" or \"1.3\"."`
+}
+
+// POP3Config is the [pop3] section.
+type POP3Config struct {
+	Listen              string   `toml:"listen" comment:"Address for plain POP3 with STLS (host:port); empty disables it. The standard port is 110."`
+	ListenTLS           string   `toml:"listen_tls" comment:"Address for POP3 over implicit TLS (host:port); empty disables it. The standard port is 995."`
+	PlaintextAuth       string   `toml:"plaintext_auth" comment:"Whether USER/PASS and SASL PLAIN/LOGIN are allowed on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
+	Autologout          Duration `toml:"autologout" comment:"Idle time after which a session is closed. RFC 1939 requires at least 10m; shorter values are accepted (down to 1s) but violate the RFC."`
+	MaxLine             int      `toml:"max_line" comment:"Longest command line accepted, in octets including CRLF (at least 255, as RFC 2449 requires)."`
+	MaxBadCommands      int      `toml:"max_bad_commands" comment:"Number of failed or unknown commands after which the connection is closed."`
+	WriteTimeout        Duration `toml:"write_timeout" comment:"Time allowed for a single write to the client before the connection is dropped."`
+	MaxConnections      int      `toml:"max_connections" comment:"Maximum number of simultaneous POP3 connections."`
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous POP3 connections from one IP address."`
+	LoginDelay          Duration `toml:"login_delay" comment:"Minimum time between logins by one user, advertised as the LOGIN-DELAY capability (RFC 2449); must be whole seconds. 0s disables it."`
+	Expire              string   `toml:"expire" comment:"Advertised EXPIRE capability (RFC 2449): NEVER, or the number of days the server keeps retrieved messages."`
+}
+
+// UsersConfig is the [users] section.
+type UsersConfig struct {
+	File     string   `toml:"file" comment:"User database file; empty means DATA/users.passwd."`
+	CacheTTL Duration `toml:"cache_ttl" comment:"How long a successful password check is remembered, so that clients polling every few minutes do not pay for a slow password hash each time. Entries are keyed by a keyed hash of user, stored hash and password, so a password change takes effect at once. 0s disables the cache."`
+}
+
+// DeliveryConfig is the [delivery] section.
+type DeliveryConfig struct {
+	MaxMessageSize Size `toml:"max_message_size" comment:"Largest message delivered to a mailbox. Sizes take the units B, KB/MB/GB (powers of 1000) and K/KiB, M/MiB, G/GiB (powers of 1024)."`
+}
+
+// SMTPConfig is the [smtp] section.
+type SMTPConfig struct {
+	Listen              string   `toml:"listen" comment:"Address for incoming mail (MX, host:port); empty disables it. The standard port is 25."`
+	Submission          string   `toml:"submission" comment:"Address for message submission with STARTTLS (RFC 6409); empty disables it. The standard port is 587."`
+	Submissions         string   `toml:"submissions" comment:"Address for message submission over implicit TLS (RFC 8314); empty disables it. The standard port is 465."`
+	LMTP                string   `toml:"lmtp" comment:"Address for LMTP delivery (RFC 2033): host:port, or a unix socket path starting with \"/\" or \"unix:\"; empty disables it."`
+	MaxRecipients       int      `toml:"max_recipients" comment:"Maximum recipients per message (RFC 5321 requires accepting at least 100)."`
+	MaxMessageSize      Size     `toml:"max_message_size" comment:"Largest message accepted, advertised with the SIZE extension."`
+	CommandTimeout      Duration `toml:"command_timeout" comment:"Time to wait for the next command (RFC 5321 suggests 5m)."`
+	DataTimeout         Duration `toml:"data_timeout" comment:"Time allowed to receive the message after DATA (RFC 5321 suggests at least 10m)."`
+	MaxErrors           int      `toml:"max_errors" comment:"Number of failed commands after which the connection is closed."`
+	MaxConnections      int      `toml:"max_connections" comment:"Maximum number of simultaneous SMTP connections."`
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous SMTP connections from one IP address."`
+	LocalDomains        []string `toml:"local_domains" comment:"Domains delivered locally; empty means the domains of the existing users."`
+	PlusSeparator       string   `toml:"plus_separator" comment:"Separator for address extensions: user+tag@domain is delivered to user@domain. Empty disables extensions."`
+	AliasesFile         string   `toml:"aliases_file" comment:"Aliases file; empty means DATA/aliases."`
+}
+
+// Default returns the embedded default configuration, used when no file is
+// given and as the base that Load decodes over. Each call returns a new
+// value.
+func Default() *Config {
+	return &Config{
+		Hostname:  defaultHostname(),
+		DataDir:   "postino-data",
+		LogLevel:  "info",
+		LogFormat: "text",
+		TLS: TLSConfig{
+			MinVersion: "1.2",
+		},
+		POP3: POP3Config{
+			Listen:              "127.0.0.1:1110",
+			ListenTLS:           "127.0.0.1:1995",
+			PlaintextAuth:       PlaintextAuthLoopback,
+			Autologout:          D(10 * time.Minute),
+			MaxLine:             1024,
+			MaxBadCommands:      20,
+			WriteTimeout:        D(5 * time.Minute),
+			MaxConnections:      10000,
+			MaxConnectionsPerIP: 100,
+			LoginDelay:          D(0),
+			Expire:              ExpireNever,
+		},
+		Users: UsersConfig{
+			CacheTTL: D(60 * time.Second),
+		},
+		Delivery: DeliveryConfig{
+			MaxMessageSize: 50 * MiB,
+		},
+		SMTP: SMTPConfig{
+			Listen:              "127.0.0.1:2525",
+			Submission:          "127.0.0.1:1587",
+			Submissions:         "127.0.0.1:1465",
+			MaxRecipients:       100,
+			MaxMessageSize:      50 * MiB,
+			CommandTimeout:      D(5 * time.Minute),
+			DataTimeout:         D(10 * time.Minute),
+			MaxErrors:           20,
+			MaxConnections:      1000,
+			MaxConnectionsPerIP: 20,
+			LocalDomains:        []string{},
+			PlusSeparator:       "+",
+		},
+	}
+}
+
+// defaultHostname is os.Hostname, or "localhost" when that fails or returns
+// something Validate would reject.
+func defaultHostname() string {
+	h, err := os.Hostname()
+	if err != nil || checkHostname(h) != "" {
+		return "localhost"
+	}
+	return h
+}
+
+// Load reads the TOML file at path over Default and validates the result.
+// Decoding is strict: keys that are not part of Config are errors naming
+// them. Every error names the file and, where it concerns one setting, its
+// key. An empty path returns the validated defaults.
+func Load(path string) (*Config, error) {
+	c := Default()
+	if path == "" {
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return nil, fmt.Errorf("config %s:%d: %s: %s", path, pe.Position.Line, pe.LastKey, pe.Message)
+			}
+			return nil, fmt.Errorf("config %s:%d: %s", path, pe.Position.Line, pe.Message)
+		}
+		msg := err.Error()
+		if m := decodeErrRE.FindStringSubmatch(msg); m != nil {
+			return nil, fmt.Errorf("config %s:%s: %s: %s", path, m[1], m[2], m[3])
+		}
+		return nil, fmt.Errorf("config %s: %s", path, strings.TrimPrefix(msg, "toml: "))
+	}
+	if unknown := unknownKeys(md); len(unknown) > 0 {
+		noun := "key"
+		if len(unknown) > 1 {
+			noun = "keys"
+		}
+		return nil, fmt.Errorf("config %s: unknown %s %s", path, noun, strings.Join(unknown, ", "))
+	}
+	if errs := c.validate(); len(errs) > 0 {
+		for i, e := range errs {
+			errs[i] = fmt.Errorf("config %s: %w", path, e)
+		}
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// decodeErrRE matches the toml package's type mismatch errors, which are not
+// ParseErrors, to reformat them like the others.
+var decodeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// knownKeys lists every valid dotted key path: sections and the keys in them.
+func knownKeys() []string {
+	var keys []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for f := range fields(t) {
+			k := prefix + f.Tag.Get("toml")
+			keys = append(keys, k)
+			if isSection(f) {
+				walk(f.Type, k+".")
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	return keys
+}
+
+// fields yields the exported fields of the struct type t.
+func fields(t reflect.Type) func(yield func(reflect.StructField) bool) {
+	return func(yield func(reflect.StructField) bool) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() || f.Tag.Get("toml") == "" {
+				continue
+			}
+			if !yield(f) {
+				return
+			}
+		}
+	}
+}
+
+// isSection reports whether f is a TOML table (a plain struct, as opposed to
+// a struct such as Duration that encodes as a string).
+func isSection(f reflect.StructField) bool {
+	if f.Type.Kind() != reflect.Struct {
+		return false
+	}
+	_, text := reflect.New(f.Type).Interface().(interface{ UnmarshalText([]byte) error })
+	return !text
+}
+
+// unknownKeys returns the keys in md that are not part of Config, compared
+// case-sensitively (the TOML decoder itself matches field names
+// case-insensitively), each quoted and with a suggestion when one is close.
+// Keys inside an unknown table are not repeated.
+func unknownKeys(md toml.MetaData) []string {
+	known := knownKeys()
+	var bad []string
+	seen := map[string]bool{}
+	report := func(k string) {
+		if seen[k] {
+			return
+		}
+		for _, b := range bad {
+			if strings.HasPrefix(k, b+".") {
+				return
+			}
+		}
+		seen[k] = true
+		bad = append(bad, k)
+	}
+	for _, k := range md.Keys() {
+		if s := k.String(); !slices.Contains(known, s) {
+			report(s)
+		}
+	}
+	for _, k := range md.Undecoded() {
+		report(k.String())
+	}
+	out := make([]string, len(bad))
+	for i, k := range bad {
+		out[i] = fmt.Sprintf("%q", k)
+		if s := suggest(k, known); s != "" {
+			out[i] += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+	}
+	return out
+}
+
+// suggest returns the known key closest to k, if it is close enough to be a
+// plausible typo: one edit away, or two for keys of 8 bytes or more.
+func suggest(k string, known []string) string {
+	best, bestDist := "", 2
+	if len(k) >= 8 {
+		bestDist = 3
+	}
+	lk := strings.ToLower(k)
+	for _, c := range known {
+		d := editDistance(lk, strings.ToLower(c))
+		if strings.ToLower(c) == lk {
+			d = 0
+		}
+		if d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 1 << 30
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// ResolvePath returns p resolved against data_dir: absolute paths are
+// returned cleaned, relative ones joined to data_dir. An empty p yields "".
+func (c *Config) ResolvePath(p string) string {
+	if p == "" {
+		return ""
+	}
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(c.DataDir, p)
+}
+
+// UsersFile returns the user database path: users.file resolved against
+// data_dir, or DATA/users.passwd when it is empty.
+func (c *Config) UsersFile() string {
+	if c.Users.File == "" {
+		return filepath.Join(c.DataDir, "users.passwd")
+	}
+	return c.ResolvePath(c.Users.File)
+}
+
+// MailDir returns the directory holding the mailboxes, DATA/mail.
+func (c *Config) MailDir() string { return filepath.Join(c.DataDir, "mail") }
+
+// TLSDir returns the directory holding the generated self-signed
+// certificate, DATA/tls.
+func (c *Config) TLSDir() string { return filepath.Join(c.DataDir, "tls") }
+
+// AliasesFile returns the aliases file path: smtp.aliases_file resolved
+// against data_dir, or DATA/aliases when it is empty.
+func (c *Config) AliasesFile() string {
+	if c.SMTP.AliasesFile == "" {
+		return filepath.Join(c.DataDir, "aliases")
+	}
+	return c.ResolvePath(c.SMTP.AliasesFile)
+}
+
+// TLSFiles returns tls.cert and tls.key resolved against data_dir. Both are
+// empty when a self-signed certificate should be used.
+func (c *Config) TLSFiles() (certFile, keyFile string) {
+	return c.ResolvePath(c.TLS.Cert), c.ResolvePath(c.TLS.Key)
+}
+
+// SlogLevel returns log_level as a slog.Level (info if it is invalid).
+func (c *Config) SlogLevel() slog.Level {
+	switch c.LogLevel {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}

@@ -1,0 +1,215 @@
+// Package delivery is postino's local delivery: it resolves recipients to
+// mailboxes, adds the trace headers of final delivery (Return-Path,
+// Delivered-To) and stores one copy of a message for each recipient, each
+// durable before Deliver returns. SMTP, LMTP, `postino deliver` and
+// `postino fetch` all deliver through it.
+//
+// The message is first spooled to a temporary file (streamed, never held in
+// memory), so that any number of recipients can be served from one copy
+// and the size limit is enforced before anything is stored.
+package delivery
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/postino-mail/postino/internal/store"
+)
+
+// Users resolves an address to the canonical name of an existing local
+// user (its mailbox), or reports that there is none.
+type Users interface {
+	LookupAddress(address string) (canonical string, ok bool)
+}
+
+// Errors returned by Deliver, to be mapped onto protocol replies and exit
+// codes.
+var (
+	// ErrUnknownUser: a recipient is not a local user (permanent).
+	ErrUnknownUser = errors.New("unknown user")
+	// ErrTooBig: the message exceeds MaxSize (permanent).
+	ErrTooBig = errors.New("message too big")
+	// ErrMalformed: the message cannot be stored (permanent).
+	ErrMalformed = errors.New("malformed message")
+)
+
+// Deliverer delivers messages into local mailboxes.
+type Deliverer struct {
+	// Store holds the mailboxes.
+	Store store.Store
+	// Users resolves recipient addresses.
+	Users Users
+	// SpoolDir holds temporary copies of messages being delivered; "" is
+	// the system temporary directory.
+	SpoolDir string
+	// MaxSize is the largest message accepted, in octets; 0 is no limit.
+	MaxSize int64
+	// PlusSeparator, when not empty, lets "user+tag@domain" deliver to
+	// "user@domain" (plus-addressing).
+	PlusSeparator string
+	// Logger receives one line per stored copy.
+	Logger *slog.Logger
+}
+
+// Resolve returns the mailbox for a recipient address: the user itself,
+// or with plus-addressing the user without the tag.
+func (d *Deliverer) Resolve(addr string) (string, error) {
+	if u, ok := d.Users.LookupAddress(addr); ok {
+		return u, nil
+	}
+	if d.PlusSeparator != "" {
+		local, domain, ok := strings.Cut(addr, "@")
+		if base, _, found := strings.Cut(local, d.PlusSeparator); ok && found && base != "" {
+			if u, ok := d.Users.LookupAddress(base + "@" + domain); ok {
+				return u, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%w: %s", ErrUnknownUser, addr)
+}
+
+// Result is the outcome of delivery to one recipient.
+type Result struct {
+	Recipient string
+	Mailbox   string
+	UID       string
+	Err       error
+}
+
+// Spool copies a message into a temporary file, enforcing MaxSize and
+// dropping an mbox "From " envelope line at its start. The caller must
+// Close the spool.
+func (d *Deliverer) Spool(ctx context.Context, msg io.Reader) (*Spool, error) {
+	f, err := os.CreateTemp(d.SpoolDir, "spool-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating spool file: %w", err)
+	}
+	os.Remove(f.Name()) // unlinked at once: nothing is left behind by a crash
+	sp := &Spool{f: f}
+	br := bufio.NewReaderSize(msg, 32*1024)
+	if peek, _ := br.Peek(5); string(peek) == "From " {
+		// An mbox envelope line, as some MTAs pass to their delivery
+		// agent: not part of the message.
+		if _, err := br.ReadSlice('\n'); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if err != io.EOF {
+				f.Close()
+				return nil, err
+			}
+		}
+	}
+	var src io.Reader = br
+	if d.MaxSize > 0 {
+		src = io.LimitReader(br, d.MaxSize+1)
+	}
+	n, err := io.Copy(f, ctxReader{ctx, src})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spooling message: %w", err)
+	}
+	if d.MaxSize > 0 && n > d.MaxSize {
+		f.Close()
+		return nil, fmt.Errorf("%w: over %d octets", ErrTooBig, d.MaxSize)
+	}
+	if n == 0 {
+		f.Close()
+		return nil, fmt.Errorf("%w: empty message", ErrMalformed)
+	}
+	sp.size = n
+	return sp, nil
+}
+
+// Spool is a message held in a temporary file.
+type Spool struct {
+	f    *os.File
+	size int64
+}
+
+// Size returns the spooled message's size in octets.
+func (s *Spool) Size() int64 { return s.size }
+
+// Reader returns a new reader over the whole spooled message.
+func (s *Spool) Reader() io.Reader { return io.NewSectionReader(s.f, 0, s.size) }
+
+// Close removes the spool.
+func (s *Spool) Close() error { return s.f.Close() }
+
+// Deliver spools msg and stores a copy for each recipient, with
+// Return-Path and Delivered-To added. Every recipient is resolved before
+// anything is stored, so an unknown recipient delivers nothing. The
+// returned error is the first failure; results say what happened to each
+// recipient.
+func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, msg io.Reader) ([]Result, error) {
+	results := make([]Result, len(rcpts))
+	for i, r := range rcpts {
+		results[i].Recipient = r
+		mb, err := d.Resolve(r)
+		if err != nil {
+			return nil, err
+		}
+		results[i].Mailbox = mb
+	}
+	sp, err := d.Spool(ctx, msg)
+	if err != nil {
+		return nil, err
+	}
+	defer sp.Close()
+	var first error
+	for i := range results {
+		results[i].UID, results[i].Err = d.DeliverSpooled(ctx, from, results[i].Recipient, results[i].Mailbox, sp, "")
+		if results[i].Err != nil && first == nil {
+			first = results[i].Err
+		}
+	}
+	return results, first
+}
+
+// DeliverSpooled stores one copy of a spooled message in mailbox, with
+// Return-Path and Delivered-To (and any extra header lines, CRLF-ended)
+// prepended. It returns once the copy is durable.
+func (d *Deliverer) DeliverSpooled(ctx context.Context, from, rcpt, mailbox string, sp *Spool, extra string) (string, error) {
+	var hdr bytes.Buffer
+	// RFC 5321 §4.4: Return-Path is added at final delivery.
+	fmt.Fprintf(&hdr, "Return-Path: <%s>\r\n", headerSafe(from))
+	hdr.WriteString("Delivered-To: " + headerSafe(rcpt) + "\r\n")
+	hdr.WriteString(extra)
+	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(&hdr, sp.Reader()))
+	if err != nil {
+		if errors.Is(err, store.ErrMalformed) {
+			return "", fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		return "", fmt.Errorf("storing message for %s: %w", rcpt, err)
+	}
+	if d.Logger != nil {
+		d.Logger.Info("delivered", "from", from, "rcpt", rcpt, "mailbox", mailbox, "uid", uid, "size", sp.size)
+	}
+	return uid, nil
+}
+
+// headerSafe removes what could break a header line out of an address.
+func headerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' || r == 0 {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

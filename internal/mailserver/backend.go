@@ -1,0 +1,92 @@
+// Package mailserver joins postino's parts: it serves the POP3 protocol
+// package from the user database and a mail store, and implements the
+// users lookup local delivery needs.
+package mailserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/store"
+	"github.com/postino-mail/postino/pop3"
+)
+
+// POP3Backend implements pop3.Backend over an auth.DB and a store.Store.
+type POP3Backend struct {
+	Users  *auth.DB
+	Store  store.Store
+	Logger *slog.Logger
+	// LoginDelay, when positive, refuses a login by a user who logged in
+	// less than this long ago (RFC 2449 §6.8, LOGIN-DELAY).
+	LoginDelay time.Duration
+
+	mu        sync.Mutex
+	lastLogin map[string]time.Time
+}
+
+// Authenticate checks the credentials against the user database.
+func (b *POP3Backend) Authenticate(ctx context.Context, ci *pop3.ConnInfo, username, password string) (string, error) {
+	user, err := b.Users.Authenticate(ctx, username, password)
+	switch {
+	case err == nil:
+		return user, nil
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		return "", pop3.ErrAuthFailed
+	case errors.Is(err, auth.ErrMalformedHash), errors.Is(err, auth.ErrUnknownScheme):
+		// The user cannot log in until an administrator fixes the entry;
+		// the client only learns that the login failed.
+		if b.Logger != nil {
+			b.Logger.Error("unusable password hash", "user", username, "err", err)
+		}
+		return "", pop3.ErrAuthFailed
+	}
+	return "", fmt.Errorf("authenticating %s: %w", username, err)
+}
+
+// OpenMaildrop locks and opens the user's mailbox.
+func (b *POP3Backend) OpenMaildrop(ctx context.Context, ci *pop3.ConnInfo, user string) (pop3.Maildrop, error) {
+	if b.LoginDelay > 0 {
+		b.mu.Lock()
+		last, ok := b.lastLogin[user]
+		now := time.Now()
+		if ok && now.Sub(last) < b.LoginDelay {
+			b.mu.Unlock()
+			return nil, pop3.ErrLoginDelay
+		}
+		if b.lastLogin == nil {
+			b.lastLogin = make(map[string]time.Time)
+		}
+		for u, t := range b.lastLogin {
+			if now.Sub(t) >= b.LoginDelay {
+				delete(b.lastLogin, u)
+			}
+		}
+		b.lastLogin[user] = now
+		b.mu.Unlock()
+	}
+	md, err := b.Store.OpenMaildrop(ctx, user)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, pop3.ErrInUse
+	}
+	if err != nil {
+		return nil, err
+	}
+	return md, nil
+}
+
+// LocalUsers adapts an auth.DB to delivery.Users.
+type LocalUsers struct{ DB *auth.DB }
+
+// LookupAddress returns the canonical address of an existing user.
+func (u LocalUsers) LookupAddress(address string) (string, bool) {
+	usr, ok := u.DB.Lookup(address)
+	if !ok {
+		return "", false
+	}
+	return usr.Address, true
+}
