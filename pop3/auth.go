@@ -12,12 +12,34 @@ import (
 // client sent no initial response) and returns a challenge to send, or
 // done with the credentials to check.
 type saslMechanism interface {
-	next(response []byte) (challenge []byte, done bool, username, password string, err error)
+	next(response []byte) (challenge []byte, result *saslResult, err error)
+}
+
+// saslResult ends a SASL exchange: either credentials for the Backend to
+// check, or (verified) a user the mechanism has authenticated itself.
+type saslResult struct {
+	username, password string
+	user               string
+	verified           bool
 }
 
 // mechanisms lists the SASL mechanisms offered on this connection.
+// SCRAM never reveals the password, so it is offered on cleartext
+// connections too; PLAIN and LOGIN follow the plaintext policy.
 func (s *session) mechanisms() []string {
-	return []string{"PLAIN", "LOGIN"}
+	var m []string
+	if s.scramEnabled() {
+		m = append(m, "SCRAM-SHA-256")
+	}
+	if s.plaintextAllowed() {
+		m = append(m, "PLAIN", "LOGIN")
+	}
+	return m
+}
+
+func (s *session) scramEnabled() bool {
+	_, ok := s.srv.Backend.(SCRAMBackend)
+	return ok && s.srv.SCRAM
 }
 
 var errCancelled = &Error{Text: "Authentication cancelled."}
@@ -28,6 +50,10 @@ func (s *session) newMechanism(name string) saslMechanism {
 		return &plainMech{}
 	case "LOGIN":
 		return &loginMech{}
+	case "SCRAM-SHA-256":
+		if s.scramEnabled() {
+			return &scramMech{s: s}
+		}
 	}
 	return nil
 }
@@ -36,11 +62,6 @@ func (s *session) newMechanism(name string) saslMechanism {
 // as many clients expect.
 func (s *session) cmdAUTH(args []string) error {
 	if len(args) == 0 {
-		if !s.plaintextAllowed() {
-			s.okf("No mechanisms available without TLS.")
-			s.reply(".")
-			return nil
-		}
 		s.okf("Supported mechanisms follow.")
 		for _, m := range s.mechanisms() {
 			s.reply(m)
@@ -52,7 +73,7 @@ func (s *session) cmdAUTH(args []string) error {
 	if mech == nil {
 		return &Error{Text: "Unsupported authentication mechanism."}
 	}
-	if !s.plaintextAllowed() {
+	if _, isSCRAM := mech.(*scramMech); !isSCRAM && !s.plaintextAllowed() {
 		return errPlaintext
 	}
 	var resp []byte
@@ -69,12 +90,19 @@ func (s *session) cmdAUTH(args []string) error {
 		}
 	}
 	for {
-		challenge, done, username, password, err := mech.next(resp)
+		challenge, res, err := mech.next(resp)
 		if err != nil {
+			username := ""
+			if res != nil {
+				username = res.username
+			}
 			return s.authFailed(username, err)
 		}
-		if done {
-			return s.login(username, password)
+		if res != nil && res.verified {
+			return s.openMaildrop(res.user)
+		}
+		if res != nil {
+			return s.login(res.username, res.password)
 		}
 		// RFC 5034 §4: "+ " followed by the base64 challenge.
 		s.reply("+ " + base64.StdEncoding.EncodeToString(challenge))
@@ -97,20 +125,20 @@ func (s *session) cmdAUTH(args []string) error {
 // plainMech is RFC 4616 PLAIN: authzid NUL authcid NUL password.
 type plainMech struct{}
 
-func (m *plainMech) next(resp []byte) ([]byte, bool, string, string, error) {
+func (m *plainMech) next(resp []byte) ([]byte, *saslResult, error) {
 	if resp == nil {
-		return []byte{}, false, "", "", nil
+		return []byte{}, nil, nil
 	}
 	parts := bytes.Split(resp, []byte{0})
 	if len(parts) != 3 {
-		return nil, false, "", "", &Error{Code: CodeAuth, Text: "Malformed PLAIN response."}
+		return nil, nil, &Error{Code: CodeAuth, Text: "Malformed PLAIN response."}
 	}
 	authz, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
 	if authz != "" && authz != user {
 		// Logging in as someone else is not supported.
-		return nil, false, user, "", &Error{Code: CodeAuth, Text: "Authorization identity must match the user name."}
+		return nil, &saslResult{username: user}, &Error{Code: CodeAuth, Text: "Authorization identity must match the user name."}
 	}
-	return nil, true, user, pass, nil
+	return nil, &saslResult{username: user, password: pass}, nil
 }
 
 // loginMech is the LOGIN mechanism (draft-murchison-sasl-login): the user
@@ -120,18 +148,18 @@ type loginMech struct {
 	stage int
 }
 
-func (m *loginMech) next(resp []byte) ([]byte, bool, string, string, error) {
+func (m *loginMech) next(resp []byte) ([]byte, *saslResult, error) {
 	switch {
 	case resp == nil && m.stage == 0:
 		m.stage = 1
-		return []byte("Username:"), false, "", "", nil
+		return []byte("Username:"), nil, nil
 	case m.stage <= 1:
 		m.user = string(resp)
 		m.stage = 2
-		return []byte("Password:"), false, "", "", nil
+		return []byte("Password:"), nil, nil
 	case m.stage == 2:
 		m.stage = 3
-		return nil, true, m.user, string(resp), nil
+		return nil, &saslResult{username: m.user, password: string(resp)}, nil
 	}
-	return nil, false, "", "", errors.New("unexpected LOGIN state")
+	return nil, nil, errors.New("unexpected LOGIN state")
 }

@@ -104,11 +104,11 @@ func TestClientAuthErrors(t *testing.T) {
 
 func TestParseError(t *testing.T) {
 	cases := map[string]Error{
-		" [IN-USE] locked":   {Code: "IN-USE", Text: "locked"},
-		" no code":           {Text: "no code"},
-		" [SYS/TEMP]":        {Code: "SYS/TEMP"},
-		" [unterminated x":   {Text: "[unterminated x"},
-		"":                   {},
+		" [IN-USE] locked": {Code: "IN-USE", Text: "locked"},
+		" no code":         {Text: "no code"},
+		" [SYS/TEMP]":      {Code: "SYS/TEMP"},
+		" [unterminated x": {Text: "[unterminated x"},
+		"":                 {},
 	}
 	for in, want := range cases {
 		if got := parseError(in); *got != want {

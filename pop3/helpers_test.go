@@ -125,9 +125,9 @@ func (b *memBackend) isLocked(user string) bool {
 // testServer runs a Server on a loopback listener for one test.
 type testServer struct {
 	*Server
-	addr    string
-	tlsAddr string
-	be      *memBackend
+	addr      string
+	tlsAddr   string
+	be        *memBackend
 	tlsClient *tls.Config
 }
 

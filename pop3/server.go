@@ -85,6 +85,11 @@ type Server struct {
 	Expire string
 	// LoginDelay is the LOGIN-DELAY capability in seconds (RFC 2449 §6.8).
 	LoginDelay int
+	// SCRAM offers AUTH SCRAM-SHA-256 (RFC 7677) when the Backend
+	// implements SCRAMBackend. Only users whose stored password is a SCRAM
+	// one can use it, so enable it where clients fall back to PLAIN or
+	// where every user has SCRAM credentials.
+	SCRAM bool
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

@@ -13,8 +13,8 @@ import (
 )
 
 const (
-	msgPlain = "From: a@example.test\r\nSubject: one\r\n\r\nHello.\r\n"
-	msgDots  = "Subject: dots\r\n\r\n.leading dot\r\n.\r\n..two\r\nend\r\n"
+	msgPlain  = "From: a@example.test\r\nSubject: one\r\n\r\nHello.\r\n"
+	msgDots   = "Subject: dots\r\n\r\n.leading dot\r\n.\r\n..two\r\nend\r\n"
 	msgNoBody = "Subject: header only\r\nX-A: b\r\n"
 )
 

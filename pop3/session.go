@@ -475,7 +475,12 @@ func (s *session) login(username, password string) error {
 	if err != nil {
 		return s.authFailed(username, err)
 	}
-	drop, err := s.srv.Backend.OpenMaildrop(s.ctx, ci, user)
+	return s.openMaildrop(user)
+}
+
+// openMaildrop opens an authenticated user's maildrop.
+func (s *session) openMaildrop(user string) error {
+	drop, err := s.srv.Backend.OpenMaildrop(s.ctx, s.connInfo(), user)
 	if err != nil {
 		e := errorFor(err)
 		if e == ErrTemporary {
@@ -696,7 +701,10 @@ func (s *session) cmdCAPA([]string) error {
 	s.okf("Capability list follows.")
 	caps := []string{"TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"}
 	if s.plaintextAllowed() {
-		caps = append(caps, "USER", "SASL "+strings.Join(s.mechanisms(), " "))
+		caps = append(caps, "USER")
+	}
+	if m := s.mechanisms(); len(m) > 0 {
+		caps = append(caps, "SASL "+strings.Join(m, " "))
 	}
 	if s.srv.TLSConfig != nil && s.tls == nil && s.state == stateAuthorization {
 		// RFC 2595 §4: not after TLS is active.

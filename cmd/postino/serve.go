@@ -168,6 +168,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		MaxConnectionsPerIP: cfg.POP3.MaxConnectionsPerIP,
 		Expire:              cfg.POP3.Expire,
 		LoginDelay:          int(cfg.POP3.LoginDelay.Seconds()),
+		SCRAM:               cfg.POP3.SCRAM,
 	}
 
 	type pending struct {

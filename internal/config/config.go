@@ -84,6 +84,7 @@ type POP3Config struct {
 	MaxConnectionsPerIP int      `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous POP3 connections from one IP address."`
 	LoginDelay          Duration `toml:"login_delay" comment:"Minimum time between logins by one user, advertised as the LOGIN-DELAY capability (RFC 2449); must be whole seconds. 0s disables it."`
 	Expire              string   `toml:"expire" comment:"Advertised EXPIRE capability (RFC 2449): NEVER, or the number of days the server keeps retrieved messages."`
+	SCRAM               bool     `toml:"scram" comment:"Offer AUTH SCRAM-SHA-256 (RFC 7677). Only users whose password was stored with 'postino user add --scheme SCRAM-SHA-256' (or Dovecot's {SCRAM-SHA-256}) can use it; a client that picks SCRAM for another user fails to log in, so enable it only where every user has SCRAM credentials or clients fall back."`
 }
 
 // UsersConfig is the [users] section.

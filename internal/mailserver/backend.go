@@ -90,3 +90,17 @@ func (u LocalUsers) LookupAddress(address string) (string, bool) {
 	}
 	return usr.Address, true
 }
+
+// SCRAMCredentials returns the SCRAM-SHA-256 secrets of a user whose
+// stored password is a {SCRAM-SHA-256} one (pop3.SCRAMBackend).
+func (b *POP3Backend) SCRAMCredentials(ctx context.Context, ci *pop3.ConnInfo, username string) (string, pop3.SCRAMCredentials, error) {
+	u, ok := b.Users.Lookup(username)
+	if !ok {
+		return "", pop3.SCRAMCredentials{}, pop3.ErrAuthFailed
+	}
+	iter, salt, storedKey, serverKey, ok := auth.SCRAMCredentials(u.Hash)
+	if !ok {
+		return "", pop3.SCRAMCredentials{}, pop3.ErrAuthFailed
+	}
+	return u.Address, pop3.SCRAMCredentials{Iterations: iter, Salt: salt, StoredKey: storedKey, ServerKey: serverKey}, nil
+}
