@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -133,8 +134,7 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if isTemporaryAcceptError(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue
@@ -144,6 +144,18 @@ func (s *Server) Serve(l net.Listener) error {
 		delay = 0
 		go s.serveConn(c)
 	}
+}
+
+// isTemporaryAcceptError reports whether Accept failed for a passing
+// reason (out of file descriptors, an aborted connection): the listener
+// keeps serving after a pause instead of shutting down.
+func isTemporaryAcceptError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // ServeTLS serves implicit-TLS POP3 (port 995, RFC 8314) on l using

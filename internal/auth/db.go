@@ -1,0 +1,503 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrInvalidCredentials is returned by DB.Authenticate for an unknown user
+// and for a wrong password alike.
+var ErrInvalidCredentials = errors.New("auth: invalid credentials")
+
+// ErrUserExists is returned by DB.Add when the address is already a user.
+var ErrUserExists = errors.New("auth: user already exists")
+
+// ErrNoSuchUser is returned by DB.SetPassword and DB.Delete when the
+// address is not a user.
+var ErrNoSuchUser = errors.New("auth: no such user")
+
+// ErrNotEntry is returned by ParseLine for a blank or comment line, which
+// holds no user.
+var ErrNotEntry = errors.New("auth: not a user entry")
+
+// User is one entry of the user database.
+type User struct {
+	// Address is the canonical address (see CanonicalAddress).
+	Address string
+	// Hash is the stored {SCHEME}hash password.
+	Hash string
+	// Extra holds the fields after the password (uid, gid, gecos, home,
+	// shell, extra_fields), as they are in the file; nil when the line
+	// has only two fields.
+	Extra []string
+}
+
+// Problem is a line of the user database that was skipped because it could
+// not be parsed.
+type Problem struct {
+	Line int   // 1-based line number
+	Err  error // why it was skipped
+}
+
+// String returns "line N: reason".
+func (p Problem) String() string { return fmt.Sprintf("line %d: %v", p.Line, p.Err) }
+
+// ParseLine parses one line of a passwd-file,
+// "user:password[:uid:gid:gecos:home:shell:extra_fields]", with an optional
+// trailing '\r'. It returns ErrNotEntry for blank and comment lines and
+// another error for a line that has no valid address or no password. The
+// password field is not checked here (see ValidateHash), so that a user
+// whose hash is malformed is reported as such when logging in.
+func ParseLine(line string) (User, error) {
+	line = strings.TrimSuffix(line, "\r")
+	if strings.ContainsAny(line, "\n\r") {
+		return User{}, errors.New("auth: line break inside a line")
+	}
+	if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+		return User{}, ErrNotEntry
+	}
+	f := strings.Split(line, ":")
+	if len(f) < 2 {
+		return User{}, errors.New("auth: no ':' after the user")
+	}
+	addr, err := CanonicalAddress(f[0])
+	if err != nil {
+		return User{}, err
+	}
+	if f[1] == "" {
+		return User{}, fmt.Errorf("auth: user %s has an empty password field", addr)
+	}
+	u := User{Address: addr, Hash: f[1]}
+	if len(f) > 2 {
+		u.Extra = f[2:]
+	}
+	return u, nil
+}
+
+// DB is a user database kept in a passwd-file (see the package
+// documentation). Its methods are safe for concurrent use, and several
+// processes may modify the same file. The exported fields must be set
+// before the first use.
+type DB struct {
+	// CacheTTL is how long a successful password verification is
+	// remembered (DefaultCacheTTL by OpenDB); 0 disables the cache.
+	CacheTTL time.Duration
+	// CacheSize bounds the number of remembered verifications
+	// (DefaultCacheSize by OpenDB).
+	CacheSize int
+	// Logger, when not nil, receives the lines skipped when loading the
+	// file.
+	Logger *slog.Logger
+	// Now is the clock used by the cache; nil means time.Now.
+	Now func() time.Time
+
+	path string
+
+	mu   sync.RWMutex
+	snap *snapshot // nil: not loaded
+
+	writeMu sync.Mutex // serialises this process's modifications
+	cache   verifiedCache
+}
+
+// snapshot is the parsed content of the file as of one stat.
+type snapshot struct {
+	fi       fs.FileInfo // nil when the file does not exist
+	users    map[string]User
+	folded   map[string][]string // lower-cased address -> addresses
+	problems []Problem
+}
+
+// OpenDB returns the user database kept in the file at path. The file is
+// read on first use; it need not exist, which means no users.
+func OpenDB(path string) *DB {
+	return &DB{path: path, CacheTTL: DefaultCacheTTL, CacheSize: DefaultCacheSize}
+}
+
+// Path returns the path of the database file.
+func (db *DB) Path() string { return db.path }
+
+func (db *DB) now() time.Time {
+	if db.Now != nil {
+		return db.Now()
+	}
+	return time.Now()
+}
+
+// sameFile reports whether a and b (either may be nil for a missing file)
+// are the same version of the file.
+func sameFile(a, b fs.FileInfo) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
+// current returns the snapshot of the file as it is now, re-reading it
+// when its inode, size or modification time changed.
+func (db *DB) current() (*snapshot, error) {
+	fi, err := os.Stat(db.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		fi, err = nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("auth: user database: %w", err)
+	}
+	db.mu.RLock()
+	s := db.snap
+	db.mu.RUnlock()
+	if s != nil && sameFile(s.fi, fi) {
+		return s, nil
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.snap != nil && sameFile(db.snap.fi, fi) {
+		return db.snap, nil
+	}
+	_, s, err = readFile(db.path)
+	if err != nil {
+		return nil, err
+	}
+	db.snap = s
+	if db.Logger != nil {
+		for _, p := range s.problems {
+			db.Logger.Warn("auth: skipping a line of the user database", "path", db.path, "line", p.Line, "err", p.Err)
+		}
+	}
+	return s, nil
+}
+
+// fileLine is one line of the file, as read.
+type fileLine struct {
+	raw  string
+	user *User // nil for comments, blank and unparsable lines
+}
+
+// readFile reads and parses the file at path; a missing file is empty.
+func readFile(path string) ([]fileLine, *snapshot, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, newSnapshot(nil, nil), nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth: user database: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth: user database: %w", err)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth: user database: %w", err)
+	}
+	lines := parseLines(string(data))
+	return lines, newSnapshot(fi, lines), nil
+}
+
+// parseLines splits data into lines and parses each.
+func parseLines(data string) []fileLine {
+	data = strings.TrimSuffix(data, "\n")
+	if data == "" {
+		return nil
+	}
+	raws := strings.Split(data, "\n")
+	lines := make([]fileLine, len(raws))
+	for i, raw := range raws {
+		lines[i].raw = raw
+		if u, err := ParseLine(raw); err == nil {
+			lines[i].user = &u
+		}
+	}
+	return lines
+}
+
+// newSnapshot indexes the parsed lines of the file fi.
+func newSnapshot(fi fs.FileInfo, lines []fileLine) *snapshot {
+	s := &snapshot{fi: fi, users: make(map[string]User), folded: make(map[string][]string)}
+	for i, l := range lines {
+		if l.user == nil {
+			if _, err := ParseLine(l.raw); !errors.Is(err, ErrNotEntry) {
+				s.problems = append(s.problems, Problem{Line: i + 1, Err: err})
+			}
+			continue
+		}
+		u := *l.user
+		if _, dup := s.users[u.Address]; dup {
+			s.problems = append(s.problems, Problem{Line: i + 1,
+				Err: fmt.Errorf("auth: user %s already defined on an earlier line", u.Address)})
+			continue
+		}
+		s.users[u.Address] = u
+		k := strings.ToLower(u.Address)
+		s.folded[k] = append(s.folded[k], u.Address)
+	}
+	return s
+}
+
+// resolve finds the user that username names: the same canonical address,
+// or else the one user whose address differs only in letter case.
+func (s *snapshot) resolve(username string) (User, bool) {
+	c, err := CanonicalAddress(username)
+	if err != nil {
+		return User{}, false
+	}
+	if u, ok := s.users[c]; ok {
+		return u, true
+	}
+	if m := s.folded[strings.ToLower(c)]; len(m) == 1 {
+		return s.users[m[0]], true
+	}
+	return User{}, false
+}
+
+// verifyPassword is VerifyPassword, a variable so that tests can count
+// the verifications that miss the cache.
+var verifyPassword = VerifyPassword
+
+var dummy struct {
+	once sync.Once
+	hash string
+}
+
+// dummyVerify spends the time of verifying an ARGON2ID hash, so that
+// unknown users take as long to fail as wrong passwords.
+func dummyVerify(password string) {
+	dummy.once.Do(func() {
+		b := make([]byte, 16)
+		rand.Read(b)
+		dummy.hash, _ = HashPassword(hex.EncodeToString(b))
+	})
+	if dummy.hash != "" {
+		VerifyPassword(dummy.hash, password)
+	}
+}
+
+// Authenticate checks username and password and returns the user's
+// canonical address. The username matches the user with the same canonical
+// address (so the domain is case-insensitive) or, if there is none, the one
+// user whose local part differs only in case. An unknown user and a wrong
+// password both give ErrInvalidCredentials, after about the same time. A
+// stored hash that cannot be used gives an error wrapping ErrMalformedHash
+// or ErrUnknownScheme, which the caller should log; other errors mean the
+// database could not be read. Successful verifications are cached (see
+// CacheTTL).
+func (db *DB) Authenticate(ctx context.Context, username, password string) (canonical string, err error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if password == "" {
+		return "", ErrInvalidCredentials
+	}
+	s, err := db.current()
+	if err != nil {
+		return "", err
+	}
+	u, ok := s.resolve(username)
+	if !ok {
+		dummyVerify(password)
+		return "", ErrInvalidCredentials
+	}
+	now := db.now()
+	var key cacheKey
+	useCache := db.CacheTTL > 0 && db.CacheSize > 0
+	if useCache {
+		key = makeCacheKey(u.Address, u.Hash, password)
+		if db.cache.hit(key, now) {
+			return u.Address, nil
+		}
+	}
+	ok, err = verifyPassword(u.Hash, password)
+	if err != nil {
+		return "", fmt.Errorf("auth: stored password of %s: %w", u.Address, err)
+	}
+	if !ok {
+		return "", ErrInvalidCredentials
+	}
+	if useCache {
+		db.cache.add(key, now, db.CacheTTL, db.CacheSize)
+	}
+	return u.Address, nil
+}
+
+// Lookup returns the user that username names, matched as by
+// Authenticate. It returns false when there is none or the file cannot be
+// read.
+func (db *DB) Lookup(username string) (User, bool) {
+	s, err := db.current()
+	if err != nil {
+		if db.Logger != nil {
+			db.Logger.Error("auth: reading the user database", "err", err)
+		}
+		return User{}, false
+	}
+	return s.resolve(username)
+}
+
+// List returns all users, sorted by address.
+func (db *DB) List() ([]User, error) {
+	s, err := db.current()
+	if err != nil {
+		return nil, err
+	}
+	users := make([]User, 0, len(s.users))
+	for _, u := range s.users {
+		users = append(users, u)
+	}
+	slices.SortFunc(users, func(a, b User) int { return strings.Compare(a.Address, b.Address) })
+	return users, nil
+}
+
+// Problems returns the lines skipped when the file was last loaded or, as
+// one Problem with Line 0, why the file cannot be read.
+func (db *DB) Problems() []Problem {
+	s, err := db.current()
+	if err != nil {
+		return []Problem{{Err: err}}
+	}
+	return slices.Clone(s.problems)
+}
+
+// Add adds the user address with the stored password hash (a {SCHEME}hash
+// string, for example from HashPassword). It returns ErrUserExists when
+// the address is already a user.
+func (db *DB) Add(ctx context.Context, address, hash string) error {
+	addr, err := CanonicalAddress(address)
+	if err != nil {
+		return err
+	}
+	if err := ValidateHash(hash); err != nil {
+		return err
+	}
+	return db.modify(ctx, func(lines []fileLine, s *snapshot) ([]fileLine, error) {
+		if _, ok := s.users[addr]; ok {
+			return nil, fmt.Errorf("%w: %s", ErrUserExists, addr)
+		}
+		return append(lines, fileLine{raw: addr + ":" + hash}), nil
+	})
+}
+
+// SetPassword replaces the stored password hash of the user address
+// (matched as by Authenticate), keeping the other fields of its line. It
+// returns ErrNoSuchUser when there is no such user.
+func (db *DB) SetPassword(ctx context.Context, address, hash string) error {
+	if err := ValidateHash(hash); err != nil {
+		return err
+	}
+	return db.modify(ctx, func(lines []fileLine, s *snapshot) ([]fileLine, error) {
+		u, ok := s.resolve(address)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, address)
+		}
+		for i, l := range lines {
+			if l.user != nil && l.user.Address == u.Address {
+				raw, cr := strings.CutSuffix(l.raw, "\r")
+				f := strings.Split(raw, ":")
+				f[1] = hash
+				lines[i].raw = strings.Join(f, ":")
+				if cr {
+					lines[i].raw += "\r"
+				}
+				break
+			}
+		}
+		return lines, nil
+	})
+}
+
+// Delete removes the user address (matched as by Authenticate); every line
+// of that address goes. It returns ErrNoSuchUser when there is no such
+// user.
+func (db *DB) Delete(ctx context.Context, address string) error {
+	return db.modify(ctx, func(lines []fileLine, s *snapshot) ([]fileLine, error) {
+		u, ok := s.resolve(address)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, address)
+		}
+		return slices.DeleteFunc(lines, func(l fileLine) bool {
+			return l.user != nil && l.user.Address == u.Address
+		}), nil
+	})
+}
+
+// modify applies change to the file under its lock and writes the result
+// atomically and durably.
+func (db *DB) modify(ctx context.Context, change func([]fileLine, *snapshot) ([]fileLine, error)) error {
+	db.writeMu.Lock()
+	defer db.writeMu.Unlock()
+	lock, err := lockFile(ctx, db.path+".lock")
+	if err != nil {
+		return fmt.Errorf("auth: locking the user database: %w", err)
+	}
+	defer lock.Close()
+
+	lines, s, err := readFile(db.path)
+	if err != nil {
+		return err
+	}
+	lines, err = change(lines, s)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(l.raw)
+		b.WriteByte('\n')
+	}
+	err = writeFileAtomic(db.path, []byte(b.String()))
+	db.mu.Lock()
+	db.snap = nil // re-read on next use
+	db.mu.Unlock()
+	return err
+}
+
+// writeFileAtomic replaces path with data: it writes path.tmp with mode
+// 0600, fsyncs it, renames it over path and fsyncs the directory.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("auth: %w", err)
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("auth: writing the user database: %w", err)
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("auth: syncing the user database directory: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+package maildir
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// benchMessage returns a message of about size octets with LF line ends.
+func benchMessage(size int) []byte {
+	var b bytes.Buffer
+	b.WriteString("From: bench@example.test\nTo: alice@example.test\nSubject: benchmark\n\n")
+	for i := 0; b.Len() < size; i++ {
+		fmt.Fprintf(&b, "line %d of the benchmark message body, with some text to fill it up\n", i)
+	}
+	return b.Bytes()[:size]
+}
+
+func BenchmarkDeliver(b *testing.B) {
+	s, _ := newTestStore(b)
+	msg := benchMessage(10 << 10)
+	crlf := bytes.ReplaceAll(msg, []byte("\n"), []byte("\r\n"))
+	b.SetBytes(int64(len(crlf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Deliver(context.Background(), testBox, bytes.NewReader(crlf)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkOpenMaildrop(b *testing.B) {
+	s, root := newTestStore(b)
+	openMD(b, s, testBox).Close()
+	// 10,000 messages as Deliver names them, written directly (without
+	// 10,000 fsyncs) to keep the setup fast.
+	msg := []byte("Subject: x\n\nbody\n")
+	newDir := filepath.Join(maildirPath(root), "new")
+	for range 10000 {
+		name := formatName(s.uniqueName(), int64(len(msg)), int64(len(refWire(msg))))
+		if err := os.WriteFile(filepath.Join(newDir, name), msg, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		md := openMD(b, s, testBox)
+		if n := len(md.Messages()); n != 10000 {
+			b.Fatalf("%d messages", n)
+		}
+		md.Close()
+	}
+}
+
+func BenchmarkRead(b *testing.B) {
+	s, _ := newTestStore(b)
+	msg := benchMessage(1 << 20)
+	if _, err := s.Deliver(context.Background(), testBox, bytes.NewReader(msg)); err != nil {
+		b.Fatal(err)
+	}
+	md := openMD(b, s, testBox)
+	defer md.Close()
+	size := md.Messages()[0].Size
+	buf := make([]byte, 32<<10)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		rc, err := md.Open(context.Background(), 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{rc}, buf)
+		rc.Close()
+		if err != nil || n != size {
+			b.Fatalf("read %d of %d: %v", n, size, err)
+		}
+	}
+}
+
+// BenchmarkConvert measures the in-memory conversion alone.
+func BenchmarkConvert(b *testing.B) {
+	stored := benchMessage(1 << 20)
+	size := int64(len(refWire(stored)))
+	buf := make([]byte, 32<<10)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := newWireReader(io.NopCloser(bytes.NewReader(stored)), "bench", size)
+		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{r}, buf)
+		r.Close()
+		if err != nil || n != size {
+			b.Fatalf("read %d of %d: %v", n, size, err)
+		}
+	}
+}

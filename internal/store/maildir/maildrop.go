@@ -1,0 +1,456 @@
+package maildir
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/postino-mail/postino/internal/store"
+)
+
+// message is one message of a snapshot.
+type message struct {
+	base  string
+	sub   string // "new" or "cur": where the file was last seen
+	name  string // file name as last seen
+	size  int64  // wire size
+	secs  int64  // delivery order keys
+	usecs int64
+}
+
+// Maildrop is a locked snapshot of one Maildir. It implements
+// store.Maildrop and is used by one goroutine at a time.
+type Maildrop struct {
+	s         *Store
+	dir       string   // Maildir directory relative to the root
+	unlock    func() error // releases the maildrop lock; nil once closed
+	msgs      []message
+	infos     []store.MessageInfo
+	committed bool
+}
+
+var _ store.Maildrop = (*Maildrop)(nil)
+
+// OpenMaildrop locks the mailbox, completes a commit journal left by a
+// crash, and takes a snapshot of new/ and cur/. It returns store.ErrLocked
+// when another session holds the lock. A mailbox that does not exist yet
+// is created and opened empty. The result is a *Maildrop.
+func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildrop, error) {
+	dir, err := mailboxDir(mailbox)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.ensureMaildir(dir); err != nil {
+		return nil, err
+	}
+	unlock, err := s.lockMailbox(dir)
+	if err != nil {
+		if errors.Is(err, errWouldBlock) {
+			return nil, store.ErrLocked
+		}
+		return nil, fmt.Errorf("maildir: locking %s: %w", dir, err)
+	}
+	md := &Maildrop{s: s, dir: dir, unlock: unlock}
+	if err := s.recoverJournal(dir); err != nil {
+		md.Close()
+		return nil, err
+	}
+	if err := md.scan(ctx); err != nil {
+		md.Close()
+		return nil, err
+	}
+	return md, nil
+}
+
+// scan takes the snapshot.
+func (md *Maildrop) scan(ctx context.Context) error {
+	s := md.s
+	seen := make(map[string]struct{})
+	var cache *sizeCache
+	for _, sub := range [...]string{"new", "cur"} { // new first: see moveNote
+		// Names only: with d_type missing on some file systems, ReadDir
+		// would stat every file, which login must not pay for.
+		names, err := s.readNames(md.dir + "/" + sub)
+		if err != nil {
+			return err
+		}
+		for i, name := range names {
+			if i%1024 == 1023 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if name == "" || name[0] == '.' {
+				continue
+			}
+			p := parseName(name)
+			if _, dup := seen[p.base]; dup {
+				continue
+			}
+			m := message{base: p.base, sub: sub, name: name, size: p.wire}
+			m.secs, m.usecs = orderKey(p.base)
+			if m.size < 0 {
+				if cache == nil {
+					cache = s.loadSizes(md.dir)
+				}
+				ok, err := md.foreignSize(&m, cache)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue // deleted meanwhile
+				}
+			}
+			seen[p.base] = struct{}{}
+			md.msgs = append(md.msgs, m)
+		}
+	}
+	// moveNote: new/ is listed before cur/ so that a file moved from new/ to
+	// cur/ by a MUA during the scan is seen at least once; duplicates are
+	// dropped by base above.
+	slices.SortFunc(md.msgs, func(a, b message) int {
+		return cmp.Or(cmp.Compare(a.secs, b.secs), cmp.Compare(a.usecs, b.usecs), strings.Compare(a.base, b.base))
+	})
+	md.infos = make([]store.MessageInfo, len(md.msgs))
+	for i, m := range md.msgs {
+		md.infos[i] = store.MessageInfo{UID: uidFor(m.base), Size: m.size}
+	}
+	if cache != nil {
+		s.saveSizes(md.dir, cache)
+	}
+	return nil
+}
+
+// foreignSize finds the wire size of a message whose name has no W= field,
+// from the size cache or by reading it. It reports false when the file no
+// longer exists or is not a regular file.
+func (md *Maildrop) foreignSize(m *message, cache *sizeCache) (bool, error) {
+	var fileSize int64 = -1
+	if info, err := md.s.root.Lstat(md.dir + "/" + m.sub + "/" + m.name); err == nil {
+		if !info.Mode().IsRegular() {
+			return false, nil
+		}
+		fileSize = info.Size()
+		if w, ok := cache.lookup(m.base, fileSize); ok {
+			m.size = w
+			return true, nil
+		}
+	}
+	f, err := md.s.openMessage(md.dir, m)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("maildir: stat %s: %w", m.name, err)
+	}
+	if !info.Mode().IsRegular() {
+		return false, nil
+	}
+	if info.Size() != fileSize {
+		if w, ok := cache.lookup(m.base, info.Size()); ok {
+			m.size = w
+			return true, nil
+		}
+	}
+	bp := deliverPool.Get().(*[]byte)
+	defer deliverPool.Put(bp)
+	buf := *bp
+	var wc wireCounter
+	for {
+		n, err := f.Read(buf)
+		wc.write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return false, fmt.Errorf("maildir: reading %s: %w", m.name, err)
+		}
+	}
+	if wc.stored != info.Size() {
+		return false, fmt.Errorf("maildir: %s changed while being read", m.name)
+	}
+	m.size = wc.wire()
+	cache.store(m.base, wc.stored, m.size)
+	return true, nil
+}
+
+// openMessage opens the file of m, looking for its base in new/ and cur/
+// again when it has been moved or renamed (flags changed) by another
+// program. It updates m.sub and m.name. A message deleted by another
+// program gives an error wrapping fs.ErrNotExist.
+func (s *Store) openMessage(dir string, m *message) (*os.File, error) {
+	for range 3 {
+		f, err := s.root.Open(dir + "/" + m.sub + "/" + m.name)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("maildir: opening %s/%s: %w", m.sub, m.name, err)
+		}
+		sub, name, ferr := s.findBase(dir, m.base)
+		if ferr != nil {
+			return nil, ferr
+		}
+		if name == "" {
+			return nil, fmt.Errorf("maildir: message %s: %w", m.base, fs.ErrNotExist)
+		}
+		m.sub, m.name = sub, name
+	}
+	return nil, fmt.Errorf("maildir: message %s keeps moving: %w", m.base, fs.ErrNotExist)
+}
+
+// findBase looks for a file with the given base in new/ and cur/. It
+// returns an empty name when there is none.
+func (s *Store) findBase(dir, base string) (sub, name string, err error) {
+	for _, sub := range [...]string{"new", "cur"} {
+		names, err := s.readNames(dir + "/" + sub)
+		if err != nil {
+			return "", "", err
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, base) && parseName(n).base == base {
+				return sub, n, nil
+			}
+		}
+	}
+	return "", "", nil
+}
+
+// readNames lists the names in a directory (no stat).
+func (s *Store) readNames(p string) ([]string, error) {
+	f, err := s.root.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: opening %s: %w", p, err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: listing %s: %w", p, err)
+	}
+	return names, nil
+}
+
+// Messages returns the snapshot in message-number order. The caller must
+// not modify the slice.
+func (md *Maildrop) Messages() []store.MessageInfo {
+	return md.infos
+}
+
+// Open streams message i (0-based) in wire form: every LF not preceded by
+// CR becomes CRLF and CRLF is appended when the stored message does not
+// end with LF, so that exactly Messages()[i].Size octets are returned. When
+// the file turns out not to match that size, Read fails with an error
+// wrapping ErrSizeMismatch instead (see there). A message moved to cur/ or
+// re-flagged by a MUA since the snapshot is found again; one deleted by
+// another program gives an error wrapping fs.ErrNotExist.
+func (md *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
+	if md.unlock == nil {
+		return nil, errors.New("maildir: maildrop is closed")
+	}
+	if i < 0 || i >= len(md.msgs) {
+		return nil, fmt.Errorf("maildir: no message %d", i)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m := &md.msgs[i]
+	f, err := md.s.openMessage(md.dir, m)
+	if err != nil {
+		return nil, err
+	}
+	return newWireReader(f, m.sub+"/"+m.name, m.size), nil
+}
+
+// Commit durably deletes the messages with the given 0-based indexes, all
+// or nothing, through the commit journal described in the package
+// documentation. Duplicate indexes are ignored; an empty list does nothing.
+// It may be called at most once. Once the journal is written, ctx is no
+// longer consulted: the deletion is completed (now, or by the next
+// OpenMaildrop if an error occurs).
+func (md *Maildrop) Commit(ctx context.Context, deleted []int) error {
+	if md.unlock == nil {
+		return errors.New("maildir: maildrop is closed")
+	}
+	if md.committed {
+		return errors.New("maildir: commit called twice")
+	}
+	set := make(map[string]struct{}, len(deleted))
+	bases := make([]string, 0, len(deleted))
+	for _, i := range deleted {
+		if i < 0 || i >= len(md.msgs) {
+			return fmt.Errorf("maildir: no message %d", i)
+		}
+		b := md.msgs[i].base
+		if _, dup := set[b]; !dup {
+			set[b] = struct{}{}
+			bases = append(bases, b)
+		}
+	}
+	md.committed = true
+	if len(bases) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := md.s.writeJournal(md.dir, bases); err != nil {
+		return err
+	}
+	if err := md.s.applyJournal(md.dir, set); err != nil {
+		return err
+	}
+	return md.s.removeJournal(md.dir)
+}
+
+// Close releases the lock. It removes nothing and is idempotent.
+func (md *Maildrop) Close() error {
+	if md.unlock == nil {
+		return nil
+	}
+	err := md.unlock()
+	md.unlock = nil
+	return err
+}
+
+const journalHeader = "postino-commit-journal v1"
+
+// writeJournal durably records the bases to delete.
+func (s *Store) writeJournal(dir string, bases []string) error {
+	var b bytes.Buffer
+	b.WriteString(journalHeader + "\n")
+	for _, base := range bases {
+		b.WriteString(strconv.Quote(base))
+		b.WriteByte('\n')
+	}
+	b.WriteString("end\n")
+	tmp := dir + "/" + journalName + ".tmp"
+	if err := s.writeFileSync(tmp, b.Bytes()); err != nil {
+		return err
+	}
+	if err := s.root.Rename(tmp, dir+"/"+journalName); err != nil {
+		return fmt.Errorf("maildir: renaming journal: %w", err)
+	}
+	return s.syncDir(dir)
+}
+
+// writeFileSync writes and fsyncs a file.
+func (s *Store) writeFileSync(p string, data []byte) error {
+	f, err := s.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, filePerm)
+	if err != nil {
+		return fmt.Errorf("maildir: creating %s: %w", p, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("maildir: writing %s: %w", p, err)
+	}
+	return nil
+}
+
+// parseJournal decodes a journal. ok is false when it is not complete.
+func parseJournal(data []byte) (bases map[string]struct{}, ok bool) {
+	lines := strings.Split(string(data), "\n")
+	if len(lines) < 3 || lines[0] != journalHeader || lines[len(lines)-1] != "" || lines[len(lines)-2] != "end" {
+		return nil, false
+	}
+	bases = make(map[string]struct{}, len(lines)-3)
+	for _, l := range lines[1 : len(lines)-2] {
+		b, err := strconv.Unquote(l)
+		if err != nil || b == "" {
+			return nil, false
+		}
+		bases[b] = struct{}{}
+	}
+	return bases, true
+}
+
+// recoverJournal completes a commit interrupted by a crash, if any. The
+// caller holds the lock.
+func (s *Store) recoverJournal(dir string) error {
+	_ = s.root.Remove(dir + "/" + journalName + ".tmp") // never renamed: void
+	data, err := s.root.ReadFile(dir + "/" + journalName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("maildir: reading journal: %w", err)
+	}
+	bases, ok := parseJournal(data)
+	if !ok {
+		// The journal is renamed into place only once complete and
+		// fsync'd, so this is damage from outside: deleting nothing is
+		// the safe outcome.
+		s.logger.Error("maildir: discarding corrupt commit journal", "dir", dir)
+	} else {
+		s.logger.Warn("maildir: completing interrupted commit", "dir", dir, "messages", len(bases))
+		if err := s.applyJournal(dir, bases); err != nil {
+			return err
+		}
+	}
+	return s.removeJournal(dir)
+}
+
+// applyJournal unlinks every file of new/ and cur/ whose base is in bases,
+// then fsyncs both directories. Files already gone are ignored; a file
+// renamed by another program meanwhile is found again.
+func (s *Store) applyJournal(dir string, bases map[string]struct{}) error {
+	for pass := 0; ; pass++ {
+		raced := false
+		for _, sub := range [...]string{"new", "cur"} {
+			names, err := s.readNames(dir + "/" + sub)
+			if err != nil {
+				return err
+			}
+			for _, n := range names {
+				if _, ok := bases[parseName(n).base]; !ok {
+					continue
+				}
+				p := dir + "/" + sub + "/" + n
+				err := s.root.Remove(p)
+				if errors.Is(err, fs.ErrNotExist) {
+					raced = true
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("maildir: deleting %s: %w", p, err)
+				}
+			}
+		}
+		if !raced || pass >= 3 {
+			break
+		}
+	}
+	if err := s.syncDir(dir + "/new"); err != nil {
+		return err
+	}
+	return s.syncDir(dir + "/cur")
+}
+
+// removeJournal removes the journal durably.
+func (s *Store) removeJournal(dir string) error {
+	if err := s.root.Remove(dir + "/" + journalName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("maildir: removing journal: %w", err)
+	}
+	return s.syncDir(dir)
+}
