@@ -30,7 +30,7 @@ type message struct {
 // store.Maildrop and is used by one goroutine at a time.
 type Maildrop struct {
 	s         *Store
-	dir       string   // Maildir directory relative to the root
+	dir       string       // Maildir directory relative to the root
 	unlock    func() error // releases the maildrop lock; nil once closed
 	msgs      []message
 	infos     []store.MessageInfo
