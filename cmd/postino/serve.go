@@ -2,21 +2,23 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/mailserver"
-	"github.com/postino-mail/postino/internal/store/maildir"
+	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/tlsutil"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -34,6 +36,10 @@ func runServe(env *cmdEnv, args []string) int {
 	hostname := fs.String("hostname", "", "server host `NAME` (overrides hostname)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `FILE` (PEM; overrides tls.cert)")
 	tlsKey := fs.String("tls-key", "", "TLS private key `FILE` (PEM; overrides tls.key)")
+	smtpAddr := fs.String("smtp", "", "SMTP (MX) listen `ADDR` (overrides smtp.listen)")
+	subAddr := fs.String("submission", "", "submission (STARTTLS) listen `ADDR` (overrides smtp.submission)")
+	subsAddr := fs.String("submissions", "", "submission over implicit TLS listen `ADDR` (overrides smtp.submissions)")
+	lmtpAddr := fs.String("lmtp", "", "LMTP listen `ADDR`: host:port or a unix socket path (overrides smtp.lmtp)")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
@@ -49,11 +55,15 @@ func runServe(env *cmdEnv, args []string) int {
 	}
 	// Flags override the file; an empty address disables a listener.
 	for name, apply := range map[string]func(){
-		"pop3":     func() { cfg.POP3.Listen = *pop3Addr },
-		"pop3s":    func() { cfg.POP3.ListenTLS = *pop3sAddr },
-		"hostname": func() { cfg.Hostname = *hostname },
-		"tls-cert": func() { cfg.TLS.Cert = *tlsCert },
-		"tls-key":  func() { cfg.TLS.Key = *tlsKey },
+		"pop3":        func() { cfg.POP3.Listen = *pop3Addr },
+		"pop3s":       func() { cfg.POP3.ListenTLS = *pop3sAddr },
+		"hostname":    func() { cfg.Hostname = *hostname },
+		"tls-cert":    func() { cfg.TLS.Cert = *tlsCert },
+		"tls-key":     func() { cfg.TLS.Key = *tlsKey },
+		"smtp":        func() { cfg.SMTP.Listen = *smtpAddr },
+		"submission":  func() { cfg.SMTP.Submission = *subAddr },
+		"submissions": func() { cfg.SMTP.Submissions = *subsAddr },
+		"lmtp":        func() { cfg.SMTP.LMTP = *lmtpAddr },
 	} {
 		if flagSet(fs, name) {
 			apply()
@@ -107,6 +117,7 @@ type server struct {
 	certs     *tlsutil.Reloader
 	users     *auth.DB
 	pop3      *pop3.Server
+	smtp      []*smtpin.Server
 	listeners []listener
 	failed    chan error
 	cancel    context.CancelFunc
@@ -147,7 +158,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	s.users = auth.OpenDB(cfg.UsersFile())
 	s.users.CacheTTL = cfg.Users.CacheTTL.Duration
 	s.users.Logger = logger
-	st, err := maildir.New(cfg.MailDir(), logger)
+	deliverer, st, err := openDeliverer(cfg, s.users, logger)
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store: %w", err)
 	}
@@ -182,9 +193,53 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	if cfg.POP3.ListenTLS != "" {
 		want = append(want, pending{"pop3s", cfg.POP3.ListenTLS, s.pop3.ServeTLS})
 	}
+	if cfg.SMTP.Listen != "" || cfg.SMTP.Submission != "" || cfg.SMTP.Submissions != "" || cfg.SMTP.LMTP != "" {
+		al, err := aliases.NewReloading(cfg.AliasesFile(), logger)
+		if err != nil {
+			return nil, fmt.Errorf("aliases: %w", err)
+		}
+		mk := func(role smtpin.Role, withTLS bool) (*smtpin.Server, error) {
+			o := smtpOptions(cfg, logger, deliverer, s.users, al)
+			o.Role = role
+			if withTLS {
+				o.TLS = tlsCfg
+			}
+			srv, err := smtpin.New(o)
+			if err == nil {
+				s.smtp = append(s.smtp, srv)
+			}
+			return srv, err
+		}
+		if cfg.SMTP.Listen != "" {
+			mx, err := mk(smtpin.RoleMX, true)
+			if err != nil {
+				return nil, err
+			}
+			want = append(want, pending{"smtp", cfg.SMTP.Listen, mx.Serve})
+		}
+		if cfg.SMTP.Submission != "" || cfg.SMTP.Submissions != "" {
+			sub, err := mk(smtpin.RoleSubmission, true)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.SMTP.Submission != "" {
+				want = append(want, pending{"submission", cfg.SMTP.Submission, sub.Serve})
+			}
+			if cfg.SMTP.Submissions != "" {
+				want = append(want, pending{"submissions", cfg.SMTP.Submissions, sub.ServeTLS})
+			}
+		}
+		if cfg.SMTP.LMTP != "" {
+			lmtp, err := mk(smtpin.RoleLMTP, false)
+			if err != nil {
+				return nil, err
+			}
+			want = append(want, pending{"lmtp", cfg.SMTP.LMTP, lmtp.Serve})
+		}
+	}
 	var opened []net.Listener
 	for _, p := range want {
-		l, err := net.Listen("tcp", p.addr)
+		l, err := listen(p.addr)
 		if err != nil {
 			for _, o := range opened {
 				o.Close()
@@ -196,7 +251,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) {
+			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) && !errors.Is(err, smtpin.ErrServerClosed) {
 				s.failed <- fmt.Errorf("%s on %s: %w", p.name, p.addr, err)
 			}
 		}()
@@ -206,6 +261,43 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	go certs.Watch(ctx, tlsutil.DefaultWatchInterval)
 	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
 	return s, nil
+}
+
+// listen opens a TCP listener, or a unix socket for an address that is a
+// path ("/run/postino/lmtp" or "unix:/run/postino/lmtp"); a stale socket
+// file left by a crash is replaced.
+func listen(addr string) (net.Listener, error) {
+	path, isUnix := strings.CutPrefix(addr, "unix:")
+	if isUnix || strings.HasPrefix(addr, "/") {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(path)
+		}
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// smtpOptions are the SMTP settings shared by the MX, submission and LMTP
+// servers.
+func smtpOptions(cfg *config.Config, logger *slog.Logger, d *delivery.Deliverer, users *auth.DB, al *aliases.Reloading) smtpin.Options {
+	return smtpin.Options{
+		Hostname:            cfg.Hostname,
+		MaxMessageBytes:     int64(cfg.SMTP.MaxMessageSize),
+		MaxRecipients:       cfg.SMTP.MaxRecipients,
+		ReadTimeout:         cfg.SMTP.CommandTimeout.Duration,
+		DataTimeout:         cfg.SMTP.DataTimeout.Duration,
+		MaxErrors:           cfg.SMTP.MaxErrors,
+		MaxConnections:      cfg.SMTP.MaxConnections,
+		MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
+		LocalDomains:        cfg.SMTP.LocalDomains,
+		PlusSeparator:       cfg.SMTP.PlusSeparator,
+		PlaintextAuth:       cfg.SMTP.PlaintextAuth,
+		AllowAnySender:      !cfg.SMTP.RestrictSender,
+		Logger:              logger,
+		Deliverer:           d,
+		Users:               users,
+		Aliases:             al,
+	}
 }
 
 func plaintextPolicy(s string) pop3.PlaintextPolicy {
@@ -222,7 +314,7 @@ func (s *server) printBanner(env *cmdEnv, cfg *config.Config) {
 	w := env.stdout
 	fmt.Fprintf(w, "postino %s serving %s\n", version, cfg.DataDir)
 	for _, l := range s.listeners {
-		fmt.Fprintf(w, "  %-6s %s\n", l.name, l.addr)
+		fmt.Fprintf(w, "  %-12s %s\n", l.name, l.addr)
 	}
 	if len(s.listeners) == 0 {
 		fmt.Fprintln(w, "  (no listeners enabled)")
@@ -259,7 +351,15 @@ func (s *server) shutdown(logger *slog.Logger) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	defer s.cancel()
-	err := s.pop3.Shutdown(ctx)
+	errs := make(chan error, len(s.smtp)+1)
+	go func() { errs <- s.pop3.Shutdown(ctx) }()
+	for _, srv := range s.smtp {
+		go func() { errs <- srv.Shutdown(ctx) }()
+	}
+	var err error
+	for range len(s.smtp) + 1 {
+		err = errors.Join(err, <-errs)
+	}
 	s.wg.Wait()
 	if err != nil {
 		logger.Warn("sessions did not end in time; connections closed", "err", err)
@@ -268,5 +368,3 @@ func (s *server) shutdown(logger *slog.Logger) bool {
 	logger.Info("stopped")
 	return true
 }
-
-var _ = tls.VersionTLS12

@@ -114,6 +114,8 @@ type SMTPConfig struct {
 	LocalDomains        []string `toml:"local_domains" comment:"Domains delivered locally; empty means the domains of the existing users."`
 	PlusSeparator       string   `toml:"plus_separator" comment:"Separator for address extensions: user+tag@domain is delivered to user@domain. Empty disables extensions."`
 	AliasesFile         string   `toml:"aliases_file" comment:"Aliases file; empty means DATA/aliases."`
+	PlaintextAuth       string   `toml:"plaintext_auth" comment:"Whether submission offers AUTH on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
+	RestrictSender      bool     `toml:"restrict_sender" comment:"On submission, let an authenticated user send only as their own address, its plus-addresses, an alias that reaches them, or <>."`
 }
 
 // Default returns the embedded default configuration, used when no file is
@@ -160,6 +162,8 @@ func Default() *Config {
 			MaxConnectionsPerIP: 20,
 			LocalDomains:        []string{},
 			PlusSeparator:       "+",
+			PlaintextAuth:       PlaintextAuthLoopback,
+			RestrictSender:      true,
 		},
 	}
 }

@@ -161,6 +161,7 @@ func (c *Config) validate() []error {
 	v.addr("pop3.listen", p.Listen)
 	v.addr("pop3.listen_tls", p.ListenTLS)
 	v.oneOf("pop3.plaintext_auth", p.PlaintextAuth, PlaintextAuthNever, PlaintextAuthLoopback, PlaintextAuthAlways)
+	v.oneOf("smtp.plaintext_auth", c.SMTP.PlaintextAuth, PlaintextAuthNever, PlaintextAuthLoopback, PlaintextAuthAlways)
 	v.minDuration("pop3.autologout", p.Autologout, time.Second)
 	v.intRange("pop3.max_line", p.MaxLine, 255, 1<<20)
 	v.atLeast("pop3.max_bad_commands", p.MaxBadCommands, 1)

@@ -135,6 +135,9 @@ func startServer(t testing.TB, o serverOpts) *server {
 	for attempt := 1; ; attempt++ {
 		s := &server{t: t, data: o.data, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 		args := []string{"serve"}
+		if !o.noAddrs {
+			args = append(args, "--smtp", "", "--submission", "", "--submissions", "")
+		}
 		if !o.noDataFlag {
 			args = append(args, "--data", s.data)
 		}

@@ -571,7 +571,7 @@ func TestConfig(t *testing.T) {
 	free := freeAddrs(t, 2)
 	p3, p3s := free[0], free[1]
 	good := filepath.Join(dir, "good.toml")
-	cfg := "data_dir = \"" + data + "\"\nhostname = \"localhost\"\n\n[pop3]\nlisten = \"" + p3 + "\"\nlisten_tls = \"" + p3s + "\"\n"
+	cfg := "data_dir = \"" + data + "\"\nhostname = \"localhost\"\n\n[pop3]\nlisten = \"" + p3 + "\"\nlisten_tls = \"" + p3s + "\"\n\n[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n"
 	os.WriteFile(good, []byte(cfg), 0o600)
 	if r := postino(t, nil, "config", "check", good); r.code != 0 {
 		t.Fatalf("config check of %s: %s", cfg, r)

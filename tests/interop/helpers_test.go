@@ -143,7 +143,8 @@ func startServer(t testing.TB) *server {
 		_, s.pop3Port, _ = net.SplitHostPort(s.pop3Addr)
 		_, s.pop3sPort, _ = net.SplitHostPort(s.pop3sAddr)
 		s.certFile = filepath.Join(s.data, "tls", "cert.pem")
-		s.cmd = exec.Command(binPath, "serve", "--data", s.data, "--pop3", s.pop3Addr, "--pop3s", s.pop3sAddr)
+		s.cmd = exec.Command(binPath, "serve", "--data", s.data, "--pop3", s.pop3Addr, "--pop3s", s.pop3sAddr,
+			"--smtp", "", "--submission", "", "--submissions", "")
 		s.cmd.Stdout = s.stdout
 		s.cmd.Stderr = s.stderr
 		if err := s.cmd.Start(); err != nil {

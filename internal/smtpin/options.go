@@ -1,0 +1,234 @@
+package smtpin
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/delivery"
+)
+
+// Role selects what a Server is for.
+type Role int
+
+// The roles of a Server.
+const (
+	// RoleMX receives mail for local recipients from anyone, without AUTH
+	// (port 25).
+	RoleMX Role = iota + 1
+	// RoleSubmission receives mail from authenticated users, for local and
+	// remote recipients (ports 587 and 465, RFC 6409 and RFC 8314).
+	RoleSubmission
+	// RoleLMTP is final delivery over LMTP (RFC 2033).
+	RoleLMTP
+)
+
+// String returns "mx", "submission" or "lmtp".
+func (r Role) String() string {
+	switch r {
+	case RoleMX:
+		return "mx"
+	case RoleSubmission:
+		return "submission"
+	case RoleLMTP:
+		return "lmtp"
+	}
+	return fmt.Sprintf("Role(%d)", int(r))
+}
+
+// Values of Options.PlaintextAuth; they are the same strings as
+// config.PlaintextAuthNever and friends.
+const (
+	// PlaintextAuthNever offers AUTH only over TLS.
+	PlaintextAuthNever = "never"
+	// PlaintextAuthLoopback also offers AUTH without TLS to clients
+	// connecting from a loopback address or a unix socket (the default).
+	PlaintextAuthLoopback = "loopback"
+	// PlaintextAuthAlways offers AUTH on every connection.
+	PlaintextAuthAlways = "always"
+)
+
+// UserDB is what the server needs from the user database; *auth.DB
+// implements it.
+type UserDB interface {
+	// Authenticate checks a password and returns the canonical user
+	// address, or an error wrapping auth.ErrInvalidCredentials.
+	Authenticate(ctx context.Context, username, password string) (string, error)
+	// List returns all users (for the local domains when
+	// Options.LocalDomains is empty).
+	List() ([]auth.User, error)
+}
+
+// Aliases is what the server needs from the alias table;
+// *aliases.Table and *aliases.Reloading implement it.
+type Aliases interface {
+	// Expand returns the final addresses of an alias and whether addr is
+	// one.
+	Expand(addr string) ([]string, bool)
+	// CatchAll returns the catch-all address of a domain, if any.
+	CatchAll(domain string) (string, bool)
+	// Domains returns the domains that have aliases.
+	Domains() []string
+}
+
+// DSNParams are the Delivery Status Notification parameters of a message
+// (RFC 3461), kept for the Relay.
+type DSNParams struct {
+	// Return is the RET= value of MAIL: "FULL", "HDRS" or "".
+	Return string
+	// EnvelopeID is the ENVID= value of MAIL, xtext-decoded, or "".
+	EnvelopeID string
+	// Recipients holds the RCPT parameters, one per recipient passed to
+	// Relay.Enqueue, in the same order.
+	Recipients []RecipientDSN
+}
+
+// RecipientDSN are the DSN parameters of one recipient (RFC 3461 §4).
+type RecipientDSN struct {
+	// Notify is the NOTIFY= list ("NEVER", or some of "SUCCESS",
+	// "FAILURE", "DELAY"); nil when not given.
+	Notify []string
+	// OriginalRecipientType is the address type of ORCPT= ("RFC822" or
+	// "UTF-8"), and OriginalRecipient its decoded address. For a remote
+	// address reached through an alias without ORCPT=, they are "RFC822"
+	// (or "UTF-8") and the address the client gave.
+	OriginalRecipientType string
+	OriginalRecipient     string
+}
+
+// Relay accepts messages for remote recipients: the outbound queue.
+type Relay interface {
+	// Enqueue stores the message durably for later delivery to rcpts and
+	// returns its queue id. msg starts with our Received header.
+	Enqueue(ctx context.Context, from string, rcpts []string, params DSNParams, msg io.Reader) (id string, err error)
+}
+
+// Options configure a Server. Zero values take the defaults given.
+type Options struct {
+	// Hostname is our name in the greeting and in Received headers
+	// (required).
+	Hostname string
+	// Role is what the server is for (required).
+	Role Role
+	// TLS enables STARTTLS (and is required by ServeTLS). nil: no TLS.
+	TLS *tls.Config
+
+	// MaxMessageBytes is the largest message accepted and advertised with
+	// SIZE (RFC 1870). Default: Deliverer.MaxSize, or else 50 MiB.
+	MaxMessageBytes int64
+	// MaxRecipients is the most recipients per message (default 100, the
+	// minimum RFC 5321 §4.5.3.1.8 requires to accept).
+	MaxRecipients int
+	// MaxLineLength is the longest line, command or message, in octets
+	// (default 2000, go-smtp's default, twice RFC 5321's limit).
+	MaxLineLength int
+	// ReadTimeout is how long to wait for a command (default 5m, RFC 5321
+	// §4.5.3.2.7).
+	ReadTimeout time.Duration
+	// DataTimeout is how long the message after DATA may take (default
+	// 10m, RFC 5321 §4.5.3.2.6).
+	DataTimeout time.Duration
+	// WriteTimeout bounds each reply write (default 5m).
+	WriteTimeout time.Duration
+	// MaxErrors is the number of failed commands (errors returned by this
+	// package's session methods) after which the connection is closed
+	// with a 421 reply (default 20).
+	MaxErrors int
+	// MaxConnections and MaxConnectionsPerIP bound simultaneous
+	// connections (0: no limit). Connections over a limit are answered
+	// "421 4.7.0 Too many connections" and closed.
+	MaxConnections      int
+	MaxConnectionsPerIP int
+
+	// LocalDomains are the domains delivered locally; empty means the
+	// domains of the existing users and aliases.
+	LocalDomains []string
+	// PlusSeparator enables plus-addressing: user+tag@domain is delivered
+	// to user@domain. Empty disables it.
+	PlusSeparator string
+	// PlaintextAuth says whether AUTH is offered without TLS (submission):
+	// PlaintextAuthNever, PlaintextAuthLoopback (default) or
+	// PlaintextAuthAlways.
+	PlaintextAuth string
+	// AllowAnySender lifts the submission sender check. By default
+	// (RestrictSender) an authenticated user may use as MAIL FROM only
+	// their own address, its plus-addresses, an alias that expands to
+	// them, or the null sender <>.
+	AllowAnySender bool
+
+	// Logger receives connection and delivery events (default: discard).
+	Logger *slog.Logger
+	// Deliverer stores local copies (required). Its Users resolves
+	// recipient addresses to mailboxes.
+	Deliverer *delivery.Deliverer
+	// Users authenticates submission clients and, when LocalDomains is
+	// empty, tells the local domains (required).
+	Users UserDB
+	// Aliases is the alias table; nil means none.
+	Aliases Aliases
+	// Relay takes messages for remote recipients from authenticated
+	// submission and for aliases that forward to remote addresses. nil:
+	// such recipients are refused with a temporary error.
+	Relay Relay
+}
+
+// withDefaults checks o and fills in defaults.
+func (o Options) withDefaults() (Options, error) {
+	if o.Hostname == "" {
+		return o, errors.New("smtpin: Options.Hostname is required")
+	}
+	switch o.Role {
+	case RoleMX, RoleSubmission, RoleLMTP:
+	default:
+		return o, fmt.Errorf("smtpin: invalid role %v", o.Role)
+	}
+	if o.Deliverer == nil {
+		return o, errors.New("smtpin: Options.Deliverer is required")
+	}
+	if o.Deliverer.Users == nil {
+		return o, errors.New("smtpin: Options.Deliverer.Users is required")
+	}
+	if o.Users == nil {
+		return o, errors.New("smtpin: Options.Users is required")
+	}
+	switch o.PlaintextAuth {
+	case "":
+		o.PlaintextAuth = PlaintextAuthLoopback
+	case PlaintextAuthNever, PlaintextAuthLoopback, PlaintextAuthAlways:
+	default:
+		return o, fmt.Errorf("smtpin: invalid PlaintextAuth %q", o.PlaintextAuth)
+	}
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = o.Deliverer.MaxSize
+		if o.MaxMessageBytes <= 0 {
+			o.MaxMessageBytes = 50 << 20
+		}
+	}
+	if o.MaxRecipients <= 0 {
+		o.MaxRecipients = 100
+	}
+	if o.MaxLineLength <= 0 {
+		o.MaxLineLength = 2000
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 5 * time.Minute
+	}
+	if o.DataTimeout <= 0 {
+		o.DataTimeout = 10 * time.Minute
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 5 * time.Minute
+	}
+	if o.MaxErrors <= 0 {
+		o.MaxErrors = 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}

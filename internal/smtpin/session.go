@@ -1,0 +1,646 @@
+package smtpin
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	smtp "github.com/emersion/go-smtp"
+
+	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/delivery"
+)
+
+// Replies of this package. RFC 3463 gives the enhanced codes.
+var (
+	errTooManyErrors   = smtpErr(421, 4, 7, 0, "Too many errors, closing connection")
+	errAuthRequired    = smtpErr(530, 5, 7, 0, "Authentication required")                                     // RFC 4954 §6
+	errAuthInvalid     = smtpErr(535, 5, 7, 8, "Authentication credentials invalid")                          // RFC 4954 §6
+	errAuthEncryption  = smtpErr(538, 5, 7, 11, "Encryption required for requested authentication mechanism") // RFC 4954 §6
+	errAuthTemp        = smtpErr(454, 4, 7, 0, "Temporary authentication failure")                            // RFC 4954 §6
+	errAuthMech        = smtpErr(504, 5, 5, 4, "Unrecognized authentication type")                            // RFC 4954 §4
+	errAuthInTx        = smtpErr(503, 5, 5, 1, "AUTH not allowed during a mail transaction")                  // RFC 4954 §4
+	errAuthNotHere     = smtpErr(502, 5, 5, 1, "Authentication is not available on this service")
+	errAuthSyntax      = smtpErr(501, 5, 5, 2, "Invalid authentication exchange")
+	errSenderSyntax    = smtpErr(501, 5, 1, 7, "Bad sender address syntax")
+	errRcptSyntax      = smtpErr(501, 5, 1, 3, "Bad recipient address syntax")
+	errNeedUTF8        = smtpErr(553, 5, 6, 7, "Non-ASCII address requires SMTPUTF8") // RFC 6531 §3.5
+	errSenderNotOwned  = smtpErr(553, 5, 7, 1, "Sender address not owned by user")
+	errTooManyRcpts    = smtpErr(452, 4, 5, 3, "Too many recipients") // RFC 5321 §4.5.3.1.10
+	errUnknownUser     = smtpErr(550, 5, 1, 1, "User unknown")
+	errRelayDenied     = smtpErr(554, 5, 7, 1, "Relay access denied")
+	errRelayNotYet     = smtpErr(450, 4, 7, 1, "Relaying is not available on this server yet")
+	errForwardNotYet   = smtpErr(451, 4, 3, 0, "Forwarding to remote addresses is not available on this server yet")
+	errTooBig          = smtpErr(552, 5, 3, 4, "Message size exceeds fixed maximum message size") // RFC 1870 §6.3
+	errNULData         = smtpErr(554, 5, 6, 0, "Message contains NUL octets")
+	errLineTooLong     = smtpErr(554, 5, 6, 0, "Message line too long")
+	errEmpty           = smtpErr(554, 5, 6, 0, "Empty message")
+	errReceiving       = smtpErr(421, 4, 4, 2, "Error receiving the message, closing connection")
+	errTemp            = smtpErr(451, 4, 3, 0, "Temporary local problem, try again later")
+	errNoTransaction   = smtpErr(503, 5, 5, 1, "Bad sequence of commands")
+	errSessionInternal = smtpErr(421, 4, 3, 0, "Internal error, closing connection")
+)
+
+func smtpErr(code, a, b, c int, msg string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{a, b, c}, Message: msg}
+}
+
+// session is one client's SMTP session. go-smtp makes a new one at the
+// first EHLO and again after STARTTLS. Its methods are called from the
+// connection's goroutine, except Data with BDAT, which go-smtp runs in a
+// goroutine of its own; mu guards what they share.
+type session struct {
+	srv    *Server
+	conn   *smtp.Conn
+	tc     *trackedConn
+	remote netip.Addr // invalid for a unix socket
+	local  bool       // loopback address or unix socket
+	tls    *tls.ConnectionState
+	ctx    context.Context
+	cancel context.CancelFunc
+	log    *slog.Logger
+
+	mu   sync.Mutex
+	user string       // authenticated user, or ""
+	tx   *transaction // current transaction, nil before MAIL
+}
+
+// transaction is the envelope of one message.
+type transaction struct {
+	id    string
+	from  string // "" for the null sender
+	helo  string
+	utf8  bool
+	ret   string
+	envid string
+	rcpts []*recipient
+}
+
+// recipient is one accepted RCPT.
+type recipient struct {
+	addr   string // as go-smtp passed it: the key of LMTP statuses
+	canon  string // parsed form
+	res    resolution
+	notify []string
+	orcpt  string
+	otype  string
+}
+
+func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	var tc *trackedConn
+	switch nc := c.Conn().(type) {
+	case *trackedConn:
+		tc = nc
+	case *tls.Conn:
+		tc, _ = nc.NetConn().(*trackedConn)
+	}
+	if tc == nil {
+		return nil, errSessionInternal
+	}
+	if tc.isClosing() {
+		tc.closeAfterWrite.Store(true)
+		return nil, errTooManyErrors
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ss := &session{
+		srv:    s,
+		conn:   c,
+		tc:     tc,
+		remote: tc.ip,
+		local:  !tc.ip.IsValid() || tc.ip.IsLoopback(),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	if st, ok := c.TLSConnectionState(); ok {
+		ss.tls = &st
+	}
+	ss.log = s.opts.Logger.With("role", s.opts.Role.String(), "remote", c.Conn().RemoteAddr().String(), "tls", ss.tls != nil)
+	ss.log.Debug("smtp: session", "helo", c.Hostname())
+	return ss, nil
+}
+
+func (c *trackedConn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
+// fail counts a failed command and returns the reply for it: e, or the
+// 421 of the error limit (MaxErrors), after which the connection is
+// closed. sync says whether go-smtp writes the reply right after we
+// return, before any other write; when it is false (BDAT data, handled in
+// another goroutine) the limit takes effect at the next command.
+func (s *session) fail(e *smtp.SMTPError, sync bool) error {
+	s.log.Info("smtp: refused", "code", e.Code, "reply", e.Message)
+	s.tc.mu.Lock()
+	s.tc.errors++
+	reached := s.tc.errors >= s.srv.opts.MaxErrors
+	if reached {
+		s.tc.closing = true
+	}
+	s.tc.mu.Unlock()
+	if reached && sync {
+		s.log.Info("smtp: too many errors, closing")
+		s.tc.closeAfterWrite.Store(true)
+		return errTooManyErrors
+	}
+	return e
+}
+
+// checkClosing returns the 421 of the error limit when it was reached
+// (and arms the close), else nil.
+func (s *session) checkClosing() error {
+	if s.tc.isClosing() {
+		s.tc.closeAfterWrite.Store(true)
+		return errTooManyErrors
+	}
+	return nil
+}
+
+// authAllowed applies the PlaintextAuth policy: AUTH needs TLS unless the
+// policy says otherwise (RFC 8314 §3, RFC 4954 §4 "a server ... SHOULD
+// NOT advertise" mechanisms it would refuse).
+func (s *session) authAllowed() bool {
+	if s.tls != nil {
+		return true
+	}
+	switch s.srv.opts.PlaintextAuth {
+	case PlaintextAuthAlways:
+		return true
+	case PlaintextAuthLoopback:
+		return s.local
+	}
+	return false
+}
+
+// AuthMechanisms lists the SASL mechanisms offered in EHLO: PLAIN and
+// LOGIN on submission when AUTH is allowed, none otherwise (so that AUTH
+// is never advertised before TLS where it would be refused).
+func (s *session) AuthMechanisms() []string {
+	if s.srv.opts.Role != RoleSubmission || !s.authAllowed() {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth starts a SASL exchange (RFC 4954).
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if err := s.checkClosing(); err != nil {
+		return nil, err
+	}
+	if s.srv.opts.Role != RoleSubmission {
+		return nil, s.fail(errAuthNotHere, true)
+	}
+	s.mu.Lock()
+	inTx := s.tx != nil
+	s.mu.Unlock()
+	if inTx {
+		return nil, s.fail(errAuthInTx, true)
+	}
+	if !s.authAllowed() {
+		return nil, s.fail(errAuthEncryption, true)
+	}
+	var srv sasl.Server
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		srv = sasl.NewPlainServer(func(identity, username, password string) error {
+			// RFC 4616 §2: an authorization identity other than the
+			// user's own is not supported.
+			if identity != "" && identity != username {
+				return s.fail(errAuthInvalid, true)
+			}
+			return s.authenticate(username, password)
+		})
+	case sasl.Login:
+		srv = &loginServer{check: s.authenticate}
+	default:
+		return nil, s.fail(errAuthMech, true)
+	}
+	return &countingSASL{srv, s}, nil
+}
+
+// authenticate checks credentials against the user database.
+func (s *session) authenticate(username, password string) error {
+	user, err := s.srv.opts.Users.Authenticate(s.ctx, username, password)
+	switch {
+	case err == nil:
+		s.mu.Lock()
+		s.user = user
+		s.mu.Unlock()
+		s.log.Info("smtp: authenticated", "user", user)
+		return nil
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		s.log.Info("smtp: authentication failed", "user", username)
+		return s.fail(errAuthInvalid, true)
+	default:
+		s.log.Error("smtp: authentication error", "user", username, "err", err)
+		return s.fail(errAuthTemp, true)
+	}
+}
+
+// countingSASL counts SASL exchanges that fail on malformed input.
+type countingSASL struct {
+	sasl.Server
+	s *session
+}
+
+func (c *countingSASL) Next(resp []byte) ([]byte, bool, error) {
+	ch, done, err := c.Server.Next(resp)
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			return nil, true, c.s.fail(errAuthSyntax, true)
+		}
+	}
+	return ch, done, err
+}
+
+// loginServer is the server side of the LOGIN mechanism
+// (draft-murchison-sasl-login-00): "Username:", then "Password:". An
+// initial response is taken as the user name.
+type loginServer struct {
+	step     int
+	username string
+	check    func(username, password string) error
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		if resp == nil {
+			l.step = 1
+			return []byte("Username:"), false, nil
+		}
+		l.username, l.step = string(resp), 2
+		return []byte("Password:"), false, nil
+	case 1:
+		l.username, l.step = string(resp), 2
+		return []byte("Password:"), false, nil
+	case 2:
+		l.step = 3
+		return nil, true, l.check(l.username, string(resp))
+	}
+	return nil, true, errors.New("sasl: unexpected LOGIN response")
+}
+
+// Reset ends the transaction (RSET, after a message, a new EHLO).
+func (s *session) Reset() {
+	s.mu.Lock()
+	s.tx = nil
+	s.mu.Unlock()
+}
+
+// Logout ends the session.
+func (s *session) Logout() error {
+	s.cancel()
+	return nil
+}
+
+// Mail starts a transaction (RFC 5321 §4.1.1.2).
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if err := s.checkClosing(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	user := s.user
+	s.mu.Unlock()
+	if s.srv.opts.Role == RoleSubmission && user == "" {
+		// RFC 4954 §6: 530 when AUTH is required before MAIL.
+		return s.fail(errAuthRequired, true)
+	}
+	if opts == nil {
+		opts = &smtp.MailOptions{}
+	}
+	tx := &transaction{
+		id:    newID(),
+		helo:  s.conn.Hostname(),
+		utf8:  opts.UTF8,
+		ret:   string(opts.Return),
+		envid: opts.EnvelopeID,
+	}
+	if from != "" {
+		a, err := parseAddress(from)
+		if err != nil {
+			return s.fail(errSenderSyntax, true)
+		}
+		if !a.ascii() && !opts.UTF8 {
+			return s.fail(errNeedUTF8, true)
+		}
+		if s.srv.opts.Role == RoleSubmission && !s.srv.opts.AllowAnySender && !s.srv.ownsSender(user, a) {
+			s.log.Info("smtp: sender not owned", "user", user, "from", a.String())
+			return s.fail(errSenderNotOwned, true)
+		}
+		tx.from = a.String()
+	}
+	s.mu.Lock()
+	s.tx = tx
+	s.mu.Unlock()
+	s.log.Debug("smtp: mail", "id", tx.id, "from", tx.from)
+	return nil
+}
+
+// Rcpt adds a recipient (RFC 5321 §4.1.1.3), resolved at once so that an
+// unknown user is refused now rather than bounced later.
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if err := s.checkClosing(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	tx := s.tx
+	s.mu.Unlock()
+	if tx == nil {
+		return s.fail(errNoTransaction, true)
+	}
+	if len(tx.rcpts) >= s.srv.opts.MaxRecipients {
+		return s.fail(errTooManyRcpts, true)
+	}
+	a, err := parseAddress(to)
+	if err != nil {
+		return s.fail(errRcptSyntax, true)
+	}
+	if !a.ascii() && !tx.utf8 {
+		return s.fail(errNeedUTF8, true)
+	}
+	res, found := s.srv.resolve(a, s.log)
+	switch {
+	case found && len(res.remote) > 0 && s.srv.opts.Relay == nil:
+		return s.fail(errForwardNotYet, true)
+	case found:
+	case s.srv.isLocalDomain(a.domain):
+		return s.fail(errUnknownUser, true)
+	case s.srv.opts.Role != RoleSubmission:
+		// MX and LMTP take mail for local recipients only: never an
+		// open relay.
+		return s.fail(errRelayDenied, true)
+	case s.srv.opts.Relay == nil:
+		return s.fail(errRelayNotYet, true)
+	default:
+		// Authenticated submission (Mail requires AUTH) to a remote
+		// address.
+		res = resolution{remote: []string{a.String()}}
+	}
+	rc := &recipient{addr: to, canon: a.String(), res: res}
+	if opts != nil {
+		for _, n := range opts.Notify {
+			rc.notify = append(rc.notify, string(n))
+		}
+		rc.orcpt, rc.otype = opts.OriginalRecipient, string(opts.OriginalRecipientType)
+	}
+	s.mu.Lock()
+	tx.rcpts = append(tx.rcpts, rc)
+	s.mu.Unlock()
+	s.log.Debug("smtp: rcpt", "id", tx.id, "rcpt", rc.canon, "local", len(res.local), "remote", len(res.remote))
+	return nil
+}
+
+// Data receives the message (DATA or BDAT) and delivers it.
+func (s *session) Data(r io.Reader) error {
+	_, bdat := r.(*io.PipeReader)
+	if err := s.checkClosing(); err != nil {
+		if bdat {
+			return errTooManyErrors
+		}
+		return err
+	}
+	tx := s.startData(bdat)
+	if tx == nil {
+		return s.fail(errNoTransaction, !bdat)
+	}
+	out, err := s.receive(r, tx, bdat)
+	if err != nil {
+		return s.dataFail(err, bdat)
+	}
+	if err := out.firstError(tx); err != nil {
+		return s.fail(err, !bdat)
+	}
+	return smtpErr(250, 2, 0, 0, "OK: queued as "+tx.id)
+}
+
+// LMTPData receives the message and sets one status per recipient (RFC
+// 2033 §4.2): each after its copies are durable.
+func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
+	_, bdat := r.(*io.PipeReader)
+	if s.tc.isClosing() {
+		return errTooManyErrors
+	}
+	tx := s.startData(bdat)
+	if tx == nil {
+		return errNoTransaction
+	}
+	out, err := s.receive(r, tx, bdat)
+	if err != nil {
+		// go-smtp gives this reply to every recipient.
+		return s.dataError(err)
+	}
+	for _, rc := range tx.rcpts {
+		if e := out.status(rc); e != nil {
+			status.SetStatus(rc.addr, e)
+		} else {
+			status.SetStatus(rc.addr, smtpErr(250, 2, 0, 0, "OK: delivered as "+tx.id))
+		}
+	}
+	return nil
+}
+
+// startData returns the transaction and, for DATA, sets the data timeout
+// (the deadline go-smtp set for the DATA command line is the command
+// timeout; the next command line sets its own again).
+func (s *session) startData(bdat bool) *transaction {
+	if !bdat {
+		s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.opts.DataTimeout))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tx
+}
+
+// dataError maps an error receiving the message to its reply.
+func (s *session) dataError(err error) *smtp.SMTPError {
+	switch {
+	case errors.Is(err, smtp.ErrDataTooLarge), errors.Is(err, delivery.ErrTooBig):
+		return errTooBig
+	case errors.Is(err, errNUL):
+		return errNULData
+	case errors.Is(err, smtp.ErrTooLongLine):
+		return errLineTooLong
+	case errors.Is(err, delivery.ErrMalformed):
+		return errEmpty
+	}
+	s.log.Info("smtp: receiving message", "err", err)
+	return errReceiving
+}
+
+// dataFail answers a message that could not be received. After an I/O
+// error (the client vanished or timed out) the rest of the message could
+// still arrive and must not be read as commands, so a DATA connection is
+// closed after the reply.
+func (s *session) dataFail(err error, bdat bool) error {
+	e := s.dataError(err)
+	if e == errReceiving {
+		if !bdat {
+			s.tc.closeAfterWrite.Store(true)
+		}
+		return e
+	}
+	return s.fail(e, !bdat)
+}
+
+// outcome is what happened to the copies of one message.
+type outcome struct {
+	local    map[string]error // mailbox -> result
+	relayErr error            // nil when relayed or nothing to relay
+}
+
+// status returns the reply for one recipient: nil when all its copies are
+// stored or queued.
+func (o *outcome) status(rc *recipient) *smtp.SMTPError {
+	for _, t := range rc.res.local {
+		if err := o.local[t.mailbox]; err != nil {
+			return deliveryError(err)
+		}
+	}
+	if len(rc.res.remote) > 0 && o.relayErr != nil {
+		return errTemp
+	}
+	return nil
+}
+
+// firstError returns the reply of the first recipient that failed.
+func (o *outcome) firstError(tx *transaction) *smtp.SMTPError {
+	for _, rc := range tx.rcpts {
+		if e := o.status(rc); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func deliveryError(err error) *smtp.SMTPError {
+	if errors.Is(err, delivery.ErrMalformed) {
+		return errEmpty
+	}
+	return errTemp
+}
+
+// receive spools the message and stores one copy per distinct local
+// mailbox, each with its own Received header, then hands remote
+// recipients to the Relay. It returns an error only when the message
+// itself could not be received.
+func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, error) {
+	d := s.srv.opts.Deliverer
+	norm := newNormalizer(r)
+	sp, err := d.Spool(s.ctx, norm)
+	if err != nil {
+		return nil, err
+	}
+	defer sp.Close()
+	if bdat && s.tc.readFailed.Load() {
+		// The client went away inside the last chunk (see readFailed).
+		return nil, io.ErrUnexpectedEOF
+	}
+	if norm.bare > 0 {
+		s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.bare)
+	}
+	s.mu.Lock()
+	user := s.user
+	s.mu.Unlock()
+	out := &outcome{local: make(map[string]error)}
+	failed := false
+	for _, rc := range tx.rcpts {
+		for _, t := range rc.res.local {
+			if _, done := out.local[t.mailbox]; done {
+				continue // one copy per mailbox
+			}
+			hdr := s.trace(tx, user, rc.canon).header()
+			_, err := d.DeliverSpooled(s.ctx, tx.from, t.deliveredTo, t.mailbox, sp, hdr)
+			out.local[t.mailbox] = err
+			if err != nil {
+				failed = true
+				s.log.Error("smtp: storing message", "id", tx.id, "mailbox", t.mailbox, "err", err)
+			}
+		}
+	}
+	// Remote recipients are queued only when every local copy is stored
+	// (and, with SMTP's single reply, a retry then duplicates nothing
+	// remote).
+	var rcpts []string
+	params := DSNParams{Return: tx.ret, EnvelopeID: tx.envid}
+	for _, rc := range tx.rcpts {
+		for _, addr := range rc.res.remote {
+			if containsString(rcpts, addr) {
+				continue
+			}
+			rd := RecipientDSN{Notify: rc.notify, OriginalRecipientType: rc.otype, OriginalRecipient: rc.orcpt}
+			if rd.OriginalRecipient == "" && addr != rc.canon {
+				rd.OriginalRecipientType = "rfc822"
+				if !isASCII(rc.canon) {
+					rd.OriginalRecipientType = "utf-8"
+				}
+				rd.OriginalRecipient = rc.canon
+			}
+			rcpts = append(rcpts, addr)
+			params.Recipients = append(params.Recipients, rd)
+		}
+	}
+	if len(rcpts) > 0 {
+		if failed && s.srv.opts.Role != RoleLMTP {
+			out.relayErr = errors.New("not queued: local delivery failed")
+		} else {
+			forClause := ""
+			if len(rcpts) == 1 && len(tx.rcpts) == 1 {
+				forClause = tx.rcpts[0].canon
+			}
+			hdr := s.trace(tx, user, forClause).header()
+			id, err := s.srv.opts.Relay.Enqueue(s.ctx, tx.from, rcpts, params, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+			out.relayErr = err
+			if err != nil {
+				s.log.Error("smtp: queueing message", "id", tx.id, "err", err)
+			} else {
+				s.log.Info("smtp: queued", "id", tx.id, "queue_id", id, "from", tx.from, "rcpts", len(rcpts))
+			}
+		}
+	}
+	return out, nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// trace returns the Received header data for a copy for rcpt ("" for
+// none).
+func (s *session) trace(tx *transaction, user, rcpt string) *trace {
+	return &trace{
+		helo:     tx.helo,
+		remote:   s.remote,
+		hostname: s.srv.opts.Hostname,
+		lmtp:     s.srv.opts.Role == RoleLMTP,
+		utf8:     tx.utf8,
+		tls:      s.tls,
+		user:     user,
+		id:       tx.id,
+		rcpt:     rcpt,
+		date:     s.srv.now(),
+	}
+}
+
+// newID returns a new message id: 16 hex digits.
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return strings.ToUpper(hex.EncodeToString(b[:]))
+}
