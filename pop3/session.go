@@ -547,6 +547,12 @@ func (s *session) cmdQUIT([]string) error {
 			return nil
 		}
 	}
+	// The lock is released before the answer, so that a client that
+	// reconnects as soon as it reads +OK finds its maildrop free.
+	if err := s.drop.Close(); err != nil {
+		s.log.Error("closing maildrop", "err", err)
+	}
+	s.drop = nil
 	n, _ := s.total()
 	s.log.Info("logout", "deleted", len(del), "left", n)
 	return s.okf("Logging out, %d messages left.", n)

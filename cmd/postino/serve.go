@@ -15,6 +15,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/mailserver"
@@ -155,6 +156,16 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	s.certs = certs
 	tlsCfg := tlsutil.ServerConfig(certs, cfg.TLS.MinVersion)
 
+	guard := &authguard.Guard{
+		MaxFailures: cfg.Users.MaxFailures,
+		Window:      cfg.Users.FailureWindow.Duration,
+		BlockFor:    cfg.Users.BlockFor.Duration,
+		BaseDelay:   cfg.Users.FailureDelay.Duration,
+		MaxDelay:    cfg.Users.MaxFailureDelay.Duration,
+	}
+	if guard.BaseDelay == 0 {
+		guard.BaseDelay = -1 // 0s in the config disables delays
+	}
 	s.users = auth.OpenDB(cfg.UsersFile())
 	s.users.CacheTTL = cfg.Users.CacheTTL.Duration
 	s.users.Logger = logger
@@ -164,7 +175,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	}
 	s.pop3 = &pop3.Server{
 		Backend: &mailserver.POP3Backend{
-			Users: s.users, Store: st, Logger: logger,
+			Users: s.users, Store: st, Logger: logger, Guard: guard,
 			LoginDelay: cfg.POP3.LoginDelay.Duration,
 		},
 		TLSConfig:           tlsCfg,
@@ -200,6 +211,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		}
 		mk := func(role smtpin.Role, withTLS bool) (*smtpin.Server, error) {
 			o := smtpOptions(cfg, logger, deliverer, s.users, al)
+			o.Guard = guard
 			o.Role = role
 			if withTLS {
 				o.TLS = tlsCfg

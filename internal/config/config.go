@@ -62,6 +62,7 @@ type Config struct {
 	Users    UsersConfig    `toml:"users" comment:"User database."`
 	Delivery DeliveryConfig `toml:"delivery" comment:"Local delivery into mailboxes."`
 	SMTP     SMTPConfig     `toml:"smtp" comment:"SMTP intake, submission and LMTP."`
+	Fetch    FetchConfig    `toml:"fetch" comment:"Downloading remote POP3 mailboxes with 'postino fetch'."`
 }
 
 // TLSConfig is the [tls] section.
@@ -89,8 +90,13 @@ type POP3Config struct {
 
 // UsersConfig is the [users] section.
 type UsersConfig struct {
-	File     string   `toml:"file" comment:"User database file; empty means DATA/users.passwd."`
-	CacheTTL Duration `toml:"cache_ttl" comment:"How long a successful password check is remembered, so that clients polling every few minutes do not pay for a slow password hash each time. Entries are keyed by a keyed hash of user, stored hash and password, so a password change takes effect at once. 0s disables the cache."`
+	File            string   `toml:"file" comment:"User database file; empty means DATA/users.passwd."`
+	CacheTTL        Duration `toml:"cache_ttl" comment:"How long a successful password check is remembered, so that clients polling every few minutes do not pay for a slow password hash each time. Entries are keyed by a keyed hash of user, stored hash and password, so a password change takes effect at once. 0s disables the cache."`
+	MaxFailures     int      `toml:"max_failures" comment:"Failed logins (POP3 and SMTP AUTH together) from one address (IPv6: one /64) within failure_window after which the address is refused for block_for."`
+	FailureWindow   Duration `toml:"failure_window" comment:"Window in which failed logins are counted."`
+	BlockFor        Duration `toml:"block_for" comment:"How long an address is refused after max_failures failed logins."`
+	FailureDelay    Duration `toml:"failure_delay" comment:"Wait before answering a failed login; it doubles with each further failure of the address or account, up to max_failure_delay. Successful logins are never delayed. 0s disables delays."`
+	MaxFailureDelay Duration `toml:"max_failure_delay" comment:"Longest wait before answering a failed login."`
 }
 
 // DeliveryConfig is the [delivery] section.
@@ -144,7 +150,12 @@ func Default() *Config {
 			Expire:              ExpireNever,
 		},
 		Users: UsersConfig{
-			CacheTTL: D(60 * time.Second),
+			CacheTTL:        D(60 * time.Second),
+			MaxFailures:     10,
+			FailureWindow:   D(10 * time.Minute),
+			BlockFor:        D(15 * time.Minute),
+			FailureDelay:    D(2 * time.Second),
+			MaxFailureDelay: D(15 * time.Second),
 		},
 		Delivery: DeliveryConfig{
 			MaxMessageSize: 50 * MiB,
@@ -276,7 +287,7 @@ func isSection(f reflect.StructField) bool {
 // case-insensitively), each quoted and with a suggestion when one is close.
 // Keys inside an unknown table are not repeated.
 func unknownKeys(md toml.MetaData) []string {
-	known := knownKeys()
+	known := append(knownKeys(), arrayTableKeys()...)
 	var bad []string
 	seen := map[string]bool{}
 	report := func(k string) {

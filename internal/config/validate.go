@@ -181,6 +181,12 @@ func (c *Config) validate() []error {
 	if c.Users.CacheTTL.Duration < 0 {
 		v.add("users.cache_ttl", "must not be negative (got %s)", c.Users.CacheTTL)
 	}
+	v.atLeast("users.max_failures", c.Users.MaxFailures, 1)
+	v.minDuration("users.failure_window", c.Users.FailureWindow, time.Second)
+	v.minDuration("users.block_for", c.Users.BlockFor, time.Second)
+	if c.Users.FailureDelay.Duration < 0 || c.Users.MaxFailureDelay.Duration < c.Users.FailureDelay.Duration {
+		v.add("users.failure_delay", "must be between 0s and users.max_failure_delay (got %s and %s)", c.Users.FailureDelay, c.Users.MaxFailureDelay)
+	}
 
 	// [delivery]
 	v.positiveSize("delivery.max_message_size", c.Delivery.MaxMessageSize)
@@ -244,5 +250,8 @@ func (c *Config) validate() []error {
 		}
 		used[norm] = l.key
 	}
+
+	// [fetch]
+	c.validateFetch(v)
 	return v.errs
 }

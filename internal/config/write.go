@@ -42,6 +42,10 @@ func writeTable(w *bufio.Writer, v reflect.Value, prefix string) error {
 		if isSection(f) {
 			continue
 		}
+		if isArrayTable(f) {
+			writeArrayTableExample(w, f, prefix)
+			continue
+		}
 		w.WriteString("\n")
 		writeComment(w, f.Tag.Get("comment"))
 		fv := v.FieldByIndex(f.Index)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -21,6 +22,8 @@ type POP3Backend struct {
 	Users  *auth.DB
 	Store  store.Store
 	Logger *slog.Logger
+	// Guard delays and refuses password guessing; nil disables it.
+	Guard *authguard.Guard
 	// LoginDelay, when positive, refuses a login by a user who logged in
 	// less than this long ago (RFC 2449 §6.8, LOGIN-DELAY).
 	LoginDelay time.Duration
@@ -31,11 +34,26 @@ type POP3Backend struct {
 
 // Authenticate checks the credentials against the user database.
 func (b *POP3Backend) Authenticate(ctx context.Context, ci *pop3.ConnInfo, username, password string) (string, error) {
+	if b.Guard != nil {
+		if blocked, _ := b.Guard.Blocked(ci.RemoteAddr); blocked {
+			if b.Logger != nil {
+				b.Logger.Warn("login refused: too many failed logins from this address", "remote", ci.RemoteAddr.String(), "username", username)
+			}
+			return "", errBlocked
+		}
+	}
 	user, err := b.Users.Authenticate(ctx, username, password)
 	switch {
 	case err == nil:
+		if b.Guard != nil {
+			b.Guard.Success(ci.RemoteAddr, user)
+		}
 		return user, nil
 	case errors.Is(err, auth.ErrInvalidCredentials):
+		if b.Guard != nil {
+			// Unknown users and wrong passwords wait alike.
+			authguard.Wait(ctx, b.Guard.Failure(ci.RemoteAddr, username))
+		}
 		return "", pop3.ErrAuthFailed
 	case errors.Is(err, auth.ErrMalformedHash), errors.Is(err, auth.ErrUnknownScheme):
 		// The user cannot log in until an administrator fixes the entry;
@@ -47,6 +65,10 @@ func (b *POP3Backend) Authenticate(ctx context.Context, ci *pop3.ConnInfo, usern
 	}
 	return "", fmt.Errorf("authenticating %s: %w", username, err)
 }
+
+// errBlocked answers a login from an address that failed too often
+// (RFC 2449 §8.1.1 LOGIN-DELAY: try again later).
+var errBlocked = &pop3.Error{Code: pop3.CodeLoginDelay, Text: "Too many failed logins from your address, try again later."}
 
 // OpenMaildrop locks and opens the user's mailbox.
 func (b *POP3Backend) OpenMaildrop(ctx context.Context, ci *pop3.ConnInfo, user string) (pop3.Maildrop, error) {

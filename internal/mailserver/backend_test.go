@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -146,5 +147,46 @@ func TestSCRAMWithStoredCredentials(t *testing.T) {
 			t.Errorf("%s: err = %v, want ok=%v", tc.user, err, tc.ok)
 		}
 		c.Quit()
+	}
+}
+
+func TestBruteForceGuard(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	h, _ := auth.HashPassword("pw")
+	e.db.Add(ctx, "alice@example.test", h)
+	e.srv.Backend.(*POP3Backend).Guard = &authguard.Guard{MaxFailures: 3, BaseDelay: 100 * time.Millisecond, MaxDelay: 150 * time.Millisecond}
+	e.srv.MaxAuthFailures = 100
+
+	c := e.dial(t)
+	// A successful login is never slowed down.
+	start := time.Now()
+	if err := c.Login("alice@example.test", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("successful login took %v", d)
+	}
+	c.Quit()
+
+	c = e.dial(t)
+	var delays []time.Duration
+	for _, user := range []string{"alice@example.test", "nobody@example.test", "alice@example.test"} {
+		start := time.Now()
+		err := c.Login(user, "wrong")
+		delays = append(delays, time.Since(start))
+		if !errors.Is(err, pop3.ErrAuthFailed) {
+			t.Fatalf("%s: %v, want [AUTH]", user, err)
+		}
+	}
+	// Failures wait, growing; unknown users wait like known ones.
+	if delays[0] < 100*time.Millisecond || delays[1] < 150*time.Millisecond {
+		t.Fatalf("failed logins answered too fast: %v", delays)
+	}
+	// The address is now refused, even with the right password.
+	err := c.Login("alice@example.test", "pw")
+	var perr *pop3.Error
+	if !errors.As(err, &perr) || perr.Code != pop3.CodeLoginDelay {
+		t.Fatalf("login from a blocked address: %v, want [LOGIN-DELAY]", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/postino-mail/postino/internal/authguard"
 	"io"
 	"log/slog"
 	"time"
@@ -171,6 +172,9 @@ type Options struct {
 	Users UserDB
 	// Aliases is the alias table; nil means none.
 	Aliases Aliases
+	// Guard delays and refuses password guessing; nil: no protection
+	// beyond the error limit. Share one Guard with the POP3 server.
+	Guard *authguard.Guard
 	// Relay takes messages for remote recipients from authenticated
 	// submission and for aliases that forward to remote addresses. nil:
 	// such recipients are refused with a temporary error.

@@ -17,6 +17,7 @@ import (
 	smtp "github.com/emersion/go-smtp"
 
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
 )
 
@@ -26,9 +27,10 @@ var (
 	errAuthRequired    = smtpErr(530, 5, 7, 0, "Authentication required")                                     // RFC 4954 §6
 	errAuthInvalid     = smtpErr(535, 5, 7, 8, "Authentication credentials invalid")                          // RFC 4954 §6
 	errAuthEncryption  = smtpErr(538, 5, 7, 11, "Encryption required for requested authentication mechanism") // RFC 4954 §6
-	errAuthTemp        = smtpErr(454, 4, 7, 0, "Temporary authentication failure")                            // RFC 4954 §6
-	errAuthMech        = smtpErr(504, 5, 5, 4, "Unrecognized authentication type")                            // RFC 4954 §4
-	errAuthInTx        = smtpErr(503, 5, 5, 1, "AUTH not allowed during a mail transaction")                  // RFC 4954 §4
+	errAuthBlocked     = smtpErr(454, 4, 7, 0, "Too many failed logins from your address, try again later")
+	errAuthTemp        = smtpErr(454, 4, 7, 0, "Temporary authentication failure")           // RFC 4954 §6
+	errAuthMech        = smtpErr(504, 5, 5, 4, "Unrecognized authentication type")           // RFC 4954 §4
+	errAuthInTx        = smtpErr(503, 5, 5, 1, "AUTH not allowed during a mail transaction") // RFC 4954 §4
 	errAuthNotHere     = smtpErr(502, 5, 5, 1, "Authentication is not available on this service")
 	errAuthSyntax      = smtpErr(501, 5, 5, 2, "Invalid authentication exchange")
 	errSenderSyntax    = smtpErr(501, 5, 1, 7, "Bad sender address syntax")
@@ -230,7 +232,21 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 
 // authenticate checks credentials against the user database.
 func (s *session) authenticate(username, password string) error {
+	g := s.srv.opts.Guard
+	remote := s.tc.RemoteAddr()
+	if g != nil {
+		if blocked, _ := g.Blocked(remote); blocked {
+			s.log.Warn("smtp: authentication refused: too many failed logins from this address", "user", username)
+			return s.fail(errAuthBlocked, true)
+		}
+	}
 	user, err := s.srv.opts.Users.Authenticate(s.ctx, username, password)
+	if g != nil && err == nil {
+		g.Success(remote, user)
+	}
+	if g != nil && errors.Is(err, auth.ErrInvalidCredentials) {
+		authguard.Wait(s.ctx, g.Failure(remote, username))
+	}
 	switch {
 	case err == nil:
 		s.mu.Lock()
