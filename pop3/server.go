@@ -44,6 +44,9 @@ const (
 	DefaultMaxAuthFailures = 3
 	// DefaultWriteTimeout bounds how long a client may stop reading.
 	DefaultWriteTimeout = 5 * time.Minute
+	// DefaultLineTimeout bounds the arrival of a command line once it has
+	// begun.
+	DefaultLineTimeout = 30 * time.Second
 	// DefaultHandshakeTimeout bounds a TLS handshake.
 	DefaultHandshakeTimeout = 30 * time.Second
 )
@@ -86,6 +89,18 @@ type Server struct {
 	Expire string
 	// LoginDelay is the LOGIN-DELAY capability in seconds (RFC 2449 §6.8).
 	LoginDelay int
+	// LineTimeout bounds how long the rest of a command line may take once
+	// its first octet has arrived, so that a client sending a byte every
+	// few seconds (slowloris) cannot hold a session; 0 means
+	// DefaultLineTimeout.
+	LineTimeout time.Duration
+	// MaxSessionTime ends a session after this long in all, whatever it is
+	// doing (nothing is deleted); 0 means no limit.
+	MaxSessionTime time.Duration
+	// CommandsPerSecond throttles a session sending more commands than
+	// this (burst: one second's worth): excess commands wait; 0 means no
+	// limit.
+	CommandsPerSecond int
 	// SCRAM offers AUTH SCRAM-SHA-256 (RFC 7677) when the Backend
 	// implements SCRAMBackend. Only users whose stored password is a SCRAM
 	// one can use it, so enable it where clients fall back to PLAIN or

@@ -551,3 +551,65 @@ func TestPassWithSpaces(t *testing.T) {
 	tr.do("USER alice@example.test", `^\+OK`)
 	tr.do("PASS secret pass", `^\+OK Logged in`)
 }
+
+func TestSlowloris(t *testing.T) {
+	ts := startServer(t, func(s *Server) { s.LineTimeout = 300 * time.Millisecond })
+	tr := ts.dial(t)
+	start := time.Now()
+	// One byte at a time, slower than the line timeout allows in total.
+	for _, b := range []byte("NOOP") {
+		if _, err := tr.conn.Write([]byte{b}); err != nil {
+			break
+		}
+		time.Sleep(120 * time.Millisecond)
+	}
+	tr.expect(`^-ERR Command line timed out`)
+	tr.closed()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("slow client kept for %v", d)
+	}
+	// An idle client between commands is governed by the autologout
+	// timer, not by the line timeout.
+	tr = ts.dial(t)
+	time.Sleep(500 * time.Millisecond)
+	tr.do("CAPA", `^\+OK`)
+}
+
+func TestMaxSessionTime(t *testing.T) {
+	ts := startServer(t, func(s *Server) { s.MaxSessionTime = 400 * time.Millisecond })
+	seed(ts)
+	tr := ts.loggedIn(t, "alice@example.test", "secret pass")
+	tr.do("DELE 1", `^\+OK`)
+	for i := 0; i < 20; i++ {
+		tr.send("NOOP")
+		line := tr.readLine()
+		if strings.HasPrefix(line, "-ERR Session time limit") {
+			tr.closed()
+			waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+			if len(ts.be.boxes["alice@example.test"]) != 3 {
+				t.Fatal("session limit applied deletions")
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("session outlived MaxSessionTime")
+}
+
+func TestCommandsPerSecond(t *testing.T) {
+	ts := startServer(t, func(s *Server) { s.CommandsPerSecond = 20 })
+	tr := ts.dial(t)
+	start := time.Now()
+	var batch strings.Builder
+	for i := 0; i < 60; i++ {
+		batch.WriteString("LANG en\r\n")
+	}
+	io.WriteString(tr.conn, batch.String())
+	for i := 0; i < 60; i++ {
+		tr.expect(`^\+OK en`)
+	}
+	// 20 at once, then 40 more at 20/s.
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Fatalf("60 commands at 20/s took only %v", d)
+	}
+}

@@ -150,6 +150,11 @@ type session struct {
 
 	quit bool // the session ends after the current reply
 
+	deadline  time.Time // end of MaxSessionTime, or zero
+	lineTimer bool      // the read deadline is LineTimeout's
+	tokens    float64   // CommandsPerSecond bucket
+	lastTok   time.Time
+
 	intMu       sync.Mutex
 	interrupted bool
 }
@@ -212,6 +217,9 @@ func (s *session) run() {
 	}
 	s.r = bufio.NewReaderSize(s.conn, 1024)
 	s.w = bufio.NewWriterSize(s.conn, 4096)
+	if s.srv.MaxSessionTime > 0 {
+		s.deadline = time.Now().Add(s.srv.MaxSessionTime)
+	}
 	s.log.Debug("connection opened", "tls", s.tls != nil)
 	// RFC 1939 §4: the greeting. No APOP timestamp: APOP is not offered.
 	s.reply("+OK postino ready.")
@@ -231,6 +239,12 @@ func (s *session) readFailed(err error) {
 	switch {
 	case s.srv.closing.Load() && s.isInterrupted():
 		s.reply("-ERR [SYS/TEMP] Server shutting down, try again later.")
+		s.flush()
+	case isTimeout(err) && !s.deadline.IsZero() && !time.Now().Before(s.deadline):
+		s.reply("-ERR Session time limit reached, closing connection.")
+		s.flush()
+	case isTimeout(err) && s.lineTimer:
+		s.reply("-ERR Command line timed out.")
 		s.flush()
 	case isTimeout(err):
 		// RFC 1939 §3: autologout timer expired; no UPDATE.
@@ -261,10 +275,27 @@ func (s *session) readLine(max int) (string, error) {
 				return "", err
 			}
 		}
-		s.conn.SetReadDeadline(time.Now().Add(orDefault(s.srv.Autologout, DefaultAutologout)))
+		idle := time.Now().Add(orDefault(s.srv.Autologout, DefaultAutologout))
+		if !s.deadline.IsZero() && s.deadline.Before(idle) {
+			idle = s.deadline
+		}
+		s.conn.SetReadDeadline(idle)
 		if s.isInterrupted() {
 			return "", errInterrupted
 		}
+		if s.r.Buffered() == 0 {
+			// Wait for the line to begin (autologout applies), then give
+			// the rest of it LineTimeout (slowloris).
+			if _, err := s.r.Peek(1); err != nil {
+				return "", err
+			}
+			line := time.Now().Add(orDefault(s.srv.LineTimeout, DefaultLineTimeout))
+			if line.Before(idle) {
+				s.conn.SetReadDeadline(line)
+				s.lineTimer = true
+			}
+		}
+		s.throttle()
 		var buf []byte
 		tooLong := false
 		for {
@@ -284,6 +315,7 @@ func (s *session) readLine(max int) (string, error) {
 			}
 			break
 		}
+		s.lineTimer = false
 		if tooLong {
 			// The rest of the over-long line has been discarded: answer
 			// and carry on with the next line.
@@ -310,6 +342,29 @@ type timeoutError struct{}
 func (*timeoutError) Error() string   { return "interrupted" }
 func (*timeoutError) Timeout() bool   { return true }
 func (*timeoutError) Temporary() bool { return true }
+
+// throttle makes a session that sends more than CommandsPerSecond
+// commands wait (a token bucket holding one second's worth).
+func (s *session) throttle() {
+	rate := float64(s.srv.CommandsPerSecond)
+	if rate <= 0 {
+		return
+	}
+	now := time.Now()
+	if s.lastTok.IsZero() {
+		s.tokens = rate
+	} else {
+		s.tokens = min(rate, s.tokens+now.Sub(s.lastTok).Seconds()*rate)
+	}
+	s.lastTok = now
+	if s.tokens < 1 {
+		wait := time.Duration((1 - s.tokens) / rate * float64(time.Second))
+		time.Sleep(wait)
+		s.lastTok = s.lastTok.Add(wait)
+		s.tokens = 1
+	}
+	s.tokens--
+}
 
 // countBad records a failed command and reports whether the connection
 // must end; if so the goodbye has been queued.
