@@ -54,6 +54,10 @@ func runDeliver(env *cmdEnv, args []string) int {
 		errorf(env, "%v", err)
 		return exitConfigError
 	}
+	if err := becomeDataOwner(cfg); err != nil {
+		errorf(env, "%v", err)
+		return exitTempFail
+	}
 	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	users := auth.OpenDB(cfg.UsersFile())
 	d, _, err := openDeliverer(cfg, users, logger)

@@ -75,10 +75,22 @@ func runServe(env *cmdEnv, args []string) int {
 		return exitConfigError
 	}
 	logger := newLogger(env, cfg)
+	if err := checkPrivileges(cfg, logger); err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
 	srv, err := startServer(cfg, logger)
 	if err != nil {
 		errorf(env, "%v", err)
 		return exitConfigError
+	}
+	if err := dropPrivileges(cfg, logger); err != nil {
+		errorf(env, "%v", err)
+		srv.abort()
+		return exitConfigError
+	}
+	for _, start := range srv.starts {
+		go start()
 	}
 	srv.printBanner(env, cfg)
 
@@ -120,6 +132,7 @@ type server struct {
 	pop3      *pop3.Server
 	smtp      []*smtpin.Server
 	listeners []listener
+	starts    []func() // serve the opened listeners, once privileges are dropped
 	failed    chan error
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -261,12 +274,12 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		opened = append(opened, l)
 		s.listeners = append(s.listeners, listener{p.name, l.Addr().String()})
 		s.wg.Add(1)
-		go func() {
+		s.starts = append(s.starts, func() {
 			defer s.wg.Done()
 			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) && !errors.Is(err, smtpin.ErrServerClosed) {
 				s.failed <- fmt.Errorf("%s on %s: %w", p.name, p.addr, err)
 			}
-		}()
+		})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -355,6 +368,20 @@ func (s *server) reload(logger *slog.Logger) {
 	} else {
 		logger.Info("user database reloaded")
 	}
+}
+
+// abort closes listeners that were opened but never served.
+func (s *server) abort() {
+	for range s.starts {
+		s.wg.Done()
+	}
+	s.pop3.Close()
+	for _, srv := range s.smtp {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		srv.Shutdown(ctx)
+	}
+	s.cancel()
 }
 
 // shutdown stops every listener and lets sessions finish their current

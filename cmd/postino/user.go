@@ -44,6 +44,10 @@ of standard input with --password-stdin.`)
 		errorf(env, "%v", err)
 		return exitConfigError
 	}
+	if err := becomeDataOwner(cfg); err != nil {
+		errorf(env, "%v", err)
+		return exitTempFail
+	}
 	db := auth.OpenDB(cfg.UsersFile())
 	ctx := context.Background()
 	needAddr := func() (string, bool) {

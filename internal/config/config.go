@@ -56,6 +56,7 @@ type Config struct {
 	DataDir   string `toml:"data_dir" comment:"Directory holding mailboxes (DATA/mail), the user database (DATA/users.passwd), aliases and the self-signed certificate (DATA/tls). Relative paths elsewhere in this file are relative to it; it is itself relative to the working directory."`
 	LogLevel  string `toml:"log_level" comment:"Minimum level of log messages: debug, info, warn or error."`
 	LogFormat string `toml:"log_format" comment:"Log format: text (key=value lines) or json."`
+	RunAs     string `toml:"run_as" comment:"Unprivileged user that 'postino serve', started as root, switches to once its ports are open (the data folder is handed to that user). Empty: stay as started; as root that is allowed only with loopback listeners."`
 
 	TLS      TLSConfig      `toml:"tls" comment:"TLS settings shared by every listener that offers TLS."`
 	POP3     POP3Config     `toml:"pop3" comment:"POP3 server (RFC 1939, with STLS, SASL and the RFC 2449 capabilities)."`

@@ -201,8 +201,8 @@ func (s *server) waitReady() error {
 		default:
 		}
 		out := s.stdout.String()
-		ready := (s.pop3Addr == "" || strings.Contains(out, "  pop3   "+s.pop3Addr+"\n")) &&
-			(s.pop3sAddr == "" || strings.Contains(out, "  pop3s  "+s.pop3sAddr+"\n"))
+		ready := (s.pop3Addr == "" || strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "pop3", s.pop3Addr))) &&
+			(s.pop3sAddr == "" || strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "pop3s", s.pop3sAddr)))
 		if ready {
 			for _, a := range []string{s.pop3Addr, s.pop3sAddr} {
 				if a == "" {

@@ -67,7 +67,7 @@ func TestCertificateCreatedThenReused(t *testing.T) {
 	if !strings.Contains(s1.stdout.String(), hex.EncodeToString(fp[:])) {
 		t.Errorf("banner does not show the certificate's SHA-256 fingerprint %x:\n%s", fp, s1.stdout)
 	}
-	for _, l := range []string{"pop3   " + s1.pop3Addr, "pop3s  " + s1.pop3sAddr} {
+	for _, l := range []string{"pop3         " + s1.pop3Addr, "pop3s        " + s1.pop3sAddr} {
 		if !strings.Contains(s1.stdout.String(), "  "+l+"\n") {
 			t.Errorf("banner lacks listener line %q:\n%s", l, s1.stdout)
 		}
@@ -582,7 +582,7 @@ func TestConfig(t *testing.T) {
 	// Only --config: the file sets data_dir and both listeners.
 	s := startServer(t, serverOpts{data: data, noAddrs: true, noDataFlag: true, pop3Addr: p3, pop3sAddr: p3s,
 		extraArgs: []string{"--config", good}})
-	if !strings.Contains(s.stdout.String(), "pop3   "+p3) || !strings.Contains(s.stdout.String(), "pop3s  "+p3s) {
+	if !strings.Contains(s.stdout.String(), "pop3         "+p3) || !strings.Contains(s.stdout.String(), "pop3s        "+p3s) {
 		t.Errorf("banner does not show the configured listeners:\n%s", s.stdout)
 	}
 	if _, err := os.Stat(filepath.Join(data, "tls", "cert.pem")); err != nil {
@@ -631,7 +631,7 @@ func TestDisabledListener(t *testing.T) {
 	if strings.Contains(out, "pop3s") {
 		t.Errorf("banner lists a pop3s listener although --pop3s \"\":\n%s", out)
 	}
-	if !strings.Contains(out, "pop3   "+s.pop3Addr) {
+	if !strings.Contains(out, "pop3         "+s.pop3Addr) {
 		t.Errorf("banner lacks the pop3 listener:\n%s", out)
 	}
 	// The process listens on exactly one TCP port: the plain one.
@@ -645,7 +645,7 @@ func TestDisabledListener(t *testing.T) {
 	s.login("alice@example.test", "pw").Quit()
 
 	s2 := startServer(t, serverOpts{noPOP3: true})
-	if strings.Contains(s2.stdout.String(), "pop3   ") {
+	if strings.Contains(s2.stdout.String(), "pop3         ") {
 		t.Errorf("banner lists a pop3 listener although --pop3 \"\":\n%s", s2.stdout)
 	}
 	if ports, ok := listeningPorts(t, s2.cmd.Process.Pid); ok {

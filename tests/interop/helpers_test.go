@@ -178,7 +178,7 @@ func (s *server) waitReady() error {
 		default:
 		}
 		out := s.stdout.String()
-		if strings.Contains(out, "  pop3   "+s.pop3Addr+"\n") && strings.Contains(out, "  pop3s  "+s.pop3sAddr+"\n") {
+		if strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "pop3", s.pop3Addr)) && strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "pop3s", s.pop3sAddr)) {
 			for _, a := range []string{s.pop3Addr, s.pop3sAddr} {
 				c, err := net.DialTimeout("tcp", a, 5*time.Second)
 				if err != nil {

@@ -1,0 +1,94 @@
+package blackbox
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI runs as root; this test needs it")
+		}
+		t.Skip("needs root")
+	}
+}
+
+// TestRootRefusesNetworkWithoutRunAs: as root with no run_as, a
+// non-loopback listener is refused before anything is bound.
+func TestRootRefusesNetworkWithoutRunAs(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	r := postino(t, nil, "serve", "--data", dir, "--pop3", "0.0.0.0:1", "--pop3s", "",
+		"--smtp", "", "--submission", "", "--submissions", "")
+	if r.code != 78 || !strings.Contains(r.stderr, "refusing to listen on 0.0.0.0:1 as root") {
+		t.Fatalf("serve as root on 0.0.0.0: %s", r)
+	}
+}
+
+// TestRootLoopbackWarns: the quick start works as root, with a warning.
+func TestRootLoopbackWarns(t *testing.T) {
+	needRoot(t)
+	s := startServer(t, serverOpts{})
+	if !strings.Contains(s.stderr.String(), "running as root") {
+		t.Errorf("no warning about running as root:\n%s", s.stderr.String())
+	}
+}
+
+// TestRunAsDropsPrivileges: with run_as the process switches user after
+// binding, owns the data folder, and still serves and stores mail.
+func TestRunAsDropsPrivileges(t *testing.T) {
+	needRoot(t)
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody")
+	}
+	base, err := os.MkdirTemp("", "postino-runas-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755) // nobody must reach the data folder inside
+	data := filepath.Join(base, "data")
+	addUser(t, data, "alice@example.test", "pw")
+	cfg := filepath.Join(base, "postino.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("run_as = %q\n", "nobody")), 0o644)
+	s := startServer(t, serverOpts{data: data, extraArgs: []string{"--config", cfg}})
+
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uidLine string
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(l, "Uid:") {
+			uidLine = l
+		}
+	}
+	for _, f := range strings.Fields(uidLine)[1:] {
+		if f != nobody.Uid {
+			t.Fatalf("process still has a privileged id: %q (nobody is %s)", uidLine, nobody.Uid)
+		}
+	}
+	fi, err := os.Stat(filepath.Join(data, "users.passwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid := fi.Sys().(*syscall.Stat_t).Uid; strconv.Itoa(int(uid)) != nobody.Uid {
+		t.Errorf("users.passwd owned by %d, want nobody", uid)
+	}
+	mustDeliver(t, data, "bob@example.test", []byte("Subject: x\n\nhello\n"), "alice@example.test")
+	// deliver ran as root: the server (as nobody) must still read it.
+	c := s.login("alice@example.test", "pw")
+	if n, _, err := c.Stat(); err != nil || n != 1 {
+		t.Fatalf("STAT as nobody: %d, %v", n, err)
+	}
+	c.Quit()
+}
