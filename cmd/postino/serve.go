@@ -204,6 +204,9 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		Expire:              cfg.POP3.Expire,
 		LoginDelay:          int(cfg.POP3.LoginDelay.Seconds()),
 		SCRAM:               cfg.POP3.SCRAM,
+		LineTimeout:         cfg.POP3.LineTimeout.Duration,
+		MaxSessionTime:      cfg.POP3.MaxSessionTime.Duration,
+		CommandsPerSecond:   cfg.POP3.CommandsPerSecond,
 	}
 
 	type pending struct {

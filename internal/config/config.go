@@ -86,6 +86,9 @@ type POP3Config struct {
 	MaxConnectionsPerIP int      `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous POP3 connections from one IP address."`
 	LoginDelay          Duration `toml:"login_delay" comment:"Minimum time between logins by one user, advertised as the LOGIN-DELAY capability (RFC 2449); must be whole seconds. 0s disables it."`
 	Expire              string   `toml:"expire" comment:"Advertised EXPIRE capability (RFC 2449): NEVER, or the number of days the server keeps retrieved messages."`
+	LineTimeout         Duration `toml:"line_timeout" comment:"Time allowed for the rest of a command line once it has begun; a client dribbling bytes (slowloris) is cut off."`
+	MaxSessionTime      Duration `toml:"max_session_time" comment:"Longest a session may last in all; it then ends without applying deletions. 0s: no limit."`
+	CommandsPerSecond   int      `toml:"commands_per_second" comment:"Commands a session may send per second before it is slowed down (bursts of one second's worth pass). 0: no limit."`
 	SCRAM               bool     `toml:"scram" comment:"Offer AUTH SCRAM-SHA-256 (RFC 7677). Only users whose password was stored with 'postino user add --scheme SCRAM-SHA-256' (or Dovecot's {SCRAM-SHA-256}) can use it; a client that picks SCRAM for another user fails to log in, so enable it only where every user has SCRAM credentials or clients fall back."`
 }
 
@@ -149,6 +152,9 @@ func Default() *Config {
 			MaxConnectionsPerIP: 100,
 			LoginDelay:          D(0),
 			Expire:              ExpireNever,
+			LineTimeout:         D(30 * time.Second),
+			MaxSessionTime:      D(4 * time.Hour),
+			CommandsPerSecond:   500,
 		},
 		Users: UsersConfig{
 			CacheTTL:        D(60 * time.Second),

@@ -161,6 +161,13 @@ func (c *Config) validate() []error {
 	v.addr("pop3.listen", p.Listen)
 	v.addr("pop3.listen_tls", p.ListenTLS)
 	v.oneOf("pop3.plaintext_auth", p.PlaintextAuth, PlaintextAuthNever, PlaintextAuthLoopback, PlaintextAuthAlways)
+	v.minDuration("pop3.line_timeout", c.POP3.LineTimeout, time.Second)
+	if c.POP3.MaxSessionTime.Duration < 0 {
+		v.add("pop3.max_session_time", "must not be negative (got %s)", c.POP3.MaxSessionTime)
+	}
+	if c.POP3.CommandsPerSecond < 0 {
+		v.add("pop3.commands_per_second", "must not be negative (got %d)", c.POP3.CommandsPerSecond)
+	}
 	v.oneOf("smtp.plaintext_auth", c.SMTP.PlaintextAuth, PlaintextAuthNever, PlaintextAuthLoopback, PlaintextAuthAlways)
 	v.minDuration("pop3.autologout", p.Autologout, time.Second)
 	v.intRange("pop3.max_line", p.MaxLine, 255, 1<<20)
