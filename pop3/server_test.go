@@ -613,3 +613,12 @@ func TestCommandsPerSecond(t *testing.T) {
 		t.Fatalf("60 commands at 20/s took only %v", d)
 	}
 }
+
+func TestClientThatStopsReading(t *testing.T) {
+	ts := startServer(t, func(s *Server) { s.WriteTimeout = 300 * time.Millisecond })
+	ts.be.add("alice@example.test", "big", "Subject: big\r\n\r\n"+strings.Repeat(strings.Repeat("x", 998)+"\r\n", 20000))
+	tr := ts.loggedIn(t, "alice@example.test", "secret pass")
+	tr.send("RETR 1")
+	// Never read: the server must give up and free the maildrop.
+	waitFor(t, "the stalled session to end", func() bool { return !ts.be.isLocked("alice@example.test") })
+}

@@ -216,7 +216,7 @@ func (s *session) run() {
 		s.tls = &cs
 	}
 	s.r = bufio.NewReaderSize(s.conn, 1024)
-	s.w = bufio.NewWriterSize(s.conn, 4096)
+	s.w = bufio.NewWriterSize(s.deadlineWriter(s.conn), 4096)
 	if s.srv.MaxSessionTime > 0 {
 		s.deadline = time.Now().Add(s.srv.MaxSessionTime)
 	}
@@ -448,11 +448,27 @@ func (s *session) reply(line string) {
 	s.w.WriteString("\r\n")
 }
 
+// deadlineWriter gives every write to the client WriteTimeout, so that a
+// client that stops reading is dropped while one that reads a large message
+// slowly is not.
+func (s *session) deadlineWriter(c net.Conn) io.Writer {
+	return &connWriter{c: c, timeout: orDefault(s.srv.WriteTimeout, DefaultWriteTimeout)}
+}
+
+type connWriter struct {
+	c       net.Conn
+	timeout time.Duration
+}
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.c.Write(p)
+}
+
 func (s *session) flush() error {
 	if s.w.Buffered() == 0 {
 		return nil
 	}
-	s.conn.SetWriteDeadline(time.Now().Add(orDefault(s.srv.WriteTimeout, DefaultWriteTimeout)))
 	return s.w.Flush()
 }
 
@@ -816,7 +832,7 @@ func (s *session) cmdSTLS([]string) error {
 	cs := tc.ConnectionState()
 	s.conn, s.tls = tc, &cs
 	s.r = bufio.NewReaderSize(tc, 1024)
-	s.w = bufio.NewWriterSize(tc, 4096)
+	s.w = bufio.NewWriterSize(s.deadlineWriter(tc), 4096)
 	// The client must discard what it knew; so do we (RFC 2595 §4).
 	s.user = ""
 	return nil
