@@ -116,6 +116,7 @@ type Store struct {
 	pid     int
 	counter atomic.Uint64
 	locks   processLocks
+	scans   scanCache
 }
 
 var _ store.Store = (*Store)(nil)

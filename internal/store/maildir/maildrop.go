@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/postino-mail/postino/internal/store"
 )
@@ -75,6 +76,22 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 
 // scan takes the snapshot.
 func (md *Maildrop) scan(ctx context.Context) error {
+	key, keyOK := md.s.dirTimes(md.dir)
+	if keyOK && md.cachedScan(key) {
+		return nil
+	}
+	listedAt := time.Now()
+	if err := md.list(ctx); err != nil {
+		return err
+	}
+	if keyOK {
+		md.rememberScan(key, listedAt)
+	}
+	return nil
+}
+
+// list takes the snapshot by listing new/ and cur/.
+func (md *Maildrop) list(ctx context.Context) error {
 	s := md.s
 	seen := make(map[string]struct{})
 	var cache *sizeCache

@@ -1,0 +1,85 @@
+package maildir
+
+import (
+	"sync"
+	"time"
+
+	"github.com/postino-mail/postino/internal/store"
+)
+
+// The scan cache makes a login to a large, unchanged mailbox cost two
+// stat calls instead of a directory listing: a snapshot of new/ and cur/ is
+// reused while both directories keep the modification times they had when
+// it was taken. A snapshot is kept only when both times were older than
+// scanCacheMargin at the moment of listing, so that a change made within
+// the file system's timestamp granularity after the listing cannot leave
+// the time unchanged (the "racy timestamp" rule).
+const (
+	scanCacheMin    = 1000 // smaller mailboxes are listed every time
+	scanCacheMax    = 64   // mailboxes kept
+	scanCacheMargin = 2 * time.Second
+)
+
+type scanKey struct{ newMod, curMod time.Time }
+
+type scanEntry struct {
+	key   scanKey
+	msgs  []message
+	infos []store.MessageInfo
+}
+
+type scanCache struct {
+	mu sync.Mutex
+	m  map[string]*scanEntry
+}
+
+// dirTimes returns the modification times of dir/new and dir/cur.
+func (s *Store) dirTimes(dir string) (scanKey, bool) {
+	n, err1 := s.root.Stat(dir + "/new")
+	c, err2 := s.root.Stat(dir + "/cur")
+	if err1 != nil || err2 != nil {
+		return scanKey{}, false
+	}
+	return scanKey{n.ModTime(), c.ModTime()}, true
+}
+
+// cachedScan fills md from the cache when the mailbox is unchanged.
+func (md *Maildrop) cachedScan(key scanKey) bool {
+	c := &md.s.scans
+	c.mu.Lock()
+	e := c.m[md.dir]
+	c.mu.Unlock()
+	if e == nil || e.key != key {
+		return false
+	}
+	// Open may update a message's location, so each Maildrop gets its
+	// own copy of the messages; the infos are read-only and shared.
+	md.msgs = append([]message(nil), e.msgs...)
+	md.infos = e.infos
+	return true
+}
+
+// rememberScan keeps md's snapshot when it is large and was taken of
+// directories that had been quiet for scanCacheMargin.
+func (md *Maildrop) rememberScan(key scanKey, listedAt time.Time) {
+	c := &md.s.scans
+	if len(md.msgs) < scanCacheMin || listedAt.Sub(key.newMod) < scanCacheMargin || listedAt.Sub(key.curMod) < scanCacheMargin {
+		c.mu.Lock()
+		delete(c.m, md.dir)
+		c.mu.Unlock()
+		return
+	}
+	e := &scanEntry{key: key, msgs: append([]message(nil), md.msgs...), infos: md.infos}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]*scanEntry)
+	}
+	for k := range c.m {
+		if len(c.m) < scanCacheMax {
+			break
+		}
+		delete(c.m, k)
+	}
+	c.m[md.dir] = e
+}
