@@ -7,6 +7,9 @@
 //	postino serve [flags]              run the server
 //	postino user add|passwd|del|list   manage users
 //	postino deliver [--from S] ADDR... store a message from standard input
+//	postino queue list|show|retry|delete  inspect the outbound queue
+//	postino dkim keygen DOMAIN         make DKIM keys
+//	postino fetch [ACCOUNT...]         download remote POP3 mailboxes
 //	postino config default|check       print or validate configuration
 //	postino version                    print the version
 //
@@ -62,6 +65,9 @@ func init() {
 		{"serve", "[flags]", "run the mail server", runServe},
 		{"user", "add|passwd|del|list [flags] [ADDRESS]", "manage users", runUser},
 		{"deliver", "[--from SENDER] ADDRESS... < message", "deliver a message from standard input", runDeliver},
+		{"fetch", "[flags] [ACCOUNT...]", "download remote POP3 mailboxes", runFetch},
+		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
+		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},
 		{"config", "default | check [FILE]", "print the commented default configuration, or check a file", runConfig},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "show help", runHelp},

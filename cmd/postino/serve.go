@@ -18,7 +18,9 @@ import (
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/mailserver"
+	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/tlsutil"
 	"github.com/postino-mail/postino/pop3"
@@ -40,6 +42,7 @@ func runServe(env *cmdEnv, args []string) int {
 	smtpAddr := fs.String("smtp", "", "SMTP (MX) listen `ADDR` (overrides smtp.listen)")
 	subAddr := fs.String("submission", "", "submission (STARTTLS) listen `ADDR` (overrides smtp.submission)")
 	subsAddr := fs.String("submissions", "", "submission over implicit TLS listen `ADDR` (overrides smtp.submissions)")
+	dnsServer := fs.String("dns-server", "", "DNS `ADDR` (host:port) for outbound MX lookups (overrides queue.dns_server)")
 	lmtpAddr := fs.String("lmtp", "", "LMTP listen `ADDR`: host:port or a unix socket path (overrides smtp.lmtp)")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
@@ -65,6 +68,7 @@ func runServe(env *cmdEnv, args []string) int {
 		"submission":  func() { cfg.SMTP.Submission = *subAddr },
 		"submissions": func() { cfg.SMTP.Submissions = *subsAddr },
 		"lmtp":        func() { cfg.SMTP.LMTP = *lmtpAddr },
+		"dns-server":  func() { cfg.Queue.DNSServer = *dnsServer },
 	} {
 		if flagSet(fs, name) {
 			apply()
@@ -131,6 +135,7 @@ type server struct {
 	users     *auth.DB
 	pop3      *pop3.Server
 	smtp      []*smtpin.Server
+	queue     *queue.Queue
 	listeners []listener
 	starts    []func() // serve the opened listeners, once privileges are dropped
 	failed    chan error
@@ -225,9 +230,17 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("aliases: %w", err)
 		}
+		qo := queueOptions(cfg, logger.With("component", "queue"))
+		qo.IsLocalDomain = smtpin.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
+		qo.Local = deliverer
+		qo.Signer = dkim.NewSigner(cfg.DKIMDir())
+		if s.queue, err = queue.Open(cfg.QueueDir(), qo); err != nil {
+			return nil, fmt.Errorf("outbound queue: %w", err)
+		}
 		mk := func(role smtpin.Role, withTLS bool) (*smtpin.Server, error) {
 			o := smtpOptions(cfg, logger, deliverer, s.users, al)
 			o.Guard = guard
+			o.Relay = s.queue
 			o.Role = role
 			if withTLS {
 				o.TLS = tlsCfg
@@ -287,6 +300,15 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	go certs.Watch(ctx, tlsutil.DefaultWatchInterval)
+	if s.queue != nil {
+		// Started with the listeners, once privileges are dropped; it
+		// stops when ctx is cancelled, after its attempts are recorded.
+		s.wg.Add(1)
+		s.starts = append(s.starts, func() {
+			defer s.wg.Done()
+			s.queue.Run(ctx)
+		})
+	}
 	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
 	return s, nil
 }
@@ -392,7 +414,6 @@ func (s *server) abort() {
 func (s *server) shutdown(logger *slog.Logger) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	defer s.cancel()
 	errs := make(chan error, len(s.smtp)+1)
 	go func() { errs <- s.pop3.Shutdown(ctx) }()
 	for _, srv := range s.smtp {
@@ -402,7 +423,11 @@ func (s *server) shutdown(logger *slog.Logger) bool {
 	for range len(s.smtp) + 1 {
 		err = errors.Join(err, <-errs)
 	}
+	s.cancel() // no more mail can arrive: stop the queue worker and the watcher
 	s.wg.Wait()
+	if s.queue != nil {
+		s.queue.Close()
+	}
 	if err != nil {
 		logger.Warn("sessions did not end in time; connections closed", "err", err)
 		return false

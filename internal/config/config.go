@@ -63,6 +63,7 @@ type Config struct {
 	Users    UsersConfig    `toml:"users" comment:"User database."`
 	Delivery DeliveryConfig `toml:"delivery" comment:"Local delivery into mailboxes."`
 	SMTP     SMTPConfig     `toml:"smtp" comment:"SMTP intake, submission and LMTP."`
+	Queue    QueueConfig    `toml:"queue" comment:"Outbound queue: delivery of submitted mail to other domains, retries and bounces."`
 	Fetch    FetchConfig    `toml:"fetch" comment:"Downloading remote POP3 mailboxes with 'postino fetch'."`
 }
 
@@ -167,6 +168,7 @@ func Default() *Config {
 		Delivery: DeliveryConfig{
 			MaxMessageSize: 50 * MiB,
 		},
+		Queue: defaultQueue(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",

@@ -260,5 +260,6 @@ func (c *Config) validate() []error {
 
 	// [fetch]
 	c.validateFetch(v)
+	c.validateQueue(v)
 	return v.errs
 }

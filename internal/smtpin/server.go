@@ -143,22 +143,34 @@ func (a slogAdapter) Println(v ...any) {
 
 // isLocalDomain reports whether mail for domain is delivered here.
 func (s *Server) isLocalDomain(domain string) bool {
-	domain = strings.ToLower(domain)
-	if len(s.opts.LocalDomains) > 0 {
-		return slices.ContainsFunc(s.opts.LocalDomains, func(d string) bool { return strings.EqualFold(d, domain) })
-	}
-	if s.opts.Aliases != nil && slices.Contains(s.opts.Aliases.Domains(), domain) {
-		return true
-	}
-	users, err := s.opts.Users.List()
-	if err != nil {
-		s.opts.Logger.Error("smtp: listing users", "err", err)
-		return false
-	}
-	for _, u := range users {
-		if _, d, _ := strings.Cut(u.Address, "@"); d == domain {
+	return LocalDomainFunc(s.opts.LocalDomains, s.opts.Users, s.opts.Aliases, s.opts.Logger)(domain)
+}
+
+// LocalDomainFunc returns the test for "mail for this domain is delivered
+// here" that the SMTP servers use, for the outbound queue to share: the
+// configured local domains, or when there are none the domains of the
+// users and aliases.
+func LocalDomainFunc(local []string, users UserDB, al Aliases, logger *slog.Logger) func(string) bool {
+	return func(domain string) bool {
+		domain = strings.ToLower(domain)
+		if len(local) > 0 {
+			return slices.ContainsFunc(local, func(d string) bool { return strings.EqualFold(d, domain) })
+		}
+		if al != nil && slices.Contains(al.Domains(), domain) {
 			return true
 		}
+		list, err := users.List()
+		if err != nil {
+			if logger != nil {
+				logger.Error("smtp: listing users", "err", err)
+			}
+			return false
+		}
+		for _, u := range list {
+			if _, d, _ := strings.Cut(u.Address, "@"); d == domain {
+				return true
+			}
+		}
+		return false
 	}
-	return false
 }

@@ -1,0 +1,365 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/fetch"
+)
+
+// fetchFlags are the flags of "postino fetch".
+type fetchFlags struct {
+	common commonFlags
+
+	// One account from flags.
+	name, server, security, fingerprint, caFile, user, passwordCommand string
+	authMethod, to, mdaCheck                                           string
+	port                                                               int
+	allowPlaintext, insecure, del                                      bool
+	deleteAfterDays, maxMessages                                       int
+	maxSize                                                            string
+
+	// Run options.
+	stateDir string
+	timeout  time.Duration
+	retries  int
+	daemon   time.Duration
+	quiet    bool
+	verbose  bool
+}
+
+func runFetch(env *cmdEnv, args []string) int {
+	fs := newFlags(env, "fetch", "fetch [flags] [ACCOUNT...]\n\n"+
+		"Downloads the [[fetch.account]] mailboxes of the configuration (all, or the\n"+
+		"ACCOUNTs named), or the one account given with --server.\n\n"+
+		"Exit status: 0 new mail delivered, 1 no new mail, 2 network or temporary\n"+
+		"server error, 3 authentication failed, 4 protocol error, 5 TLS or certificate\n"+
+		"failure, 6 delivery failed, 7 account or mailbox locked, 64 usage, 78 config.")
+	var ff fetchFlags
+	ff.common.register(fs)
+	fs.StringVar(&ff.server, "server", "", "fetch one account from `HOST[:PORT]` given by flags instead of the configuration")
+	fs.StringVar(&ff.name, "name", "", "account `NAME` for --server (names its state file; default: USER@HOST)")
+	fs.IntVar(&ff.port, "port", 0, "server `PORT` (default 995 for tls, 110 otherwise)")
+	fs.StringVar(&ff.security, "security", "tls", "tls, starttls or none (none needs --allow-plaintext)")
+	fs.BoolVar(&ff.allowPlaintext, "allow-plaintext", false, "allow --security none: password and mail unencrypted")
+	fs.BoolVar(&ff.insecure, "insecure", false, "accept any server certificate (also overrides the configuration)")
+	fs.StringVar(&ff.fingerprint, "fingerprint", "", "accept exactly the certificate with this SHA-256 `FINGERPRINT`")
+	fs.StringVar(&ff.caFile, "ca-file", "", "PEM `FILE` of extra trusted certificate authorities")
+	fs.StringVar(&ff.user, "user", "", "user `NAME` on the server")
+	fs.StringVar(&ff.passwordCommand, "password-command", "", "shell `COMMAND` printing the password (otherwise it is asked for)")
+	fs.StringVar(&ff.authMethod, "auth", "auto", "auto, scram-sha-256, plain, login, user or apop")
+	fs.StringVar(&ff.to, "to", "", "destination: maildir:DIR, mbox:FILE, mda:COMMAND or local:ADDRESS")
+	fs.StringVar(&ff.mdaCheck, "mda-check", "", "shell `COMMAND` telling whether $POSTINO_FETCH_ID was delivered by the MDA (exit 0 yes, 1 no)")
+	fs.BoolVar(&ff.del, "delete", false, "delete messages from the server once delivered (default: leave them, fetch only new ones)")
+	fs.IntVar(&ff.deleteAfterDays, "delete-after-days", 0, "leave messages on the server, but delete them `N` days after they were first seen")
+	fs.StringVar(&ff.maxSize, "max-size", "", "leave messages larger than `SIZE` (e.g. 10MiB) on the server")
+	fs.IntVar(&ff.maxMessages, "max-messages", 0, "download at most `N` messages per run")
+	fs.StringVar(&ff.stateDir, "state-dir", "", "state `DIR` (default: fetch.state_dir, DATA/fetch, or ~/.local/state/postino without --data/--config)")
+	fs.DurationVar(&ff.timeout, "timeout", 0, "time allowed for connecting and each command (default: the account's timeout, or 60s)")
+	fs.IntVar(&ff.retries, "retries", 2, "reconnect this many times after a network error, resuming where the run stopped")
+	fs.DurationVar(&ff.daemon, "daemon", 0, "keep running, fetching every `INTERVAL` (e.g. 5m) until SIGINT or SIGTERM")
+	fs.BoolVar(&ff.quiet, "quiet", false, "print nothing but errors (no progress bar, no warnings)")
+	fs.BoolVar(&ff.verbose, "verbose", false, "log each message delivered")
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	cfg, err := ff.common.load()
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	accounts, stateDir, err := ff.accounts(env, cfg, pos)
+	if err != nil {
+		errorf(env, "fetch: %v", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return exitUsage
+		}
+		return exitConfigError
+	}
+
+	level := slog.LevelWarn
+	switch {
+	case ff.quiet:
+		level = slog.LevelError
+	case ff.verbose:
+		level = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+	f := &fetch.Fetcher{StateDir: stateDir, Logger: logger, Retries: ff.retries}
+	tty := isTerminal(env.stderr)
+	if tty && !ff.quiet {
+		f.Progress = &fetch.Bar{W: env.stderr}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	once := func() int {
+		result := fetch.ExitNoMail
+		for _, a := range accounts {
+			res, err := f.Run(ctx, a)
+			c := fetch.ExitCode(res.New, err)
+			if err != nil {
+				if ctx.Err() == nil {
+					errorf(env, "fetch %s: %v", a.Name, err)
+				}
+			}
+			if (tty || ff.verbose) && !ff.quiet && (err == nil || res.New > 0) {
+				fmt.Fprintf(env.stderr, "%s: %d new (%s), %d on the server, %d deleted, %d skipped → %s\n",
+					a.Name, res.New, humanBytes(res.Bytes), res.Listed, res.Deleted, res.Skipped, a.Dest)
+			}
+			result = fetch.Worst(result, c)
+		}
+		return result
+	}
+	if ff.daemon <= 0 {
+		return once()
+	}
+	for {
+		once()
+		select {
+		case <-ctx.Done():
+			return exitOK
+		case <-time.After(ff.daemon):
+		}
+	}
+}
+
+// usageError marks command-line mistakes.
+type usageError struct{ error }
+
+// accounts builds the accounts to fetch and the state directory.
+func (ff *fetchFlags) accounts(env *cmdEnv, cfg *config.Config, names []string) ([]*fetch.Account, string, error) {
+	stateDir := ff.stateDir
+	if stateDir == "" {
+		switch {
+		case cfg.Fetch.StateDir != "":
+			stateDir = cfg.ResolvePath(cfg.Fetch.StateDir)
+		case ff.common.dataDir != "" || ff.common.configFile != "":
+			stateDir = filepath.Join(cfg.DataDir, "fetch")
+		default:
+			stateDir = fetch.DefaultStateDir()
+		}
+	}
+	var list []config.FetchAccount
+	if ff.server != "" {
+		if len(names) > 0 {
+			return nil, "", usageError{errors.New("--server fetches one account given by flags; do not also name accounts")}
+		}
+		host, port := ff.server, ff.port
+		if h, p, err := splitHostPortOpt(ff.server); err == nil {
+			host = h
+			if p != 0 {
+				port = p
+			}
+		}
+		if ff.to == "" {
+			return nil, "", usageError{errors.New("--server needs --to DESTINATION")}
+		}
+		if ff.user == "" {
+			return nil, "", usageError{errors.New("--server needs --user")}
+		}
+		name := ff.name
+		if name == "" {
+			name = strings.Map(func(r rune) rune {
+				if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
+					return r
+				}
+				return '_'
+			}, ff.user+"_"+host)
+		}
+		ms := config.Size(0)
+		if ff.maxSize != "" {
+			var err error
+			if ms, err = config.ParseSize(ff.maxSize); err != nil {
+				return nil, "", usageError{fmt.Errorf("--max-size: %v", err)}
+			}
+		}
+		fa := config.FetchAccount{
+			Name: name, Server: host, Port: port, Security: ff.security, AllowPlaintext: ff.allowPlaintext,
+			Insecure: ff.insecure, Fingerprint: ff.fingerprint, CAFile: ff.caFile, User: ff.user,
+			PasswordCommand: ff.passwordCommand, Auth: ff.authMethod, Destination: ff.to, MDACheck: ff.mdaCheck,
+			Delete: ff.del, DeleteAfterDays: ff.deleteAfterDays, MaxSize: ms, MaxMessages: ff.maxMessages,
+			Timeout: config.D(ff.timeout),
+		}
+		c := config.Default()
+		c.Fetch.Accounts = []config.FetchAccount{fa}
+		if err := c.Validate(); err != nil {
+			return nil, "", usageError{err}
+		}
+		list = c.Fetch.Accounts
+	} else {
+		if len(cfg.Fetch.Accounts) == 0 {
+			return nil, "", usageError{errors.New("no [[fetch.account]] in the configuration (use --config FILE) and no --server")}
+		}
+		for _, n := range names {
+			found := false
+			for _, a := range cfg.Fetch.Accounts {
+				found = found || a.Name == n
+			}
+			if !found {
+				return nil, "", usageError{fmt.Errorf("no account %q in the configuration", n)}
+			}
+		}
+		for _, a := range cfg.Fetch.Accounts {
+			if len(names) == 0 || contains(names, a.Name) {
+				if ff.insecure {
+					a.Insecure = true
+				}
+				if ff.timeout > 0 {
+					a.Timeout = config.D(ff.timeout)
+				}
+				list = append(list, a)
+			}
+		}
+	}
+	var out []*fetch.Account
+	for _, fa := range list {
+		a, err := ff.account(env, cfg, fa)
+		if err != nil {
+			return nil, "", fmt.Errorf("account %s: %w", fa.Name, err)
+		}
+		out = append(out, a)
+	}
+	return out, stateDir, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// splitHostPortOpt splits "host:port" or returns host alone.
+func splitHostPortOpt(s string) (string, int, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 || strings.Count(s, ":") > 1 && !strings.HasPrefix(s, "[") {
+		return strings.Trim(s, "[]"), 0, nil
+	}
+	var p int
+	if _, err := fmt.Sscanf(s[i+1:], "%d", &p); err != nil {
+		return "", 0, err
+	}
+	return strings.Trim(s[:i], "[]"), p, nil
+}
+
+// account turns a configured account into a fetch.Account.
+func (ff *fetchFlags) account(env *cmdEnv, cfg *config.Config, fa config.FetchAccount) (*fetch.Account, error) {
+	a := &fetch.Account{
+		Name: fa.Name, Server: fa.Server, Port: fa.Port, Security: fetch.Security(fa.Security),
+		AllowPlaintext: fa.AllowPlaintext, Insecure: fa.Insecure, Fingerprint: fa.Fingerprint,
+		User: fa.User, Auth: fa.Auth, Delete: fa.Delete,
+		DeleteAfter: time.Duration(fa.DeleteAfterDays) * 24 * time.Hour,
+		MaxSize:     fa.MaxSize.Bytes(), MaxMessages: fa.MaxMessages, Timeout: fa.Timeout.Duration,
+	}
+	if fa.CAFile != "" {
+		pool, err := fetch.SystemRootsWith(cfg.ResolvePath(fa.CAFile))
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		a.RootCAs = pool
+	}
+	if strings.HasPrefix(fa.Destination, "local:") {
+		addr := strings.TrimPrefix(fa.Destination, "local:")
+		logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		d, st, err := openDeliverer(cfg, auth.OpenDB(cfg.UsersFile()), logger)
+		if err != nil {
+			return nil, err
+		}
+		d.Logger = nil
+		l, err := fetch.NewLocal(d, st, addr)
+		if err != nil {
+			return nil, err
+		}
+		a.Dest = l
+	} else {
+		d, err := fetch.ParseDestination(fa.Destination, fa.MDACheck)
+		if err != nil {
+			return nil, err
+		}
+		if m, ok := d.(*fetch.MDA); ok {
+			m.Stderr = env.stderr
+		}
+		a.Dest = d
+	}
+	a.Password = passwordSource(env, fa)
+	return a, nil
+}
+
+// passwordSource returns the account's password function: the configured
+// password, the first line printed by password_command, or a prompt on
+// the terminal. The answer is kept for the life of the process.
+func passwordSource(env *cmdEnv, fa config.FetchAccount) func() (string, error) {
+	var once sync.Once
+	var pw string
+	var err error
+	return func() (string, error) {
+		once.Do(func() {
+			switch {
+			case fa.Password != "":
+				pw = fa.Password
+			case fa.PasswordCommand != "":
+				cmd := exec.Command("/bin/sh", "-c", fa.PasswordCommand)
+				cmd.Stderr = env.stderr
+				var out []byte
+				out, err = cmd.Output()
+				if err != nil {
+					err = fmt.Errorf("password_command: %w", err)
+					return
+				}
+				pw, _, _ = strings.Cut(string(out), "\n")
+				pw = strings.TrimSuffix(pw, "\r")
+			default:
+				tty, terr := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+				if terr != nil || !term.IsTerminal(int(tty.Fd())) {
+					if tty != nil {
+						tty.Close()
+					}
+					err = errors.New("no password, no password_command, and no terminal to ask on")
+					return
+				}
+				defer tty.Close()
+				fmt.Fprintf(tty, "Password for %s@%s: ", fa.User, fa.Server)
+				var b []byte
+				b, err = term.ReadPassword(int(tty.Fd()))
+				fmt.Fprintln(tty)
+				pw = string(b)
+			}
+		})
+		return pw, err
+	}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/dkim"
+	"github.com/postino-mail/postino/internal/queue"
+)
+
+// queueOptions builds the outbound queue's options from the
+// configuration (the caller adds what only serve has).
+func queueOptions(cfg *config.Config, logger *slog.Logger) queue.Options {
+	q := cfg.Queue
+	o := queue.Options{
+		Hostname:        cfg.Hostname,
+		Logger:          logger,
+		MinBackoff:      q.MinBackoff.Duration,
+		MaxBackoff:      q.MaxBackoff.Duration,
+		MaxLifetime:     q.MaxLifetime.Duration,
+		DelayWarning:    q.DelayWarning.Duration,
+		ConnectTimeout:  q.ConnectTimeout.Duration,
+		CommandTimeout:  q.CommandTimeout.Duration,
+		DataDoneTimeout: q.DataDoneTimeout.Duration,
+		MaxPerDomain:    q.MaxPerDomain,
+		MaxConcurrent:   q.MaxConcurrent,
+		MaxMessageSize:  int64(cfg.SMTP.MaxMessageSize),
+		BounceSizeLimit: int64(q.BounceSizeLimit),
+		DisableSTARTTLS: !q.STARTTLS,
+	}
+	o.Routes = cfg.QueueRoutes()
+	if q.DNSServer != "" {
+		server := q.DNSServer
+		o.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		}}
+	}
+	if q.Smarthost != "" {
+		o.Smarthost = &queue.Smarthost{Addr: q.Smarthost, Username: q.SmarthostUsername,
+			Password: q.SmarthostPassword, RequireTLS: q.SmarthostRequireTLS}
+	}
+	return o
+}
+
+func runQueue(env *cmdEnv, args []string) int {
+	fs := newFlags(env, "queue", "queue list | show ID | retry [ID] | delete ID  [--data DIR] [--config FILE]")
+	var common commonFlags
+	common.register(fs)
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	cfg, err := common.load()
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	if err := becomeDataOwner(cfg); err != nil {
+		errorf(env, "%v", err)
+		return exitTempFail
+	}
+	q, err := queue.Open(cfg.QueueDir(), queueOptions(cfg, nil))
+	if err != nil {
+		errorf(env, "queue: %v", err)
+		return exitTempFail
+	}
+	defer q.Close()
+	ctx := context.Background()
+	arg := func() (string, bool) {
+		if len(pos) != 2 {
+			fs.Usage()
+			return "", false
+		}
+		return pos[1], true
+	}
+	switch pos[0] {
+	case "list":
+		entries, err := q.List(ctx)
+		if err != nil {
+			errorf(env, "queue: %v", err)
+			return exitTempFail
+		}
+		printQueue(env.stdout, entries)
+		return exitOK
+	case "show":
+		id, ok := arg()
+		if !ok {
+			return exitUsage
+		}
+		entries, err := q.Show(ctx, id)
+		if err != nil {
+			errorf(env, "queue: %v", err)
+			return queueExit(err)
+		}
+		for _, e := range entries {
+			showEntry(env.stdout, e)
+		}
+		return exitOK
+	case "retry":
+		id := ""
+		if len(pos) == 2 {
+			id = pos[1]
+		}
+		n, err := q.Retry(ctx, id)
+		if err != nil {
+			errorf(env, "queue: %v", err)
+			return queueExit(err)
+		}
+		fmt.Fprintf(env.stdout, "%d entries will be retried now\n", n)
+		return exitOK
+	case "delete":
+		id, ok := arg()
+		if !ok {
+			return exitUsage
+		}
+		n, err := q.Delete(ctx, id)
+		if err != nil {
+			if errors.Is(err, queue.ErrBusy) {
+				errorf(env, "queue: %s is being delivered right now, try again in a moment", id)
+				return exitTempFail
+			}
+			errorf(env, "queue: %v", err)
+			return queueExit(err)
+		}
+		fmt.Fprintf(env.stdout, "deleted %d entries of %s (no bounce is sent)\n", n, id)
+		return exitOK
+	}
+	fs.Usage()
+	return exitUsage
+}
+
+func queueExit(err error) int {
+	if errors.Is(err, queue.ErrNotFound) {
+		return exitError
+	}
+	return exitTempFail
+}
+
+func printQueue(w io.Writer, entries []*queue.Entry) {
+	if len(entries) == 0 {
+		fmt.Fprintln(w, "queue is empty")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tARRIVAL\tSIZE\tFROM\tDOMAIN\tPENDING\tNEXT ATTEMPT\tLAST REPLY")
+	for _, e := range entries {
+		from := e.From
+		if from == "" {
+			from = "<>"
+		}
+		last := ""
+		for _, r := range e.Recipients {
+			if r.Reply != "" {
+				last = r.Reply
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d/%d\t%s\t%s\n", e.ID, e.Arrival.Local().Format(time.DateTime), e.Size,
+			from, e.Domain, e.Pending(), len(e.Recipients), e.NextAttempt.Local().Format(time.DateTime), truncate(last, 60))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d entries\n", len(entries))
+}
+
+func showEntry(w io.Writer, e *queue.Entry) {
+	from := e.From
+	if from == "" {
+		from = "<>"
+	}
+	fmt.Fprintf(w, "Entry:        %s (message %s)\nFrom:         %s\nDomain:       %s\nSize:         %d\n", e.ID, e.MessageID, from, e.Domain, e.Size)
+	fmt.Fprintf(w, "Arrival:      %s\nExpires:      %s\nNext attempt: %s\n", e.Arrival.Local().Format(time.RFC1123Z),
+		e.Expires.Local().Format(time.RFC1123Z), e.NextAttempt.Local().Format(time.RFC1123Z))
+	if e.Return != "" || e.EnvelopeID != "" {
+		fmt.Fprintf(w, "DSN:          RET=%s ENVID=%s\n", e.Return, e.EnvelopeID)
+	}
+	fmt.Fprintln(w, "Recipients:")
+	for _, r := range e.Recipients {
+		fmt.Fprintf(w, "  %-40s %-8s %s\n", r.Addr, r.Status, r.Reply)
+	}
+	if len(e.Attempts) > 0 {
+		fmt.Fprintln(w, "Attempts:")
+		for _, a := range e.Attempts {
+			note := a.Result
+			if a.Interrupted {
+				note += " (interrupted)"
+			}
+			fmt.Fprintf(w, "  %s  %-30s %s\n", a.Start.Local().Format(time.DateTime), a.Host, note)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func runDKIM(env *cmdEnv, args []string) int {
+	fs := newFlags(env, "dkim", "dkim keygen DOMAIN [--algo ed25519|rsa] [--selector NAME] [--data DIR] [--config FILE]")
+	var common commonFlags
+	common.register(fs)
+	algo := fs.String("algo", "", "only this key type: ed25519 or rsa (default: both)")
+	selector := fs.String("selector", "", "selector `NAME` (default: the key type and the month)")
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 2 || pos[0] != "keygen" {
+		fs.Usage()
+		return exitUsage
+	}
+	cfg, err := common.load()
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	if err := becomeDataOwner(cfg); err != nil {
+		errorf(env, "%v", err)
+		return exitTempFail
+	}
+	domain := strings.ToLower(pos[1])
+	var recs []dkim.Record
+	if *algo == "" {
+		recs, err = dkim.KeygenAll(cfg.DKIMDir(), domain)
+	} else {
+		var r dkim.Record
+		r, err = dkim.Keygen(cfg.DKIMDir(), domain, *algo, *selector)
+		recs = append(recs, r)
+	}
+	if err != nil {
+		errorf(env, "dkim: %v", err)
+		return exitError
+	}
+	fmt.Fprintf(env.stdout, "Keys written to %s. Publish these DNS records:\n\n", cfg.DKIMDir())
+	for _, r := range recs {
+		fmt.Fprintln(env.stdout, r.String())
+	}
+	return exitOK
+}

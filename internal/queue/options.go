@@ -1,0 +1,248 @@
+package queue
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/postino-mail/postino/internal/delivery"
+)
+
+// Defaults of Options, the values of Postfix where Postfix has one.
+const (
+	// DefaultMinBackoff is the first retry delay (Postfix
+	// minimal_backoff_time and queue_run_delay, 300s).
+	DefaultMinBackoff = 5 * time.Minute
+	// DefaultMaxBackoff is the longest delay between two attempts
+	// (Postfix maximal_backoff_time, 4000s).
+	DefaultMaxBackoff = 4000 * time.Second
+	// DefaultMaxLifetime is how long a message is retried before it is
+	// bounced (Postfix maximal_queue_lifetime, 5d).
+	DefaultMaxLifetime = 5 * 24 * time.Hour
+	// DefaultConnectTimeout bounds a TCP connection set-up (Postfix
+	// smtp_connect_timeout, 30s).
+	DefaultConnectTimeout = 30 * time.Second
+	// DefaultCommandTimeout bounds the wait for each reply and each write
+	// of message data (Postfix smtp_helo/mail/rcpt_timeout, 300s; RFC 5321
+	// §4.5.3.2 asks for at least 5 minutes for MAIL and RCPT).
+	DefaultCommandTimeout = 5 * time.Minute
+	// DefaultDataDoneTimeout bounds the wait for the reply to the final
+	// dot (Postfix smtp_data_done_timeout, 600s; RFC 5321 §4.5.3.2.6).
+	DefaultDataDoneTimeout = 10 * time.Minute
+	// DefaultMaxPerDomain is the most simultaneous deliveries to one
+	// destination (Postfix default_destination_concurrency_limit, 20).
+	DefaultMaxPerDomain = 20
+	// DefaultMaxConcurrent is the most simultaneous deliveries in all
+	// (Postfix default_process_limit, 100).
+	DefaultMaxConcurrent = 100
+	// DefaultPollInterval is how often the worker looks for changes made
+	// by other processes (the `postino queue` commands).
+	DefaultPollInterval = 2 * time.Second
+	// DefaultBounceSizeLimit is the largest original message returned
+	// whole in a DSN for RET=FULL (Postfix bounce_size_limit, 50000);
+	// larger ones are returned as headers only.
+	DefaultBounceSizeLimit = 50000
+)
+
+// Resolver looks up DNS records; *net.Resolver implements it. Tests point
+// every name at loopback addresses.
+type Resolver interface {
+	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+}
+
+// Dialer opens connections; *net.Dialer implements it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Clock tells the time. The worker's schedule, backoff and expiry all go
+// through it, so that tests can move time forward.
+type Clock interface {
+	Now() time.Time
+	// After is time.After.
+	After(d time.Duration) <-chan time.Time
+}
+
+// LocalDeliverer stores messages in local mailboxes: DSNs for local
+// senders and queued mail for local domains. *delivery.Deliverer
+// implements it.
+type LocalDeliverer interface {
+	Deliver(ctx context.Context, from string, rcpts []string, msg io.Reader) ([]delivery.Result, error)
+}
+
+// Signer adds signatures (DKIM) to messages from local domains when they
+// are queued. Sign reads the whole message and returns the header fields to
+// prepend (CRLF-terminated), or "" when it has nothing to sign with for
+// domain. *dkim.Signer implements it.
+type Signer interface {
+	Sign(ctx context.Context, domain string, msg io.Reader) (string, error)
+}
+
+// Smarthost is a relay host that receives all mail for remote domains
+// (Postfix relayhost), instead of the domains' MX hosts.
+type Smarthost struct {
+	// Addr is "host:port"; without a port, 587 (submission) is used. The
+	// host is looked up by address (A/AAAA), not MX.
+	Addr string
+	// Username and Password, when Username is not empty, authenticate
+	// with AUTH PLAIN (or LOGIN when PLAIN is not offered). Credentials are
+	// sent only over TLS, or to a loopback address.
+	Username string
+	Password string
+	// RequireTLS makes STARTTLS mandatory: a smarthost that does not offer
+	// it, or whose certificate does not verify, gets no mail (the
+	// messages are deferred).
+	RequireTLS bool
+	// TLS is the client TLS configuration for the smarthost; nil verifies
+	// the certificate against the system roots and the host name.
+	TLS *tls.Config
+}
+
+// Options configure a Queue. Zero values take the defaults given.
+type Options struct {
+	// Hostname is our name: the EHLO argument, the Reporting-MTA of DSNs
+	// and the domain of MAILER-DAEMON. Default: os.Hostname.
+	Hostname string
+	// Logger receives queue and delivery events (default: discard).
+	Logger *slog.Logger
+
+	// Resolver looks up MX and address records (default: net.Resolver).
+	Resolver Resolver
+	// Dialer opens SMTP connections (default: net.Dialer).
+	Dialer Dialer
+	// Clock tells the time (default: the system clock).
+	Clock Clock
+	// Port is the SMTP port of MX hosts (default 25).
+	Port int
+
+	// IsLocalDomain tells the domains delivered locally: recipients there
+	// are stored through Local without leaving the machine, and senders
+	// there get their DSNs the same way and their mail signed by Signer.
+	// nil: no domain is local.
+	IsLocalDomain func(domain string) bool
+	// Local delivers to local mailboxes (required when IsLocalDomain says
+	// yes to anything; otherwise such entries are retried until it is
+	// set).
+	Local LocalDeliverer
+	// Signer signs mail from local domains at enqueue time; nil: none.
+	Signer Signer
+
+	// TLS is the client configuration of opportunistic STARTTLS. nil:
+	// certificates are not verified, like Postfix's default
+	// smtp_tls_security_level=may (RFC 7435: opportunistic security
+	// encrypts against passive eavesdroppers; a failed verification would
+	// only push the message into cleartext). A handshake failure falls
+	// back to a cleartext connection.
+	TLS *tls.Config
+	// DisableSTARTTLS never uses STARTTLS with MX hosts.
+	DisableSTARTTLS bool
+	// Smarthost, when set, receives all remote mail.
+	Smarthost *Smarthost
+	// Routes send the mail of some domains (lower case) to a fixed
+	// "host:port" instead of their MX hosts, like Postfix's transport
+	// map; they take precedence over Smarthost.
+	Routes map[string]string
+
+	// MinBackoff is the delay before the first retry; each further retry
+	// doubles it, up to MaxBackoff (defaults 5m and 4000s).
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+	// MaxLifetime is how long a message is retried before the remaining
+	// recipients are bounced (default 5 days).
+	MaxLifetime time.Duration
+	// DelayWarning, when positive, sends a "delayed" DSN once a message
+	// has waited that long (Postfix delay_warning_time; default 0: off).
+	DelayWarning time.Duration
+
+	// ConnectTimeout, CommandTimeout and DataDoneTimeout bound connection
+	// set-up, each command reply or data write, and the reply to the final
+	// dot (defaults 30s, 5m, 10m).
+	ConnectTimeout  time.Duration
+	CommandTimeout  time.Duration
+	DataDoneTimeout time.Duration
+
+	// MaxPerDomain and MaxConcurrent limit simultaneous deliveries per
+	// destination and in all (defaults 20 and 100).
+	MaxPerDomain  int
+	MaxConcurrent int
+
+	// MaxMessageSize is the largest message Enqueue accepts (0: no limit).
+	MaxMessageSize int64
+	// BounceSizeLimit is the largest message returned whole by a RET=FULL
+	// DSN (default 50000 octets).
+	BounceSizeLimit int64
+	// PollInterval is how often Run checks for changes made by other
+	// processes (default 2s).
+	PollInterval time.Duration
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		o.Hostname = h
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Resolver == nil {
+		o.Resolver = net.DefaultResolver
+	}
+	if o.Dialer == nil {
+		o.Dialer = &net.Dialer{}
+	}
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
+	if o.Port <= 0 {
+		o.Port = 25
+	}
+	if o.IsLocalDomain == nil {
+		o.IsLocalDomain = func(string) bool { return false }
+	}
+	if o.TLS == nil {
+		// Opportunistic TLS, see Options.TLS.
+		o.TLS = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.MinBackoff, DefaultMinBackoff)
+	def(&o.MaxBackoff, DefaultMaxBackoff)
+	def(&o.MaxLifetime, DefaultMaxLifetime)
+	def(&o.ConnectTimeout, DefaultConnectTimeout)
+	def(&o.CommandTimeout, DefaultCommandTimeout)
+	def(&o.DataDoneTimeout, DefaultDataDoneTimeout)
+	def(&o.PollInterval, DefaultPollInterval)
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = o.MinBackoff
+	}
+	if o.MaxPerDomain <= 0 {
+		o.MaxPerDomain = DefaultMaxPerDomain
+	}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if o.BounceSizeLimit <= 0 {
+		o.BounceSizeLimit = DefaultBounceSizeLimit
+	}
+	if o.Smarthost != nil && o.Smarthost.Addr == "" {
+		return o, errors.New("queue: Smarthost.Addr is empty")
+	}
+	return o, nil
+}

@@ -1,0 +1,697 @@
+// Package smtp tests postino's SMTP intake from the outside: it builds
+// ./cmd/postino once, runs "postino serve" with its MX, submission,
+// submissions, LMTP and POP3 listeners on free loopback ports, sends mail
+// with real clients (swaks, Python's smtplib, a real Postfix relaying over
+// LMTP) and with raw sockets, and downloads it again over POP3 to compare
+// it byte for byte with what was sent.
+//
+// Tests that need an external program skip when it is missing, except
+// under CI=true, where they fail.
+package smtp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/postino-mail/postino/pop3"
+)
+
+// binPath is the postino binary built by TestMain.
+var binPath string
+
+// extTimeout bounds every external command.
+const extTimeout = 60 * time.Second
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err == nil {
+		_, err = os.Stat(filepath.Join(root, "go.mod"))
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "smtp: cannot find the repository root: %v\n", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "postino-smtp-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "smtp: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binPath = filepath.Join(dir, "postino")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", binPath, "./cmd/postino")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "smtp: go build ./cmd/postino: %v\n%s", err, out)
+		return 1
+	}
+	// The test users are made once with "postino user add" (Argon2id
+	// hashing is slow on a loaded machine); every server gets a copy of
+	// the resulting users.passwd.
+	tmpl := filepath.Join(dir, "users")
+	for _, u := range []string{alice, bob, carol, jorg} {
+		cmd := exec.CommandContext(ctx, binPath, "user", "add", u, "--password-stdin", "--data", tmpl)
+		cmd.Stdin = strings.NewReader(passwd + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "smtp: postino user add %s: %v\n%s", u, err, out)
+			return 1
+		}
+	}
+	if usersFile, err = os.ReadFile(filepath.Join(tmpl, "users.passwd")); err != nil {
+		fmt.Fprintf(os.Stderr, "smtp: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// usersFile is the users.passwd holding the test users, made by TestMain.
+var usersFile []byte
+
+// needProgram returns the path of an external program. A missing program
+// fails the test in CI (CI=true) and skips it elsewhere.
+func needProgram(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required in CI but not installed: %v", name, err)
+		}
+		t.Skipf("%s not installed: %v", name, err)
+	}
+	return p
+}
+
+var (
+	pythonOnce sync.Once
+	pythonPath string
+)
+
+// needPython returns the path of the python3 interpreter itself (not a
+// pyenv shim, which costs seconds per start on a loaded machine).
+func needPython(t testing.TB) string {
+	t.Helper()
+	p := needProgram(t, "python3")
+	pythonOnce.Do(func() {
+		pythonPath = p
+		out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
+		if exe := strings.TrimSpace(string(out)); err == nil && filepath.IsAbs(exe) {
+			pythonPath = exe
+		}
+	})
+	return pythonPath
+}
+
+// needSwaks returns swaks' path, after checking that it can do TLS (it
+// needs Net::SSLeay and IO::Socket::SSL, which are separate packages).
+func needSwaks(t testing.TB) string {
+	t.Helper()
+	p := needProgram(t, "swaks")
+	perl := needProgram(t, "perl")
+	if r := run(t, nil, nil, perl, "-MNet::SSLeay", "-MIO::Socket::SSL", "-e", "1"); r.code != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("swaks cannot do TLS (install libnet-ssleay-perl libio-socket-ssl-perl):\n%s", r)
+		}
+		t.Skipf("swaks cannot do TLS (install libnet-ssleay-perl libio-socket-ssl-perl):\n%s", r)
+	}
+	return p
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while a test
+// reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// freeAddrs returns n distinct loopback addresses whose ports were free a
+// moment ago: all n are held open together, so they differ.
+func freeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("picking a free port: %v", err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
+
+// The users every server gets, and their passwords.
+const (
+	alice   = "alice@example.test"
+	bob     = "bob@example.test"
+	carol   = "carol@catch.test"
+	jorg    = "jörg@example.test"
+	passwd  = "s3cret-Pa55"
+	hostTag = "mx.postino.test"
+)
+
+// defaultAliases is the aliases file of every server: an alias with two
+// local targets, and the catch-all of catch.test (example.test has none,
+// so that its unknown users are refused).
+const defaultAliases = "# test aliases\n" +
+	"sales@example.test: alice@example.test, bob@example.test\n" +
+	"team@example.test:  sales@example.test,\n" +
+	"                    carol@catch.test\n" +
+	"@catch.test: carol@catch.test\n"
+
+// server is a running "postino serve" with every SMTP listener.
+type server struct {
+	t        testing.TB
+	data     string
+	pop3     string
+	smtp     string // MX
+	sub      string // submission, STARTTLS
+	subs     string // submissions, implicit TLS
+	lmtp     string
+	certFile string
+	cmd      *exec.Cmd
+	stdout   *syncBuffer
+	stderr   *syncBuffer
+	done     chan struct{}
+	waitErr  error
+}
+
+// serverOpts tunes startServer.
+type serverOpts struct {
+	smtpConfig string // extra lines of the [smtp] section
+	aliases    string // aliases file; defaultAliases when empty
+	lmtpUnix   bool   // LMTP on a unix socket (DATA/lmtp.sock) instead of TCP
+}
+
+// startServer creates the test users and aliases in a new data folder,
+// runs "postino serve" on free loopback ports, waits until its banner
+// lists every listener (so they are this process's) and they accept, and
+// stops it with SIGTERM at cleanup (it must exit 0). A port taken between
+// picking and binding is retried.
+func startServer(t testing.TB, o serverOpts) *server {
+	t.Helper()
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "users.passwd"), usersFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o.aliases == "" {
+		o.aliases = defaultAliases
+	}
+	if err := os.WriteFile(filepath.Join(data, "aliases"), []byte(o.aliases), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(data, "postino.toml")
+	toml := "hostname = \"" + hostTag + "\"\nlog_level = \"debug\"\n\n[smtp]\n" +
+		"local_domains = [\"example.test\", \"catch.test\"]\n" + o.smtpConfig + "\n"
+	if err := os.WriteFile(conf, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, nil, nil, binPath, "config", "check", conf); r.code != 0 {
+		t.Fatalf("config check:\n%s\nconfig:\n%s", r, toml)
+	}
+	for attempt := 1; ; attempt++ {
+		s := &server{t: t, data: data, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+		s.certFile = filepath.Join(data, "tls", "cert.pem")
+		free := freeAddrs(t, 5)
+		s.pop3, s.smtp, s.sub, s.subs, s.lmtp = free[0], free[1], free[2], free[3], free[4]
+		if o.lmtpUnix {
+			s.lmtp = filepath.Join(data, "lmtp.sock")
+		}
+		args := []string{"serve", "--config", conf, "--data", data, "--pop3", s.pop3, "--pop3s", "",
+			"--smtp", s.smtp, "--submission", s.sub, "--submissions", s.subs, "--lmtp", s.lmtp,
+			// Outbound MX lookups go to a loopback port where no DNS
+			// server answers: nothing leaves the machine.
+			"--dns-server", "127.0.0.1:9"}
+		s.cmd = exec.Command(binPath, args...)
+		s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
+		if err := s.cmd.Start(); err != nil {
+			t.Fatalf("starting postino serve: %v", err)
+		}
+		go func() {
+			s.waitErr = s.cmd.Wait()
+			close(s.done)
+		}()
+		err := s.waitReady(map[string]string{"pop3": s.pop3, "smtp": s.smtp, "submission": s.sub, "submissions": s.subs, "lmtp": s.lmtp})
+		if err == nil {
+			t.Cleanup(s.stop)
+			return s
+		}
+		s.cmd.Process.Kill()
+		<-s.done
+		if attempt < 3 && (strings.Contains(s.stderr.String(), "cannot listen") || strings.Contains(s.stderr.String(), "already used")) {
+			t.Logf("retrying with other ports: %v", err)
+			continue
+		}
+		t.Fatalf("postino %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, s.stdout, s.stderr)
+	}
+}
+
+// waitReady waits until the banner lists every listener with its address
+// and they accept connections.
+func (s *server) waitReady(want map[string]string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case <-s.done:
+			return fmt.Errorf("exited early (%v)", s.waitErr)
+		default:
+		}
+		out := s.stdout.String()
+		ready := true
+		for name, addr := range want {
+			re := regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(name) + `\s+` + regexp.QuoteMeta(addr) + `$`)
+			if !re.MatchString(out) {
+				ready = false
+			}
+		}
+		if ready {
+			for _, a := range want {
+				network := "tcp"
+				if strings.HasPrefix(a, "/") {
+					network = "unix"
+				}
+				c, err := net.DialTimeout(network, a, 5*time.Second)
+				if err != nil {
+					return err
+				}
+				c.Close()
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("listeners not ready within 15s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *server) stop() {
+	select {
+	case <-s.done:
+		s.t.Errorf("postino serve had exited (%v):\n%s", s.waitErr, s.stderr)
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+		if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+			s.t.Errorf("postino serve exited %d after SIGTERM:\n%s", code, s.stderr)
+		}
+	case <-time.After(15 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+		s.t.Errorf("postino serve did not exit within 15s of SIGTERM")
+	}
+	if strings.Contains(s.stderr.String(), "panic") {
+		s.t.Errorf("postino logged a panic:\n%s", s.stderr)
+	}
+}
+
+// cmdResult is the outcome of an external command.
+type cmdResult struct {
+	cmdline string
+	output  string // stdout and stderr combined
+	code    int
+}
+
+func (r cmdResult) String() string {
+	out := r.output
+	if len(out) > 12000 {
+		out = out[:6000] + "\n[... " + strconv.Itoa(len(out)-12000) + " bytes cut ...]\n" + out[len(out)-6000:]
+	}
+	return fmt.Sprintf("$ %s\nexit %d, output:\n%s", r.cmdline, r.code, out)
+}
+
+// run runs an external command with a timeout, the given extra
+// environment and stdin, and returns its combined output and exit code.
+// It fails the test if the command cannot start or times out.
+func run(t testing.TB, env []string, stdin []byte, name string, args ...string) cmdResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), extTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	r := cmdResult{cmdline: name + " " + strings.Join(args, " "), output: out.String()}
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("timed out after %v:\n%s", extTimeout, r)
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("cannot run %s: %v", name, err)
+	}
+	return r
+}
+
+// tlsConfig trusts the server's self-signed certificate.
+func (s *server) tlsConfig() *tls.Config {
+	s.t.Helper()
+	pem, err := os.ReadFile(s.certFile)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		s.t.Fatalf("no certificate in %s", s.certFile)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: "localhost"}
+}
+
+// mailbox downloads every message of user over POP3 with the repository's
+// client (checking that LIST sizes are RETR octet counts) and quits
+// without deleting.
+func (s *server) mailbox(t testing.TB, user string) [][]byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pop3.Dial(ctx, s.pop3)
+	if err != nil {
+		t.Fatalf("dialing POP3 %s: %v", s.pop3, err)
+	}
+	defer c.Close()
+	c.Timeout = 30 * time.Second
+	if !isASCII(user) {
+		if _, err := c.Cmd("UTF8"); err != nil {
+			t.Fatalf("POP3 UTF8: %v", err)
+		}
+	}
+	if err := c.Login(user, passwd); err != nil {
+		t.Fatalf("POP3 login %s: %v", user, err)
+	}
+	list, err := c.List()
+	if err != nil {
+		t.Fatalf("LIST: %v", err)
+	}
+	var msgs [][]byte
+	for _, e := range list {
+		r, err := c.Retr(e.Number)
+		if err != nil {
+			t.Fatalf("RETR %d: %v", e.Number, err)
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatalf("RETR %d: %v", e.Number, err)
+		}
+		if int64(len(b)) != e.Size {
+			t.Errorf("%s message %d: LIST says %d octets, RETR gave %d", user, e.Number, e.Size, len(b))
+		}
+		msgs = append(msgs, b)
+	}
+	if err := c.Quit(); err != nil {
+		t.Fatalf("QUIT: %v", err)
+	}
+	return msgs
+}
+
+// mustCount downloads user's mailbox and fails unless it holds n messages.
+func (s *server) mustCount(t testing.TB, user string, n int) [][]byte {
+	t.Helper()
+	msgs := s.mailbox(t, user)
+	if len(msgs) != n {
+		t.Fatalf("%s has %d messages, want %d:\n%s", user, len(msgs), n, dumpMsgs(msgs))
+	}
+	return msgs
+}
+
+func dumpMsgs(msgs [][]byte) string {
+	var b strings.Builder
+	for i, m := range msgs {
+		fmt.Fprintf(&b, "--- message %d (%d octets) ---\n%q\n", i+1, len(m), m)
+	}
+	return b.String()
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// crlf returns msg with every line ending in CRLF, and a final CRLF.
+func crlf(msg string) []byte {
+	s := strings.ReplaceAll(msg, "\r\n", "\n")
+	if !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	return []byte(strings.ReplaceAll(s, "\n", "\r\n"))
+}
+
+// checkStored checks that got is exactly what postino must serve for msg
+// received from "from" for mailbox address rcpt: "Return-Path: <from>",
+// "Delivered-To: rcpt", then nReceived Received fields (each possibly
+// folded), then msg with CRLF line ends. It returns the Received fields
+// (with their CRLFs), the first being postino's.
+func checkStored(t testing.TB, got []byte, from, rcpt string, nReceived int, msg []byte) []string {
+	t.Helper()
+	received, err := parseStored(got, from, rcpt, nReceived, msg)
+	if err != nil {
+		t.Fatalf("stored message for %s: %v\ngot:\n%q\nwant after the trace fields:\n%q", rcpt, err, got, crlf(string(msg)))
+	}
+	return received
+}
+
+func parseStored(got []byte, from, rcpt string, nReceived int, msg []byte) ([]string, error) {
+	prefix := "Return-Path: <" + from + ">\r\nDelivered-To: " + rcpt + "\r\n"
+	if !bytes.HasPrefix(got, []byte(prefix)) {
+		return nil, fmt.Errorf("does not start with %q", prefix)
+	}
+	rest := got[len(prefix):]
+	var received []string
+	for range nReceived {
+		if !bytes.HasPrefix(rest, []byte("Received: ")) {
+			return nil, fmt.Errorf("expected %d Received fields, found %d", nReceived, len(received))
+		}
+		end := 0
+		for {
+			nl := bytes.Index(rest[end:], []byte("\r\n"))
+			if nl < 0 {
+				return nil, errors.New("unterminated Received field")
+			}
+			end += nl + 2
+			if end >= len(rest) || (rest[end] != ' ' && rest[end] != '\t') {
+				break
+			}
+		}
+		f := string(rest[:end])
+		if strings.ContainsAny(strings.ReplaceAll(f, "\r\n", ""), "\r\n") {
+			return nil, fmt.Errorf("bare CR or LF in Received field %q", f)
+		}
+		received = append(received, f)
+		rest = rest[end:]
+	}
+	want := crlf(string(msg))
+	if !bytes.Equal(rest, want) {
+		return nil, fmt.Errorf("content after the trace fields differs (first difference at octet %d)", firstDiff(rest, want))
+	}
+	return received, nil
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// receivedRE is postino's Received field; groups: HELO, protocol, id, for.
+var receivedRE = regexp.MustCompile(`^Received: from (\S+) \(\[127\.0\.0\.1\]\)` +
+	`(?:\r\n\t\(using TLSv1\.[23] with cipher TLS_[A-Z0-9_]+\))?` +
+	`(?:\r\n\t\(authenticated as [^()\r\n]+\))?` +
+	`\r\n\tby ` + regexp.QuoteMeta(hostTag) + ` \(postino\) with ([A-Z0-9]+) id ([0-9A-F]{16})` +
+	`(?:\r\n\tfor <([^<>\r\n]+)>)?;` +
+	` (?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}\r\n$`)
+
+// traceWant is what postino's Received field must say.
+type traceWant struct {
+	helo     string // "" for any
+	protocol string // ESMTP, ESMTPS, ESMTPSA, UTF8SMTP, LMTP...
+	tls      bool
+	user     string // authenticated user, or ""
+	rcpt     string // the "for" clause
+}
+
+// checkReceived checks postino's Received field against w.
+func checkReceived(t testing.TB, f string, w traceWant) {
+	t.Helper()
+	m := receivedRE.FindStringSubmatch(f)
+	if m == nil {
+		t.Errorf("Received field does not have postino's form:\n%q", f)
+		return
+	}
+	if w.helo != "" && m[1] != w.helo {
+		t.Errorf("Received: from %q, want %q\n%q", m[1], w.helo, f)
+	}
+	if m[2] != w.protocol {
+		t.Errorf("Received: with %q, want %q\n%q", m[2], w.protocol, f)
+	}
+	if hasTLS := strings.Contains(f, "(using TLSv1."); hasTLS != w.tls {
+		t.Errorf("Received: TLS comment present %v, want %v\n%q", hasTLS, w.tls, f)
+	}
+	if w.user != "" && !strings.Contains(f, "\r\n\t(authenticated as "+w.user+")") {
+		t.Errorf("Received does not name the authenticated user %s:\n%q", w.user, f)
+	}
+	if w.user == "" && strings.Contains(f, "authenticated") {
+		t.Errorf("Received names an authenticated user, want none:\n%q", f)
+	}
+	if m[4] != w.rcpt {
+		t.Errorf("Received: for <%s>, want <%s>\n%q", m[4], w.rcpt, f)
+	}
+}
+
+// ---- raw SMTP sessions ----
+
+// rawConn is an SMTP session over a raw socket, for what clients do not
+// let one do (pipelining by hand, BDAT, smuggling attempts, hang-ups).
+type rawConn struct {
+	t  testing.TB
+	c  net.Conn
+	r  *bufio.Reader
+	tr strings.Builder // transcript, for failure messages
+}
+
+func dialRaw(t testing.TB, addr string) *rawConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dialing %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc := &rawConn{t: t, c: c, r: bufio.NewReader(c)}
+	rc.expect("220")
+	return rc
+}
+
+// startTLS upgrades the session (after EHLO) with STARTTLS.
+func (rc *rawConn) startTLS(cfg *tls.Config) {
+	rc.t.Helper()
+	rc.send("STARTTLS\r\n")
+	rc.expect("220")
+	tc := tls.Client(rc.c, cfg)
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		rc.t.Fatalf("TLS handshake: %v\n%s", err, rc.tr.String())
+	}
+	tc.SetDeadline(time.Time{})
+	rc.c, rc.r = tc, bufio.NewReader(tc)
+}
+
+func (rc *rawConn) send(s string) {
+	rc.t.Helper()
+	rc.tr.WriteString(quoteLines("C: ", s))
+	rc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(rc.c, s); err != nil {
+		rc.t.Fatalf("writing: %v\n%s", err, rc.tr.String())
+	}
+}
+
+// reply reads one (possibly multi-line) reply and returns its lines
+// joined with "\n".
+func (rc *rawConn) reply() (string, error) {
+	rc.c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var lines []string
+	for {
+		line, err := rc.r.ReadString('\n')
+		if line != "" {
+			rc.tr.WriteString("S: " + strings.TrimRight(line, "\r\n") + "\n")
+		}
+		if err != nil {
+			return strings.Join(lines, "\n"), err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		lines = append(lines, line)
+		if len(line) < 4 || line[3] != '-' {
+			return strings.Join(lines, "\n"), nil
+		}
+	}
+}
+
+// expect reads one reply and fails unless it starts with prefix (a code,
+// or a code and enhanced code). It returns the reply.
+func (rc *rawConn) expect(prefix string) string {
+	rc.t.Helper()
+	r, err := rc.reply()
+	if err != nil {
+		rc.t.Fatalf("reading the reply (want %s): %v\n%s", prefix, err, rc.tr.String())
+	}
+	last := r[strings.LastIndex(r, "\n")+1:]
+	if !strings.HasPrefix(last, prefix) {
+		rc.t.Fatalf("got reply %q, want %s\ntranscript:\n%s", r, prefix, rc.tr.String())
+	}
+	return r
+}
+
+// expectEOF checks that the server has closed the connection (after any
+// replies already read).
+func (rc *rawConn) expectEOF() {
+	rc.t.Helper()
+	r, err := rc.reply()
+	if err == nil || r != "" {
+		rc.t.Fatalf("want the connection closed, got %q (%v)\n%s", r, err, rc.tr.String())
+	}
+}
+
+func (rc *rawConn) ehlo(name string) string {
+	rc.t.Helper()
+	rc.send("EHLO " + name + "\r\n")
+	return rc.expect("250")
+}
+
+func (rc *rawConn) close() { rc.c.Close() }
+
+func quoteLines(prefix, s string) string {
+	if len(s) > 2000 {
+		return prefix + fmt.Sprintf("[%d octets] %q...\n", len(s), s[:200])
+	}
+	return prefix + fmt.Sprintf("%q", s) + "\n"
+}
+
+// dialRawTry opens a TCP connection without failing the test.
+func dialRawTry(addr string) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, time.Second)
+}
