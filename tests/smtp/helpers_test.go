@@ -214,6 +214,12 @@ type serverOpts struct {
 	smtpConfig string // extra lines of the [smtp] section
 	aliases    string // aliases file; defaultAliases when empty
 	lmtpUnix   bool   // LMTP on a unix socket (DATA/lmtp.sock) instead of TCP
+	// localDomains replaces the default local domains (example.test,
+	// catch.test); extraConfig is appended after the [smtp] section.
+	localDomains []string
+	extraConfig  string
+	// beforeStart runs on the data folder before the server starts.
+	beforeStart func(data string)
 }
 
 // startServer creates the test users and aliases in a new data folder,
@@ -234,8 +240,15 @@ func startServer(t testing.TB, o serverOpts) *server {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(data, "postino.toml")
+	domains := `["example.test", "catch.test"]`
+	if o.localDomains != nil {
+		domains = `["` + strings.Join(o.localDomains, `", "`) + `"]`
+	}
 	toml := "hostname = \"" + hostTag + "\"\nlog_level = \"debug\"\n\n[smtp]\n" +
-		"local_domains = [\"example.test\", \"catch.test\"]\n" + o.smtpConfig + "\n"
+		"local_domains = " + domains + "\n" + o.smtpConfig + "\n" + o.extraConfig + "\n"
+	if o.beforeStart != nil {
+		o.beforeStart(data)
+	}
 	if err := os.WriteFile(conf, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
