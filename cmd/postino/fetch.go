@@ -52,7 +52,7 @@ func runFetch(env *cmdEnv, args []string) int {
 	var ff fetchFlags
 	ff.common.register(fs)
 	fs.StringVar(&ff.server, "server", "", "fetch one account from `HOST[:PORT]` given by flags instead of the configuration")
-	fs.StringVar(&ff.name, "name", "", "account `NAME` for --server (names its state file; default: USER@HOST)")
+	fs.StringVar(&ff.name, "name", "", "account `NAME` for --server (names its state file; default: USER_HOST with other characters as _)")
 	fs.IntVar(&ff.port, "port", 0, "server `PORT` (default 995 for tls, 110 otherwise)")
 	fs.StringVar(&ff.security, "security", "tls", "tls, starttls or none (none needs --allow-plaintext)")
 	fs.BoolVar(&ff.allowPlaintext, "allow-plaintext", false, "allow --security none: password and mail unencrypted")

@@ -1,0 +1,231 @@
+package fetch
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Destination is where downloaded messages are stored.
+type Destination interface {
+	// String names the destination for messages and logs.
+	String() string
+	// Deliver stores m, with its marker header, and returns only once the
+	// copy is durable. The returned string identifies the copy.
+	Deliver(ctx context.Context, m *Message) (string, error)
+	// Find reports whether the message id is already stored, complete and
+	// durable, and if so returns the copy's identifier. It is asked after
+	// an interruption between an intent and its done record. A partial
+	// copy left by the interruption is removed where the format allows.
+	Find(ctx context.Context, id ID) (FindResult, string, error)
+}
+
+// FindResult is the answer of Destination.Find.
+type FindResult int
+
+const (
+	// NotFound: the message is not at the destination.
+	NotFound FindResult = iota
+	// Found: the message is at the destination.
+	Found
+	// Unknown: the destination cannot tell (an MDA without mda_check).
+	Unknown
+)
+
+// ErrDestination wraps failures to store a message, so that they map onto
+// the delivery exit code.
+var ErrDestination = errors.New("destination")
+
+// TempFail reports an MDA exit status of 75 (EX_TEMPFAIL).
+var errTempFail = errors.New("temporary failure")
+
+// ParseDestination parses "maildir:DIR", "mbox:FILE" or "mda:COMMAND"
+// ("local:ADDRESS" needs a Deliverer and is built with NewLocal). A
+// leading "~/" in a path is the home directory.
+func ParseDestination(s, mdaCheck string) (Destination, error) {
+	kind, arg, ok := strings.Cut(s, ":")
+	if !ok || arg == "" {
+		return nil, fmt.Errorf("destination %q: want maildir:DIR, mbox:FILE, mda:COMMAND or local:ADDRESS", s)
+	}
+	switch kind {
+	case "maildir":
+		return &Maildir{Dir: ExpandHome(arg)}, nil
+	case "mbox":
+		return &Mbox{Path: ExpandHome(arg)}, nil
+	case "mda":
+		return &MDA{Command: arg, Check: mdaCheck}, nil
+	}
+	return nil, fmt.Errorf("destination %q: unknown type %q", s, kind)
+}
+
+// ExpandHome replaces a leading "~/" with the home directory.
+func ExpandHome(p string) string {
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		if h, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(h, rest)
+		}
+	}
+	return p
+}
+
+// writeChunked copies r to w, calling the deliver-partial crash hook after
+// the first chunk.
+func writeChunked(w io.Writer, r io.Reader) (int64, error) {
+	buf := make([]byte, 32*1024)
+	var n int64
+	first := true
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			m, werr := w.Write(buf[:k])
+			n += int64(m)
+			if werr != nil {
+				return n, werr
+			}
+			if first {
+				first = false
+				if f, ok := w.(interface{ Sync() error }); ok {
+					f.Sync()
+				}
+				debugPoint("deliver-partial")
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// ---- Maildir ----
+
+// Maildir delivers into a Maildir folder (new/, cur/, tmp/, created if
+// missing): the message is written to tmp/, fsync'd, renamed into new/ and
+// the directory fsync'd. Its file name carries the ID's token, so Find
+// needs no file contents: a name in new/ or cur/ means a complete message,
+// since rename is atomic. Line ends are LF.
+type Maildir struct {
+	Dir string
+}
+
+var maildirSeq atomic.Int64
+
+func (d *Maildir) String() string { return "maildir:" + d.Dir }
+
+func (d *Maildir) ensure() error {
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := os.MkdirAll(filepath.Join(d.Dir, sub), 0o700); err != nil {
+			return fmt.Errorf("%w: %v", ErrDestination, err)
+		}
+	}
+	return nil
+}
+
+// Deliver implements Destination.
+func (d *Maildir) Deliver(ctx context.Context, m *Message) (string, error) {
+	if err := d.ensure(); err != nil {
+		return "", err
+	}
+	host, _ := os.Hostname()
+	host = strings.NewReplacer("/", `\057`, ":", `\072`).Replace(host)
+	if host == "" {
+		host = "localhost"
+	}
+	now := time.Now()
+	name := fmt.Sprintf("%d.M%dP%dQ%dX%s.%s", now.Unix(), now.Nanosecond()/1000, os.Getpid(), maildirSeq.Add(1), m.Token(), host)
+	tmp := filepath.Join(d.Dir, "tmp", name)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrDestination, err)
+	}
+	bw := bufio.NewWriterSize(f, 64*1024)
+	_, err = writeChunked(bw, m.WithMarker(true))
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("%w: writing %s: %v", ErrDestination, tmp, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(d.Dir, "new", name)); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("%w: %v", ErrDestination, err)
+	}
+	if err := syncDir(filepath.Join(d.Dir, "new")); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrDestination, err)
+	}
+	return "new/" + name, nil
+}
+
+// Find implements Destination. Files of the message left in tmp/ by an
+// interruption are removed.
+func (d *Maildir) Find(ctx context.Context, id ID) (FindResult, string, error) {
+	tok := "X" + id.Token() + "."
+	if ents, err := os.ReadDir(filepath.Join(d.Dir, "tmp")); err == nil {
+		for _, e := range ents {
+			if strings.Contains(e.Name(), tok) {
+				os.Remove(filepath.Join(d.Dir, "tmp", e.Name()))
+			}
+		}
+	}
+	for _, sub := range []string{"new", "cur"} {
+		ents, err := os.ReadDir(filepath.Join(d.Dir, sub))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return NotFound, "", fmt.Errorf("%w: %v", ErrDestination, err)
+		}
+		for _, e := range ents {
+			if strings.Contains(e.Name(), tok) {
+				return Found, sub + "/" + e.Name(), nil
+			}
+		}
+	}
+	return NotFound, "", nil
+}
+
+// ---- header scanning shared by mbox and local mailboxes ----
+
+// headerHasMarker reports whether the header section read from r contains
+// the marker line (LF or CRLF line ends).
+func headerHasMarker(r io.Reader, marker string) bool {
+	br := bufio.NewReaderSize(r, 8192)
+	for {
+		line, err := br.ReadSlice('\n')
+		t := bytes.TrimRight(line, "\r\n")
+		if len(t) == 0 && (err == nil || len(line) == 0) {
+			return false
+		}
+		if string(t) == marker {
+			return true
+		}
+		if err == bufio.ErrBufferFull {
+			for err == bufio.ErrBufferFull {
+				_, err = br.ReadSlice('\n')
+			}
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

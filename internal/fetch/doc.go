@@ -1,0 +1,139 @@
+// Package fetch is postino's POP3 fetch client (`postino fetch`): it
+// downloads remote mailboxes into a local postino mailbox, a Maildir, an
+// mbox file or an MDA command, and delivers every message exactly once,
+// even when the process is killed at any instant.
+//
+// # Exit codes
+//
+// ExitCode maps a run's outcome onto the exit status of `postino fetch`:
+//
+//	0  new mail: at least one message was delivered, no error
+//	1  no new mail, no error
+//	2  network error or temporary server error ([SYS/TEMP]), after retries
+//	3  authentication failed (or no password available)
+//	4  protocol error: an unexpected answer from the server
+//	5  TLS failure: no TLS, STLS missing, certificate not trusted or not
+//	   matching the pinned fingerprint
+//	6  delivery failed: the destination refused or failed to store a
+//	   message (it stays on the server)
+//	7  locked: another fetch of the account is running, or the server
+//	   answered [IN-USE] or [LOGIN-DELAY]
+//	64 usage error, 78 configuration error
+//
+// With several accounts the highest error code (2–7) wins; without errors
+// the result is 0 if any account had new mail, else 1. In daemon mode the
+// process runs until SIGINT or SIGTERM and then exits 0.
+//
+// # State
+//
+// Each account has, in the state directory (fetch.state_dir, default
+// DATA/fetch, or $XDG_STATE_HOME/postino, ~/.local/state/postino, without
+// a data directory):
+//
+//   - NAME.state, a JSON snapshot replaced atomically (written to
+//     NAME.state.tmp, fsync'd, renamed, directory fsync'd):
+//
+//     {"version": 1, "account": "work", "server": "USER@HOST:PORT",
+//     "updated": TIME, "messages": {KEY: {"first_seen": TIME,
+//     "delivered_at": TIME, "dest": "new/1700000000.M1P2Q3X....host",
+//     "sha256": HEX, "size": 1234, "pending": true,
+//     "gone_since": TIME}}}
+//
+//     KEY is the UIDL; on servers without UIDL it is
+//     "hdr:<first 32 hex digits of SHA-256 of TOP n 0>-<occurrence>", and
+//     without TOP either "sha256:<SHA-256 of the message>". delivered_at
+//     is absent for messages seen but not delivered (skipped, or first
+//     seen in an interrupted run); pending marks an intent without a done
+//     record; gone_since marks messages no longer on the server, which are
+//     forgotten after 90 days.
+//
+//   - NAME.journal, the records written between snapshots, one per line:
+//     "CRC32HEX JSON\n" where JSON is {"op": "intent"|"done"|"abandon",
+//     "key", "at", "sha256", "size", "dest"}. An intent line is fsync'd
+//     (with every line before it) before its delivery begins; done lines
+//     are fsync'd before any DELE. A torn or corrupt line (the process
+//     died while appending it) is ignored: its step had not started. The
+//     journal is folded into a new snapshot at the start and end of every
+//     run, and then removed.
+//
+//   - NAME.lock, flock'ed for the whole run, so that a cron job and a
+//     daemon never fetch one account at the same time (exit code 7).
+//
+// # Exactly once
+//
+// Every delivered message gets a first header field
+// "X-Postino-Fetch: ACCOUNT KEY SHA256", where SHA256 is the digest of the
+// message as downloaded. For each message:
+//
+//  1. RETR into an unlinked spool file, hashing it (SHA-256 of the whole
+//     message and of its header section).
+//  2. Append and fsync the intent record (key, SHA-256, size).
+//  3. Deliver, durably: Maildir writes tmp/, fsyncs, renames into new/ and
+//     fsyncs the directory; mbox appends under an fcntl lock and a dot-lock
+//     and fsyncs; local delivery fsyncs file and directory; an MDA's exit
+//     status 0 is taken as durable.
+//  4. Append the done record. It becomes durable with the next intent's
+//     fsync (one fsync per message for the journal), or with an explicit
+//     fsync before the first DELE; a done record lost in a crash leaves
+//     its intent, which recovery settles as in the next paragraph.
+//  5. Only then, with the delete policy, DELE; deletions take effect at
+//     QUIT, which RFC 1939 makes all-or-nothing on the server.
+//
+// A kill before 2 leaves no trace: the message is downloaded again. A kill
+// between 2 and 4 (or a crash that loses an unsynced done record) leaves a
+// pending intent; the next run, before
+// connecting, asks the destination (Destination.Find) for the message's
+// marker: Maildir by the token of the ID in the file name (a name in new/
+// or cur/ is complete, rename being atomic; a leftover in tmp/ is
+// removed), mbox by scanning for the marker and checking the entry
+// decodes to the recorded SHA-256 (a partial entry at the end of the file
+// is truncated away), the local mailbox by reading header sections newest
+// first. Found: the done record is written and the message is not
+// delivered again. Not found: the intent is abandoned and the message,
+// still on the server since DELE waits for step 4, is downloaded again.
+// A kill after 4 leaves a done record: the message is never delivered
+// again, and is deleted by a later run if the policy says so (a kill
+// before QUIT's answer leaves it on the server; a QUIT that succeeded
+// leaves nothing to do). Nothing is ever deleted from the server before
+// its done record is durable, so nothing is lost; nothing with a done
+// record or a found marker is delivered twice.
+//
+// The MDA destination cannot be inspected: after an interruption between
+// starting the MDA and recording its success, exactly-once needs
+// mda_check (a command that answers whether $POSTINO_FETCH_ID was
+// delivered); without it that one message is delivered again and a warning
+// names it: at-least-once for that window only, and never a loss. The MDA
+// is killed with postino (PR_SET_PDEATHSIG) so it cannot finish unseen
+// after the check.
+//
+// UIDL changes. A delivered message whose key leaves the listing is kept
+// as "gone" for 90 days. A new key whose downloaded content has the
+// SHA-256 of a gone record is the same message renamed by the server: it
+// is recorded as delivered and not delivered again (one extra download,
+// no duplicate). Two identical messages present at the same time are two
+// messages.
+//
+// Servers without UIDL (warned about): messages are identified by the
+// SHA-256 of their header section, obtained with TOP n 0, plus an
+// occurrence number for identical headers; headers carry Received,
+// Message-ID and Date fields, so they are unique in practice. Without TOP
+// as well, every message is downloaded on each run and identified by the
+// SHA-256 of its content. With such servers, delete = true is advisable.
+//
+// # Other behaviour
+//
+// RETR is pipelined when the server announces PIPELINING. Each command has
+// a timeout (Account.Timeout); a network error ends the session without
+// QUIT (so the server deletes nothing) and the run reconnects up to
+// Fetcher.Retries times, resuming where it stopped; so does an [IN-USE]
+// answer, which a server gives while it is still closing a session that
+// was cut. Authentication
+// follows the server's offer: SCRAM-SHA-256, then APOP on a connection
+// without TLS, SASL PLAIN, USER/PASS, LOGIN. TLS is verified against the
+// system roots (plus Account.RootCAs), or a pinned SHA-256 certificate
+// fingerprint replaces that verification, or Account.Insecure disables it.
+//
+// A crash-test hook, the environment variable named by DebugKillEnv, makes
+// the process SIGKILL itself at a named step; the tests use it to kill at
+// every step boundary, in addition to kills after random delays.
+package fetch

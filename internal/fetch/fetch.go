@@ -1,0 +1,516 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/postino-mail/postino/pop3"
+)
+
+// Exit codes of `postino fetch`, for cron jobs and scripts. With several
+// accounts the most serious outcome wins (the highest code among 2–7);
+// without any error the result is 0 if any account had new mail and 1
+// otherwise.
+const (
+	// ExitNewMail: at least one new message was delivered.
+	ExitNewMail = 0
+	// ExitNoMail: no error, and no new message.
+	ExitNoMail = 1
+	// ExitNetwork: the server could not be reached or the connection
+	// failed (after retries), or a temporary server error.
+	ExitNetwork = 2
+	// ExitAuth: the server refused the credentials, or no password.
+	ExitAuth = 3
+	// ExitProtocol: the server answered something unexpected.
+	ExitProtocol = 4
+	// ExitTLS: TLS could not be established or the certificate was not
+	// trusted.
+	ExitTLS = 5
+	// ExitDelivery: a message could not be stored at the destination (it
+	// stays on the server).
+	ExitDelivery = 6
+	// ExitLocked: another fetch of the account is running, or the server
+	// reported the mailbox in use ([IN-USE], [LOGIN-DELAY]).
+	ExitLocked = 7
+	// ExitUsage: bad command line (sysexits EX_USAGE).
+	ExitUsage = 64
+	// ExitConfig: bad configuration (sysexits EX_CONFIG).
+	ExitConfig = 78
+)
+
+// ExitCode maps the error of Fetcher.Run onto an exit code; newMail is the
+// number of messages delivered.
+func ExitCode(newMail int, err error) int {
+	if err == nil {
+		if newMail > 0 {
+			return ExitNewMail
+		}
+		return ExitNoMail
+	}
+	var te *tlsError
+	var ae *authError
+	var pe *pop3.Error
+	switch {
+	case errors.Is(err, ErrStateLocked):
+		return ExitLocked
+	case errors.As(err, &te) || isTLSFailure(err):
+		return ExitTLS
+	case errors.As(err, &ae) || errors.Is(err, errNoPassword):
+		return ExitAuth
+	case errors.Is(err, ErrDestination):
+		return ExitDelivery
+	case errors.As(err, &pe) && (pe.Code == pop3.CodeInUse || pe.Code == pop3.CodeLoginDelay):
+		return ExitLocked
+	case errors.As(err, &pe) && pe.Code == pop3.CodeSysTemp:
+		return ExitNetwork
+	case errors.As(err, &pe):
+		return ExitProtocol
+	case isNetworkError(err):
+		return ExitNetwork
+	}
+	return ExitProtocol
+}
+
+// Worst combines two exit codes of different accounts.
+func Worst(a, b int) int {
+	switch {
+	case a > ExitNoMail || b > ExitNoMail:
+		return max(a, b)
+	case a == ExitNewMail || b == ExitNewMail:
+		return ExitNewMail
+	}
+	return ExitNoMail
+}
+
+var errNoPassword = errors.New("no password")
+
+// isNetworkError reports errors worth a retry on a new connection.
+func isNetworkError(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.Is(err, net.ErrClosed) || isDropped(err)
+}
+
+func isDropped(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if e.Error() == "pop3: connection closed inside a multi-line response" {
+			return true
+		}
+	}
+	return false
+}
+
+// Fetcher downloads accounts.
+type Fetcher struct {
+	// StateDir holds the state files.
+	StateDir string
+	// Logger receives warnings and, at Info, one line per run and
+	// message; nil discards.
+	Logger *slog.Logger
+	// Progress, if set, is told about the transfer (a terminal progress
+	// bar).
+	Progress Progress
+	// Retries is how many times a run reconnects after a network error or
+	// an [IN-USE] answer (each time resuming where it stopped); RetryDelay is the wait
+	// before the first retry, doubled each time (0: 2s).
+	Retries    int
+	RetryDelay time.Duration
+}
+
+// Result is the outcome of one account's run.
+type Result struct {
+	Account string
+	// Listed is the number of messages on the server; New the number
+	// delivered in this run and Bytes their size; Duplicates those
+	// recognised as already delivered (by content, after an interruption
+	// or a UIDL change); Deleted those deleted; Skipped those left on
+	// the server because of MaxSize or MaxMessages.
+	Listed, New, Duplicates, Deleted, Skipped int
+	Bytes                                     int64
+}
+
+func (f *Fetcher) log() *slog.Logger {
+	if f.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return f.Logger
+}
+
+// run is the state of one account's run.
+type run struct {
+	f       *Fetcher
+	a       *Account
+	st      *StateFile
+	sp      *spooler
+	res     *Result
+	log     *slog.Logger
+	noUIDL  bool
+	warned  bool
+	now     time.Time
+	pending int
+}
+
+// Run fetches one account: it recovers an interrupted previous run, then
+// connects, downloads what the policy asks for, delivers each message
+// exactly once and deletes what the policy says. See the package
+// documentation for the protocol.
+func (f *Fetcher) Run(ctx context.Context, a *Account) (Result, error) {
+	res := Result{Account: a.Name}
+	if err := a.Check(); err != nil {
+		return res, err
+	}
+	st, err := OpenState(f.StateDir, a.Name)
+	if err != nil {
+		return res, err
+	}
+	defer st.Close()
+	st.State.Server = a.User + "@" + a.Addr()
+	r := &run{f: f, a: a, st: st, res: &res, log: f.log().With("account", a.Name), now: time.Now().UTC()}
+	if err := r.recover(ctx); err != nil {
+		return res, err
+	}
+	sp, err := newSpooler(f.StateDir)
+	if err != nil {
+		return res, err
+	}
+	defer sp.close()
+	r.sp = sp
+
+	password := ""
+	if a.Password != nil {
+		if password, err = a.Password(); err != nil {
+			return res, &authError{fmt.Errorf("%w: %v", errNoPassword, err)}
+		}
+	}
+	delay := f.RetryDelay
+	if delay <= 0 {
+		delay = 2 * time.Second
+	}
+	for attempt := 0; ; attempt++ {
+		err = r.session(ctx, password)
+		// A network error, or [IN-USE] (the server may still be ending a
+		// session of ours that was cut), is worth another connection.
+		retry := isNetworkError(err) || errors.Is(err, pop3.ErrInUse)
+		if err == nil || !retry || attempt >= f.Retries || ctx.Err() != nil {
+			break
+		}
+		r.log.Warn("connection failed, retrying", "err", err, "in", delay)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+		}
+		delay *= 2
+	}
+	if serr := st.Save(); serr != nil && err == nil {
+		err = serr
+	}
+	return res, err
+}
+
+// recover settles the intents of an interrupted run: each message
+// recorded as about to be delivered is looked for at the destination.
+func (r *run) recover(ctx context.Context) error {
+	var keys []string
+	for k, rec := range r.st.State.Messages {
+		if rec.Pending {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		rec := r.st.State.Messages[k]
+		id := ID{Account: r.a.Name, Key: k, SHA256: rec.SHA256}
+		found, where, err := r.a.Dest.Find(ctx, id)
+		if err != nil {
+			return fmt.Errorf("checking %s for an interrupted delivery: %w", r.a.Dest, err)
+		}
+		switch found {
+		case Found:
+			r.log.Info("interrupted delivery found at the destination", "uidl", k, "dest", where)
+			if err := r.st.Done(k, where, rec.SHA256, rec.Size); err != nil {
+				return err
+			}
+		case NotFound:
+			r.log.Info("interrupted delivery not at the destination; it will be downloaded again", "uidl", k)
+			if err := r.st.Abandon(k); err != nil {
+				return err
+			}
+		case Unknown:
+			r.log.Warn("an interrupted delivery may have reached the destination; it is delivered again and may appear twice (set mda_check to avoid this)", "uidl", k, "id", id.String())
+			if err := r.st.Abandon(k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// entry is one message of the server's listing.
+type entry struct {
+	num  int
+	key  string // "" until known (servers with neither UIDL nor TOP)
+	size int64
+}
+
+// session runs one connection: list, download, deliver, delete, QUIT.
+func (r *run) session(ctx context.Context, password string) error {
+	a := r.a
+	c, err := a.connect(ctx, password)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	list, err := c.List()
+	if err != nil {
+		return err
+	}
+	entries := make([]*entry, len(list))
+	byNum := map[int]*entry{}
+	for i, l := range list {
+		entries[i] = &entry{num: l.Number, size: l.Size}
+		byNum[l.Number] = entries[i]
+	}
+	r.res.Listed = len(entries)
+	if err := r.identify(c, entries, byNum); err != nil {
+		return err
+	}
+
+	// Bookkeeping: first sight, and messages gone from the server.
+	onServer := map[string]bool{}
+	for _, e := range entries {
+		if e.key == "" {
+			continue
+		}
+		onServer[e.key] = true
+		rec := r.st.State.Messages[e.key]
+		if rec == nil {
+			r.st.State.Messages[e.key] = &Record{FirstSeen: r.now}
+		} else {
+			rec.GoneSince = time.Time{}
+		}
+	}
+	// Delivered messages that left the server, by content: a message
+	// that comes back under a new UIDL is recognised and not delivered
+	// again.
+	gone := map[string]string{}
+	if len(entries) > 0 && entries[0].key != "" || len(entries) == 0 {
+		for k, rec := range r.st.State.Messages {
+			if onServer[k] {
+				continue
+			}
+			if rec.GoneSince.IsZero() {
+				rec.GoneSince = r.now
+			}
+			if r.now.Sub(rec.GoneSince) > goneRetention {
+				delete(r.st.State.Messages, k)
+				continue
+			}
+			if rec.Delivered() && rec.SHA256 != "" {
+				gone[rec.SHA256] = k
+			}
+		}
+	}
+
+	// Plan.
+	var fetch []int
+	var dele []int
+	var bytes int64
+	for _, e := range entries {
+		rec := r.st.State.Messages[e.key]
+		if e.key != "" && rec.Delivered() {
+			if a.Delete || a.DeleteAfter > 0 && r.now.Sub(rec.FirstSeen) >= a.DeleteAfter {
+				dele = append(dele, e.num)
+			}
+			continue
+		}
+		if a.MaxSize > 0 && e.size > a.MaxSize {
+			r.res.Skipped++
+			r.log.Warn("message over the size limit left on the server", "num", e.num, "uidl", e.key, "size", e.size, "max_size", a.MaxSize)
+			continue
+		}
+		if a.MaxMessages > 0 && len(fetch) >= a.MaxMessages {
+			r.res.Skipped++
+			continue
+		}
+		fetch = append(fetch, e.num)
+		bytes += e.size
+	}
+	if r.f.Progress != nil && len(fetch) > 0 {
+		r.f.Progress.Start(a.Name, len(fetch), bytes)
+		defer r.f.Progress.Finish()
+	}
+
+	// Download and deliver, pipelined when the server allows.
+	err = c.RetrAll(fetch, func(n int, msg io.Reader, rerr error) error {
+		if rerr != nil {
+			return rerr
+		}
+		e := byNum[n]
+		var progress func(int)
+		if r.f.Progress != nil {
+			progress = r.f.Progress.Add
+		}
+		m, err := r.sp.spool(msg, progress)
+		if err != nil {
+			return err
+		}
+		// A slow destination must not eat the next response's deadline.
+		c.Conn().SetDeadline(time.Now().Add(a.timeout()))
+		if e.key == "" {
+			e.key = "sha256:" + m.SHA256
+			if rec := r.st.State.Messages[e.key]; rec == nil {
+				r.st.State.Messages[e.key] = &Record{FirstSeen: r.now}
+			} else if rec.Delivered() {
+				if a.Delete || a.DeleteAfter > 0 && r.now.Sub(rec.FirstSeen) >= a.DeleteAfter {
+					dele = append(dele, e.num)
+				}
+				return nil
+			}
+		}
+		m.ID.Account, m.ID.Key = a.Name, e.key
+		debugPoint("spooled")
+		if old, ok := gone[m.SHA256]; ok {
+			// Same content as a delivered message whose UIDL vanished:
+			// the server renamed it.
+			delete(gone, m.SHA256)
+			oldRec := r.st.State.Messages[old]
+			r.log.Warn("message already delivered under another UIDL (the server changed its UIDLs); not delivered again", "uidl", e.key, "old_uidl", old)
+			if err := r.st.Done(e.key, oldRec.Dest, m.SHA256, m.Size); err != nil {
+				return err
+			}
+			r.st.State.Messages[e.key].FirstSeen = oldRec.FirstSeen
+			r.res.Duplicates++
+		} else {
+			if err := r.st.Intent(e.key, m.SHA256, m.Size); err != nil {
+				return err
+			}
+			debugPoint("intent")
+			where, err := a.Dest.Deliver(ctx, m)
+			if err != nil {
+				// The destination reported a failure: settle the intent
+				// now rather than in the next run's recovery. (An MDA's
+				// exit status is trusted: Unknown means not delivered.)
+				found, w2, ferr := a.Dest.Find(ctx, m.ID)
+				switch {
+				case ferr == nil && found == Found:
+					where, err = w2, nil
+				case ferr == nil:
+					r.st.Abandon(e.key)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			debugPoint("delivered")
+			if err := r.st.Done(e.key, where, m.SHA256, m.Size); err != nil {
+				return err
+			}
+			debugPoint("done")
+			r.res.New++
+			r.res.Bytes += m.Size
+			if r.f.Progress != nil {
+				r.f.Progress.MessageDone()
+			}
+			r.log.Info("delivered", "uidl", e.key, "size", m.Size, "dest", where)
+		}
+		if a.Delete {
+			dele = append(dele, n)
+		}
+		c.Conn().SetDeadline(time.Now().Add(a.timeout()))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// The done records must be durable before any DELE.
+	if err := r.st.Sync(); err != nil {
+		return err
+	}
+	for _, n := range dele {
+		if err := c.Dele(n); err != nil {
+			return err
+		}
+		debugPoint("dele")
+	}
+	debugPoint("quit")
+	if err := c.Quit(); err != nil {
+		if len(dele) > 0 {
+			// The deletions may not have happened; the next run sees
+			// the messages again, knows them as delivered and deletes
+			// them then.
+			r.log.Warn("QUIT failed; deletions will be retried on the next run", "err", err)
+		}
+		return err
+	}
+	r.res.Deleted += len(dele)
+	return nil
+}
+
+// identify gives every entry its key: the UIDL, or on servers without
+// UIDL the SHA-256 of its header section (TOP n 0) with an occurrence
+// number, or, without TOP either, the SHA-256 of the whole message (known
+// only once downloaded).
+func (r *run) identify(c *pop3.Client, entries []*entry, byNum map[int]*entry) error {
+	uidls, err := c.UIDL()
+	if err == nil {
+		for _, u := range uidls {
+			if e := byNum[u.Number]; e != nil {
+				e.key = u.UID
+			}
+		}
+		return nil
+	}
+	var pe *pop3.Error
+	if !errors.As(err, &pe) {
+		return err
+	}
+	r.noUIDL = true
+	r.log.Warn("the server does not support UIDL; messages are identified by a hash of their header (TOP), which is reliable only if headers are unique; consider delete = true")
+	seen := map[string]int{}
+	for _, e := range entries {
+		body, err := c.Top(e.num, 0)
+		if err != nil {
+			if errors.As(err, &pe) {
+				r.log.Warn("the server supports neither UIDL nor TOP: every message is downloaded on each run to be identified by its content")
+				for _, e := range entries {
+					e.key = ""
+				}
+				return nil
+			}
+			return err
+		}
+		h, err := HeaderHash(body)
+		if err != nil {
+			return err
+		}
+		seen[h]++
+		e.key = "hdr:" + h[:32] + "-" + strconv.Itoa(seen[h])
+	}
+	return nil
+}
+
+// DefaultStateDir returns the state directory used without a data
+// directory: $XDG_STATE_HOME/postino, or ~/.local/state/postino.
+func DefaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "postino")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "postino")
+	}
+	return filepath.Join(".", "postino-fetch-state")
+}

@@ -1,0 +1,185 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/postino-mail/postino/pop3"
+)
+
+func spoolString(t *testing.T, s string) *Message {
+	t.Helper()
+	sp, err := newSpooler(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sp.close)
+	m, err := sp.spool(strings.NewReader(s), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Account, m.Key = "acct", "uid1"
+	return m
+}
+
+const sample = "Return-Path: <a@b.example>\r\nSubject: x\r\n\r\nFrom me\r\n>From you\r\nline\r\n"
+
+func TestStateJournalReplay(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenState(dir, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenState(dir, "a"); !errors.Is(err, ErrStateLocked) {
+		t.Errorf("second OpenState = %v, want ErrStateLocked", err)
+	}
+	s.Intent("u1", "h1", 10)
+	s.Done("u1", "d1", "h1", 10)
+	s.Intent("u2", "h2", 20)
+	s.Close() // killed: no Save
+	// A torn last line is ignored.
+	f, _ := os.OpenFile(filepath.Join(dir, "a.journal"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`0badc0de {"op":"done","key":"u2"`)
+	f.Close()
+
+	s, err = OpenState(dir, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if r := s.State.Messages["u1"]; r == nil || !r.Delivered() || r.Dest != "d1" || r.Pending {
+		t.Errorf("u1 = %+v", r)
+	}
+	if r := s.State.Messages["u2"]; r == nil || r.Delivered() || !r.Pending || r.SHA256 != "h2" {
+		t.Errorf("u2 = %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.journal")); !os.IsNotExist(err) {
+		t.Errorf("journal not folded into the snapshot: %v", err)
+	}
+}
+
+func TestCRLFToLF(t *testing.T) {
+	for in, want := range map[string]string{
+		"a\r\nb\r\n": "a\nb\n", "a\rb\r": "a\rb\r", "\r\r\n": "\r\n", "x": "x",
+	} {
+		got, _ := io.ReadAll(&crlfToLF{r: iotestOneByte(strings.NewReader(in))})
+		if string(got) != want {
+			t.Errorf("crlfToLF(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+type oneByte struct{ r io.Reader }
+
+func (o oneByte) Read(p []byte) (int, error) { return o.r.Read(p[:1]) }
+func iotestOneByte(r io.Reader) io.Reader    { return oneByte{r} }
+
+func TestHeaderHash(t *testing.T) {
+	m := spoolString(t, sample)
+	h, _ := HeaderHash(strings.NewReader("Return-Path: <a@b.example>\r\nSubject: x\r\n\r\n"))
+	if h != m.HeaderSHA256 {
+		t.Errorf("header hash of TOP n 0 differs from the spooled message's")
+	}
+	if m.ReturnPath() != "a@b.example" {
+		t.Errorf("ReturnPath = %q", m.ReturnPath())
+	}
+}
+
+func TestMboxDeliverFind(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "mbox")
+	b := &Mbox{Path: p}
+	ctx := context.Background()
+	m := spoolString(t, sample)
+	if res, _, _ := b.Find(ctx, m.ID); res != NotFound {
+		t.Fatalf("Find in missing mbox = %v", res)
+	}
+	if _, err := b.Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(p)
+	if !bytes.Contains(data, []byte("\n>From me\n>>From you\n")) || !bytes.HasPrefix(data, []byte("From a@b.example ")) {
+		t.Errorf("mboxrd quoting wrong:\n%s", data)
+	}
+	if _, err := os.Stat(p + ".lock"); !os.IsNotExist(err) {
+		t.Error("dot-lock left behind")
+	}
+	if res, where, err := b.Find(ctx, m.ID); res != Found || where != "offset 0" || err != nil {
+		t.Errorf("Find = %v %q %v", res, where, err)
+	}
+	// A partial copy of a second message at the end is truncated away.
+	m2 := spoolString(t, strings.Replace(sample, "line", "other", 1))
+	m2.Key = "uid2"
+	full := len(data)
+	if _, err := b.Deliver(ctx, m2); err != nil {
+		t.Fatal(err)
+	}
+	data2, _ := os.ReadFile(p)
+	os.WriteFile(p, data2[:len(data2)-8], 0o600)
+	if res, _, _ := b.Find(ctx, m2.ID); res != NotFound {
+		t.Errorf("Find(partial) = %v, want NotFound", res)
+	}
+	if data3, _ := os.ReadFile(p); len(data3) != full {
+		t.Errorf("partial entry not truncated: %d octets, want %d", len(data3), full)
+	}
+	if res, _, _ := b.Find(ctx, m.ID); res != Found {
+		t.Errorf("first message lost")
+	}
+	// A stale dot-lock of a dead process does not block.
+	os.WriteFile(p+".lock", []byte("999999999\n"), 0o600)
+	if _, err := b.Deliver(ctx, m2); err != nil {
+		t.Errorf("stale dot-lock: %v", err)
+	}
+}
+
+func TestMaildirFind(t *testing.T) {
+	d := &Maildir{Dir: filepath.Join(t.TempDir(), "md")}
+	ctx := context.Background()
+	m := spoolString(t, sample)
+	where, err := d.Deliver(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(filepath.Join(d.Dir, where))
+	if !bytes.HasPrefix(data, []byte(m.Marker()+"\nReturn-Path:")) || bytes.Contains(data, []byte("\r")) {
+		t.Errorf("stored message: %q", data)
+	}
+	if res, w, _ := d.Find(ctx, m.ID); res != Found || w != where {
+		t.Errorf("Find = %v %q", res, w)
+	}
+	other := m.ID
+	other.Key = "uid9"
+	if res, _, _ := d.Find(ctx, other); res != NotFound {
+		t.Errorf("Find(other) = %v", res)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		err  error
+		want int
+	}{
+		{1, nil, ExitNewMail},
+		{0, nil, ExitNoMail},
+		{0, &authError{errors.New("x")}, ExitAuth},
+		{0, &tlsError{errors.New("x")}, ExitTLS},
+		{0, ErrStateLocked, ExitLocked},
+		{0, &pop3.Error{Code: pop3.CodeInUse}, ExitLocked},
+		{0, &pop3.Error{Text: "huh"}, ExitProtocol},
+		{0, io.ErrUnexpectedEOF, ExitNetwork},
+		{2, errors.Join(ErrDestination, errors.New("disk full")), ExitDelivery},
+	} {
+		if got := ExitCode(tc.n, tc.err); got != tc.want {
+			t.Errorf("ExitCode(%d, %v) = %d, want %d", tc.n, tc.err, got, tc.want)
+		}
+	}
+	if Worst(ExitNoMail, ExitNewMail) != ExitNewMail || Worst(ExitNewMail, ExitAuth) != ExitAuth || Worst(ExitNoMail, ExitNoMail) != ExitNoMail {
+		t.Error("Worst")
+	}
+}

@@ -1,0 +1,280 @@
+package fetch
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Mbox appends to an mbox file in the mboxrd format: each message starts
+// with a "From " line, lines matching ">*From " get one more '>', and a
+// blank line follows each message. Writers are excluded with both an
+// fcntl lock on the file and a PATH.lock dot-lock (created with O_EXCL,
+// holding the owner's PID; one whose owner is dead, or older than ten
+// minutes, is stale and removed), as mutt and procmail expect. Each
+// message is fsync'd before Deliver returns; a failed append is truncated
+// away.
+//
+// Find scans the file for the message's marker header and checks that
+// the entry, decoded, has the recorded SHA-256: a complete copy is found;
+// a partial copy at the end of the file (the process was killed while
+// appending) is truncated away and reported as not found.
+type Mbox struct {
+	Path string
+	// LockTimeout bounds the wait for the locks; 0 means 30 seconds.
+	LockTimeout time.Duration
+}
+
+func (b *Mbox) String() string { return "mbox:" + b.Path }
+
+// lock takes the dot-lock and the fcntl lock on f.
+func (b *Mbox) lock(ctx context.Context, f *os.File) (unlock func(), err error) {
+	timeout := b.LockTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	dot := b.Path + ".lock"
+	for {
+		lf, err := os.OpenFile(dot, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			fmt.Fprintf(lf, "%d\n", os.Getpid())
+			lf.Close()
+			break
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("%w: dot-lock %s: %v", ErrDestination, dot, err)
+		}
+		if staleDotLock(dot) {
+			os.Remove(dot)
+			continue
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %s is locked by another program", ErrDestination, b.Path)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fl := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: 0}
+	for {
+		err := syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &fl)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			os.Remove(dot)
+			return nil, fmt.Errorf("%w: %s is locked by another program: %v", ErrDestination, b.Path, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return func() {
+		fl := syscall.Flock_t{Type: syscall.F_UNLCK}
+		syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &fl)
+		os.Remove(dot)
+	}, nil
+}
+
+// staleDotLock reports whether a dot-lock's owner is gone or it is older
+// than ten minutes.
+func staleDotLock(path string) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	if time.Since(fi.ModTime()) > 10*time.Minute {
+		return true
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		// Someone else's lock format, or not yet written: wait for age.
+		return false
+	}
+	return syscall.Kill(pid, 0) == syscall.ESRCH
+}
+
+// fromLine returns the mbox separator line for m.
+func fromLine(m *Message) string {
+	sender := m.ReturnPath()
+	if sender == "" {
+		sender = "MAILER-DAEMON"
+	}
+	return "From " + sender + " " + m.At.UTC().Format("Mon Jan _2 15:04:05 2006") + "\n"
+}
+
+// Deliver implements Destination.
+func (b *Mbox) Deliver(ctx context.Context, m *Message) (string, error) {
+	f, err := os.OpenFile(b.Path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrDestination, err)
+	}
+	defer f.Close()
+	unlock, err := b.lock(ctx, f)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	off, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrDestination, err)
+	}
+	bw := bufio.NewWriterSize(f, 64*1024)
+	// A file that does not end in an empty line gets one, so that our
+	// "From " line starts a message.
+	if off > 0 {
+		tail := make([]byte, 2)
+		if n, _ := f.ReadAt(tail, max(0, off-2)); n > 0 {
+			switch {
+			case off == 1 && tail[0] != '\n', off >= 2 && tail[1] != '\n':
+				bw.WriteString("\n\n")
+			case off >= 2 && tail[0] != '\n':
+				bw.WriteString("\n")
+			}
+		}
+	}
+	start := off + int64(bw.Buffered())
+	bw.WriteString(fromLine(m))
+	pr, pw := io.Pipe()
+	go func() {
+		err := lfLines(m.WithMarker(true), func(line []byte) error {
+			if isFromLine(line) {
+				if _, err := pw.Write([]byte{'>'}); err != nil {
+					return err
+				}
+			}
+			_, err := pw.Write(line)
+			return err
+		})
+		pw.CloseWithError(err)
+	}()
+	_, err = writeChunked(bw, pr)
+	pr.Close()
+	if err == nil {
+		bw.WriteString("\n") // the empty line ending the entry
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		f.Truncate(off)
+		f.Sync()
+		return "", fmt.Errorf("%w: appending to %s: %v", ErrDestination, b.Path, err)
+	}
+	return "offset " + itoa(start), nil
+}
+
+// Find implements Destination.
+func (b *Mbox) Find(ctx context.Context, id ID) (FindResult, string, error) {
+	f, err := os.OpenFile(b.Path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return NotFound, "", nil
+	}
+	if err != nil {
+		return NotFound, "", fmt.Errorf("%w: %v", ErrDestination, err)
+	}
+	defer f.Close()
+	unlock, err := b.lock(ctx, f)
+	if err != nil {
+		return NotFound, "", err
+	}
+	defer unlock()
+
+	marker := []byte(id.Marker())
+	br := bufio.NewReaderSize(f, 64*1024)
+	var (
+		pos        int64 // offset of the next line
+		entryStart int64 = -1
+		inHeader   bool
+		matching   bool // the current entry carries our marker
+		h          = sha256.New()
+		prevBlank  = true
+		pendBlank  bool // an empty line not yet known to be content
+		tail       []byte
+	)
+	finish := func(atEOF bool) (FindResult, string, bool) {
+		if !matching {
+			return NotFound, "", false
+		}
+		if hex.EncodeToString(h.Sum(nil)) == id.SHA256 {
+			return Found, "offset " + itoa(entryStart), true
+		}
+		if atEOF && !bytes.HasSuffix(tail, []byte("\n\n")) {
+			// A partial copy at the end: the append was interrupted.
+			// (Deliver always ends an entry with an empty line.)
+			f.Truncate(entryStart)
+			f.Sync()
+			return NotFound, "", true
+		}
+		// A complete entry with our marker whose content differs: a mail
+		// reader rewrote its header (Status:, X-UID:, ...).
+		return Found, "offset " + itoa(entryStart) + " (modified since)", true
+	}
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			lineStart := pos
+			pos += int64(len(line))
+			tail = append(tail, line...)
+			if len(tail) > 2 {
+				tail = append(tail[:0], tail[len(tail)-2:]...)
+			}
+			isSep := prevBlank && bytes.HasPrefix(line, []byte("From "))
+			if isSep {
+				if res, where, _ := finish(false); res == Found {
+					return res, where, nil
+				}
+				entryStart, inHeader, matching, pendBlank = lineStart, true, false, false
+				h.Reset()
+			} else if entryStart >= 0 {
+				body := bytes.TrimSuffix(line, []byte("\n"))
+				complete := len(body) < len(line)
+				switch {
+				case inHeader && string(body) == string(marker):
+					matching = true // the marker line is ours, not the content
+				default:
+					if inHeader && len(body) == 0 {
+						inHeader = false
+					}
+					if pendBlank {
+						h.Write([]byte("\r\n"))
+						pendBlank = false
+					}
+					if len(body) == 0 && complete && !inHeader {
+						// Maybe the separator blank line; decided by
+						// what follows.
+						pendBlank = true
+						break
+					}
+					if isFromLine(body) && body[0] == '>' {
+						body = body[1:]
+					}
+					h.Write(body)
+					if complete {
+						h.Write([]byte("\r\n"))
+					}
+				}
+			}
+			prevBlank = string(line) == "\n"
+		}
+		if err == io.EOF {
+			res, where, _ := finish(true)
+			return res, where, nil
+		}
+		if err != nil {
+			return NotFound, "", fmt.Errorf("%w: reading %s: %v", ErrDestination, b.Path, err)
+		}
+	}
+}

@@ -1,0 +1,727 @@
+// Package fetch_test drives the real `postino fetch` binary against real
+// servers on loopback — `postino serve` and Dovecot — and checks the
+// destinations byte by byte: every message exactly once, nothing lost,
+// even when the fetch is SIGKILLed at any point.
+package fetch_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/postino-mail/postino/pop3"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "postino-fetch-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binPath = filepath.Join(dir, "postino")
+	build := exec.Command("go", "build", "-o", binPath, "../../cmd/postino")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build ../../cmd/postino: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while a test
+// reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
+
+// result is the outcome of a command.
+type result struct {
+	code int
+	out  string
+}
+
+// run runs a command with extra environment and returns its exit code
+// and combined output.
+func run(t testing.TB, env []string, stdin []byte, name string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("%s %v timed out:\n%s", name, args, out.String())
+	case err == nil:
+		return result{0, out.String()}
+	case errors.As(err, &ee):
+		return result{ee.ExitCode(), out.String()}
+	}
+	t.Fatalf("running %s: %v", name, err)
+	return result{}
+}
+
+// ---- postino serve ----
+
+type postinoServer struct {
+	data, pop3Addr, pop3sAddr, fingerprint string
+	cmd                                    *exec.Cmd
+	out                                    *syncBuffer
+}
+
+var fpRE = regexp.MustCompile(`fingerprint ([0-9a-f]{64})`)
+
+// startPostino runs "postino serve" on free loopback ports.
+func startPostino(t testing.TB) *postinoServer {
+	t.Helper()
+	data := t.TempDir()
+	for attempt := 1; ; attempt++ {
+		a := freeAddrs(t, 2)
+		s := &postinoServer{data: data, pop3Addr: a[0], pop3sAddr: a[1], out: &syncBuffer{}}
+		// Other listeners are disabled with empty addresses in a config.
+		cfg := filepath.Join(data, "postino.toml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[pop3]\nlisten = %q\nlisten_tls = %q\n[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n", data, s.pop3Addr, s.pop3sAddr)), 0o600)
+		s.cmd = exec.Command(binPath, "serve", "--config", cfg)
+		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+		if err := s.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { s.cmd.Wait(); close(done) }()
+		deadline := time.Now().Add(15 * time.Second)
+		ready := false
+		for time.Now().Before(deadline) && !ready {
+			select {
+			case <-done:
+				deadline = time.Now()
+			default:
+			}
+			if m := fpRE.FindStringSubmatch(s.out.String()); m != nil && strings.Contains(s.out.String(), s.pop3sAddr) {
+				s.fingerprint = m[1]
+				ready = true
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if ready {
+			t.Cleanup(func() {
+				s.cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					s.cmd.Process.Kill()
+				}
+			})
+			return s
+		}
+		s.cmd.Process.Kill()
+		<-done
+		if attempt < 3 {
+			continue
+		}
+		t.Fatalf("postino serve did not start:\n%s", s.out)
+	}
+}
+
+func (s *postinoServer) addUser(t testing.TB, user, pw string) {
+	t.Helper()
+	if r := run(t, nil, []byte(pw+"\n"), binPath, "user", "add", user, "--password-stdin", "--data", s.data); r.code != 0 {
+		t.Fatalf("user add: %s", r.out)
+	}
+}
+
+func (s *postinoServer) deliver(t testing.TB, user string, msg []byte) {
+	t.Helper()
+	if r := run(t, nil, msg, binPath, "deliver", "--data", s.data, user); r.code != 0 {
+		t.Fatalf("deliver: %s", r.out)
+	}
+}
+
+// client logs in with the repository's POP3 client.
+func popClient(t testing.TB, addr, user, pw string) *pop3.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pop3.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Timeout = 10 * time.Second
+	if err := c.Login(user, pw); err != nil {
+		t.Fatalf("login %s: %v", user, err)
+	}
+	return c
+}
+
+// serverCount returns the number of messages in a remote mailbox.
+func serverCount(t testing.TB, addr, user, pw string) int {
+	t.Helper()
+	c := popClient(t, addr, user, pw)
+	defer c.Quit()
+	n, _, err := c.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// ---- test messages ----
+
+// testMessage returns message id with a body of about size octets ending
+// in an END line, and lines that need mbox quoting and dot-stuffing.
+func testMessage(id, size int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: sender@example.net\r\nTo: rcpt@example.test\r\nSubject: test %d\r\nMessage-ID: <%d.%d@test>\r\nX-Test-Id: %d\r\n\r\n", id, id, time.Now().UnixNano(), id)
+	b.WriteString("From the start, a line mbox must quote.\r\n>From quoted already\r\n.a dot-stuffed line\r\n")
+	for i := 0; b.Len() < size; i++ {
+		fmt.Fprintf(&b, "line %d of message %d: the quick brown fox jumps over the lazy dog\r\n", i, id)
+	}
+	fmt.Fprintf(&b, "END-%d\r\n", id)
+	return b.Bytes()
+}
+
+var testIDRE = regexp.MustCompile(`(?m)^X-Test-Id: (\d+)\r?$`)
+
+// checkMessage checks one stored message (LF or CRLF, marker header
+// first, mbox quoting undone) and returns its test id.
+func checkMessage(t testing.TB, where string, b []byte) int {
+	t.Helper()
+	m := testIDRE.FindSubmatch(b)
+	if m == nil {
+		t.Errorf("%s: no X-Test-Id in %q", where, head(b))
+		return -1
+	}
+	id, _ := strconv.Atoi(string(m[1]))
+	if !bytes.HasPrefix(b, []byte("X-Postino-Fetch: ")) && !bytes.Contains(b[:min(len(b), 2000)], []byte("\nX-Postino-Fetch: ")) {
+		t.Errorf("%s: message %d lacks the X-Postino-Fetch header", where, id)
+	}
+	norm := bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	if !bytes.Contains(norm, []byte("\nFrom the start, a line mbox must quote.\n>From quoted already\n.a dot-stuffed line\n")) {
+		t.Errorf("%s: message %d: quoting or dot-stuffing lines altered", where, id)
+	}
+	if !bytes.HasSuffix(bytes.TrimRight(norm, "\n"), []byte(fmt.Sprintf("\nEND-%d", id))) {
+		t.Errorf("%s: message %d is truncated: ends %q", where, id, tail(norm))
+	}
+	return id
+}
+
+func head(b []byte) []byte { return b[:min(len(b), 200)] }
+func tail(b []byte) []byte { return b[max(0, len(b)-80):] }
+
+// maildirMessages returns the files in new/ and cur/ of dir (recursively,
+// so a postino data folder's mailboxes are found too).
+func maildirMessages(t testing.TB, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if base := filepath.Base(filepath.Dir(p)); base != "new" && base != "cur" {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err == nil {
+			out[p] = b
+		}
+		return nil
+	})
+	return out
+}
+
+// mboxMessages splits an mboxrd file into messages, undoing the quoting.
+func mboxMessages(t testing.TB, path string) [][]byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > 0 && !bytes.HasPrefix(data, []byte("From ")) {
+		t.Errorf("mbox does not start with a From line: %q", head(data))
+	}
+	if len(data) > 0 && !bytes.HasSuffix(data, []byte("\n\n")) {
+		t.Errorf("mbox does not end with an empty line: %q", tail(data))
+	}
+	var msgs [][]byte
+	var cur *bytes.Buffer
+	prevBlank := true
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if prevBlank && bytes.HasPrefix(line, []byte("From ")) {
+			if cur != nil {
+				msgs = append(msgs, cur.Bytes())
+			}
+			cur = &bytes.Buffer{}
+			prevBlank = false
+			continue
+		}
+		if cur == nil {
+			continue
+		}
+		if l := bytes.TrimLeft(line, ">"); len(l) < len(line) && bytes.HasPrefix(l, []byte("From ")) {
+			line = line[1:]
+		}
+		cur.Write(line)
+		cur.WriteByte('\n')
+		prevBlank = len(line) == 0
+	}
+	if cur != nil {
+		msgs = append(msgs, cur.Bytes())
+	}
+	return msgs
+}
+
+// destination is one kind of destination under test.
+type destination struct {
+	kind string // maildir, mbox, mda, local
+	arg  string // the --to value
+	read func(t testing.TB) [][]byte
+	env  []string
+}
+
+func newDestination(t testing.TB, kind string) *destination {
+	dir := t.TempDir()
+	d := &destination{kind: kind}
+	switch kind {
+	case "maildir":
+		md := filepath.Join(dir, "Maildir")
+		d.arg = "maildir:" + md
+		d.read = func(t testing.TB) [][]byte {
+			var out [][]byte
+			for _, b := range maildirMessages(t, md) {
+				out = append(out, b)
+			}
+			return out
+		}
+	case "mbox":
+		p := filepath.Join(dir, "inbox.mbox")
+		d.arg = "mbox:" + p
+		d.read = func(t testing.TB) [][]byte { return mboxMessages(t, p) }
+	case "mda":
+		// An MDA that writes each message to a file named by its
+		// fetch ID (so a redelivery would be visible as a second
+		// file), and a check command that looks for it.
+		out := filepath.Join(dir, "mda")
+		os.MkdirAll(out, 0o755)
+		d.arg = fmt.Sprintf(`mda:f=%s/$(date +%%s%%N).$$; cat > "$f.tmp" && mv "$f.tmp" "$f.msg"`, out)
+		d.read = func(t testing.TB) [][]byte {
+			var msgs [][]byte
+			ents, _ := os.ReadDir(out)
+			for _, e := range ents {
+				if strings.HasSuffix(e.Name(), ".msg") {
+					b, _ := os.ReadFile(filepath.Join(out, e.Name()))
+					msgs = append(msgs, b)
+				}
+			}
+			return msgs
+		}
+		d.env = []string{"MDA_DIR=" + out}
+	case "local":
+		data := filepath.Join(dir, "local")
+		os.MkdirAll(data, 0o700)
+		if r := run(t, nil, []byte("x\n"), binPath, "user", "add", "me@local.test", "--password-stdin", "--data", data); r.code != 0 {
+			t.Fatalf("user add: %s", r.out)
+		}
+		d.arg = "local:me@local.test"
+		d.env = []string{"LOCAL_DATA=" + data}
+		d.read = func(t testing.TB) [][]byte {
+			var out [][]byte
+			for _, b := range maildirMessages(t, filepath.Join(data, "mail")) {
+				out = append(out, b)
+			}
+			return out
+		}
+	}
+	return d
+}
+
+// extraArgs returns the arguments a destination needs.
+func (d *destination) extraArgs() []string {
+	for _, e := range d.env {
+		if v, ok := strings.CutPrefix(e, "LOCAL_DATA="); ok {
+			return []string{"--data", v}
+		}
+	}
+	return nil
+}
+
+// checkExactlyOnce checks that the destination holds each id in want
+// exactly once, intact, and nothing else.
+func checkExactlyOnce(t testing.TB, d *destination, want []int) {
+	t.Helper()
+	count := map[int]int{}
+	for i, b := range d.read(t) {
+		count[checkMessage(t, fmt.Sprintf("%s message %d", d.kind, i), b)]++
+	}
+	for _, id := range want {
+		if count[id] != 1 {
+			t.Errorf("%s: message %d present %d times, want exactly once", d.kind, id, count[id])
+		}
+		delete(count, id)
+	}
+	var extra []int
+	for id := range count {
+		extra = append(extra, id)
+	}
+	sort.Ints(extra)
+	if len(extra) > 0 {
+		t.Errorf("%s: unexpected messages %v", d.kind, extra)
+	}
+}
+
+func ids(from, to int) []int {
+	var out []int
+	for i := from; i <= to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// ---- fetch runs ----
+
+// account is the remote side of a fetch: where and as whom.
+type account struct {
+	server, user, pw string
+	extra            []string // --security, --fingerprint, ...
+}
+
+// fetchArgs builds the command line of a fetch.
+func fetchArgs(a account, d *destination, state string, more ...string) []string {
+	args := []string{"fetch", "--server", a.server, "--user", a.user, "--password-command", "echo " + a.pw,
+		"--to", d.arg, "--state-dir", state, "--name", "acct", "--timeout", "10s"}
+	args = append(args, a.extra...)
+	args = append(args, d.extraArgs()...)
+	return append(args, more...)
+}
+
+func fetch(t testing.TB, env []string, a account, d *destination, state string, more ...string) result {
+	t.Helper()
+	return run(t, env, nil, binPath, fetchArgs(a, d, state, more...)...)
+}
+
+// ---- Dovecot ----
+
+type dovecot struct {
+	dir, conf, pop3Addr, pop3sAddr, fingerprint string
+	cmd                                         *exec.Cmd
+}
+
+// startDovecot runs a private Dovecot on loopback with users u1..u4@test
+// (password "secret"). A missing Dovecot skips the test, or fails it in
+// CI.
+func startDovecot(t testing.TB) *dovecot {
+	t.Helper()
+	bin, err := exec.LookPath("dovecot")
+	if err == nil {
+		_, err = os.Stat("/usr/lib/dovecot/dovecot-lda")
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("dovecot (dovecot-pop3d) is required in CI: %v", err)
+		}
+		t.Skipf("dovecot not installed: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "postino-fetch-dovecot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // the mail and login users must reach it
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	certPEM, keyPEM, fp := selfSigned(t)
+	os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o644)
+	os.WriteFile(filepath.Join(dir, "key.pem"), keyPEM, 0o600)
+	var pw strings.Builder
+	for i := 1; i <= 4; i++ {
+		fmt.Fprintf(&pw, "u%d@test:{PLAIN}secret\n", i)
+	}
+	os.WriteFile(filepath.Join(dir, "passwd"), []byte(pw.String()), 0o644)
+	mail := filepath.Join(dir, "mail")
+	os.MkdirAll(mail, 0o755)
+	os.Chown(mail, mailUID(t), mailUID(t))
+	for attempt := 1; ; attempt++ {
+		a := freeAddrs(t, 2)
+		_, p1, _ := net.SplitHostPort(a[0])
+		_, p2, _ := net.SplitHostPort(a[1])
+		d := &dovecot{dir: dir, conf: filepath.Join(dir, "dovecot.conf"), pop3Addr: a[0], pop3sAddr: a[1], fingerprint: fp}
+		conf := fmt.Sprintf(`base_dir = %[1]s/run
+state_dir = %[1]s/state
+log_path = %[1]s/dovecot.log
+instance_name = postino-fetch-test-%[2]s
+listen = 127.0.0.1
+protocols = pop3
+ssl = yes
+ssl_cert = <%[1]s/cert.pem
+ssl_key = <%[1]s/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:%[1]s/mail/%%u
+pop3_uidl_format = %%08Xu%%08Xv
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 0
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN %[1]s/passwd
+}
+userdb {
+  driver = static
+  args = uid=mail gid=mail home=%[1]s/home/%%u
+}
+service pop3-login {
+  chroot =
+  inet_listener pop3 {
+    port = %[3]s
+  }
+  inet_listener pop3s {
+    port = %[4]s
+    ssl = yes
+  }
+}
+service anvil {
+  chroot =
+}
+`, dir, p1, p1, p2)
+		os.WriteFile(d.conf, []byte(conf), 0o644)
+		d.cmd = exec.Command(bin, "-F", "-c", d.conf)
+		out := &syncBuffer{}
+		d.cmd.Stdout, d.cmd.Stderr = out, out
+		if err := d.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { d.cmd.Wait(); close(done) }()
+		ok := false
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			select {
+			case <-done:
+				deadline = time.Now()
+				continue
+			default:
+			}
+			if c, err := net.DialTimeout("tcp", d.pop3Addr, time.Second); err == nil {
+				c.Close()
+				ok = true
+				break
+			}
+			time.Sleep(30 * time.Millisecond)
+		}
+		if ok {
+			t.Cleanup(func() {
+				d.cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					d.cmd.Process.Kill()
+				}
+			})
+			return d
+		}
+		d.cmd.Process.Kill()
+		<-done
+		log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
+		if attempt < 3 {
+			continue
+		}
+		t.Fatalf("dovecot did not start:\n%s\n%s", out, log)
+	}
+}
+
+func mailUID(t testing.TB) int {
+	out, err := exec.Command("id", "-u", "mail").Output()
+	if err != nil {
+		t.Fatalf("id -u mail: %v", err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}
+
+// deliver stores a message with dovecot-lda.
+func (d *dovecot) deliver(t testing.TB, user string, msg []byte) {
+	t.Helper()
+	if r := run(t, nil, msg, "/usr/lib/dovecot/dovecot-lda", "-c", d.conf, "-d", user); r.code != 0 {
+		t.Fatalf("dovecot-lda: %s", r.out)
+	}
+}
+
+// selfSigned returns a certificate for localhost and 127.0.0.1, its key
+// and its SHA-256 fingerprint.
+func selfSigned(t testing.TB) (certPEM, keyPEM []byte, fp string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	sum := sha256.Sum256(der)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), hex.EncodeToString(sum[:])
+}
+
+// ---- a misbehaving proxy ----
+
+// proxy forwards loopback connections to a server. dropAfter > 0 cuts the
+// first connection after that many octets from the server; noUIDL
+// answers UIDL itself with -ERR, imitating a server without UIDL (it reads
+// commands, so it only works for cleartext sessions).
+type proxy struct {
+	addr      string
+	target    string
+	dropAfter int64
+	noUIDL    bool
+	mu        sync.Mutex
+	conns     int
+}
+
+func startProxy(t testing.TB, target string, dropAfter int64, noUIDL bool) *proxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{addr: l.Addr().String(), target: target, dropAfter: dropAfter, noUIDL: noUIDL}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *proxy) serve(c net.Conn) {
+	defer c.Close()
+	p.mu.Lock()
+	p.conns++
+	first := p.conns == 1
+	p.mu.Unlock()
+	s, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	var wmu sync.Mutex // both directions may answer the client
+	go func() {
+		if !p.noUIDL {
+			io.Copy(s, c)
+			s.Close()
+			return
+		}
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				s.Close()
+				return
+			}
+			if p.noUIDL && strings.HasPrefix(strings.ToUpper(line), "UIDL") {
+				wmu.Lock()
+				c.Write([]byte("-ERR command not supported\r\n"))
+				wmu.Unlock()
+				continue
+			}
+			s.Write([]byte(line))
+		}
+	}()
+	var sent int64
+	buf := make([]byte, 4096)
+	for {
+		n, err := s.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
+			if first && p.dropAfter > 0 && sent+int64(n) > p.dropAfter {
+				chunk = chunk[:p.dropAfter-sent]
+				wmu.Lock()
+				c.Write(chunk)
+				wmu.Unlock()
+				return // drop the connection mid-response
+			}
+			sent += int64(n)
+			wmu.Lock()
+			c.Write(chunk)
+			wmu.Unlock()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
