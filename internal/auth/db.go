@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -263,6 +264,24 @@ func (s *snapshot) resolve(username string) (User, bool) {
 	return User{}, false
 }
 
+// hashSlots bounds the password hashes computed at once: an ARGON2ID
+// verification holds its memory cost (tens of MiB) while it runs, so a
+// flood of logins must queue rather than exhaust memory.
+var hashSlots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+
+// withHashSlot runs fn once a hashing slot is free, or gives up when ctx
+// ends.
+func withHashSlot(ctx context.Context, fn func()) error {
+	select {
+	case hashSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-hashSlots }()
+	fn()
+	return nil
+}
+
 // verifyPassword is VerifyPassword, a variable so that tests can count
 // the verifications that miss the cache.
 var verifyPassword = VerifyPassword
@@ -307,7 +326,9 @@ func (db *DB) Authenticate(ctx context.Context, username, password string) (cano
 	}
 	u, ok := s.resolve(username)
 	if !ok {
-		dummyVerify(password)
+		if err := withHashSlot(ctx, func() { dummyVerify(password) }); err != nil {
+			return "", err
+		}
 		return "", ErrInvalidCredentials
 	}
 	now := db.now()
@@ -319,9 +340,12 @@ func (db *DB) Authenticate(ctx context.Context, username, password string) (cano
 			return u.Address, nil
 		}
 	}
-	ok, err = verifyPassword(u.Hash, password)
-	if err != nil {
-		return "", fmt.Errorf("auth: stored password of %s: %w", u.Address, err)
+	var verr error
+	if err := withHashSlot(ctx, func() { ok, verr = verifyPassword(u.Hash, password) }); err != nil {
+		return "", err
+	}
+	if verr != nil {
+		return "", fmt.Errorf("auth: stored password of %s: %w", u.Address, verr)
 	}
 	if !ok {
 		return "", ErrInvalidCredentials
