@@ -1,0 +1,506 @@
+//go:build unix
+
+package crash
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// journalFile is where postino's Maildir store keeps the commit journal
+// of a QUIT while it applies it (internal/store/maildir).
+const journalFile = "postino-commit.journal"
+
+// quitAttempt is one POP3 session of a round of TestCrashQuit: it marked
+// some messages with DELE and sent QUIT.
+type quitAttempt struct {
+	user    string
+	before  mailbox         // the maildrop as the session saw it
+	marked  map[string]bool // UIDs marked deleted
+	quitOK  bool            // +OK for QUIT arrived
+	deleErr string          // a DELE that did not get +OK
+	latency time.Duration   // from the write to QUIT's +OK
+	err     error           // the session could not get as far as the write
+
+	// Seen on disk after a SIGKILL, before anything touched the Maildir.
+	journalOnDisk bool
+	markedOnDisk  int
+}
+
+// TestCrashQuit proves that a POP3 QUIT applies its deletions all or
+// nothing whatever the moment of a SIGKILL. Each round, four sessions on
+// mailboxes of about 800 messages log in, mark a random 300–750 of them
+// with DELE and send QUIT, all pipelined in one write; the server is
+// SIGKILLed at a random moment spread over the time such a QUIT takes
+// (measured on rounds that are not killed), so kills land before the
+// DELEs, during them, while the commit journal is written, while files are
+// unlinked, and after the reply. After the restart, a new login (which
+// completes any commit journal) must show, for every session: all marked
+// messages gone or none, all gone if QUIT got +OK, and every unmarked
+// message still there with its size. At the end every remaining message is
+// downloaded and checked byte for byte.
+//
+// The mailboxes are topped up between rounds by writing Maildir files
+// directly, as another delivery agent (Dovecot's, procmail) or a MUA would
+// leave them: most with Dovecot's S= and W= sizes in new/, some without
+// sizes, some in cur/ with flags. The first messages of each mailbox
+// arrive over SMTP.
+//
+// Environment: CRASH_ROUNDS (default 60), CRASH_MAILBOX (messages per
+// mailbox, default 800), CRASH_QUIT_SECONDS (after which no new round
+// starts once 20 are done: default 40, or an hour when CRASH_ROUNDS is
+// set), CRASH_REPORT (file that receives the figures).
+func TestCrashQuit(t *testing.T) {
+	rounds := envInt(t, "CRASH_ROUNDS", 60)
+	mailboxSize := max(envInt(t, "CRASH_MAILBOX", 800), 100)
+	defSeconds := 40
+	if os.Getenv("CRASH_ROUNDS") != "" {
+		defSeconds = 3600 // scaled up on purpose: let it run
+	}
+	budget := time.Duration(envInt(t, "CRASH_QUIT_SECONDS", defSeconds)) * time.Second
+	if testing.Short() {
+		rounds = min(rounds, 15)
+	}
+	const (
+		calibration = 3    // first rounds: never killed, to measure QUIT
+		killChance  = 0.85 // later rounds
+		viaSMTP     = 50   // first messages of each mailbox
+	)
+	users := []string{"q0@quit.test", "q1@quit.test", "q2@quit.test", "q3@quit.test"}
+
+	data := t.TempDir()
+	// Every kill empties the server's cache of password checks, and this
+	// test logs in again after each one: SCRAM-SHA-256 hashes (PBKDF2)
+	// verify in milliseconds where the default Argon2id takes a good part
+	// of a second.
+	for _, u := range users {
+		addUser(t, data, u, "SCRAM-SHA-256")
+	}
+	srv := newServer(t, data)
+	run := fmt.Sprintf("r%x", time.Now().UnixNano())
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+
+	// The first messages of every mailbox arrive over SMTP; none may fail.
+	seq := 0
+	_, smtpAddr := srv.addrs()
+	sc, err := dialSMTP(smtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range viaSMTP {
+		for _, u := range users {
+			seq++
+			if res, err := sc.send(sender, u, makeMessage(rng, run, seq, u, "smtp", false)); res != sendAcked {
+				t.Fatalf("SMTP delivery to %s: %v", u, err)
+			}
+		}
+	}
+	sc.cmd("QUIT")
+	sc.Close()
+	// topUp writes messages straight into the Maildirs, as another
+	// delivery agent would, until each holds mailboxSize messages (have
+	// gives the current counts). The new messages are added to model.
+	planted := 0
+	topUp := func(round int, have map[string]int, model map[string]map[string]int64) {
+		t.Helper()
+		var wg sync.WaitGroup
+		var failed atomic.Bool
+		for i, u := range users {
+			n := mailboxSize - have[u]
+			first := seq + 1
+			seq += n
+			planted += n
+			sizes := model[u]
+			r := rand.New(rand.NewPCG(seed, uint64(1_000_000+round*100+i)))
+			wg.Go(func() {
+				dir := maildirOf(data, u)
+				for s := first; s < first+n; s++ {
+					msg := append([]byte("Return-Path: <"+sender+">\r\nDelivered-To: "+u+"\r\n"), makeMessage(r, run, s, u, "maildir", true)...)
+					lf := toLF(msg)
+					now := time.Now()
+					base := fmt.Sprintf("%d.M%06dP%dQ%d.crash", now.Unix(), now.Nanosecond()/1000, os.Getpid(), s)
+					// Most names carry Dovecot's sizes; some carry none,
+					// so postino reads the file and keeps its size cache;
+					// some are in cur/ with flags, as a MUA leaves them.
+					name, sub := fmt.Sprintf("%s,S=%d,W=%d", base, len(lf), len(msg)), "new"
+					switch s % 5 {
+					case 0:
+						name = base
+					case 1:
+						name, sub = name+":2,S", "cur"
+					}
+					if err := os.WriteFile(filepath.Join(dir, "tmp", base), lf, 0o600); err != nil {
+						t.Error(err)
+						failed.Store(true)
+						return
+					}
+					if err := os.Rename(filepath.Join(dir, "tmp", base), filepath.Join(dir, sub, name)); err != nil {
+						t.Error(err)
+						failed.Store(true)
+						return
+					}
+					if sizes != nil {
+						sizes[base] = int64(len(msg))
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if failed.Load() {
+			t.FailNow()
+		}
+	}
+	// model is what each mailbox must hold: UID → LIST size. It is
+	// learnt at the first session and then kept up to date.
+	model := map[string]map[string]int64{}
+	have := map[string]int{}
+	for _, u := range users {
+		have[u] = viaSMTP
+	}
+	topUp(0, have, model)
+	errs := &errorCap{t: t, limit: 25}
+	var (
+		kills, earlyKills, killedSessions, sessions   int
+		cleanQuits, goneNoReply, noneGone, violations int
+		journalHits, partialOnDisk, journalsCompleted int
+		deleted, markedTotal                          int
+		latency                                       time.Duration // moving average of the slowest QUIT of a round
+		latencies                                     []time.Duration
+	)
+	start := time.Now()
+	roundsDone := 0
+	for round := 1; round <= rounds; round++ {
+		if round > min(rounds, 20) && time.Since(start) > budget {
+			t.Logf("stopping after %d rounds: the %v budget is spent (a slow or busy machine)", round-1, budget)
+			break
+		}
+		roundsDone = round
+		pop3Addr, _ := srv.addrs()
+		attempts := make([]*quitAttempt, len(users))
+		var ready, finished sync.WaitGroup
+		goCh := make(chan struct{})
+		for i, u := range users {
+			a := &quitAttempt{user: u, marked: map[string]bool{}}
+			attempts[i] = a
+			r := rand.New(rand.NewPCG(seed, uint64(round*100+i)))
+			ready.Add(1)
+			finished.Add(1)
+			go func() {
+				defer finished.Done()
+				readyDone := sync.OnceFunc(ready.Done)
+				defer readyDone()
+				c, err := popLogin(pop3Addr, u)
+				if err != nil {
+					a.err = err
+					return
+				}
+				defer c.Close()
+				if a.before, err = listMailbox(c); err != nil {
+					a.err = err
+					return
+				}
+				n := len(a.before.uids)
+				lo := min(300, n/2)
+				hi := max(lo, min(1000, n-50))
+				k := lo + r.IntN(hi-lo+1)
+				var cmds strings.Builder
+				for _, idx := range r.Perm(n)[:k] {
+					a.marked[a.before.uids[idx]] = true
+					fmt.Fprintf(&cmds, "DELE %d\r\n", idx+1)
+				}
+				cmds.WriteString("QUIT\r\n")
+				conn := c.Conn()
+				conn.SetDeadline(time.Now().Add(30 * time.Second))
+				br := bufio.NewReader(conn)
+				readyDone()
+				<-goCh
+				began := time.Now()
+				if _, err := conn.Write([]byte(cmds.String())); err != nil {
+					return // killed before the commands went out
+				}
+				for i := 0; i <= k; i++ {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return // killed
+					}
+					if !strings.HasPrefix(line, "+OK") {
+						if i < k {
+							a.deleErr = strings.TrimSpace(line)
+						}
+						continue
+					}
+					if i == k {
+						a.quitOK = true
+						a.latency = time.Since(began)
+					}
+				}
+			}()
+		}
+		ready.Wait()
+		kill := round > calibration && rng.Float64() < killChance
+		close(goCh)
+		if kill {
+			// A quarter of the kills come right after the commands are
+			// written, the rest are spread over the whole exchange as
+			// long as it usually takes, and a little beyond.
+			window := latency * 6 / 5
+			if rng.IntN(4) == 0 {
+				window = 2 * time.Millisecond
+				earlyKills++
+			}
+			time.Sleep(time.Duration(rng.Int64N(int64(window) + 1)))
+			srv.kill()
+			kills++
+		}
+		finished.Wait()
+
+		var slowest time.Duration
+		for _, a := range attempts {
+			if a.err != nil {
+				t.Fatalf("round %d: %s: %v", round, a.user, a.err)
+			}
+			slowest = max(slowest, a.latency)
+		}
+		if !kill {
+			latencies = append(latencies, slowest)
+			if latency == 0 {
+				latency = slowest
+			} else {
+				latency = (latency*3 + slowest) / 4
+			}
+		}
+		if kill {
+			// What the SIGKILL left on disk, before any login repairs it.
+			for _, a := range attempts {
+				dir := maildirOf(data, a.user)
+				if _, err := os.Stat(filepath.Join(dir, journalFile)); err == nil {
+					a.journalOnDisk = true
+				}
+				for _, sub := range []string{"new", "cur"} {
+					es, _ := os.ReadDir(filepath.Join(dir, sub))
+					for _, e := range es {
+						if a.marked[baseOf(e.Name())] {
+							a.markedOnDisk++
+						}
+					}
+				}
+			}
+			if err := srv.start(); err != nil {
+				t.Fatalf("round %d: restarting: %v", round, err)
+			}
+			pop3Addr, _ = srv.addrs()
+		}
+
+		// Check every session: the next login completes any journal.
+		for _, a := range attempts {
+			sessions++
+			markedTotal += len(a.marked)
+			if kill {
+				killedSessions++
+			}
+			if a.journalOnDisk {
+				journalHits++
+			}
+			if a.markedOnDisk > 0 && a.markedOnDisk < len(a.marked) {
+				partialOnDisk++
+			}
+			prev, known := model[a.user]
+			if known && !sameMailbox(prev, a.before) {
+				errs.errorf("round %d: %s: the session saw a mailbox different from what the last check left:\n%s", round, a.user, diffMailbox(prev, a.before))
+				violations++
+			}
+			c, err := popLogin(pop3Addr, a.user)
+			if err != nil {
+				t.Fatalf("round %d: checking %s: %v", round, a.user, err)
+			}
+			after, err := listMailbox(c)
+			if err != nil {
+				t.Fatalf("round %d: checking %s: %v", round, a.user, err)
+			}
+			if err := c.Quit(); err != nil {
+				t.Fatalf("round %d: checking %s: QUIT: %v", round, a.user, err)
+			}
+			if a.journalOnDisk {
+				if _, err := os.Stat(filepath.Join(maildirOf(data, a.user), journalFile)); err == nil {
+					errs.errorf("round %d: %s: the commit journal is still there after a login", round, a.user)
+					violations++
+				} else {
+					journalsCompleted++
+				}
+			}
+			gone := 0
+			for uid := range a.marked {
+				if _, ok := after.sizes[uid]; !ok {
+					gone++
+				}
+			}
+			var touched, appeared []string
+			for uid, size := range a.before.sizes {
+				if a.marked[uid] {
+					continue
+				}
+				if got, ok := after.sizes[uid]; !ok || got != size {
+					touched = append(touched, fmt.Sprintf("%s (size %d, now %d, present %v)", uid, size, got, ok))
+				}
+			}
+			for uid := range after.sizes {
+				if _, ok := a.before.sizes[uid]; !ok {
+					appeared = append(appeared, uid)
+				}
+			}
+			what := fmt.Sprintf("round %d: %s (killed %v, QUIT +OK %v, %d marked, journal on disk %v, %d marked files on disk after the kill)",
+				round, a.user, kill, a.quitOK, len(a.marked), a.journalOnDisk, a.markedOnDisk)
+			bad := false
+			switch {
+			case gone != 0 && gone != len(a.marked):
+				errs.errorf("%s: %d of the %d marked messages are gone: not all or nothing", what, gone, len(a.marked))
+				bad = true
+			case a.quitOK && gone != len(a.marked):
+				errs.errorf("%s: QUIT got +OK but the marked messages are still there", what)
+				bad = true
+			case !kill && !a.quitOK:
+				errs.errorf("%s: QUIT got no +OK although the server was not killed", what)
+				bad = true
+			}
+			if a.deleErr != "" {
+				errs.errorf("%s: DELE answered %q", what, a.deleErr)
+				bad = true
+			}
+			if len(touched) > 0 {
+				sort.Strings(touched)
+				errs.errorf("%s: %d unmarked messages were touched: %s", what, len(touched), strings.Join(touched[:min(5, len(touched))], ", "))
+				bad = true
+			}
+			if len(appeared) > 0 {
+				errs.errorf("%s: %d unknown messages appeared: %v", what, len(appeared), appeared[:min(5, len(appeared))])
+				bad = true
+			}
+			switch {
+			case bad:
+				violations++
+			case gone == len(a.marked) && a.quitOK:
+				cleanQuits++
+			case gone == len(a.marked):
+				goneNoReply++
+			default:
+				noneGone++
+			}
+			deleted += gone
+			model[a.user] = after.sizes
+			have[a.user] = len(after.uids)
+		}
+		topUp(round, have, model)
+		if t.Failed() && errs.n > errs.limit {
+			break
+		}
+	}
+	errs.finish()
+	elapsed := time.Since(start)
+
+	// Every message left must be intact and accounted for.
+	pop3Addr, _ := srv.addrs()
+	seen := map[int]bool{}
+	remaining := 0
+	for _, u := range users {
+		msgs, problems, err := download(pop3Addr, u)
+		if err != nil {
+			t.Fatalf("downloading %s: %v", u, err)
+		}
+		for _, p := range problems {
+			t.Errorf("%s: %s", u, p)
+		}
+		remaining += len(msgs)
+		got := mailbox{sizes: map[string]int64{}}
+		for _, m := range msgs {
+			got.sizes[m.uid] = int64(len(m.data))
+		}
+		if !sameMailbox(model[u], got) {
+			t.Errorf("%s: the mailbox at the end differs from what the rounds left:\n%s", u, diffMailbox(model[u], got))
+		}
+		for _, m := range msgs {
+			c, err := verifyMessage(run, m.data)
+			switch {
+			case err != nil:
+				t.Errorf("%s: message %s is damaged: %v", u, m.uid, err)
+			case c.deliveredTo != u:
+				t.Errorf("%s: message %s (seq %d) has Delivered-To %q", u, m.uid, c.seq, c.deliveredTo)
+			case seen[c.seq]:
+				t.Errorf("%s: seq %d present twice", u, c.seq)
+			default:
+				seen[c.seq] = true
+			}
+		}
+	}
+	recoveries := srv.countInLogs("completing interrupted commit")
+
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	var median time.Duration
+	if len(latencies) > 0 {
+		median = latencies[len(latencies)/2]
+	}
+	report(t, "quit: %d rounds in %v, %d sessions (%d killed), server SIGKILLed %d times (%d right after the write); %d messages marked, %d deleted, %d remain and are intact (%d via SMTP, %d written to Maildir)",
+		roundsDone, elapsed.Round(time.Millisecond), sessions, killedSessions, kills, earlyKills, markedTotal, deleted, remaining, viaSMTP*len(users), planted)
+	report(t, "quit: outcomes: %d QUIT +OK and all gone, %d no reply and all gone, %d no reply and none gone, %d violations", cleanQuits, goneNoReply, noneGone, violations)
+	report(t, "quit: kills during the commit: %d with the journal on disk (%d completed at the next login; %d recoveries logged), %d with only part of the marked files unlinked; median unkilled QUIT exchange %v",
+		journalHits, journalsCompleted, recoveries, partialOnDisk, median)
+
+	if violations > 0 {
+		t.Errorf("%d sessions broke all-or-nothing", violations)
+	}
+	if roundsDone >= 20 && (cleanQuits == 0 || noneGone == 0 || kills == 0) {
+		t.Errorf("the run did not cover both outcomes (%d clean, %d none gone, %d kills)", cleanQuits, noneGone, kills)
+	}
+	if recoveries < journalHits {
+		t.Errorf("%d kills left a journal but only %d recoveries were logged", journalHits, recoveries)
+	}
+	srv.checkLogs()
+	srv.stop()
+}
+
+// sameMailbox reports whether a listing holds exactly the UIDs and sizes
+// of want.
+func sameMailbox(want map[string]int64, got mailbox) bool {
+	if len(want) != len(got.sizes) {
+		return false
+	}
+	for uid, size := range want {
+		if s, ok := got.sizes[uid]; !ok || s != size {
+			return false
+		}
+	}
+	return true
+}
+
+// diffMailbox describes how a listing differs from want (a few examples).
+func diffMailbox(want map[string]int64, got mailbox) string {
+	var lines []string
+	for uid, size := range want {
+		if s, ok := got.sizes[uid]; !ok {
+			lines = append(lines, fmt.Sprintf("  missing %s (%d octets)", uid, size))
+		} else if s != size {
+			lines = append(lines, fmt.Sprintf("  %s: %d octets, want %d", uid, s, size))
+		}
+	}
+	for uid, size := range got.sizes {
+		if _, ok := want[uid]; !ok {
+			lines = append(lines, fmt.Sprintf("  unexpected %s (%d octets)", uid, size))
+		}
+	}
+	sort.Strings(lines)
+	n := len(lines)
+	if n > 8 {
+		lines = append(lines[:8], fmt.Sprintf("  ... %d differences in all", n))
+	}
+	return strings.Join(lines, "\n")
+}
