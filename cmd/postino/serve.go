@@ -191,6 +191,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store: %w", err)
 	}
+	delivery.CleanSpool(deliverer.SpoolDir)
 	s.pop3 = &pop3.Server{
 		Backend: &mailserver.POP3Backend{
 			Users: s.users, Store: st, Logger: logger, Guard: guard,

@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/postino-mail/postino/internal/store"
@@ -87,11 +88,10 @@ type Result struct {
 // dropping an mbox "From " envelope line at its start. The caller must
 // Close the spool.
 func (d *Deliverer) Spool(ctx context.Context, msg io.Reader) (*Spool, error) {
-	f, err := os.CreateTemp(d.SpoolDir, "spool-*")
+	f, err := openSpoolFile(d.SpoolDir)
 	if err != nil {
 		return nil, fmt.Errorf("creating spool file: %w", err)
 	}
-	os.Remove(f.Name()) // unlinked at once: nothing is left behind by a crash
 	sp := &Spool{f: f}
 	br := bufio.NewReaderSize(msg, 32*1024)
 	if peek, _ := br.Peek(5); string(peek) == "From " {
@@ -212,4 +212,33 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// openSpoolFile opens an anonymous file in dir: on Linux with O_TMPFILE,
+// so it never has a name a crash could leave behind; elsewhere it is
+// unlinked at once (CleanSpool removes what a crash in between leaves).
+func openSpoolFile(dir string) (*os.File, error) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	if f, err := os.OpenFile(dir, os.O_RDWR|oTmpfile, 0o600); err == nil && oTmpfile != 0 {
+		return f, nil
+	}
+	f, err := os.CreateTemp(dir, "spool-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return f, nil
+}
+
+// CleanSpool removes spool files left in dir by a crash between creating
+// and unlinking them (systems without O_TMPFILE).
+func CleanSpool(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "spool-") {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }

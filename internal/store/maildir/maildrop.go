@@ -63,6 +63,7 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 		return nil, fmt.Errorf("maildir: locking %s: %w", dir, err)
 	}
 	md := &Maildrop{s: s, dir: dir, unlock: unlock}
+	s.cleanTmp(dir)
 	if err := s.recoverJournal(dir); err != nil {
 		md.Close()
 		return nil, err
@@ -470,4 +471,27 @@ func (s *Store) removeJournal(dir string) error {
 		return fmt.Errorf("maildir: removing journal: %w", err)
 	}
 	return s.syncDir(dir)
+}
+
+// tmpMaxAge is how old a file in tmp/ must be before it is removed: the
+// Maildir convention's 36 hours, far longer than any delivery takes.
+const tmpMaxAge = 36 * time.Hour
+
+// cleanTmp removes files that deliveries interrupted by a crash left in
+// tmp/. They never became messages; this only reclaims their space.
+func (s *Store) cleanTmp(dir string) {
+	f, err := s.root.Open(dir + "/tmp")
+	if err != nil {
+		return
+	}
+	entries, _ := f.ReadDir(-1)
+	f.Close()
+	cutoff := time.Now().Add(-tmpMaxAge)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && info.ModTime().Before(cutoff) {
+			if err := s.root.Remove(dir + "/tmp/" + e.Name()); err == nil {
+				s.logger.Info("maildir: removed a stale file from tmp/", "dir", dir, "file", e.Name())
+			}
+		}
+	}
 }

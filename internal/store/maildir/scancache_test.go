@@ -93,3 +93,22 @@ func (s *Store) relDir(t *testing.T, box string) string {
 	}
 	return d
 }
+
+func TestStaleTmpRemoved(t *testing.T) {
+	s, root := newTestStore(t)
+	dir := maildirPath(root)
+	writeMessages(t, dir, 1)
+	old, fresh := filepath.Join(dir, "tmp", "old"), filepath.Join(dir, "tmp", "fresh")
+	os.WriteFile(old, []byte("partial"), 0o600)
+	os.WriteFile(fresh, []byte("in progress"), 0o600)
+	long := time.Now().Add(-37 * time.Hour)
+	os.Chtimes(old, long, long)
+	md := openMD(t, s, "alice@example.test")
+	md.Close()
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Error("a 37-hour-old tmp/ file was kept")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Error("a fresh tmp/ file (a delivery in progress) was removed")
+	}
+}
