@@ -300,7 +300,7 @@ func dummyVerify(password string) {
 		dummy.hash, _ = HashPassword(hex.EncodeToString(b))
 	})
 	if dummy.hash != "" {
-		VerifyPassword(dummy.hash, password)
+		verifyPassword(dummy.hash, password)
 	}
 }
 
