@@ -92,3 +92,25 @@ func TestRunAsDropsPrivileges(t *testing.T) {
 	}
 	c.Quit()
 }
+
+// TestBadCertificateRefused: a certificate that does not match its key
+// stops the start with a clear message naming the files.
+func TestBadCertificateRefused(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	// Two self-signed pairs: a's certificate with b's key.
+	for _, d := range []string{a, b} {
+		s := startServer(t, serverOpts{data: d})
+		s.stop()
+	}
+	cert, key := filepath.Join(a, "tls", "cert.pem"), filepath.Join(b, "tls", "key.pem")
+	r := postino(t, nil, "serve", "--data", t.TempDir(), "--tls-cert", cert, "--tls-key", key,
+		"--pop3", "127.0.0.1:0", "--pop3s", "", "--smtp", "", "--submission", "", "--submissions", "")
+	if r.code != 78 || !strings.Contains(r.stderr, "do not match") || !strings.Contains(r.stderr, "cert.pem") {
+		t.Fatalf("mismatched certificate and key: %s", r)
+	}
+	r = postino(t, nil, "serve", "--data", t.TempDir(), "--tls-cert", filepath.Join(a, "users.passwd"), "--tls-key", key,
+		"--pop3", "127.0.0.1:0", "--pop3s", "", "--smtp", "", "--submission", "", "--submissions", "")
+	if r.code != 78 || !strings.Contains(r.stderr, "tls:") {
+		t.Fatalf("garbage certificate: %s", r)
+	}
+}
