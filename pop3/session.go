@@ -100,6 +100,13 @@ func ParseCommand(line string, rest func(keyword string) bool) (keyword string, 
 	if len(kw) > maxKeywordLen {
 		return "", nil, errors.New("Unknown command.")
 	}
+	for i := 0; i < len(kw); i++ {
+		// RFC 1939 §3: keywords are printable ASCII; letters and
+		// digits are all any command uses (UTF8, RFC 6856).
+		if c := kw[i] | 0x20; (c < 'a' || c > 'z') && (kw[i] < '0' || kw[i] > '9') {
+			return "", nil, errors.New("Unknown command.")
+		}
+	}
 	kw = strings.ToUpper(kw)
 	if !hasTail {
 		return kw, nil, nil
