@@ -26,6 +26,7 @@ import (
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // ---- a scriptable loopback SMTP server ----
@@ -560,22 +561,7 @@ func (e *env) entries() []*Entry {
 // mailbox returns the messages in a local mailbox.
 func (e *env) mailbox(user string) []string {
 	e.t.Helper()
-	md, err := e.store.OpenMaildrop(context.Background(), user)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer md.Close()
-	var out []string
-	for i := range md.Messages() {
-		rc, err := md.Open(context.Background(), i)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		b, _ := io.ReadAll(rc)
-		rc.Close()
-		out = append(out, string(b))
-	}
-	return out
+	return testutil.StoreMessages(e.t, e.store, user)
 }
 
 var _ store.Store = (*maildir.Store)(nil)

@@ -29,6 +29,7 @@ import (
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -376,28 +377,27 @@ func (c *client) send(from string, rcpts []string, msg string) string {
 	return c.expect(250, "OK: queued as ")[0]
 }
 
+// dataToAlice starts a transaction from x@remote.example to
+// alice@example.test and sends DATA, expecting each step to succeed.
+func (c *client) dataToAlice() {
+	c.t.Helper()
+	c.cmd(250, "", "MAIL FROM:<x@remote.example>")
+	c.cmd(250, "", "RCPT TO:<alice@example.test>")
+	c.cmd(354, "", "DATA")
+}
+
+// expectNoMessages fails the test if mailbox holds any message.
+func (e *env) expectNoMessages(mailbox string) {
+	e.t.Helper()
+	if got := e.messages(mailbox); len(got) != 0 {
+		e.t.Fatalf("delivered %q", got)
+	}
+}
+
 // messages returns the messages of a mailbox, in wire form.
 func (e *env) messages(mailbox string) []string {
 	e.t.Helper()
-	md, err := e.store.OpenMaildrop(context.Background(), mailbox)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer md.Close()
-	var out []string
-	for i := range md.Messages() {
-		rc, err := md.Open(context.Background(), i)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, string(b))
-	}
-	return out
+	return testutil.StoreMessages(e.t, e.store, mailbox)
 }
 
 // waitIdle waits until the server has no connections.

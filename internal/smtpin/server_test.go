@@ -455,40 +455,30 @@ func TestLineTooLong(t *testing.T) {
 
 	c = e.dial()
 	c.ehlo()
-	c.cmd(250, "", "MAIL FROM:<x@remote.example>")
-	c.cmd(250, "", "RCPT TO:<alice@example.test>")
-	c.cmd(354, "", "DATA")
+	c.dataToAlice()
 	c.write("Subject: long\r\n\r\n" + strings.Repeat("y", 300) + "\r\n.\r\n")
 	c.expect(554, "5.6.0 Message line too long")
 	c.expect(500, "Too long line")
 	c.closed()
-	if got := e.messages("alice@example.test"); len(got) != 0 {
-		t.Fatalf("delivered %q", got)
-	}
+	e.expectNoMessages("alice@example.test")
 }
 
 func TestNUL(t *testing.T) {
 	e := newEnv(t, RoleMX, nil)
 	c := e.dial()
 	c.ehlo()
-	c.cmd(250, "", "MAIL FROM:<x@remote.example>")
-	c.cmd(250, "", "RCPT TO:<alice@example.test>")
-	c.cmd(354, "", "DATA")
+	c.dataToAlice()
 	c.write("Subject: nul\r\n\r\nbad\x00byte\r\nmore\r\n.\r\n")
 	c.expect(554, "5.6.0 Message contains NUL octets")
 	c.cmd(250, "", "NOOP")
-	if got := e.messages("alice@example.test"); len(got) != 0 {
-		t.Fatalf("delivered %q", got)
-	}
+	e.expectNoMessages("alice@example.test")
 }
 
 func TestClientVanishes(t *testing.T) {
 	e := newEnv(t, RoleMX, nil)
 	c := e.dial()
 	c.ehlo()
-	c.cmd(250, "", "MAIL FROM:<x@remote.example>")
-	c.cmd(250, "", "RCPT TO:<alice@example.test>")
-	c.cmd(354, "", "DATA")
+	c.dataToAlice()
 	c.write("Subject: half\r\n\r\nthe first half\r\n")
 	c.conn.Close()
 
@@ -501,9 +491,7 @@ func TestClientVanishes(t *testing.T) {
 	c.write("BDAT 100 LAST\r\nonly a part")
 	c.conn.Close()
 	e.waitIdle()
-	if got := e.messages("alice@example.test"); len(got) != 0 {
-		t.Fatalf("delivered %q", got)
-	}
+	e.expectNoMessages("alice@example.test")
 }
 
 func TestErrorLimit(t *testing.T) {
@@ -545,18 +533,14 @@ func TestTimeouts(t *testing.T) {
 
 	c = e.dial()
 	c.ehlo()
-	c.cmd(250, "", "MAIL FROM:<x@remote.example>")
-	c.cmd(250, "", "RCPT TO:<alice@example.test>")
-	c.cmd(354, "", "DATA")
+	c.dataToAlice()
 	c.write("Subject: slow\r\n\r\n")
 	c.expect(421, "4.4.2 Error receiving the message")
 	// What the client sends after the timeout is never read as commands.
 	c.write("MAIL FROM:<x@remote.example>\r\n")
 	c.closed()
 	e.waitIdle()
-	if got := e.messages("alice@example.test"); len(got) != 0 {
-		t.Fatalf("delivered %q", got)
-	}
+	e.expectNoMessages("alice@example.test")
 }
 
 func TestConnectionLimits(t *testing.T) {
@@ -637,9 +621,7 @@ func TestSmuggling(t *testing.T) {
 			e := newEnv(t, RoleMX, nil)
 			c := e.dial()
 			c.ehlo()
-			c.cmd(250, "", "MAIL FROM:<x@remote.example>")
-			c.cmd(250, "", "RCPT TO:<alice@example.test>")
-			c.cmd(354, "", "DATA")
+			c.dataToAlice()
 			c.write("Subject: outer\r\n\r\nouter body" + end +
 				"MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\ninner\r\n.\r\n")
 			code, lines := c.reply()

@@ -5,23 +5,17 @@
 package blackbox
 
 import (
-	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -32,82 +26,16 @@ var binPath string
 const cmdTimeout = 60 * time.Second
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err == nil {
-		_, err = os.Stat(filepath.Join(root, "go.mod"))
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "blackbox: cannot find the repository root: %v\n", err)
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "postino-blackbox-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "blackbox: %v\n", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "postino")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", binPath, "./cmd/postino")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "blackbox: go build ./cmd/postino: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
-}
-
-// syncBuffer is a bytes.Buffer safe for a process writing while a test
-// reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// freeAddrs returns n distinct loopback addresses whose ports were free a
-// moment ago: all n are held open together, so they differ.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("picking a free port: %v", err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
+	os.Exit(testutil.Main(m, "blackbox", &binPath, nil))
 }
 
 // server is a running "postino serve".
 type server struct {
+	*testutil.Serve
 	t         testing.TB
 	data      string
 	pop3Addr  string // "" when disabled
 	pop3sAddr string // "" when disabled
-	cmd       *exec.Cmd
-	stdout    *syncBuffer
-	stderr    *syncBuffer
-	done      chan struct{}
-	waitErr   error
 	stopped   bool
 }
 
@@ -132,112 +60,58 @@ func startServer(t testing.TB, o serverOpts) *server {
 	if o.data == "" {
 		o.data = t.TempDir()
 	}
-	for attempt := 1; ; attempt++ {
-		s := &server{t: t, data: o.data, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-		args := []string{"serve"}
-		if !o.noAddrs {
-			args = append(args, "--smtp", "", "--submission", "", "--submissions", "")
-		}
-		if !o.noDataFlag {
-			args = append(args, "--data", s.data)
-		}
-		switch {
-		case o.noAddrs:
-			s.pop3Addr, s.pop3sAddr = o.pop3Addr, o.pop3sAddr
-		default:
-			free := freeAddrs(t, 2)
-			if o.noPOP3 {
-				args = append(args, "--pop3", "")
-			} else {
-				s.pop3Addr = free[0]
-				args = append(args, "--pop3", s.pop3Addr)
-			}
-			if o.noPOP3S {
-				args = append(args, "--pop3s", "")
-			} else {
-				s.pop3sAddr = free[1]
-				args = append(args, "--pop3s", s.pop3sAddr)
-			}
-		}
-		args = append(args, o.extraArgs...)
-		s.cmd = exec.Command(binPath, args...)
-		s.cmd.Stdout = s.stdout
-		s.cmd.Stderr = s.stderr
-		if err := s.cmd.Start(); err != nil {
-			t.Fatalf("starting postino serve: %v", err)
-		}
-		go func() {
-			s.waitErr = s.cmd.Wait()
-			close(s.done)
-		}()
-		err := s.waitReady()
-		if err == nil {
-			t.Cleanup(func() {
-				if !s.stopped {
-					s.stop()
-				}
-			})
-			return s
-		}
-		s.cmd.Process.Kill()
-		<-s.done
-		if attempt < 3 && !o.noAddrs && (strings.Contains(s.stderr.String(), "cannot listen") || strings.Contains(s.stderr.String(), "already used")) {
-			t.Logf("retrying with other ports: %v", err)
-			continue
-		}
-		t.Fatalf("postino serve %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, s.stdout, s.stderr)
+	s := &server{t: t, data: o.data}
+	nAddrs := 2
+	if o.noAddrs {
+		nAddrs = 0
 	}
-}
-
-// waitReady waits until the banner lists the expected listeners (so they
-// are this process's, not someone else's on a reused port) and they accept
-// connections.
-func (s *server) waitReady() error {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case <-s.done:
-			return fmt.Errorf("exited early (%v)", s.waitErr)
-		default:
-		}
-		out := s.stdout.String()
-		ready := (s.pop3Addr == "" || strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "pop3", s.pop3Addr))) &&
-			(s.pop3sAddr == "" || strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "pop3s", s.pop3sAddr)))
-		if ready {
-			for _, a := range []string{s.pop3Addr, s.pop3sAddr} {
-				if a == "" {
-					continue
-				}
-				c, err := net.DialTimeout("tcp", a, 5*time.Second)
-				if err != nil {
-					return err
-				}
-				c.Close()
+	s.Serve = testutil.StartServe(t, testutil.ServeConfig{
+		Bin:       binPath,
+		FreeAddrs: nAddrs,
+		Retry:     !o.noAddrs,
+		Setup: func(free []string) ([]string, map[string]string) {
+			args := []string{"serve"}
+			if !o.noAddrs {
+				args = append(args, "--smtp", "", "--submission", "", "--submissions", "")
 			}
-			return nil
+			if !o.noDataFlag {
+				args = append(args, "--data", s.data)
+			}
+			s.pop3Addr, s.pop3sAddr = "", ""
+			switch {
+			case o.noAddrs:
+				s.pop3Addr, s.pop3sAddr = o.pop3Addr, o.pop3sAddr
+			default:
+				if o.noPOP3 {
+					args = append(args, "--pop3", "")
+				} else {
+					s.pop3Addr = free[0]
+					args = append(args, "--pop3", s.pop3Addr)
+				}
+				if o.noPOP3S {
+					args = append(args, "--pop3s", "")
+				} else {
+					s.pop3sAddr = free[1]
+					args = append(args, "--pop3s", s.pop3sAddr)
+				}
+			}
+			args = append(args, o.extraArgs...)
+			return args, map[string]string{"pop3": s.pop3Addr, "pop3s": s.pop3sAddr}
+		},
+	})
+	t.Cleanup(func() {
+		if !s.stopped {
+			s.stop()
 		}
-		if time.Now().After(deadline) {
-			return errors.New("listeners not ready within 15s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	})
+	return s
 }
 
 // signal sends sig to the server process.
 func (s *server) signal(sig os.Signal) {
 	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
+	if err := s.Cmd.Process.Signal(sig); err != nil {
 		s.t.Fatalf("signalling postino: %v", err)
-	}
-}
-
-// wait waits up to d for the process to exit and returns its exit code.
-func (s *server) wait(d time.Duration) (int, bool) {
-	select {
-	case <-s.done:
-		return s.cmd.ProcessState.ExitCode(), true
-	case <-time.After(d):
-		return -1, false
 	}
 }
 
@@ -246,80 +120,39 @@ func (s *server) wait(d time.Duration) (int, bool) {
 func (s *server) stop() {
 	s.t.Helper()
 	s.stopped = true
-	select {
-	case <-s.done:
-		s.t.Errorf("postino serve had already exited (%v)\nstderr:\n%s", s.waitErr, s.stderr)
-		return
-	default:
-	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	code, ok := s.wait(10 * time.Second)
-	if !ok {
-		s.cmd.Process.Kill()
-		<-s.done
-		s.t.Errorf("postino serve did not exit within 10s of SIGTERM\nstderr:\n%s", s.stderr)
-		return
-	}
-	if code != 0 {
-		s.t.Errorf("postino serve exited %d after SIGTERM, want 0\nstderr:\n%s", code, s.stderr)
-	}
+	s.Stop(s.t, 10*time.Second, s.Stderr)
 }
 
 // kill9 kills the server with SIGKILL and waits for it.
 func (s *server) kill9() {
 	s.t.Helper()
 	s.stopped = true
-	s.cmd.Process.Kill()
-	if _, ok := s.wait(10 * time.Second); !ok {
+	s.Cmd.Process.Kill()
+	if _, ok := s.Wait(10 * time.Second); !ok {
 		s.t.Fatalf("postino serve did not die after SIGKILL")
 	}
 }
 
-// cliResult is the outcome of one postino CLI invocation.
-type cliResult struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r cliResult) String() string {
-	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-}
+// run runs a postino CLI command with stdin and returns its output and
+// exit code.
+var run = testutil.Runner{Timeout: cmdTimeout, Split: true}.Run
 
 // postino runs the binary with stdin and returns its output and exit code.
-func postino(t testing.TB, stdin []byte, args ...string) cliResult {
+func postino(t testing.TB, stdin []byte, args ...string) testutil.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binPath, args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := cliResult{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("running postino %s: %v", strings.Join(args, " "), err)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("postino %s timed out\n%s", strings.Join(args, " "), r)
-	}
-	return r
+	return run(t, nil, stdin, binPath, args...)
 }
 
 // addUser runs "postino user add ADDR --password-stdin".
 func addUser(t testing.TB, data, addr, pw string) {
 	t.Helper()
-	if r := postino(t, []byte(pw+"\n"), "user", "add", addr, "--password-stdin", "--data", data); r.code != 0 {
+	if r := postino(t, []byte(pw+"\n"), "user", "add", addr, "--password-stdin", "--data", data); r.Code != 0 {
 		t.Fatalf("user add %s: %s", addr, r)
 	}
 }
 
 // deliver runs "postino deliver" and returns its result.
-func deliver(t testing.TB, data, from string, msg []byte, rcpts ...string) cliResult {
+func deliver(t testing.TB, data, from string, msg []byte, rcpts ...string) testutil.Result {
 	t.Helper()
 	args := []string{"deliver", "--data", data, "--from", from}
 	args = append(args, rcpts...)
@@ -329,7 +162,7 @@ func deliver(t testing.TB, data, from string, msg []byte, rcpts ...string) cliRe
 // mustDeliver delivers and fails the test unless the exit code is 0.
 func mustDeliver(t testing.TB, data, from string, msg []byte, rcpts ...string) {
 	t.Helper()
-	if r := deliver(t, data, from, msg, rcpts...); r.code != 0 {
+	if r := deliver(t, data, from, msg, rcpts...); r.Code != 0 {
 		t.Fatalf("deliver to %v: %s", rcpts, r)
 	}
 }
@@ -337,13 +170,7 @@ func mustDeliver(t testing.TB, data, from string, msg []byte, rcpts ...string) {
 // dial connects to the plain POP3 listener.
 func (s *server) dial() *pop3.Client {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pop3.Dial(ctx, s.pop3Addr)
-	if err != nil {
-		s.t.Fatalf("dialing %s: %v", s.pop3Addr, err)
-	}
-	c.Timeout = 30 * time.Second
+	c := testutil.DialPOP3(s.t, s.pop3Addr, 30*time.Second)
 	s.t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -399,39 +226,12 @@ func (s *server) retrieveAll(user, pw string) [][]byte {
 // sizes are the exact RETR octet counts.
 func retrAll(t testing.TB, c *pop3.Client) [][]byte {
 	t.Helper()
-	list, err := c.List()
-	if err != nil {
-		t.Fatalf("LIST: %v", err)
-	}
-	var msgs [][]byte
-	for _, e := range list {
-		r, err := c.Retr(e.Number)
-		if err != nil {
-			t.Fatalf("RETR %d: %v", e.Number, err)
-		}
-		b, err := io.ReadAll(r)
-		if err != nil {
-			t.Fatalf("RETR %d: %v", e.Number, err)
-		}
-		if int64(len(b)) != e.Size {
-			t.Errorf("message %d: LIST says %d octets, RETR gave %d", e.Number, e.Size, len(b))
-		}
-		msgs = append(msgs, b)
-	}
-	return msgs
+	return testutil.RetrAll(t, c, "")
 }
 
 // wireForm is what POP3 must serve for a message delivered by "postino
-// deliver --from from rcpt": the two trace lines, CRLF line ends, and a
-// final CRLF.
-func wireForm(from, rcpt string, msg []byte) []byte {
-	s := strings.ReplaceAll(string(msg), "\r\n", "\n")
-	s = "Return-Path: <" + from + ">\nDelivered-To: " + rcpt + "\n" + s
-	if !strings.HasSuffix(s, "\n") {
-		s += "\n"
-	}
-	return []byte(strings.ReplaceAll(s, "\n", "\r\n"))
-}
+// deliver --from from rcpt".
+var wireForm = testutil.WireForm
 
 // isCode reports whether err is a POP3 -ERR with the response code.
 func isCode(err error, code string) bool {

@@ -9,15 +9,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI runs as root; this test needs it")
-		}
-		t.Skip("needs root")
+		testutil.SkipOrFatal(t, "needs root (CI runs as root)")
 	}
 }
 
@@ -28,7 +27,7 @@ func TestRootRefusesNetworkWithoutRunAs(t *testing.T) {
 	dir := t.TempDir()
 	r := postino(t, nil, "serve", "--data", dir, "--pop3", "0.0.0.0:1", "--pop3s", "",
 		"--smtp", "", "--submission", "", "--submissions", "")
-	if r.code != 78 || !strings.Contains(r.stderr, "refusing to listen on 0.0.0.0:1 as root") {
+	if r.Code != 78 || !strings.Contains(r.Stderr, "refusing to listen on 0.0.0.0:1 as root") {
 		t.Fatalf("serve as root on 0.0.0.0: %s", r)
 	}
 }
@@ -37,8 +36,8 @@ func TestRootRefusesNetworkWithoutRunAs(t *testing.T) {
 func TestRootLoopbackWarns(t *testing.T) {
 	needRoot(t)
 	s := startServer(t, serverOpts{})
-	if !strings.Contains(s.stderr.String(), "running as root") {
-		t.Errorf("no warning about running as root:\n%s", s.stderr.String())
+	if !strings.Contains(s.Stderr.String(), "running as root") {
+		t.Errorf("no warning about running as root:\n%s", s.Stderr.String())
 	}
 }
 
@@ -62,7 +61,7 @@ func TestRunAsDropsPrivileges(t *testing.T) {
 	os.WriteFile(cfg, []byte(fmt.Sprintf("run_as = %q\n", "nobody")), 0o644)
 	s := startServer(t, serverOpts{data: data, extraArgs: []string{"--config", cfg}})
 
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,12 +104,12 @@ func TestBadCertificateRefused(t *testing.T) {
 	cert, key := filepath.Join(a, "tls", "cert.pem"), filepath.Join(b, "tls", "key.pem")
 	r := postino(t, nil, "serve", "--data", t.TempDir(), "--tls-cert", cert, "--tls-key", key,
 		"--pop3", "127.0.0.1:0", "--pop3s", "", "--smtp", "", "--submission", "", "--submissions", "")
-	if r.code != 78 || !strings.Contains(r.stderr, "do not match") || !strings.Contains(r.stderr, "cert.pem") {
+	if r.Code != 78 || !strings.Contains(r.Stderr, "do not match") || !strings.Contains(r.Stderr, "cert.pem") {
 		t.Fatalf("mismatched certificate and key: %s", r)
 	}
 	r = postino(t, nil, "serve", "--data", t.TempDir(), "--tls-cert", filepath.Join(a, "users.passwd"), "--tls-key", key,
 		"--pop3", "127.0.0.1:0", "--pop3s", "", "--smtp", "", "--submission", "", "--submissions", "")
-	if r.code != 78 || !strings.Contains(r.stderr, "tls:") {
+	if r.Code != 78 || !strings.Contains(r.Stderr, "tls:") {
 		t.Fatalf("garbage certificate: %s", r)
 	}
 }

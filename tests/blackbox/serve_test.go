@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -64,12 +65,12 @@ func TestCertificateCreatedThenReused(t *testing.T) {
 		t.Errorf("certificate not valid for 127.0.0.1: %v", err)
 	}
 	fp := sha256.Sum256(block.Bytes)
-	if !strings.Contains(s1.stdout.String(), hex.EncodeToString(fp[:])) {
-		t.Errorf("banner does not show the certificate's SHA-256 fingerprint %x:\n%s", fp, s1.stdout)
+	if !strings.Contains(s1.Stdout.String(), hex.EncodeToString(fp[:])) {
+		t.Errorf("banner does not show the certificate's SHA-256 fingerprint %x:\n%s", fp, s1.Stdout)
 	}
 	for _, l := range []string{"pop3         " + s1.pop3Addr, "pop3s        " + s1.pop3sAddr} {
-		if !strings.Contains(s1.stdout.String(), "  "+l+"\n") {
-			t.Errorf("banner lacks listener line %q:\n%s", l, s1.stdout)
+		if !strings.Contains(s1.Stdout.String(), "  "+l+"\n") {
+			t.Errorf("banner lacks listener line %q:\n%s", l, s1.Stdout)
 		}
 	}
 
@@ -111,8 +112,8 @@ func TestCertificateCreatedThenReused(t *testing.T) {
 		t.Fatalf("second start: implicit TLS with the first certificate trusted: %v", err)
 	}
 	c.Quit()
-	if strings.Contains(s2.stderr.String(), "generated a self-signed certificate") {
-		t.Errorf("second start logged a certificate generation:\n%s", s2.stderr)
+	if strings.Contains(s2.Stderr.String(), "generated a self-signed certificate") {
+		t.Errorf("second start logged a certificate generation:\n%s", s2.Stderr)
 	}
 }
 
@@ -126,7 +127,7 @@ func TestUserManagementLive(t *testing.T) {
 		t.Fatalf("login before user add: got %v, want -ERR [AUTH]", err)
 	}
 	r := postino(t, []byte("first-pw\n"), "user", "add", addr, "--password-stdin", "--data", s.data)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("user add: %s", r)
 	}
 	c := s.login(addr, "first-pw")
@@ -137,7 +138,7 @@ func TestUserManagementLive(t *testing.T) {
 
 	// Adding the same user again fails and keeps the password.
 	r = postino(t, []byte("other-pw\n"), "user", "add", addr, "--password-stdin", "--data", s.data)
-	if r.code == 0 || !strings.Contains(r.stderr, "exists") {
+	if r.Code == 0 || !strings.Contains(r.Stderr, "exists") {
 		t.Errorf("second user add: want failure saying it exists, got %s", r)
 	}
 	s.login(addr, "first-pw").Quit()
@@ -145,17 +146,17 @@ func TestUserManagementLive(t *testing.T) {
 	// A second user, then list.
 	addUser(t, s.data, "bob@example.test", "bob-pw")
 	r = postino(t, nil, "user", "list", "--data", s.data)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("user list: %s", r)
 	}
 	wantList := "alice@example.test\tARGON2ID\nbob@example.test\tARGON2ID\n"
-	if r.stdout != wantList {
-		t.Errorf("user list output:\n%q\nwant\n%q", r.stdout, wantList)
+	if r.Stdout != wantList {
+		t.Errorf("user list output:\n%q\nwant\n%q", r.Stdout, wantList)
 	}
 
 	// passwd applies live: the old password is refused, the new one works.
 	r = postino(t, []byte("second-pw\n"), "user", "passwd", addr, "--password-stdin", "--data", s.data)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("user passwd: %s", r)
 	}
 	if _, err := s.tryLogin(addr, "first-pw"); !isCode(err, pop3.CodeAuth) {
@@ -165,13 +166,13 @@ func TestUserManagementLive(t *testing.T) {
 
 	// passwd of an unknown user fails.
 	r = postino(t, []byte("x\n"), "user", "passwd", "nobody@example.test", "--password-stdin", "--data", s.data)
-	if r.code == 0 {
+	if r.Code == 0 {
 		t.Errorf("user passwd of an unknown user succeeded: %s", r)
 	}
 
 	// del applies live.
 	r = postino(t, nil, "user", "del", addr, "--data", s.data)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("user del: %s", r)
 	}
 	if _, err := s.tryLogin(addr, "second-pw"); !isCode(err, pop3.CodeAuth) {
@@ -179,24 +180,24 @@ func TestUserManagementLive(t *testing.T) {
 	}
 	s.login("bob@example.test", "bob-pw").Quit()
 	r = postino(t, nil, "user", "list", "--data", s.data)
-	if r.stdout != "bob@example.test\tARGON2ID\n" {
-		t.Errorf("user list after del: %q", r.stdout)
+	if r.Stdout != "bob@example.test\tARGON2ID\n" {
+		t.Errorf("user list after del: %q", r.Stdout)
 	}
 	r = postino(t, nil, "user", "del", addr, "--data", s.data)
-	if r.code == 0 {
+	if r.Code == 0 {
 		t.Errorf("deleting a deleted user succeeded: %s", r)
 	}
 
 	// Invalid addresses are refused and nothing is added.
 	for _, bad := range []string{"../x@y", "a/b@c", "no-at", "a:b@c"} {
 		r := postino(t, []byte("pw\n"), "user", "add", bad, "--password-stdin", "--data", s.data)
-		if r.code == 0 {
+		if r.Code == 0 {
 			t.Errorf("user add %q succeeded: %s", bad, r)
 		}
 	}
 	r = postino(t, nil, "user", "list", "--data", s.data)
-	if r.stdout != "bob@example.test\tARGON2ID\n" {
-		t.Errorf("user list after invalid adds: %q", r.stdout)
+	if r.Stdout != "bob@example.test\tARGON2ID\n" {
+		t.Errorf("user list after invalid adds: %q", r.Stdout)
 	}
 	for _, p := range []string{filepath.Join(s.data, "x@y"), filepath.Join(filepath.Dir(s.data), "x")} {
 		if _, err := os.Stat(p); err == nil {
@@ -224,18 +225,18 @@ func TestDeliver(t *testing.T) {
 
 	// Unknown recipient: 67 and nothing delivered, not even to alice.
 	r := deliver(t, s.data, from, []byte("Subject: must not arrive\n\nx\n"), "alice@example.test", "nobody@example.test")
-	if r.code != 67 {
+	if r.Code != 67 {
 		t.Errorf("deliver with an unknown recipient: %s\nwant exit 67", r)
 	}
-	if !strings.Contains(r.stderr, "nobody@example.test") {
-		t.Errorf("deliver error does not name the unknown recipient: %s", r.stderr)
+	if !strings.Contains(r.Stderr, "nobody@example.test") {
+		t.Errorf("deliver error does not name the unknown recipient: %s", r.Stderr)
 	}
 	// Empty input: 65.
-	if r := deliver(t, s.data, from, nil, "alice@example.test"); r.code != 65 {
+	if r := deliver(t, s.data, from, nil, "alice@example.test"); r.Code != 65 {
 		t.Errorf("deliver of empty input: %s\nwant exit 65", r)
 	}
 	// No recipient is a usage error, and nothing is stored.
-	if r := deliver(t, s.data, from, lf); r.code == 0 {
+	if r := deliver(t, s.data, from, lf); r.Code == 0 {
 		t.Errorf("deliver without a recipient succeeded: %s", r)
 	}
 
@@ -424,7 +425,7 @@ func TestSignals(t *testing.T) {
 		}
 		tc.Quit()
 		if time.Now().After(deadline) {
-			t.Fatalf("still serving the old certificate 5s after SIGHUP\n%s", s.stderr)
+			t.Fatalf("still serving the old certificate 5s after SIGHUP\n%s", s.Stderr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -454,7 +455,7 @@ func TestSignals(t *testing.T) {
 		t.Errorf("STLS accepted inside implicit TLS")
 	}
 	tc.Quit()
-	if code, exited := s.wait(100 * time.Millisecond); exited {
+	if code, exited := s.Wait(100 * time.Millisecond); exited {
 		t.Fatalf("server exited (%d) after SIGHUP", code)
 	}
 
@@ -483,13 +484,13 @@ func TestSignals(t *testing.T) {
 	if !strings.HasPrefix(string(buf[:n]), "-ERR [SYS/TEMP]") {
 		t.Errorf("unauthenticated idle session got %q on SIGTERM, want -ERR [SYS/TEMP] ...", buf[:n])
 	}
-	code, exited := s.wait(10 * time.Second)
+	code, exited := s.Wait(10 * time.Second)
 	if !exited {
-		s.cmd.Process.Kill()
-		t.Fatalf("server did not exit within 10s of SIGTERM\n%s", s.stderr)
+		s.Cmd.Process.Kill()
+		t.Fatalf("server did not exit within 10s of SIGTERM\n%s", s.Stderr)
 	}
 	if code != 0 {
-		t.Errorf("exit code after SIGTERM: %d, want 0\n%s", code, s.stderr)
+		t.Errorf("exit code after SIGTERM: %d, want 0\n%s", code, s.Stderr)
 	}
 	// Nothing was deleted, and the listener is gone.
 	if _, err := net.DialTimeout("tcp", s.pop3Addr, time.Second); err == nil {
@@ -539,51 +540,51 @@ func writeNewCert(t *testing.T, data string) []byte {
 func TestConfig(t *testing.T) {
 	dir := t.TempDir()
 	r := postino(t, nil, "config", "default")
-	if r.code != 0 || !strings.Contains(r.stdout, "[pop3]") {
+	if r.Code != 0 || !strings.Contains(r.Stdout, "[pop3]") {
 		t.Fatalf("config default: %s", r)
 	}
 	def := filepath.Join(dir, "default.toml")
-	if err := os.WriteFile(def, []byte(r.stdout), 0o600); err != nil {
+	if err := os.WriteFile(def, []byte(r.Stdout), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := postino(t, nil, "config", "check", def); r.code != 0 || !strings.Contains(r.stdout, "OK") {
+	if r := postino(t, nil, "config", "check", def); r.Code != 0 || !strings.Contains(r.Stdout, "OK") {
 		t.Errorf("config check of the default output: %s", r)
 	}
 
 	bad := filepath.Join(dir, "bad.toml")
 	os.WriteFile(bad, []byte("[pop3]\nlisten = \"127.0.0.1:1\"\nlisten_tsl = \"127.0.0.1:2\"\n"), 0o600)
 	r = postino(t, nil, "config", "check", bad)
-	if r.code != 78 || !strings.Contains(r.stderr, "listen_tsl") {
+	if r.Code != 78 || !strings.Contains(r.Stderr, "listen_tsl") {
 		t.Errorf("config check with an unknown key: %s\nwant exit 78 naming pop3.listen_tsl", r)
 	}
 	badTop := filepath.Join(dir, "badtop.toml")
 	os.WriteFile(badTop, []byte("colour = \"blue\"\n"), 0o600)
-	if r := postino(t, nil, "config", "check", badTop); r.code != 78 || !strings.Contains(r.stderr, "colour") {
+	if r := postino(t, nil, "config", "check", badTop); r.Code != 78 || !strings.Contains(r.Stderr, "colour") {
 		t.Errorf("config check with an unknown top-level key: %s", r)
 	}
 	// serve refuses such a file with the same exit code.
-	if r := postino(t, nil, "serve", "--config", bad, "--data", filepath.Join(dir, "d0")); r.code != 78 {
+	if r := postino(t, nil, "serve", "--config", bad, "--data", filepath.Join(dir, "d0")); r.Code != 78 {
 		t.Errorf("serve --config with an unknown key: %s\nwant exit 78", r)
 	}
 
 	// serve --config with the listeners set in the file.
 	data := filepath.Join(dir, "data")
-	free := freeAddrs(t, 2)
+	free := testutil.FreeAddrs(t, 2)
 	p3, p3s := free[0], free[1]
 	good := filepath.Join(dir, "good.toml")
 	cfg := "data_dir = \"" + data + "\"\nhostname = \"localhost\"\n\n[pop3]\nlisten = \"" + p3 + "\"\nlisten_tls = \"" + p3s + "\"\n\n[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n"
 	os.WriteFile(good, []byte(cfg), 0o600)
-	if r := postino(t, nil, "config", "check", good); r.code != 0 {
+	if r := postino(t, nil, "config", "check", good); r.Code != 0 {
 		t.Fatalf("config check of %s: %s", cfg, r)
 	}
-	if r := postino(t, []byte("pw\n"), "user", "add", "carol@example.test", "--password-stdin", "--config", good); r.code != 0 {
+	if r := postino(t, []byte("pw\n"), "user", "add", "carol@example.test", "--password-stdin", "--config", good); r.Code != 0 {
 		t.Fatalf("user add --config: %s", r)
 	}
 	// Only --config: the file sets data_dir and both listeners.
 	s := startServer(t, serverOpts{data: data, noAddrs: true, noDataFlag: true, pop3Addr: p3, pop3sAddr: p3s,
 		extraArgs: []string{"--config", good}})
-	if !strings.Contains(s.stdout.String(), "pop3         "+p3) || !strings.Contains(s.stdout.String(), "pop3s        "+p3s) {
-		t.Errorf("banner does not show the configured listeners:\n%s", s.stdout)
+	if !strings.Contains(s.Stdout.String(), "pop3         "+p3) || !strings.Contains(s.Stdout.String(), "pop3s        "+p3s) {
+		t.Errorf("banner does not show the configured listeners:\n%s", s.Stdout)
 	}
 	if _, err := os.Stat(filepath.Join(data, "tls", "cert.pem")); err != nil {
 		t.Errorf("no certificate in the configured data_dir: %v", err)
@@ -627,7 +628,7 @@ func TestConfigPlaintextNever(t *testing.T) {
 // TestDisabledListener checks that an empty --pop3s disables implicit TLS.
 func TestDisabledListener(t *testing.T) {
 	s := startServer(t, serverOpts{noPOP3S: true})
-	out := s.stdout.String()
+	out := s.Stdout.String()
 	if strings.Contains(out, "pop3s") {
 		t.Errorf("banner lists a pop3s listener although --pop3s \"\":\n%s", out)
 	}
@@ -635,7 +636,7 @@ func TestDisabledListener(t *testing.T) {
 		t.Errorf("banner lacks the pop3 listener:\n%s", out)
 	}
 	// The process listens on exactly one TCP port: the plain one.
-	if ports, ok := listeningPorts(t, s.cmd.Process.Pid); ok {
+	if ports, ok := listeningPorts(t, s.Cmd.Process.Pid); ok {
 		_, want, _ := net.SplitHostPort(s.pop3Addr)
 		if len(ports) != 1 || ports[0] != want {
 			t.Errorf("server listens on ports %v, want only %s", ports, want)
@@ -645,10 +646,10 @@ func TestDisabledListener(t *testing.T) {
 	s.login("alice@example.test", "pw").Quit()
 
 	s2 := startServer(t, serverOpts{noPOP3: true})
-	if strings.Contains(s2.stdout.String(), "pop3         ") {
-		t.Errorf("banner lists a pop3 listener although --pop3 \"\":\n%s", s2.stdout)
+	if strings.Contains(s2.Stdout.String(), "pop3         ") {
+		t.Errorf("banner lists a pop3 listener although --pop3 \"\":\n%s", s2.Stdout)
 	}
-	if ports, ok := listeningPorts(t, s2.cmd.Process.Pid); ok {
+	if ports, ok := listeningPorts(t, s2.Cmd.Process.Pid); ok {
 		_, want, _ := net.SplitHostPort(s2.pop3sAddr)
 		if len(ports) != 1 || ports[0] != want {
 			t.Errorf("server listens on ports %v, want only %s", ports, want)

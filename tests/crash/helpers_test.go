@@ -33,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -46,34 +47,7 @@ const cmdTimeout = 60 * time.Second
 const password = "crash-test-password"
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err == nil {
-		_, err = os.Stat(filepath.Join(root, "go.mod"))
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "crash: cannot find the repository root: %v\n", err)
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "postino-crash-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "crash: %v\n", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "postino")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", binPath, "./cmd/postino")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "crash: go build ./cmd/postino: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
+	os.Exit(testutil.Main(m, "crash", &binPath, nil))
 }
 
 // envInt returns the positive integer in the environment variable name, or
@@ -132,41 +106,6 @@ func (e *errorCap) finish() {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writing while a test
-// reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// freeAddrs returns n distinct loopback addresses whose ports were free a
-// moment ago: all n are held open together, so they differ.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("picking a free port: %v", err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
 // serverConfig is the configuration every crash test runs with. POP3's
 // command rate limit is off so that a client can pipeline hundreds of DELE
 // commands without being slowed down; everything else is the default.
@@ -189,10 +128,9 @@ type server struct {
 	mu         sync.Mutex
 	pop3, smtp string
 
-	cmd     *exec.Cmd
-	stdout  *syncBuffer
+	proc    *testutil.Process
+	stdout  *testutil.SyncBuffer
 	logPath string
-	done    chan struct{}
 	running bool
 
 	procs   int // processes started
@@ -213,8 +151,7 @@ func newServer(t testing.TB, data string) *server {
 	s.pickPorts()
 	t.Cleanup(func() {
 		if s.running {
-			s.cmd.Process.Kill()
-			<-s.done
+			s.proc.Kill()
 			s.running = false
 		}
 	})
@@ -225,7 +162,7 @@ func newServer(t testing.TB, data string) *server {
 }
 
 func (s *server) pickPorts() {
-	a := freeAddrs(s.t, 2)
+	a := testutil.FreeAddrs(s.t, 2)
 	s.mu.Lock()
 	s.pop3, s.smtp = a[0], a[1]
 	s.mu.Unlock()
@@ -278,29 +215,23 @@ func (s *server) startOnce() (bindErr bool, err error) {
 		return false, err
 	}
 	defer logFile.Close()
-	s.stdout = &syncBuffer{}
-	s.cmd = exec.Command(binPath, "serve", "--config", s.cfgPath, "--data", s.data,
+	s.stdout = &testutil.SyncBuffer{}
+	cmd := exec.Command(binPath, "serve", "--config", s.cfgPath, "--data", s.data,
 		"--pop3", pop3Addr, "--pop3s", "", "--smtp", smtpAddr, "--submission", "", "--submissions", "")
-	s.cmd.Stdout = s.stdout
-	s.cmd.Stderr = logFile
-	setPdeathsig(s.cmd)
-	if err := s.cmd.Start(); err != nil {
+	cmd.Stdout = s.stdout
+	cmd.Stderr = logFile
+	setPdeathsig(cmd)
+	if s.proc, err = testutil.StartProcess(cmd); err != nil {
 		return false, fmt.Errorf("starting postino serve: %w", err)
 	}
-	done := make(chan struct{})
-	s.done = done
-	cmd := s.cmd
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
 	s.running = true
-	err = s.waitReady(pop3Addr, smtpAddr)
+	// The banner must list both listeners at the expected addresses (so
+	// they are this process's, not someone else's on a reused port).
+	err = s.proc.WaitBanner(s.stdout, map[string]string{"pop3": pop3Addr, "smtp": smtpAddr}, 20*time.Second, 5*time.Millisecond)
 	if err == nil {
 		return false, nil
 	}
-	s.cmd.Process.Kill()
-	<-s.done
+	s.proc.Kill()
 	s.running = false
 	log, _ := os.ReadFile(s.logPath)
 	if strings.Contains(string(log), "cannot listen") {
@@ -315,43 +246,12 @@ func (s *server) logFiles() []string {
 	return m
 }
 
-// waitReady waits until the banner lists both listeners at the expected
-// addresses (so they are this process's, not someone else's on a reused
-// port) and they accept connections.
-func (s *server) waitReady(pop3Addr, smtpAddr string) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case <-s.done:
-			return fmt.Errorf("exited early (%v)", s.cmd.ProcessState)
-		default:
-		}
-		out := s.stdout.String()
-		if strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "pop3", pop3Addr)) &&
-			strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "smtp", smtpAddr)) {
-			for _, a := range []string{pop3Addr, smtpAddr} {
-				c, err := net.DialTimeout("tcp", a, 5*time.Second)
-				if err != nil {
-					return err
-				}
-				c.Close()
-			}
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return errors.New("listeners not ready within 20s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // kill SIGKILLs the running server and waits until it is gone.
 func (s *server) kill() {
 	if !s.running {
 		return
 	}
-	s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.done
+	s.proc.Kill()
 	s.running = false
 	s.kills++
 }
@@ -362,16 +262,11 @@ func (s *server) stop() {
 	if !s.running {
 		return
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(15 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
+	if !s.proc.Terminate(15 * time.Second) {
 		s.t.Errorf("postino serve did not exit within 15s of SIGTERM")
 	}
 	s.running = false
-	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := s.proc.Cmd.ProcessState.ExitCode(); code != 0 {
 		log, _ := os.ReadFile(s.logPath)
 		s.t.Errorf("postino serve exited %d after SIGTERM, want 0\n%s", code, lastLines(string(log), 30))
 	}
@@ -421,45 +316,16 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// cliResult is the outcome of one postino CLI invocation.
-type cliResult struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r cliResult) String() string {
-	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-}
-
 // postino runs the binary with stdin and returns its output and exit code.
-func postino(t testing.TB, stdin []byte, args ...string) cliResult {
+func postino(t testing.TB, stdin []byte, args ...string) testutil.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binPath, args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := cliResult{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("running postino %s: %v", strings.Join(args, " "), err)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("postino %s timed out\n%s", strings.Join(args, " "), r)
-	}
-	return r
+	return testutil.Runner{Timeout: cmdTimeout, Split: true}.Run(t, nil, stdin, binPath, args...)
 }
 
 // addUser runs "postino user add ADDR --password-stdin --scheme SCHEME".
 func addUser(t testing.TB, data, addr, scheme string) {
 	t.Helper()
-	if r := postino(t, []byte(password+"\n"), "user", "add", addr, "--password-stdin", "--scheme", scheme, "--data", data); r.code != 0 {
+	if r := postino(t, []byte(password+"\n"), "user", "add", addr, "--password-stdin", "--scheme", scheme, "--data", data); r.Code != 0 {
 		t.Fatalf("user add %s: %s", addr, r)
 	}
 }

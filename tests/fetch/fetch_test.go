@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // Exit codes documented in internal/fetch.
@@ -56,20 +58,20 @@ func TestPolicies(t *testing.T) {
 				s.deliver(t, user, testMessage(i, 2000))
 			}
 			// Leave on server: new mail, then no new mail.
-			if r := fetch(t, nil, a, d, state, more...); r.code != exitNewMail {
-				t.Fatalf("first fetch: exit %d, want %d:\n%s", r.code, exitNewMail, r.out)
+			if r := fetch(t, nil, a, d, state, more...); r.Code != exitNewMail {
+				t.Fatalf("first fetch: exit %d, want %d:\n%s", r.Code, exitNewMail, r.Output)
 			}
 			checkExactlyOnce(t, d, ids(1, 3))
-			if r := fetch(t, nil, a, d, state, more...); r.code != exitNoMail {
-				t.Fatalf("second fetch: exit %d, want %d:\n%s", r.code, exitNoMail, r.out)
+			if r := fetch(t, nil, a, d, state, more...); r.Code != exitNoMail {
+				t.Fatalf("second fetch: exit %d, want %d:\n%s", r.Code, exitNoMail, r.Output)
 			}
 			if n := serverCount(t, s.pop3Addr, user, "pw"); n != 3 {
 				t.Errorf("server has %d messages after leave-on-server fetches, want 3", n)
 			}
 			// Old and new mail: only the new one is downloaded.
 			s.deliver(t, user, testMessage(4, 2000))
-			if r := fetch(t, nil, a, d, state, more...); r.code != exitNewMail {
-				t.Fatalf("third fetch: exit %d:\n%s", r.code, r.out)
+			if r := fetch(t, nil, a, d, state, more...); r.Code != exitNewMail {
+				t.Fatalf("third fetch: exit %d:\n%s", r.Code, r.Output)
 			}
 			checkExactlyOnce(t, d, ids(1, 4))
 
@@ -77,14 +79,14 @@ func TestPolicies(t *testing.T) {
 			s.deliver(t, user, testMessage(5, 50000))
 			s.deliver(t, user, testMessage(6, 1000))
 			s.deliver(t, user, testMessage(7, 1000))
-			if r := fetch(t, nil, a, d, state, append(more, "--max-size", "20KiB", "--max-messages", "1")...); r.code != exitNewMail || !strings.Contains(r.out, "size limit") {
-				t.Fatalf("limited fetch: exit %d:\n%s", r.code, r.out)
+			if r := fetch(t, nil, a, d, state, append(more, "--max-size", "20KiB", "--max-messages", "1")...); r.Code != exitNewMail || !strings.Contains(r.Output, "size limit") {
+				t.Fatalf("limited fetch: exit %d:\n%s", r.Code, r.Output)
 			}
 			checkExactlyOnce(t, d, []int{1, 2, 3, 4, 6})
 
 			// Delete after N days: nothing is old enough yet.
-			if r := fetch(t, nil, a, d, state, append(more, "--delete-after-days", "3")...); r.code != exitNewMail {
-				t.Fatalf("fetch: exit %d:\n%s", r.code, r.out)
+			if r := fetch(t, nil, a, d, state, append(more, "--delete-after-days", "3")...); r.Code != exitNewMail {
+				t.Fatalf("fetch: exit %d:\n%s", r.Code, r.Output)
 			}
 			checkExactlyOnce(t, d, ids(1, 7))
 			if n := serverCount(t, s.pop3Addr, user, "pw"); n != 7 {
@@ -92,8 +94,8 @@ func TestPolicies(t *testing.T) {
 			}
 			// Age messages 1-3 in the state file by four days.
 			ageState(t, filepath.Join(state, "acct.state"), 4*24*time.Hour, 3)
-			if r := fetch(t, nil, a, d, state, append(more, "--delete-after-days", "3")...); r.code != exitNoMail {
-				t.Fatalf("fetch: exit %d:\n%s", r.code, r.out)
+			if r := fetch(t, nil, a, d, state, append(more, "--delete-after-days", "3")...); r.Code != exitNoMail {
+				t.Fatalf("fetch: exit %d:\n%s", r.Code, r.Output)
 			}
 			if n := serverCount(t, s.pop3Addr, user, "pw"); n != 4 {
 				t.Errorf("server has %d messages after delete-after-days, want 4", n)
@@ -101,8 +103,8 @@ func TestPolicies(t *testing.T) {
 			// Delete after download: the rest goes, nothing is delivered
 			// twice.
 			s.deliver(t, user, testMessage(8, 1000))
-			if r := fetch(t, nil, a, d, state, append(more, "--delete")...); r.code != exitNewMail {
-				t.Fatalf("fetch --delete: exit %d:\n%s", r.code, r.out)
+			if r := fetch(t, nil, a, d, state, append(more, "--delete")...); r.Code != exitNewMail {
+				t.Fatalf("fetch --delete: exit %d:\n%s", r.Code, r.Output)
 			}
 			if n := serverCount(t, s.pop3Addr, user, "pw"); n != 0 {
 				t.Errorf("server has %d messages after --delete, want 0", n)
@@ -177,12 +179,12 @@ func TestKillAtEveryStep(t *testing.T) {
 				state := t.TempDir()
 				more := append(mdaCheck(d), "--delete")
 				r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step + ":" + fmt.Sprint(nth)}, a, d, state, more...)
-				if r.code != -1 {
-					t.Fatalf("the hooked run was not killed (exit %d):\n%s", r.code, r.out)
+				if r.Code != -1 {
+					t.Fatalf("the hooked run was not killed (exit %d):\n%s", r.Code, r.Output)
 				}
 				r = fetch(t, nil, a, d, state, more...)
-				if r.code != exitNewMail && r.code != exitNoMail {
-					t.Fatalf("rerun: exit %d:\n%s", r.code, r.out)
+				if r.Code != exitNewMail && r.Code != exitNoMail {
+					t.Fatalf("rerun: exit %d:\n%s", r.Code, r.Output)
 				}
 				checkExactlyOnce(t, d, ids(1, 5))
 				if c := serverCount(t, s.pop3Addr, user, "pw"); c != 0 {
@@ -220,7 +222,7 @@ func TestKillRandom(t *testing.T) {
 				kills := 0
 				for attempt := 0; attempt < 40; attempt++ {
 					cmd := exec.Command(binPath, fetchArgs(a, d, state, more...)...)
-					out := &syncBuffer{}
+					out := &testutil.SyncBuffer{}
 					cmd.Stdout, cmd.Stderr = out, out
 					if err := cmd.Start(); err != nil {
 						t.Fatal(err)
@@ -249,8 +251,8 @@ func TestKillRandom(t *testing.T) {
 				t.Fatalf("no run completed")
 			finished:
 				t.Logf("%d kills before a run completed", kills)
-				if r := fetch(t, nil, a, d, state, more...); r.code != exitNoMail {
-					t.Fatalf("final fetch: exit %d, want no new mail:\n%s", r.code, r.out)
+				if r := fetch(t, nil, a, d, state, more...); r.Code != exitNoMail {
+					t.Fatalf("final fetch: exit %d, want no new mail:\n%s", r.Code, r.Output)
 				}
 				checkExactlyOnce(t, d, ids(1, count))
 				want := count
@@ -275,45 +277,45 @@ func TestTLSAndAuthFailures(t *testing.T) {
 
 	noPin := a
 	noPin.extra = nil
-	if r := fetch(t, nil, noPin, d, state); r.code != exitTLS || !strings.Contains(r.out, "certificate") {
-		t.Errorf("self-signed certificate without pin: exit %d, want %d:\n%s", r.code, exitTLS, r.out)
+	if r := fetch(t, nil, noPin, d, state); r.Code != exitTLS || !strings.Contains(r.Output, "certificate") {
+		t.Errorf("self-signed certificate without pin: exit %d, want %d:\n%s", r.Code, exitTLS, r.Output)
 	}
 	wrongPin := a
 	wrongPin.extra = []string{"--fingerprint", strings.Repeat("ab", 32)}
-	if r := fetch(t, nil, wrongPin, d, state); r.code != exitTLS || !strings.Contains(r.out, "fingerprint") {
-		t.Errorf("wrong fingerprint: exit %d, want %d:\n%s", r.code, exitTLS, r.out)
+	if r := fetch(t, nil, wrongPin, d, state); r.Code != exitTLS || !strings.Contains(r.Output, "fingerprint") {
+		t.Errorf("wrong fingerprint: exit %d, want %d:\n%s", r.Code, exitTLS, r.Output)
 	}
 	plain := account{server: s.pop3Addr, user: a.user, pw: a.pw}
-	if r := fetch(t, nil, plain, d, state, "--security", "none"); r.code != 64 || !strings.Contains(r.out, "allow_plaintext") {
-		t.Errorf("security none without --allow-plaintext: exit %d:\n%s", r.code, r.out)
+	if r := fetch(t, nil, plain, d, state, "--security", "none"); r.Code != 64 || !strings.Contains(r.Output, "allow_plaintext") {
+		t.Errorf("security none without --allow-plaintext: exit %d:\n%s", r.Code, r.Output)
 	}
 	checkExactlyOnce(t, d, nil)
-	if r := fetch(t, nil, plain, d, state, "--security", "starttls", "--fingerprint", s.fingerprint); r.code != exitNewMail {
-		t.Errorf("starttls with pin: exit %d:\n%s", r.code, r.out)
+	if r := fetch(t, nil, plain, d, state, "--security", "starttls", "--fingerprint", s.fingerprint); r.Code != exitNewMail {
+		t.Errorf("starttls with pin: exit %d:\n%s", r.Code, r.Output)
 	}
 	checkExactlyOnce(t, d, ids(1, 1))
 	s.deliver(t, a.user, testMessage(2, 1000))
-	if r := fetch(t, nil, noPin, d, state, "--insecure"); r.code != exitNewMail {
-		t.Errorf("--insecure: exit %d:\n%s", r.code, r.out)
+	if r := fetch(t, nil, noPin, d, state, "--insecure"); r.Code != exitNewMail {
+		t.Errorf("--insecure: exit %d:\n%s", r.Code, r.Output)
 	}
 	checkExactlyOnce(t, d, ids(1, 2))
 
 	bad := a
 	bad.pw = "wrong"
-	if r := fetch(t, nil, bad, d, state); r.code != exitAuth {
-		t.Errorf("wrong password: exit %d, want %d:\n%s", r.code, exitAuth, r.out)
+	if r := fetch(t, nil, bad, d, state); r.Code != exitAuth {
+		t.Errorf("wrong password: exit %d, want %d:\n%s", r.Code, exitAuth, r.Output)
 	}
 	// A failing MDA keeps the message on the server.
 	s.deliver(t, a.user, testMessage(3, 1000))
 	fail := &destination{kind: "mda", arg: "mda:cat >/dev/null; exit 1"}
-	if r := fetch(t, nil, a, fail, state, "--delete"); r.code != exitDelivery {
-		t.Errorf("failing MDA: exit %d, want %d:\n%s", r.code, exitDelivery, r.out)
+	if r := fetch(t, nil, a, fail, state, "--delete"); r.Code != exitDelivery {
+		t.Errorf("failing MDA: exit %d, want %d:\n%s", r.Code, exitDelivery, r.Output)
 	}
 	if n := serverCount(t, s.pop3Addr, a.user, a.pw); n != 3 {
 		t.Errorf("server has %d messages after a failed delivery, want 3", n)
 	}
-	if r := fetch(t, nil, a, d, state); r.code != exitNewMail {
-		t.Errorf("after the failed MDA: exit %d:\n%s", r.code, r.out)
+	if r := fetch(t, nil, a, d, state); r.Code != exitNewMail {
+		t.Errorf("after the failed MDA: exit %d:\n%s", r.Code, r.Output)
 	}
 	checkExactlyOnce(t, d, ids(1, 3))
 }
@@ -335,13 +337,13 @@ func TestDropMidRETR(t *testing.T) {
 			state := t.TempDir()
 			r := fetch(t, nil, pa, d, state, "--retries", retries)
 			if retries == "0" {
-				if r.code != exitNetwork {
-					t.Fatalf("drop without retries: exit %d, want %d:\n%s", r.code, exitNetwork, r.out)
+				if r.Code != exitNetwork {
+					t.Fatalf("drop without retries: exit %d, want %d:\n%s", r.Code, exitNetwork, r.Output)
 				}
 				r = fetch(t, nil, pa, d, state)
 			}
-			if r.code != exitNewMail {
-				t.Fatalf("exit %d:\n%s", r.code, r.out)
+			if r.Code != exitNewMail {
+				t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 			}
 			checkExactlyOnce(t, d, ids(1, 6))
 		})
@@ -361,15 +363,15 @@ func TestNoUIDL(t *testing.T) {
 	d := newDestination(t, "maildir")
 	state := t.TempDir()
 	r := fetch(t, nil, pa, d, state)
-	if r.code != exitNewMail || !strings.Contains(r.out, "does not support UIDL") {
-		t.Fatalf("exit %d:\n%s", r.code, r.out)
+	if r.Code != exitNewMail || !strings.Contains(r.Output, "does not support UIDL") {
+		t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 	}
 	s.deliver(t, a.user, testMessage(4, 3000))
-	if r := fetch(t, nil, pa, d, state); r.code != exitNewMail {
-		t.Fatalf("exit %d:\n%s", r.code, r.out)
+	if r := fetch(t, nil, pa, d, state); r.Code != exitNewMail {
+		t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 	}
-	if r := fetch(t, nil, pa, d, state, "--delete"); r.code != exitNoMail {
-		t.Fatalf("exit %d:\n%s", r.code, r.out)
+	if r := fetch(t, nil, pa, d, state, "--delete"); r.Code != exitNoMail {
+		t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 	}
 	checkExactlyOnce(t, d, ids(1, 4))
 	if n := serverCount(t, s.pop3Addr, a.user, a.pw); n != 0 {
@@ -410,20 +412,20 @@ delete = true
 `, dir, strings.Split(s.pop3sAddr, ":")[1], s.fingerprint, pwFile)
 	cfgFile := filepath.Join(dir, "postino.toml")
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
-	if r := run(t, nil, nil, binPath, "config", "check", cfgFile); r.code != 0 {
-		t.Fatalf("config check: %s", r.out)
+	if r := run(t, nil, nil, binPath, "config", "check", cfgFile); r.Code != 0 {
+		t.Fatalf("config check: %s", r.Output)
 	}
-	if r := run(t, nil, nil, binPath, "fetch", "--config", cfgFile, "two"); r.code != exitNewMail {
-		t.Fatalf("fetch two: exit %d:\n%s", r.code, r.out)
+	if r := run(t, nil, nil, binPath, "fetch", "--config", cfgFile, "two"); r.Code != exitNewMail {
+		t.Fatalf("fetch two: exit %d:\n%s", r.Code, r.Output)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "fetch", "two.state")); err != nil {
 		t.Errorf("state not in DATA/fetch: %v", err)
 	}
-	if r := run(t, nil, nil, binPath, "fetch", "--config", cfgFile); r.code != exitNewMail {
-		t.Fatalf("fetch all: exit %d:\n%s", r.code, r.out)
+	if r := run(t, nil, nil, binPath, "fetch", "--config", cfgFile); r.Code != exitNewMail {
+		t.Fatalf("fetch all: exit %d:\n%s", r.Code, r.Output)
 	}
-	if r := run(t, nil, nil, binPath, "fetch", "--config", cfgFile); r.code != exitNoMail {
-		t.Fatalf("fetch all again: exit %d:\n%s", r.code, r.out)
+	if r := run(t, nil, nil, binPath, "fetch", "--config", cfgFile); r.Code != exitNoMail {
+		t.Fatalf("fetch all again: exit %d:\n%s", r.Code, r.Output)
 	}
 	one := &destination{kind: "maildir", read: func(t testing.TB) [][]byte {
 		var out [][]byte
@@ -435,8 +437,8 @@ delete = true
 	two := &destination{kind: "mbox", read: func(t testing.TB) [][]byte { return mboxMessages(t, filepath.Join(dir, "two.mbox")) }}
 	checkExactlyOnce(t, one, ids(1, 1))
 	checkExactlyOnce(t, two, ids(2, 2))
-	if r := run(t, nil, nil, binPath, "fetch", "--config", cfgFile, "three"); r.code != 64 {
-		t.Errorf("unknown account: exit %d:\n%s", r.code, r.out)
+	if r := run(t, nil, nil, binPath, "fetch", "--config", cfgFile, "three"); r.Code != 64 {
+		t.Errorf("unknown account: exit %d:\n%s", r.Code, r.Output)
 	}
 }
 
@@ -446,7 +448,7 @@ func TestDaemon(t *testing.T) {
 	d := newDestination(t, "maildir")
 	state := t.TempDir()
 	cmd := exec.Command(binPath, fetchArgs(a, d, state, "--daemon", "200ms")...)
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -487,15 +489,15 @@ func TestDovecot(t *testing.T) {
 		}
 		d := newDestination(t, "maildir")
 		state := t.TempDir()
-		if r := fetch(t, nil, a, d, state); r.code != exitNewMail {
-			t.Fatalf("exit %d:\n%s", r.code, r.out)
+		if r := fetch(t, nil, a, d, state); r.Code != exitNewMail {
+			t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 		}
-		if r := fetch(t, nil, a, d, state); r.code != exitNoMail {
-			t.Fatalf("exit %d:\n%s", r.code, r.out)
+		if r := fetch(t, nil, a, d, state); r.Code != exitNoMail {
+			t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 		}
 		dv.deliver(t, a.user, testMessage(4, 3000))
-		if r := fetch(t, nil, a, d, state); r.code != exitNewMail {
-			t.Fatalf("exit %d:\n%s", r.code, r.out)
+		if r := fetch(t, nil, a, d, state); r.Code != exitNewMail {
+			t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 		}
 		checkExactlyOnce(t, d, ids(1, 4))
 		if n := serverCount(t, dv.pop3Addr, a.user, a.pw); n != 4 {
@@ -515,13 +517,13 @@ func TestDovecot(t *testing.T) {
 			t.Fatalf("UIDLs did not change: %v", after)
 		}
 		r := fetch(t, nil, a, d, state, "--verbose")
-		if r.code != exitNoMail || !strings.Contains(r.out, "under another UIDL") {
-			t.Fatalf("after the UIDL change: exit %d:\n%s", r.code, r.out)
+		if r.Code != exitNoMail || !strings.Contains(r.Output, "under another UIDL") {
+			t.Fatalf("after the UIDL change: exit %d:\n%s", r.Code, r.Output)
 		}
 		checkExactlyOnce(t, d, ids(1, 4))
 
-		if r := fetch(t, nil, a, d, state, "--delete"); r.code != exitNoMail {
-			t.Fatalf("exit %d:\n%s", r.code, r.out)
+		if r := fetch(t, nil, a, d, state, "--delete"); r.Code != exitNoMail {
+			t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 		}
 		if n := serverCount(t, dv.pop3Addr, a.user, a.pw); n != 0 {
 			t.Errorf("dovecot has %d messages after --delete, want 0", n)
@@ -533,17 +535,17 @@ func TestDovecot(t *testing.T) {
 		d := newDestination(t, "mbox")
 		state := t.TempDir()
 		noPin := account{server: dv.pop3sAddr, user: "u2@test", pw: "secret"}
-		if r := fetch(t, nil, noPin, d, state); r.code != exitTLS {
-			t.Errorf("untrusted certificate: exit %d, want %d:\n%s", r.code, exitTLS, r.out)
+		if r := fetch(t, nil, noPin, d, state); r.Code != exitTLS {
+			t.Errorf("untrusted certificate: exit %d, want %d:\n%s", r.Code, exitTLS, r.Output)
 		}
 		bad := account{server: dv.pop3sAddr, user: "u2@test", pw: "wrong", extra: a.extra}
-		if r := fetch(t, nil, bad, d, state); r.code != exitAuth {
-			t.Errorf("wrong password: exit %d, want %d:\n%s", r.code, exitAuth, r.out)
+		if r := fetch(t, nil, bad, d, state); r.Code != exitAuth {
+			t.Errorf("wrong password: exit %d, want %d:\n%s", r.Code, exitAuth, r.Output)
 		}
 		dv.deliver(t, "u2@test", testMessage(1, 1000))
 		st := account{server: dv.pop3Addr, user: "u2@test", pw: "secret", extra: []string{"--security", "starttls", "--fingerprint", dv.fingerprint}}
-		if r := fetch(t, nil, st, d, state, "--delete"); r.code != exitNewMail {
-			t.Errorf("starttls: exit %d:\n%s", r.code, r.out)
+		if r := fetch(t, nil, st, d, state, "--delete"); r.Code != exitNewMail {
+			t.Errorf("starttls: exit %d:\n%s", r.Code, r.Output)
 		}
 		checkExactlyOnce(t, d, ids(1, 1))
 	})
@@ -558,12 +560,12 @@ func TestDovecot(t *testing.T) {
 		state := t.TempDir()
 		for _, step := range []string{"intent:2", "deliver-partial:3", "delivered:4", "dele:2", "quit"} {
 			r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step}, ka, d, state, "--delete")
-			if r.code != -1 {
-				t.Fatalf("%s: not killed (exit %d):\n%s", step, r.code, r.out)
+			if r.Code != -1 {
+				t.Fatalf("%s: not killed (exit %d):\n%s", step, r.Code, r.Output)
 			}
 		}
-		if r := fetch(t, nil, ka, d, state, "--delete"); r.code != exitNewMail && r.code != exitNoMail {
-			t.Fatalf("exit %d:\n%s", r.code, r.out)
+		if r := fetch(t, nil, ka, d, state, "--delete"); r.Code != exitNewMail && r.Code != exitNoMail {
+			t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 		}
 		checkExactlyOnce(t, d, ids(1, 8))
 		if n := serverCount(t, dv.pop3Addr, user, "secret"); n != 0 {
@@ -579,8 +581,8 @@ func TestDovecot(t *testing.T) {
 		p := startProxy(t, dv.pop3Addr, 70000, false)
 		pa := account{server: p.addr, user: user, pw: "secret", extra: []string{"--security", "starttls", "--fingerprint", dv.fingerprint}}
 		d := newDestination(t, "maildir")
-		if r := fetch(t, nil, pa, d, t.TempDir(), "--delete"); r.code != exitNewMail {
-			t.Fatalf("exit %d:\n%s", r.code, r.out)
+		if r := fetch(t, nil, pa, d, t.TempDir(), "--delete"); r.Code != exitNewMail {
+			t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 		}
 		checkExactlyOnce(t, d, ids(1, 5))
 		if n := serverCount(t, dv.pop3Addr, user, "secret"); n != 0 {
@@ -592,13 +594,5 @@ func TestDovecot(t *testing.T) {
 func uidls(t *testing.T, addr, user, pw string) []string {
 	c := popClient(t, addr, user, pw)
 	defer c.Quit()
-	l, err := c.UIDL()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range l {
-		out = append(out, e.UID)
-	}
-	return out
+	return testutil.UIDLs(t, c)
 }

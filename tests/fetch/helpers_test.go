@@ -7,7 +7,6 @@ package fetch_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -29,105 +28,28 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/pop3"
 )
 
 var binPath string
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "postino-fetch-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "postino")
-	build := exec.Command("go", "build", "-o", binPath, "../../cmd/postino")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build ../../cmd/postino: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
-}
-
-// syncBuffer is a bytes.Buffer safe for a process writing while a test
-// reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
-// result is the outcome of a command.
-type result struct {
-	code int
-	out  string
+	os.Exit(testutil.Main(m, "fetch", &binPath, nil))
 }
 
 // run runs a command with extra environment and returns its exit code
 // and combined output.
-func run(t testing.TB, env []string, stdin []byte, name string, args ...string) result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("%s %v timed out:\n%s", name, args, out.String())
-	case err == nil:
-		return result{0, out.String()}
-	case errors.As(err, &ee):
-		return result{ee.ExitCode(), out.String()}
-	}
-	t.Fatalf("running %s: %v", name, err)
-	return result{}
-}
+var run = testutil.Runner{Timeout: 60 * time.Second}.Run
 
 // ---- postino serve ----
 
 type postinoServer struct {
 	data, pop3Addr, pop3sAddr, fingerprint string
-	cmd                                    *exec.Cmd
-	out                                    *syncBuffer
+	out                                    *testutil.SyncBuffer
 }
 
 var fpRE = regexp.MustCompile(`fingerprint ([0-9a-f]{64})`)
@@ -137,46 +59,30 @@ func startPostino(t testing.TB) *postinoServer {
 	t.Helper()
 	data := t.TempDir()
 	for attempt := 1; ; attempt++ {
-		a := freeAddrs(t, 2)
-		s := &postinoServer{data: data, pop3Addr: a[0], pop3sAddr: a[1], out: &syncBuffer{}}
+		a := testutil.FreeAddrs(t, 2)
+		s := &postinoServer{data: data, pop3Addr: a[0], pop3sAddr: a[1], out: &testutil.SyncBuffer{}}
 		// Other listeners are disabled with empty addresses in a config.
 		cfg := filepath.Join(data, "postino.toml")
 		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[pop3]\nlisten = %q\nlisten_tls = %q\n[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n", data, s.pop3Addr, s.pop3sAddr)), 0o600)
-		s.cmd = exec.Command(binPath, "serve", "--config", cfg)
-		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-		if err := s.cmd.Start(); err != nil {
+		cmd := exec.Command(binPath, "serve", "--config", cfg)
+		cmd.Stdout, cmd.Stderr = s.out, s.out
+		p, err := testutil.StartProcess(cmd)
+		if err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan struct{})
-		go func() { s.cmd.Wait(); close(done) }()
-		deadline := time.Now().Add(15 * time.Second)
-		ready := false
-		for time.Now().Before(deadline) && !ready {
-			select {
-			case <-done:
-				deadline = time.Now()
-			default:
+		ready := p.Poll(15*time.Second, 20*time.Millisecond, func() bool {
+			m := fpRE.FindStringSubmatch(s.out.String())
+			if m == nil || !strings.Contains(s.out.String(), s.pop3sAddr) {
+				return false
 			}
-			if m := fpRE.FindStringSubmatch(s.out.String()); m != nil && strings.Contains(s.out.String(), s.pop3sAddr) {
-				s.fingerprint = m[1]
-				ready = true
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			s.fingerprint = m[1]
+			return true
+		})
 		if ready {
-			t.Cleanup(func() {
-				s.cmd.Process.Signal(syscall.SIGTERM)
-				select {
-				case <-done:
-				case <-time.After(10 * time.Second):
-					s.cmd.Process.Kill()
-				}
-			})
+			t.Cleanup(func() { p.Terminate(10 * time.Second) })
 			return s
 		}
-		s.cmd.Process.Kill()
-		<-done
+		p.Kill()
 		if attempt < 3 {
 			continue
 		}
@@ -186,28 +92,22 @@ func startPostino(t testing.TB) *postinoServer {
 
 func (s *postinoServer) addUser(t testing.TB, user, pw string) {
 	t.Helper()
-	if r := run(t, nil, []byte(pw+"\n"), binPath, "user", "add", user, "--password-stdin", "--data", s.data); r.code != 0 {
-		t.Fatalf("user add: %s", r.out)
+	if r := run(t, nil, []byte(pw+"\n"), binPath, "user", "add", user, "--password-stdin", "--data", s.data); r.Code != 0 {
+		t.Fatalf("user add: %s", r.Output)
 	}
 }
 
 func (s *postinoServer) deliver(t testing.TB, user string, msg []byte) {
 	t.Helper()
-	if r := run(t, nil, msg, binPath, "deliver", "--data", s.data, user); r.code != 0 {
-		t.Fatalf("deliver: %s", r.out)
+	if r := run(t, nil, msg, binPath, "deliver", "--data", s.data, user); r.Code != 0 {
+		t.Fatalf("deliver: %s", r.Output)
 	}
 }
 
 // client logs in with the repository's POP3 client.
 func popClient(t testing.TB, addr, user, pw string) *pop3.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pop3.Dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Timeout = 10 * time.Second
+	c := testutil.DialPOP3(t, addr, 10*time.Second)
 	if err := c.Login(user, pw); err != nil {
 		t.Fatalf("login %s: %v", user, err)
 	}
@@ -385,8 +285,8 @@ func newDestination(t testing.TB, kind string) *destination {
 	case "local":
 		data := filepath.Join(dir, "local")
 		os.MkdirAll(data, 0o700)
-		if r := run(t, nil, []byte("x\n"), binPath, "user", "add", "me@local.test", "--password-stdin", "--data", data); r.code != 0 {
-			t.Fatalf("user add: %s", r.out)
+		if r := run(t, nil, []byte("x\n"), binPath, "user", "add", "me@local.test", "--password-stdin", "--data", data); r.Code != 0 {
+			t.Fatalf("user add: %s", r.Output)
 		}
 		d.arg = "local:me@local.test"
 		d.env = []string{"LOCAL_DATA=" + data}
@@ -460,7 +360,7 @@ func fetchArgs(a account, d *destination, state string, more ...string) []string
 	return append(args, more...)
 }
 
-func fetch(t testing.TB, env []string, a account, d *destination, state string, more ...string) result {
+func fetch(t testing.TB, env []string, a account, d *destination, state string, more ...string) testutil.Result {
 	t.Helper()
 	return run(t, env, nil, binPath, fetchArgs(a, d, state, more...)...)
 }
@@ -469,7 +369,6 @@ func fetch(t testing.TB, env []string, a account, d *destination, state string, 
 
 type dovecot struct {
 	dir, conf, pop3Addr, pop3sAddr, fingerprint string
-	cmd                                         *exec.Cmd
 }
 
 // startDovecot runs a private Dovecot on loopback with users u1..u4@test
@@ -482,10 +381,7 @@ func startDovecot(t testing.TB) *dovecot {
 		_, err = os.Stat("/usr/lib/dovecot/dovecot-lda")
 	}
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("dovecot (dovecot-pop3d) is required in CI: %v", err)
-		}
-		t.Skipf("dovecot not installed: %v", err)
+		testutil.SkipOrFatal(t, "dovecot (dovecot-pop3d) not installed: %v", err)
 	}
 	dir, err := os.MkdirTemp("", "postino-fetch-dovecot-")
 	if err != nil {
@@ -505,7 +401,7 @@ func startDovecot(t testing.TB) *dovecot {
 	os.MkdirAll(mail, 0o755)
 	os.Chown(mail, mailUID(t), mailUID(t))
 	for attempt := 1; ; attempt++ {
-		a := freeAddrs(t, 2)
+		a := testutil.FreeAddrs(t, 2)
 		_, p1, _ := net.SplitHostPort(a[0])
 		_, p2, _ := net.SplitHostPort(a[1])
 		d := &dovecot{dir: dir, conf: filepath.Join(dir, "dovecot.conf"), pop3Addr: a[0], pop3sAddr: a[1], fingerprint: fp}
@@ -548,42 +444,26 @@ service anvil {
 }
 `, dir, p1, p1, p2)
 		os.WriteFile(d.conf, []byte(conf), 0o644)
-		d.cmd = exec.Command(bin, "-F", "-c", d.conf)
-		out := &syncBuffer{}
-		d.cmd.Stdout, d.cmd.Stderr = out, out
-		if err := d.cmd.Start(); err != nil {
+		cmd := exec.Command(bin, "-F", "-c", d.conf)
+		out := &testutil.SyncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		p, err := testutil.StartProcess(cmd)
+		if err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan struct{})
-		go func() { d.cmd.Wait(); close(done) }()
-		ok := false
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-			select {
-			case <-done:
-				deadline = time.Now()
-				continue
-			default:
+		ok := p.Poll(10*time.Second, 30*time.Millisecond, func() bool {
+			c, err := net.DialTimeout("tcp", d.pop3Addr, time.Second)
+			if err != nil {
+				return false
 			}
-			if c, err := net.DialTimeout("tcp", d.pop3Addr, time.Second); err == nil {
-				c.Close()
-				ok = true
-				break
-			}
-			time.Sleep(30 * time.Millisecond)
-		}
+			c.Close()
+			return true
+		})
 		if ok {
-			t.Cleanup(func() {
-				d.cmd.Process.Signal(syscall.SIGTERM)
-				select {
-				case <-done:
-				case <-time.After(10 * time.Second):
-					d.cmd.Process.Kill()
-				}
-			})
+			t.Cleanup(func() { p.Terminate(10 * time.Second) })
 			return d
 		}
-		d.cmd.Process.Kill()
-		<-done
+		p.Kill()
 		log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
 		if attempt < 3 {
 			continue
@@ -604,8 +484,8 @@ func mailUID(t testing.TB) int {
 // deliver stores a message with dovecot-lda.
 func (d *dovecot) deliver(t testing.TB, user string, msg []byte) {
 	t.Helper()
-	if r := run(t, nil, msg, "/usr/lib/dovecot/dovecot-lda", "-c", d.conf, "-d", user); r.code != 0 {
-		t.Fatalf("dovecot-lda: %s", r.out)
+	if r := run(t, nil, msg, "/usr/lib/dovecot/dovecot-lda", "-c", d.conf, "-d", user); r.Code != 0 {
+		t.Fatalf("dovecot-lda: %s", r.Output)
 	}
 }
 

@@ -88,15 +88,3 @@ func bigMessage() testMsg {
 
 // fullCorpus is the small corpus plus the 10 MB message.
 func fullCorpus() []testMsg { return append(smallCorpus(), bigMessage()) }
-
-// wireForm is what POP3 serves for a message delivered by "postino deliver
-// --from from rcpt": Return-Path and Delivered-To prepended, CRLF line
-// ends, and a final CRLF.
-func wireForm(from, rcpt string, msg []byte) []byte {
-	s := strings.ReplaceAll(string(msg), "\r\n", "\n")
-	s = "Return-Path: <" + from + ">\nDelivered-To: " + rcpt + "\n" + s
-	if !strings.HasSuffix(s, "\n") {
-		s += "\n"
-	}
-	return []byte(strings.ReplaceAll(s, "\n", "\r\n"))
-}

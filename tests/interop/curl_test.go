@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // curl retrieves message N with the URL pop3://HOST:PORT/N (RETR N) and
@@ -40,12 +42,12 @@ func (m curlMode) base(s *server) (string, []string) {
 }
 
 func TestCurl(t *testing.T) {
-	curl := needProgram(t, "curl")
+	curl := testutil.NeedProgram(t, "curl")
 	t.Parallel()
-	if r := run(t, nil, nil, curl, "--version"); r.code != 0 {
+	if r := run(t, nil, nil, curl, "--version"); r.Code != 0 {
 		t.Fatalf("curl --version:\n%s", r)
 	} else {
-		t.Logf("%s", strings.SplitN(r.output, "\n", 2)[0])
+		t.Logf("%s", strings.SplitN(r.Output, "\n", 2)[0])
 	}
 	s := startServer(t)
 	modes := []curlMode{
@@ -73,7 +75,7 @@ func TestCurl(t *testing.T) {
 
 			// LIST: pop3://host/ lists the messages.
 			r := run(t, nil, nil, curl, append(common, base+"/")...)
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("curl LIST failed:\n%s", r)
 			}
 			c := s.pop3Client(t, user, pw)
@@ -86,8 +88,8 @@ func TestCurl(t *testing.T) {
 			for _, e := range list {
 				fmt.Fprintf(&wantList, "%d %d\r\n", e.Number, e.Size)
 			}
-			if r.output != wantList.String() {
-				t.Errorf("curl LIST output %q, want %q", r.output, wantList.String())
+			if r.Output != wantList.String() {
+				t.Errorf("curl LIST output %q, want %q", r.Output, wantList.String())
 			}
 
 			dir := t.TempDir()
@@ -95,7 +97,7 @@ func TestCurl(t *testing.T) {
 			for n := 1; n <= len(msgs); n++ {
 				file := filepath.Join(dir, strconv.Itoa(n)+".eml")
 				r := run(t, nil, nil, curl, append(common, "--output", file, base+"/"+strconv.Itoa(n))...)
-				if r.code != 0 {
+				if r.Code != 0 {
 					t.Fatalf("curl RETR %d failed:\n%s", n, r)
 				}
 				b, err := os.ReadFile(file)
@@ -121,7 +123,7 @@ func TestCurl(t *testing.T) {
 					}
 					noCA = append(noCA, common[i])
 				}
-				if r := run(t, []string{"CURL_CA_BUNDLE=/nonexistent"}, nil, curl, append(noCA, base+"/1")...); r.code == 0 {
+				if r := run(t, []string{"CURL_CA_BUNDLE=/nonexistent"}, nil, curl, append(noCA, base+"/1")...); r.Code == 0 {
 					t.Errorf("curl accepted the self-signed certificate without --cacert:\n%s", r)
 				}
 			}
@@ -136,7 +138,7 @@ func TestCurl(t *testing.T) {
 			for n := 1; n <= len(msgs); n++ {
 				args = append(args, base+"/"+strconv.Itoa(n))
 			}
-			if r := run(t, nil, nil, curl, args...); r.code != 0 {
+			if r := run(t, nil, nil, curl, args...); r.Code != 0 {
 				t.Fatalf("curl DELE failed:\n%s", r)
 			}
 			if n := s.stat(t, user, pw); n != 0 {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // fetchmail (https://www.fetchmail.info/) reads $HOME/.fetchmailrc, which
@@ -98,13 +100,13 @@ func (m fetchmailMode) rc(s *server, user, pw, outDir string) string {
 }
 
 func TestFetchmail(t *testing.T) {
-	fetchmail := needProgram(t, "fetchmail")
-	needProgram(t, "mktemp")
+	fetchmail := testutil.NeedProgram(t, "fetchmail")
+	testutil.NeedProgram(t, "mktemp")
 	t.Parallel()
-	if r := run(t, []string{"HOME=" + t.TempDir()}, nil, fetchmail, "--version"); !strings.Contains(r.output, "fetchmail release") {
+	if r := run(t, []string{"HOME=" + t.TempDir()}, nil, fetchmail, "--version"); !strings.Contains(r.Output, "fetchmail release") {
 		t.Fatalf("fetchmail --version:\n%s", r)
-	} else if i := strings.Index(r.output, "This is fetchmail release"); i >= 0 {
-		t.Logf("%s", strings.SplitN(r.output[i:], "\n", 2)[0])
+	} else if i := strings.Index(r.Output, "This is fetchmail release"); i >= 0 {
+		t.Logf("%s", strings.SplitN(r.Output[i:], "\n", 2)[0])
 	}
 	s := startServer(t)
 	modes := []fetchmailMode{
@@ -132,19 +134,19 @@ func TestFetchmail(t *testing.T) {
 			rcFile := filepath.Join(home, ".fetchmailrc")
 			writeFile0600(t, rcFile, m.rc(s, user, pw, out))
 			env := []string{"HOME=" + home}
-			fetch := func() cmdResult {
+			fetch := func() testutil.Result {
 				return run(t, env, nil, fetchmail, "--nodetach", "--verbose", "--fetchmailrc", rcFile,
 					"--idfile", filepath.Join(home, ".fetchids"), "--pidfile", filepath.Join(home, ".fetchmail.pid"))
 			}
 			// Exit codes: 0 = mail retrieved, 1 = no mail.
 			r := fetch()
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("fetchmail failed:\n%s", r)
 			}
-			if m.transport != "plain" && !strings.Contains(r.output, "SSL/TLS: using protocol TLSv1.") {
+			if m.transport != "plain" && !strings.Contains(r.Output, "SSL/TLS: using protocol TLSv1.") {
 				t.Errorf("fetchmail output does not show a TLS session:\n%s", r)
 			}
-			if m.transport == "plain" && strings.Contains(r.output, "POP3> STLS") {
+			if m.transport == "plain" && strings.Contains(r.Output, "POP3> STLS") {
 				t.Errorf("fetchmail used STLS although sslproto \"\":\n%s", r)
 			}
 			got := readDirFiles(t, out)
@@ -161,8 +163,8 @@ func TestFetchmail(t *testing.T) {
 			}
 			// A second run finds nothing new (UIDL tracking in .fetchids).
 			r = fetch()
-			if r.code != 1 {
-				t.Errorf("second fetchmail run: exit %d, want 1 (no new mail)\n%s", r.code, r)
+			if r.Code != 1 {
+				t.Errorf("second fetchmail run: exit %d, want 1 (no new mail)\n%s", r.Code, r)
 			}
 			if n := len(readDirFiles(t, out)); n != len(got) {
 				t.Errorf("second run delivered %d more messages, want none\n%s", n-len(got), r)
@@ -172,7 +174,7 @@ func TestFetchmail(t *testing.T) {
 			os.RemoveAll(out)
 			os.MkdirAll(out, 0o700)
 			r = fetch()
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("third fetchmail run failed:\n%s", r)
 			}
 			compareDownloads(t, readDirFiles(t, out), late, m.normalizer())

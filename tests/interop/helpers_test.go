@@ -6,22 +6,19 @@ package interop
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -32,89 +29,14 @@ var binPath string
 const extTimeout = 90 * time.Second
 
 func TestMain(m *testing.M) {
-	code := runMain(m)
+	code := testutil.Main(m, "interop", &binPath, nil)
 	writeMatrix()
 	os.Exit(code)
 }
 
-func runMain(m *testing.M) int {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err == nil {
-		_, err = os.Stat(filepath.Join(root, "go.mod"))
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "interop: cannot find the repository root: %v\n", err)
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "postino-interop-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "interop: %v\n", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "postino")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", binPath, "./cmd/postino")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "interop: go build ./cmd/postino: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
-}
-
-// needProgram returns the path of an external program. A missing program
-// fails the test in CI (CI=true) and skips it elsewhere.
-func needProgram(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI but not installed: %v", name, err)
-		}
-		t.Skipf("%s not installed: %v", name, err)
-	}
-	return p
-}
-
-// syncBuffer is a bytes.Buffer safe for a process writing while a test
-// reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// freeAddrs returns n distinct loopback addresses whose ports were free a
-// moment ago: all n are held open together, so they differ.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("picking a free port: %v", err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
 // server is a running "postino serve" on loopback.
 type server struct {
+	*testutil.Serve
 	t         testing.TB
 	data      string
 	pop3Addr  string
@@ -122,11 +44,6 @@ type server struct {
 	pop3Port  string
 	pop3sPort string
 	certFile  string
-	cmd       *exec.Cmd
-	stdout    *syncBuffer
-	stderr    *syncBuffer
-	done      chan struct{}
-	waitErr   error
 }
 
 // startServer runs "postino serve" with a new data folder and free loopback
@@ -135,133 +52,33 @@ type server struct {
 // exit 0). A port taken between picking and binding is retried.
 func startServer(t testing.TB) *server {
 	t.Helper()
-	data := t.TempDir()
-	for attempt := 1; ; attempt++ {
-		s := &server{t: t, data: data, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-		free := freeAddrs(t, 2)
-		s.pop3Addr, s.pop3sAddr = free[0], free[1]
-		_, s.pop3Port, _ = net.SplitHostPort(s.pop3Addr)
-		_, s.pop3sPort, _ = net.SplitHostPort(s.pop3sAddr)
-		s.certFile = filepath.Join(s.data, "tls", "cert.pem")
-		s.cmd = exec.Command(binPath, "serve", "--data", s.data, "--pop3", s.pop3Addr, "--pop3s", s.pop3sAddr,
-			"--smtp", "", "--submission", "", "--submissions", "")
-		s.cmd.Stdout = s.stdout
-		s.cmd.Stderr = s.stderr
-		if err := s.cmd.Start(); err != nil {
-			t.Fatalf("starting postino serve: %v", err)
-		}
-		go func() {
-			s.waitErr = s.cmd.Wait()
-			close(s.done)
-		}()
-		err := s.waitReady()
-		if err == nil {
-			t.Cleanup(s.stop)
-			return s
-		}
-		s.cmd.Process.Kill()
-		<-s.done
-		if attempt < 3 && (strings.Contains(s.stderr.String(), "cannot listen") || strings.Contains(s.stderr.String(), "already used")) {
-			t.Logf("retrying with other ports: %v", err)
-			continue
-		}
-		t.Fatalf("postino serve: %v\nstdout:\n%s\nstderr:\n%s", err, s.stdout, s.stderr)
-	}
-}
-
-func (s *server) waitReady() error {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case <-s.done:
-			return fmt.Errorf("exited early (%v)", s.waitErr)
-		default:
-		}
-		out := s.stdout.String()
-		if strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "pop3", s.pop3Addr)) && strings.Contains(out, fmt.Sprintf("  %-12s %s\n", "pop3s", s.pop3sAddr)) {
-			for _, a := range []string{s.pop3Addr, s.pop3sAddr} {
-				c, err := net.DialTimeout("tcp", a, 5*time.Second)
-				if err != nil {
-					return err
-				}
-				c.Close()
-			}
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return errors.New("listeners not ready within 15s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (s *server) stop() {
-	select {
-	case <-s.done:
-		s.t.Errorf("postino serve had exited (%v):\n%s", s.waitErr, s.stderr)
-		return
-	default:
-	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-		if code := s.cmd.ProcessState.ExitCode(); code != 0 {
-			s.t.Errorf("postino serve exited %d after SIGTERM:\n%s", code, s.stderr)
-		}
-	case <-time.After(10 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-		s.t.Errorf("postino serve did not exit within 10s of SIGTERM")
-	}
-}
-
-// cmdResult is the outcome of an external command.
-type cmdResult struct {
-	cmdline string
-	output  string // stdout and stderr combined
-	code    int
-}
-
-func (r cmdResult) String() string {
-	out := r.output
-	if len(out) > 8000 {
-		out = out[:4000] + "\n[... " + strconv.Itoa(len(out)-8000) + " bytes cut ...]\n" + out[len(out)-4000:]
-	}
-	return fmt.Sprintf("$ %s\nexit %d, output:\n%s", r.cmdline, r.code, out)
+	s := &server{t: t, data: t.TempDir()}
+	s.certFile = filepath.Join(s.data, "tls", "cert.pem")
+	s.Serve = testutil.StartServe(t, testutil.ServeConfig{
+		Bin:       binPath,
+		FreeAddrs: 2,
+		Retry:     true,
+		Setup: func(free []string) ([]string, map[string]string) {
+			s.pop3Addr, s.pop3sAddr = free[0], free[1]
+			_, s.pop3Port, _ = net.SplitHostPort(s.pop3Addr)
+			_, s.pop3sPort, _ = net.SplitHostPort(s.pop3sAddr)
+			return []string{"serve", "--data", s.data, "--pop3", s.pop3Addr, "--pop3s", s.pop3sAddr,
+				"--smtp", "", "--submission", "", "--submissions", ""}, map[string]string{"pop3": s.pop3Addr, "pop3s": s.pop3sAddr}
+		},
+	})
+	t.Cleanup(func() { s.Stop(t, 10*time.Second, s.Stderr) })
+	return s
 }
 
 // run runs an external command with a timeout, the given extra
 // environment and stdin, and returns its combined output and exit code.
 // It fails the test if the command cannot start or times out.
-func run(t testing.TB, env []string, stdin []byte, name string, args ...string) cmdResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), extTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	cmd.WaitDelay = 5 * time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	r := cmdResult{cmdline: name + " " + strings.Join(args, " "), output: out.String()}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("timed out after %v:\n%s", extTimeout, r)
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("cannot run %s: %v", name, err)
-	}
-	return r
-}
+var run = testutil.Runner{Timeout: extTimeout, WaitDelay: 5 * time.Second, MaxShown: 8000}.Run
 
 // postino runs the binary and fails the test unless it exits 0.
 func postino(t testing.TB, stdin []byte, args ...string) {
 	t.Helper()
-	if r := run(t, nil, stdin, binPath, args...); r.code != 0 {
+	if r := run(t, nil, stdin, binPath, args...); r.Code != 0 {
 		t.Fatalf("postino failed:\n%s", r)
 	}
 }
@@ -279,7 +96,7 @@ func (s *server) fill(t testing.TB, rcpt string, msgs []testMsg) map[int][]byte 
 	want := map[int][]byte{}
 	for _, m := range msgs {
 		postino(t, m.raw, "deliver", "--data", s.data, "--from", sender, rcpt)
-		want[m.id] = wireForm(sender, rcpt, m.raw)
+		want[m.id] = testutil.WireForm(sender, rcpt, m.raw)
 	}
 	return want
 }
@@ -287,13 +104,7 @@ func (s *server) fill(t testing.TB, rcpt string, msgs []testMsg) map[int][]byte 
 // pop3Client logs in with the repository's POP3 client.
 func (s *server) pop3Client(t testing.TB, user, pw string) *pop3.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pop3.Dial(ctx, s.pop3Addr)
-	if err != nil {
-		t.Fatalf("dialing %s: %v", s.pop3Addr, err)
-	}
-	c.Timeout = 30 * time.Second
+	c := testutil.DialPOP3(t, s.pop3Addr, 30*time.Second)
 	if err := c.Login(user, pw); err != nil {
 		c.Close()
 		t.Fatalf("login %s: %v", user, err)
@@ -319,15 +130,7 @@ func (s *server) uidls(t testing.TB, user, pw string) []string {
 	t.Helper()
 	c := s.pop3Client(t, user, pw)
 	defer c.Quit()
-	l, err := c.UIDL()
-	if err != nil {
-		t.Fatalf("UIDL: %v", err)
-	}
-	var out []string
-	for _, e := range l {
-		out = append(out, e.UID)
-	}
-	return out
+	return testutil.UIDLs(t, c)
 }
 
 // writeFile0600 writes a client configuration file readable only by its

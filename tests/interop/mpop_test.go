@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // mpop (https://marlam.de/mpop/) is driven with a configuration file (mode
@@ -107,12 +109,12 @@ func (m mpopMode) describe() string {
 }
 
 func TestMpop(t *testing.T) {
-	mpop := needProgram(t, "mpop")
+	mpop := testutil.NeedProgram(t, "mpop")
 	t.Parallel()
-	if out := run(t, nil, nil, mpop, "--version"); out.code != 0 {
+	if out := run(t, nil, nil, mpop, "--version"); out.Code != 0 {
 		t.Fatalf("mpop --version:\n%s", out)
 	} else {
-		t.Logf("%s", strings.SplitN(out.output, "\n", 2)[0])
+		t.Logf("%s", strings.SplitN(out.Output, "\n", 2)[0])
 	}
 	s := startServer(t)
 	modes := []mpopMode{
@@ -140,7 +142,7 @@ func TestMpop(t *testing.T) {
 			args := append([]string{"-C", cfg}, m.tlsArgs(s)...)
 			args = append(args, "test")
 			r := run(t, env, nil, mpop, args...)
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("mpop failed:\n%s", r)
 			}
 			got := readDirFiles(t, out)
@@ -157,7 +159,7 @@ func TestMpop(t *testing.T) {
 			}
 			// A second run finds nothing new (UIDL tracking).
 			r = run(t, env, nil, mpop, args...)
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("second mpop run failed:\n%s", r)
 			}
 			if n := len(readDirFiles(t, out)); n != len(got) {
@@ -168,7 +170,7 @@ func TestMpop(t *testing.T) {
 			os.RemoveAll(out)
 			m.config(t, s, dir, user, pw) // recreates the empty output folder
 			r = run(t, env, nil, mpop, args...)
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("third mpop run failed:\n%s", r)
 			}
 			compareDownloads(t, readDirFiles(t, out), late, m.normalizer())

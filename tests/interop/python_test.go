@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // Python's poplib returns a message as its lines without terminators, the
@@ -65,12 +67,12 @@ type pythonMode struct {
 }
 
 func TestPythonPoplib(t *testing.T) {
-	python := needProgram(t, "python3")
+	python := testutil.NeedProgram(t, "python3")
 	t.Parallel()
-	if r := run(t, nil, nil, python, "--version"); r.code != 0 {
+	if r := run(t, nil, nil, python, "--version"); r.Code != 0 {
 		t.Fatalf("python3 --version:\n%s", r)
 	} else {
-		t.Logf("%s", strings.TrimSpace(r.output))
+		t.Logf("%s", strings.TrimSpace(r.Output))
 	}
 	s := startServer(t)
 	script := filepath.Join(t.TempDir(), "fetch.py")
@@ -112,7 +114,7 @@ func TestPythonPoplib(t *testing.T) {
 				del = "1"
 			}
 			r := run(t, nil, nil, python, script, m.transport, host, port, user, pw, s.certFile, out, del)
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("poplib script failed:\n%s", r)
 			}
 			var rep struct {
@@ -123,7 +125,7 @@ func TestPythonPoplib(t *testing.T) {
 				Count  int      `json:"count"`
 				Quit   string   `json:"quit"`
 			}
-			if err := json.Unmarshal([]byte(r.output), &rep); err != nil {
+			if err := json.Unmarshal([]byte(r.Output), &rep); err != nil {
 				t.Fatalf("script output is not JSON: %v\n%s", err, r)
 			}
 			for _, e := range rep.Errors {

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // testMessage returns a message that exercises the data path: a line
@@ -50,10 +52,10 @@ func swaksData(t *testing.T, msg string) string {
 
 // swaksOK runs swaks and fails unless it exits 0 and the message was
 // accepted.
-func swaksOK(t *testing.T, swaks string, args ...string) cmdResult {
+func swaksOK(t *testing.T, swaks string, args ...string) testutil.Result {
 	t.Helper()
 	r := run(t, nil, nil, swaks, append([]string{"--timeout", "30"}, args...)...)
-	if r.code != 0 || !regexp.MustCompile(`(?m)^<[-~]  250 2\.0\.0 OK: queued as [0-9A-F]{16}\s*$`).MatchString(r.output) {
+	if r.Code != 0 || !regexp.MustCompile(`(?m)^<[-~]  250 2\.0\.0 OK: queued as [0-9A-F]{16}\s*$`).MatchString(r.Output) {
 		t.Fatalf("swaks did not deliver:\n%s", r)
 	}
 	return r
@@ -88,7 +90,7 @@ func TestSwaks(t *testing.T) {
 	for _, c := range cases {
 		msg := testMessage("swaks "+c.name, c.from, alice)
 		r := swaksOK(t, swaks, append([]string{"--ehlo", "mx-client.test", "--from", c.from, "--to", alice, "--data", swaksData(t, msg)}, c.args...)...)
-		if c.trace.tls && !strings.Contains(r.output, "=== TLS started with cipher") {
+		if c.trace.tls && !strings.Contains(r.Output, "=== TLS started with cipher") {
 			t.Errorf("%s: swaks did not use TLS:\n%s", c.name, r)
 		}
 		want = append(want, msg)
@@ -158,7 +160,7 @@ type smtplibReport struct {
 // smtplibSend sends msg (sent as is: give it CRLF line ends) with Python's
 // smtplib. mode is plain, starttls, ssl or lmtp; mech is none, PLAIN or
 // LOGIN.
-func smtplibSend(t *testing.T, s *server, mode, addr, mech, user, sender string, rcpts []string, msg []byte, utf8 bool) (smtplibReport, cmdResult) {
+func smtplibSend(t *testing.T, s *server, mode, addr, mech, user, sender string, rcpts []string, msg []byte, utf8 bool) (smtplibReport, testutil.Result) {
 	t.Helper()
 	python := needPython(t)
 	dir := t.TempDir()
@@ -177,7 +179,7 @@ func smtplibSend(t *testing.T, s *server, mode, addr, mech, user, sender string,
 	}
 	r := run(t, nil, nil, python, script, mode, host, port, mech, user, passwd, s.certFile, sender, strings.Join(rcpts, ","), msgFile, u)
 	var rep smtplibReport
-	if r.code != 0 || json.Unmarshal([]byte(r.output), &rep) != nil {
+	if r.Code != 0 || json.Unmarshal([]byte(r.Output), &rep) != nil {
 		t.Fatalf("smtplib script failed:\n%s", r)
 	}
 	return rep, r
@@ -210,7 +212,7 @@ func TestPythonSmtplib(t *testing.T) {
 	var want []string
 	for _, c := range cases {
 		msg := testMessage("smtplib "+c.name, c.from, alice)
-		rep, r := smtplibSend(t, s, c.mode, c.addr, c.mech, bob, c.from, []string{alice}, crlf(msg), false)
+		rep, r := smtplibSend(t, s, c.mode, c.addr, c.mech, bob, c.from, []string{alice}, testutil.CRLF(msg), false)
 		if rep.Error != "" || len(rep.Refused) != 0 || rep.Quit != 221 || rep.TLS != c.trace.tls {
 			t.Fatalf("%s: smtplib did not deliver as expected:\n%s", c.name, r)
 		}

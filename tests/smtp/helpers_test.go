@@ -23,14 +23,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/postino-mail/postino/pop3"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // binPath is the postino binary built by TestMain.
@@ -40,68 +38,30 @@ var binPath string
 const extTimeout = 60 * time.Second
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
+	os.Exit(testutil.Main(m, "smtp", &binPath, makeUsers))
 }
 
-func runMain(m *testing.M) int {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err == nil {
-		_, err = os.Stat(filepath.Join(root, "go.mod"))
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "smtp: cannot find the repository root: %v\n", err)
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "postino-smtp-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "smtp: %v\n", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "postino")
+// makeUsers makes the test users once with "postino user add" in dir
+// (Argon2id hashing is slow on a loaded machine) and keeps the resulting
+// users.passwd in usersFile; every server gets a copy of it.
+func makeUsers(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", binPath, "./cmd/postino")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "smtp: go build ./cmd/postino: %v\n%s", err, out)
-		return 1
-	}
-	// The test users are made once with "postino user add" (Argon2id
-	// hashing is slow on a loaded machine); every server gets a copy of
-	// the resulting users.passwd.
 	tmpl := filepath.Join(dir, "users")
 	for _, u := range []string{alice, bob, carol, jorg} {
 		cmd := exec.CommandContext(ctx, binPath, "user", "add", u, "--password-stdin", "--data", tmpl)
 		cmd.Stdin = strings.NewReader(passwd + "\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "smtp: postino user add %s: %v\n%s", u, err, out)
-			return 1
+			return fmt.Errorf("postino user add %s: %v\n%s", u, err, out)
 		}
 	}
-	if usersFile, err = os.ReadFile(filepath.Join(tmpl, "users.passwd")); err != nil {
-		fmt.Fprintf(os.Stderr, "smtp: %v\n", err)
-		return 1
-	}
-	return m.Run()
+	var err error
+	usersFile, err = os.ReadFile(filepath.Join(tmpl, "users.passwd"))
+	return err
 }
 
 // usersFile is the users.passwd holding the test users, made by TestMain.
 var usersFile []byte
-
-// needProgram returns the path of an external program. A missing program
-// fails the test in CI (CI=true) and skips it elsewhere.
-func needProgram(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI but not installed: %v", name, err)
-		}
-		t.Skipf("%s not installed: %v", name, err)
-	}
-	return p
-}
 
 var (
 	pythonOnce sync.Once
@@ -112,7 +72,7 @@ var (
 // pyenv shim, which costs seconds per start on a loaded machine).
 func needPython(t testing.TB) string {
 	t.Helper()
-	p := needProgram(t, "python3")
+	p := testutil.NeedProgram(t, "python3")
 	pythonOnce.Do(func() {
 		pythonPath = p
 		out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
@@ -127,50 +87,12 @@ func needPython(t testing.TB) string {
 // needs Net::SSLeay and IO::Socket::SSL, which are separate packages).
 func needSwaks(t testing.TB) string {
 	t.Helper()
-	p := needProgram(t, "swaks")
-	perl := needProgram(t, "perl")
-	if r := run(t, nil, nil, perl, "-MNet::SSLeay", "-MIO::Socket::SSL", "-e", "1"); r.code != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("swaks cannot do TLS (install libnet-ssleay-perl libio-socket-ssl-perl):\n%s", r)
-		}
-		t.Skipf("swaks cannot do TLS (install libnet-ssleay-perl libio-socket-ssl-perl):\n%s", r)
+	p := testutil.NeedProgram(t, "swaks")
+	perl := testutil.NeedProgram(t, "perl")
+	if r := run(t, nil, nil, perl, "-MNet::SSLeay", "-MIO::Socket::SSL", "-e", "1"); r.Code != 0 {
+		testutil.SkipOrFatal(t, "swaks cannot do TLS (install libnet-ssleay-perl libio-socket-ssl-perl):\n%s", r)
 	}
 	return p
-}
-
-// syncBuffer is a bytes.Buffer safe for a process writing while a test
-// reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// freeAddrs returns n distinct loopback addresses whose ports were free a
-// moment ago: all n are held open together, so they differ.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("picking a free port: %v", err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
 }
 
 // The users every server gets, and their passwords.
@@ -194,6 +116,7 @@ const defaultAliases = "# test aliases\n" +
 
 // server is a running "postino serve" with every SMTP listener.
 type server struct {
+	*testutil.Serve
 	t        testing.TB
 	data     string
 	pop3     string
@@ -202,11 +125,6 @@ type server struct {
 	subs     string // submissions, implicit TLS
 	lmtp     string
 	certFile string
-	cmd      *exec.Cmd
-	stdout   *syncBuffer
-	stderr   *syncBuffer
-	done     chan struct{}
-	waitErr  error
 }
 
 // serverOpts tunes startServer.
@@ -252,150 +170,44 @@ func startServer(t testing.TB, o serverOpts) *server {
 	if err := os.WriteFile(conf, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := run(t, nil, nil, binPath, "config", "check", conf); r.code != 0 {
+	if r := run(t, nil, nil, binPath, "config", "check", conf); r.Code != 0 {
 		t.Fatalf("config check:\n%s\nconfig:\n%s", r, toml)
 	}
-	for attempt := 1; ; attempt++ {
-		s := &server{t: t, data: data, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-		s.certFile = filepath.Join(data, "tls", "cert.pem")
-		free := freeAddrs(t, 5)
-		s.pop3, s.smtp, s.sub, s.subs, s.lmtp = free[0], free[1], free[2], free[3], free[4]
-		if o.lmtpUnix {
-			s.lmtp = filepath.Join(data, "lmtp.sock")
-		}
-		args := []string{"serve", "--config", conf, "--data", data, "--pop3", s.pop3, "--pop3s", "",
-			"--smtp", s.smtp, "--submission", s.sub, "--submissions", s.subs, "--lmtp", s.lmtp,
-			// Outbound MX lookups go to a loopback port where no DNS
-			// server answers: nothing leaves the machine.
-			"--dns-server", "127.0.0.1:9"}
-		s.cmd = exec.Command(binPath, args...)
-		s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
-		if err := s.cmd.Start(); err != nil {
-			t.Fatalf("starting postino serve: %v", err)
-		}
-		go func() {
-			s.waitErr = s.cmd.Wait()
-			close(s.done)
-		}()
-		err := s.waitReady(map[string]string{"pop3": s.pop3, "smtp": s.smtp, "submission": s.sub, "submissions": s.subs, "lmtp": s.lmtp})
-		if err == nil {
-			t.Cleanup(s.stop)
-			return s
-		}
-		s.cmd.Process.Kill()
-		<-s.done
-		if attempt < 3 && (strings.Contains(s.stderr.String(), "cannot listen") || strings.Contains(s.stderr.String(), "already used")) {
-			t.Logf("retrying with other ports: %v", err)
-			continue
-		}
-		t.Fatalf("postino %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, s.stdout, s.stderr)
-	}
+	s := &server{t: t, data: data, certFile: filepath.Join(data, "tls", "cert.pem")}
+	s.Serve = testutil.StartServe(t, testutil.ServeConfig{
+		Bin:       binPath,
+		FreeAddrs: 5,
+		Retry:     true,
+		Setup: func(free []string) ([]string, map[string]string) {
+			s.pop3, s.smtp, s.sub, s.subs, s.lmtp = free[0], free[1], free[2], free[3], free[4]
+			if o.lmtpUnix {
+				s.lmtp = filepath.Join(data, "lmtp.sock")
+			}
+			args := []string{"serve", "--config", conf, "--data", data, "--pop3", s.pop3, "--pop3s", "",
+				"--smtp", s.smtp, "--submission", s.sub, "--submissions", s.subs, "--lmtp", s.lmtp,
+				// Outbound MX lookups go to a loopback port where no DNS
+				// server answers: nothing leaves the machine.
+				"--dns-server", "127.0.0.1:9"}
+			return args, map[string]string{"pop3": s.pop3, "smtp": s.smtp, "submission": s.sub, "submissions": s.subs, "lmtp": s.lmtp}
+		},
+	})
+	t.Cleanup(s.stop)
+	return s
 }
 
-// waitReady waits until the banner lists every listener with its address
-// and they accept connections.
-func (s *server) waitReady(want map[string]string) error {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case <-s.done:
-			return fmt.Errorf("exited early (%v)", s.waitErr)
-		default:
-		}
-		out := s.stdout.String()
-		ready := true
-		for name, addr := range want {
-			re := regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(name) + `\s+` + regexp.QuoteMeta(addr) + `$`)
-			if !re.MatchString(out) {
-				ready = false
-			}
-		}
-		if ready {
-			for _, a := range want {
-				network := "tcp"
-				if strings.HasPrefix(a, "/") {
-					network = "unix"
-				}
-				c, err := net.DialTimeout(network, a, 5*time.Second)
-				if err != nil {
-					return err
-				}
-				c.Close()
-			}
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return errors.New("listeners not ready within 15s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
+// stop stops the server with SIGTERM (it must exit 0) and checks that it
+// logged no panic.
 func (s *server) stop() {
-	select {
-	case <-s.done:
-		s.t.Errorf("postino serve had exited (%v):\n%s", s.waitErr, s.stderr)
-		return
-	default:
+	s.Stop(s.t, 15*time.Second, s.Stderr)
+	if strings.Contains(s.Stderr.String(), "panic") {
+		s.t.Errorf("postino logged a panic:\n%s", s.Stderr)
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-		if code := s.cmd.ProcessState.ExitCode(); code != 0 {
-			s.t.Errorf("postino serve exited %d after SIGTERM:\n%s", code, s.stderr)
-		}
-	case <-time.After(15 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-		s.t.Errorf("postino serve did not exit within 15s of SIGTERM")
-	}
-	if strings.Contains(s.stderr.String(), "panic") {
-		s.t.Errorf("postino logged a panic:\n%s", s.stderr)
-	}
-}
-
-// cmdResult is the outcome of an external command.
-type cmdResult struct {
-	cmdline string
-	output  string // stdout and stderr combined
-	code    int
-}
-
-func (r cmdResult) String() string {
-	out := r.output
-	if len(out) > 12000 {
-		out = out[:6000] + "\n[... " + strconv.Itoa(len(out)-12000) + " bytes cut ...]\n" + out[len(out)-6000:]
-	}
-	return fmt.Sprintf("$ %s\nexit %d, output:\n%s", r.cmdline, r.code, out)
 }
 
 // run runs an external command with a timeout, the given extra
 // environment and stdin, and returns its combined output and exit code.
 // It fails the test if the command cannot start or times out.
-func run(t testing.TB, env []string, stdin []byte, name string, args ...string) cmdResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), extTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	cmd.WaitDelay = 5 * time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	r := cmdResult{cmdline: name + " " + strings.Join(args, " "), output: out.String()}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("timed out after %v:\n%s", extTimeout, r)
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("cannot run %s: %v", name, err)
-	}
-	return r
-}
+var run = testutil.Runner{Timeout: extTimeout, WaitDelay: 5 * time.Second, MaxShown: 12000}.Run
 
 // tlsConfig trusts the server's self-signed certificate.
 func (s *server) tlsConfig() *tls.Config {
@@ -416,14 +228,8 @@ func (s *server) tlsConfig() *tls.Config {
 // without deleting.
 func (s *server) mailbox(t testing.TB, user string) [][]byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pop3.Dial(ctx, s.pop3)
-	if err != nil {
-		t.Fatalf("dialing POP3 %s: %v", s.pop3, err)
-	}
+	c := testutil.DialPOP3(t, s.pop3, 30*time.Second)
 	defer c.Close()
-	c.Timeout = 30 * time.Second
 	if !isASCII(user) {
 		if _, err := c.Cmd("UTF8"); err != nil {
 			t.Fatalf("POP3 UTF8: %v", err)
@@ -432,25 +238,7 @@ func (s *server) mailbox(t testing.TB, user string) [][]byte {
 	if err := c.Login(user, passwd); err != nil {
 		t.Fatalf("POP3 login %s: %v", user, err)
 	}
-	list, err := c.List()
-	if err != nil {
-		t.Fatalf("LIST: %v", err)
-	}
-	var msgs [][]byte
-	for _, e := range list {
-		r, err := c.Retr(e.Number)
-		if err != nil {
-			t.Fatalf("RETR %d: %v", e.Number, err)
-		}
-		b, err := io.ReadAll(r)
-		if err != nil {
-			t.Fatalf("RETR %d: %v", e.Number, err)
-		}
-		if int64(len(b)) != e.Size {
-			t.Errorf("%s message %d: LIST says %d octets, RETR gave %d", user, e.Number, e.Size, len(b))
-		}
-		msgs = append(msgs, b)
-	}
+	msgs := testutil.RetrAll(t, c, user)
 	if err := c.Quit(); err != nil {
 		t.Fatalf("QUIT: %v", err)
 	}
@@ -484,15 +272,6 @@ func isASCII(s string) bool {
 	return true
 }
 
-// crlf returns msg with every line ending in CRLF, and a final CRLF.
-func crlf(msg string) []byte {
-	s := strings.ReplaceAll(msg, "\r\n", "\n")
-	if !strings.HasSuffix(s, "\n") {
-		s += "\n"
-	}
-	return []byte(strings.ReplaceAll(s, "\n", "\r\n"))
-}
-
 // checkStored checks that got is exactly what postino must serve for msg
 // received from "from" for mailbox address rcpt: "Return-Path: <from>",
 // "Delivered-To: rcpt", then nReceived Received fields (each possibly
@@ -502,7 +281,7 @@ func checkStored(t testing.TB, got []byte, from, rcpt string, nReceived int, msg
 	t.Helper()
 	received, err := parseStored(got, from, rcpt, nReceived, msg)
 	if err != nil {
-		t.Fatalf("stored message for %s: %v\ngot:\n%q\nwant after the trace fields:\n%q", rcpt, err, got, crlf(string(msg)))
+		t.Fatalf("stored message for %s: %v\ngot:\n%q\nwant after the trace fields:\n%q", rcpt, err, got, testutil.CRLF(string(msg)))
 	}
 	return received
 }
@@ -536,7 +315,7 @@ func parseStored(got []byte, from, rcpt string, nReceived int, msg []byte) ([]st
 		received = append(received, f)
 		rest = rest[end:]
 	}
-	want := crlf(string(msg))
+	want := testutil.CRLF(string(msg))
 	if !bytes.Equal(rest, want) {
 		return nil, fmt.Errorf("content after the trace fields differs (first difference at octet %d)", firstDiff(rest, want))
 	}

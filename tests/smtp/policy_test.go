@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -16,14 +18,14 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 // swaksRefused runs swaks and fails unless it fails with a server reply
 // matching code (e.g. `554 5\.7\.1`).
-func swaksRefused(t *testing.T, swaks, code string, args ...string) cmdResult {
+func swaksRefused(t *testing.T, swaks, code string, args ...string) testutil.Result {
 	t.Helper()
 	r := run(t, nil, nil, swaks, append([]string{"--timeout", "30"}, args...)...)
 	re := regexp.MustCompile(`(?m)^<~?\*+\s+` + code + ` `)
-	if r.code == 0 || !re.MatchString(r.output) {
+	if r.Code == 0 || !re.MatchString(r.Output) {
 		t.Fatalf("swaks: want a %s reply and a failure exit:\n%s", code, r)
 	}
-	if regexp.MustCompile(`(?m)^<[-~]  250 2\.0\.0 OK: queued`).MatchString(r.output) {
+	if regexp.MustCompile(`(?m)^<[-~]  250 2\.0\.0 OK: queued`).MatchString(r.Output) {
 		t.Fatalf("swaks: the message was queued:\n%s", r)
 	}
 	return r
@@ -89,7 +91,7 @@ func TestNotOpenRelay(t *testing.T) {
 			"--auth", "LOGIN", "--auth-user", alice, "--auth-password", passwd, "--from", "bob+x@example.test", "--to", carol)
 		// An alias that reaches bob only is not alice's either; "sales"
 		// reaches alice too, so she may use it.
-		rep, r := smtplibSend(t, s, "starttls", s.sub, "PLAIN", alice, "team@example.test", []string{bob}, crlf("Subject: x\n\nx\n"), false)
+		rep, r := smtplibSend(t, s, "starttls", s.sub, "PLAIN", alice, "team@example.test", []string{bob}, testutil.CRLF("Subject: x\n\nx\n"), false)
 		if rep.Error != "" || len(rep.Refused) != 0 {
 			t.Errorf("alice sending as team@ (an alias reaching her): %s", r)
 		}
@@ -101,12 +103,12 @@ func TestNotOpenRelay(t *testing.T) {
 	t.Run("submission-AUTH-remote-recipient", func(t *testing.T) {
 		// An authenticated user's remote recipient goes to the outbound
 		// queue (whose DNS here is a dead loopback port, so it stays).
-		rep, r := smtplibSend(t, s, "starttls", s.sub, "PLAIN", alice, alice, []string{"friend@elsewhere.test"}, crlf("Subject: out\n\nout\n"), false)
+		rep, r := smtplibSend(t, s, "starttls", s.sub, "PLAIN", alice, alice, []string{"friend@elsewhere.test"}, testutil.CRLF("Subject: out\n\nout\n"), false)
 		if rep.Error != "" || len(rep.Refused) != 0 {
 			t.Fatalf("remote recipient after AUTH: %s", r)
 		}
 		out := run(t, nil, nil, binPath, "queue", "list", "--data", s.data)
-		if out.code != 0 || !strings.Contains(out.output, "elsewhere.test") || !strings.Contains(out.output, alice) {
+		if out.Code != 0 || !strings.Contains(out.Output, "elsewhere.test") || !strings.Contains(out.Output, alice) {
 			t.Fatalf("queue list:\n%v", out)
 		}
 	})
@@ -170,7 +172,7 @@ func TestUnknownUser(t *testing.T) {
 
 	msg := "Subject: partly refused\n\nbody\n"
 	rep, r := smtplibSend(t, s, "plain", s.smtp, "none", "", "someone@remote.test",
-		[]string{"nobody@example.test", alice}, crlf(msg), false)
+		[]string{"nobody@example.test", alice}, testutil.CRLF(msg), false)
 	if rep.Error != "" || len(rep.Refused) != 1 || rep.Refused["nobody@example.test"][0] != float64(550) ||
 		!strings.HasPrefix(rep.Refused["nobody@example.test"][1].(string), "5.1.1 ") {
 		t.Fatalf("want only nobody@ refused with 550 5.1.1:\n%s", r)
@@ -322,7 +324,7 @@ func TestSMTPUTF8(t *testing.T) {
 		"Content-Transfer-Encoding: 8bit\n" +
 		"\n" +
 		"Schöne Grüße, 日本語, emoji 🎉\n"
-	rep, r := smtplibSend(t, s, "plain", s.smtp, "none", "", from, []string{jorg}, crlf(msg), true)
+	rep, r := smtplibSend(t, s, "plain", s.smtp, "none", "", from, []string{jorg}, testutil.CRLF(msg), true)
 	if rep.Error != "" || len(rep.Refused) != 0 {
 		t.Fatalf("smtplib SMTPUTF8:\n%s", r)
 	}
@@ -406,21 +408,21 @@ func TestPipelining(t *testing.T) {
 	rc.expect("550 5.1.1")
 	rc.expect("250")
 	rc.expect("354")
-	rc.send(string(crlf(msg1)) + ".\r\nMAIL FROM:<b@remote.test>\r\nRCPT TO:<" + alice + ">\r\nDATA\r\n")
+	rc.send(string(testutil.CRLF(msg1)) + ".\r\nMAIL FROM:<b@remote.test>\r\nRCPT TO:<" + alice + ">\r\nDATA\r\n")
 	rc.expect("250 2.0.0")
 	rc.expect("250")
 	rc.expect("250")
 	rc.expect("354")
-	rc.send(string(crlf(strings.ReplaceAll(msg2, "\n.", "\n.."))) + ".\r\nQUIT\r\n")
+	rc.send(string(testutil.CRLF(strings.ReplaceAll(msg2, "\n.", "\n.."))) + ".\r\nQUIT\r\n")
 	rc.expect("250 2.0.0")
 	rc.expect("221")
 	rc.expectEOF()
 
 	rc = dialRaw(t, s.smtp)
 	rc.send("EHLO pipe.test\r\n" +
-		"MAIL FROM:<c@remote.test>\r\nRCPT TO:<" + alice + ">\r\nDATA\r\n" + string(crlf(msg3)) + ".\r\n" +
+		"MAIL FROM:<c@remote.test>\r\nRCPT TO:<" + alice + ">\r\nDATA\r\n" + string(testutil.CRLF(msg3)) + ".\r\n" +
 		"RSET\r\nNOOP\r\n" +
-		"MAIL FROM:<d@remote.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<" + alice + ">\r\nDATA\r\n" + string(crlf(msg4)) + ".\r\n" +
+		"MAIL FROM:<d@remote.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<" + alice + ">\r\nDATA\r\n" + string(testutil.CRLF(msg4)) + ".\r\n" +
 		"QUIT\r\n")
 	for _, want := range []string{"250", "250", "250", "354", "250 2.0.0", "250", "250", "250", "550 5.1.1", "250", "354", "250 2.0.0", "221"} {
 		rc.expect(want)
@@ -584,7 +586,7 @@ func TestHangupMidData(t *testing.T) {
 	s := startServer(t, serverOpts{})
 	partial := "From: a@remote.test\r\nSubject: cut short\r\n\r\nline one\r\nline two\r\n."
 	for i, mode := range []string{"DATA", "DATA-TLS-abrupt", "DATA-TLS-close-notify", "BDAT", "BDAT-first-chunk"} {
-		before := strings.Count(s.stderr.String(), "smtp: receiving message")
+		before := strings.Count(s.Stderr.String(), "smtp: receiving message")
 		rc := dialRaw(t, s.smtp)
 		rc.ehlo("hangup.test")
 		if strings.Contains(mode, "TLS") {
@@ -618,7 +620,7 @@ func TestHangupMidData(t *testing.T) {
 		// simply never complete). The log line only speeds this up.
 		if !strings.HasPrefix(mode, "BDAT") {
 			deadline := time.Now().Add(5 * time.Second)
-			for strings.Count(s.stderr.String(), "smtp: receiving message") <= before && time.Now().Before(deadline) {
+			for strings.Count(s.Stderr.String(), "smtp: receiving message") <= before && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 			}
 		}
@@ -667,7 +669,7 @@ func TestAliasesCatchAllPlus(t *testing.T) {
 	msgs := map[string][]string{}
 	for i, c := range cases {
 		msg := "Subject: alias case " + itoa(i) + "\n\nto " + strings.Join(c.rcpts, ", ") + "\n"
-		rep, r := smtplibSend(t, s, "plain", s.smtp, "none", "", "someone@remote.test", c.rcpts, crlf(msg), false)
+		rep, r := smtplibSend(t, s, "plain", s.smtp, "none", "", "someone@remote.test", c.rcpts, testutil.CRLF(msg), false)
 		if rep.Error != "" || len(rep.Refused) != 0 {
 			t.Fatalf("sending to %v:\n%s", c.rcpts, r)
 		}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // postfixInstance is a private Postfix started by the test: its own
@@ -29,8 +31,8 @@ type postfixInstance struct {
 // error), so nothing can leave the machine. It is stopped at cleanup.
 func startPostfix(t *testing.T, lmtpAddr string) *postfixInstance {
 	t.Helper()
-	postfix := needProgram(t, "postfix")
-	needProgram(t, "postconf")
+	postfix := testutil.NeedProgram(t, "postfix")
+	testutil.NeedProgram(t, "postconf")
 	pfUser, err := user.Lookup("postfix")
 	if err != nil {
 		t.Fatalf("the postfix package creates user postfix, but: %v", err)
@@ -40,10 +42,7 @@ func startPostfix(t *testing.T, lmtpAddr string) *postfixInstance {
 	}
 	if os.Geteuid() != 0 {
 		// The master must start as root to drop to mail_owner.
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("running a private Postfix needs root (euid %d)", os.Geteuid())
-		}
-		t.Skipf("running a private Postfix needs root (euid %d)", os.Geteuid())
+		testutil.SkipOrFatal(t, "running a private Postfix needs root (euid %d)", os.Geteuid())
 	}
 	// Not t.TempDir(): its parents are 0700 and the paths long; Postfix's
 	// daemons (running as postfix) need to reach the queue, and its unix
@@ -59,7 +58,7 @@ func startPostfix(t *testing.T, lmtpAddr string) *postfixInstance {
 		conf:    filepath.Join(dir, "conf"),
 		queue:   filepath.Join(dir, "queue"),
 		logFile: filepath.Join(dir, "log", "postfix.log"),
-		smtpd:   freeAddrs(t, 1)[0],
+		smtpd:   testutil.FreeAddrs(t, 1)[0],
 	}
 	data := filepath.Join(dir, "data")
 	for _, d := range []string{p.conf, p.queue, data, filepath.Dir(p.logFile)} {
@@ -136,19 +135,19 @@ postlog   unix-dgram n - n - 1 postlogd
 			t.Fatal(err)
 		}
 	}
-	if r := run(t, nil, nil, "postconf", "-c", p.conf, "-h", "mail_version"); r.code == 0 {
-		t.Logf("Postfix %s", strings.TrimSpace(r.output))
+	if r := run(t, nil, nil, "postconf", "-c", p.conf, "-h", "mail_version"); r.Code == 0 {
+		t.Logf("Postfix %s", strings.TrimSpace(r.Output))
 	}
-	if r := run(t, nil, nil, postfix, "-c", p.conf, "check"); r.code != 0 || strings.Contains(r.output, "fatal") {
+	if r := run(t, nil, nil, postfix, "-c", p.conf, "check"); r.Code != 0 || strings.Contains(r.Output, "fatal") {
 		t.Fatalf("postfix check:\n%s\n%s", r, p.log())
-	} else if strings.TrimSpace(r.output) != "" {
+	} else if strings.TrimSpace(r.Output) != "" {
 		t.Logf("postfix check warnings:\n%s", r)
 	}
-	if r := run(t, nil, nil, postfix, "-c", p.conf, "start"); r.code != 0 {
+	if r := run(t, nil, nil, postfix, "-c", p.conf, "start"); r.Code != 0 {
 		t.Fatalf("postfix start:\n%s\nlog:\n%s", r, p.log())
 	}
 	t.Cleanup(func() {
-		if r := run(t, nil, nil, postfix, "-c", p.conf, "stop"); r.code != 0 {
+		if r := run(t, nil, nil, postfix, "-c", p.conf, "stop"); r.Code != 0 {
 			t.Errorf("postfix stop:\n%s", r)
 		}
 		if t.Failed() {
@@ -299,7 +298,7 @@ func TestPostfixLMTP(t *testing.T) {
 			"Content-Transfer-Encoding: 8bit\n" +
 			"\n" +
 			"Schöne Grüße 🎉\n"
-		rep, r := smtplibSend(t, s, "plain", p.smtpd, "none", "", from, []string{jorg}, crlf(msg), true)
+		rep, r := smtplibSend(t, s, "plain", p.smtpd, "none", "", from, []string{jorg}, testutil.CRLF(msg), true)
 		if rep.Error != "" || len(rep.Refused) != 0 {
 			t.Fatalf("smtplib to Postfix:\n%s", r)
 		}
@@ -331,7 +330,7 @@ func TestPostfixLMTP(t *testing.T) {
 	if strings.Contains(p.log(), "status=deferred") {
 		t.Errorf("Postfix deferred a delivery:\n%s", p.log())
 	}
-	if r := run(t, nil, nil, "postqueue", "-c", p.conf, "-p"); !strings.Contains(r.output, "Mail queue is empty") {
+	if r := run(t, nil, nil, "postqueue", "-c", p.conf, "-p"); !strings.Contains(r.Output, "Mail queue is empty") {
 		t.Errorf("postqueue -p:\n%s", r)
 	}
 }
@@ -345,10 +344,10 @@ func checkReceivedLMTP(t *testing.T, f, proto, rcpt string) {
 
 // swaksOKAny is swaksOK for a server that is not postino (its queue id
 // reply differs).
-func swaksOKAny(t *testing.T, swaks string, args ...string) cmdResult {
+func swaksOKAny(t *testing.T, swaks string, args ...string) testutil.Result {
 	t.Helper()
 	r := run(t, nil, nil, swaks, append([]string{"--timeout", "30"}, args...)...)
-	if r.code != 0 || !regexp.MustCompile(`(?m)^<[-~]  250 2\.0\.0 Ok: queued as [0-9A-F]+\s*$`).MatchString(r.output) {
+	if r.Code != 0 || !regexp.MustCompile(`(?m)^<[-~]  250 2\.0\.0 Ok: queued as [0-9A-F]+\s*$`).MatchString(r.Output) {
 		t.Fatalf("swaks did not deliver:\n%s", r)
 	}
 	return r
@@ -363,7 +362,7 @@ func TestLMTPDirect(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, serverOpts{})
 	msg := "Subject: LMTP from smtplib\n\n.dot\nbody\n"
-	rep, r := smtplibSend(t, s, "lmtp", s.lmtp, "none", "", "someone@remote.test", []string{alice}, crlf(msg), false)
+	rep, r := smtplibSend(t, s, "lmtp", s.lmtp, "none", "", "someone@remote.test", []string{alice}, testutil.CRLF(msg), false)
 	if rep.Error != "" || len(rep.Refused) != 0 {
 		t.Fatalf("smtplib.LMTP:\n%s", r)
 	}
@@ -389,7 +388,7 @@ func TestLMTPDirect(t *testing.T) {
 	msg2 := "Subject: LMTP by hand\n\nbody\n"
 	rc.send("DATA\r\n")
 	rc.expect("354")
-	rc.send(string(crlf(msg2)) + ".\r\n")
+	rc.send(string(testutil.CRLF(msg2)) + ".\r\n")
 	for _, to := range []string{alice, "sales@example.test", carol} {
 		if r := rc.expect("250 2.0.0"); !strings.Contains(r, "<"+to+">") {
 			t.Errorf("LMTP reply for %s: %q", to, r)
@@ -416,7 +415,7 @@ func TestLMTPUnixSocket(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, serverOpts{lmtpUnix: true})
 	msg := "Subject: LMTP over a unix socket\n\nbody\n"
-	rep, r := smtplibSend(t, s, "lmtp", s.lmtp, "none", "", "someone@remote.test", []string{alice, "nobody@example.test"}, crlf(msg), false)
+	rep, r := smtplibSend(t, s, "lmtp", s.lmtp, "none", "", "someone@remote.test", []string{alice, "nobody@example.test"}, testutil.CRLF(msg), false)
 	if rep.Error != "" || len(rep.Refused) != 1 || rep.Refused["nobody@example.test"][0] != float64(550) {
 		t.Fatalf("smtplib.LMTP over %s: want only nobody@ refused with 550:\n%s", s.lmtp, r)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // TestOutboundQueue sends through submission on one postino to another
@@ -23,13 +25,13 @@ func TestOutboundQueue(t *testing.T) {
 	local := startServer(t, serverOpts{
 		extraConfig: fmt.Sprintf("[queue]\nroutes = [\"elsewhere.test=%s\", \"refused.test=%s\"]\n", remote.smtp, remote.smtp),
 		beforeStart: func(data string) {
-			if r := run(t, nil, nil, binPath, "dkim", "keygen", "example.test", "--data", data); r.code != 0 || !strings.Contains(r.output, "_domainkey.example.test") {
+			if r := run(t, nil, nil, binPath, "dkim", "keygen", "example.test", "--data", data); r.Code != 0 || !strings.Contains(r.Output, "_domainkey.example.test") {
 				t.Fatalf("dkim keygen: %v", r)
 			}
 		},
 	})
 
-	msg := crlf("From: alice@example.test\nTo: friend@elsewhere.test\nSubject: over the wire\n\nHello from the queue.\n")
+	msg := testutil.CRLF("From: alice@example.test\nTo: friend@elsewhere.test\nSubject: over the wire\n\nHello from the queue.\n")
 	rep, r := smtplibSend(t, local, "starttls", local.sub, "PLAIN", alice, alice, []string{"friend@elsewhere.test"}, msg, false)
 	if rep.Error != "" || len(rep.Refused) != 0 {
 		t.Fatalf("submission: %v", r)
@@ -47,7 +49,7 @@ func TestOutboundQueue(t *testing.T) {
 
 	// A permanent refusal comes back to alice as an RFC 3464 report.
 	rep, r = smtplibSend(t, local, "starttls", local.sub, "PLAIN", alice, alice, []string{"someone@refused.test"},
-		crlf("Subject: doomed\n\nThis will bounce.\n"), false)
+		testutil.CRLF("Subject: doomed\n\nThis will bounce.\n"), false)
 	if rep.Error != "" || len(rep.Refused) != 0 {
 		t.Fatalf("submission: %v", r)
 	}
@@ -63,7 +65,7 @@ func TestOutboundQueue(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		q := run(t, nil, nil, binPath, "queue", "list", "--data", local.data)
-		if strings.Contains(q.output, "queue is empty") {
+		if strings.Contains(q.Output, "queue is empty") {
 			break
 		}
 		if time.Now().After(deadline) {
