@@ -133,7 +133,8 @@ type session struct {
 	srv    *Server
 	conn   net.Conn
 	r      *bufio.Reader
-	w      *bufio.Writer
+	w      *bufio.Writer // small: most of a session's life is idle
+	cw     io.Writer     // the connection, with WriteTimeout per write
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -223,7 +224,8 @@ func (s *session) run() {
 		s.tls = &cs
 	}
 	s.r = bufio.NewReaderSize(s.conn, 1024)
-	s.w = bufio.NewWriterSize(s.deadlineWriter(s.conn), 4096)
+	s.cw = s.deadlineWriter(s.conn)
+	s.w = bufio.NewWriterSize(s.cw, 4096)
 	if s.srv.MaxSessionTime > 0 {
 		s.deadline = time.Now().Add(s.srv.MaxSessionTime)
 	}
@@ -741,12 +743,26 @@ func (s *session) sendMessage(i int, bodyLines int64) error {
 		return errorFor(err)
 	}
 	defer rc.Close()
-	if bodyLines < 0 {
-		s.okf("%d octets", s.msgs[i].Size)
-	} else {
-		s.okf("Top of message follows.")
+	// A large message goes out through a large pooled buffer: with the
+	// session's small one it would cost a system call per 4 KB.
+	out := s.w
+	if s.msgs[i].Size > largeMessage {
+		if err := s.w.Flush(); err != nil {
+			return errAbort
+		}
+		out = bigWriters.Get().(*bufio.Writer)
+		out.Reset(s.cw)
+		defer func() {
+			out.Reset(nil)
+			bigWriters.Put(out)
+		}()
 	}
-	dw := newDotWriter(s.w)
+	if bodyLines < 0 {
+		fmt.Fprintf(out, "+OK %d octets\r\n", s.msgs[i].Size)
+	} else {
+		out.WriteString("+OK Top of message follows.\r\n")
+	}
+	dw := newDotWriter(out)
 	var n int64
 	if bodyLines < 0 {
 		n, err = copyBuffered(dw, rc)
@@ -765,8 +781,17 @@ func (s *session) sendMessage(i int, bodyLines int64) error {
 	if err := dw.Close(); err != nil {
 		return errAbort
 	}
+	if out != s.w && out.Flush() != nil {
+		return errAbort
+	}
 	return nil
 }
+
+// largeMessage is the size from which RETR and TOP use a bigWriters
+// buffer.
+const largeMessage = 16 * 1024
+
+var bigWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 128*1024) }}
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
 
@@ -839,7 +864,8 @@ func (s *session) cmdSTLS([]string) error {
 	cs := tc.ConnectionState()
 	s.conn, s.tls = tc, &cs
 	s.r = bufio.NewReaderSize(tc, 1024)
-	s.w = bufio.NewWriterSize(s.deadlineWriter(tc), 4096)
+	s.cw = s.deadlineWriter(tc)
+	s.w = bufio.NewWriterSize(s.cw, 4096)
 	// The client must discard what it knew; so do we (RFC 2595 §4).
 	s.user = ""
 	return nil

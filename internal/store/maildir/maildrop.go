@@ -34,8 +34,10 @@ type Maildrop struct {
 	dir       string       // Maildir directory relative to the root
 	unlock    func() error // releases the maildrop lock; nil once closed
 	msgs      []message
+	shared    bool // msgs belongs to the scan cache: copy before changing
 	infos     []store.MessageInfo
 	committed bool
+	box       *os.Root // the Maildir itself, opened at the first Open
 }
 
 var _ store.Maildrop = (*Maildrop)(nil)
@@ -138,7 +140,14 @@ func (md *Maildrop) list(ctx context.Context) error {
 	// cur/ by a MUA during the scan is seen at least once; duplicates are
 	// dropped by base above.
 	slices.SortFunc(md.msgs, func(a, b message) int {
-		return cmp.Or(cmp.Compare(a.secs, b.secs), cmp.Compare(a.usecs, b.usecs), strings.Compare(a.base, b.base))
+		// Not cmp.Or: it would compare the strings every time.
+		if c := cmp.Compare(a.secs, b.secs); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.usecs, b.usecs); c != 0 {
+			return c
+		}
+		return strings.Compare(a.base, b.base)
 	})
 	md.infos = make([]store.MessageInfo, len(md.msgs))
 	for i, m := range md.msgs {
@@ -287,10 +296,26 @@ func (md *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	m := &md.msgs[i]
-	f, err := md.s.openMessage(md.dir, m)
+	m := md.msgs[i]
+	if md.box == nil {
+		// One handle on the Maildir for the session: opening a message
+		// then resolves two path components, not the whole path.
+		md.box, _ = md.s.root.OpenRoot(md.dir)
+	}
+	if md.box != nil {
+		if f, err := md.box.Open(m.sub + "/" + m.name); err == nil {
+			return newWireReader(f, m.sub+"/"+m.name, m.size), nil
+		}
+	}
+	f, err := md.s.openMessage(md.dir, &m)
 	if err != nil {
 		return nil, err
+	}
+	if m != md.msgs[i] { // moved or re-flagged by a MUA since the snapshot
+		if md.shared {
+			md.msgs, md.shared = slices.Clone(md.msgs), false
+		}
+		md.msgs[i] = m
 	}
 	return newWireReader(f, m.sub+"/"+m.name, m.size), nil
 }
@@ -343,6 +368,10 @@ func (md *Maildrop) Close() error {
 	}
 	err := md.unlock()
 	md.unlock = nil
+	if md.box != nil {
+		md.box.Close()
+		md.box = nil
+	}
 	return err
 }
 

@@ -52,9 +52,9 @@ func (md *Maildrop) cachedScan(key scanKey) bool {
 	if e == nil || e.key != key {
 		return false
 	}
-	// Open may update a message's location, so each Maildrop gets its
-	// own copy of the messages; the infos are read-only and shared.
-	md.msgs = append([]message(nil), e.msgs...)
+	// Shared read-only; Open copies the messages before recording that
+	// one has moved.
+	md.msgs, md.shared = e.msgs, true
 	md.infos = e.infos
 	return true
 }
@@ -69,7 +69,8 @@ func (md *Maildrop) rememberScan(key scanKey, listedAt time.Time) {
 		c.mu.Unlock()
 		return
 	}
-	e := &scanEntry{key: key, msgs: append([]message(nil), md.msgs...), infos: md.infos}
+	e := &scanEntry{key: key, msgs: md.msgs, infos: md.infos}
+	md.shared = true
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
