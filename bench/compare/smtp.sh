@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# smtp.sh — postino's SMTP intake side by side with Postfix delivering to
+# Maildir, on loopback.
+#
+# Run as root on Debian 12 from anywhere in the repository:
+#
+#     bench/compare/smtp.sh
+#
+# Both servers accept mail for 64 users u0..u63@bench.test on a loopback MX
+# port and store it in Maildirs (postino: its own Maildir store; Postfix:
+# smtpd -> cleanup -> queue -> qmgr -> virtual(8) into
+# virtual_mailbox_base/bench.test/uN/Maildir/). Both are durable: postino
+# fsyncs the message file and new/ before its 250; Postfix's cleanup fsyncs
+# the queue file before its 250 and virtual(8) fsyncs the Maildir file.
+#
+# The same client (bench/smtpload: CONC senders, COUNT messages of SIZE
+# octets each, one recipient per message, round-robin over the users)
+# drives both. "Durably delivered messages/s" is measured the same way for
+# both: messages accepted ÷ time from the start of the run until the last
+# of them appeared in the Maildirs' new/ folders (for postino the file is
+# there before the 250; for Postfix the queue has to drain).
+#
+# Runs alternate between the servers (ROUNDS x {postino, postfix}); the
+# medians are compared. Results go to bench/results/smtp-DATE-HHMM.md (and
+# .jsonl), are appended as a section to bench/RESULTS.md, and are printed.
+#
+# Knobs (environment): ROUNDS (3), CONC (100), COUNT (messages per sender,
+# 100), SIZE (10240), PERCONN (messages per connection, 0: one connection
+# per sender for the whole run), IN_FLOW_DELAY (Postfix's in_flow_delay;
+# 0s here, because Postfix's default of 1s measured slower end to end on
+# this test: 385 vs 630 messages/s), KEEP=1 keeps the temporary folder,
+# RECORD=0 only prints the table (nothing written to bench/).
+set -euo pipefail
+
+# The command as run, for the report: knobs set in the environment.
+CMD="bench/compare/smtp.sh"
+for v in ROUNDS CONC COUNT SIZE PERCONN IN_FLOW_DELAY; do if [ -n "${!v:-}" ]; then CMD="$v=${!v} $CMD"; fi; done
+ROUNDS=${ROUNDS:-3}
+CONC=${CONC:-100}
+COUNT=${COUNT:-100}
+SIZE=${SIZE:-10240}
+PERCONN=${PERCONN:-0}
+IN_FLOW_DELAY=${IN_FLOW_DELAY:-0s}
+NUSERS=64
+PASS='bench-Pa55word'
+VUID=5000 # owner of Postfix's virtual mailboxes
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "run as root (Postfix's master must start as root)" >&2; exit 1; }
+
+log() { printf '\n== %s\n' "$*" >&2; }
+SCRIPT_START=$(date +%s)
+
+# --- packages ----------------------------------------------------------------
+need_pkgs=()
+command -v postfix >/dev/null && command -v postmap >/dev/null || need_pkgs+=(postfix)
+command -v jq >/dev/null || need_pkgs+=(jq)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	log "installing ${need_pkgs[*]}"
+	apt-get update -q
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+fi
+id -u postfix >/dev/null && getent group postdrop >/dev/null
+
+# Not under a 0700 parent: Postfix's daemons (user postfix) and virtual(8)
+# (uid $VUID) must reach their folders; unix socket paths must stay short.
+T=$(mktemp -d /tmp/smtpcmp.XXXXXX)
+chmod 755 "$T"
+PIDS=()
+PF_STARTED=0
+cleanup() {
+	if [ "$PF_STARTED" = 1 ]; then postfix -c "$T/pf/conf" stop >/dev/null 2>&1 || true; fi
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [ "${KEEP:-0}" = 1 ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+RES=$T/results.jsonl
+: >"$RES"
+
+# --- build -------------------------------------------------------------------
+log "building postino and smtpload"
+mkdir -p "$T/bin"
+(cd "$REPO" && go build -o "$T/bin/postino" ./cmd/postino && go build -o "$T/bin/smtpload" ./bench/smtpload)
+# The revision measured is the one built now (others may commit meanwhile).
+BUILT_REV="$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD -- cmd internal 2>/dev/null || echo '+dirty') built $(date -u +%H:%MZ)"
+POSTINO=$T/bin/postino
+LOAD=$T/bin/smtpload
+
+freeport() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 12000))
+		if ! ss -Htln "sport = :$p" | grep -q . && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then
+			USED_PORTS="${USED_PORTS:-} $p"
+			echo "$p"
+			return
+		fi
+	done
+}
+wait_port() { # port
+	for _ in $(seq 300); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.05
+	done
+	echo "nothing listens on $1" >&2
+	return 1
+}
+PM=$(freeport) FM=$(freeport)
+
+# --- postino -----------------------------------------------------------------
+log "postino: $NUSERS users, MX on 127.0.0.1:$PM"
+PDATA=$T/postino
+mkdir -p "$PDATA"
+for i in $(seq 0 $((NUSERS - 1))); do
+	echo "$PASS" | "$POSTINO" user add "u$i@bench.test" --password-stdin --data "$PDATA" >/dev/null
+done
+cat >"$T/postino.toml" <<EOF
+data_dir = "$PDATA"
+hostname = "mx.postino.test"
+log_level = "info" # one line per delivery, like Postfix's log
+
+[pop3]
+listen = ""
+listen_tls = ""
+
+[smtp]
+listen = "127.0.0.1:$PM"
+submission = ""
+submissions = ""
+lmtp = ""
+# The defaults (1000, 20) would refuse most of $CONC senders from one IP.
+max_connections = 5000
+max_connections_per_ip = 5000
+
+[queue]
+dns_server = "127.0.0.1:9" # nothing leaves the machine
+EOF
+"$POSTINO" config check "$T/postino.toml" >/dev/null
+"$POSTINO" serve --config "$T/postino.toml" >"$T/postino.out" 2>>"$T/postino.log" &
+POSTINO_PID=$!
+PIDS+=("$POSTINO_PID")
+wait_port "$PM"
+P_NEW="$PDATA/mail/bench.test/*/Maildir/new"
+
+# --- Postfix -----------------------------------------------------------------
+PF=$T/pf
+PF_PROCS=$((CONC + 50 > 150 ? CONC + 50 : 150)) # default 100
+PF_VCONC=$((CONC > 20 ? CONC : 20))             # default 20
+log "Postfix $(postconf -d -h mail_version 2>/dev/null): virtual(8) to Maildir, smtpd on 127.0.0.1:$FM"
+mkdir -p "$PF/conf" "$PF/queue" "$PF/data" "$PF/log" "$PF/mail/bench.test"
+chown postfix:postfix "$PF/data"
+chown "$VUID:$VUID" "$PF/mail/bench.test"
+for i in $(seq 0 $((NUSERS - 1))); do echo "u$i@bench.test bench.test/u$i/Maildir/"; done >"$PF/conf/vmailbox"
+cat >"$PF/conf/main.cf" <<EOF
+# written by postino's bench/compare/smtp.sh
+compatibility_level = 3.6
+queue_directory = $PF/queue
+data_directory = $PF/data
+maillog_file = $PF/log/postfix.log
+maillog_file_prefixes = $PF/log
+myhostname = mx.postfix.test
+mydomain = postfix.test
+myorigin = postfix.test
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+mynetworks = 127.0.0.0/8
+local_recipient_maps =
+alias_maps =
+alias_database =
+relayhost =
+default_transport = error:outbound mail is disabled in this benchmark
+biff = no
+smtpd_peername_lookup = no
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+
+# Virtual mailboxes: one Maildir per user (the trailing slash means Maildir).
+virtual_mailbox_domains = bench.test
+virtual_mailbox_base = $PF/mail
+virtual_mailbox_maps = hash:$PF/conf/vmailbox
+virtual_uid_maps = static:$VUID
+virtual_gid_maps = static:$VUID
+virtual_minimum_uid = $VUID
+
+# Only loopback clients, no relaying.
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = permit_mynetworks, reject
+
+# Limits raised for $CONC concurrent senders from one address.
+default_process_limit = $PF_PROCS
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+smtpd_client_recipient_rate_limit = 0
+smtpd_client_new_tls_session_rate_limit = 0
+smtpd_client_auth_rate_limit = 0
+smtpd_client_event_limit_exceptions = 127.0.0.0/8
+# Parallel delivery into the Maildirs (recipient limit 1: one destination
+# per recipient; the default concurrency per destination is 20).
+virtual_destination_concurrency_limit = $PF_VCONC
+initial_destination_concurrency = $PF_VCONC
+# Flow control: cleanup waits up to this long for a token when mail comes in
+# faster than qmgr takes it.
+in_flow_delay = $IN_FLOW_DELAY
+EOF
+# Every chroot column is n: the daemons run in the queue folder.
+cat >"$PF/conf/master.cf" <<EOF
+127.0.0.1:$FM inet n - n - - smtpd
+pickup    unix n - n 60 1 pickup
+cleanup   unix n - n - 0 cleanup
+qmgr      unix n - n 300 1 qmgr
+tlsmgr    unix - - n 1000? 1 tlsmgr
+rewrite   unix - - n - - trivial-rewrite
+bounce    unix - - n - 0 bounce
+defer     unix - - n - 0 bounce
+trace     unix - - n - 0 bounce
+verify    unix - - n - 1 verify
+flush     unix n - n 1000? 0 flush
+proxymap  unix - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp      unix - - n - - smtp
+relay     unix - - n - - smtp
+showq     unix n - n - - showq
+error     unix - - n - - error
+retry     unix - - n - - error
+discard   unix - - n - - discard
+local     unix - n n - - local
+virtual   unix - n n - - virtual
+lmtp      unix - - n - - lmtp
+anvil     unix - - n - 1 anvil
+scache    unix - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+EOF
+postmap -c "$PF/conf" "hash:$PF/conf/vmailbox"
+if postfix -c "$PF/conf" check 2>&1 | grep -i fatal; then exit 1; fi
+postfix -c "$PF/conf" start >/dev/null 2>&1
+PF_STARTED=1
+wait_port "$FM"
+F_NEW="$PF/mail/bench.test/*/Maildir/new"
+
+pf_queue_files() {
+	find "$PF/queue/maildrop" "$PF/queue/incoming" "$PF/queue/active" "$PF/queue/deferred" -type f 2>/dev/null | wc -l
+}
+# settle: wait until Postfix's queue is empty, then empty every Maildir, so
+# each run starts alike.
+settle() {
+	for _ in $(seq 600); do
+		[ "$(pf_queue_files)" = 0 ] && break
+		sleep 0.1
+	done
+	if [ "$(pf_queue_files)" != 0 ]; then
+		echo "Postfix's queue did not drain:" >&2
+		tail -20 "$PF/log/postfix.log" >&2
+		exit 1
+	fi
+	find "$PDATA/mail/bench.test" "$PF/mail/bench.test" -path '*/Maildir/*' -type f -delete
+	sync
+	sleep 1
+}
+
+# --- runs ----------------------------------------------------------------------
+# run LABEL SERVER [smtpload flags...]: one run, its JSON result appended.
+run() {
+	local label=$1 server=$2 port dirs out
+	shift 2
+	case $server in
+	postino) port=$PM dirs=$P_NEW ;;
+	postfix) port=$FM dirs=$F_NEW ;;
+	esac
+	out=$("$LOAD" -addr "127.0.0.1:$port" -users 'u%d@bench.test' -nusers "$NUSERS" -size "$SIZE" \
+		-per-conn "$PERCONN" -maildirs "$dirs" -json -label "$label" "$@")
+	echo "$out" | jq -c --arg s "$server" --arg la "$(cut -d' ' -f1 /proc/loadavg)" '. + {server: $s, loadavg: $la}' >>"$RES"
+	echo "$out" | jq -r --arg s "$server" '"  \(.label) \($s): \(.messages) msgs, 250s at \(.msgs_per_s|floor)/s, durable \(.durable_msgs_per_s|floor)/s (last file at \(.durable.seconds*100|floor/100)s, drain \(.durable.drain_s*100|floor/100)s\(if .durable.timed_out then " TIMED OUT" else "" end)), p50 \(.p50_ms) p99 \(.p99_ms) ms, errors \(.errors) \(.error_kinds // [] | map("\(.count)x \(.text)") | join("; "))"' >&2
+}
+
+log "warm-up: one message per user on each server (Maildirs created, processes started)"
+run warm postino -concurrency "$NUSERS" -count 1 >/dev/null 2>&1
+run warm postfix -concurrency "$NUSERS" -count 1 >/dev/null 2>&1
+jq -e -s '[.[] | select(.label=="warm") | .errors] | add == 0' "$RES" >/dev/null || {
+	echo "warm-up had errors:" >&2
+	jq -c 'select(.label=="warm")' "$RES" >&2
+	exit 1
+}
+settle
+
+log "intake: $ROUNDS rounds x {postino, postfix}, $CONC senders x $COUNT messages of $SIZE octets"
+for r in $(seq "$ROUNDS"); do
+	order=(postino postfix)
+	[ $((r % 2)) = 0 ] && order=(postfix postino)
+	for s in "${order[@]}"; do
+		run intake "$s" -concurrency "$CONC" -count "$COUNT"
+		settle
+	done
+done
+
+# Postfix's own log: every measured message sent by virtual(8), none deferred.
+PF_SENT=$(grep -c 'postfix/virtual\[[0-9]*\]: .* status=sent' "$PF/log/postfix.log" || true)
+PF_DEFERRED=$(grep -c 'status=deferred' "$PF/log/postfix.log" || true)
+
+# --- report --------------------------------------------------------------------
+med() { # server field -> median over the intake runs
+	jq -s --arg s "$1" --arg f "$2" '
+		[.[] | select(.label=="intake" and .server==$s) | (if $f=="drain_s" then .durable.drain_s else .[$f] end)] | sort |
+		if length==0 then null else .[(length-1)/2|floor] end' "$RES"
+}
+fmt() { awk -v x="$1" 'BEGIN { if (x=="" || x=="null") print "-"; else if (x+0 >= 100) printf "%.0f", x; else printf "%.2f", x }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="null"||b=="null"||b+0==0) print "-"; else printf "%.2f", a/b }'; }
+met() { awk -v r="$1" -v op="$2" -v t="$3" 'BEGIN { if (r=="-") print "-"; else if ((op==">=" && r+0>=t) || (op=="<=" && r+0<=t)) print "yes"; else print "**no**" }'; }
+rows=()
+row() { # description field [target-op target | "noratio"]
+	local p f r tgt="-" ok="-"
+	p=$(med postino "$2")
+	f=$(med postfix "$2")
+	r=$(ratio "$p" "$f")
+	if [ "${3:-}" = noratio ]; then r="-" && shift; fi
+	if [ -n "${3:-}" ]; then tgt="$3 $4"; ok=$(met "$r" "$3" "$4"); fi
+	rows+=("| $1 | $(fmt "$p") | $(fmt "$f") | $r | $tgt | $ok |")
+}
+row "**durably delivered messages/s** (sent ÷ time until the last is in new/)" durable_msgs_per_s ">=" 2
+row "intake messages/s (250 after DATA ÷ send time)" msgs_per_s
+row "p50 per-message latency, ms (MAIL .. 250 after DATA)" p50_ms
+row "p99 per-message latency, ms" p99_ms
+row "drain after the last 250, s (queue -> Maildir)" drain_s noratio
+per_run=$(jq -r -s '[.[] | select(.label=="intake")] | map("\(.server) \(.durable_msgs_per_s|floor)/s (load \(.loadavg))") | join(", ")' "$RES")
+errs=$(jq -s '[.[] | select(.label=="intake") | .errors] | add' "$RES")
+msgs=$(jq -s '[.[] | select(.label=="intake") | .messages] | add' "$RES")
+
+DATE=$(date -u +%Y-%m-%d)
+if [ "${RECORD:-1}" = 0 ]; then
+	OUT=$T/smtp.md
+else
+	mkdir -p "$REPO/bench/results"
+	OUT=$REPO/bench/results/smtp-$DATE-$(date -u +%H%M).md
+fi
+{
+	echo "## SMTP intake: postino vs Postfix to Maildir ($DATE)"
+	echo
+	echo "Command: \`$CMD\` (as root). Took $(($(date +%s) - SCRIPT_START)) s."
+	echo "Host: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME"), $(df -T "$T" | awk 'NR==2 {print $2}') on $(df "$T" | awk 'NR==2 {print $1}');"
+	echo "postino $BUILT_REV, $(go version | cut -d' ' -f3); Postfix $(postconf -d -h mail_version) (Debian package)."
+	echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (shared machine; the client runs on the same cores)."
+	echo
+	echo "Client: bench/smtpload, $CONC concurrent senders x $COUNT messages of $SIZE octets, one recipient each (round-robin over"
+	echo "u0..u$((NUSERS - 1))@bench.test), MAIL/RCPT/DATA pipelined, one connection per sender; $ROUNDS alternating rounds, medians shown."
+	echo "Durable on both sides: postino fsyncs the message file and new/ before its 250; Postfix's cleanup fsyncs the queue file"
+	echo "before its 250 and virtual(8) fsyncs the Maildir file. \"Durably delivered\" = accepted ÷ time from the start of the run"
+	echo "until the last accepted message appeared in the Maildirs' new/ folders, measured the same way for both."
+	echo "Postfix: smtpd -> cleanup -> qmgr -> virtual(8), default_process_limit $PF_PROCS, anvil limits off,"
+	echo "virtual_destination_concurrency_limit $PF_VCONC, in_flow_delay $IN_FLOW_DELAY (default 1s: slower end to end here), other settings default."
+	echo
+	echo "| metric | postino | Postfix | postino ÷ Postfix | target | met |"
+	echo "|---|---:|---:|---:|---|---|"
+	printf '%s\n' "${rows[@]}"
+	echo
+	echo "Every run (durable messages/s): $per_run."
+	echo "Messages accepted in measured runs: $msgs; errors: $errs. Postfix's log: $PF_SENT deliveries by virtual(8) with status=sent"
+	echo "(warm-up included), $PF_DEFERRED deferred."
+} >"$OUT"
+if [ "${RECORD:-1}" != 0 ]; then
+	cp "$RES" "${OUT%.md}.jsonl"
+	{
+		echo
+		cat "$OUT"
+	} >>"$REPO/bench/RESULTS.md"
+fi
+echo
+cat "$OUT"
