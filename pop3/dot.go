@@ -26,15 +26,14 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 				return n, err
 			}
 		}
-		i := bytes.IndexByte(p, '\n')
-		var chunk []byte
-		if i < 0 {
-			chunk, p = p, nil
-			d.bol = false
-		} else {
-			chunk, p = p[:i+1], p[i+1:]
-			d.bol = true
+		// Only a line that starts with '.' needs attention: copy
+		// everything up to the next one in one piece.
+		chunk := p
+		if i := bytes.Index(p, lfDot); i >= 0 {
+			chunk = p[:i+1]
 		}
+		p = p[len(chunk):]
+		d.bol = chunk[len(chunk)-1] == '\n'
 		m, err := d.w.Write(chunk)
 		n += m
 		if err != nil {
@@ -43,6 +42,8 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+var lfDot = []byte("\n.")
 
 // Close ends the multi-line response.
 func (d *dotWriter) Close() error {

@@ -161,3 +161,39 @@ type fakeConn struct{ net.Conn }
 
 func (fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
 func (fakeConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 110} }
+
+// FuzzDotWriter compares the byte-stuffing writer, fed in arbitrary
+// pieces, with a line-by-line reference.
+func FuzzDotWriter(f *testing.F) {
+	f.Add([]byte("a\r\n.b\r\n..\r\n.\r\n"), uint8(3))
+	f.Add([]byte(".start\r\nno end"), uint8(1))
+	f.Add([]byte("\n.\n.\n"), uint8(2))
+	f.Fuzz(func(t *testing.T, msg []byte, piece uint8) {
+		var want bytes.Buffer
+		for i, line := range bytes.SplitAfter(msg, []byte("\n")) {
+			if len(line) > 0 && line[0] == '.' {
+				want.WriteByte('.')
+			}
+			want.Write(line)
+			_ = i
+		}
+		if len(msg) > 0 && msg[len(msg)-1] != '\n' {
+			want.WriteString("\r\n")
+		}
+		want.WriteString(".\r\n")
+		var got bytes.Buffer
+		bw := bufio.NewWriter(&got)
+		dw := newDotWriter(bw)
+		step := int(piece)%7 + 1
+		for rest := msg; len(rest) > 0; {
+			k := min(step, len(rest))
+			dw.Write(rest[:k])
+			rest = rest[k:]
+		}
+		dw.Close()
+		bw.Flush()
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("stuffing %q in pieces of %d:\n got %q\nwant %q", msg, step, got.Bytes(), want.Bytes())
+		}
+	})
+}
