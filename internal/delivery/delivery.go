@@ -39,6 +39,9 @@ var (
 	ErrTooBig = errors.New("message too big")
 	// ErrMalformed: the message cannot be stored (permanent).
 	ErrMalformed = errors.New("malformed message")
+	// ErrStore: the message was received but the mail store failed
+	// (DeliverStream; temporary as far as the sender can tell).
+	ErrStore = errors.New("mail store failure")
 )
 
 // Deliverer delivers messages into local mailboxes.
@@ -241,4 +244,66 @@ func CleanSpool(dir string) {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+// DeliverStream stores msg for one recipient without spooling it first:
+// the message goes straight into the store, which makes it visible only
+// once it is complete and durable. A read error (the client went away, the
+// message is over MaxSize or malformed) is returned as it is, and the
+// store then keeps nothing. Use it when there is exactly one copy to make.
+func (d *Deliverer) DeliverStream(ctx context.Context, from, rcpt, mailbox string, msg io.Reader, extra string) (string, error) {
+	br := bufio.NewReaderSize(msg, 4096)
+	if peek, _ := br.Peek(5); string(peek) == "From " {
+		// An mbox envelope line, as in Spool.
+		if _, err := br.ReadSlice('\n'); err != nil && !errors.Is(err, bufio.ErrBufferFull) && err != io.EOF {
+			return "", err
+		}
+	}
+	if _, err := br.Peek(1); err == io.EOF {
+		return "", fmt.Errorf("%w: empty message", ErrMalformed)
+	} else if err != nil {
+		return "", err
+	}
+	src := &guardedReader{r: br, limit: d.MaxSize}
+	var hdr bytes.Buffer
+	fmt.Fprintf(&hdr, "Return-Path: <%s>\r\n", headerSafe(from))
+	hdr.WriteString("Delivered-To: " + headerSafe(rcpt) + "\r\n")
+	hdr.WriteString(extra)
+	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(&hdr, ctxReader{ctx, src}))
+	if src.err != nil {
+		return "", src.err
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: storing message for %s: %w", ErrStore, rcpt, err)
+	}
+	if d.Logger != nil {
+		d.Logger.Info("delivered", "from", from, "rcpt", rcpt, "mailbox", mailbox, "uid", uid, "size", src.n)
+	}
+	return uid, nil
+}
+
+// guardedReader passes a message on, enforcing a size limit and
+// remembering the first read error so that a caller can tell a failed
+// read from a failed store.
+type guardedReader struct {
+	r     io.Reader
+	limit int64
+	n     int64
+	err   error
+}
+
+func (g *guardedReader) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
+	n, err := g.r.Read(p)
+	g.n += int64(n)
+	if g.limit > 0 && g.n > g.limit {
+		g.err = fmt.Errorf("%w: over %d octets", ErrTooBig, g.limit)
+		return 0, g.err
+	}
+	if err != nil && err != io.EOF {
+		g.err = err
+	}
+	return n, err
 }

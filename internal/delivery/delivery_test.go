@@ -95,3 +95,40 @@ func TestDeliverErrors(t *testing.T) {
 		t.Fatalf("bob has %q", got)
 	}
 }
+
+type brokenReader struct{ n int }
+
+func (b *brokenReader) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	b.n--
+	return copy(p, "Subject: x\r\n\r\npartial line\r\n"), nil
+}
+
+func TestDeliverStream(t *testing.T) {
+	d, st := newDeliverer(t)
+	ctx := context.Background()
+	if _, err := d.DeliverStream(ctx, "a@b", "alice@example.test", "alice@example.test", strings.NewReader("S: x\n\nbody"), "X-Trace: 1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	want := "Return-Path: <a@b>\r\nDelivered-To: alice@example.test\r\nX-Trace: 1\r\nS: x\r\n\r\nbody\r\n"
+	if got := mailbox(t, st, "alice@example.test"); len(got) != 1 || got[0] != want {
+		t.Fatalf("alice has %q", got)
+	}
+	// A client that goes away, an oversize or an empty message: nothing
+	// is stored and the error is not a store failure.
+	for name, r := range map[string]io.Reader{
+		"broken": &brokenReader{n: 3},
+		"big":    strings.NewReader(strings.Repeat("x", 1001)),
+		"empty":  strings.NewReader(""),
+	} {
+		_, err := d.DeliverStream(ctx, "", "bob@example.test", "bob@example.test", r, "")
+		if err == nil || errors.Is(err, ErrStore) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+	if got := mailbox(t, st, "bob@example.test"); len(got) != 0 {
+		t.Fatalf("bob has %d messages after failed reads", len(got))
+	}
+}

@@ -2,6 +2,7 @@ package smtpin
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -76,7 +77,10 @@ type trackedConn struct {
 // Read notes when the client's side of the connection ends.
 func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if err != nil {
+	var ne net.Error
+	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		// A deadline (go-smtp sets one to stop reading) leaves the
+		// connection usable; only an ended or broken one counts.
 		c.readFailed.Store(true)
 	}
 	return n, err

@@ -554,6 +554,27 @@ func deliveryError(err error) *smtp.SMTPError {
 func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, error) {
 	d := s.srv.opts.Deliverer
 	norm := newNormalizer(r)
+	if t, rc, ok := singleLocal(tx); ok && !bdat {
+		// One copy to make: stream it straight into the mailbox instead
+		// of spooling it first (half the files created and written). The
+		// store shows it only once it is complete and durable. Not for
+		// BDAT, whose end is only known to be complete after the read.
+		s.mu.Lock()
+		user := s.user
+		s.mu.Unlock()
+		hdr := s.trace(tx, user, rc.canon).header()
+		_, err := d.DeliverStream(s.ctx, tx.from, t.deliveredTo, t.mailbox, norm, hdr)
+		if err != nil && !errors.Is(err, delivery.ErrStore) {
+			return nil, err // the message itself was not received
+		}
+		if norm.bare > 0 {
+			s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.bare)
+		}
+		if err != nil {
+			s.log.Error("smtp: storing message", "id", tx.id, "mailbox", t.mailbox, "err", err)
+		}
+		return &outcome{local: map[string]error{t.mailbox: err}}, nil
+	}
 	sp, err := d.Spool(s.ctx, norm)
 	if err != nil {
 		return nil, err
@@ -626,6 +647,27 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		}
 	}
 	return out, nil
+}
+
+// singleLocal reports whether the transaction makes exactly one copy, in
+// one local mailbox, and nothing for the Relay.
+func singleLocal(tx *transaction) (target, *recipient, bool) {
+	var t target
+	var first *recipient
+	n := 0
+	for _, rc := range tx.rcpts {
+		if len(rc.res.remote) > 0 {
+			return target{}, nil, false
+		}
+		for _, lt := range rc.res.local {
+			if n == 0 {
+				t, first, n = lt, rc, 1
+			} else if lt.mailbox != t.mailbox {
+				return target{}, nil, false
+			}
+		}
+	}
+	return t, first, n == 1 && len(tx.rcpts) == 1
 }
 
 func containsString(list []string, s string) bool {
