@@ -33,6 +33,22 @@ func (c *commonFlags) load() (*config.Config, error) {
 	return cfg, nil
 }
 
+// loadAsOwner loads the configuration for a command that writes in the
+// data folder and, run as root, switches to the folder's owner. On failure
+// it reports the error and returns a nil config with the exit code.
+func (c *commonFlags) loadAsOwner(env *cmdEnv) (*config.Config, int) {
+	cfg, err := c.load()
+	if err != nil {
+		errorf(env, "%v", err)
+		return nil, exitConfigError
+	}
+	if err := becomeDataOwner(cfg); err != nil {
+		errorf(env, "%v", err)
+		return nil, exitTempFail
+	}
+	return cfg, 0
+}
+
 func runConfig(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "config", "config default | config check [FILE]")
 	pos, code, ok := parseFlags(fs, args)

@@ -49,14 +49,9 @@ func runDeliver(env *cmdEnv, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	cfg, err := common.load()
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitConfigError
-	}
-	if err := becomeDataOwner(cfg); err != nil {
-		errorf(env, "%v", err)
-		return exitTempFail
+	cfg, code := common.loadAsOwner(env)
+	if cfg == nil {
+		return code
 	}
 	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	users := auth.OpenDB(cfg.UsersFile())

@@ -63,14 +63,9 @@ func runQueue(env *cmdEnv, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	cfg, err := common.load()
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitConfigError
-	}
-	if err := becomeDataOwner(cfg); err != nil {
-		errorf(env, "%v", err)
-		return exitTempFail
+	cfg, code := common.loadAsOwner(env)
+	if cfg == nil {
+		return code
 	}
 	q, err := queue.Open(cfg.QueueDir(), queueOptions(cfg, nil))
 	if err != nil {
@@ -223,17 +218,13 @@ func runDKIM(env *cmdEnv, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	cfg, err := common.load()
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitConfigError
-	}
-	if err := becomeDataOwner(cfg); err != nil {
-		errorf(env, "%v", err)
-		return exitTempFail
+	cfg, code := common.loadAsOwner(env)
+	if cfg == nil {
+		return code
 	}
 	domain := strings.ToLower(pos[1])
 	var recs []dkim.Record
+	var err error
 	if *algo == "" {
 		recs, err = dkim.KeygenAll(cfg.DKIMDir(), domain)
 	} else {

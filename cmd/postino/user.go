@@ -39,14 +39,9 @@ of standard input with --password-stdin.`)
 	if !ok {
 		return code
 	}
-	cfg, err := common.load()
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitConfigError
-	}
-	if err := becomeDataOwner(cfg); err != nil {
-		errorf(env, "%v", err)
-		return exitTempFail
+	cfg, code := common.loadAsOwner(env)
+	if cfg == nil {
+		return code
 	}
 	db := auth.OpenDB(cfg.UsersFile())
 	ctx := context.Background()

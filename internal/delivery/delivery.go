@@ -11,7 +11,6 @@ package delivery
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -177,12 +176,7 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, ms
 // Return-Path and Delivered-To (and any extra header lines, CRLF-ended)
 // prepended. It returns once the copy is durable.
 func (d *Deliverer) DeliverSpooled(ctx context.Context, from, rcpt, mailbox string, sp *Spool, extra string) (string, error) {
-	var hdr bytes.Buffer
-	// RFC 5321 §4.4: Return-Path is added at final delivery.
-	fmt.Fprintf(&hdr, "Return-Path: <%s>\r\n", headerSafe(from))
-	hdr.WriteString("Delivered-To: " + headerSafe(rcpt) + "\r\n")
-	hdr.WriteString(extra)
-	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(&hdr, sp.Reader()))
+	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(finalHeader(from, rcpt, extra), sp.Reader()))
 	if err != nil {
 		if errors.Is(err, store.ErrMalformed) {
 			return "", fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -193,6 +187,12 @@ func (d *Deliverer) DeliverSpooled(ctx context.Context, from, rcpt, mailbox stri
 		d.Logger.Info("delivered", "from", from, "rcpt", rcpt, "mailbox", mailbox, "uid", uid, "size", sp.size)
 	}
 	return uid, nil
+}
+
+// finalHeader returns the header lines of final delivery: Return-Path
+// (RFC 5321 §4.4), Delivered-To, and extra (CRLF-ended lines).
+func finalHeader(from, rcpt, extra string) io.Reader {
+	return strings.NewReader("Return-Path: <" + headerSafe(from) + ">\r\nDelivered-To: " + headerSafe(rcpt) + "\r\n" + extra)
 }
 
 // headerSafe removes what could break a header line out of an address.
@@ -265,11 +265,7 @@ func (d *Deliverer) DeliverStream(ctx context.Context, from, rcpt, mailbox strin
 		return "", err
 	}
 	src := &guardedReader{r: br, limit: d.MaxSize}
-	var hdr bytes.Buffer
-	fmt.Fprintf(&hdr, "Return-Path: <%s>\r\n", headerSafe(from))
-	hdr.WriteString("Delivered-To: " + headerSafe(rcpt) + "\r\n")
-	hdr.WriteString(extra)
-	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(&hdr, ctxReader{ctx, src}))
+	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(finalHeader(from, rcpt, extra), ctxReader{ctx, src}))
 	if src.err != nil {
 		return "", src.err
 	}
