@@ -1062,14 +1062,22 @@ func (c *Conn) handleBdat(arg string) {
 		var r *io.PipeReader
 		r, c.bdatPipe = io.Pipe()
 
-		c.dataResult = make(chan error, 1)
+		// postino: the goroutine keeps its own result channel, status
+		// collector and recipients. Upstream read the Conn's fields when
+		// it finished, so a message aborted by a reset (an oversize
+		// chunk) could deliver its error into the NEXT message's result
+		// channel, failing that message with a spurious error.
+		result := make(chan error, 1)
+		c.dataResult = result
+		status := c.bdatStatus
+		rcpts := append([]string(nil), c.recipients...)
 
 		go func() {
 			defer func() {
 				if err := recover(); err != nil {
-					c.handlePanic(err, c.bdatStatus)
+					c.handlePanic(err, status)
 
-					c.dataResult <- errPanic
+					result <- errPanic
 					r.CloseWithError(errPanic)
 				}
 			}()
@@ -1081,15 +1089,15 @@ func (c *Conn) handleBdat(arg string) {
 				lmtpSession, ok := c.Session().(LMTPSession)
 				if !ok {
 					err = c.Session().Data(r)
-					for _, rcpt := range c.recipients {
-						c.bdatStatus.SetStatus(rcpt, err)
+					for _, rcpt := range rcpts {
+						status.SetStatus(rcpt, err)
 					}
 				} else {
-					err = lmtpSession.LMTPData(r, c.bdatStatus)
+					err = lmtpSession.LMTPData(r, status)
 				}
 			}
 
-			c.dataResult <- err
+			result <- err
 			r.CloseWithError(err)
 		}()
 	}
