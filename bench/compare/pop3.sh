@@ -18,6 +18,8 @@
 # 100000", sizes of the large mailboxes for login+STAT), KEEP=1 keeps the
 # temporary folder.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 DUR=${DUR:-10}
 ROUNDS=${ROUNDS:-3}
@@ -60,32 +62,8 @@ RES=$T/results.jsonl
 
 # --- build -------------------------------------------------------------------
 log "building postino and pop3load"
-mkdir -p "$T/bin"
-(cd "$REPO" && go build -o "$T/bin/postino" ./cmd/postino && go build -o "$T/bin/pop3load" ./bench/pop3load)
-# The revision measured is the one built now (others may commit meanwhile).
-BUILT_REV="$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD -- cmd internal pop3 2>/dev/null || echo '+dirty') built $(date -u +%H:%MZ)"
-POSTINO=$T/bin/postino
-LOAD=$T/bin/pop3load
+build_tools pop3load
 
-freeport() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 12000))
-		if ! ss -Htln "sport = :$p" | grep -q . && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then
-			USED_PORTS="${USED_PORTS:-} $p"
-			echo "$p"
-			return
-		fi
-	done
-}
-wait_port() { # port
-	for _ in $(seq 200); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.05
-	done
-	echo "nothing listens on $1" >&2
-	return 1
-}
 PP=$(freeport) PPS=$(freeport) DP=$(freeport) DPS=$(freeport)
 
 # --- users: one Dovecot passwd-file read by both servers ------------------------

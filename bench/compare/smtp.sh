@@ -31,6 +31,8 @@
 # this test: 385 vs 630 messages/s), KEEP=1 keeps the temporary folder,
 # RECORD=0 only prints the table (nothing written to bench/).
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # The command as run, for the report: knobs set in the environment.
 CMD="bench/compare/smtp.sh"
@@ -81,32 +83,8 @@ RES=$T/results.jsonl
 
 # --- build -------------------------------------------------------------------
 log "building postino and smtpload"
-mkdir -p "$T/bin"
-(cd "$REPO" && go build -o "$T/bin/postino" ./cmd/postino && go build -o "$T/bin/smtpload" ./bench/smtpload)
-# The revision measured is the one built now (others may commit meanwhile).
-BUILT_REV="$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD -- cmd internal 2>/dev/null || echo '+dirty') built $(date -u +%H:%MZ)"
-POSTINO=$T/bin/postino
-LOAD=$T/bin/smtpload
+build_tools smtpload
 
-freeport() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 12000))
-		if ! ss -Htln "sport = :$p" | grep -q . && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then
-			USED_PORTS="${USED_PORTS:-} $p"
-			echo "$p"
-			return
-		fi
-	done
-}
-wait_port() { # port
-	for _ in $(seq 300); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.05
-	done
-	echo "nothing listens on $1" >&2
-	return 1
-}
 PM=$(freeport) FM=$(freeport)
 
 # --- postino -----------------------------------------------------------------
