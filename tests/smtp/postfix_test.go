@@ -178,18 +178,6 @@ func (p *postfixInstance) log() string {
 	return string(b)
 }
 
-// waitLog waits up to d for the Postfix log to match re.
-func (p *postfixInstance) waitLog(re *regexp.Regexp, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if re.MatchString(p.log()) {
-			return true
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return false
-}
-
 // queueFiles lists the messages left in the queue folders.
 func (p *postfixInstance) queueFiles() []string {
 	var files []string
