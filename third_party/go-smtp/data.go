@@ -131,6 +131,11 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 				r.state = stateEOF
 				continue
 			}
+			// postino: not the end-of-data line, so the dot was
+			// dot-stuffing (RFC 5321 §4.5.2) and the CR after it is
+			// data, as in net/textproto; upstream dropped that CR.
+			r.r.UnreadByte()
+			c = '\r'
 			r.state = stateData
 		case stateCR:
 			if c == '\n' {
