@@ -5,11 +5,12 @@ import (
 	"crypto/pbkdf2"
 	"crypto/sha256"
 	"errors"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 const longPassword = "a very long password that is much longer than sixty-four bytes, to test the loops 0123456789 and bcrypt truncation"
@@ -307,13 +308,7 @@ func TestValidateHash(t *testing.T) {
 // TestDoveadmInterop checks against the real doveadm that our verification
 // accepts its fresh hashes and that it accepts ours.
 func TestDoveadmInterop(t *testing.T) {
-	doveadm, err := exec.LookPath("doveadm")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("doveadm not found in PATH; CI must install dovecot-core")
-		}
-		t.Skip("doveadm not found in PATH")
-	}
+	doveadm := testutil.NeedProgram(t, "doveadm") // Debian: dovecot-core
 	run := func(args ...string) (string, error) {
 		out, err := exec.Command(doveadm, args...).CombinedOutput()
 		return strings.TrimSpace(string(out)), err

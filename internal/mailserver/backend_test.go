@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/store/maildir"
+	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -122,7 +122,7 @@ func TestSCRAMWithStoredCredentials(t *testing.T) {
 	e.db.Add(ctx, "argon@example.test", h2)
 	if out, err := exec.Command("doveadm", "pw", "-s", "SCRAM-SHA-256", "-p", "dovecot pw").Output(); err == nil {
 		e.db.Add(ctx, "dove@example.test", strings.TrimSpace(string(out)))
-	} else if os.Getenv("CI") == "true" {
+	} else if testutil.InCI() {
 		t.Fatalf("doveadm: %v", err)
 	}
 	cases := []struct {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // pythonClient sends one message with Python's smtplib and returns the
@@ -51,13 +53,7 @@ type pyResult struct {
 }
 
 func TestPythonSmtplib(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("python3 is required in CI")
-		}
-		t.Skip("python3 not installed")
-	}
+	py := testutil.NeedPython(t)
 	mx := newEnv(t, RoleMX, nil)
 	sub := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = PlaintextAuthNever })
 	cafile := filepath.Join(t.TempDir(), "ca.pem")

@@ -3,8 +3,8 @@ package blackbox
 import (
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,53 +41,59 @@ func TestRootLoopbackWarns(t *testing.T) {
 	}
 }
 
-// TestRunAsDropsPrivileges: with run_as the process switches user after
-// binding, owns the data folder, and still serves and stores mail.
+// TestRunAsDropsPrivileges: with run_as the process switches user (every
+// user and group id, and no supplementary group but the user's own) after
+// binding, owns the data folder, and still serves and stores mail. The
+// run_as user is one made for the test, so that nothing else runs as it.
 func TestRunAsDropsPrivileges(t *testing.T) {
 	needRoot(t)
-	nobody, err := user.Lookup("nobody")
-	if err != nil {
-		t.Skip("no user nobody")
-	}
+	runAs := testutil.NewSystemUser(t)
 	base, err := os.MkdirTemp("", "postino-runas-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
-	os.Chmod(base, 0o755) // nobody must reach the data folder inside
+	os.Chmod(base, 0o755) // the run_as user must reach the data folder inside
 	data := filepath.Join(base, "data")
 	addUser(t, data, "alice@example.test", "pw")
 	cfg := filepath.Join(base, "postino.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("run_as = %q\n", "nobody")), 0o644)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("run_as = %q\n", runAs.Username)), 0o644)
 	s := startServer(t, serverOpts{data: data, extraArgs: []string{"--config", cfg}})
 
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var uidLine string
+	// /proc/PID/status: "Uid:" and "Gid:" list the real, effective,
+	// saved and filesystem ids; "Groups:" the supplementary groups.
+	ids := map[string][]string{}
 	for _, l := range strings.Split(string(status), "\n") {
-		if strings.HasPrefix(l, "Uid:") {
-			uidLine = l
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			ids[k] = strings.Fields(v)
 		}
 	}
-	for _, f := range strings.Fields(uidLine)[1:] {
-		if f != nobody.Uid {
-			t.Fatalf("process still has a privileged id: %q (nobody is %s)", uidLine, nobody.Uid)
+	for k, want := range map[string][]string{
+		"Uid":    {runAs.Uid, runAs.Uid, runAs.Uid, runAs.Uid},
+		"Gid":    {runAs.Gid, runAs.Gid, runAs.Gid, runAs.Gid},
+		"Groups": {runAs.Gid},
+	} {
+		if !slices.Equal(ids[k], want) {
+			t.Errorf("%s: %q, want %q (%s)", k, ids[k], want, runAs.Username)
 		}
 	}
 	fi, err := os.Stat(filepath.Join(data, "users.passwd"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if uid := fi.Sys().(*syscall.Stat_t).Uid; strconv.Itoa(int(uid)) != nobody.Uid {
-		t.Errorf("users.passwd owned by %d, want nobody", uid)
+	if st := fi.Sys().(*syscall.Stat_t); strconv.Itoa(int(st.Uid)) != runAs.Uid || strconv.Itoa(int(st.Gid)) != runAs.Gid {
+		t.Errorf("users.passwd owned by %d:%d, want %s:%s", st.Uid, st.Gid, runAs.Uid, runAs.Gid)
 	}
 	mustDeliver(t, data, "bob@example.test", []byte("Subject: x\n\nhello\n"), "alice@example.test")
-	// deliver ran as root: the server (as nobody) must still read it.
+	// deliver ran as root: the server (as the run_as user) must still
+	// read it.
 	c := s.login("alice@example.test", "pw")
 	if n, _, err := c.Stat(); err != nil || n != 1 {
-		t.Fatalf("STAT as nobody: %d, %v", n, err)
+		t.Fatalf("STAT as %s: %d, %v", runAs.Username, n, err)
 	}
 	c.Quit()
 }

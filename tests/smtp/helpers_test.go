@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -63,24 +62,11 @@ func makeUsers(dir string) error {
 // usersFile is the users.passwd holding the test users, made by TestMain.
 var usersFile []byte
 
-var (
-	pythonOnce sync.Once
-	pythonPath string
-)
-
 // needPython returns the path of the python3 interpreter itself (not a
 // pyenv shim, which costs seconds per start on a loaded machine).
 func needPython(t testing.TB) string {
 	t.Helper()
-	p := testutil.NeedProgram(t, "python3")
-	pythonOnce.Do(func() {
-		pythonPath = p
-		out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
-		if exe := strings.TrimSpace(string(out)); err == nil && filepath.IsAbs(exe) {
-			pythonPath = exe
-		}
-	})
-	return pythonPath
+	return testutil.NeedPython(t)
 }
 
 // needSwaks returns swaks' path, after checking that it can do TLS (it
