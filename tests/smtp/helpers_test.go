@@ -385,6 +385,20 @@ func dialRaw(t testing.TB, addr string) *rawConn {
 	return rc
 }
 
+// dialRawTLS is dialRaw for a listener with implicit TLS (RFC 8314 §3.3).
+func dialRawTLS(t testing.TB, addr string, cfg *tls.Config) *rawConn {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		t.Fatalf("dialing %s with TLS: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc := &rawConn{t: t, c: c, r: bufio.NewReader(c)}
+	rc.expect("220")
+	return rc
+}
+
 // startTLS upgrades the session (after EHLO) with STARTTLS.
 func (rc *rawConn) startTLS(cfg *tls.Config) {
 	rc.t.Helper()

@@ -589,6 +589,66 @@ func TestSmuggling(t *testing.T) {
 	}
 }
 
+// TestDotCRLine: a data line made of a dot and a bare CR (".\r" then CRLF,
+// or ".\r" then text), which no client produces (it would send "..\r"),
+// is dot-stuffing (RFC 5321 §4.5.2): the dot goes, the CR stays (stored as
+// CRLF), and the end-of-data line right after it still ends the message.
+// A reader that lost track there would take the commands that follow for
+// message data. Over the MX in clear, submission after STARTTLS, and
+// submissions (implicit TLS).
+func TestDotCRLine(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, serverOpts{})
+	data := "From: mallory@remote.test\r\nSubject: dot CR\r\n\r\nfirst\r\n.\rsecond\r\n.\r\r\n"
+	for _, mode := range []string{"MX", "submission-STARTTLS", "submissions-TLS"} {
+		var rc *rawConn
+		from := alice
+		switch mode {
+		case "MX":
+			rc = dialRaw(t, s.smtp)
+			rc.ehlo("dotcr.test")
+			from = "mallory@remote.test"
+		case "submission-STARTTLS":
+			rc = dialRaw(t, s.sub)
+			rc.ehlo("dotcr.test")
+			rc.startTLS(s.tlsConfig())
+		case "submissions-TLS":
+			rc = dialRawTLS(t, s.subs, s.tlsConfig())
+		}
+		rc.ehlo("dotcr.test")
+		if mode != "MX" {
+			rc.send("AUTH PLAIN " + plainIR(alice, passwd) + "\r\n")
+			rc.expect("235")
+		}
+		rc.send("MAIL FROM:<" + from + ">\r\nRCPT TO:<" + bob + ">\r\nDATA\r\n")
+		rc.expect("250")
+		rc.expect("250")
+		rc.expect("354")
+		rc.send(data + ".\r\nRSET\r\nQUIT\r\n")
+		rc.expect("250 2.0.0")
+		rc.expect("250") // RSET: a command, not message data
+		rc.expect("221")
+		rc.expectEOF()
+		got := s.mustCount(t, bob, 1)
+		want := "From: mallory@remote.test\r\nSubject: dot CR\r\n\r\nfirst\r\n\r\nsecond\r\n\r\n\r\n"
+		if w := normalizeEOL(unstuffDots(data)); w != want {
+			t.Fatalf("%s: unstuffDots and normalizeEOL make %q", mode, w)
+		}
+		checkStored(t, got[0], from, bob, 1, []byte(want))
+		// Start the next mode with an empty mailbox.
+		c := testutil.DialPOP3(t, s.pop3, 10*time.Second)
+		if err := c.Login(bob, passwd); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Dele(1); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Quit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestHangupMidData: a client that goes away in the middle of the message
 // (DATA in clear and over TLS, with or without close_notify, and inside
 // a BDAT chunk) delivers nothing.

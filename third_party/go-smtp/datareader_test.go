@@ -16,6 +16,8 @@ func TestDataReaderDotStuffing(t *testing.T) {
 		{"a\r\n.\rb\r\n.\r\n", "a\r\n\rb\r\n"},
 		{".\rb\r\n.\r\n", "\rb\r\n"},
 		{"a\r\n.\r.\r\n.\r\n", "a\r\n\r.\r\n"},
+		// The CR after ".\r" ends the line: the end-of-data line follows.
+		{"a\r\n.\r\r\n.\r\n", "a\r\n\r\r\n"},
 		{"a\r\n.\nb\r\n.\r\n", "a\r\n\nb\r\n"},
 		{"a\n.\nb\r\n.\r\n", "a\n.\nb\r\n"},
 		{"a\r.\r\nb\r\n.\r\n", "a\r.\r\nb\r\n"},
