@@ -87,6 +87,12 @@ type DSNParams struct {
 	// Recipients holds the RCPT parameters, one per recipient passed to
 	// Relay.Enqueue, in the same order.
 	Recipients []RecipientDSN
+	// AuthUser is the user who submitted the message, authenticated with
+	// SMTP AUTH (RFC 4954), or "" for mail that was not submitted by one
+	// of our users (received on the MX port or over LMTP, forwarded by an
+	// alias). It decides whether the message is ours to DKIM-sign: never
+	// the envelope or a header, which anyone can forge.
+	AuthUser string
 }
 
 // RecipientDSN are the DSN parameters of one recipient (RFC 3461 §4).
