@@ -105,7 +105,7 @@ func (q *Queue) enqueueDSN(ctx context.Context, id, to string, body []byte) erro
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	if sig := q.sign(ctx, q.opts.DSNDomain, bytes.NewReader(body)); sig != "" {
+	if sig := q.sign(ctx, q.dsnDomain(), bytes.NewReader(body)); sig != "" {
 		body = append([]byte(sig), body...)
 	}
 	now := q.opts.Clock.Now()
@@ -131,6 +131,19 @@ func (q *Queue) enqueueDSN(ctx context.Context, id, to string, body []byte) erro
 	}
 	q.Kick()
 	return nil
+}
+
+// dsnDomain returns the domain DSNs are signed as (Options.DSNDomain).
+func (q *Queue) dsnDomain() string {
+	if q.opts.DSNDomain != "" {
+		return q.opts.DSNDomain
+	}
+	for d := strings.ToLower(q.opts.Hostname); strings.Contains(d, "."); _, d, _ = strings.Cut(d, ".") {
+		if q.opts.IsLocalDomain(d) {
+			return d
+		}
+	}
+	return ""
 }
 
 // buildDSN writes an RFC 3464 report: multipart/report (RFC 6522) with a

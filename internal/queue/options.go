@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/postino-mail/postino/internal/delivery"
@@ -142,8 +141,8 @@ type Options struct {
 	// none.
 	Signer Signer
 	// DSNDomain is the domain DSNs are signed as. Default: Hostname or
-	// its nearest parent domain that is local (mail.example.org signs as
-	// example.org); none when there is no such domain.
+	// its nearest parent domain that is local at the time (mail.example.org
+	// signs as example.org); unsigned when there is no such domain.
 	DSNDomain string
 	// SRS reverses Sender Rewriting Scheme addresses: a DSN about a
 	// forwarded message, whose envelope sender was rewritten, goes to the
@@ -229,14 +228,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.IsLocalDomain == nil {
 		o.IsLocalDomain = func(string) bool { return false }
-	}
-	if o.DSNDomain == "" {
-		for d := strings.ToLower(o.Hostname); strings.Contains(d, "."); _, d, _ = strings.Cut(d, ".") {
-			if o.IsLocalDomain(d) {
-				o.DSNDomain = d
-				break
-			}
-		}
 	}
 	if o.TLS == nil {
 		// Opportunistic TLS, see Options.TLS.
