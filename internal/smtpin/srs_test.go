@@ -79,12 +79,20 @@ func TestSRSBounceRouting(t *testing.T) {
 	other, _ := srs.New([]byte("an attacker's own secret, not ours"))
 	forged, _ := other.Forward("victim@target.example", "example.test")
 
+	const long = "firstname.middlename.lastname.department@subdomain.long-remote-domain.example"
+	longSRS, _ := rw.Forward(long, "example.test")
+
 	c := e.dial()
 	c.ehlo()
 	c.send("", []string{valid}, "Subject: bounce\r\n\r\nx\r\n")
 	calls := relay.get()
 	if len(calls) != 1 || strings.Join(calls[0].rcpts, ",") != "orig@remote.example" || calls[0].from != "" {
 		t.Fatalf("bounce to %s relayed as %+v", valid, calls)
+	}
+	// A long sender's SRS local part is over 64 octets: still accepted.
+	c.send("", []string{longSRS}, "Subject: bounce\r\n\r\nx\r\n")
+	if calls = relay.get(); len(calls) != 2 || strings.Join(calls[1].rcpts, ",") != long {
+		t.Fatalf("bounce to %s relayed as %+v", longSRS, calls)
 	}
 	c.send("", []string{strings.ToLower(local)}, "Subject: local bounce\r\n\r\nx\r\n")
 	if m := e.messages("bob@example.test"); len(m) != 1 || !strings.Contains(m[0], "Subject: local bounce") {
@@ -100,7 +108,7 @@ func TestSRSBounceRouting(t *testing.T) {
 	now = now.Add(22 * 24 * time.Hour)
 	c.cmd(550, "5.1.1", "RCPT TO:<"+valid+">")
 	c.cmd(221, "", "QUIT")
-	if n := len(relay.get()); n != 1 {
+	if n := len(relay.get()); n != 2 {
 		t.Errorf("%d relay calls", n)
 	}
 }
