@@ -236,6 +236,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		qo.IsLocalDomain = smtpin.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
 		qo.Local = deliverer
 		qo.Signer = dkim.NewSigner(cfg.DKIMDir())
+		qo.DSNDomain = dsnDomain(cfg)
 		var rw *srs.Rewriter
 		if cfg.SMTP.SRS {
 			key, err := srs.LoadKey(cfg.SRSKeyFile())
@@ -363,6 +364,23 @@ func smtpOptions(cfg *config.Config, logger *slog.Logger, d *delivery.Deliverer,
 		Users:               users,
 		Aliases:             al,
 	}
+}
+
+// dsnDomain is the domain bounces are signed as when the host name is
+// not in (or under) a configured local domain: the first of them. ""
+// lets the queue use the host name's local domain.
+func dsnDomain(cfg *config.Config) string {
+	ld := cfg.SMTP.LocalDomains
+	if len(ld) == 0 {
+		return ""
+	}
+	h := strings.ToLower(cfg.Hostname)
+	for _, d := range ld {
+		if d = strings.ToLower(d); h == d || strings.HasSuffix(h, "."+d) {
+			return ""
+		}
+	}
+	return ld[0]
 }
 
 func plaintextPolicy(s string) pop3.PlaintextPolicy {

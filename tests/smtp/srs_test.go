@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // TestForwardingSRSAndDKIM drives two postino servers with swaks as the
@@ -81,4 +83,101 @@ func TestForwardingSRSAndDKIM(t *testing.T) {
 	if !strings.Contains(string(pm), "Subject: to the postmaster") {
 		t.Errorf("postmaster mail:\n%s", pm)
 	}
+}
+
+// dkimpyScript verifies every DKIM signature of the message on standard
+// input with dkimpy (python3-dkim), looking keys up in the records given
+// as arguments ("name=value"), and prints "signatures N verified M".
+const dkimpyScript = `
+import sys, dkim
+records = dict(a.split("=", 1) for a in sys.argv[1:])
+def dns(name, timeout=5):
+    return records.get(name.decode().rstrip("."), "").encode() or None
+msg = sys.stdin.buffer.read()
+d = dkim.DKIM(msg)
+header = msg.split(b"\r\n\r\n", 1)[0]
+n = sum(1 for line in header.split(b"\r\n") if line.lower().startswith(b"dkim-signature:"))
+ok = sum(1 for i in range(n) if d.verify(idx=i, dnsfunc=dns))
+print("signatures %d verified %d" % (n, ok))
+`
+
+// needDkimpy returns a python3 that can import dkim (python3-dkim).
+func needDkimpy(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/python3", needPython(t)} {
+		if r := run(t, nil, nil, p, "-c", "import dkim"); r.Code == 0 {
+			return p
+		}
+	}
+	testutil.SkipOrFatal(t, "python3-dkim (dkimpy) is not installed")
+	return ""
+}
+
+// TestDKIMVerifiedByDkimpy: dkimpy, an independent verifier, checks what
+// leaves postino: mail an authenticated user submits (STARTTLS, implicit
+// TLS, and plain from loopback) has exactly one signature (one key) and
+// it verifies; mail a user of another domain submits as
+// ceo@example.test (restrict_sender = false) has none; postino's own
+// bounce of a forwarded message has one that verifies.
+func TestDKIMVerifiedByDkimpy(t *testing.T) {
+	swaks := needSwaks(t)
+	py := needDkimpy(t)
+	remote := startServer(t, serverOpts{
+		localDomains: []string{"example.test", "elsewhere.test"},
+		aliases:      "@elsewhere.test: bob@example.test\n",
+	})
+	var records []string
+	local := startServer(t, serverOpts{
+		aliases:     defaultAliases + "fwd@example.test: gone@refused.test\n",
+		smtpConfig:  "restrict_sender = false\n",
+		extraConfig: "[queue]\nroutes = [\"elsewhere.test=" + remote.smtp + "\", \"refused.test=" + remote.smtp + "\"]\n",
+		beforeStart: func(data string) {
+			r := run(t, nil, nil, binPath, "dkim", "keygen", "example.test", "--algo", "rsa", "--data", data)
+			for _, m := range regexp.MustCompile(`(?m)^(\S+)\. IN TXT (.*)$`).FindAllStringSubmatch(r.Output, -1) {
+				// The value is split in quoted strings: join them.
+				value := strings.ReplaceAll(strings.Join(regexp.MustCompile(`"[^"]*"`).FindAllString(m[2], -1), ""), `"`, "")
+				records = append(records, m[1]+"="+value)
+			}
+			if r.Code != 0 || len(records) != 1 {
+				t.Fatalf("dkim keygen: %v", r)
+			}
+		},
+	})
+	verify := func(what string, msg []byte, want string) {
+		t.Helper()
+		r := run(t, nil, msg, py, append([]string{"-c", dkimpyScript}, records...)...)
+		if r.Code != 0 || strings.TrimSpace(r.Output) != want {
+			t.Errorf("%s: dkimpy says %q, want %q", what, r.Output, want)
+		}
+	}
+	tlsArgs := []string{"--tls-verify", "--tls-ca-path", local.certFile}
+	auth := func(user string) []string {
+		return []string{"--auth", "PLAIN", "--auth-user", user, "--auth-password", passwd}
+	}
+	n := 0
+	for _, c := range []struct {
+		name, user, from string
+		args             []string
+		want             string
+	}{
+		{"alice STARTTLS", alice, alice, append([]string{"--server", local.sub, "--tls"}, tlsArgs...), "signatures 1 verified 1"},
+		{"alice TLS", alice, alice, append([]string{"--server", local.subs, "--tls-on-connect"}, tlsArgs...), "signatures 1 verified 1"},
+		{"alice plain", alice, alice, []string{"--server", local.sub}, "signatures 1 verified 1"},
+		{"carol as ceo", carol, "ceo@example.test", append([]string{"--server", local.subs, "--tls-on-connect"}, tlsArgs...), "signatures 0 verified 0"},
+	} {
+		msg := testMessage("dkim "+c.name, c.from, "friend@elsewhere.test")
+		swaksOK(t, swaks, append(append([]string{"--from", c.from, "--to", "friend@elsewhere.test", "--data", swaksData(t, msg)}, auth(c.user)...), c.args...)...)
+		n++
+		got := remote.waitMailbox(t, bob, n, 30*time.Second)[n-1]
+		verify(c.name, got, c.want)
+	}
+	// A forwarded message bounces at the next hop (refused.test is not
+	// the remote's); the bounce goes to the original sender, signed.
+	swaksOK(t, swaks, "--server", local.smtp, "--from", "someone@elsewhere.test", "--to", "fwd@example.test", "--data", swaksData(t, testMessage("doomed", "someone@elsewhere.test", "fwd@example.test")))
+	n++
+	dsn := remote.waitMailbox(t, bob, n, 30*time.Second)[n-1]
+	if !strings.Contains(string(dsn), "multipart/report") || !strings.Contains(string(dsn), "Return-Path: <>") {
+		t.Fatalf("not a bounce:\n%s", dsn)
+	}
+	verify("bounce", dsn, "signatures 1 verified 1")
 }
