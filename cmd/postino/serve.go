@@ -22,6 +22,7 @@ import (
 	"github.com/postino-mail/postino/internal/mailserver"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/srs"
 	"github.com/postino-mail/postino/internal/tlsutil"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -235,6 +236,18 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		qo.IsLocalDomain = smtpin.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
 		qo.Local = deliverer
 		qo.Signer = dkim.NewSigner(cfg.DKIMDir())
+		qo.DSNDomain = dsnDomain(cfg)
+		var rw *srs.Rewriter
+		if cfg.SMTP.SRS {
+			key, err := srs.LoadKey(cfg.SRSKeyFile())
+			if err == nil {
+				rw, err = srs.New(key)
+			}
+			if err != nil {
+				return nil, err
+			}
+			qo.SRS = rw
+		}
 		if s.queue, err = queue.Open(cfg.QueueDir(), qo); err != nil {
 			return nil, fmt.Errorf("outbound queue: %w", err)
 		}
@@ -242,6 +255,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 			o := smtpOptions(cfg, logger, deliverer, s.users, al)
 			o.Guard = guard
 			o.Relay = s.queue
+			o.SRS = rw
 			o.Role = role
 			if withTLS {
 				o.TLS = tlsCfg
@@ -344,11 +358,29 @@ func smtpOptions(cfg *config.Config, logger *slog.Logger, d *delivery.Deliverer,
 		PlusSeparator:       cfg.SMTP.PlusSeparator,
 		PlaintextAuth:       cfg.SMTP.PlaintextAuth,
 		AllowAnySender:      !cfg.SMTP.RestrictSender,
+		Postmaster:          cfg.SMTP.Postmaster,
 		Logger:              logger,
 		Deliverer:           d,
 		Users:               users,
 		Aliases:             al,
 	}
+}
+
+// dsnDomain is the domain bounces are signed as when the host name is
+// not in (or under) a configured local domain: the first of them. ""
+// lets the queue use the host name's local domain.
+func dsnDomain(cfg *config.Config) string {
+	ld := cfg.SMTP.LocalDomains
+	if len(ld) == 0 {
+		return ""
+	}
+	h := strings.ToLower(cfg.Hostname)
+	for _, d := range ld {
+		if d = strings.ToLower(d); h == d || strings.HasSuffix(h, "."+d) {
+			return ""
+		}
+	}
+	return ld[0]
 }
 
 func plaintextPolicy(s string) pop3.PlaintextPolicy {

@@ -127,6 +127,8 @@ type SMTPConfig struct {
 	AliasesFile         string   `toml:"aliases_file" comment:"Aliases file; empty means DATA/aliases."`
 	PlaintextAuth       string   `toml:"plaintext_auth" comment:"Whether submission offers AUTH on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
 	RestrictSender      bool     `toml:"restrict_sender" comment:"On submission, let an authenticated user send only as their own address, its plus-addresses, an alias that reaches them, or <>."`
+	Postmaster          string   `toml:"postmaster" comment:"Address that receives mail for \"postmaster\" (without a domain, RFC 5321) and postmaster@ each local domain when that domain has no user or alias of that name. Empty: only a postmaster alias or user of the primary domain (the first of local_domains) receives it."`
+	SRS                 bool     `toml:"srs" comment:"Rewrite the envelope sender of mail forwarded to remote addresses with the Sender Rewriting Scheme (SRS0=...@primary domain; secret in DATA/srs.key) and route bounces to such addresses back to the original sender."`
 }
 
 // Default returns the embedded default configuration, used when no file is
@@ -184,6 +186,7 @@ func Default() *Config {
 			PlusSeparator:       "+",
 			PlaintextAuth:       PlaintextAuthLoopback,
 			RestrictSender:      true,
+			SRS:                 true,
 		},
 	}
 }

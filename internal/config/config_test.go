@@ -324,6 +324,9 @@ func TestValidate(t *testing.T) {
 		{"smtp.plus_separator at", func(c *Config) { c.SMTP.PlusSeparator = "@" }, "smtp.plus_separator"},
 		{"smtp.plus_separator dash", func(c *Config) { c.SMTP.PlusSeparator = "-" }, ""},
 		{"smtp.plus_separator empty", func(c *Config) { c.SMTP.PlusSeparator = "" }, ""},
+		{"smtp.postmaster no domain", func(c *Config) { c.SMTP.Postmaster = "root" }, "smtp.postmaster: must be empty or an address"},
+		{"smtp.postmaster bad domain", func(c *Config) { c.SMTP.Postmaster = "root@bad domain" }, "smtp.postmaster"},
+		{"smtp.postmaster ok", func(c *Config) { c.SMTP.Postmaster = "admin@example.org" }, ""},
 		{"duplicate listener", func(c *Config) { c.SMTP.Listen = c.POP3.Listen }, `smtp.listen: address "127.0.0.1:1110" is already used by pop3.listen`},
 		{"port zero may repeat", func(c *Config) { c.POP3.Listen, c.POP3.ListenTLS = "127.0.0.1:0", "127.0.0.1:0" }, ""},
 	}

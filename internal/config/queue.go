@@ -82,6 +82,9 @@ func (c *Config) validateQueue(v *validator) {
 // QueueDir returns the outbound queue's folder, DATA/queue.
 func (c *Config) QueueDir() string { return c.ResolvePath("queue") }
 
+// SRSKeyFile returns the file of the SRS secret (DATA/srs.key).
+func (c *Config) SRSKeyFile() string { return c.ResolvePath("srs.key") }
+
 // DKIMDir returns the folder of DKIM keys.
 func (c *Config) DKIMDir() string {
 	if c.Queue.DKIMDir == "" {

@@ -227,6 +227,12 @@ func (c *Config) validate() []error {
 			v.add(fmt.Sprintf("smtp.local_domains[%d]", i), "%s", msg)
 		}
 	}
+	if pm := s.Postmaster; pm != "" {
+		at := strings.LastIndexByte(pm, '@')
+		if at <= 0 || strings.ContainsAny(pm[:at], " \t\r\n<>\"") || checkDomain(pm[at+1:]) != "" {
+			v.add("smtp.postmaster", "must be empty or an address user@domain (got %q)", pm)
+		}
+	}
 	if sep := s.PlusSeparator; sep != "" {
 		if len(sep) != 1 || sep[0] <= ' ' || sep[0] >= 0x7f || sep[0] == '@' || sep[0] == '"' || sep[0] == '\\' ||
 			sep[0] >= 'a' && sep[0] <= 'z' || sep[0] >= 'A' && sep[0] <= 'Z' || sep[0] >= '0' && sep[0] <= '9' {

@@ -75,27 +75,38 @@ func (q *Queue) report(ctx context.Context, e *Entry, action dsnAction) error {
 		return nil
 	}
 	id := e.ID + "-" + suffix
-	body, err := q.buildDSN(ctx, e, action, rcpts, id)
+	to := e.From
+	if q.opts.SRS != nil {
+		// A forwarded message's sender was rewritten with SRS: its DSN goes
+		// to the original sender (if the address is still valid).
+		if orig, err := q.opts.SRS.Reverse(to); err == nil {
+			to = orig
+		}
+	}
+	body, err := q.buildDSN(ctx, e, action, rcpts, id, to)
 	if err != nil {
 		q.opts.Logger.Error("queue: building DSN", "id", e.ID, "err", err)
 		return err
 	}
-	if err := q.enqueueDSN(ctx, id, e.From, body); err != nil {
+	if err := q.enqueueDSN(ctx, id, to, body); err != nil {
 		q.opts.Logger.Error("queue: queueing DSN", "id", e.ID, "err", err)
 		return err
 	}
-	q.opts.Logger.Info("queue: DSN queued", "id", e.ID, "dsn", id, "to", e.From, "rcpts", len(rcpts))
+	q.opts.Logger.Info("queue: DSN queued", "id", e.ID, "dsn", id, "to", to, "rcpts", len(rcpts))
 	return nil
 }
 
-// enqueueDSN queues a DSN with the null sender. Queueing the same id
-// twice is a no-op.
+// enqueueDSN queues a DSN with the null sender, signed as DSNDomain: the
+// DSN is postino's own message. Queueing the same id twice is a no-op.
 func (q *Queue) enqueueDSN(ctx context.Context, id, to string, body []byte) error {
 	eid := entryID(id, 1)
 	if _, err := q.store.Get(ctx, eid); err == nil {
 		return nil
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
+	}
+	if sig := q.sign(ctx, q.dsnDomain(), bytes.NewReader(body)); sig != "" {
+		body = append([]byte(sig), body...)
 	}
 	now := q.opts.Clock.Now()
 	d := domainOf(to)
@@ -122,12 +133,25 @@ func (q *Queue) enqueueDSN(ctx context.Context, id, to string, body []byte) erro
 	return nil
 }
 
+// dsnDomain returns the domain DSNs are signed as (Options.DSNDomain).
+func (q *Queue) dsnDomain() string {
+	if q.opts.DSNDomain != "" {
+		return q.opts.DSNDomain
+	}
+	for d := strings.ToLower(q.opts.Hostname); strings.Contains(d, "."); _, d, _ = strings.Cut(d, ".") {
+		if q.opts.IsLocalDomain(d) {
+			return d
+		}
+	}
+	return ""
+}
+
 // buildDSN writes an RFC 3464 report: multipart/report (RFC 6522) with a
 // human-readable part, message/delivery-status, and the original message
 // (RET=FULL, failures only, up to BounceSizeLimit) or its header section.
 // With non-ASCII addresses or text the RFC 6533 message/global-* types
 // are used.
-func (q *Queue) buildDSN(ctx context.Context, e *Entry, action dsnAction, rcpts []*Recipient, id string) ([]byte, error) {
+func (q *Queue) buildDSN(ctx context.Context, e *Entry, action dsnAction, rcpts []*Recipient, id, to string) ([]byte, error) {
 	now := q.opts.Clock.Now()
 	host := q.opts.Hostname
 	var b [12]byte
@@ -233,7 +257,7 @@ func (q *Queue) buildDSN(ctx context.Context, e *Entry, action dsnAction, rcpts 
 
 	var m bytes.Buffer
 	fmt.Fprintf(&m, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", host)
-	fmt.Fprintf(&m, "To: <%s>\r\n", oneLine(e.From))
+	fmt.Fprintf(&m, "To: <%s>\r\n", oneLine(to))
 	fmt.Fprintf(&m, "Subject: %s\r\n", subject)
 	fmt.Fprintf(&m, "Date: %s\r\n", now.Format(time.RFC1123Z))
 	fmt.Fprintf(&m, "Message-ID: <%s@%s>\r\n", id, host)

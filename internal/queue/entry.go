@@ -49,6 +49,9 @@ type Entry struct {
 	Local bool `json:"local,omitempty"`
 	// From is the envelope sender; "" is the null sender.
 	From string `json:"from"`
+	// AuthUser is the authenticated user who submitted the message, ""
+	// for received, forwarded and generated mail.
+	AuthUser string `json:"auth_user,omitempty"`
 	// Size is the size of the stored message in octets.
 	Size int64 `json:"size"`
 	// Need8BitMIME: the message has octets over 127 (RFC 6152).

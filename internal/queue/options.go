@@ -76,12 +76,18 @@ type LocalDeliverer interface {
 	Deliver(ctx context.Context, from string, rcpts []string, msg io.Reader) ([]delivery.Result, error)
 }
 
-// Signer adds signatures (DKIM) to messages from local domains when they
-// are queued. Sign reads the whole message and returns the header fields to
+// Signer adds signatures (DKIM) to the messages postino originates when
+// they are queued. Sign reads the whole message and returns the header fields to
 // prepend (CRLF-terminated), or "" when it has nothing to sign with for
 // domain. *dkim.Signer implements it.
 type Signer interface {
 	Sign(ctx context.Context, domain string, msg io.Reader) (string, error)
+}
+
+// SRSReverser returns the address an SRS address was made from;
+// *srs.Rewriter implements it.
+type SRSReverser interface {
+	Reverse(addr string) (string, error)
 }
 
 // Smarthost is a relay host that receives all mail for remote domains
@@ -123,15 +129,25 @@ type Options struct {
 
 	// IsLocalDomain tells the domains delivered locally: recipients there
 	// are stored through Local without leaving the machine, and senders
-	// there get their DSNs the same way and their mail signed by Signer.
-	// nil: no domain is local.
+	// there get their DSNs the same way. nil: no domain is local.
 	IsLocalDomain func(domain string) bool
 	// Local delivers to local mailboxes (required when IsLocalDomain says
 	// yes to anything; otherwise such entries are retried until it is
 	// set).
 	Local LocalDeliverer
-	// Signer signs mail from local domains at enqueue time; nil: none.
+	// Signer signs, at enqueue time, the mail that postino originates:
+	// messages submitted by an authenticated user of a local domain (as
+	// that domain) and the DSNs the queue generates (as DSNDomain). nil:
+	// none.
 	Signer Signer
+	// DSNDomain is the domain DSNs are signed as. Default: Hostname or
+	// its nearest parent domain that is local at the time (mail.example.org
+	// signs as example.org); unsigned when there is no such domain.
+	DSNDomain string
+	// SRS reverses Sender Rewriting Scheme addresses: a DSN about a
+	// forwarded message, whose envelope sender was rewritten, goes to the
+	// original sender. nil: DSNs go to the envelope sender as it is.
+	SRS SRSReverser
 
 	// TLS is the client configuration of opportunistic STARTTLS. nil:
 	// certificates are not verified, like Postfix's default

@@ -111,9 +111,11 @@ func isASCII(s string) bool {
 
 // Enqueue implements smtpin.Relay: it stores the message durably, one
 // entry per destination domain, and returns the message id. The message
-// is signed (Options.Signer) when the sender's domain is local.
-// Recipients in local domains are delivered locally by the worker, without
-// leaving the machine.
+// is signed (Options.Signer) only when postino originates it: when a user
+// of a local domain submitted it (params.AuthUser), and then as that
+// user's domain. Relayed and forwarded mail is never signed, whatever its
+// envelope sender or From field claim. Recipients in local domains are
+// delivered locally by the worker, without leaving the machine.
 func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params smtpin.DSNParams, msg io.Reader) (string, error) {
 	if len(rcpts) == 0 {
 		return "", errors.New("queue: no recipients")
@@ -126,15 +128,9 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 		return "", err
 	}
 	defer sp.f.Close()
-	var sig string
-	if fd := domainOf(from); q.opts.Signer != nil && fd != "" && q.opts.IsLocalDomain(fd) {
-		sig, err = q.opts.Signer.Sign(ctx, fd, io.NewSectionReader(sp.f, 0, sp.size))
-		if err != nil {
-			// Sent unsigned rather than not at all; the log says why.
-			q.opts.Logger.Error("queue: DKIM signing failed; sending unsigned", "domain", fd, "err", err)
-			sig = ""
-		}
-	}
+	// RFC 6376 §1.1: the signer takes responsibility for the message, so
+	// only the submitter's authenticated identity names the domain.
+	sig := q.sign(ctx, domainOf(params.AuthUser), io.NewSectionReader(sp.f, 0, sp.size))
 	now := q.opts.Clock.Now()
 	id := newMessageID(now)
 	utf8 := sp.headerUTF8 || !isASCII(from)
@@ -154,6 +150,7 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 				Domain:       d,
 				Local:        d != "" && q.opts.IsLocalDomain(d),
 				From:         from,
+				AuthUser:     params.AuthUser,
 				Size:         sp.size + int64(len(sig)),
 				Need8BitMIME: sp.eightBit || !isASCII(sig),
 				NeedSMTPUTF8: utf8,
@@ -183,6 +180,22 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 	}
 	q.Kick()
 	return id, nil
+}
+
+// sign returns the DKIM-Signature fields for a message signed as domain,
+// or "" when domain is empty, not local, or has no keys. A message is
+// signed once, when it is queued; it is never signed again on its way.
+func (q *Queue) sign(ctx context.Context, domain string, msg io.Reader) string {
+	if q.opts.Signer == nil || domain == "" || !q.opts.IsLocalDomain(domain) {
+		return ""
+	}
+	sig, err := q.opts.Signer.Sign(ctx, domain, msg)
+	if err != nil {
+		// Sent unsigned rather than not at all; the log says why.
+		q.opts.Logger.Error("queue: DKIM signing failed; sending unsigned", "domain", domain, "err", err)
+		return ""
+	}
+	return sig
 }
 
 func upperAll(list []string) []string {

@@ -765,25 +765,31 @@ func (f *fakeSigner) Sign(ctx context.Context, domain string, msg io.Reader) (st
 	return "DKIM-Signature: v=1; d=" + domain + "; b=xyz\r\n", nil
 }
 
+// TestSignerHook: only mail that an authenticated user of a local domain
+// submitted is signed, as that user's domain. A sender address of a
+// local domain, without an authenticated submitter (a forgery on the MX
+// port, forwarded mail), or with a submitter of another domain, is not.
 func TestSignerHook(t *testing.T) {
 	sg := &fakeSigner{}
 	e := newEnv(t, func(o *Options) { o.Signer = sg })
 	srv := newServer(t, srvConfig{})
 	e.route("remote.test", srv)
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("signed"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{AuthUser: "alice@example.test"}, simpleMsg("signed"))
+	e.enqueue("ceo@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("forged"))
+	e.enqueue("ceo@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{AuthUser: "carol@remote.test"}, simpleMsg("foreign"))
 	e.enqueue("carol@remote.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("unsigned"))
 	e.runOnce()
 	if strings.Join(sg.domains, ",") != "example.test" {
 		t.Errorf("signed for %v", sg.domains)
 	}
-	var signed int
+	var signed []string
 	for _, m := range srv.messages() {
-		if strings.HasPrefix(m.data, "DKIM-Signature: v=1; d=example.test") {
-			signed++
+		if strings.Contains(m.data, "DKIM-Signature:") {
+			signed = append(signed, m.data[strings.Index(m.data, "Subject: "):][:15])
 		}
 	}
-	if signed != 1 || len(srv.messages()) != 2 {
-		t.Errorf("%d of %d signed", signed, len(srv.messages()))
+	if len(signed) != 1 || signed[0] != "Subject: signed" || len(srv.messages()) != 4 {
+		t.Errorf("signed %q of %d", signed, len(srv.messages()))
 	}
 }
 

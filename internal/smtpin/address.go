@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/postino-mail/postino/internal/srs"
 )
 
 // address is an envelope address (RFC 5321 §4.1.2 Mailbox) as go-smtp hands
@@ -38,7 +40,10 @@ func parseAddress(s string) (address, error) {
 		return address{}, errAddress
 	}
 	local, domain := s[:at], s[at+1:]
-	if len(local) > 64 || !validDotString(local) {
+	// RFC 5321 §4.5.3.1.1: 64 octets, but "implementation techniques that
+	// impose no limits ... should be used": an SRS address (ours, made
+	// from a long sender) may be longer and its bounces must come back.
+	if len(local) > 64 && !srs.IsSRS(s) || !validDotString(local) {
 		return address{}, errAddress
 	}
 	if domain[0] == '[' {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/srs"
 )
 
 // Role selects what a Server is for.
@@ -87,6 +88,12 @@ type DSNParams struct {
 	// Recipients holds the RCPT parameters, one per recipient passed to
 	// Relay.Enqueue, in the same order.
 	Recipients []RecipientDSN
+	// AuthUser is the user who submitted the message, authenticated with
+	// SMTP AUTH (RFC 4954), or "" for mail that was not submitted by one
+	// of our users (received on the MX port or over LMTP, forwarded by an
+	// alias). It decides whether the message is ours to DKIM-sign: never
+	// the envelope or a header, which anyone can forge.
+	AuthUser string
 }
 
 // RecipientDSN are the DSN parameters of one recipient (RFC 3461 §4).
@@ -179,6 +186,18 @@ type Options struct {
 	// submission and for aliases that forward to remote addresses. nil:
 	// such recipients are refused with a temporary error.
 	Relay Relay
+	// SRS, when set, rewrites the envelope sender of mail forwarded to
+	// remote addresses (received without AUTH: MX, LMTP) into an SRS
+	// address of the primary domain, and routes mail for valid SRS
+	// addresses of the local domains (bounces of forwarded mail) back to
+	// the original sender. nil: forwarded mail keeps its sender and SRS
+	// addresses are unknown users.
+	SRS *srs.Rewriter
+	// Postmaster receives mail for "postmaster" (RFC 5321 §4.5.1: without
+	// a domain, in any case) and for postmaster@ a local domain, when the
+	// primary domain (or that domain) has no user or alias of that name.
+	// It is a local user, an alias or a remote address. "": no fallback.
+	Postmaster string
 }
 
 // withDefaults checks o and fills in defaults.
@@ -233,6 +252,11 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Postmaster != "" {
+		if _, err := parseAddress(o.Postmaster); err != nil {
+			return o, fmt.Errorf("smtpin: invalid Postmaster address %q", o.Postmaster)
+		}
 	}
 	return o, nil
 }

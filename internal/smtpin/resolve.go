@@ -1,10 +1,13 @@
 package smtpin
 
 import (
+	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/srs"
 )
 
 // target is one local copy: the mailbox and the Delivered-To address.
@@ -92,6 +95,100 @@ func (s *Server) resolve(a address, log *slog.Logger) (resolution, bool) {
 		}
 	}
 	return res, false
+}
+
+// resolveSpecial resolves the addresses of a local domain that are
+// neither users nor aliases but still have a destination: postmaster,
+// when Options.Postmaster is set (RFC 5321 §4.5.1 requires every domain
+// to accept it), and valid SRS addresses, which go back to the address
+// they were made from. A forged or expired SRS address resolves to
+// nothing (User unknown): only addresses we made, recently, are relayed.
+func (s *Server) resolveSpecial(a address, log *slog.Logger) (resolution, bool) {
+	var res resolution
+	if strings.EqualFold(a.local, "postmaster") && s.opts.Postmaster != "" {
+		pa, err := parseAddress(s.opts.Postmaster)
+		if err != nil {
+			log.Error("smtp: invalid postmaster address", "postmaster", s.opts.Postmaster)
+			return res, false
+		}
+		if r, ok := s.resolve(pa, log); ok {
+			return r, true
+		}
+		return res, s.resolveFinal(pa.String(), &res, log)
+	}
+	if s.opts.SRS == nil || !srs.IsSRS(a.String()) {
+		return res, false
+	}
+	orig, err := s.opts.SRS.Reverse(a.String())
+	if err != nil {
+		if errors.Is(err, srs.ErrBadHash) {
+			log.Warn("smtp: forged SRS address refused", "rcpt", a.String())
+		} else {
+			log.Info("smtp: SRS address refused", "rcpt", a.String(), "err", err)
+		}
+		return res, false
+	}
+	oa, err := parseAddress(orig)
+	if err != nil {
+		log.Warn("smtp: SRS address reverses to an invalid address", "rcpt", a.String(), "orig", orig)
+		return res, false
+	}
+	log.Info("smtp: SRS address reversed", "rcpt", a.String(), "orig", oa.String())
+	if s.isLocalDomain(oa.domain) {
+		return s.resolve(oa, log)
+	}
+	res.addRemote(oa.String())
+	return res, true
+}
+
+// forwardSender returns the envelope sender to queue mail with: for mail
+// no user of ours submitted (user is ""), the SRS form of from in the
+// primary domain when SRS is on, so that the next hop's SPF check sees our
+// domain, and bounces still reach the sender. The null sender stays null.
+func (s *Server) forwardSender(from, user string, log *slog.Logger) string {
+	if user != "" || from == "" || s.opts.SRS == nil {
+		return from
+	}
+	d := s.primaryDomain()
+	if d == "" {
+		return from
+	}
+	rw, err := s.opts.SRS.Forward(from, d)
+	if err != nil {
+		log.Warn("smtp: SRS rewriting failed; forwarding with the original sender", "from", from, "err", err)
+		return from
+	}
+	return rw
+}
+
+// primaryDomain returns the primary local domain: the first of
+// Options.LocalDomains; else the host name or its nearest parent domain
+// that is local; else the first, in sorted order, of the domains of the
+// users and aliases. "" when there is no local domain.
+func (s *Server) primaryDomain() string {
+	if len(s.opts.LocalDomains) > 0 {
+		return strings.ToLower(s.opts.LocalDomains[0])
+	}
+	for d := strings.ToLower(s.opts.Hostname); strings.Contains(d, "."); _, d, _ = strings.Cut(d, ".") {
+		if s.isLocalDomain(d) {
+			return d
+		}
+	}
+	var domains []string
+	if s.opts.Aliases != nil {
+		domains = append(domains, s.opts.Aliases.Domains()...)
+	}
+	if list, err := s.opts.Users.List(); err == nil {
+		for _, u := range list {
+			if _, d, ok := strings.Cut(u.Address, "@"); ok {
+				domains = append(domains, d)
+			}
+		}
+	}
+	if len(domains) == 0 {
+		return ""
+	}
+	return strings.ToLower(slices.Min(domains))
 }
 
 // expandAlias adds the destinations of alias addr to res and reports

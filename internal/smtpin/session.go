@@ -381,12 +381,25 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	a, err := parseAddress(to)
 	if err != nil {
-		return s.fail(errRcptSyntax, true)
+		if !strings.EqualFold(to, "postmaster") {
+			return s.fail(errRcptSyntax, true)
+		}
+		// RFC 5321 §4.1.1.3, §4.5.1: "Postmaster" without a domain (in
+		// any case) must be accepted; it is the primary domain's.
+		d := s.srv.primaryDomain()
+		if d == "" {
+			s.log.Error("smtp: no local domain for postmaster")
+			return s.fail(errUnknownUser, true)
+		}
+		a = address{local: "postmaster", domain: d}
 	}
 	if !a.ascii() && !tx.utf8 {
 		return s.fail(errNeedUTF8, true)
 	}
 	res, found := s.srv.resolve(a, s.log)
+	if !found && s.srv.isLocalDomain(a.domain) {
+		res, found = s.srv.resolveSpecial(a, s.log)
+	}
 	switch {
 	case found && len(res.remote) > 0 && s.srv.opts.Relay == nil:
 		return s.fail(errForwardNotYet, true)
@@ -637,12 +650,15 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 				forClause = tx.rcpts[0].canon
 			}
 			hdr := s.trace(tx, user, forClause).header()
-			id, err := s.srv.opts.Relay.Enqueue(s.ctx, tx.from, rcpts, params, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+			// The queue signs only what an authenticated user submitted.
+			params.AuthUser = user
+			from := s.srv.forwardSender(tx.from, user, s.log)
+			id, err := s.srv.opts.Relay.Enqueue(s.ctx, from, rcpts, params, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
 			out.relayErr = err
 			if err != nil {
 				s.log.Error("smtp: queueing message", "id", tx.id, "err", err)
 			} else {
-				s.log.Info("smtp: queued", "id", tx.id, "queue_id", id, "from", tx.from, "rcpts", len(rcpts))
+				s.log.Info("smtp: queued", "id", tx.id, "queue_id", id, "from", from, "rcpts", len(rcpts))
 			}
 		}
 	}

@@ -147,6 +147,20 @@ func (p *parser) parseReversePath() (string, error) {
 	return p.parsePath()
 }
 
+// postino: parseForwardPath parses the argument of RCPT TO. RFC 5321
+// §4.1.1.3: "<Postmaster>" without a domain (case-insensitive) is a valid
+// recipient, which the server must accept (§4.5.1); it is returned as
+// given, without the angle brackets.
+func (p *parser) parseForwardPath() (string, error) {
+	const pm = "<postmaster>"
+	if len(p.s) >= len(pm) && strings.EqualFold(p.s[:len(pm)], pm) {
+		mbox := p.s[1 : len(pm)-1]
+		p.s = p.s[len(pm):]
+		return mbox, nil
+	}
+	return p.parsePath()
+}
+
 func (p *parser) parsePath() (string, error) {
 	hasBracket := p.acceptByte('<')
 	if p.acceptByte('@') {

@@ -42,3 +42,27 @@ func TestParser(t *testing.T) {
 		}
 	}
 }
+
+// postino: RFC 5321 §4.1.1.3 "<Postmaster>" without a domain, in any case,
+// with or without parameters; other domain-less paths stay invalid.
+func TestParseForwardPathPostmaster(t *testing.T) {
+	valid := []struct{ raw, path, after string }{
+		{"<postmaster>", "postmaster", ""},
+		{"<Postmaster>", "Postmaster", ""},
+		{"<POSTMASTER> NOTIFY=NEVER", "POSTMASTER", " NOTIFY=NEVER"},
+		{"<postmaster@example.org>", "postmaster@example.org", ""},
+	}
+	for _, tc := range valid {
+		p := parser{tc.raw}
+		path, err := p.parseForwardPath()
+		if err != nil || path != tc.path || p.s != tc.after {
+			t.Errorf("parseForwardPath(%q) = %q, %v, after %q; want %q, after %q", tc.raw, path, err, p.s, tc.path, tc.after)
+		}
+	}
+	for _, raw := range []string{"<root>", "<postmaster", "postmaster", "<postmasters>", "<post master>"} {
+		p := parser{raw}
+		if path, err := p.parseForwardPath(); err == nil {
+			t.Errorf("parseForwardPath(%q) = %q, want error", raw, path)
+		}
+	}
+}
