@@ -317,12 +317,15 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 
 // READY state -> waiting for MAIL
 func (c *Conn) handleMail(arg string) {
+	// postino: a command out of sequence is "503 Bad sequence of
+	// commands" (RFC 5321 §4.3.2); upstream answered 502, which means
+	// "command not implemented".
 	if c.helo == "" {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
 		return
 	}
 	if c.bdatPipe != nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "MAIL not allowed during message transfer")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "MAIL not allowed during message transfer")
 		return
 	}
 
@@ -690,12 +693,13 @@ func isPrintableASCII(val string) bool {
 
 // MAIL state -> waiting for RCPTs followed by DATA
 func (c *Conn) handleRcpt(arg string) {
+	// postino: RFC 5321 §4.3.2: RCPT before MAIL is 503, not 502.
 	if !c.fromReceived {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing MAIL FROM command.")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Missing MAIL FROM command.")
 		return
 	}
 	if c.bdatPipe != nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "RCPT not allowed during message transfer")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "RCPT not allowed during message transfer")
 		return
 	}
 
@@ -836,8 +840,15 @@ func checkNotifySet(values []DSNNotify) error {
 }
 
 func (c *Conn) handleAuth(arg string) {
+	// postino: RFC 4954 §4: AUTH before EHLO and AUTH during a mail
+	// transaction are 503; upstream answered 502 to the first and
+	// accepted the second.
 	if c.helo == "" {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
+		return
+	}
+	if c.fromReceived {
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "AUTH not allowed during a mail transaction")
 		return
 	}
 	if c.didAuth {
@@ -847,7 +858,9 @@ func (c *Conn) handleAuth(arg string) {
 
 	parts := strings.Fields(arg)
 	if len(parts) == 0 {
-		c.writeResponse(502, EnhancedCode{5, 5, 4}, "Missing parameter")
+		// postino: a missing mechanism is a syntax error (RFC 4954 §4,
+		// RFC 5321 §4.2.2: 501), not an unimplemented command (502).
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Missing parameter")
 		return
 	}
 
@@ -938,7 +951,9 @@ func (c *Conn) auth(mech string) (sasl.Server, error) {
 
 func (c *Conn) handleStartTLS() {
 	if _, isTLS := c.TLSConnectionState(); isTLS {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Already running in TLS")
+		// postino: STARTTLS inside TLS is out of sequence (503, RFC
+		// 5321 §4.2.2), not an unimplemented command (502).
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Already running in TLS")
 		return
 	}
 
@@ -979,17 +994,19 @@ func (c *Conn) handleData(arg string) {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "DATA command should not have any arguments")
 		return
 	}
+	// postino: RFC 5321 §4.3.2: DATA out of sequence is 503, not 502.
 	if c.bdatPipe != nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "DATA not allowed during message transfer")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "DATA not allowed during message transfer")
 		return
 	}
 	if c.binarymime {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "DATA not allowed for BINARYMIME messages")
+		// RFC 3030 §3: a BINARYMIME message is sent with BDAT only.
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "DATA not allowed for BINARYMIME messages")
 		return
 	}
 
 	if !c.fromReceived || len(c.recipients) == 0 {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
 		return
 	}
 
@@ -1038,7 +1055,9 @@ func (c *Conn) handleBdat(arg string) {
 	}
 
 	if !c.fromReceived || len(c.recipients) == 0 {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
+		// postino: RFC 5321 §4.3.2, RFC 3030 §2: BDAT without a
+		// recipient is 503, not 502.
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
 		// The chunk follows the command even when the command is rejected.
 		io.Copy(ioutil.Discard, io.LimitReader(c.text.R, int64(size)))
 		return
