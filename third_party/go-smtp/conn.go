@@ -1126,8 +1126,22 @@ func (c *Conn) handleBdat(arg string) {
 		c.lineLimitReader.LineLimit = c.server.MaxLineLength
 	}()
 
-	chunk := io.LimitReader(c.text.R, int64(size))
+	// postino: a chunk must arrive whole (RFC 3030 §2: exactly the
+	// octets announced). Upstream copied it through an io.LimitReader,
+	// which reports no error when the stream ends early, so a chunk cut
+	// short by EOF or a TLS close_notify was taken for a whole one and,
+	// with LAST, the truncated message was delivered. However the stream
+	// ends (EOF, close_notify, reset, timeout), the transaction is
+	// aborted, the backend's reader fails with ErrDataReset and the
+	// connection is closed: what follows could not be told apart from
+	// commands.
+	chunk := &chunkReader{r: c.text.R, n: int64(size)}
 	_, err = io.Copy(c.bdatPipe, chunk)
+	if chunk.err != nil {
+		c.writeResponse(421, EnhancedCode{4, 4, 2}, "Message chunk cut short, closing connection")
+		c.Close()
+		return
+	}
 	if err != nil {
 		// Backend might return an error early using CloseWithError without consuming
 		// the whole chunk.
@@ -1169,6 +1183,33 @@ func (c *Conn) handleBdat(arg string) {
 	} else {
 		c.writeResponse(250, EnhancedCode{2, 0, 0}, "Continue")
 	}
+}
+
+// chunkReader reads the n octets of a BDAT chunk. Unlike an
+// io.LimitReader it reports a stream that ends before them as
+// io.ErrUnexpectedEOF, and it keeps the read error (postino).
+type chunkReader struct {
+	r   io.Reader
+	n   int64
+	err error // the read error that cut the chunk short
+}
+
+func (cr *chunkReader) Read(p []byte) (int, error) {
+	if cr.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > cr.n {
+		p = p[:cr.n]
+	}
+	n, err := cr.r.Read(p)
+	cr.n -= int64(n)
+	if err == io.EOF && cr.n > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		cr.err = err
+	}
+	return n, err
 }
 
 // ErrDataReset is returned by Reader pased to Data function if client does not

@@ -4,9 +4,21 @@ package smtp_test
 // each change and its test.
 
 import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"math/big"
+	"net"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // exchange writes each command and checks that the reply line starts with
@@ -79,4 +91,118 @@ func TestPostinoBdatWithoutRcpt(t *testing.T) {
 		{"BDAT 6 LAST\r\nNOOP", "503 5.5.1 "},
 		{"NOOP", "250 "},
 	})
+}
+
+// testTLSConfigs returns a server and a client TLS configuration for a
+// fresh self-signed certificate for 127.0.0.1.
+func testTLSConfigs(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	client = &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	return server, client
+}
+
+// startTLS says STARTTLS on c and returns the TLS connection, greeted
+// again with EHLO.
+func startTLS(t *testing.T, c net.Conn, scanner *bufio.Scanner, cfg *tls.Config) (*tls.Conn, *bufio.Scanner) {
+	t.Helper()
+	exchange(t, c, scanner, [][2]string{{"STARTTLS", "220 "}})
+	tc := tls.Client(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	ts := bufio.NewScanner(tc)
+	io.WriteString(tc, "EHLO localhost\r\n")
+	for ts.Scan() {
+		if strings.HasPrefix(ts.Text(), "250 ") {
+			return tc, ts
+		}
+	}
+	t.Fatal("no EHLO reply over TLS")
+	return nil, nil
+}
+
+// A BDAT chunk cut short, however the stream ends, aborts the transaction:
+// nothing is delivered, the backend's reader fails and, when the client
+// can still read, it is told 421.
+func TestPostinoBdatShortChunk(t *testing.T) {
+	for _, end := range []string{"EOF", "close_notify", "reset", "timeout"} {
+		t.Run(end, func(t *testing.T) {
+			serverTLS, clientTLS := testTLSConfigs(t)
+			be, s, c, scanner := testServerGreeted(t, func(s *smtp.Server) {
+				s.TLSConfig = serverTLS
+				if end == "timeout" {
+					s.ReadTimeout = 300 * time.Millisecond
+				}
+			})
+			defer s.Close()
+			defer c.Close()
+			be.dataErrors = make(chan error, 1)
+			exchange(t, c, scanner, [][2]string{{"EHLO localhost", "250-"}})
+			for scanner.Scan() && !strings.HasPrefix(scanner.Text(), "250 ") {
+			}
+			var w io.Writer = c
+			if end == "close_notify" {
+				tc, ts := startTLS(t, c, scanner, clientTLS)
+				w, scanner = tc, ts
+			}
+			exchange(t, w, scanner, [][2]string{
+				{"MAIL FROM:<a@example.test>", "250 "},
+				{"RCPT TO:<b@example.test>", "250 "},
+			})
+			io.WriteString(w, "BDAT 100 LAST\r\n"+"Subject: cut short\r\n\r\nHi\r\n")
+			switch end {
+			case "EOF":
+				c.(*net.TCPConn).CloseWrite()
+			case "close_notify":
+				w.(*tls.Conn).CloseWrite()
+			case "reset":
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+			select {
+			case err := <-be.dataErrors:
+				if err != smtp.ErrDataReset {
+					t.Errorf("Data got %v, want ErrDataReset", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Data did not end")
+			}
+			if len(be.messages)+len(be.anonmsgs) != 0 {
+				t.Errorf("a truncated message was delivered: %q", be.anonmsgs[0].Data)
+			}
+			if end != "reset" {
+				if !scanner.Scan() || !strings.HasPrefix(scanner.Text(), "421 4.4.2 ") {
+					t.Errorf("reply %q, want 421 4.4.2", scanner.Text())
+				}
+				if scanner.Scan() {
+					t.Errorf("connection left open, then %q", scanner.Text())
+				}
+			}
+		})
+	}
 }
