@@ -206,3 +206,13 @@ func TestPostinoBdatShortChunk(t *testing.T) {
 		})
 	}
 }
+
+// STARTTLS inside TLS is out of sequence: 503, not 502.
+func TestPostinoStartTLSTwice(t *testing.T) {
+	serverTLS, clientTLS := testTLSConfigs(t)
+	_, s, c, scanner, _ := testServerEhlo(t, func(s *smtp.Server) { s.TLSConfig = serverTLS })
+	defer s.Close()
+	defer c.Close()
+	tc, ts := startTLS(t, c, scanner, clientTLS)
+	exchange(t, tc, ts, [][2]string{{"STARTTLS", "503 5.5.1 "}, {"NOOP", "250 "}})
+}
