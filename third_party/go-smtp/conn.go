@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -36,11 +37,10 @@ type Conn struct {
 	locker     sync.Mutex
 	binarymime bool
 
-	lineLimitReader *lineLimitReader
-	bdatPipe        *io.PipeWriter
-	bdatStatus      *statusCollector // used for BDAT on LMTP
-	dataResult      chan error
-	bytesReceived   int64 // counts total size of chunks when BDAT is used
+	bdatPipe      *io.PipeWriter
+	bdatStatus    *statusCollector // used for BDAT on LMTP
+	dataResult    chan error
+	bytesReceived int64 // counts total size of chunks when BDAT is used
 
 	fromReceived bool
 	recipients   []string
@@ -58,16 +58,17 @@ func newConn(c net.Conn, s *Server) *Conn {
 }
 
 func (c *Conn) init() {
-	c.lineLimitReader = &lineLimitReader{
-		R:         c.conn,
-		LineLimit: c.server.MaxLineLength,
-	}
+	// postino: MaxLineLength applies to command lines only, in readLine.
+	// Upstream counted every line read from the connection, so a DATA
+	// message with a line over the limit was refused, and a BDAT chunk
+	// sent right after its command (as clients do) was lost when the
+	// line-limited read of the command took in a long line of the chunk.
 	rwc := struct {
 		io.Reader
 		io.Writer
 		io.Closer
 	}{
-		Reader: c.lineLimitReader,
+		Reader: c.conn,
 		Writer: c.conn,
 		Closer: c.conn,
 	}
@@ -1121,11 +1122,6 @@ func (c *Conn) handleBdat(arg string) {
 		}()
 	}
 
-	c.lineLimitReader.LineLimit = 0
-	defer func() {
-		c.lineLimitReader.LineLimit = c.server.MaxLineLength
-	}()
-
 	// postino: a chunk must arrive whole (RFC 3030 §2: exactly the
 	// octets announced). Upstream copied it through an io.LimitReader,
 	// which reports no error when the stream ends early, so a chunk cut
@@ -1419,7 +1415,37 @@ func (c *Conn) readLine() (string, error) {
 		}
 	}
 
-	return c.text.ReadLine()
+	// postino: the command line, CRLF included, may be MaxLineLength
+	// octets long (RFC 5321 §4.5.3.1.4 sets 512; §4.5.3.1.6's text line
+	// limit is not applied to message data, see init). A longer line is
+	// refused as soon as the limit is passed, without waiting for its end.
+	limit := c.server.MaxLineLength
+	if limit <= 0 {
+		return c.text.ReadLine()
+	}
+	r := c.text.R
+	var line []byte
+	for {
+		if r.Buffered() == 0 {
+			if _, err := r.Peek(1); err != nil {
+				return "", err
+			}
+		}
+		buf, _ := r.Peek(r.Buffered())
+		i := bytes.IndexByte(buf, '\n')
+		if i >= 0 {
+			buf = buf[:i+1]
+		}
+		if len(line)+len(buf) > limit {
+			return "", ErrTooLongLine
+		}
+		line = append(line, buf...)
+		r.Discard(len(buf))
+		if i >= 0 {
+			line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+			return string(line), nil
+		}
+	}
 }
 
 func (c *Conn) reset() {

@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -215,4 +216,55 @@ func TestPostinoStartTLSTwice(t *testing.T) {
 	defer c.Close()
 	tc, ts := startTLS(t, c, scanner, clientTLS)
 	exchange(t, tc, ts, [][2]string{{"STARTTLS", "503 5.5.1 "}, {"NOOP", "250 "}})
+}
+
+// Message lines are bounded only by the message size (RFC 5321
+// §4.5.3.1: as few limits as possible): DATA and BDAT deliver a 5000- and
+// a 100000-octet line intact, BDAT also when the chunk comes in the same
+// write as its command; command lines keep MaxLineLength.
+func TestPostinoLongMessageLines(t *testing.T) {
+	for _, n := range []int{5000, 100000} {
+		body := "Subject: long\r\n\r\n" + strings.Repeat("x", n) + "\r\nend\r\n"
+		for _, mode := range []string{"DATA", "BDAT", "LMTP DATA"} {
+			t.Run(fmt.Sprintf("%s-%d", mode, n), func(t *testing.T) {
+				var be *backend
+				var s *smtp.Server
+				var c net.Conn
+				var scanner *bufio.Scanner
+				if mode == "LMTP DATA" {
+					be, s, c, scanner = testServerGreetedLMTP(t, func(s *smtp.Server) { s.LMTP = true })
+					exchange(t, c, scanner, [][2]string{{"LHLO localhost", "250-"}})
+				} else {
+					be, s, c, scanner = testServerGreeted(t)
+					exchange(t, c, scanner, [][2]string{{"EHLO localhost", "250-"}})
+				}
+				defer s.Close()
+				defer c.Close()
+				for scanner.Scan() && !strings.HasPrefix(scanner.Text(), "250 ") {
+				}
+				exchange(t, c, scanner, [][2]string{
+					{"MAIL FROM:<a@example.test>", "250 "},
+					{"RCPT TO:<b@example.test>", "250 "},
+				})
+				if mode == "BDAT" {
+					io.WriteString(c, fmt.Sprintf("BDAT %d LAST\r\n%s", len(body), body))
+				} else {
+					exchange(t, c, scanner, [][2]string{{"DATA", "354 "}})
+					io.WriteString(c, body+".\r\n")
+				}
+				if !scanner.Scan() || !strings.HasPrefix(scanner.Text(), "250 ") {
+					t.Fatalf("reply %q, want 250", scanner.Text())
+				}
+				if len(be.anonmsgs) != 1 || string(be.anonmsgs[0].Data) != body {
+					t.Fatal("the message was not delivered intact")
+				}
+				// The connection is still in step for commands, and
+				// they are still limited.
+				exchange(t, c, scanner, [][2]string{
+					{"NOOP", "250 "},
+					{"NOOP " + strings.Repeat("y", s.MaxLineLength), "500 5.4.0 "},
+				})
+			})
+		}
+	}
 }
