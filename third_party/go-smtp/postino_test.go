@@ -268,3 +268,137 @@ func TestPostinoLongMessageLines(t *testing.T) {
 		}
 	}
 }
+
+// xtext (RFC 3461 §4) encodes octets: an ORCPT of "rfc822;j+C3+B6rg@..."
+// (how Postfix passes on a UTF-8 recipient) is the UTF-8 address
+// "jörg@...", while encoded control characters stay refused.
+func TestPostinoXtextOctets(t *testing.T) {
+	be, s, c, scanner, _ := testServerEhlo(t, func(s *smtp.Server) { s.EnableDSN = true })
+	defer s.Close()
+	defer c.Close()
+	exchange(t, c, scanner, [][2]string{
+		{"MAIL FROM:<a@example.test> ENVID=id+2B1", "250 "},
+		{"RCPT TO:<j@example.test> ORCPT=rfc822;j+C3+B6rg@example.test", "250 "},
+		{"RCPT TO:<k@example.test> ORCPT=rfc822;k+0Ak@example.test", "501 5.5.4 "},
+		{"RCPT TO:<l@example.test> ORCPT=rfc822;l+C3@example.test", "501 5.5.4 "}, // not UTF-8
+		{"DATA", "354 "},
+		{"Subject: x\r\n\r\nx\r\n.", "250 "},
+	})
+	msg := be.anonmsgs[0]
+	if got := msg.Opts.EnvelopeID; got != "id+1" {
+		t.Errorf("ENVID %q, want id+1", got)
+	}
+	if len(msg.RcptOpts) != 1 {
+		t.Fatalf("%d recipients accepted, want 1", len(msg.RcptOpts))
+	}
+	if got := msg.RcptOpts[0].OriginalRecipient; got != "jörg@example.test" {
+		t.Errorf("ORCPT %q, want jörg@example.test", got)
+	}
+}
+
+// A DATA message of exactly MaxMessageBytes octets is accepted; one more
+// octet is refused with 552 (RFC 1870 §6.3).
+func TestPostinoDataExactSize(t *testing.T) {
+	body := "Subject: exact\r\n\r\nfits\r\n"
+	for _, tc := range []struct {
+		limit int
+		want  string
+	}{
+		{len(body), "250 "},
+		{len(body) - 1, "552 5.3.4 "},
+	} {
+		t.Run(fmt.Sprint(tc.limit), func(t *testing.T) {
+			be, s, c, scanner, _ := testServerEhlo(t, func(s *smtp.Server) { s.MaxMessageBytes = int64(tc.limit) })
+			defer s.Close()
+			defer c.Close()
+			exchange(t, c, scanner, [][2]string{
+				{"MAIL FROM:<a@example.test>", "250 "},
+				{"RCPT TO:<b@example.test>", "250 "},
+				{"DATA", "354 "},
+				{body + ".", tc.want},
+				{"NOOP", "250 "},
+			})
+			if tc.want == "250 " && (len(be.anonmsgs) != 1 || string(be.anonmsgs[0].Data) != body) {
+				t.Error("the message was not delivered intact")
+			}
+		})
+	}
+}
+
+// hookBackend is a backend whose sessions pass Data to a function.
+type hookBackend struct {
+	data func(r io.Reader) error
+}
+
+func (b *hookBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return b, nil }
+func (b *hookBackend) Reset()                                      {}
+func (b *hookBackend) Logout() error                               { return nil }
+func (b *hookBackend) Mail(string, *smtp.MailOptions) error        { return nil }
+func (b *hookBackend) Rcpt(string, *smtp.RcptOptions) error        { return nil }
+func (b *hookBackend) Data(r io.Reader) error                      { return b.data(r) }
+
+// A BDAT message aborted by an oversize chunk whose Data returns late,
+// after the next BDAT message has started, does not answer for that
+// message: each message gets its own result.
+func TestPostinoBdatAbortedResultIsolated(t *testing.T) {
+	firstFailed := make(chan struct{})   // the aborted message's Data saw the reset
+	firstReturned := make(chan struct{}) // ... and returned its error
+	secondStarted := make(chan struct{}) // the next message's Data began
+	be := &hookBackend{}
+	calls := 0
+	be.data = func(r io.Reader) error {
+		calls++
+		if calls == 1 {
+			_, err := io.Copy(io.Discard, r)
+			close(firstFailed)
+			<-secondStarted
+			defer close(firstReturned)
+			return fmt.Errorf("aborted: %w", err)
+		}
+		close(secondStarted)
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		<-firstReturned
+		// Leave the aborted message's goroutine time to send its result
+		// (into the wrong channel, before the fix).
+		time.Sleep(100 * time.Millisecond)
+		if string(b) != "second" {
+			return fmt.Errorf("got %q", b)
+		}
+		return nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := smtp.NewServer(be)
+	s.Domain = "localhost"
+	s.MaxMessageBytes = 20
+	go s.Serve(l)
+	defer s.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	scanner := bufio.NewScanner(c)
+	scanner.Scan()
+	exchange(t, c, scanner, [][2]string{
+		{"HELO localhost", "250 "},
+		{"MAIL FROM:<a@example.test>", "250 "},
+		{"RCPT TO:<b@example.test>", "250 "},
+		{"BDAT 7\r\nfirst", "250 "}, // the chunk is "first\r\n"
+		{"BDAT 30 LAST\r\n" + strings.Repeat("z", 28), "552 5.3.4 "},
+	})
+	<-firstFailed
+	exchange(t, c, scanner, [][2]string{
+		{"MAIL FROM:<a@example.test>", "250 "},
+		{"RCPT TO:<b@example.test>", "250 "},
+	})
+	io.WriteString(c, "BDAT 6 LAST\r\nsecond")
+	if !scanner.Scan() || !strings.HasPrefix(scanner.Text(), "250 ") {
+		t.Fatalf("the next message got %q, want 250", scanner.Text())
+	}
+}
