@@ -484,9 +484,11 @@ func (c *client) lost(results []rcptResult, err error) []rcptResult {
 }
 
 // writeData sends the message with dot-stuffing (RFC 5321 §4.5.2) and the
-// final dot. Each write has the command timeout.
+// final dot, its lines longer than 998 octets folded (see folder; Enqueue
+// folds a message for a remote domain before signing it, so this changes
+// only messages queued otherwise). Each write has the command timeout.
 func (c *client) writeData(body io.Reader) error {
-	br := bufio.NewReaderSize(body, 32*1024)
+	br := bufio.NewReaderSize(newFolder(body), 32*1024)
 	bol := true // at the beginning of a line
 	last := byte('\n')
 	for {

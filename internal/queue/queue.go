@@ -123,6 +123,11 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 	if len(params.Recipients) != 0 && len(params.Recipients) != len(rcpts) {
 		return "", errors.New("queue: DSN parameters do not match the recipients")
 	}
+	if anyRemote(rcpts, q.opts.IsLocalDomain) {
+		// Lines over 998 octets are folded (see folder) before the
+		// message is signed, so the DKIM signature covers what is sent.
+		msg = newFolder(msg)
+	}
 	sp, err := q.spool(ctx, msg)
 	if err != nil {
 		return "", err

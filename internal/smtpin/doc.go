@@ -63,13 +63,9 @@
 //
 // # Limitations
 //
-// go-smtp takes a BDAT chunk cut short by the end of the connection for a
-// whole one; we refuse the message when the connection's reads have ended
-// (trackedConn.readFailed), which covers a client that vanishes, but not
-// one that ends a TLS session cleanly (close_notify) in the middle of its
-// last chunk. go-smtp v0.25.1 can also panic (recovered and logged, nothing
-// delivered) when a client disconnects right after a BDAT command, because
-// the BDAT goroutine calls the Session of a closed connection.
+// go-smtp v0.25.1 can panic (recovered and logged, nothing delivered) when
+// a client disconnects right after a BDAT command, because the BDAT
+// goroutine calls the Session of a closed connection.
 // go-smtp does not tell HELO from EHLO, so the "with" protocol of a
 // message received after HELO is recorded as ESMTP rather than SMTP. DSN
 // parameters are accepted and passed to the Relay; success DSNs for local

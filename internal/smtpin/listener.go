@@ -2,7 +2,6 @@ package smtpin
 
 import (
 	"crypto/tls"
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -62,28 +61,10 @@ type trackedConn struct {
 	// flush at a time by go-smtp's textproto writer, and through TLS a
 	// short reply is one record, so "the next Write" is that reply.
 	closeAfterWrite atomic.Bool
-	// readFailed is set once a read from the client returned an error
-	// (most often EOF). go-smtp takes a BDAT chunk cut short by EOF for a
-	// whole one (io.Copy from an io.LimitReader reports no error), so a
-	// BDAT message is refused when this is set by the time its last chunk
-	// has arrived.
-	readFailed atomic.Bool
 
 	mu      sync.Mutex
 	errors  int
 	closing bool // the error limit was reached: refuse everything
-}
-
-// Read notes when the client's side of the connection ends.
-func (c *trackedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	var ne net.Error
-	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
-		// A deadline (go-smtp sets one to stop reading) leaves the
-		// connection usable; only an ended or broken one counts.
-		c.readFailed.Store(true)
-	}
-	return n, err
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {

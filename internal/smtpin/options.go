@@ -132,8 +132,10 @@ type Options struct {
 	// MaxRecipients is the most recipients per message (default 100, the
 	// minimum RFC 5321 §4.5.3.1.8 requires to accept).
 	MaxRecipients int
-	// MaxLineLength is the longest line, command or message, in octets
-	// (default 2000, go-smtp's default, twice RFC 5321's limit).
+	// MaxLineLength is the longest command line in octets, CRLF included
+	// (default 2000, go-smtp's default). Lines of a message are not
+	// limited but by MaxMessageBytes (RFC 5321 §4.5.3.1: as few limits
+	// as possible; real mail has longer lines than §4.5.3.1.6's 1000).
 	MaxLineLength int
 	// ReadTimeout is how long to wait for a command (default 5m, RFC 5321
 	// §4.5.3.2.7).

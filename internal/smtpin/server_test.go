@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -179,7 +180,7 @@ func TestBDAT(t *testing.T) {
 	c.expect(250, "queued as")
 	// BDAT without a transaction is refused, and its chunk skipped.
 	c.write("BDAT 5 LAST\r\nhello")
-	c.expect(502, "")
+	c.expect(503, "5.5.1")
 	c.cmd(250, "", "NOOP")
 	got := e.messages("bob@example.test")
 	if len(got) != 1 || !strings.HasSuffix(got[0], "\r\nSubject: chunks\r\n\r\nfirst second\r\n.\r\nnot the end\r\n") {
@@ -271,14 +272,14 @@ func TestNotAnOpenRelay(t *testing.T) {
 		c.cmd(554, "5.7.1 Relay access denied", "RCPT TO:<victim@gmail.example>")
 		c.cmd(554, "5.7.1 Relay access denied", "RCPT TO:<alice@[127.0.0.1]>")
 		c.cmd(554, "5.7.1 Relay access denied", "RCPT TO:<alice@example.test.evil.example>")
-		c.cmd(502, "", "DATA")
+		c.cmd(503, "5.5.1", "DATA")
 	})
 	t.Run("submission without auth", func(t *testing.T) {
 		e := newEnv(t, RoleSubmission, func(c *envConfig) { c.opts.Relay = relay })
 		c := e.dial()
 		c.ehlo()
 		c.cmd(530, "5.7.0 Authentication required", "MAIL FROM:<alice@example.test>")
-		c.cmd(502, "", "RCPT TO:<victim@gmail.example>")
+		c.cmd(503, "5.5.1", "RCPT TO:<victim@gmail.example>")
 	})
 	t.Run("lmtp", func(t *testing.T) {
 		e := newEnv(t, RoleLMTP, func(c *envConfig) { c.opts.Relay = relay })
@@ -445,6 +446,9 @@ func TestTooManyRecipients(t *testing.T) {
 	c.expect(250, "")
 }
 
+// TestLineTooLong: command lines are limited (MaxLineLength); message
+// lines are not, in DATA and BDAT alike (RFC 5321 §4.5.3.1: as few limits
+// as possible), and they are stored byte for byte.
 func TestLineTooLong(t *testing.T) {
 	e := newEnv(t, RoleMX, func(c *envConfig) { c.opts.MaxLineLength = 200 })
 	c := e.dial()
@@ -453,14 +457,25 @@ func TestLineTooLong(t *testing.T) {
 	c.expect(500, "5.4.0 Too long line")
 	c.closed()
 
-	c = e.dial()
-	c.ehlo()
-	c.dataToAlice()
-	c.write("Subject: long\r\n\r\n" + strings.Repeat("y", 300) + "\r\n.\r\n")
-	c.expect(554, "5.6.0 Message line too long")
-	c.expect(500, "Too long line")
-	c.closed()
-	e.expectNoMessages("alice@example.test")
+	for _, n := range []int{300, 5000, 100000} {
+		body := "Subject: long\r\n\r\n" + strings.Repeat("y", n) + "\r\nend\r\n"
+		e := newEnv(t, RoleMX, func(c *envConfig) { c.opts.MaxLineLength = 200 })
+		c := e.dial()
+		c.ehlo()
+		c.dataToAlice()
+		c.write(body + ".\r\n")
+		c.expect(250, "queued")
+		c.cmd(250, "", "MAIL FROM:<x@remote.example>")
+		c.cmd(250, "", "RCPT TO:<alice@example.test>")
+		c.write("BDAT " + itoa(len(body)) + " LAST\r\n" + body)
+		c.expect(250, "queued")
+		c.write("NOOP " + strings.Repeat("x", 300) + "\r\n")
+		c.expect(500, "5.4.0 Too long line")
+		got := e.messages("alice@example.test")
+		if len(got) != 2 || !strings.HasSuffix(got[0], "\r\n"+body) || !strings.HasSuffix(got[1], "\r\n"+body) {
+			t.Fatalf("%d-octet line: the messages were not stored intact", n)
+		}
+	}
 }
 
 func TestNUL(t *testing.T) {
@@ -702,4 +717,72 @@ func TestNewErrors(t *testing.T) {
 	if RoleMX.String() != "mx" || RoleSubmission.String() != "submission" || RoleLMTP.String() != "lmtp" || Role(9).String() != "Role(9)" {
 		t.Error("Role.String")
 	}
+}
+
+// TestBDATCutShort: a client that announces a BDAT chunk and ends the
+// stream before sending all of it (FIN in the clear, TLS close_notify
+// after STARTTLS and on implicit TLS) gets 421 and nothing is stored,
+// for one recipient or several.
+func TestBDATCutShort(t *testing.T) {
+	for _, mode := range []string{"plain", "STARTTLS", "implicit TLS"} {
+		for _, rcpts := range [][]string{{"alice@example.test"}, {"alice@example.test", "bob@example.test"}} {
+			t.Run(fmt.Sprintf("%s/%d", mode, len(rcpts)), func(t *testing.T) {
+				e := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true })
+				var c *client
+				if mode == "implicit TLS" {
+					c = e.dialTLS()
+				} else {
+					c = e.dial()
+				}
+				c.ehlo()
+				if mode == "STARTTLS" {
+					c.startTLS()
+					c.ehlo()
+				}
+				c.authPlain("alice@example.test", testUsers["alice@example.test"], 235, "")
+				c.cmd(250, "", "MAIL FROM:<alice@example.test>")
+				for _, r := range rcpts {
+					c.cmd(250, "", "RCPT TO:<"+r+">")
+				}
+				c.write("BDAT 9\r\nSubject: ")
+				c.expect(250, "")
+				c.write("BDAT 100 LAST\r\ncut short\r\n\r\nonly 29 octets\r\n")
+				switch conn := c.conn.(type) {
+				case *tls.Conn:
+					conn.CloseWrite() // close_notify
+				case *net.TCPConn:
+					conn.CloseWrite()
+				}
+				c.expect(421, "4.4.2")
+				c.closed()
+				e.waitIdle()
+				for _, r := range rcpts {
+					e.expectNoMessages(r)
+				}
+			})
+		}
+	}
+}
+
+// TestSequenceErrors: commands out of order are "503 5.5.1 Bad sequence
+// of commands" (RFC 5321 §4.3.2, RFC 4954 §4), not 502 (not implemented).
+func TestSequenceErrors(t *testing.T) {
+	e := newEnv(t, RoleSubmission, nil)
+	c := e.dial()
+	c.cmd(503, "5.5.1", "MAIL FROM:<alice@example.test>") // before EHLO
+	c.ehlo()
+	c.cmd(503, "5.5.1", "RCPT TO:<bob@example.test>")
+	c.cmd(503, "5.5.1", "DATA")
+	c.write("BDAT 5 LAST\r\nhello")
+	c.expect(503, "5.5.1")
+	c.authPlain("alice@example.test", testUsers["alice@example.test"], 235, "")
+	c.cmd(250, "", "MAIL FROM:<alice@example.test>")
+	c.cmd(503, "5.5.1", "DATA")
+	c.cmd(503, "5.5.1", "AUTH PLAIN")
+	c.cmd(250, "", "RCPT TO:<bob@example.test>")
+	c.cmd(250, "", "RSET")
+	c.cmd(503, "5.5.1", "RCPT TO:<bob@example.test>")
+	c.cmd(503, "5.5.1", "DATA")
+	c.cmd(502, "5.5.1", "EXPN staff") // not implemented
+	c.send("alice@example.test", []string{"bob@example.test"}, "Subject: in order\r\n\r\nok\r\n")
 }

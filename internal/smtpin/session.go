@@ -44,7 +44,6 @@ var (
 	errForwardNotYet   = smtpErr(451, 4, 3, 0, "Forwarding to remote addresses is not available on this server yet")
 	errTooBig          = smtpErr(552, 5, 3, 4, "Message size exceeds fixed maximum message size") // RFC 1870 §6.3
 	errNULData         = smtpErr(554, 5, 6, 0, "Message contains NUL octets")
-	errLineTooLong     = smtpErr(554, 5, 6, 0, "Message line too long")
 	errEmpty           = smtpErr(554, 5, 6, 0, "Empty message")
 	errReceiving       = smtpErr(421, 4, 4, 2, "Error receiving the message, closing connection")
 	errTemp            = smtpErr(451, 4, 3, 0, "Temporary local problem, try again later")
@@ -499,8 +498,6 @@ func (s *session) dataError(err error) *smtp.SMTPError {
 		return errTooBig
 	case errors.Is(err, errNUL):
 		return errNULData
-	case errors.Is(err, smtp.ErrTooLongLine):
-		return errLineTooLong
 	case errors.Is(err, delivery.ErrMalformed):
 		return errEmpty
 	}
@@ -593,10 +590,6 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		return nil, err
 	}
 	defer sp.Close()
-	if bdat && s.tc.readFailed.Load() {
-		// The client went away inside the last chunk (see readFailed).
-		return nil, io.ErrUnexpectedEOF
-	}
 	if norm.bare > 0 {
 		s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.bare)
 	}

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -36,11 +37,10 @@ type Conn struct {
 	locker     sync.Mutex
 	binarymime bool
 
-	lineLimitReader *lineLimitReader
-	bdatPipe        *io.PipeWriter
-	bdatStatus      *statusCollector // used for BDAT on LMTP
-	dataResult      chan error
-	bytesReceived   int64 // counts total size of chunks when BDAT is used
+	bdatPipe      *io.PipeWriter
+	bdatStatus    *statusCollector // used for BDAT on LMTP
+	dataResult    chan error
+	bytesReceived int64 // counts total size of chunks when BDAT is used
 
 	fromReceived bool
 	recipients   []string
@@ -58,16 +58,17 @@ func newConn(c net.Conn, s *Server) *Conn {
 }
 
 func (c *Conn) init() {
-	c.lineLimitReader = &lineLimitReader{
-		R:         c.conn,
-		LineLimit: c.server.MaxLineLength,
-	}
+	// postino: MaxLineLength applies to command lines only, in readLine.
+	// Upstream counted every line read from the connection, so a DATA
+	// message with a line over the limit was refused, and a BDAT chunk
+	// sent right after its command (as clients do) was lost when the
+	// line-limited read of the command took in a long line of the chunk.
 	rwc := struct {
 		io.Reader
 		io.Writer
 		io.Closer
 	}{
-		Reader: c.lineLimitReader,
+		Reader: c.conn,
 		Writer: c.conn,
 		Closer: c.conn,
 	}
@@ -317,12 +318,15 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 
 // READY state -> waiting for MAIL
 func (c *Conn) handleMail(arg string) {
+	// postino: a command out of sequence is "503 Bad sequence of
+	// commands" (RFC 5321 §4.3.2); upstream answered 502, which means
+	// "command not implemented".
 	if c.helo == "" {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
 		return
 	}
 	if c.bdatPipe != nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "MAIL not allowed during message transfer")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "MAIL not allowed during message transfer")
 		return
 	}
 
@@ -690,12 +694,13 @@ func isPrintableASCII(val string) bool {
 
 // MAIL state -> waiting for RCPTs followed by DATA
 func (c *Conn) handleRcpt(arg string) {
+	// postino: RFC 5321 §4.3.2: RCPT before MAIL is 503, not 502.
 	if !c.fromReceived {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing MAIL FROM command.")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Missing MAIL FROM command.")
 		return
 	}
 	if c.bdatPipe != nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "RCPT not allowed during message transfer")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "RCPT not allowed during message transfer")
 		return
 	}
 
@@ -836,8 +841,15 @@ func checkNotifySet(values []DSNNotify) error {
 }
 
 func (c *Conn) handleAuth(arg string) {
+	// postino: RFC 4954 §4: AUTH before EHLO and AUTH during a mail
+	// transaction are 503; upstream answered 502 to the first and
+	// accepted the second.
 	if c.helo == "" {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
+		return
+	}
+	if c.fromReceived {
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "AUTH not allowed during a mail transaction")
 		return
 	}
 	if c.didAuth {
@@ -847,7 +859,9 @@ func (c *Conn) handleAuth(arg string) {
 
 	parts := strings.Fields(arg)
 	if len(parts) == 0 {
-		c.writeResponse(502, EnhancedCode{5, 5, 4}, "Missing parameter")
+		// postino: a missing mechanism is a syntax error (RFC 4954 §4,
+		// RFC 5321 §4.2.2: 501), not an unimplemented command (502).
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Missing parameter")
 		return
 	}
 
@@ -938,7 +952,9 @@ func (c *Conn) auth(mech string) (sasl.Server, error) {
 
 func (c *Conn) handleStartTLS() {
 	if _, isTLS := c.TLSConnectionState(); isTLS {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Already running in TLS")
+		// postino: STARTTLS inside TLS is out of sequence (503, RFC
+		// 5321 §4.2.2), not an unimplemented command (502).
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Already running in TLS")
 		return
 	}
 
@@ -979,17 +995,19 @@ func (c *Conn) handleData(arg string) {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "DATA command should not have any arguments")
 		return
 	}
+	// postino: RFC 5321 §4.3.2: DATA out of sequence is 503, not 502.
 	if c.bdatPipe != nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "DATA not allowed during message transfer")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "DATA not allowed during message transfer")
 		return
 	}
 	if c.binarymime {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "DATA not allowed for BINARYMIME messages")
+		// RFC 3030 §3: a BINARYMIME message is sent with BDAT only.
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "DATA not allowed for BINARYMIME messages")
 		return
 	}
 
 	if !c.fromReceived || len(c.recipients) == 0 {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
 		return
 	}
 
@@ -1038,7 +1056,9 @@ func (c *Conn) handleBdat(arg string) {
 	}
 
 	if !c.fromReceived || len(c.recipients) == 0 {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
+		// postino: RFC 5321 §4.3.2, RFC 3030 §2: BDAT without a
+		// recipient is 503, not 502.
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
 		// The chunk follows the command even when the command is rejected.
 		io.Copy(ioutil.Discard, io.LimitReader(c.text.R, int64(size)))
 		return
@@ -1102,13 +1122,22 @@ func (c *Conn) handleBdat(arg string) {
 		}()
 	}
 
-	c.lineLimitReader.LineLimit = 0
-	defer func() {
-		c.lineLimitReader.LineLimit = c.server.MaxLineLength
-	}()
-
-	chunk := io.LimitReader(c.text.R, int64(size))
+	// postino: a chunk must arrive whole (RFC 3030 §2: exactly the
+	// octets announced). Upstream copied it through an io.LimitReader,
+	// which reports no error when the stream ends early, so a chunk cut
+	// short by EOF or a TLS close_notify was taken for a whole one and,
+	// with LAST, the truncated message was delivered. However the stream
+	// ends (EOF, close_notify, reset, timeout), the transaction is
+	// aborted, the backend's reader fails with ErrDataReset and the
+	// connection is closed: what follows could not be told apart from
+	// commands.
+	chunk := &chunkReader{r: c.text.R, n: int64(size)}
 	_, err = io.Copy(c.bdatPipe, chunk)
+	if chunk.err != nil {
+		c.writeResponse(421, EnhancedCode{4, 4, 2}, "Message chunk cut short, closing connection")
+		c.Close()
+		return
+	}
 	if err != nil {
 		// Backend might return an error early using CloseWithError without consuming
 		// the whole chunk.
@@ -1150,6 +1179,33 @@ func (c *Conn) handleBdat(arg string) {
 	} else {
 		c.writeResponse(250, EnhancedCode{2, 0, 0}, "Continue")
 	}
+}
+
+// chunkReader reads the n octets of a BDAT chunk. Unlike an
+// io.LimitReader it reports a stream that ends before them as
+// io.ErrUnexpectedEOF, and it keeps the read error (postino).
+type chunkReader struct {
+	r   io.Reader
+	n   int64
+	err error // the read error that cut the chunk short
+}
+
+func (cr *chunkReader) Read(p []byte) (int, error) {
+	if cr.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > cr.n {
+		p = p[:cr.n]
+	}
+	n, err := cr.r.Read(p)
+	cr.n -= int64(n)
+	if err == io.EOF && cr.n > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		cr.err = err
+	}
+	return n, err
 }
 
 // ErrDataReset is returned by Reader pased to Data function if client does not
@@ -1359,7 +1415,37 @@ func (c *Conn) readLine() (string, error) {
 		}
 	}
 
-	return c.text.ReadLine()
+	// postino: the command line, CRLF included, may be MaxLineLength
+	// octets long (RFC 5321 §4.5.3.1.4 sets 512; §4.5.3.1.6's text line
+	// limit is not applied to message data, see init). A longer line is
+	// refused as soon as the limit is passed, without waiting for its end.
+	limit := c.server.MaxLineLength
+	if limit <= 0 {
+		return c.text.ReadLine()
+	}
+	r := c.text.R
+	var line []byte
+	for {
+		if r.Buffered() == 0 {
+			if _, err := r.Peek(1); err != nil {
+				return "", err
+			}
+		}
+		buf, _ := r.Peek(r.Buffered())
+		i := bytes.IndexByte(buf, '\n')
+		if i >= 0 {
+			buf = buf[:i+1]
+		}
+		if len(line)+len(buf) > limit {
+			return "", ErrTooLongLine
+		}
+		line = append(line, buf...)
+		r.Discard(len(buf))
+		if i >= 0 {
+			line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+			return string(line), nil
+		}
+	}
 }
 
 func (c *Conn) reset() {

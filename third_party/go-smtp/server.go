@@ -31,9 +31,12 @@ type Server struct {
 	// Enable LMTP mode, as defined in RFC 2033.
 	LMTP bool
 
-	Domain            string
-	MaxRecipients     int
-	MaxMessageBytes   int64
+	Domain          string
+	MaxRecipients   int
+	MaxMessageBytes int64
+	// MaxLineLength is the longest command line accepted, CRLF
+	// included (postino: message lines are bounded only by
+	// MaxMessageBytes).
 	MaxLineLength     int
 	AllowInsecureAuth bool
 	Debug             io.Writer
