@@ -135,7 +135,7 @@ func TestLongLinesFolded(t *testing.T) {
 	}})
 	e.route("remote.test", srv)
 	msg := longMsg()
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, msg)
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{AuthUser: "alice@example.test"}, msg)
 	e.runOnce()
 	m := srv.messages()
 	if len(m) != 1 {
