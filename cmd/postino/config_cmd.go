@@ -64,6 +64,7 @@ type MissingDataError struct {
 	Err  error  // what stat said, or why it is not a folder
 }
 
+// Error names the folder, where its name came from and how to fix it.
 func (e *MissingDataError) Error() string {
 	dir := e.Dir
 	if abs, err := filepath.Abs(dir); err == nil {
@@ -77,6 +78,7 @@ func (e *MissingDataError) Error() string {
 		"or create this one with \"postino init\" (\"postino serve\" creates it too)", dir, e.From, config.EnvVar)
 }
 
+// Unwrap returns the underlying error (fs.ErrNotExist for a missing folder).
 func (e *MissingDataError) Unwrap() error { return e.Err }
 
 // requireData checks that the configured data folder exists.

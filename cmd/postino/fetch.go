@@ -158,10 +158,17 @@ func (ff *fetchFlags) usesDataState() bool {
 }
 
 // needData checks that the data folder exists when the run would write in
-// it: its state in DATA/fetch (without fetch.state_dir or --state-dir), or
-// a local: destination.
+// it: its state in DATA/fetch or a relative fetch.state_dir (without
+// --state-dir), or a local: destination.
 func (ff *fetchFlags) needData(cfg *config.Config) error {
-	uses := ff.usesDataState() && cfg.Fetch.StateDir == ""
+	uses := false
+	if ff.stateDir == "" {
+		if sd := cfg.Fetch.StateDir; sd != "" {
+			uses = !filepath.IsAbs(sd) // relative to the data folder
+		} else {
+			uses = ff.usesDataState()
+		}
+	}
 	if ff.server != "" {
 		uses = uses || strings.HasPrefix(ff.to, "local:")
 	} else {
