@@ -40,7 +40,7 @@ CONF
 "$P" serve --config "$W/postino.toml" > "$W/serve.log" 2>&1 &
 SERVER_PID=$!
 for i in $(seq 50); do grep -q fingerprint "$W/serve.log" 2>/dev/null && break; sleep 0.1; done
-FP=$(sed -n 's/.*fingerprint \([0-9a-f]*\).*/\1/p' "$W/serve.log")
+FP=$(sed -n 's/.*fingerprint \([0-9A-F:]*\).*/\1/p' "$W/serve.log")
 CERT=$W/data/tls/cert.pem
 USER=bench@example.test
 PASS=bench-password

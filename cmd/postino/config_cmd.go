@@ -1,31 +1,41 @@
 package main
 
 import (
-	"flag"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/postino-mail/postino/internal/config"
 )
 
-// commonFlags are the flags every command that touches the data folder
-// takes: --config and --data.
+// commonFlags are the global flags every command takes, before or after
+// its name: --config and --data.
 type commonFlags struct {
 	configFile string
 	dataDir    string
+
+	// source is the configuration file load used.
+	source config.Source
 }
 
-func (c *commonFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.configFile, "config", "", "configuration `FILE` (TOML); embedded defaults when empty")
+func (c *commonFlags) register(fs *cmdFlags) {
+	fs.StringVar(&c.configFile, "config", "", "configuration `FILE` (TOML); default: $"+config.EnvVar+", ./"+config.LocalFile+", "+config.SystemFile+", else the embedded defaults")
 	fs.StringVar(&c.dataDir, "data", "", "data `DIR` (overrides data_dir)")
 }
 
-// load reads the configuration and applies the common overrides.
+// load finds and reads the configuration (config.Locate) and applies the
+// common overrides.
 func (c *commonFlags) load() (*config.Config, error) {
-	cfg := config.Default()
-	if c.configFile != "" {
-		var err error
-		if cfg, err = config.Load(c.configFile); err != nil {
-			return nil, err
-		}
+	src, err := config.Locate(c.configFile)
+	if err != nil {
+		return nil, err
+	}
+	c.source = src
+	cfg, err := config.Load(src.Path)
+	if err != nil {
+		return nil, err
 	}
 	if c.dataDir != "" {
 		cfg.DataDir = c.dataDir
@@ -33,14 +43,80 @@ func (c *commonFlags) load() (*config.Config, error) {
 	return cfg, nil
 }
 
-// loadAsOwner loads the configuration for a command that writes in the
-// data folder and, run as root, switches to the folder's owner. On failure
-// it reports the error and returns a nil config with the exit code.
-func (c *commonFlags) loadAsOwner(env *cmdEnv) (*config.Config, int) {
+// dataSource says where the data folder's name came from.
+func (c *commonFlags) dataSource() string {
+	switch {
+	case c.dataDir != "":
+		return "from --data"
+	case c.source.Path != "":
+		return "data_dir in " + c.source.String()
+	}
+	return "data_dir of the " + c.source.String()
+}
+
+// MissingDataError is returned for a command that needs an existing data
+// folder when the folder does not exist: only "serve" and "init" create
+// one, so that a command pointed at the wrong folder (a missing --config,
+// a typo in --data) fails instead of quietly making a new, empty one.
+type MissingDataError struct {
+	Dir  string // the data folder, as configured
+	From string // where that name came from
+	Err  error  // what stat said, or why it is not a folder
+}
+
+// Error names the folder, where its name came from and how to fix it.
+func (e *MissingDataError) Error() string {
+	dir := e.Dir
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	if !errors.Is(e.Err, fs.ErrNotExist) {
+		return fmt.Sprintf("data folder %s (%s): %v", dir, e.From, e.Err)
+	}
+	return fmt.Sprintf("data folder %s does not exist (%s).\n"+
+		"Point to the server's configuration with --config FILE or $%s, or to its data folder with --data DIR;\n"+
+		"or create this one with \"postino init\" (\"postino serve\" creates it too)", dir, e.From, config.EnvVar)
+}
+
+// Unwrap returns the underlying error (fs.ErrNotExist for a missing folder).
+func (e *MissingDataError) Unwrap() error { return e.Err }
+
+// requireData checks that the configured data folder exists.
+func (c *commonFlags) requireData(cfg *config.Config) error {
+	fi, err := os.Stat(cfg.DataDir)
+	if err == nil && !fi.IsDir() {
+		err = errors.New("not a folder")
+	}
+	if err != nil {
+		return &MissingDataError{Dir: cfg.DataDir, From: c.dataSource(), Err: err}
+	}
+	return nil
+}
+
+// loadExisting loads the configuration of a command that works in an
+// existing data folder. On failure it reports the error and returns a nil
+// config with the exit code.
+func (c *commonFlags) loadExisting(env *cmdEnv) (*config.Config, int) {
 	cfg, err := c.load()
 	if err != nil {
 		errorf(env, "%v", err)
 		return nil, exitConfigError
+	}
+	if err := c.requireData(cfg); err != nil {
+		errorf(env, "%v", err)
+		return nil, exitConfigError
+	}
+	return cfg, 0
+}
+
+// loadAsOwner loads the configuration for a command that writes in the
+// data folder, which must exist, and, run as root, switches to the
+// folder's owner. On failure it reports the error and returns a nil config
+// with the exit code.
+func (c *commonFlags) loadAsOwner(env *cmdEnv) (*config.Config, int) {
+	cfg, code := c.loadExisting(env)
+	if cfg == nil {
+		return nil, code
 	}
 	if err := becomeDataOwner(cfg); err != nil {
 		errorf(env, "%v", err)
@@ -50,34 +126,79 @@ func (c *commonFlags) loadAsOwner(env *cmdEnv) (*config.Config, int) {
 }
 
 func runConfig(env *cmdEnv, args []string) int {
-	fs := newFlags(env, "config", "config default | config check [FILE]")
+	fs := newFlags(env, "config", "config default | config check [FILE] [--config FILE]\n\n"+
+		"check validates FILE, or the file --config names, or the one found in the\n"+
+		"usual places ($"+config.EnvVar+", ./"+config.LocalFile+", "+config.SystemFile+"), and\n"+
+		"says which file it checked and which data folder it names.")
+	var common commonFlags
+	common.register(fs)
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
 	}
 	if len(pos) == 0 {
-		fs.Usage()
-		return exitUsage
+		return fs.missing("default or check")
 	}
 	switch pos[0] {
 	case "default":
+		if len(pos) > 1 {
+			return fs.unexpected(pos[1])
+		}
 		if err := config.WriteDefault(env.stdout); err != nil {
 			errorf(env, "%v", err)
 			return exitError
 		}
 		return exitOK
 	case "check":
-		file := "postino.toml"
-		if len(pos) > 1 {
-			file = pos[1]
+		switch {
+		case len(pos) > 2:
+			return fs.unexpected(pos[2])
+		case len(pos) == 2 && common.configFile != "" && common.configFile != pos[1]:
+			return fs.usageError("check %s or --config %s, not both", pos[1], common.configFile)
+		case len(pos) == 2:
+			common.configFile = pos[1]
 		}
-		if _, err := config.Load(file); err != nil {
+		cfg, err := common.load()
+		if err != nil {
 			errorf(env, "%v", err)
 			return exitConfigError
 		}
-		env.stdout.Write([]byte(file + ": OK\n"))
+		state := "exists"
+		if err := common.requireData(cfg); err != nil {
+			state = "does not exist yet; \"postino serve\" or \"postino init\" creates it"
+		}
+		fmt.Fprintf(env.stdout, "%s: OK\ndata folder: %s (%s)\n", common.source, cfg.DataDir, state)
 		return exitOK
 	}
-	fs.Usage()
-	return exitUsage
+	return fs.usageError("unknown config command %q (default, check)", pos[0])
+}
+
+func runInit(env *cmdEnv, args []string) int {
+	fs := newFlags(env, "init", "init [--config FILE] [--data DIR]\n\n"+
+		"Creates the data folder of the configuration (data_dir, or --data), which\n"+
+		"the other commands, except serve, require to exist.")
+	var common commonFlags
+	common.register(fs)
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return fs.unexpected(pos[0])
+	}
+	cfg, err := common.load()
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	if common.requireData(cfg) == nil {
+		fmt.Fprintf(env.stdout, "data folder %s already exists (%s)\n", cfg.DataDir, common.dataSource())
+		return exitOK
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		errorf(env, "creating the data folder: %v", err)
+		return exitCantCreate
+	}
+	fmt.Fprintf(env.stdout, "created data folder %s (%s)\n", cfg.DataDir, common.dataSource())
+	return exitOK
 }

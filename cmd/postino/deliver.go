@@ -45,9 +45,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 		return code
 	}
 	if len(pos) == 0 {
-		errorf(env, "deliver: no recipient given")
-		fs.Usage()
-		return exitUsage
+		return fs.missing("recipient ADDRESS")
 	}
 	cfg, code := common.loadAsOwner(env)
 	if cfg == nil {

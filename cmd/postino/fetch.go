@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/fetch"
+	"github.com/postino-mail/postino/internal/tlsutil"
 )
 
 // fetchFlags are the flags of "postino fetch".
@@ -57,7 +59,7 @@ func runFetch(env *cmdEnv, args []string) int {
 	fs.StringVar(&ff.security, "security", "tls", "tls, starttls or none (none needs --allow-plaintext)")
 	fs.BoolVar(&ff.allowPlaintext, "allow-plaintext", false, "allow --security none: password and mail unencrypted")
 	fs.BoolVar(&ff.insecure, "insecure", false, "accept any server certificate (also overrides the configuration)")
-	fs.StringVar(&ff.fingerprint, "fingerprint", "", "accept exactly the certificate with this SHA-256 `FINGERPRINT`")
+	fs.StringVar(&ff.fingerprint, "fingerprint", "", "accept exactly the certificate with this SHA-256 `FINGERPRINT` (AB:CD:... as postino serve, mpop and openssl print it, or plain hex)")
 	fs.StringVar(&ff.caFile, "ca-file", "", "PEM `FILE` of extra trusted certificate authorities")
 	fs.StringVar(&ff.user, "user", "", "user `NAME` on the server")
 	fs.StringVar(&ff.passwordCommand, "password-command", "", "shell `COMMAND` printing the password (otherwise it is asked for)")
@@ -81,6 +83,10 @@ func runFetch(env *cmdEnv, args []string) int {
 	cfg, err := ff.common.load()
 	if err != nil {
 		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	if err := ff.needData(cfg); err != nil {
+		errorf(env, "fetch: %v", err)
 		return exitConfigError
 	}
 	accounts, stateDir, err := ff.accounts(env, cfg, pos)
@@ -117,6 +123,7 @@ func runFetch(env *cmdEnv, args []string) int {
 			if err != nil {
 				if ctx.Err() == nil {
 					errorf(env, "fetch %s: %v", a.Name, err)
+					ff.pinHint(env, a.Name, err)
 				}
 			}
 			if (tty || ff.verbose) && !ff.quiet && (err == nil || res.New > 0) {
@@ -140,6 +147,60 @@ func runFetch(env *cmdEnv, args []string) int {
 	}
 }
 
+// usesDataState reports whether the state goes to DATA/fetch: when the
+// data folder or the configuration was named (--data, --config,
+// $POSTINO_CONFIG), or the accounts come from a configuration file found
+// in the usual places. A one-off --server run without either keeps its
+// state in the user's own folder, as before any configuration existed.
+func (ff *fetchFlags) usesDataState() bool {
+	src := ff.common.source
+	return ff.stateDir == "" && (ff.common.dataDir != "" || src.Explicit() || (src.Path != "" && ff.server == ""))
+}
+
+// needData checks that the data folder exists when the run would write in
+// it: its state in DATA/fetch or a relative fetch.state_dir (without
+// --state-dir), or a local: destination.
+func (ff *fetchFlags) needData(cfg *config.Config) error {
+	uses := false
+	if ff.stateDir == "" {
+		if sd := cfg.Fetch.StateDir; sd != "" {
+			uses = !filepath.IsAbs(sd) // relative to the data folder
+		} else {
+			uses = ff.usesDataState()
+		}
+	}
+	if ff.server != "" {
+		uses = uses || strings.HasPrefix(ff.to, "local:")
+	} else {
+		for _, a := range cfg.Fetch.Accounts {
+			uses = uses || strings.HasPrefix(a.Destination, "local:")
+		}
+	}
+	if !uses {
+		return nil
+	}
+	return ff.common.requireData(cfg)
+}
+
+// pinHint follows a certificate that could not be verified with its
+// SHA-256 fingerprint and the exact flag, or configuration line, that
+// accepts it, for the user to compare with the fingerprint the server
+// shows (postino serve prints it at start) before pasting.
+func (ff *fetchFlags) pinHint(env *cmdEnv, account string, err error) {
+	var cve *tls.CertificateVerificationError
+	if !errors.As(err, &cve) || len(cve.UnverifiedCertificates) == 0 {
+		return
+	}
+	fp := tlsutil.CertFingerprint(cve.UnverifiedCertificates[0])
+	fmt.Fprintf(env.stderr, "postino: fetch %s: the server's certificate has the SHA-256 fingerprint\n  %s\n", account, fp)
+	fmt.Fprintln(env.stderr, "If it is the one the server shows (postino serve prints it at start), pin it with")
+	if ff.server != "" {
+		fmt.Fprintf(env.stderr, "  --fingerprint %s\n", fp)
+	} else {
+		fmt.Fprintf(env.stderr, "  fingerprint = \"%s\"\nin the [[fetch.account]] named %q of %s\n", fp, account, ff.common.source)
+	}
+}
+
 // usageError marks command-line mistakes.
 type usageError struct{ error }
 
@@ -150,7 +211,7 @@ func (ff *fetchFlags) accounts(env *cmdEnv, cfg *config.Config, names []string) 
 		switch {
 		case cfg.Fetch.StateDir != "":
 			stateDir = cfg.ResolvePath(cfg.Fetch.StateDir)
-		case ff.common.dataDir != "" || ff.common.configFile != "":
+		case ff.usesDataState():
 			stateDir = filepath.Join(cfg.DataDir, "fetch")
 		default:
 			stateDir = fetch.DefaultStateDir()

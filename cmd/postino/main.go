@@ -5,6 +5,7 @@
 // Usage:
 //
 //	postino serve [flags]              run the server
+//	postino init                       create the data folder
 //	postino user add|passwd|del|list   manage users
 //	postino deliver [--from S] ADDR... store a message from standard input
 //	postino queue list|show|retry|delete  inspect the outbound queue
@@ -13,7 +14,10 @@
 //	postino config default|check       print or validate configuration
 //	postino version                    print the version
 //
-// Run "postino help COMMAND" for the flags of a command.
+// The global flags --config FILE and --data DIR go before or after the
+// command. Without --config, the configuration is $POSTINO_CONFIG, else
+// ./postino.toml, else /etc/postino/postino.toml, else the embedded
+// defaults. Run "postino help COMMAND" for the flags of a command.
 package main
 
 import (
@@ -22,12 +26,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
+	"time"
+
+	"github.com/postino-mail/postino/internal/config"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is stamped at build time with -ldflags "-X main.version=..."
+// (make release does); when empty, the version comes from the build
+// information (see versionString).
+var version string
 
 // Exit codes from sysexits.h, which MTAs understand from a delivery agent.
 const (
@@ -63,12 +73,13 @@ var commandTable []cmd
 func init() {
 	commandTable = []cmd{
 		{"serve", "[flags]", "run the mail server", runServe},
+		{"init", "", "create the data folder", runInit},
 		{"user", "add|passwd|del|list [flags] [ADDRESS]", "manage users", runUser},
 		{"deliver", "[--from SENDER] ADDRESS... < message", "deliver a message from standard input", runDeliver},
 		{"fetch", "[flags] [ACCOUNT...]", "download remote POP3 mailboxes", runFetch},
 		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
 		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},
-		{"config", "default | check [FILE]", "print the commented default configuration, or check a file", runConfig},
+		{"config", "default | check [FILE]", "print the commented default configuration, or check one", runConfig},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "show help", runHelp},
 	}
@@ -79,71 +90,217 @@ func main() {
 	os.Exit(run(env, os.Args[1:]))
 }
 
+// run dispatches a command line. The global flags (--config, --data) may
+// come before the command as well as after it: those before it are handed
+// to the command in front of its own arguments, so "postino --config F
+// user list", "postino user --config F list" and "postino user list
+// --config F" are the same.
 func run(env *cmdEnv, args []string) int {
+	var global []string
+globals:
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		a := args[0]
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case a == "--":
+			args = args[1:]
+			break globals
+		case name == "h" || name == "help":
+			usage(env.stdout)
+			return exitOK
+		case name == "version" || name == "V":
+			return runVersion(env, nil)
+		case name == "config" || name == "data":
+			if hasValue {
+				global = append(global, "--"+name, value)
+				args = args[1:]
+				continue
+			}
+			if len(args) < 2 {
+				errorf(env, "flag needs an argument: %s", a)
+				usage(env.stderr)
+				return exitUsage
+			}
+			global = append(global, "--"+name, args[1])
+			args = args[2:]
+		default:
+			errorf(env, "unknown global flag %s (global flags: --config FILE, --data DIR, --help, --version)", a)
+			usage(env.stderr)
+			return exitUsage
+		}
+	}
 	if len(args) == 0 {
+		errorf(env, "missing COMMAND")
 		usage(env.stderr)
 		return exitUsage
 	}
 	name := args[0]
-	if name == "-h" || name == "--help" || name == "-help" {
-		name = "help"
-	}
 	for _, c := range commandTable {
 		if c.name == name {
-			return c.run(env, args[1:])
+			return c.run(env, append(global, args[1:]...))
 		}
 	}
-	fmt.Fprintf(env.stderr, "postino: unknown command %q\n\n", args[0])
+	errorf(env, "unknown command %q", name)
 	usage(env.stderr)
 	return exitUsage
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: postino COMMAND [ARGS]\n\nCommands:")
+	fmt.Fprintln(w, "Usage: postino [--config FILE] [--data DIR] COMMAND [ARGS]\n\nCommands:")
 	for _, c := range commandTable {
 		fmt.Fprintf(w, "  %-8s %-42s %s\n", c.name, c.args, c.short)
 	}
-	fmt.Fprintln(w, "\nRun 'postino help COMMAND' or 'postino COMMAND -h' for details.")
+	fmt.Fprintf(w, `
+Global flags, before or after the command:
+  --config FILE  configuration file; without it: $%s, ./%s,
+                 %s, else the embedded defaults
+  --data DIR     data folder (overrides data_dir)
+  --help         show help; "postino COMMAND --help" for a command
+  --version      print the version
+`, config.EnvVar, config.LocalFile, config.SystemFile)
 }
 
 func runHelp(env *cmdEnv, args []string) int {
-	if len(args) == 0 {
+	fs := newFlags(env, "help", "help [COMMAND]")
+	var common commonFlags
+	common.register(fs)
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) == 0 {
 		usage(env.stdout)
 		return exitOK
 	}
-	return run(env, []string{args[0], "-h"})
+	return run(env, []string{pos[0], "--help"})
 }
 
 func runVersion(env *cmdEnv, args []string) int {
-	v := version
-	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		v = bi.Main.Version
+	fs := newFlags(env, "version", "version")
+	var common commonFlags
+	common.register(fs)
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
 	}
-	fmt.Fprintf(env.stdout, "postino %s\n", v)
+	if len(pos) > 0 {
+		return fs.unexpected(pos[0])
+	}
+	v := versionString()
+	fmt.Fprintf(env.stdout, "postino %s (%s %s/%s)\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if v == develVersion {
+		fmt.Fprintln(env.stdout, "built without version control information: build in a git checkout, or stamp a version with -ldflags \"-X main.version=...\"")
+	}
 	return exitOK
 }
 
-// newFlags makes a FlagSet that reports errors instead of exiting.
-func newFlags(env *cmdEnv, name, usageLine string) *flag.FlagSet {
+// develVersion is the version of a build that carries neither a stamped
+// version nor version control information ("postino version" then says
+// so on a second line).
+const develVersion = "devel"
+
+// versionString is the stamped version, or else the one recorded in the
+// build information.
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return develVersion
+	}
+	return buildVersion(bi)
+}
+
+// buildVersion derives a version from build information: the main
+// module's version when the go command recorded one (a tagged release, or
+// since Go 1.24 a pseudo-version made from the commit, with "+dirty" for
+// uncommitted changes), or else the version control revision and time,
+// with "+dirty" when the tree had uncommitted changes.
+func buildVersion(bi *debug.BuildInfo) string {
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, at string
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return develVersion
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	v := "devel-" + rev
+	if t, err := time.Parse(time.RFC3339, at); err == nil {
+		v += "-" + t.UTC().Format("20060102150405")
+	}
+	if dirty {
+		v += "+dirty"
+	}
+	return v
+}
+
+// cmdFlags is a subcommand's flag set. Help (-h, --help) goes to standard
+// output with exit status 0; mistakes go to standard error with exit
+// status 64 (EX_USAGE).
+type cmdFlags struct {
+	*flag.FlagSet
+	env       *cmdEnv
+	usageLine string
+}
+
+// newFlags makes the flag set of a subcommand; usageLine follows
+// "Usage: postino ".
+func newFlags(env *cmdEnv, name, usageLine string) *cmdFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(env.stderr, "Usage: postino %s\n\nFlags:\n", usageLine)
-		fs.PrintDefaults()
-	}
-	return fs
+	fs.Usage = func() {} // parseFlags prints the usage where it belongs
+	return &cmdFlags{FlagSet: fs, env: env, usageLine: usageLine}
 }
+
+// printUsage writes the usage line and the flags to w.
+func (fs *cmdFlags) printUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: postino %s\n\nFlags:\n", fs.usageLine)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(fs.env.stderr)
+}
+
+// usageError reports a command-line mistake with the usage, and returns
+// the exit status for it.
+func (fs *cmdFlags) usageError(format string, a ...any) int {
+	errorf(fs.env, "%s: %s", fs.Name(), fmt.Sprintf(format, a...))
+	fs.printUsage(fs.env.stderr)
+	return exitUsage
+}
+
+// missing reports a missing argument, named as in the usage line.
+func (fs *cmdFlags) missing(what string) int { return fs.usageError("missing %s", what) }
+
+// unexpected reports an argument too many.
+func (fs *cmdFlags) unexpected(arg string) int { return fs.usageError("unexpected argument %q", arg) }
 
 // parseFlags parses flags anywhere among the arguments ("user add ADDR
 // --password-stdin" as well as "user add --password-stdin ADDR") and
 // returns the positional arguments. ok is false after -h or an error,
 // with code the exit code to use.
-func parseFlags(fs *flag.FlagSet, args []string) (pos []string, code int, ok bool) {
+func parseFlags(fs *cmdFlags, args []string) (pos []string, code int, ok bool) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fs.printUsage(fs.env.stdout)
 				return nil, exitOK, false
 			}
+			fs.printUsage(fs.env.stderr)
 			return nil, exitUsage, false
 		}
 		rest := fs.Args()
@@ -159,7 +316,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (pos []string, code int, ok boo
 }
 
 // flagSet reports whether a flag was given on the command line.
-func flagSet(fs *flag.FlagSet, name string) bool {
+func flagSet(fs *cmdFlags, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == name {

@@ -60,8 +60,17 @@ func runQueue(env *cmdEnv, args []string) int {
 		return code
 	}
 	if len(pos) == 0 {
-		fs.Usage()
-		return exitUsage
+		return fs.missing("command (list, show, retry, delete)")
+	}
+	switch {
+	case pos[0] != "list" && pos[0] != "show" && pos[0] != "retry" && pos[0] != "delete":
+		return fs.usageError("unknown queue command %q (list, show, retry, delete)", pos[0])
+	case (pos[0] == "show" || pos[0] == "delete") && len(pos) < 2:
+		return fs.missing("ID (queue " + pos[0] + " ID)")
+	case pos[0] == "list" && len(pos) > 1:
+		return fs.unexpected(pos[1])
+	case len(pos) > 2:
+		return fs.unexpected(pos[2])
 	}
 	cfg, code := common.loadAsOwner(env)
 	if cfg == nil {
@@ -74,13 +83,6 @@ func runQueue(env *cmdEnv, args []string) int {
 	}
 	defer q.Close()
 	ctx := context.Background()
-	arg := func() (string, bool) {
-		if len(pos) != 2 {
-			fs.Usage()
-			return "", false
-		}
-		return pos[1], true
-	}
 	switch pos[0] {
 	case "list":
 		entries, err := q.List(ctx)
@@ -91,10 +93,7 @@ func runQueue(env *cmdEnv, args []string) int {
 		printQueue(env.stdout, entries)
 		return exitOK
 	case "show":
-		id, ok := arg()
-		if !ok {
-			return exitUsage
-		}
+		id := pos[1]
 		entries, err := q.Show(ctx, id)
 		if err != nil {
 			errorf(env, "queue: %v", err)
@@ -117,10 +116,7 @@ func runQueue(env *cmdEnv, args []string) int {
 		fmt.Fprintf(env.stdout, "%d entries will be retried now\n", n)
 		return exitOK
 	case "delete":
-		id, ok := arg()
-		if !ok {
-			return exitUsage
-		}
+		id := pos[1]
 		n, err := q.Delete(ctx, id)
 		if err != nil {
 			if errors.Is(err, queue.ErrBusy) {
@@ -133,8 +129,7 @@ func runQueue(env *cmdEnv, args []string) int {
 		fmt.Fprintf(env.stdout, "deleted %d entries of %s (no bounce is sent)\n", n, id)
 		return exitOK
 	}
-	fs.Usage()
-	return exitUsage
+	return exitSoftware // not reached: pos[0] was checked above
 }
 
 func queueExit(err error) int {
@@ -214,9 +209,15 @@ func runDKIM(env *cmdEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	if len(pos) != 2 || pos[0] != "keygen" {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case len(pos) == 0:
+		return fs.missing("command (keygen)")
+	case pos[0] != "keygen":
+		return fs.usageError("unknown dkim command %q (keygen)", pos[0])
+	case len(pos) == 1:
+		return fs.missing("DOMAIN (dkim keygen DOMAIN)")
+	case len(pos) > 2:
+		return fs.unexpected(pos[2])
 	}
 	cfg, code := common.loadAsOwner(env)
 	if cfg == nil {

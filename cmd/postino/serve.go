@@ -97,7 +97,7 @@ func runServe(env *cmdEnv, args []string) int {
 	for _, start := range srv.starts {
 		go start()
 	}
-	srv.printBanner(env, cfg)
+	srv.printBanner(env, cfg, common.source)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -393,9 +393,10 @@ func plaintextPolicy(s string) pop3.PlaintextPolicy {
 	return pop3.PlaintextLoopback
 }
 
-func (s *server) printBanner(env *cmdEnv, cfg *config.Config) {
+func (s *server) printBanner(env *cmdEnv, cfg *config.Config, src config.Source) {
 	w := env.stdout
-	fmt.Fprintf(w, "postino %s serving %s\n", version, cfg.DataDir)
+	fmt.Fprintf(w, "postino %s serving %s\n", versionString(), cfg.DataDir)
+	fmt.Fprintf(w, "config: %s\n", src)
 	for _, l := range s.listeners {
 		fmt.Fprintf(w, "  %-12s %s\n", l.name, l.addr)
 	}
@@ -408,8 +409,12 @@ func (s *server) printBanner(env *cmdEnv, cfg *config.Config) {
 	users, _ := s.users.List()
 	fmt.Fprintf(w, "%d users in %s\n", len(users), cfg.UsersFile())
 	if len(users) == 0 {
-		fmt.Fprintf(w, "Add one with:  postino user add --data %s alice@example.test\n", cfg.DataDir)
-		fmt.Fprintf(w, "Deliver mail:  postino deliver --data %s alice@example.test < message.eml\n", cfg.DataDir)
+		where := "--data " + cfg.DataDir
+		if src.Path != "" {
+			where = "--config " + src.Path + " " + where
+		}
+		fmt.Fprintf(w, "Add one with:  postino user add %s alice@example.test\n", where)
+		fmt.Fprintf(w, "Deliver mail:  postino deliver %s alice@example.test < message.eml\n", where)
 	}
 }
 

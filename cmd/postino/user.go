@@ -14,30 +14,46 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 )
 
-func runUser(env *cmdEnv, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(env.stderr, `Usage:
-  postino user add ADDRESS [--password-stdin] [--scheme ARGON2ID|SCRAM-SHA-256] [--data DIR] [--config FILE]
-  postino user passwd ADDRESS [--password-stdin] [--scheme ...] [--data DIR] [--config FILE]
-  postino user del ADDRESS [--data DIR] [--config FILE]
-  postino user list [--data DIR] [--config FILE]
+// userUsage is the usage of "postino user".
+const userUsage = `user add ADDRESS [--password-stdin] [--scheme ARGON2ID|SCRAM-SHA-256]
+       postino user passwd ADDRESS [--password-stdin] [--scheme ...]
+       postino user del ADDRESS
+       postino user list
 
-The password is asked for twice on a terminal, or read from the first line
-of standard input with --password-stdin.`)
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return exitOK
-	}
-	sub := args[0]
-	fs := newFlags(env, "user "+sub, "user "+sub+" [flags] [ADDRESS]")
+Every form also takes --config FILE and --data DIR. The password is asked
+for twice on a terminal, or read from the first line of standard input with
+--password-stdin. The data folder must exist ("postino serve" or
+"postino init" creates it).`
+
+func runUser(env *cmdEnv, args []string) int {
+	fs := newFlags(env, "user", userUsage)
 	var common commonFlags
 	common.register(fs)
 	stdinPw := fs.Bool("password-stdin", false, "read the password from standard input")
 	scheme := fs.String("scheme", "ARGON2ID", "password `SCHEME` for new hashes: ARGON2ID, or SCRAM-SHA-256 (enables AUTH SCRAM-SHA-256 for this user)")
-	pos, code, ok := parseFlags(fs, args[1:])
+	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
+	}
+	if len(pos) == 0 {
+		return fs.missing("command (add, passwd, del, list)")
+	}
+	sub := pos[0]
+	pos = pos[1:]
+	switch sub {
+	case "list":
+		if len(pos) > 0 {
+			return fs.unexpected(pos[0])
+		}
+	case "add", "passwd", "del":
+		if len(pos) == 0 {
+			return fs.missing("ADDRESS (user " + sub + " ADDRESS)")
+		}
+		if len(pos) > 1 {
+			return fs.unexpected(pos[1])
+		}
+	default:
+		return fs.usageError("unknown user command %q (add, passwd, del, list)", sub)
 	}
 	cfg, code := common.loadAsOwner(env)
 	if cfg == nil {
@@ -46,10 +62,6 @@ of standard input with --password-stdin.`)
 	db := auth.OpenDB(cfg.UsersFile())
 	ctx := context.Background()
 	needAddr := func() (string, bool) {
-		if len(pos) != 1 {
-			fs.Usage()
-			return "", false
-		}
 		a, err := auth.CanonicalAddress(pos[0])
 		if err != nil {
 			errorf(env, "%v", err)
@@ -73,10 +85,6 @@ of standard input with --password-stdin.`)
 		addr, ok := needAddr()
 		if !ok {
 			return exitUsage
-		}
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			errorf(env, "%v", err)
-			return exitCantCreate
 		}
 		if sub == "add" {
 			if _, exists := db.Lookup(addr); exists {
@@ -139,8 +147,7 @@ of standard input with --password-stdin.`)
 		fmt.Fprintf(env.stdout, "deleted %s (the mailbox in %s is kept)\n", addr, cfg.MailDir())
 		return exitOK
 	}
-	errorf(env, "unknown user command %q (add, passwd, del, list)", sub)
-	return exitUsage
+	return exitSoftware // not reached: sub was checked above
 }
 
 // readPassword reads a new password: twice without echo on a terminal, or

@@ -38,7 +38,7 @@ type FetchAccount struct {
 	Security        string   `toml:"security" example:"tls" comment:"tls (implicit TLS), starttls (STLS required) or none (cleartext, only with allow_plaintext); empty means tls."`
 	AllowPlaintext  bool     `toml:"allow_plaintext" comment:"Allow security = \"none\": the password and the mail cross the network unencrypted."`
 	Insecure        bool     `toml:"insecure" comment:"Accept any server certificate. Prefer fingerprint for a self-signed certificate."`
-	Fingerprint     string   `toml:"fingerprint" comment:"SHA-256 fingerprint (hex, colons allowed) of the server's certificate; when set, exactly this certificate is accepted instead of one verified against the system roots."`
+	Fingerprint     string   `toml:"fingerprint" comment:"SHA-256 fingerprint of the server's certificate, as postino serve, mpop and openssl print it (AB:CD:...) or as plain hex; when set, exactly this certificate is accepted instead of one verified against the system roots."`
 	CAFile          string   `toml:"ca_file" comment:"PEM file of extra certificate authorities trusted besides the system roots."`
 	User            string   `toml:"user" example:"alice@example.org" comment:"User name on the server."`
 	Password        string   `toml:"password" comment:"Password. Prefer password_command; when both are empty the password is asked for on the terminal."`

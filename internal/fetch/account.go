@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
+	"github.com/postino-mail/postino/internal/tlsutil"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -131,10 +132,11 @@ func (a *Account) Check() error {
 	return nil
 }
 
+// parseFingerprint accepts plain hex and the AB:CD:... form alike.
 func parseFingerprint(s string) ([]byte, error) {
-	b, err := hex.DecodeString(strings.ReplaceAll(s, ":", ""))
-	if err != nil || len(b) != sha256.Size {
-		return nil, fmt.Errorf("fingerprint %q is not a SHA-256 fingerprint (64 hex digits)", s)
+	b, err := tlsutil.ParseFingerprint(s)
+	if err != nil {
+		return nil, fmt.Errorf("fingerprint: %w", err)
 	}
 	return b, nil
 }
@@ -159,7 +161,7 @@ func (a *Account) tlsConfig() *tls.Config {
 			}
 			got := sha256.Sum256(cs.PeerCertificates[0].Raw)
 			if string(got[:]) != string(want) {
-				return fmt.Errorf("%w (got %x)", ErrFingerprint, got)
+				return fmt.Errorf("%w (the server's is %s)", ErrFingerprint, tlsutil.FormatFingerprint(got[:]))
 			}
 			return nil
 		}

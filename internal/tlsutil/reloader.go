@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
@@ -195,11 +194,13 @@ func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 }
 
 // Fingerprint returns the SHA-256 digest of the current leaf certificate's
-// DER encoding as lowercase hex, for printing at start-up so that users can
-// verify a self-signed certificate.
+// DER encoding, for printing at start-up so that users can verify or pin a
+// self-signed certificate. It is written as FormatFingerprint does
+// (AB:CD:...), the form mpop's tls_fingerprint and fetchmail's
+// sslfingerprint accept as it is.
 func (r *Reloader) Fingerprint() string {
 	sum := sha256.Sum256(r.cert.Load().Certificate[0])
-	return hex.EncodeToString(sum[:])
+	return FormatFingerprint(sum[:])
 }
 
 // Watch polls the certificate and key files every interval

@@ -156,8 +156,8 @@ func TestEnsureSelfSignedReuses(t *testing.T) {
 	if r1.Fingerprint() != r2.Fingerprint() {
 		t.Error("fingerprint changed on reuse")
 	}
-	if fp := r1.Fingerprint(); len(fp) != 64 || strings.Trim(fp, "0123456789abcdef") != "" {
-		t.Errorf("Fingerprint() = %q, want 64 lowercase hex digits", fp)
+	if fp := r1.Fingerprint(); !fingerprintRE.MatchString(fp) {
+		t.Errorf("Fingerprint() = %q, want 32 upper-case hex pairs separated by colons", fp)
 	}
 
 	// A missing key (e.g. a crash after only one file) means regeneration.

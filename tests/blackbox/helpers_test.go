@@ -143,9 +143,16 @@ func postino(t testing.TB, stdin []byte, args ...string) testutil.Result {
 	return run(t, nil, stdin, binPath, args...)
 }
 
-// addUser runs "postino user add ADDR --password-stdin".
+// addUser runs "postino user add ADDR --password-stdin", after "postino
+// init" when the data folder does not exist yet (user add refuses to
+// create one).
 func addUser(t testing.TB, data, addr, pw string) {
 	t.Helper()
+	if _, err := os.Stat(data); errors.Is(err, os.ErrNotExist) {
+		if r := postino(t, nil, "init", "--data", data); r.Code != 0 {
+			t.Fatalf("init --data %s: %s", data, r)
+		}
+	}
 	if r := postino(t, []byte(pw+"\n"), "user", "add", addr, "--password-stdin", "--data", data); r.Code != 0 {
 		t.Fatalf("user add %s: %s", addr, r)
 	}

@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/tlsutil"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -65,8 +65,8 @@ func TestCertificateCreatedThenReused(t *testing.T) {
 		t.Errorf("certificate not valid for 127.0.0.1: %v", err)
 	}
 	fp := sha256.Sum256(block.Bytes)
-	if !strings.Contains(s1.Stdout.String(), hex.EncodeToString(fp[:])) {
-		t.Errorf("banner does not show the certificate's SHA-256 fingerprint %x:\n%s", fp, s1.Stdout)
+	if want := tlsutil.FormatFingerprint(fp[:]); !strings.Contains(s1.Stdout.String(), want) {
+		t.Errorf("banner does not show the certificate's SHA-256 fingerprint %s:\n%s", want, s1.Stdout)
 	}
 	for _, l := range []string{"pop3         " + s1.pop3Addr, "pop3s        " + s1.pop3sAddr} {
 		if !strings.Contains(s1.Stdout.String(), "  "+l+"\n") {
@@ -576,6 +576,10 @@ func TestConfig(t *testing.T) {
 	os.WriteFile(good, []byte(cfg), 0o600)
 	if r := postino(t, nil, "config", "check", good); r.Code != 0 {
 		t.Fatalf("config check of %s: %s", cfg, r)
+	}
+	// Only serve and init create the data folder.
+	if r := postino(t, nil, "init", "--config", good); r.Code != 0 || !strings.Contains(r.Stdout, "created data folder "+data) {
+		t.Fatalf("init --config: %s", r)
 	}
 	if r := postino(t, []byte("pw\n"), "user", "add", "carol@example.test", "--password-stdin", "--config", good); r.Code != 0 {
 		t.Fatalf("user add --config: %s", r)

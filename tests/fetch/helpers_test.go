@@ -52,7 +52,7 @@ type postinoServer struct {
 	out                                    *testutil.SyncBuffer
 }
 
-var fpRE = regexp.MustCompile(`fingerprint ([0-9a-f]{64})`)
+var fpRE = regexp.MustCompile(`fingerprint ([0-9A-F]{2}(?::[0-9A-F]{2}){31})`)
 
 // startPostino runs "postino serve" on free loopback ports.
 func startPostino(t testing.TB) *postinoServer {

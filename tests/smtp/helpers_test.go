@@ -47,6 +47,9 @@ func makeUsers(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	tmpl := filepath.Join(dir, "users")
+	if err := os.MkdirAll(tmpl, 0o700); err != nil { // only serve and init create a data folder
+		return err
+	}
 	for _, u := range []string{alice, bob, carol, jorg} {
 		cmd := exec.CommandContext(ctx, binPath, "user", "add", u, "--password-stdin", "--data", tmpl)
 		cmd.Stdin = strings.NewReader(passwd + "\n")
