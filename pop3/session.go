@@ -550,11 +550,17 @@ func (s *session) cmdPASS(args []string) error {
 // login checks credentials, opens the maildrop and enters the TRANSACTION
 // state (RFC 1939 §7), or answers why not.
 func (s *session) login(username, password string) error {
-	ci := s.connInfo()
-	user, err := s.srv.Backend.Authenticate(s.ctx, ci, username, password)
+	if err := s.loginAllowed(); err != nil {
+		return s.authFailed(username, err)
+	}
+	user, err := s.srv.Backend.Authenticate(s.ctx, s.connInfo(), username, password)
+	if errors.Is(err, ErrAuthFailed) {
+		s.loginFailed(username)
+	}
 	if err != nil {
 		return s.authFailed(username, err)
 	}
+	s.loginSucceeded(user)
 	return s.openMaildrop(user)
 }
 
