@@ -235,11 +235,14 @@ func (s *session) run() {
 	for !s.quit {
 		line, err := s.readLine(orDefault(s.srv.MaxLine, DefaultMaxLine))
 		if err != nil {
+			s.srv.releaseSlot(s)
 			s.readFailed(err)
 			return
 		}
 		s.dispatch(line)
 	}
+	// The slot is free before the client reads the last reply.
+	s.srv.releaseSlot(s)
 	s.flush()
 }
 
@@ -381,6 +384,7 @@ func (s *session) countBad() bool {
 	s.badCommands++
 	if s.badCommands >= orDefault(s.srv.MaxBadCommands, DefaultMaxBadCommands) {
 		s.reply("-ERR Too many bad commands, closing connection.")
+		s.srv.releaseSlot(s)
 		s.flush()
 		s.quit = true
 		return true
