@@ -89,3 +89,33 @@ func TestReconnectAtLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestSlotWaitersBounded: an address at its limit cannot pile up
+// connections waiting for a slot: beyond as many as its limit, more are
+// refused at once, and a waiter is refused when no slot frees in time.
+func TestSlotWaitersBounded(t *testing.T) {
+	ts := startServer(t, func(s *Server) { s.MaxConnectionsPerIP = 1 })
+	ts.dial(t)
+	start := time.Now()
+	waiter, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiter.Close()
+	waitFor(t, "a waiter", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		return len(ts.waiting) == 1
+	})
+	if tr := ts.openMode(t, "plain"); tr != nil {
+		t.Fatal("a connection beyond the waiters was accepted")
+	}
+	if d := time.Since(start); d >= slotWait {
+		t.Fatalf("a connection beyond the waiters was refused after %v, not at once", d)
+	}
+	tr := &transcript{t: t, conn: waiter, r: bufio.NewReader(waiter)}
+	tr.expect(`^-ERR \[SYS/TEMP\] Too many connections`)
+	if d := time.Since(start); d < slotWait {
+		t.Fatalf("the waiter was refused after %v, before slotWait", d)
+	}
+}

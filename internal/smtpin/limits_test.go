@@ -129,3 +129,22 @@ func TestTrustedNetworks(t *testing.T) {
 	c2.authPlain("alice@example.test", "wrong again", 535, "5.7.8")
 	c.authPlain("alice@example.test", "alice-pw", 454, "4.7.0 Too many failed logins")
 }
+
+// TestSlotWaitersBounded: an address at its limit cannot pile up
+// connections waiting for a slot: beyond as many as its limit, more are
+// refused at once, and a waiter is refused when no slot frees in time.
+func TestSlotWaitersBounded(t *testing.T) {
+	e := newEnv(t, RoleMX, func(c *envConfig) { c.opts.MaxConnectionsPerIP = 1 })
+	e.dial()
+	start := time.Now()
+	waiter := e.dialNoGreet(e.addr) // accepted first: it waits for a slot
+	extra := e.dialNoGreet(e.addr)
+	extra.expect(421, "4.7.0 Too many connections")
+	if d := time.Since(start); d >= slotWait {
+		t.Fatalf("a connection beyond the waiters was refused after %v, not at once", d)
+	}
+	waiter.expect(421, "4.7.0 Too many connections")
+	if d := time.Since(start); d < slotWait {
+		t.Fatalf("the waiter was refused after %v, before slotWait", d)
+	}
+}
