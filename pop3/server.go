@@ -82,7 +82,9 @@ type Server struct {
 	// MaxConnections limits concurrent sessions; 0 means no limit.
 	MaxConnections int
 	// MaxConnectionsPerIP limits concurrent sessions from one address (an
-	// IPv6 /64 counts as one); 0 means no limit.
+	// IPv6 /64 counts as one); 0 means no limit. A session frees its slot
+	// before its last reply, and a connection over the limit waits up to
+	// a second for a slot before it is refused.
 	MaxConnectionsPerIP int
 	// Expire is the EXPIRE capability argument (RFC 2449 §6.7); "" means
 	// "NEVER".

@@ -143,7 +143,9 @@ type Options struct {
 	MaxErrors int
 	// MaxConnections and MaxConnectionsPerIP bound simultaneous
 	// connections (0: no limit). Connections over a limit are answered
-	// "421 4.7.0 Too many connections" and closed.
+	// "421 4.7.0 Too many connections" and closed; one over only
+	// MaxConnectionsPerIP first waits up to a second for one of its
+	// address's connections to end.
 	MaxConnections      int
 	MaxConnectionsPerIP int
 	// TrustedNetworks are exempt from MaxConnectionsPerIP, as Postfix's
