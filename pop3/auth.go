@@ -2,10 +2,52 @@ package pop3
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"strings"
 )
+
+// LoginGuard is implemented by a Backend that limits password guessing.
+// The server consults it for every way of logging in: USER/PASS and every
+// AUTH mechanism, SCRAM-SHA-256 included, so that no mechanism escapes
+// the count, the delays or a block.
+type LoginGuard interface {
+	// LoginAllowed is called before any credentials from the connection
+	// are checked. A non-nil error refuses the attempt and is the reply
+	// (see Backend for how errors are answered); typically an *Error
+	// with CodeLoginDelay for an address that failed too often.
+	LoginAllowed(ctx context.Context, conn *ConnInfo) error
+	// LoginFailed records a failed login (wrong password, unknown user,
+	// failed SCRAM proof, authorization identity refused). It returns
+	// when the failure may be answered: it may hold the answer back.
+	LoginFailed(ctx context.Context, conn *ConnInfo, username string)
+	// LoginSucceeded records a successful login of user.
+	LoginSucceeded(ctx context.Context, conn *ConnInfo, user string)
+}
+
+// loginAllowed asks the Backend's LoginGuard, if any, whether credentials
+// may be checked now.
+func (s *session) loginAllowed() error {
+	if g, ok := s.srv.Backend.(LoginGuard); ok {
+		return g.LoginAllowed(s.ctx, s.connInfo())
+	}
+	return nil
+}
+
+// loginFailed reports a credential failure to the Backend's LoginGuard.
+func (s *session) loginFailed(username string) {
+	if g, ok := s.srv.Backend.(LoginGuard); ok {
+		g.LoginFailed(s.ctx, s.connInfo(), username)
+	}
+}
+
+// loginSucceeded reports a successful login to the Backend's LoginGuard.
+func (s *session) loginSucceeded(user string) {
+	if g, ok := s.srv.Backend.(LoginGuard); ok {
+		g.LoginSucceeded(s.ctx, s.connInfo(), user)
+	}
+}
 
 // saslMechanism is the server side of one SASL exchange (RFC 4422).
 // next receives the client's response (nil before the first one when the
@@ -76,6 +118,10 @@ func (s *session) cmdAUTH(args []string) error {
 	if _, isSCRAM := mech.(*scramMech); !isSCRAM && !s.plaintextAllowed() {
 		return errPlaintext
 	}
+	// A blocked address learns nothing, not even a SCRAM salt.
+	if err := s.loginAllowed(); err != nil {
+		return s.authFailed("", err)
+	}
 	var resp []byte
 	if len(args) == 2 {
 		// RFC 5034 §4: an initial response; "=" stands for an empty one.
@@ -94,11 +140,16 @@ func (s *session) cmdAUTH(args []string) error {
 		if err != nil {
 			username := ""
 			if res != nil {
+				// The mechanism refused the credentials themselves
+				// (a failed SCRAM proof, a foreign authorization
+				// identity): a failed login like a wrong password.
 				username = res.username
+				s.loginFailed(username)
 			}
 			return s.authFailed(username, err)
 		}
 		if res != nil && res.verified {
+			s.loginSucceeded(res.user)
 			return s.openMaildrop(res.user)
 		}
 		if res != nil {

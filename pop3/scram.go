@@ -153,6 +153,11 @@ func (m *scramMech) clientFinal(msg string) ([]byte, *saslResult, error) {
 	if err != nil || len(proof) != sha256.Size {
 		return nil, nil, scramMalformed("proof")
 	}
+	// The address may have been blocked since the exchange began (by
+	// guesses on other connections): the proof is not even checked.
+	if err := m.s.loginAllowed(); err != nil {
+		return nil, nil, err
+	}
 	m.authMessage = m.clientFirstBare + "," + m.serverFirst + "," + withoutProof
 	sig := hmacSHA256(m.cred.StoredKey, m.authMessage)
 	clientKey := make([]byte, len(proof))

@@ -6,7 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
+
+	"github.com/emersion/go-sasl"
 )
 
 // scramBackend adds SCRAM credentials to the in-memory backend.
@@ -62,4 +66,107 @@ func TestSCRAM(t *testing.T) {
 	tr.do("AUTH SCRAM-SHA-256 "+base64.StdEncoding.EncodeToString([]byte("p=tls-unique,,n=a,r=b")), `^-ERR \[AUTH\] Channel binding`)
 	tr.do("AUTH SCRAM-SHA-256", `^\+ $`)
 	tr.do("*", `^-ERR Authentication cancelled`)
+}
+
+// guardBackend records the LoginGuard calls and blocks on demand.
+type guardBackend struct {
+	scramBackend
+	mu        sync.Mutex
+	blocked   bool
+	failed    []string
+	succeeded []string
+}
+
+func (b *guardBackend) LoginAllowed(ctx context.Context, ci *ConnInfo) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.blocked {
+		return &Error{Code: CodeLoginDelay, Text: "Blocked."}
+	}
+	return nil
+}
+
+func (b *guardBackend) LoginFailed(ctx context.Context, ci *ConnInfo, username string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failed = append(b.failed, username)
+}
+
+func (b *guardBackend) LoginSucceeded(ctx context.Context, ci *ConnInfo, user string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.succeeded = append(b.succeeded, user)
+}
+
+func (b *guardBackend) setBlocked(v bool) {
+	b.mu.Lock()
+	b.blocked = v
+	b.mu.Unlock()
+}
+
+func (b *guardBackend) calls() (failed, succeeded []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.failed...), append([]string(nil), b.succeeded...)
+}
+
+// TestSCRAMLoginGuard: SCRAM logins go through the Backend's LoginGuard
+// like USER/PASS: failures and successes are reported, a blocked address
+// is refused before any secret is sent, and a block that arrives during
+// an exchange refuses even a correct proof.
+func TestSCRAMLoginGuard(t *testing.T) {
+	ts := startServer(t, func(s *Server) { s.SCRAM = true; s.MaxAuthFailures = 100 })
+	gb := &guardBackend{scramBackend: scramBackend{ts.be}}
+	ts.Backend = gb
+
+	c := ts.client(t)
+	if err := c.Auth(NewSCRAMClient("alice@example.test", "wrong")); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	// A foreign authorization identity is a failed login too.
+	if err := c.Auth(sasl.NewPlainClient("bob@example.test", "alice@example.test", "secret pass")); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("PLAIN as someone else: %v", err)
+	}
+	if err := c.Login("alice@example.test", "nope"); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("USER/PASS: %v", err)
+	}
+	if err := c.Auth(NewSCRAMClient("alice@example.test", "secret pass")); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit()
+	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	failed, succeeded := gb.calls()
+	if strings.Join(failed, ",") != "alice@example.test,alice@example.test,alice@example.test" || strings.Join(succeeded, ",") != "alice@example.test" {
+		t.Fatalf("LoginFailed %q, LoginSucceeded %q", failed, succeeded)
+	}
+
+	// Blocked: refused at once, without a server-first message (no salt).
+	gb.setBlocked(true)
+	tr := ts.dial(t)
+	tr.do("AUTH SCRAM-SHA-256 "+base64.StdEncoding.EncodeToString([]byte("n,,n=alice@example.test,r=abcdef")), `^-ERR \[LOGIN-DELAY\]`)
+	tr.do("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00secret pass")), `^-ERR \[LOGIN-DELAY\]`)
+	tr.do("USER alice@example.test", `^\+OK`)
+	tr.do("PASS secret pass", `^-ERR \[LOGIN-DELAY\]`)
+
+	// Blocked in the middle of an exchange (by guesses elsewhere): the
+	// right proof is refused.
+	gb.setBlocked(false)
+	sc := NewSCRAMClient("alice@example.test", "secret pass")
+	_, first, _ := sc.Start()
+	tr = ts.dial(t)
+	tr.send("AUTH SCRAM-SHA-256 " + base64.StdEncoding.EncodeToString(first))
+	line := tr.readLine()
+	if !strings.HasPrefix(line, "+ ") {
+		t.Fatalf("server-first: %q", line)
+	}
+	chal, _ := base64.StdEncoding.DecodeString(line[2:])
+	final, err := sc.Next(chal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb.setBlocked(true)
+	tr.do(base64.StdEncoding.EncodeToString(final), `^-ERR \[LOGIN-DELAY\]`)
+	if failed2, succeeded2 := gb.calls(); len(failed2) != len(failed) || len(succeeded2) != len(succeeded) {
+		t.Fatalf("refusals of a blocked address were counted: failed %q, succeeded %q", failed2, succeeded2)
+	}
 }

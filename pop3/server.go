@@ -82,7 +82,9 @@ type Server struct {
 	// MaxConnections limits concurrent sessions; 0 means no limit.
 	MaxConnections int
 	// MaxConnectionsPerIP limits concurrent sessions from one address (an
-	// IPv6 /64 counts as one); 0 means no limit.
+	// IPv6 /64 counts as one); 0 means no limit. A session frees its slot
+	// before its last reply, and a connection over the limit waits up to
+	// a second for a slot before it is refused.
 	MaxConnectionsPerIP int
 	// Expire is the EXPIRE capability argument (RFC 2449 §6.7); "" means
 	// "NEVER".
@@ -111,6 +113,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	perIP     map[netip.Prefix]int
+	waiting   map[netip.Prefix]int // connections waiting for a slot (slotWait)
+	slotFreed chan struct{}        // closed when a per-IP slot is released
 	closing   atomic.Bool
 	nextID    atomic.Uint64
 	idle      chan struct{} // closed when sessions drop to zero during Shutdown
@@ -216,19 +220,31 @@ func ipKey(a net.Addr) (netip.Prefix, bool) {
 	return p, true
 }
 
-// admit registers a new session, enforcing the connection limits.
-func (s *Server) admit(ss *session) bool {
+// slotWait is how long a connection over its address's limit waits for
+// one of that address's sessions to end before it is refused: a client
+// that ends a session and reconnects at once must not be refused because
+// the server has not yet noticed the end (a dropped connection is only
+// seen at the next read).
+const slotWait = time.Second
+
+// admit registers a new session, enforcing the connection limits. When
+// only the per-IP limit stands in the way it also returns a channel that
+// is closed when a per-IP slot is next released.
+func (s *Server) admit(ss *session) (bool, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
-		return false
+		return false, nil
 	}
 	if s.MaxConnections > 0 && len(s.sessions) >= s.MaxConnections {
-		return false
+		return false, nil
 	}
 	if key, ok := ipKey(ss.conn.RemoteAddr()); ok {
 		if s.MaxConnectionsPerIP > 0 && s.perIP[key] >= s.MaxConnectionsPerIP {
-			return false
+			if s.slotFreed == nil {
+				s.slotFreed = make(chan struct{})
+			}
+			return false, s.slotFreed
 		}
 		if s.perIP == nil {
 			s.perIP = make(map[netip.Prefix]int)
@@ -240,7 +256,69 @@ func (s *Server) admit(ss *session) bool {
 		s.sessions = make(map[*session]struct{})
 	}
 	s.sessions[ss] = struct{}{}
-	return true
+	return true, nil
+}
+
+// admitWaiting admits ss, waiting up to slotWait for a per-IP slot. At
+// most MaxConnectionsPerIP connections of an address wait at a time.
+func (s *Server) admitWaiting(ss *session) bool {
+	ok, freed := s.admit(ss)
+	if ok || freed == nil {
+		return ok
+	}
+	key, _ := ipKey(ss.conn.RemoteAddr())
+	s.mu.Lock()
+	if s.waiting[key] >= s.MaxConnectionsPerIP {
+		s.mu.Unlock()
+		return false
+	}
+	if s.waiting == nil {
+		s.waiting = make(map[netip.Prefix]int)
+	}
+	s.waiting[key]++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.waiting[key]--; s.waiting[key] <= 0 {
+			delete(s.waiting, key)
+		}
+		s.mu.Unlock()
+	}()
+	timer := time.NewTimer(slotWait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-freed:
+		case <-timer.C:
+			return false
+		}
+		if ok, freed = s.admit(ss); ok || freed == nil {
+			return ok
+		}
+	}
+}
+
+// releaseSlot gives back the session's per-IP slot. A session does so
+// before its last reply, so that a client that reconnects as soon as it
+// reads it finds the slot free.
+func (s *Server) releaseSlot(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseSlotLocked(ss)
+}
+
+func (s *Server) releaseSlotLocked(ss *session) {
+	if !ss.hasIPKey {
+		return
+	}
+	ss.hasIPKey = false
+	if s.perIP[ss.ipKey]--; s.perIP[ss.ipKey] <= 0 {
+		delete(s.perIP, ss.ipKey)
+	}
+	if s.slotFreed != nil {
+		close(s.slotFreed)
+		s.slotFreed = nil
+	}
 }
 
 func (s *Server) release(ss *session) {
@@ -250,11 +328,7 @@ func (s *Server) release(ss *session) {
 		return
 	}
 	delete(s.sessions, ss)
-	if ss.hasIPKey {
-		if s.perIP[ss.ipKey]--; s.perIP[ss.ipKey] <= 0 {
-			delete(s.perIP, ss.ipKey)
-		}
-	}
+	s.releaseSlotLocked(ss)
 	if len(s.sessions) == 0 && s.idle != nil {
 		close(s.idle)
 		s.idle = nil
@@ -322,7 +396,7 @@ func (s *Server) Close() error {
 
 func (s *Server) serveConn(c net.Conn) {
 	ss := newSession(s, c)
-	if !s.admit(ss) {
+	if !s.admitWaiting(ss) {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if s.closing.Load() {
 			c.Write([]byte("-ERR [SYS/TEMP] Server shutting down.\r\n"))

@@ -235,11 +235,14 @@ func (s *session) run() {
 	for !s.quit {
 		line, err := s.readLine(orDefault(s.srv.MaxLine, DefaultMaxLine))
 		if err != nil {
+			s.srv.releaseSlot(s)
 			s.readFailed(err)
 			return
 		}
 		s.dispatch(line)
 	}
+	// The slot is free before the client reads the last reply.
+	s.srv.releaseSlot(s)
 	s.flush()
 }
 
@@ -381,6 +384,7 @@ func (s *session) countBad() bool {
 	s.badCommands++
 	if s.badCommands >= orDefault(s.srv.MaxBadCommands, DefaultMaxBadCommands) {
 		s.reply("-ERR Too many bad commands, closing connection.")
+		s.srv.releaseSlot(s)
 		s.flush()
 		s.quit = true
 		return true
@@ -550,11 +554,17 @@ func (s *session) cmdPASS(args []string) error {
 // login checks credentials, opens the maildrop and enters the TRANSACTION
 // state (RFC 1939 §7), or answers why not.
 func (s *session) login(username, password string) error {
-	ci := s.connInfo()
-	user, err := s.srv.Backend.Authenticate(s.ctx, ci, username, password)
+	if err := s.loginAllowed(); err != nil {
+		return s.authFailed(username, err)
+	}
+	user, err := s.srv.Backend.Authenticate(s.ctx, s.connInfo(), username, password)
+	if errors.Is(err, ErrAuthFailed) {
+		s.loginFailed(username)
+	}
 	if err != nil {
 		return s.authFailed(username, err)
 	}
+	s.loginSucceeded(user)
 	return s.openMaildrop(user)
 }
 

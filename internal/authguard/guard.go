@@ -4,7 +4,9 @@
 // (2 s, 4 s, 8 s, ... capped), and after too many failures from one
 // address within a window refuses that address for a while. Successful
 // logins are never delayed. The same Guard serves POP3 and SMTP AUTH, so
-// guesses spread over both protocols add up.
+// guesses spread over both protocols add up, and every way of logging in
+// goes through it: POP3 USER/PASS and every AUTH mechanism, SCRAM-SHA-256
+// included (through pop3.LoginGuard), and SMTP AUTH PLAIN and LOGIN.
 //
 // Memory is bounded: at most MaxEntries addresses and accounts are
 // tracked; expired records are swept first, then arbitrary ones.

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -121,7 +122,8 @@ type SMTPConfig struct {
 	DataTimeout         Duration `toml:"data_timeout" comment:"Time allowed to receive the message after DATA (RFC 5321 suggests at least 10m)."`
 	MaxErrors           int      `toml:"max_errors" comment:"Number of failed commands after which the connection is closed."`
 	MaxConnections      int      `toml:"max_connections" comment:"Maximum number of simultaneous SMTP connections."`
-	MaxConnectionsPerIP int      `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous SMTP connections from one IP address."`
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous SMTP connections from one IP address (Postfix allows 50). A connection over it waits up to a second for one of the address's connections to end before it is refused."`
+	TrustedNetworks     []string `toml:"trusted_networks" comment:"Networks (CIDR, e.g. \"192.0.2.0/24\", or single addresses) exempt from max_connections_per_ip, as Postfix's mynetworks is from its per-client limits: the MTAs that relay through this server. They get no other privilege: no relaying, AUTH still required on submission, and failed AUTH attempts from them are counted and blocked like any others. Empty: none."`
 	LocalDomains        []string `toml:"local_domains" comment:"Domains delivered locally; empty means the domains of the existing users."`
 	PlusSeparator       string   `toml:"plus_separator" comment:"Separator for address extensions: user+tag@domain is delivered to user@domain. Empty disables extensions."`
 	AliasesFile         string   `toml:"aliases_file" comment:"Aliases file; empty means DATA/aliases."`
@@ -181,7 +183,8 @@ func Default() *Config {
 			DataTimeout:         D(10 * time.Minute),
 			MaxErrors:           20,
 			MaxConnections:      1000,
-			MaxConnectionsPerIP: 20,
+			MaxConnectionsPerIP: 50,
+			TrustedNetworks:     []string{"127.0.0.0/8", "::1/128"},
 			LocalDomains:        []string{},
 			PlusSeparator:       "+",
 			PlaintextAuth:       PlaintextAuthLoopback,
@@ -417,6 +420,49 @@ func (c *Config) AliasesFile() string {
 // empty when a self-signed certificate should be used.
 func (c *Config) TLSFiles() (certFile, keyFile string) {
 	return c.ResolvePath(c.TLS.Cert), c.ResolvePath(c.TLS.Key)
+}
+
+// TrustedNetworkPrefixes returns smtp.trusted_networks parsed; a single
+// address is a one-address network. Entries that do not parse (Validate
+// reports them) are left out.
+func (s *SMTPConfig) TrustedNetworkPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range s.TrustedNetworks {
+		if p, err := parseNetwork(n); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseNetwork parses a CIDR network or a single address. Host bits set
+// in a CIDR ("10.1.2.3/8") and IPv4-mapped IPv6 networks are errors: the
+// first is most likely a typo, the second would never match (connections
+// are compared by their plain IPv4 address).
+func parseNetwork(s string) (netip.Prefix, error) {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return p, fmt.Errorf("invalid network %q: want a CIDR such as 192.0.2.0/24 or 2001:db8::/32, or an address", s)
+		}
+		if p.Masked() != p {
+			return p, fmt.Errorf("network %q has host bits set (did you mean %q?)", s, p.Masked().String())
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return p, fmt.Errorf("invalid network %q: want a CIDR such as 192.0.2.0/24 or 2001:db8::/32, or an address", s)
+		}
+		if a.Zone() != "" {
+			return p, fmt.Errorf("network %q must not have a zone", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() {
+		return p, fmt.Errorf("network %q is IPv4-mapped: write it as IPv4", s)
+	}
+	return p, nil
 }
 
 // SlogLevel returns log_level as a slog.Level (info if it is invalid).

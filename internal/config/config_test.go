@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -316,6 +317,16 @@ func TestValidate(t *testing.T) {
 		{"smtp.max_errors", func(c *Config) { c.SMTP.MaxErrors = 0 }, "smtp.max_errors: must be at least 1"},
 		{"smtp.max_connections", func(c *Config) { c.SMTP.MaxConnections = 0 }, "smtp.max_connections: must be at least 1"},
 		{"smtp.max_connections_per_ip", func(c *Config) { c.SMTP.MaxConnectionsPerIP = 0 }, "smtp.max_connections_per_ip: must be at least 1"},
+		{"smtp.trusted_networks ok", func(c *Config) {
+			c.SMTP.TrustedNetworks = []string{"192.0.2.0/24", "2001:db8::/32", "198.51.100.7", "::1", "0.0.0.0/0"}
+		}, ""},
+		{"smtp.trusted_networks empty list", func(c *Config) { c.SMTP.TrustedNetworks = nil }, ""},
+		{"smtp.trusted_networks garbage", func(c *Config) { c.SMTP.TrustedNetworks = []string{"127.0.0.0/8", "localhost"} }, `smtp.trusted_networks[1]: invalid network "localhost"`},
+		{"smtp.trusted_networks bad length", func(c *Config) { c.SMTP.TrustedNetworks = []string{"10.0.0.0/33"} }, `smtp.trusted_networks[0]: invalid network "10.0.0.0/33"`},
+		{"smtp.trusted_networks empty", func(c *Config) { c.SMTP.TrustedNetworks = []string{""} }, `smtp.trusted_networks[0]: invalid network ""`},
+		{"smtp.trusted_networks host bits", func(c *Config) { c.SMTP.TrustedNetworks = []string{"10.1.2.3/8"} }, `smtp.trusted_networks[0]: network "10.1.2.3/8" has host bits set (did you mean "10.0.0.0/8"?)`},
+		{"smtp.trusted_networks mapped", func(c *Config) { c.SMTP.TrustedNetworks = []string{"::ffff:10.0.0.0/104"} }, "smtp.trusted_networks[0]: network \"::ffff:10.0.0.0/104\" is IPv4-mapped"},
+		{"smtp.trusted_networks zone", func(c *Config) { c.SMTP.TrustedNetworks = []string{"fe80::1%eth0"} }, "must not have a zone"},
 		{"smtp.local_domains", func(c *Config) { c.SMTP.LocalDomains = []string{"example.org", "bad domain"} }, "smtp.local_domains[1]: invalid domain"},
 		{"smtp.local_domains empty", func(c *Config) { c.SMTP.LocalDomains = []string{""} }, "smtp.local_domains[0]: empty domain"},
 		{"smtp.local_domains ok", func(c *Config) { c.SMTP.LocalDomains = []string{"example.org", "mail.example.net"} }, ""},
@@ -432,5 +443,38 @@ func TestSlogLevel(t *testing.T) {
 		if got := strings.ToLower(c.SlogLevel().String()); got != lv {
 			t.Errorf("SlogLevel(%s) = %s", lv, got)
 		}
+	}
+}
+
+// TestTrustedNetworks: loopback is trusted by default, the list can be
+// replaced or emptied, and single addresses are one-address networks.
+func TestTrustedNetworks(t *testing.T) {
+	d := Default()
+	if d.SMTP.MaxConnectionsPerIP != 50 {
+		t.Errorf("smtp.max_connections_per_ip default %d, want 50 (Postfix's smtpd_client_connection_count_limit)", d.SMTP.MaxConnectionsPerIP)
+	}
+	got := d.SMTP.TrustedNetworkPrefixes()
+	want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("default trusted networks %v, want %v", got, want)
+	}
+	c, err := Load(writeFile(t, "[smtp]\ntrusted_networks = [\"192.0.2.0/24\", \"198.51.100.7\", \"2001:db8::/32\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = c.SMTP.TrustedNetworkPrefixes()
+	want = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("2001:db8::/32")}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("trusted networks %v, want %v", got, want)
+	}
+	c, err = Load(writeFile(t, "[smtp]\ntrusted_networks = []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.SMTP.TrustedNetworkPrefixes(); len(got) != 0 {
+		t.Errorf("emptied list gives %v", got)
+	}
+	if _, err := Load(writeFile(t, "[smtp]\ntrusted_networks = [\"10.0.0.1/8\"]\n")); err == nil || !strings.Contains(err.Error(), "smtp.trusted_networks[0]") {
+		t.Errorf("host bits set: %v", err)
 	}
 }

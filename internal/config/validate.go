@@ -222,6 +222,11 @@ func (c *Config) validate() []error {
 	v.atLeast("smtp.max_errors", s.MaxErrors, 1)
 	v.atLeast("smtp.max_connections", s.MaxConnections, 1)
 	v.atLeast("smtp.max_connections_per_ip", s.MaxConnectionsPerIP, 1)
+	for i, n := range s.TrustedNetworks {
+		if _, err := parseNetwork(n); err != nil {
+			v.add(fmt.Sprintf("smtp.trusted_networks[%d]", i), "%s", err)
+		}
+	}
 	for i, d := range s.LocalDomains {
 		if msg := checkDomain(d); msg != "" {
 			v.add(fmt.Sprintf("smtp.local_domains[%d]", i), "%s", msg)

@@ -32,28 +32,15 @@ type POP3Backend struct {
 	lastLogin map[string]time.Time
 }
 
-// Authenticate checks the credentials against the user database.
+// Authenticate checks the credentials against the user database. The
+// brute-force guard is applied around it by the POP3 server, through
+// LoginGuard, for every mechanism alike.
 func (b *POP3Backend) Authenticate(ctx context.Context, ci *pop3.ConnInfo, username, password string) (string, error) {
-	if b.Guard != nil {
-		if blocked, _ := b.Guard.Blocked(ci.RemoteAddr); blocked {
-			if b.Logger != nil {
-				b.Logger.Warn("login refused: too many failed logins from this address", "remote", ci.RemoteAddr.String(), "username", username)
-			}
-			return "", errBlocked
-		}
-	}
 	user, err := b.Users.Authenticate(ctx, username, password)
 	switch {
 	case err == nil:
-		if b.Guard != nil {
-			b.Guard.Success(ci.RemoteAddr, user)
-		}
 		return user, nil
 	case errors.Is(err, auth.ErrInvalidCredentials):
-		if b.Guard != nil {
-			// Unknown users and wrong passwords wait alike.
-			authguard.Wait(ctx, b.Guard.Failure(ci.RemoteAddr, username))
-		}
 		return "", pop3.ErrAuthFailed
 	case errors.Is(err, auth.ErrMalformedHash), errors.Is(err, auth.ErrUnknownScheme):
 		// The user cannot log in until an administrator fixes the entry;
@@ -65,6 +52,39 @@ func (b *POP3Backend) Authenticate(ctx context.Context, ci *pop3.ConnInfo, usern
 	}
 	return "", fmt.Errorf("authenticating %s: %w", username, err)
 }
+
+// LoginAllowed refuses every login from an address the Guard has blocked,
+// whatever the mechanism (pop3.LoginGuard).
+func (b *POP3Backend) LoginAllowed(ctx context.Context, ci *pop3.ConnInfo) error {
+	if b.Guard == nil {
+		return nil
+	}
+	if blocked, _ := b.Guard.Blocked(ci.RemoteAddr); blocked {
+		if b.Logger != nil {
+			b.Logger.Warn("login refused: too many failed logins from this address", "remote", ci.RemoteAddr.String())
+		}
+		return errBlocked
+	}
+	return nil
+}
+
+// LoginFailed counts a failed login and holds the answer back as long as
+// the Guard says (pop3.LoginGuard). Unknown users and wrong passwords
+// wait alike.
+func (b *POP3Backend) LoginFailed(ctx context.Context, ci *pop3.ConnInfo, username string) {
+	if b.Guard != nil {
+		authguard.Wait(ctx, b.Guard.Failure(ci.RemoteAddr, username))
+	}
+}
+
+// LoginSucceeded forgets the account's failures (pop3.LoginGuard).
+func (b *POP3Backend) LoginSucceeded(ctx context.Context, ci *pop3.ConnInfo, user string) {
+	if b.Guard != nil {
+		b.Guard.Success(ci.RemoteAddr, user)
+	}
+}
+
+var _ pop3.LoginGuard = (*POP3Backend)(nil)
 
 // errBlocked answers a login from an address that failed too often
 // (RFC 2449 §8.1.1 LOGIN-DELAY: try again later).

@@ -8,6 +8,7 @@ import (
 	"github.com/postino-mail/postino/internal/authguard"
 	"io"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/postino-mail/postino/internal/auth"
@@ -151,9 +152,17 @@ type Options struct {
 	MaxErrors int
 	// MaxConnections and MaxConnectionsPerIP bound simultaneous
 	// connections (0: no limit). Connections over a limit are answered
-	// "421 4.7.0 Too many connections" and closed.
+	// "421 4.7.0 Too many connections" and closed; one over only
+	// MaxConnectionsPerIP first waits up to a second for one of its
+	// address's connections to end.
 	MaxConnections      int
 	MaxConnectionsPerIP int
+	// TrustedNetworks are exempt from MaxConnectionsPerIP, as Postfix's
+	// mynetworks is from its per-client limits: a relaying MTA on them may
+	// open as many connections as it likes. They grant nothing else: no
+	// relaying, no AUTH bypass, and their failed AUTH attempts count in
+	// Guard like any other. nil: none.
+	TrustedNetworks []netip.Prefix
 
 	// LocalDomains are the domains delivered locally; empty means the
 	// domains of the existing users and aliases.

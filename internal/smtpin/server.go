@@ -31,6 +31,9 @@ type Server struct {
 	closed bool
 	conns  map[*trackedConn]struct{}
 	perIP  map[netip.Addr]int
+	// slotFreed is closed when a connection slot is released, for the
+	// connections waiting for one (listener.go).
+	slotFreed chan struct{}
 }
 
 // New checks opts, fills in defaults and returns a Server.

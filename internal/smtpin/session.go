@@ -215,7 +215,14 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	case sasl.Plain:
 		srv = sasl.NewPlainServer(func(identity, username, password string) error {
 			// RFC 4616 §2: an authorization identity other than the
-			// user's own is not supported.
+			// user's own is not supported: a failed login, which the
+			// guard refuses, counts and delays like a wrong password.
+			if g := s.srv.opts.Guard; g != nil && identity != "" && identity != username {
+				if blocked, _ := g.Blocked(s.tc.RemoteAddr()); blocked {
+					return s.fail(errAuthBlocked, true)
+				}
+				authguard.Wait(s.ctx, g.Failure(s.tc.RemoteAddr(), username))
+			}
 			if identity != "" && identity != username {
 				return s.fail(errAuthInvalid, true)
 			}

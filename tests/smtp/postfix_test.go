@@ -31,6 +31,13 @@ type postfixInstance struct {
 // error), so nothing can leave the machine. It is stopped at cleanup.
 func startPostfix(t *testing.T, lmtpAddr string) *postfixInstance {
 	t.Helper()
+	return startPostfixTransport(t, "lmtp:inet:"+lmtpAddr)
+}
+
+// startPostfixTransport is startPostfix with the Postfix transport that
+// takes example.test's mail, e.g. "smtp:[127.0.0.1]:2525".
+func startPostfixTransport(t *testing.T, transport string) *postfixInstance {
+	t.Helper()
 	postfix := testutil.NeedProgram(t, "postfix")
 	testutil.NeedProgram(t, "postconf")
 	pfUser, err := user.Lookup("postfix")
@@ -93,7 +100,7 @@ alias_database =
 relayhost =
 default_transport = error:outbound mail is disabled in this test
 virtual_mailbox_domains = example.test
-virtual_transport = lmtp:inet:%[5]s
+virtual_transport = %[5]s
 # Let postino decide which users exist: its LMTP 550 makes the bounce.
 smtpd_reject_unlisted_recipient = no
 local_header_rewrite_clients =
@@ -104,7 +111,7 @@ smtpd_peername_lookup = no
 smtpd_tls_security_level = none
 smtp_tls_security_level = none
 lmtp_tls_security_level = none
-`, p.queue, data, p.logFile, filepath.Dir(p.logFile), lmtpAddr)
+`, p.queue, data, p.logFile, filepath.Dir(p.logFile), transport)
 	// Every chroot column is n: the daemons run in the queue folder.
 	masterCF := p.smtpd + ` inet n - n - - smtpd
 pickup    unix n - n 60 1 pickup
@@ -320,6 +327,53 @@ func TestPostfixLMTP(t *testing.T) {
 	}
 	if r := run(t, nil, nil, "postqueue", "-c", p.conf, "-p"); !strings.Contains(r.Output, "Mail queue is empty") {
 		t.Errorf("postqueue -p:\n%s", r)
+	}
+}
+
+// TestPostfixRelayBurst: a real Postfix with its default settings
+// (20 connections per destination, connection caching, QUIT without
+// waiting for the reply) relays a burst of messages to postino's MX over
+// SMTP. Every message is delivered at the first attempt: no 421, nothing
+// deferred. Once with the defaults (loopback is a trusted network, so
+// there is no per-IP limit), once with no trusted network and a per-IP
+// limit of exactly Postfix's concurrency, where a slot must be free as
+// soon as Postfix closes a connection and opens the next.
+func TestPostfixRelayBurst(t *testing.T) {
+	smtpSource := testutil.NeedProgram(t, "smtp-source")
+	const burst = 200
+	for _, tc := range []struct{ name, smtpConfig string }{
+		{"defaults", ""},
+		{"untrusted-limit-20", "trusted_networks = []\nmax_connections_per_ip = 20\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, serverOpts{smtpConfig: tc.smtpConfig})
+			p := startPostfixTransport(t, "smtp:["+strings.Replace(s.smtp, ":", "]:", 1))
+			if r := run(t, nil, nil, "postconf", "-c", p.conf, "-hx", "smtp_destination_concurrency_limit", "smtp_skip_quit_response", "smtp_connection_cache_on_demand"); r.Code == 0 {
+				t.Logf("Postfix smtp_destination_concurrency_limit, smtp_skip_quit_response, smtp_connection_cache_on_demand: %q", strings.Fields(r.Output))
+			}
+			// 20 sessions feed Postfix the burst; Postfix then relays it
+			// to postino as fast as its scheduler lets it.
+			if r := run(t, nil, nil, smtpSource, "-s", "20", "-m", strconv.Itoa(burst), "-l", "2000",
+				"-f", "sender@remote.test", "-t", alice, p.smtpd); r.Code != 0 {
+				t.Fatalf("smtp-source:\n%s", r)
+			}
+			sentRE := regexp.MustCompile(`(?m)^.*postfix/smtp\[\d+\]: [0-9A-F]+: to=<` + regexp.QuoteMeta(alice) + `>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=sent \(250 `)
+			deadline := time.Now().Add(3 * time.Minute)
+			for len(sentRE.FindAllString(p.log(), -1)) < burst && time.Now().Before(deadline) {
+				time.Sleep(200 * time.Millisecond)
+			}
+			log := p.log()
+			if n := len(sentRE.FindAllString(log, -1)); n != burst {
+				t.Fatalf("Postfix relayed %d of %d messages to postino", n, burst)
+			}
+			if m := regexp.MustCompile(`(?m)^.*(?: 421 |status=deferred|refused to talk).*$`).FindAllString(log, 5); len(m) > 0 {
+				t.Fatalf("Postfix was refused or deferred:\n%s", strings.Join(m, "\n"))
+			}
+			s.mustCount(t, alice, burst)
+			if n := len(regexp.MustCompile(`postfix/smtp\[\d+\]: .*relay=127\.0\.0\.1`).FindAllString(log, -1)); n > 0 {
+				t.Logf("%d deliveries logged by Postfix's smtp client", n)
+			}
+		})
 	}
 }
 
