@@ -2,6 +2,7 @@ package smtpin
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
