@@ -50,6 +50,14 @@ func debugInit() {
 	})
 }
 
+// debugArmed reports whether the crash-test hook names step, so that the
+// step can first make its partial state visible (flush its buffers to the
+// file), as a crash at that instant of an unbuffered writer would leave it.
+func debugArmed(step string) bool {
+	debugInit()
+	return debug.step != "" && debug.step == step
+}
+
 // debugPoint kills the process if the crash-test hook names this step.
 func debugPoint(step string) {
 	debugInit()

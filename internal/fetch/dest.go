@@ -77,14 +77,16 @@ func ExpandHome(p string) string {
 	return p
 }
 
-// writeChunked copies r to w, calling the deliver-partial crash hook after
-// the first chunk.
-func writeChunked(w io.Writer, r io.Reader) (int64, error) {
+// writeChunked copies r to w in chunks of 32 KiB. After the first chunk
+// it reaches the deliver-partial crash-test step; when the hook is armed
+// for that step, the chunk is first flushed from w to the file, so that the
+// kill leaves a partial copy at the destination as a real crash would.
+func writeChunked(w *bufio.Writer, r io.Reader) (int64, error) {
 	buf := make([]byte, 32*1024)
 	var n int64
 	first := true
 	for {
-		k, err := r.Read(buf)
+		k, err := fill(r, buf)
 		if k > 0 {
 			m, werr := w.Write(buf[:k])
 			n += int64(m)
@@ -93,8 +95,10 @@ func writeChunked(w io.Writer, r io.Reader) (int64, error) {
 			}
 			if first {
 				first = false
-				if f, ok := w.(interface{ Sync() error }); ok {
-					f.Sync()
+				if debugArmed("deliver-partial") {
+					if ferr := w.Flush(); ferr != nil {
+						return n, ferr
+					}
 				}
 				debugPoint("deliver-partial")
 			}
@@ -106,6 +110,19 @@ func writeChunked(w io.Writer, r io.Reader) (int64, error) {
 			return n, err
 		}
 	}
+}
+
+// fill reads from r until buf is full or r fails (io.EOF at the end).
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // ---- Maildir ----
