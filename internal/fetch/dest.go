@@ -22,11 +22,23 @@ type Destination interface {
 	// Deliver stores m, with its marker header, and returns only once the
 	// copy is durable. The returned string identifies the copy.
 	Deliver(ctx context.Context, m *Message) (string, error)
-	// Find reports whether the message id is already stored, complete and
-	// durable, and if so returns the copy's identifier. It is asked after
-	// an interruption between an intent and its done record. A partial
-	// copy left by the interruption is removed where the format allows.
-	Find(ctx context.Context, id ID) (FindResult, string, error)
+	// Find reports whether the message w.ID is already stored, complete
+	// and durable, and if so returns the copy's identifier. It is asked
+	// after an interruption between an intent and its done record. A
+	// partial copy left by the interruption is never reported as found;
+	// it is removed where the format allows.
+	Find(ctx context.Context, w Want) (FindResult, string, error)
+}
+
+// Want is what Destination.Find looks for: the message's ID and, from the
+// intent record, what a complete copy's body must be.
+type Want struct {
+	ID
+	// BodySHA256 is the hex SHA-256 of the message's body (what follows
+	// the header section's empty line) with LF line ends, and BodySize
+	// its length; BodySHA256 is "" when the intent did not record it.
+	BodySHA256 string
+	BodySize   int64
 }
 
 // FindResult is the answer of Destination.Find.
@@ -193,8 +205,8 @@ func (d *Maildir) Deliver(ctx context.Context, m *Message) (string, error) {
 
 // Find implements Destination. Files of the message left in tmp/ by an
 // interruption are removed.
-func (d *Maildir) Find(ctx context.Context, id ID) (FindResult, string, error) {
-	tok := "X" + id.Token() + "."
+func (d *Maildir) Find(ctx context.Context, w Want) (FindResult, string, error) {
+	tok := "X" + w.Token() + "."
 	if ents, err := os.ReadDir(filepath.Join(d.Dir, "tmp")); err == nil {
 		for _, e := range ents {
 			if strings.Contains(e.Name(), tok) {

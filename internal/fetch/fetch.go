@@ -231,7 +231,7 @@ func (r *run) recover(ctx context.Context) error {
 	for _, k := range keys {
 		rec := r.st.State.Messages[k]
 		id := ID{Account: r.a.Name, Key: k, SHA256: rec.SHA256}
-		found, where, err := r.a.Dest.Find(ctx, id)
+		found, where, err := r.a.Dest.Find(ctx, Want{ID: id, BodySHA256: rec.BodySHA256, BodySize: rec.BodySize})
 		if err != nil {
 			return fmt.Errorf("checking %s for an interrupted delivery: %w", r.a.Dest, err)
 		}
@@ -242,6 +242,9 @@ func (r *run) recover(ctx context.Context) error {
 				return err
 			}
 		case NotFound:
+			if where != "" {
+				r.log.Warn("an interrupted delivery left a partial copy at the destination that could not be removed; the message is delivered again", "uidl", k, "dest", r.a.Dest.String(), "partial", where)
+			}
 			r.log.Info("interrupted delivery not at the destination; it will be downloaded again", "uidl", k)
 			if err := r.st.Abandon(k); err != nil {
 				return err
@@ -395,7 +398,7 @@ func (r *run) session(ctx context.Context, password string) error {
 			r.st.State.Messages[e.key].FirstSeen = oldRec.FirstSeen
 			r.res.Duplicates++
 		} else {
-			if err := r.st.Intent(e.key, m.SHA256, m.Size); err != nil {
+			if err := r.st.Intent(e.key, m); err != nil {
 				return err
 			}
 			debugPoint("intent")
@@ -404,7 +407,7 @@ func (r *run) session(ctx context.Context, password string) error {
 				// The destination reported a failure: settle the intent
 				// now rather than in the next run's recovery. (An MDA's
 				// exit status is trusted: Unknown means not delivered.)
-				found, w2, ferr := a.Dest.Find(ctx, m.ID)
+				found, w2, ferr := a.Dest.Find(ctx, m.Want())
 				switch {
 				case ferr == nil && found == Found:
 					where, err = w2, nil

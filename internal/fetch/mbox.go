@@ -176,8 +176,16 @@ func (b *Mbox) Deliver(ctx context.Context, m *Message) (string, error) {
 	return "offset " + itoa(start), nil
 }
 
-// Find implements Destination.
-func (b *Mbox) Find(ctx context.Context, id ID) (FindResult, string, error) {
+// Find implements Destination. An entry carrying the marker is a complete
+// copy if it decodes to the message's SHA-256, or if its body (what
+// follows the header's empty line, which a mail reader does not rewrite)
+// has the length and SHA-256 recorded in the intent: a copy cut short by a
+// crash fails both, even where the cut falls after an empty line. A
+// partial copy at the end of the file is truncated away; one followed by
+// other messages (another program appended after it) is left where it is
+// and reported in the returned string; in both cases the message is not
+// found and is delivered again.
+func (b *Mbox) Find(ctx context.Context, w Want) (FindResult, string, error) {
 	f, err := os.OpenFile(b.Path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return NotFound, "", nil
@@ -192,89 +200,114 @@ func (b *Mbox) Find(ctx context.Context, id ID) (FindResult, string, error) {
 	}
 	defer unlock()
 
-	marker := []byte(id.Marker())
+	marker := []byte(w.Marker())
 	br := bufio.NewReaderSize(f, 64*1024)
 	var (
 		pos        int64 // offset of the next line
 		entryStart int64 = -1
 		inHeader   bool
-		matching   bool // the current entry carries our marker
-		h          = sha256.New()
+		matching   bool           // the current entry carries our marker
+		h          = sha256.New() // the entry decoded to wire form (CRLF)
+		bh         = sha256.New() // its body, LF line ends
+		bodyLen    int64
+		inBody     bool // the header's empty line was seen
 		prevBlank  = true
 		pendBlank  bool // an empty line not yet known to be content
-		tail       []byte
+		pendInBody bool // ... and it is a line of the body
+		partial    []string
 	)
-	finish := func(atEOF bool) (FindResult, string, bool) {
-		if !matching {
-			return NotFound, "", false
+	// complete reports whether the entry that just ended is a complete
+	// copy of the message.
+	complete := func() bool {
+		if hex.EncodeToString(h.Sum(nil)) == w.SHA256 {
+			return true
 		}
-		if hex.EncodeToString(h.Sum(nil)) == id.SHA256 {
-			return Found, "offset " + itoa(entryStart), true
-		}
-		if atEOF && !bytes.HasSuffix(tail, []byte("\n\n")) {
-			// A partial copy at the end: the append was interrupted.
-			// (Deliver always ends an entry with an empty line.)
-			f.Truncate(entryStart)
-			f.Sync()
-			return NotFound, "", true
-		}
-		// A complete entry with our marker whose content differs: a mail
-		// reader rewrote its header (Status:, X-UID:, ...).
-		return Found, "offset " + itoa(entryStart) + " (modified since)", true
+		// A header rewritten by a mail reader (Status:, X-UID:, ...)
+		// leaves the body as delivered. An empty body proves nothing.
+		return w.BodySHA256 != "" && inBody && bodyLen > 0 && bodyLen == w.BodySize &&
+			hex.EncodeToString(bh.Sum(nil)) == w.BodySHA256
 	}
 	for {
 		line, err := br.ReadBytes('\n')
 		if len(line) > 0 {
 			lineStart := pos
 			pos += int64(len(line))
-			tail = append(tail, line...)
-			if len(tail) > 2 {
-				tail = append(tail[:0], tail[len(tail)-2:]...)
-			}
 			isSep := prevBlank && bytes.HasPrefix(line, []byte("From "))
 			if isSep {
-				if res, where, _ := finish(false); res == Found {
-					return res, where, nil
+				if matching {
+					if complete() {
+						return Found, "offset " + itoa(entryStart), nil
+					}
+					partial = append(partial, itoa(entryStart))
 				}
-				entryStart, inHeader, matching, pendBlank = lineStart, true, false, false
+				entryStart, inHeader, matching, pendBlank, inBody, bodyLen = lineStart, true, false, false, false, 0
 				h.Reset()
+				bh.Reset()
 			} else if entryStart >= 0 {
 				body := bytes.TrimSuffix(line, []byte("\n"))
-				complete := len(body) < len(line)
+				lineEnd := len(body) < len(line)
 				switch {
 				case inHeader && string(body) == string(marker):
 					matching = true // the marker line is ours, not the content
 				default:
-					if inHeader && len(body) == 0 {
-						inHeader = false
-					}
 					if pendBlank {
 						h.Write([]byte("\r\n"))
+						if pendInBody {
+							bh.Write([]byte("\n"))
+							bodyLen++
+						}
 						pendBlank = false
 					}
-					if len(body) == 0 && complete && !inHeader {
+					if len(body) == 0 && lineEnd {
 						// Maybe the separator blank line; decided by
-						// what follows.
-						pendBlank = true
+						// what follows. The header's empty line is not
+						// part of the body.
+						pendBlank, pendInBody = true, !inHeader
+						if inHeader {
+							inHeader, inBody = false, true
+						}
 						break
 					}
 					if isFromLine(body) && body[0] == '>' {
 						body = body[1:]
 					}
 					h.Write(body)
-					if complete {
+					if lineEnd {
 						h.Write([]byte("\r\n"))
+					}
+					if !inHeader {
+						bh.Write(body)
+						bodyLen += int64(len(body))
+						if lineEnd {
+							bh.Write([]byte("\n"))
+							bodyLen++
+						}
 					}
 				}
 			}
 			prevBlank = string(line) == "\n"
 		}
 		if err == io.EOF {
-			res, where, _ := finish(true)
-			return res, where, nil
+			break
 		}
 		if err != nil {
 			return NotFound, "", fmt.Errorf("%w: reading %s: %v", ErrDestination, b.Path, err)
 		}
 	}
+	if matching {
+		if complete() {
+			return Found, "offset " + itoa(entryStart), nil
+		}
+		// A partial copy at the end: the append was interrupted.
+		if err := f.Truncate(entryStart); err != nil {
+			return NotFound, "", fmt.Errorf("%w: truncating the partial copy in %s: %v", ErrDestination, b.Path, err)
+		}
+		if err := f.Sync(); err != nil {
+			return NotFound, "", fmt.Errorf("%w: %v", ErrDestination, err)
+		}
+	}
+	if len(partial) > 0 {
+		return NotFound, "partial copy left at offset " + strings.Join(partial, ", "), nil
+	}
+	return NotFound, "", nil
 }

@@ -42,6 +42,12 @@ type Record struct {
 	// Pending is set by an intent record that has no done record yet: the
 	// message may or may not be at the destination.
 	Pending bool `json:"pending,omitempty"`
+	// BodySHA256 and BodySize describe the body of a pending message
+	// (Message.BodySHA256, Message.BodySize), for Destination.Find to
+	// tell a complete copy from a partial one; they are dropped once the
+	// intent is settled.
+	BodySHA256 string `json:"body_sha256,omitempty"`
+	BodySize   int64  `json:"body_size,omitempty"`
 	// GoneSince is when the message was first missing from the server's
 	// listing; records gone longer than 90 days are forgotten.
 	GoneSince time.Time `json:"gone_since,omitzero"`
@@ -67,6 +73,9 @@ type journalEntry struct {
 	SHA256 string    `json:"sha256,omitempty"`
 	Size   int64     `json:"size,omitempty"`
 	Dest   string    `json:"dest,omitempty"`
+	// BodySHA256 and BodySize (intent only): see Record.
+	BodySHA256 string `json:"body_sha256,omitempty"`
+	BodySize   int64  `json:"body_size,omitempty"`
 }
 
 // StateFile is an account's durable state: a JSON snapshot (NAME.state)
@@ -194,8 +203,10 @@ func (s *StateFile) apply(e journalEntry) {
 	case "intent":
 		r.Pending = true
 		r.SHA256, r.Size = e.SHA256, e.Size
+		r.BodySHA256, r.BodySize = e.BodySHA256, e.BodySize
 	case "done":
 		r.Pending = false
+		r.BodySHA256, r.BodySize = "", 0
 		r.DeliveredAt, r.Dest = e.At, e.Dest
 		if e.SHA256 != "" {
 			r.SHA256 = e.SHA256
@@ -205,6 +216,7 @@ func (s *StateFile) apply(e journalEntry) {
 		}
 	case "abandon":
 		r.Pending = false
+		r.BodySHA256, r.BodySize = "", 0
 	}
 }
 
@@ -253,10 +265,13 @@ func (s *StateFile) Sync() error {
 	return nil
 }
 
-// Intent durably records that the message key, with the given SHA-256 and
-// size, is about to be delivered. Earlier entries become durable with it.
-func (s *StateFile) Intent(key, sha string, size int64) error {
-	return s.append(journalEntry{Op: "intent", Key: key, At: time.Now().UTC(), SHA256: sha, Size: size}, true)
+// Intent durably records that the message m is about to be delivered
+// under key, with its SHA-256, its size and what Destination.Find needs
+// to recognise a complete copy (the body's SHA-256 and length). Earlier
+// entries become durable with it.
+func (s *StateFile) Intent(key string, m *Message) error {
+	return s.append(journalEntry{Op: "intent", Key: key, At: time.Now().UTC(), SHA256: m.SHA256, Size: m.Size,
+		BodySHA256: m.BodySHA256, BodySize: m.BodySize}, true)
 }
 
 // Done records that the message key is at the destination as dest. The

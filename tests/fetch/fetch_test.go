@@ -216,6 +216,38 @@ func TestKillAtEveryStep(t *testing.T) {
 	}
 }
 
+// TestKillPartialMboxEndingInBlankLine: a fetch killed while appending to
+// an mbox leaves a copy whose cut falls inside a run of empty lines, so
+// that the file ends in an empty line like a complete entry. Recovery must
+// see it as partial: truncate it, deliver the message again, and delete
+// from the server only what is complete at the destination.
+func TestKillPartialMboxEndingInBlankLine(t *testing.T) {
+	s := startPostino(t)
+	user := "blank@example.test"
+	s.addUser(t, user, "pw")
+	for i := 1; i <= 3; i++ {
+		s.deliver(t, user, blankLinesMessage(i, 50000))
+	}
+	a := account{server: s.pop3sAddr, user: user, pw: "pw", extra: []string{"--fingerprint", s.fingerprint}}
+	d := newDestination(t, "mbox")
+	state := t.TempDir()
+	r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=deliver-partial:2"}, a, d, state, "--delete")
+	if r.Code != -1 {
+		t.Fatalf("the hooked run was not killed (exit %d):\n%s", r.Code, r.Output)
+	}
+	checkPartialCopy(t, d, 2)
+	if data, _ := os.ReadFile(d.path); !strings.HasSuffix(string(data), "\n\n") {
+		t.Fatalf("the partial copy does not end in an empty line: %q", tail(data))
+	}
+	if r := fetch(t, nil, a, d, state, "--delete"); r.Code != exitNewMail {
+		t.Fatalf("rerun: exit %d:\n%s", r.Code, r.Output)
+	}
+	checkExactlyOnce(t, d, ids(1, 3))
+	if c := serverCount(t, s.pop3Addr, user, "pw"); c != 0 {
+		t.Errorf("server has %d messages after the rerun, want 0", c)
+	}
+}
+
 // TestKillRandom SIGKILLs fetches after random delays, again and again,
 // with and without the delete policy, until a run completes; then every
 // message must be at the destination exactly once.

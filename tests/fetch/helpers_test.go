@@ -141,6 +141,20 @@ func testMessage(id, size int) []byte {
 	return b.Bytes()
 }
 
+// blankLinesMessage returns message id of about size octets, like
+// testMessage, with ten thousand empty lines from octet 26000 on: a copy
+// cut off after the first 32 KiB written ends in an empty line.
+func blankLinesMessage(id, size int) []byte {
+	b := bytes.NewBuffer(testMessage(id, 26000))
+	b.Truncate(bytes.LastIndex(b.Bytes(), []byte("END-")))
+	b.Write(bytes.Repeat([]byte("\r\n"), 10000))
+	for i := 0; b.Len() < size; i++ {
+		fmt.Fprintf(b, "line %d after the empty lines of message %d\r\n", i, id)
+	}
+	fmt.Fprintf(b, "END-%d\r\n", id)
+	return b.Bytes()
+}
+
 var testIDRE = regexp.MustCompile(`(?m)^X-Test-Id: (\d+)\r?$`)
 
 // checkMessage checks one stored message (LF or CRLF, marker header
