@@ -140,7 +140,7 @@ func fill(r io.Reader, buf []byte) (int, error) {
 // ---- Maildir ----
 
 // Maildir delivers into a Maildir folder (new/, cur/, tmp/, created if
-// missing): the message is written to tmp/, fsync'd, renamed into new/ and
+// missing, with an fsync of the parent of each directory created): the message is written to tmp/, fsync'd, renamed into new/ and
 // the directory fsync'd. Its file name carries the ID's token, so Find
 // needs no file contents: a name in new/ or cur/ means a complete message,
 // since rename is atomic. Line ends are LF.
@@ -152,9 +152,11 @@ var maildirSeq atomic.Int64
 
 func (d *Maildir) String() string { return "maildir:" + d.Dir }
 
+// ensure creates the folder and its subdirectories if missing, fsyncing
+// the parent of each directory created.
 func (d *Maildir) ensure() error {
 	for _, sub := range []string{"tmp", "new", "cur"} {
-		if err := os.MkdirAll(filepath.Join(d.Dir, sub), 0o700); err != nil {
+		if err := mkdirAll(filepath.Join(d.Dir, sub), 0o700); err != nil {
 			return fmt.Errorf("%w: %v", ErrDestination, err)
 		}
 	}

@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/postino-mail/postino/pop3"
@@ -266,5 +269,74 @@ func TestMboxFindPartialEndingInBlankLine(t *testing.T) {
 	os.WriteFile(p, data[:bytes.Index(data, []byte("paragraph 30\n"))], 0o600)
 	if res, where, err := b.Find(ctx, m.Want()); res != NotFound || err != nil {
 		t.Errorf("Find(copy with a rewritten header, cut short) = %v %q %v, want NotFound", res, where, err)
+	}
+}
+
+// recordDirSyncs makes syncDir record the directories it fsyncs.
+func recordDirSyncs(t *testing.T) func() map[string]bool {
+	var mu sync.Mutex
+	synced := map[string]bool{}
+	old := syncDirFunc
+	syncDirFunc = func(dir string) error {
+		mu.Lock()
+		synced[filepath.Clean(dir)] = true
+		mu.Unlock()
+		return old(dir)
+	}
+	t.Cleanup(func() { syncDirFunc = old })
+	return func() map[string]bool {
+		mu.Lock()
+		defer mu.Unlock()
+		out := maps.Clone(synced)
+		clear(synced)
+		return out
+	}
+}
+
+// TestNewDestinationsDurable: creating a Maildir (and missing parents), an
+// mbox file or a state directory fsyncs the parent of everything created,
+// so that a power failure cannot keep the done record and lose the copy.
+func TestNewDestinationsDurable(t *testing.T) {
+	ctx := context.Background()
+	synced := recordDirSyncs(t)
+	root := t.TempDir()
+	m := spoolString(t, sample)
+	synced()
+
+	md := filepath.Join(root, "a", "b", "Maildir")
+	if _, err := (&Maildir{Dir: md}).Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	got := synced()
+	for _, dir := range []string{root, filepath.Join(root, "a"), filepath.Join(root, "a", "b"), md, filepath.Join(md, "new")} {
+		if !got[dir] {
+			t.Errorf("new Maildir: %s not fsync'd (fsync'd: %v)", dir, slices.Sorted(maps.Keys(got)))
+		}
+	}
+	// An existing Maildir costs no extra directory fsync.
+	if _, err := (&Maildir{Dir: md}).Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := synced(); len(got) != 1 || !got[filepath.Join(md, "new")] {
+		t.Errorf("existing Maildir: fsync'd %v, want only new/", slices.Sorted(maps.Keys(got)))
+	}
+
+	mbox := filepath.Join(root, "mboxes")
+	os.Mkdir(mbox, 0o700)
+	synced()
+	if _, err := (&Mbox{Path: filepath.Join(mbox, "inbox")}).Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := synced(); !got[mbox] {
+		t.Errorf("new mbox file: its directory was not fsync'd (fsync'd: %v)", slices.Sorted(maps.Keys(got)))
+	}
+
+	st, err := OpenState(filepath.Join(root, "state", "fetch"), "acct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if got := synced(); !got[root] || !got[filepath.Join(root, "state")] {
+		t.Errorf("new state directory: parents not fsync'd (fsync'd: %v)", slices.Sorted(maps.Keys(got)))
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,8 +23,8 @@ import (
 // fcntl lock on the file and a PATH.lock dot-lock (created with O_EXCL,
 // holding the owner's PID; one whose owner is dead, or older than ten
 // minutes, is stale and removed), as mutt and procmail expect. Each
-// message is fsync'd before Deliver returns; a failed append is truncated
-// away.
+// message is fsync'd before Deliver returns, and a new file's directory
+// when the file is created; a failed append is truncated away.
 //
 // Find scans the file for the message's marker header and checks that
 // the entry, decoded, has the recorded SHA-256: a complete copy is found;
@@ -114,9 +115,31 @@ func fromLine(m *Message) string {
 	return "From " + sender + " " + m.At.UTC().Format("Mon Jan _2 15:04:05 2006") + "\n"
 }
 
+// open opens the mbox file for appending, creating it if missing; a
+// created file's directory is fsync'd, so that its entry is as durable as
+// the messages fsync'd into it.
+func (b *Mbox) open() (*os.File, error) {
+	f, err := os.OpenFile(b.Path, os.O_RDWR, 0)
+	if !errors.Is(err, os.ErrNotExist) {
+		return f, err
+	}
+	f, err = os.OpenFile(b.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return os.OpenFile(b.Path, os.O_RDWR, 0) // created meanwhile
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := syncDir(filepath.Dir(b.Path)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // Deliver implements Destination.
 func (b *Mbox) Deliver(ctx context.Context, m *Message) (string, error) {
-	f, err := os.OpenFile(b.Path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := b.open()
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDestination, err)
 	}

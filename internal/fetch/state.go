@@ -102,7 +102,7 @@ var ErrStateLocked = errors.New("another postino fetch is running for this accou
 // needed. The journal left by an interrupted run is replayed and folded
 // into a new snapshot.
 func OpenState(dir, account string) (*StateFile, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	s := &StateFile{dir: dir, name: account}
@@ -347,8 +347,44 @@ func (s *StateFile) Close() error {
 	return nil
 }
 
+// mkdirAll creates dir and its missing parents like os.MkdirAll, and
+// fsyncs the parent of each directory it creates, so that the new
+// directory survives a power failure along with what is made durable in it
+// later (a message, a journal whose done records allow a DELE).
+func mkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return &os.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	// Created meanwhile by another process: its entry may not be durable
+	// yet either, so the parent is fsync'd all the same.
+	if err := os.Mkdir(dir, perm); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+// syncDirFunc does the work of syncDir; tests replace it to see which
+// directories are fsync'd.
+var syncDirFunc = fsyncDir
+
 // syncDir fsyncs a directory, making renames and creations in it durable.
-func syncDir(dir string) error {
+func syncDir(dir string) error { return syncDirFunc(dir) }
+
+func fsyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
