@@ -27,9 +27,11 @@ import (
 // when the file is created; a failed append is truncated away.
 //
 // Find scans the file for the message's marker header and checks that
-// the entry, decoded, has the recorded SHA-256: a complete copy is found;
-// a partial copy at the end of the file (the process was killed while
-// appending) is truncated away and reported as not found.
+// the entry, decoded, has the recorded SHA-256, or else that its body has
+// the length and SHA-256 recorded in the intent (a mail reader may have
+// rewritten the header): a complete copy is found; a partial copy (the
+// process was killed while appending) is reported as not found, and
+// truncated away when it is at the end of the file.
 type Mbox struct {
 	Path string
 	// LockTimeout bounds the wait for the locks; 0 means 30 seconds.
