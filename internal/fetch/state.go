@@ -51,6 +51,14 @@ type Record struct {
 	// GoneSince is when the message was first missing from the server's
 	// listing; records gone longer than 90 days are forgotten.
 	GoneSince time.Time `json:"gone_since,omitzero"`
+	// DeleSent is when postino fetch decided to DELE the message (recorded
+	// durably before the DELE is sent). A message it deleted is never
+	// taken for one that came back under a new UIDL.
+	DeleSent time.Time `json:"dele_at,omitzero"`
+	// Expunged is when the session that sent the DELE ended with a
+	// successful QUIT: the message is no longer on the server, and a
+	// message with the same content is a new one.
+	Expunged time.Time `json:"expunged_at,omitzero"`
 }
 
 // Delivered reports whether the message is known to be at the destination.
@@ -67,7 +75,7 @@ type State struct {
 
 // journalEntry is one line of the journal.
 type journalEntry struct {
-	Op     string    `json:"op"` // "intent", "done", "abandon"
+	Op     string    `json:"op"` // "intent", "done", "abandon", "dele", "expunged"
 	Key    string    `json:"key"`
 	At     time.Time `json:"at"`
 	SHA256 string    `json:"sha256,omitempty"`
@@ -201,9 +209,12 @@ func (s *StateFile) apply(e journalEntry) {
 	}
 	switch e.Op {
 	case "intent":
+		// A new delivery under this key (a content key whose earlier
+		// message was deleted): the earlier deletion no longer applies.
 		r.Pending = true
 		r.SHA256, r.Size = e.SHA256, e.Size
 		r.BodySHA256, r.BodySize = e.BodySHA256, e.BodySize
+		r.DeleSent, r.Expunged, r.DeliveredAt = time.Time{}, time.Time{}, time.Time{}
 	case "done":
 		r.Pending = false
 		r.BodySHA256, r.BodySize = "", 0
@@ -217,6 +228,10 @@ func (s *StateFile) apply(e journalEntry) {
 	case "abandon":
 		r.Pending = false
 		r.BodySHA256, r.BodySize = "", 0
+	case "dele":
+		r.DeleSent = e.At
+	case "expunged":
+		r.Expunged = e.At
 	}
 }
 
@@ -287,6 +302,25 @@ func (s *StateFile) Done(key, dest, sha string, size int64) error {
 // the destination; it will be downloaded again.
 func (s *StateFile) Abandon(key string) error {
 	return s.append(journalEntry{Op: "abandon", Key: key, At: time.Now().UTC()}, true)
+}
+
+// Dele records that the message key is about to be deleted from the
+// server. The entry becomes durable with the next Sync, which must come
+// before the DELE is sent.
+func (s *StateFile) Dele(key string) error {
+	return s.append(journalEntry{Op: "dele", Key: key, At: time.Now().UTC()}, false)
+}
+
+// Expunged durably records that the deletion of the messages keys took
+// effect: the session that sent their DELE ended with a successful QUIT.
+func (s *StateFile) Expunged(keys []string) error {
+	now := time.Now().UTC()
+	for _, k := range keys {
+		if err := s.append(journalEntry{Op: "expunged", Key: k, At: now}, false); err != nil {
+			return err
+		}
+	}
+	return s.Sync()
 }
 
 // Save writes the state as a new snapshot (temporary file, fsync, rename,
