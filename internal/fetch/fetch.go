@@ -150,16 +150,13 @@ func (f *Fetcher) log() *slog.Logger {
 
 // run is the state of one account's run.
 type run struct {
-	f       *Fetcher
-	a       *Account
-	st      *StateFile
-	sp      *spooler
-	res     *Result
-	log     *slog.Logger
-	noUIDL  bool
-	warned  bool
-	now     time.Time
-	pending int
+	f   *Fetcher
+	a   *Account
+	st  *StateFile
+	sp  *spooler
+	res *Result
+	log *slog.Logger
+	now time.Time
 }
 
 // Run fetches one account: it recovers an interrupted previous run, then
@@ -541,7 +538,6 @@ func (r *run) identify(c *pop3.Client, entries []*entry, byNum map[int]*entry) e
 	if !errors.As(err, &pe) {
 		return err
 	}
-	r.noUIDL = true
 	r.log.Warn("the server does not support UIDL; messages are identified by a hash of their header (TOP), which is reliable only if headers are unique; consider delete = true")
 	seen := map[string]int{}
 	for _, e := range entries {

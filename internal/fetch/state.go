@@ -98,7 +98,6 @@ type StateFile struct {
 	dir, name string
 	lock      *os.File
 	journal   *os.File
-	jlen      int  // entries in the journal
 	dirty     bool // entries written but not yet fsync'd
 }
 
@@ -257,7 +256,6 @@ func (s *StateFile) append(e journalEntry, sync bool) error {
 	if _, err := s.journal.WriteString(line); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	s.jlen++
 	s.dirty = true
 	if sync {
 		if err := s.Sync(); err != nil {
@@ -363,7 +361,6 @@ func (s *StateFile) Save() error {
 	if err := os.Remove(s.path(".journal")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("journal: %w", err)
 	}
-	s.jlen = 0
 	return syncDir(s.dir)
 }
 
