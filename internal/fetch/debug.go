@@ -17,7 +17,10 @@ import (
 //
 //	spooled          message downloaded to the spool, no intent yet
 //	intent           intent record durable
-//	deliver-partial  part of the message written at the destination
+//	deliver-partial  part of the message written at the destination: the
+//	                 first 32 KiB in a Maildir's tmp/ file or the mbox
+//	                 (flushed to the file); for a local mailbox, the
+//	                 message spooled and not yet stored
 //	delivered        message durable at the destination, no done record
 //	done             done record durable
 //	dele             DELE sent for a message (before QUIT)
