@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -20,8 +21,9 @@ import (
 // Mbox appends to an mbox file in the mboxrd format: each message starts
 // with a "From " line, lines matching ">*From " get one more '>', and a
 // blank line follows each message. Writers are excluded with both an
-// fcntl lock on the file and a PATH.lock dot-lock (created with O_EXCL,
-// holding the owner's PID; one whose owner is dead, or older than ten
+// fcntl lock on the file and a PATH.lock dot-lock (holding the owner's
+// PID, written to a temporary file hard-linked to the lock name, so that it
+// never exists without it; one whose owner is dead, or older than ten
 // minutes, is stale and removed), as mutt and procmail expect. Each
 // message is fsync'd before Deliver returns, and a new file's directory
 // when the file is created; a failed append is truncated away.
@@ -49,10 +51,8 @@ func (b *Mbox) lock(ctx context.Context, f *os.File) (unlock func(), err error) 
 	deadline := time.Now().Add(timeout)
 	dot := b.Path + ".lock"
 	for {
-		lf, err := os.OpenFile(dot, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		err := createDotLock(dot)
 		if err == nil {
-			fmt.Fprintf(lf, "%d\n", os.Getpid())
-			lf.Close()
 			break
 		}
 		if !errors.Is(err, os.ErrExist) {
@@ -84,6 +84,66 @@ func (b *Mbox) lock(ctx context.Context, f *os.File) (unlock func(), err error) 
 		syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &fl)
 		os.Remove(dot)
 	}, nil
+}
+
+var dotLockSeq atomic.Int64
+
+// createDotLock creates the dot-lock dot holding our PID, atomically: the
+// PID is written to a temporary file DOT.PID.N, which is then hard-linked
+// to dot (the link fails if dot exists), as liblockfile does. A dot-lock
+// of ours therefore never exists without its PID, even if the process is
+// killed meanwhile, and is recognised as stale once we are dead.
+func createDotLock(dot string) error {
+	tmp := dot + "." + strconv.Itoa(os.Getpid()) + "." + strconv.FormatInt(dotLockSeq.Add(1), 10)
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return err
+	}
+	debugPoint("dot-lock")
+	err := os.Link(tmp, dot)
+	os.Remove(tmp)
+	if err == nil || errors.Is(err, os.ErrExist) {
+		return err
+	}
+	// A file system without hard links: create the lock directly (a
+	// kill before the PID is written leaves an empty lock, stale only
+	// with age).
+	lf, err := os.OpenFile(dot, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(lf, "%d\n", os.Getpid())
+	if cerr := lf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dot)
+	}
+	return err
+}
+
+// removeDotLockLeftovers removes the temporary files of createDotLock left
+// by processes that died before removing them.
+func removeDotLockLeftovers(dot string) {
+	dir, base := filepath.Split(dot)
+	if dir == "" {
+		dir = "."
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), base+".")
+		if !ok {
+			continue
+		}
+		p, n, ok := strings.Cut(rest, ".")
+		pid, err1 := strconv.Atoi(p)
+		_, err2 := strconv.ParseUint(n, 10, 64)
+		if ok && err1 == nil && err2 == nil && pid > 0 && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // staleDotLock reports whether a dot-lock's owner is gone or it is older
@@ -224,6 +284,9 @@ func (b *Mbox) Find(ctx context.Context, w Want) (FindResult, string, error) {
 		return NotFound, "", err
 	}
 	defer unlock()
+	// After an interruption: a kill while taking the dot-lock may have
+	// left a temporary file next to the mbox.
+	removeDotLockLeftovers(b.Path + ".lock")
 
 	marker := []byte(w.Marker())
 	br := bufio.NewReaderSize(f, 64*1024)

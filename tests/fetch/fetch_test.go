@@ -248,6 +248,40 @@ func TestKillPartialMboxEndingInBlankLine(t *testing.T) {
 	}
 }
 
+// TestKillTakingMboxDotLock: a fetch killed while it creates the mbox's
+// dot-lock must not leave a lock that the next run (or a mail reader)
+// cannot tell is stale: the next run goes through at once, and nothing of
+// the lock remains.
+func TestKillTakingMboxDotLock(t *testing.T) {
+	s := startPostino(t)
+	user := "dotlock@example.test"
+	s.addUser(t, user, "pw")
+	for i := 1; i <= 3; i++ {
+		s.deliver(t, user, testMessage(i, 2000))
+	}
+	a := account{server: s.pop3sAddr, user: user, pw: "pw", extra: []string{"--fingerprint", s.fingerprint}}
+	d := newDestination(t, "mbox")
+	state := t.TempDir()
+	for _, step := range []string{"dot-lock:1", "dot-lock:2"} {
+		r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step}, a, d, state, "--delete")
+		if r.Code != -1 {
+			t.Fatalf("%s: the hooked run was not killed (exit %d):\n%s", step, r.Code, r.Output)
+		}
+	}
+	start := time.Now()
+	if r := fetch(t, nil, a, d, state, "--delete"); r.Code != exitNewMail {
+		t.Fatalf("rerun after %v: exit %d:\n%s", time.Since(start).Round(time.Second), r.Code, r.Output)
+	}
+	checkExactlyOnce(t, d, ids(1, 3))
+	checkNoLeftovers(t, d)
+	ents, _ := os.ReadDir(filepath.Dir(d.path))
+	for _, e := range ents {
+		if e.Name() != filepath.Base(d.path) {
+			t.Errorf("left next to the mbox: %s", e.Name())
+		}
+	}
+}
+
 // TestKillRandom SIGKILLs fetches after random delays, again and again,
 // with and without the delete policy, until a run completes; then every
 // message must be at the destination exactly once.
