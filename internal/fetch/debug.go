@@ -17,6 +17,8 @@ import (
 //
 //	spooled          message downloaded to the spool, no intent yet
 //	intent           intent record durable
+//	dot-lock         taking an mbox's dot-lock (each time, in Find and
+//	                 Deliver): its temporary file written, not yet linked
 //	deliver-partial  part of the message written at the destination: the
 //	                 first 32 KiB in a Maildir's tmp/ file or the mbox
 //	                 (flushed to the file); for a local mailbox, the
