@@ -394,7 +394,7 @@ func validKey(s string) bool {
 // delivered twice, and a message listed under the UIDL of a delivered one
 // is not taken for it.
 func TestHostileUIDLs(t *testing.T) {
-	bad := []string{"has space", "bare\rcr", strings.Repeat("x", 71), "caf\xc3\xa9", "tab\tinside"}
+	bad := []string{"has space", "bare\rcr", strings.Repeat("x", 71), "caf\xc3\xa9", "tab\tinside", strings.Repeat("y", 5000)}
 	for _, sec := range []Security{SecurityNone, SecurityStartTLS, SecurityTLS} {
 		t.Run(string(sec), func(t *testing.T) {
 			msgs := []fakeMsg{{"ok-1", fakeMessage("m1")}}
@@ -421,6 +421,9 @@ func TestHostileUIDLs(t *testing.T) {
 				if !warned(i+2, "not a valid unique-id") {
 					t.Errorf("no warning about message %d's invalid UIDL %q:\n%s", i+2, u, log)
 				}
+			}
+			if strings.Contains(log, strings.Repeat("y", 101)) {
+				t.Errorf("a 5000-character UIDL is logged in full")
 			}
 			if d := len(bad) + 2; !warned(d, "duplicate") || !warned(d+1, "duplicate") {
 				t.Errorf("no warning about messages %d and %d's duplicate UIDL:\n%s", d, d+1, log)

@@ -563,10 +563,15 @@ func (r *run) identify(c *pop3.Client, entries []*entry, byNum map[int]*entry) e
 }
 
 // escaped returns s with its control characters and non-ASCII octets
-// escaped as in a Go string literal, for a log line.
+// escaped as in a Go string literal, and cut after 100 octets, for a log
+// line.
 func escaped(s string) string {
+	more := ""
+	if len(s) > 100 {
+		s, more = s[:100], "..."
+	}
 	q := strconv.QuoteToASCII(s)
-	return q[1 : len(q)-1]
+	return q[1:len(q)-1] + more
 }
 
 // ValidUIDL reports whether uid is a unique-id as RFC 1939 §7 defines it:
