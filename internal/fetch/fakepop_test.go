@@ -39,10 +39,10 @@ type fakeMsg struct {
 type fakePOP struct {
 	addr        string
 	fingerprint string
-	noUIDL      bool // UIDL and TOP answer -ERR
 
-	mu   sync.Mutex
-	msgs []fakeMsg
+	mu     sync.Mutex
+	msgs   []fakeMsg
+	noUIDL bool // UIDL and TOP answer -ERR
 }
 
 // startFakePOP listens on 127.0.0.1 with security "none" (no STLS),
@@ -120,6 +120,7 @@ func (s *fakePOP) serve(c net.Conn, stls bool, cfg *tls.Config) {
 	// for the session), and its deletions.
 	s.mu.Lock()
 	msgs := append([]fakeMsg(nil), s.msgs...)
+	noUIDL := s.noUIDL
 	s.mu.Unlock()
 	deleted := map[int]bool{}
 	get := func(arg string) (int, bool) {
@@ -145,7 +146,7 @@ func (s *fakePOP) serve(c net.Conn, stls bool, cfg *tls.Config) {
 		case cmd == "CAPA":
 			reply("+OK")
 			caps := "USER\r\nPIPELINING\r\n"
-			if !s.noUIDL {
+			if !noUIDL {
 				caps += "UIDL\r\nTOP\r\n"
 			}
 			if stls {
@@ -173,7 +174,7 @@ func (s *fakePOP) serve(c net.Conn, stls bool, cfg *tls.Config) {
 				}
 			}
 			body(b.Bytes())
-		case cmd == "UIDL" && !s.noUIDL:
+		case cmd == "UIDL" && !noUIDL:
 			reply("+OK")
 			var b bytes.Buffer
 			for i, m := range msgs {
@@ -187,7 +188,7 @@ func (s *fakePOP) serve(c net.Conn, stls bool, cfg *tls.Config) {
 				reply("+OK")
 				body(msgs[n-1].data)
 			}
-		case cmd == "TOP" && len(f) == 3 && !s.noUIDL:
+		case cmd == "TOP" && len(f) == 3 && !noUIDL:
 			if n, ok := get(f[1]); ok {
 				reply("+OK")
 				data := msgs[n-1].data
@@ -316,10 +317,17 @@ func subjects(t *testing.T, dir string) map[string]int {
 // it stayed on the server is still recognised by its content. The same
 // holds on a server without UIDL and TOP, where content identifies
 // messages, and two identical messages listed together are two messages.
+// Over cleartext, STARTTLS and implicit TLS.
 func TestContentDedupNewMessage(t *testing.T) {
+	for _, sec := range []Security{SecurityNone, SecurityStartTLS, SecurityTLS} {
+		t.Run(string(sec), func(t *testing.T) { testContentDedup(t, sec) })
+	}
+}
+
+func testContentDedup(t *testing.T, sec Security) {
 	dir, state := t.TempDir(), t.TempDir()
-	s := startFakePOP(t, SecurityNone, fakeMsg{"u1", fakeMessage("A")})
-	a := s.account(SecurityNone, dir)
+	s := startFakePOP(t, sec, fakeMsg{"u1", fakeMessage("A")})
+	a := s.account(sec, dir)
 	if res, log := runFetch(t, a, state, true); res.New != 1 || s.count() != 0 {
 		t.Fatalf("first fetch: %+v, %d on the server\n%s", res, s.count(), log)
 	}
@@ -346,9 +354,11 @@ func TestContentDedupNewMessage(t *testing.T) {
 
 	// A server without UIDL and TOP.
 	dir2, state2 := t.TempDir(), t.TempDir()
-	n := startFakePOP(t, SecurityNone, fakeMsg{"", fakeMessage("C")})
+	n := startFakePOP(t, sec, fakeMsg{"", fakeMessage("C")})
+	n.mu.Lock()
 	n.noUIDL = true
-	a2 := n.account(SecurityNone, dir2)
+	n.mu.Unlock()
+	a2 := n.account(sec, dir2)
 	if res, log := runFetch(t, a2, state2, true); res.New != 1 || n.count() != 0 {
 		t.Fatalf("no UIDL, first fetch: %+v, %d on the server\n%s", res, n.count(), log)
 	}
