@@ -63,10 +63,10 @@
 //     "dele"|"expunged", "key", "at", "sha256", "size", "dest",
 //     "body_sha256", "body_size"}. An intent line is fsync'd (with every
 //     line before it) before its delivery begins; done and dele lines are
-//     fsync'd before any DELE; expunged lines right after QUIT. A torn or corrupt line (the process
-//     died while appending it) is ignored: its step had not started. The
-//     journal is folded into a new snapshot at the start and end of every
-//     run, and then removed.
+//     fsync'd before any DELE; expunged lines right after QUIT. A torn or
+//     corrupt line (the process died while appending it) is ignored: its
+//     step had not started. The journal is folded into a new snapshot at
+//     the start and end of every run, and then removed.
 //
 //   - NAME.lock, flock'ed for the whole run, so that a cron job and a
 //     daemon never fetch one account at the same time (exit code 7).
@@ -78,7 +78,7 @@
 // message as downloaded. For each message:
 //
 //  1. RETR into an unlinked spool file, hashing it (SHA-256 of the whole
-//     message and of its header section).
+//     message, of its header section and of its body).
 //  2. Append and fsync the intent record (key, SHA-256, size, and the
 //     SHA-256 and length of the body with LF line ends).
 //  3. Deliver, durably: Maildir writes tmp/, fsyncs, renames into new/ and
@@ -108,8 +108,8 @@
 // other entry with the marker is a partial copy, never taken as
 // delivered: it is truncated away when it ends the file, and otherwise
 // left in place with a warning. The local mailbox is searched by reading
-// header sections newest first. Found: the done record is written and the message is not
-// delivered again. Not found: the intent is abandoned and the message,
+// header sections newest first. Found: the done record is written and the
+// message is not delivered again. Not found: the intent is abandoned and the message,
 // still on the server since DELE waits for step 4, is downloaded again.
 // A kill after 4 leaves a done record: the message is never delivered
 // again, and is deleted by a later run if the policy says so (a kill
