@@ -17,7 +17,12 @@ import (
 //
 //	spooled          message downloaded to the spool, no intent yet
 //	intent           intent record durable
-//	deliver-partial  part of the message written at the destination
+//	dot-lock         taking an mbox's dot-lock (each time, in Find and
+//	                 Deliver): its temporary file written, not yet linked
+//	deliver-partial  part of the message written at the destination: the
+//	                 first 32 KiB in a Maildir's tmp/ file or the mbox
+//	                 (flushed to the file); for a local mailbox, the
+//	                 message spooled and not yet stored
 //	delivered        message durable at the destination, no done record
 //	done             done record durable
 //	dele             DELE sent for a message (before QUIT)
@@ -48,6 +53,14 @@ func debugInit() {
 			debug.nth = k
 		}
 	})
+}
+
+// debugArmed reports whether the crash-test hook names step, so that the
+// step can first make its partial state visible (flush its buffers to the
+// file), as a crash at that instant of an unbuffered writer would leave it.
+func debugArmed(step string) bool {
+	debugInit()
+	return debug.step != "" && debug.step == step
 }
 
 // debugPoint kills the process if the crash-test hook names this step.

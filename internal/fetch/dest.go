@@ -22,11 +22,23 @@ type Destination interface {
 	// Deliver stores m, with its marker header, and returns only once the
 	// copy is durable. The returned string identifies the copy.
 	Deliver(ctx context.Context, m *Message) (string, error)
-	// Find reports whether the message id is already stored, complete and
-	// durable, and if so returns the copy's identifier. It is asked after
-	// an interruption between an intent and its done record. A partial
-	// copy left by the interruption is removed where the format allows.
-	Find(ctx context.Context, id ID) (FindResult, string, error)
+	// Find reports whether the message w.ID is already stored, complete
+	// and durable, and if so returns the copy's identifier. It is asked
+	// after an interruption between an intent and its done record. A
+	// partial copy left by the interruption is never reported as found;
+	// it is removed where the format allows.
+	Find(ctx context.Context, w Want) (FindResult, string, error)
+}
+
+// Want is what Destination.Find looks for: the message's ID and, from the
+// intent record, what a complete copy's body must be.
+type Want struct {
+	ID
+	// BodySHA256 is the hex SHA-256 of the message's body (what follows
+	// the header section's empty line) with LF line ends, and BodySize
+	// its length; BodySHA256 is "" when the intent did not record it.
+	BodySHA256 string
+	BodySize   int64
 }
 
 // FindResult is the answer of Destination.Find.
@@ -77,14 +89,16 @@ func ExpandHome(p string) string {
 	return p
 }
 
-// writeChunked copies r to w, calling the deliver-partial crash hook after
-// the first chunk.
-func writeChunked(w io.Writer, r io.Reader) (int64, error) {
+// writeChunked copies r to w in chunks of 32 KiB. After the first chunk
+// it reaches the deliver-partial crash-test step; when the hook is armed
+// for that step, the chunk is first flushed from w to the file, so that the
+// kill leaves a partial copy at the destination as a real crash would.
+func writeChunked(w *bufio.Writer, r io.Reader) (int64, error) {
 	buf := make([]byte, 32*1024)
 	var n int64
 	first := true
 	for {
-		k, err := r.Read(buf)
+		k, err := fill(r, buf)
 		if k > 0 {
 			m, werr := w.Write(buf[:k])
 			n += int64(m)
@@ -93,8 +107,10 @@ func writeChunked(w io.Writer, r io.Reader) (int64, error) {
 			}
 			if first {
 				first = false
-				if f, ok := w.(interface{ Sync() error }); ok {
-					f.Sync()
+				if debugArmed("deliver-partial") {
+					if ferr := w.Flush(); ferr != nil {
+						return n, ferr
+					}
 				}
 				debugPoint("deliver-partial")
 			}
@@ -108,10 +124,23 @@ func writeChunked(w io.Writer, r io.Reader) (int64, error) {
 	}
 }
 
+// fill reads from r until buf is full or r fails (io.EOF at the end).
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 // ---- Maildir ----
 
 // Maildir delivers into a Maildir folder (new/, cur/, tmp/, created if
-// missing): the message is written to tmp/, fsync'd, renamed into new/ and
+// missing, with an fsync of the parent of each directory created): the message is written to tmp/, fsync'd, renamed into new/ and
 // the directory fsync'd. Its file name carries the ID's token, so Find
 // needs no file contents: a name in new/ or cur/ means a complete message,
 // since rename is atomic. Line ends are LF.
@@ -123,9 +152,11 @@ var maildirSeq atomic.Int64
 
 func (d *Maildir) String() string { return "maildir:" + d.Dir }
 
+// ensure creates the folder and its subdirectories if missing, fsyncing
+// the parent of each directory created.
 func (d *Maildir) ensure() error {
 	for _, sub := range []string{"tmp", "new", "cur"} {
-		if err := os.MkdirAll(filepath.Join(d.Dir, sub), 0o700); err != nil {
+		if err := mkdirAll(filepath.Join(d.Dir, sub), 0o700); err != nil {
 			return fmt.Errorf("%w: %v", ErrDestination, err)
 		}
 	}
@@ -176,8 +207,8 @@ func (d *Maildir) Deliver(ctx context.Context, m *Message) (string, error) {
 
 // Find implements Destination. Files of the message left in tmp/ by an
 // interruption are removed.
-func (d *Maildir) Find(ctx context.Context, id ID) (FindResult, string, error) {
-	tok := "X" + id.Token() + "."
+func (d *Maildir) Find(ctx context.Context, w Want) (FindResult, string, error) {
+	tok := "X" + w.Token() + "."
 	if ents, err := os.ReadDir(filepath.Join(d.Dir, "tmp")); err == nil {
 		for _, e := range ents {
 			if strings.Contains(e.Name(), tok) {

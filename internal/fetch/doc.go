@@ -37,24 +37,36 @@
 //     "updated": TIME, "messages": {KEY: {"first_seen": TIME,
 //     "delivered_at": TIME, "dest": "new/1700000000.M1P2Q3X....host",
 //     "sha256": HEX, "size": 1234, "pending": true,
-//     "gone_since": TIME}}}
+//     "body_sha256": HEX, "body_size": 1100, "gone_since": TIME,
+//     "dele_at": TIME, "expunged_at": TIME}}}
 //
 //     KEY is the UIDL; on servers without UIDL it is
 //     "hdr:<first 32 hex digits of SHA-256 of TOP n 0>-<occurrence>", and
-//     without TOP either "sha256:<SHA-256 of the message>". delivered_at
-//     is absent for messages seen but not delivered (skipped, or first
-//     seen in an interrupted run); pending marks an intent without a done
-//     record; gone_since marks messages no longer on the server, which are
-//     forgotten after 90 days.
+//     without TOP either "sha256:<SHA-256 of the message>", with
+//     "-<occurrence>" from the second of identical messages listed
+//     together. A UIDL that RFC 1939 §7 does not allow (not 1 to 70
+//     characters 0x21–0x7E: spaces, a bare CR, non-ASCII) or that the
+//     server lists for several messages is not used: the message is
+//     identified by its content ("sha256:" key) with a warning, and is
+//     downloaded again on each run while it stays on the server.
+//     delivered_at is absent for messages seen but not delivered
+//     (skipped, or first seen in an interrupted run); pending marks an
+//     intent without a done record, and body_sha256 and body_size (the
+//     SHA-256 and length of its body with LF line ends) are kept while it
+//     is pending; gone_since marks messages no longer on the server,
+//     which are forgotten after 90 days; dele_at marks messages postino
+//     fetch deleted, and expunged_at those whose deletion a successful
+//     QUIT confirmed (forgotten 90 days later).
 //
 //   - NAME.journal, the records written between snapshots, one per line:
-//     "CRC32HEX JSON\n" where JSON is {"op": "intent"|"done"|"abandon",
-//     "key", "at", "sha256", "size", "dest"}. An intent line is fsync'd
-//     (with every line before it) before its delivery begins; done lines
-//     are fsync'd before any DELE. A torn or corrupt line (the process
-//     died while appending it) is ignored: its step had not started. The
-//     journal is folded into a new snapshot at the start and end of every
-//     run, and then removed.
+//     "CRC32HEX JSON\n" where JSON is {"op": "intent"|"done"|"abandon"|
+//     "dele"|"expunged", "key", "at", "sha256", "size", "dest",
+//     "body_sha256", "body_size"}. An intent line is fsync'd (with every
+//     line before it) before its delivery begins; done and dele lines are
+//     fsync'd before any DELE; expunged lines right after QUIT. A torn or
+//     corrupt line (the process died while appending it) is ignored: its
+//     step had not started. The journal is folded into a new snapshot at
+//     the start and end of every run, and then removed.
 //
 //   - NAME.lock, flock'ed for the whole run, so that a cron job and a
 //     daemon never fetch one account at the same time (exit code 7).
@@ -66,18 +78,23 @@
 // message as downloaded. For each message:
 //
 //  1. RETR into an unlinked spool file, hashing it (SHA-256 of the whole
-//     message and of its header section).
-//  2. Append and fsync the intent record (key, SHA-256, size).
+//     message, of its header section and of its body).
+//  2. Append and fsync the intent record (key, SHA-256, size, and the
+//     SHA-256 and length of the body with LF line ends).
 //  3. Deliver, durably: Maildir writes tmp/, fsyncs, renames into new/ and
 //     fsyncs the directory; mbox appends under an fcntl lock and a dot-lock
 //     and fsyncs; local delivery fsyncs file and directory; an MDA's exit
-//     status 0 is taken as durable.
+//     status 0 is taken as durable. A Maildir directory, a parent of it or
+//     an mbox file created on the way has its parent directory fsync'd, so
+//     that the copy cannot vanish in a power failure that the done record
+//     survives.
 //  4. Append the done record. It becomes durable with the next intent's
 //     fsync (one fsync per message for the journal), or with an explicit
 //     fsync before the first DELE; a done record lost in a crash leaves
 //     its intent, which recovery settles as in the next paragraph.
-//  5. Only then, with the delete policy, DELE; deletions take effect at
-//     QUIT, which RFC 1939 makes all-or-nothing on the server.
+//  5. Only then, with the delete policy, DELE (after a durable dele
+//     record); deletions take effect at QUIT, which RFC 1939 makes
+//     all-or-nothing on the server, and its +OK is recorded (expunged).
 //
 // A kill before 2 leaves no trace: the message is downloaded again. A kill
 // between 2 and 4 (or a crash that loses an unsynced done record) leaves a
@@ -85,11 +102,14 @@
 // connecting, asks the destination (Destination.Find) for the message's
 // marker: Maildir by the token of the ID in the file name (a name in new/
 // or cur/ is complete, rename being atomic; a leftover in tmp/ is
-// removed), mbox by scanning for the marker and checking the entry
-// decodes to the recorded SHA-256 (a partial entry at the end of the file
-// is truncated away), the local mailbox by reading header sections newest
-// first. Found: the done record is written and the message is not
-// delivered again. Not found: the intent is abandoned and the message,
+// removed), mbox by scanning for the marker and checking that the entry
+// decodes to the recorded SHA-256, or that its body has the recorded
+// length and SHA-256 (a mail reader may have rewritten the header); any
+// other entry with the marker is a partial copy, never taken as
+// delivered: it is truncated away when it ends the file, and otherwise
+// left in place with a warning. The local mailbox is searched by reading
+// header sections newest first. Found: the done record is written and the
+// message is not delivered again. Not found: the intent is abandoned and the message,
 // still on the server since DELE waits for step 4, is downloaded again.
 // A kill after 4 leaves a done record: the message is never delivered
 // again, and is deleted by a later run if the policy says so (a kill
@@ -108,9 +128,15 @@
 //
 // UIDL changes. A delivered message whose key leaves the listing is kept
 // as "gone" for 90 days. A new key whose downloaded content has the
-// SHA-256 of a gone record is the same message renamed by the server: it
-// is recorded as delivered and not delivered again (one extra download,
-// no duplicate). Two identical messages present at the same time are two
+// SHA-256 of a gone record that postino fetch never deleted is the same
+// message renamed by the server: it is recorded as delivered and not
+// delivered again (one extra download, no duplicate). Content identifies
+// the same server message under a changed UIDL only while that message
+// is still on the server: a message deleted with DELE (the delete or
+// delete_after policy) is never matched, so a later message with the same
+// content is a new message and is delivered. Likewise a "sha256:" key
+// whose message was deleted (a successful QUIT) is new when its content
+// comes back. Two identical messages present at the same time are two
 // messages.
 //
 // Servers without UIDL (warned about): messages are identified by the

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/postino-mail/postino/pop3"
@@ -149,16 +150,13 @@ func (f *Fetcher) log() *slog.Logger {
 
 // run is the state of one account's run.
 type run struct {
-	f       *Fetcher
-	a       *Account
-	st      *StateFile
-	sp      *spooler
-	res     *Result
-	log     *slog.Logger
-	noUIDL  bool
-	warned  bool
-	now     time.Time
-	pending int
+	f   *Fetcher
+	a   *Account
+	st  *StateFile
+	sp  *spooler
+	res *Result
+	log *slog.Logger
+	now time.Time
 }
 
 // Run fetches one account: it recovers an interrupted previous run, then
@@ -231,7 +229,7 @@ func (r *run) recover(ctx context.Context) error {
 	for _, k := range keys {
 		rec := r.st.State.Messages[k]
 		id := ID{Account: r.a.Name, Key: k, SHA256: rec.SHA256}
-		found, where, err := r.a.Dest.Find(ctx, id)
+		found, where, err := r.a.Dest.Find(ctx, Want{ID: id, BodySHA256: rec.BodySHA256, BodySize: rec.BodySize})
 		if err != nil {
 			return fmt.Errorf("checking %s for an interrupted delivery: %w", r.a.Dest, err)
 		}
@@ -242,6 +240,9 @@ func (r *run) recover(ctx context.Context) error {
 				return err
 			}
 		case NotFound:
+			if where != "" {
+				r.log.Warn("an interrupted delivery left a partial copy at the destination that could not be removed; the message is delivered again", "uidl", k, "dest", r.a.Dest.String(), "partial", where)
+			}
 			r.log.Info("interrupted delivery not at the destination; it will be downloaded again", "uidl", k)
 			if err := r.st.Abandon(k); err != nil {
 				return err
@@ -291,8 +292,10 @@ func (r *run) session(ctx context.Context, password string) error {
 
 	// Bookkeeping: first sight, and messages gone from the server.
 	onServer := map[string]bool{}
+	byContent := false // some entries are identified by content, once downloaded
 	for _, e := range entries {
 		if e.key == "" {
+			byContent = true
 			continue
 		}
 		onServer[e.key] = true
@@ -305,35 +308,46 @@ func (r *run) session(ctx context.Context, password string) error {
 	}
 	// Delivered messages that left the server, by content: a message
 	// that comes back under a new UIDL is recognised and not delivered
-	// again.
+	// again. Only a message that is still on the server can come back:
+	// one that was deleted (by us, with DELE) is never matched, so a new
+	// message with the same content is delivered.
 	gone := map[string]string{}
-	if len(entries) > 0 && entries[0].key != "" || len(entries) == 0 {
-		for k, rec := range r.st.State.Messages {
-			if onServer[k] {
-				continue
-			}
-			if rec.GoneSince.IsZero() {
-				rec.GoneSince = r.now
-			}
-			if r.now.Sub(rec.GoneSince) > goneRetention {
-				delete(r.st.State.Messages, k)
-				continue
-			}
-			if rec.Delivered() && rec.SHA256 != "" {
-				gone[rec.SHA256] = k
-			}
+	for k, rec := range r.st.State.Messages {
+		if onServer[k] {
+			continue
+		}
+		if !rec.Expunged.IsZero() && r.now.Sub(rec.Expunged) > goneRetention {
+			delete(r.st.State.Messages, k)
+			continue
+		}
+		if byContent && strings.HasPrefix(k, "sha256:") {
+			continue // known to be listed or not only once downloaded
+		}
+		if rec.GoneSince.IsZero() {
+			rec.GoneSince = r.now
+		}
+		if r.now.Sub(rec.GoneSince) > goneRetention {
+			delete(r.st.State.Messages, k)
+			continue
+		}
+		if rec.Delivered() && rec.SHA256 != "" && rec.DeleSent.IsZero() {
+			gone[rec.SHA256] = k
 		}
 	}
 
 	// Plan.
+	type deletion struct {
+		num int
+		key string
+	}
 	var fetch []int
-	var dele []int
+	var dele []deletion
 	var bytes int64
 	for _, e := range entries {
 		rec := r.st.State.Messages[e.key]
 		if e.key != "" && rec.Delivered() {
 			if a.Delete || a.DeleteAfter > 0 && r.now.Sub(rec.FirstSeen) >= a.DeleteAfter {
-				dele = append(dele, e.num)
+				dele = append(dele, deletion{e.num, e.key})
 			}
 			continue
 		}
@@ -355,6 +369,7 @@ func (r *run) session(ctx context.Context, password string) error {
 	}
 
 	// Download and deliver, pipelined when the server allows.
+	seen := map[string]int{} // content-identified messages by SHA-256
 	err = c.RetrAll(fetch, func(n int, msg io.Reader, rerr error) error {
 		if rerr != nil {
 			return rerr
@@ -371,14 +386,27 @@ func (r *run) session(ctx context.Context, password string) error {
 		// A slow destination must not eat the next response's deadline.
 		c.Conn().SetDeadline(time.Now().Add(a.timeout()))
 		if e.key == "" {
+			// Identified by content; identical messages listed together
+			// are told apart by their order.
+			seen[m.SHA256]++
 			e.key = "sha256:" + m.SHA256
-			if rec := r.st.State.Messages[e.key]; rec == nil {
+			if n := seen[m.SHA256]; n > 1 {
+				e.key += "-" + strconv.Itoa(n)
+			}
+			rec := r.st.State.Messages[e.key]
+			switch {
+			case rec == nil || !rec.Expunged.IsZero():
+				// New, or new with the content of a message whose
+				// deletion took effect.
 				r.st.State.Messages[e.key] = &Record{FirstSeen: r.now}
-			} else if rec.Delivered() {
+			case rec.Delivered():
+				rec.GoneSince = time.Time{}
 				if a.Delete || a.DeleteAfter > 0 && r.now.Sub(rec.FirstSeen) >= a.DeleteAfter {
-					dele = append(dele, e.num)
+					dele = append(dele, deletion{e.num, e.key})
 				}
 				return nil
+			default:
+				rec.GoneSince = time.Time{}
 			}
 		}
 		m.ID.Account, m.ID.Key = a.Name, e.key
@@ -395,7 +423,7 @@ func (r *run) session(ctx context.Context, password string) error {
 			r.st.State.Messages[e.key].FirstSeen = oldRec.FirstSeen
 			r.res.Duplicates++
 		} else {
-			if err := r.st.Intent(e.key, m.SHA256, m.Size); err != nil {
+			if err := r.st.Intent(e.key, m); err != nil {
 				return err
 			}
 			debugPoint("intent")
@@ -404,7 +432,7 @@ func (r *run) session(ctx context.Context, password string) error {
 				// The destination reported a failure: settle the intent
 				// now rather than in the next run's recovery. (An MDA's
 				// exit status is trusted: Unknown means not delivered.)
-				found, w2, ferr := a.Dest.Find(ctx, m.ID)
+				found, w2, ferr := a.Dest.Find(ctx, m.Want())
 				switch {
 				case ferr == nil && found == Found:
 					where, err = w2, nil
@@ -428,7 +456,7 @@ func (r *run) session(ctx context.Context, password string) error {
 			r.log.Info("delivered", "uidl", e.key, "size", m.Size, "dest", where)
 		}
 		if a.Delete {
-			dele = append(dele, n)
+			dele = append(dele, deletion{n, e.key})
 		}
 		c.Conn().SetDeadline(time.Now().Add(a.timeout()))
 		return nil
@@ -436,12 +464,18 @@ func (r *run) session(ctx context.Context, password string) error {
 	if err != nil {
 		return err
 	}
-	// The done records must be durable before any DELE.
+	// The done records, and the record of each deletion, must be durable
+	// before any DELE.
+	for _, d := range dele {
+		if err := r.st.Dele(d.key); err != nil {
+			return err
+		}
+	}
 	if err := r.st.Sync(); err != nil {
 		return err
 	}
-	for _, n := range dele {
-		if err := c.Dele(n); err != nil {
+	for _, d := range dele {
+		if err := c.Dele(d.num); err != nil {
 			return err
 		}
 		debugPoint("dele")
@@ -456,6 +490,17 @@ func (r *run) session(ctx context.Context, password string) error {
 		}
 		return err
 	}
+	// RFC 1939 §6: +OK to QUIT in the TRANSACTION state means the
+	// messages marked as deleted have been removed.
+	if len(dele) > 0 {
+		keys := make([]string, len(dele))
+		for i, d := range dele {
+			keys[i] = d.key
+		}
+		if err := r.st.Expunged(keys); err != nil {
+			return err
+		}
+	}
 	r.res.Deleted += len(dele)
 	return nil
 }
@@ -467,8 +512,23 @@ func (r *run) session(ctx context.Context, password string) error {
 func (r *run) identify(c *pop3.Client, entries []*entry, byNum map[int]*entry) error {
 	uidls, err := c.UIDL()
 	if err == nil {
+		count := map[string]int{}
 		for _, u := range uidls {
-			if e := byNum[u.Number]; e != nil {
+			count[u.UID]++
+		}
+		for _, u := range uidls {
+			e := byNum[u.Number]
+			switch {
+			case e == nil:
+			case !ValidUIDL(u.UID):
+				// It would corrupt the marker header and the state;
+				// the content identifies the message instead.
+				r.log.Warn("the server sent a UIDL that is not a valid unique-id (RFC 1939 §7: 1 to 70 characters 0x21-0x7E); the message is identified by the SHA-256 of its content, and downloaded again on each run while it stays on the server", "num", u.Number, "uidl", escaped(u.UID))
+			case count[u.UID] > 1:
+				// RFC 1939 §7: a unique-id is unique within the maildrop.
+				// Two messages under one UIDL cannot be told apart by it.
+				r.log.Warn("the server listed the same UIDL for several messages (a duplicate UIDL); each is identified by the SHA-256 of its content, and downloaded again on each run while it stays on the server", "num", u.Number, "uidl", u.UID)
+			default:
 				e.key = u.UID
 			}
 		}
@@ -478,7 +538,6 @@ func (r *run) identify(c *pop3.Client, entries []*entry, byNum map[int]*entry) e
 	if !errors.As(err, &pe) {
 		return err
 	}
-	r.noUIDL = true
 	r.log.Warn("the server does not support UIDL; messages are identified by a hash of their header (TOP), which is reliable only if headers are unique; consider delete = true")
 	seen := map[string]int{}
 	for _, e := range entries {
@@ -501,6 +560,35 @@ func (r *run) identify(c *pop3.Client, entries []*entry, byNum map[int]*entry) e
 		e.key = "hdr:" + h[:32] + "-" + strconv.Itoa(seen[h])
 	}
 	return nil
+}
+
+// escaped returns s with its control characters and non-ASCII octets
+// escaped as in a Go string literal, and cut after 100 octets, for a log
+// line.
+func escaped(s string) string {
+	more := ""
+	if len(s) > 100 {
+		s, more = s[:100], "..."
+	}
+	q := strconv.QuoteToASCII(s)
+	return q[1:len(q)-1] + more
+}
+
+// ValidUIDL reports whether uid is a unique-id as RFC 1939 §7 defines it:
+// 1 to 70 characters in the range 0x21 to 0x7E.
+func ValidUIDL(uid string) bool {
+	// RFC 1939 §7: "The unique-id of a message is an arbitrary server-
+	// determined string, consisting of one to 70 characters in the range
+	// 0x21 to 0x7E".
+	if len(uid) < 1 || len(uid) > 70 {
+		return false
+	}
+	for i := range len(uid) {
+		if uid[i] < 0x21 || uid[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // DefaultStateDir returns the state directory used without a data

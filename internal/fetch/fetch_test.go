@@ -3,11 +3,17 @@ package fetch
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/postino-mail/postino/pop3"
@@ -39,9 +45,9 @@ func TestStateJournalReplay(t *testing.T) {
 	if _, err := OpenState(dir, "a"); !errors.Is(err, ErrStateLocked) {
 		t.Errorf("second OpenState = %v, want ErrStateLocked", err)
 	}
-	s.Intent("u1", "h1", 10)
+	s.Intent("u1", &Message{ID: ID{SHA256: "h1"}, Size: 10})
 	s.Done("u1", "d1", "h1", 10)
-	s.Intent("u2", "h2", 20)
+	s.Intent("u2", &Message{ID: ID{SHA256: "h2"}, Size: 20, BodySHA256: "b2", BodySize: 7})
 	s.Close() // killed: no Save
 	// A torn last line is ignored.
 	f, _ := os.OpenFile(filepath.Join(dir, "a.journal"), os.O_APPEND|os.O_WRONLY, 0)
@@ -56,7 +62,7 @@ func TestStateJournalReplay(t *testing.T) {
 	if r := s.State.Messages["u1"]; r == nil || !r.Delivered() || r.Dest != "d1" || r.Pending {
 		t.Errorf("u1 = %+v", r)
 	}
-	if r := s.State.Messages["u2"]; r == nil || r.Delivered() || !r.Pending || r.SHA256 != "h2" {
+	if r := s.State.Messages["u2"]; r == nil || r.Delivered() || !r.Pending || r.SHA256 != "h2" || r.BodySHA256 != "b2" || r.BodySize != 7 {
 		t.Errorf("u2 = %+v", r)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "a.journal")); !os.IsNotExist(err) {
@@ -86,6 +92,10 @@ func TestHeaderHash(t *testing.T) {
 	if h != m.HeaderSHA256 {
 		t.Errorf("header hash of TOP n 0 differs from the spooled message's")
 	}
+	body := sha256.Sum256([]byte("From me\n>From you\nline\n"))
+	if m.BodySHA256 != hex.EncodeToString(body[:]) || m.BodySize != 23 {
+		t.Errorf("body hash %s size %d, want the LF form of the body", m.BodySHA256, m.BodySize)
+	}
 	if m.ReturnPath() != "a@b.example" {
 		t.Errorf("ReturnPath = %q", m.ReturnPath())
 	}
@@ -96,7 +106,7 @@ func TestMboxDeliverFind(t *testing.T) {
 	b := &Mbox{Path: p}
 	ctx := context.Background()
 	m := spoolString(t, sample)
-	if res, _, _ := b.Find(ctx, m.ID); res != NotFound {
+	if res, _, _ := b.Find(ctx, m.Want()); res != NotFound {
 		t.Fatalf("Find in missing mbox = %v", res)
 	}
 	if _, err := b.Deliver(ctx, m); err != nil {
@@ -109,7 +119,7 @@ func TestMboxDeliverFind(t *testing.T) {
 	if _, err := os.Stat(p + ".lock"); !os.IsNotExist(err) {
 		t.Error("dot-lock left behind")
 	}
-	if res, where, err := b.Find(ctx, m.ID); res != Found || where != "offset 0" || err != nil {
+	if res, where, err := b.Find(ctx, m.Want()); res != Found || where != "offset 0" || err != nil {
 		t.Errorf("Find = %v %q %v", res, where, err)
 	}
 	// A partial copy of a second message at the end is truncated away.
@@ -121,13 +131,13 @@ func TestMboxDeliverFind(t *testing.T) {
 	}
 	data2, _ := os.ReadFile(p)
 	os.WriteFile(p, data2[:len(data2)-8], 0o600)
-	if res, _, _ := b.Find(ctx, m2.ID); res != NotFound {
+	if res, _, _ := b.Find(ctx, m2.Want()); res != NotFound {
 		t.Errorf("Find(partial) = %v, want NotFound", res)
 	}
 	if data3, _ := os.ReadFile(p); len(data3) != full {
 		t.Errorf("partial entry not truncated: %d octets, want %d", len(data3), full)
 	}
-	if res, _, _ := b.Find(ctx, m.ID); res != Found {
+	if res, _, _ := b.Find(ctx, m.Want()); res != Found {
 		t.Errorf("first message lost")
 	}
 	// A stale dot-lock of a dead process does not block.
@@ -149,12 +159,12 @@ func TestMaildirFind(t *testing.T) {
 	if !bytes.HasPrefix(data, []byte(m.Marker()+"\nReturn-Path:")) || bytes.Contains(data, []byte("\r")) {
 		t.Errorf("stored message: %q", data)
 	}
-	if res, w, _ := d.Find(ctx, m.ID); res != Found || w != where {
+	if res, w, _ := d.Find(ctx, m.Want()); res != Found || w != where {
 		t.Errorf("Find = %v %q", res, w)
 	}
 	other := m.ID
 	other.Key = "uid9"
-	if res, _, _ := d.Find(ctx, other); res != NotFound {
+	if res, _, _ := d.Find(ctx, Want{ID: other}); res != NotFound {
 		t.Errorf("Find(other) = %v", res)
 	}
 }
@@ -181,5 +191,152 @@ func TestExitCode(t *testing.T) {
 	}
 	if Worst(ExitNoMail, ExitNewMail) != ExitNewMail || Worst(ExitNewMail, ExitAuth) != ExitAuth || Worst(ExitNoMail, ExitNoMail) != ExitNoMail {
 		t.Error("Worst")
+	}
+}
+
+// blankBody returns a message whose body has runs of empty lines, so that a
+// copy cut off inside the body can end in an empty line.
+func blankBody() string {
+	var b strings.Builder
+	b.WriteString("Return-Path: <a@b.example>\r\nSubject: blanks\r\n\r\n")
+	for i := range 40 {
+		fmt.Fprintf(&b, "paragraph %d\r\n\r\n\r\n", i)
+	}
+	b.WriteString("END\r\n")
+	return b.String()
+}
+
+// TestMboxFindPartialEndingInBlankLine: a copy cut off by a crash right
+// after an empty line of the body is partial, not "modified since": Find
+// reports it not found and truncates it away, and a copy whose header a
+// mail reader rewrote is still found.
+func TestMboxFindPartialEndingInBlankLine(t *testing.T) {
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "mbox")
+	b := &Mbox{Path: p}
+	first := spoolString(t, sample)
+	if _, err := b.Deliver(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(p)
+	m := spoolString(t, blankBody())
+	m.Key = "uid2"
+	if _, err := b.Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	full, _ := os.ReadFile(p)
+	// Cut inside the body, just after an empty line.
+	cut := bytes.Index(full[len(before):], []byte("paragraph 20\n\n")) + len(before) + len("paragraph 20\n\n")
+	if err := os.WriteFile(p, full[:cut], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if res, where, err := b.Find(ctx, m.Want()); res != NotFound || err != nil {
+		t.Fatalf("Find(copy cut after an empty line) = %v %q %v, want NotFound", res, where, err)
+	}
+	if got, _ := os.ReadFile(p); !bytes.Equal(got, before) {
+		t.Errorf("partial copy not truncated away: %d octets, want %d", len(got), len(before))
+	}
+
+	// A partial copy that is no longer at the end (another program
+	// appended after it) is not found either, and a new complete copy
+	// after it is.
+	if err := os.WriteFile(p, append(full[:cut:cut], "\nFrom other@example Mon Jan  1 00:00:00 2024\nSubject: other\n\nhello\n\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if res, where, err := b.Find(ctx, m.Want()); res != NotFound || err != nil {
+		t.Fatalf("Find(partial copy followed by another message) = %v %q %v, want NotFound", res, where, err)
+	}
+	if _, err := b.Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if res, where, err := b.Find(ctx, m.Want()); res != Found || err != nil || where == "offset "+itoa(int64(len(before))) {
+		t.Errorf("Find(complete copy after a partial one) = %v %q %v, want Found after the partial copy", res, where, err)
+	}
+
+	// A mail reader added a Status field to the header of a complete
+	// copy: still found.
+	os.WriteFile(p, before, 0o600)
+	if _, err := b.Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(p)
+	data = bytes.Replace(data, []byte("Subject: blanks\n"), []byte("Subject: blanks\nStatus: RO\n"), 1)
+	os.WriteFile(p, data, 0o600)
+	if res, where, err := b.Find(ctx, m.Want()); res != Found || err != nil {
+		t.Errorf("Find(copy with a rewritten header) = %v %q %v, want Found", res, where, err)
+	}
+	// The same with the body cut short is partial.
+	os.WriteFile(p, data[:bytes.Index(data, []byte("paragraph 30\n"))], 0o600)
+	if res, where, err := b.Find(ctx, m.Want()); res != NotFound || err != nil {
+		t.Errorf("Find(copy with a rewritten header, cut short) = %v %q %v, want NotFound", res, where, err)
+	}
+}
+
+// recordDirSyncs makes syncDir record the directories it fsyncs.
+func recordDirSyncs(t *testing.T) func() map[string]bool {
+	var mu sync.Mutex
+	synced := map[string]bool{}
+	old := syncDirFunc
+	syncDirFunc = func(dir string) error {
+		mu.Lock()
+		synced[filepath.Clean(dir)] = true
+		mu.Unlock()
+		return old(dir)
+	}
+	t.Cleanup(func() { syncDirFunc = old })
+	return func() map[string]bool {
+		mu.Lock()
+		defer mu.Unlock()
+		out := maps.Clone(synced)
+		clear(synced)
+		return out
+	}
+}
+
+// TestNewDestinationsDurable: creating a Maildir (and missing parents), an
+// mbox file or a state directory fsyncs the parent of everything created,
+// so that a power failure cannot keep the done record and lose the copy.
+func TestNewDestinationsDurable(t *testing.T) {
+	ctx := context.Background()
+	synced := recordDirSyncs(t)
+	root := t.TempDir()
+	m := spoolString(t, sample)
+	synced()
+
+	md := filepath.Join(root, "a", "b", "Maildir")
+	if _, err := (&Maildir{Dir: md}).Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	got := synced()
+	for _, dir := range []string{root, filepath.Join(root, "a"), filepath.Join(root, "a", "b"), md, filepath.Join(md, "new")} {
+		if !got[dir] {
+			t.Errorf("new Maildir: %s not fsync'd (fsync'd: %v)", dir, slices.Sorted(maps.Keys(got)))
+		}
+	}
+	// An existing Maildir costs no extra directory fsync.
+	if _, err := (&Maildir{Dir: md}).Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := synced(); len(got) != 1 || !got[filepath.Join(md, "new")] {
+		t.Errorf("existing Maildir: fsync'd %v, want only new/", slices.Sorted(maps.Keys(got)))
+	}
+
+	mbox := filepath.Join(root, "mboxes")
+	os.Mkdir(mbox, 0o700)
+	synced()
+	if _, err := (&Mbox{Path: filepath.Join(mbox, "inbox")}).Deliver(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := synced(); !got[mbox] {
+		t.Errorf("new mbox file: its directory was not fsync'd (fsync'd: %v)", slices.Sorted(maps.Keys(got)))
+	}
+
+	st, err := OpenState(filepath.Join(root, "state", "fetch"), "acct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if got := synced(); !got[root] || !got[filepath.Join(root, "state")] {
+		t.Errorf("new state directory: parents not fsync'd (fsync'd: %v)", slices.Sorted(maps.Keys(got)))
 	}
 }

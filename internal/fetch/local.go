@@ -51,7 +51,7 @@ func (l *Local) Deliver(ctx context.Context, m *Message) (string, error) {
 }
 
 // Find implements Destination.
-func (l *Local) Find(ctx context.Context, id ID) (FindResult, string, error) {
+func (l *Local) Find(ctx context.Context, w Want) (FindResult, string, error) {
 	md, err := l.Store.OpenMaildrop(ctx, l.Mailbox)
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
@@ -61,7 +61,7 @@ func (l *Local) Find(ctx context.Context, id ID) (FindResult, string, error) {
 	}
 	defer md.Close()
 	msgs := md.Messages()
-	marker := id.Marker()
+	marker := w.Marker()
 	for i := len(msgs) - 1; i >= 0; i-- {
 		rc, err := md.Open(ctx, i)
 		if err != nil {

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -19,16 +21,19 @@ import (
 // Mbox appends to an mbox file in the mboxrd format: each message starts
 // with a "From " line, lines matching ">*From " get one more '>', and a
 // blank line follows each message. Writers are excluded with both an
-// fcntl lock on the file and a PATH.lock dot-lock (created with O_EXCL,
-// holding the owner's PID; one whose owner is dead, or older than ten
+// fcntl lock on the file and a PATH.lock dot-lock (holding the owner's
+// PID, written to a temporary file hard-linked to the lock name, so that it
+// never exists without it; one whose owner is dead, or older than ten
 // minutes, is stale and removed), as mutt and procmail expect. Each
-// message is fsync'd before Deliver returns; a failed append is truncated
-// away.
+// message is fsync'd before Deliver returns, and a new file's directory
+// when the file is created; a failed append is truncated away.
 //
 // Find scans the file for the message's marker header and checks that
-// the entry, decoded, has the recorded SHA-256: a complete copy is found;
-// a partial copy at the end of the file (the process was killed while
-// appending) is truncated away and reported as not found.
+// the entry, decoded, has the recorded SHA-256, or else that its body has
+// the length and SHA-256 recorded in the intent (a mail reader may have
+// rewritten the header): a complete copy is found; a partial copy (the
+// process was killed while appending) is reported as not found, and
+// truncated away when it is at the end of the file.
 type Mbox struct {
 	Path string
 	// LockTimeout bounds the wait for the locks; 0 means 30 seconds.
@@ -46,10 +51,8 @@ func (b *Mbox) lock(ctx context.Context, f *os.File) (unlock func(), err error) 
 	deadline := time.Now().Add(timeout)
 	dot := b.Path + ".lock"
 	for {
-		lf, err := os.OpenFile(dot, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		err := createDotLock(dot)
 		if err == nil {
-			fmt.Fprintf(lf, "%d\n", os.Getpid())
-			lf.Close()
 			break
 		}
 		if !errors.Is(err, os.ErrExist) {
@@ -83,6 +86,66 @@ func (b *Mbox) lock(ctx context.Context, f *os.File) (unlock func(), err error) 
 	}, nil
 }
 
+var dotLockSeq atomic.Int64
+
+// createDotLock creates the dot-lock dot holding our PID, atomically: the
+// PID is written to a temporary file DOT.PID.N, which is then hard-linked
+// to dot (the link fails if dot exists), as liblockfile does. A dot-lock
+// of ours therefore never exists without its PID, even if the process is
+// killed meanwhile, and is recognised as stale once we are dead.
+func createDotLock(dot string) error {
+	tmp := dot + "." + strconv.Itoa(os.Getpid()) + "." + strconv.FormatInt(dotLockSeq.Add(1), 10)
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return err
+	}
+	debugPoint("dot-lock")
+	err := os.Link(tmp, dot)
+	os.Remove(tmp)
+	if err == nil || errors.Is(err, os.ErrExist) {
+		return err
+	}
+	// A file system without hard links: create the lock directly (a
+	// kill before the PID is written leaves an empty lock, stale only
+	// with age).
+	lf, err := os.OpenFile(dot, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(lf, "%d\n", os.Getpid())
+	if cerr := lf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dot)
+	}
+	return err
+}
+
+// removeDotLockLeftovers removes the temporary files of createDotLock left
+// by processes that died before removing them.
+func removeDotLockLeftovers(dot string) {
+	dir, base := filepath.Split(dot)
+	if dir == "" {
+		dir = "."
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), base+".")
+		if !ok {
+			continue
+		}
+		p, n, ok := strings.Cut(rest, ".")
+		pid, err1 := strconv.Atoi(p)
+		_, err2 := strconv.ParseUint(n, 10, 64)
+		if ok && err1 == nil && err2 == nil && pid > 0 && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
 // staleDotLock reports whether a dot-lock's owner is gone or it is older
 // than ten minutes.
 func staleDotLock(path string) bool {
@@ -114,9 +177,31 @@ func fromLine(m *Message) string {
 	return "From " + sender + " " + m.At.UTC().Format("Mon Jan _2 15:04:05 2006") + "\n"
 }
 
+// open opens the mbox file for appending, creating it if missing; a
+// created file's directory is fsync'd, so that its entry is as durable as
+// the messages fsync'd into it.
+func (b *Mbox) open() (*os.File, error) {
+	f, err := os.OpenFile(b.Path, os.O_RDWR, 0)
+	if !errors.Is(err, os.ErrNotExist) {
+		return f, err
+	}
+	f, err = os.OpenFile(b.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return os.OpenFile(b.Path, os.O_RDWR, 0) // created meanwhile
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := syncDir(filepath.Dir(b.Path)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // Deliver implements Destination.
 func (b *Mbox) Deliver(ctx context.Context, m *Message) (string, error) {
-	f, err := os.OpenFile(b.Path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := b.open()
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDestination, err)
 	}
@@ -176,8 +261,16 @@ func (b *Mbox) Deliver(ctx context.Context, m *Message) (string, error) {
 	return "offset " + itoa(start), nil
 }
 
-// Find implements Destination.
-func (b *Mbox) Find(ctx context.Context, id ID) (FindResult, string, error) {
+// Find implements Destination. An entry carrying the marker is a complete
+// copy if it decodes to the message's SHA-256, or if its body (what
+// follows the header's empty line, which a mail reader does not rewrite)
+// has the length and SHA-256 recorded in the intent: a copy cut short by a
+// crash fails both, even where the cut falls after an empty line. A
+// partial copy at the end of the file is truncated away; one followed by
+// other messages (another program appended after it) is left where it is
+// and reported in the returned string; in both cases the message is not
+// found and is delivered again.
+func (b *Mbox) Find(ctx context.Context, w Want) (FindResult, string, error) {
 	f, err := os.OpenFile(b.Path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return NotFound, "", nil
@@ -191,90 +284,118 @@ func (b *Mbox) Find(ctx context.Context, id ID) (FindResult, string, error) {
 		return NotFound, "", err
 	}
 	defer unlock()
+	// After an interruption: a kill while taking the dot-lock may have
+	// left a temporary file next to the mbox.
+	removeDotLockLeftovers(b.Path + ".lock")
 
-	marker := []byte(id.Marker())
+	marker := []byte(w.Marker())
 	br := bufio.NewReaderSize(f, 64*1024)
 	var (
 		pos        int64 // offset of the next line
 		entryStart int64 = -1
 		inHeader   bool
-		matching   bool // the current entry carries our marker
-		h          = sha256.New()
+		matching   bool           // the current entry carries our marker
+		h          = sha256.New() // the entry decoded to wire form (CRLF)
+		bh         = sha256.New() // its body, LF line ends
+		bodyLen    int64
+		inBody     bool // the header's empty line was seen
 		prevBlank  = true
 		pendBlank  bool // an empty line not yet known to be content
-		tail       []byte
+		pendInBody bool // ... and it is a line of the body
+		partial    []string
 	)
-	finish := func(atEOF bool) (FindResult, string, bool) {
-		if !matching {
-			return NotFound, "", false
+	// complete reports whether the entry that just ended is a complete
+	// copy of the message.
+	complete := func() bool {
+		if hex.EncodeToString(h.Sum(nil)) == w.SHA256 {
+			return true
 		}
-		if hex.EncodeToString(h.Sum(nil)) == id.SHA256 {
-			return Found, "offset " + itoa(entryStart), true
-		}
-		if atEOF && !bytes.HasSuffix(tail, []byte("\n\n")) {
-			// A partial copy at the end: the append was interrupted.
-			// (Deliver always ends an entry with an empty line.)
-			f.Truncate(entryStart)
-			f.Sync()
-			return NotFound, "", true
-		}
-		// A complete entry with our marker whose content differs: a mail
-		// reader rewrote its header (Status:, X-UID:, ...).
-		return Found, "offset " + itoa(entryStart) + " (modified since)", true
+		// A header rewritten by a mail reader (Status:, X-UID:, ...)
+		// leaves the body as delivered. An empty body proves nothing.
+		return w.BodySHA256 != "" && inBody && bodyLen > 0 && bodyLen == w.BodySize &&
+			hex.EncodeToString(bh.Sum(nil)) == w.BodySHA256
 	}
 	for {
 		line, err := br.ReadBytes('\n')
 		if len(line) > 0 {
 			lineStart := pos
 			pos += int64(len(line))
-			tail = append(tail, line...)
-			if len(tail) > 2 {
-				tail = append(tail[:0], tail[len(tail)-2:]...)
-			}
 			isSep := prevBlank && bytes.HasPrefix(line, []byte("From "))
 			if isSep {
-				if res, where, _ := finish(false); res == Found {
-					return res, where, nil
+				if matching {
+					if complete() {
+						return Found, "offset " + itoa(entryStart), nil
+					}
+					partial = append(partial, itoa(entryStart))
 				}
-				entryStart, inHeader, matching, pendBlank = lineStart, true, false, false
+				entryStart, inHeader, matching, pendBlank, inBody, bodyLen = lineStart, true, false, false, false, 0
 				h.Reset()
+				bh.Reset()
 			} else if entryStart >= 0 {
 				body := bytes.TrimSuffix(line, []byte("\n"))
-				complete := len(body) < len(line)
+				lineEnd := len(body) < len(line)
 				switch {
 				case inHeader && string(body) == string(marker):
 					matching = true // the marker line is ours, not the content
 				default:
-					if inHeader && len(body) == 0 {
-						inHeader = false
-					}
 					if pendBlank {
 						h.Write([]byte("\r\n"))
+						if pendInBody {
+							bh.Write([]byte("\n"))
+							bodyLen++
+						}
 						pendBlank = false
 					}
-					if len(body) == 0 && complete && !inHeader {
+					if len(body) == 0 && lineEnd {
 						// Maybe the separator blank line; decided by
-						// what follows.
-						pendBlank = true
+						// what follows. The header's empty line is not
+						// part of the body.
+						pendBlank, pendInBody = true, !inHeader
+						if inHeader {
+							inHeader, inBody = false, true
+						}
 						break
 					}
 					if isFromLine(body) && body[0] == '>' {
 						body = body[1:]
 					}
 					h.Write(body)
-					if complete {
+					if lineEnd {
 						h.Write([]byte("\r\n"))
+					}
+					if !inHeader {
+						bh.Write(body)
+						bodyLen += int64(len(body))
+						if lineEnd {
+							bh.Write([]byte("\n"))
+							bodyLen++
+						}
 					}
 				}
 			}
 			prevBlank = string(line) == "\n"
 		}
 		if err == io.EOF {
-			res, where, _ := finish(true)
-			return res, where, nil
+			break
 		}
 		if err != nil {
 			return NotFound, "", fmt.Errorf("%w: reading %s: %v", ErrDestination, b.Path, err)
 		}
 	}
+	if matching {
+		if complete() {
+			return Found, "offset " + itoa(entryStart), nil
+		}
+		// A partial copy at the end: the append was interrupted.
+		if err := f.Truncate(entryStart); err != nil {
+			return NotFound, "", fmt.Errorf("%w: truncating the partial copy in %s: %v", ErrDestination, b.Path, err)
+		}
+		if err := f.Sync(); err != nil {
+			return NotFound, "", fmt.Errorf("%w: %v", ErrDestination, err)
+		}
+	}
+	if len(partial) > 0 {
+		return NotFound, "partial copy left at offset " + strings.Join(partial, ", "), nil
+	}
+	return NotFound, "", nil
 }

@@ -74,11 +74,11 @@ func (d *MDA) Deliver(ctx context.Context, m *Message) (string, error) {
 }
 
 // Find implements Destination.
-func (d *MDA) Find(ctx context.Context, id ID) (FindResult, string, error) {
+func (d *MDA) Find(ctx context.Context, w Want) (FindResult, string, error) {
 	if d.Check == "" {
 		return Unknown, "", nil
 	}
-	err := d.command(ctx, d.Check, id).Run()
+	err := d.command(ctx, d.Check, w.ID).Run()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:

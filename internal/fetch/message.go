@@ -50,10 +50,20 @@ type Message struct {
 	// HeaderSHA256 is the hex SHA-256 of the header section and the empty
 	// line after it, which is what TOP n 0 returns.
 	HeaderSHA256 string
+	// BodySHA256 is the hex SHA-256 of the body (what follows the header
+	// section's empty line) with LF line ends, as a Maildir or mbox stores
+	// it, and BodySize its length in octets.
+	BodySHA256 string
+	BodySize   int64
 	// At is when the message was downloaded.
 	At time.Time
 
 	f *os.File
+}
+
+// Want returns what Find checks a stored copy of m against.
+func (m *Message) Want() Want {
+	return Want{ID: m.ID, BodySHA256: m.BodySHA256, BodySize: m.BodySize}
 }
 
 // Open returns a reader over the message as downloaded (CRLF line ends).
@@ -118,7 +128,8 @@ func (s *spooler) spool(r io.Reader, progress func(int)) (*Message, error) {
 		return nil, err
 	}
 	full := sha256.New()
-	hh := &headerHasher{h: sha256.New(), bol: true}
+	body := &lfHasher{h: sha256.New()}
+	hh := &headerHasher{h: sha256.New(), bol: true, body: body}
 	w := bufio.NewWriterSize(io.MultiWriter(s.f, full, hh), 64*1024)
 	buf := make([]byte, 32*1024)
 	var n int64
@@ -145,14 +156,18 @@ func (s *spooler) spool(r io.Reader, progress func(int)) (*Message, error) {
 		ID:           ID{SHA256: hex.EncodeToString(full.Sum(nil))},
 		Size:         n,
 		HeaderSHA256: hex.EncodeToString(hh.h.Sum(nil)),
+		BodySHA256:   body.sum(),
+		BodySize:     body.n,
 		At:           time.Now(),
 		f:            s.f,
 	}, nil
 }
 
-// headerHasher hashes its input up to and including the first empty line.
+// headerHasher hashes its input up to and including the first empty line,
+// and passes what follows (the body) to body, if set.
 type headerHasher struct {
 	h    hash.Hash
+	body io.Writer
 	bol  bool // at the beginning of a line
 	cr   bool // the line so far is just "\r"
 	done bool
@@ -160,6 +175,9 @@ type headerHasher struct {
 
 func (x *headerHasher) Write(p []byte) (int, error) {
 	if x.done {
+		if x.body != nil {
+			x.body.Write(p)
+		}
 		return len(p), nil
 	}
 	for i, c := range p {
@@ -167,6 +185,9 @@ func (x *headerHasher) Write(p []byte) (int, error) {
 		case c == '\n' && (x.bol || x.cr):
 			x.h.Write(p[:i+1])
 			x.done = true
+			if x.body != nil {
+				x.body.Write(p[i+1:])
+			}
 			return len(p), nil
 		case c == '\n':
 			x.bol, x.cr = true, false
@@ -178,6 +199,47 @@ func (x *headerHasher) Write(p []byte) (int, error) {
 	}
 	x.h.Write(p)
 	return len(p), nil
+}
+
+// lfHasher hashes and counts its input with CRLF line ends converted to LF
+// (lone CRs are kept), as crlfToLF converts it.
+type lfHasher struct {
+	h  hash.Hash
+	n  int64
+	cr bool // the last octet was a CR not yet passed on
+}
+
+func (x *lfHasher) Write(p []byte) (int, error) {
+	start := 0
+	for i, c := range p {
+		if x.cr {
+			x.cr = false
+			if c != '\n' {
+				x.put([]byte{'\r'})
+			}
+		}
+		if c == '\r' {
+			x.put(p[start:i])
+			start = i + 1
+			x.cr = true
+		}
+	}
+	x.put(p[start:])
+	return len(p), nil
+}
+
+func (x *lfHasher) put(b []byte) {
+	x.h.Write(b)
+	x.n += int64(len(b))
+}
+
+// sum passes on a final lone CR and returns the hex digest.
+func (x *lfHasher) sum() string {
+	if x.cr {
+		x.cr = false
+		x.put([]byte{'\r'})
+	}
+	return hex.EncodeToString(x.h.Sum(nil))
 }
 
 // HeaderHash returns the hex SHA-256 of the header section of msg and the

@@ -42,9 +42,23 @@ type Record struct {
 	// Pending is set by an intent record that has no done record yet: the
 	// message may or may not be at the destination.
 	Pending bool `json:"pending,omitempty"`
+	// BodySHA256 and BodySize describe the body of a pending message
+	// (Message.BodySHA256, Message.BodySize), for Destination.Find to
+	// tell a complete copy from a partial one; they are dropped once the
+	// intent is settled.
+	BodySHA256 string `json:"body_sha256,omitempty"`
+	BodySize   int64  `json:"body_size,omitempty"`
 	// GoneSince is when the message was first missing from the server's
 	// listing; records gone longer than 90 days are forgotten.
 	GoneSince time.Time `json:"gone_since,omitzero"`
+	// DeleSent is when postino fetch decided to DELE the message (recorded
+	// durably before the DELE is sent). A message it deleted is never
+	// taken for one that came back under a new UIDL.
+	DeleSent time.Time `json:"dele_at,omitzero"`
+	// Expunged is when the session that sent the DELE ended with a
+	// successful QUIT: the message is no longer on the server, and a
+	// message with the same content is a new one.
+	Expunged time.Time `json:"expunged_at,omitzero"`
 }
 
 // Delivered reports whether the message is known to be at the destination.
@@ -61,12 +75,15 @@ type State struct {
 
 // journalEntry is one line of the journal.
 type journalEntry struct {
-	Op     string    `json:"op"` // "intent", "done", "abandon"
+	Op     string    `json:"op"` // "intent", "done", "abandon", "dele", "expunged"
 	Key    string    `json:"key"`
 	At     time.Time `json:"at"`
 	SHA256 string    `json:"sha256,omitempty"`
 	Size   int64     `json:"size,omitempty"`
 	Dest   string    `json:"dest,omitempty"`
+	// BodySHA256 and BodySize (intent only): see Record.
+	BodySHA256 string `json:"body_sha256,omitempty"`
+	BodySize   int64  `json:"body_size,omitempty"`
 }
 
 // StateFile is an account's durable state: a JSON snapshot (NAME.state)
@@ -81,7 +98,6 @@ type StateFile struct {
 	dir, name string
 	lock      *os.File
 	journal   *os.File
-	jlen      int  // entries in the journal
 	dirty     bool // entries written but not yet fsync'd
 }
 
@@ -93,7 +109,7 @@ var ErrStateLocked = errors.New("another postino fetch is running for this accou
 // needed. The journal left by an interrupted run is replayed and folded
 // into a new snapshot.
 func OpenState(dir, account string) (*StateFile, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	s := &StateFile{dir: dir, name: account}
@@ -192,10 +208,15 @@ func (s *StateFile) apply(e journalEntry) {
 	}
 	switch e.Op {
 	case "intent":
+		// A new delivery under this key (a content key whose earlier
+		// message was deleted): the earlier deletion no longer applies.
 		r.Pending = true
 		r.SHA256, r.Size = e.SHA256, e.Size
+		r.BodySHA256, r.BodySize = e.BodySHA256, e.BodySize
+		r.DeleSent, r.Expunged, r.DeliveredAt = time.Time{}, time.Time{}, time.Time{}
 	case "done":
 		r.Pending = false
+		r.BodySHA256, r.BodySize = "", 0
 		r.DeliveredAt, r.Dest = e.At, e.Dest
 		if e.SHA256 != "" {
 			r.SHA256 = e.SHA256
@@ -205,6 +226,11 @@ func (s *StateFile) apply(e journalEntry) {
 		}
 	case "abandon":
 		r.Pending = false
+		r.BodySHA256, r.BodySize = "", 0
+	case "dele":
+		r.DeleSent = e.At
+	case "expunged":
+		r.Expunged = e.At
 	}
 }
 
@@ -230,7 +256,6 @@ func (s *StateFile) append(e journalEntry, sync bool) error {
 	if _, err := s.journal.WriteString(line); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	s.jlen++
 	s.dirty = true
 	if sync {
 		if err := s.Sync(); err != nil {
@@ -253,10 +278,13 @@ func (s *StateFile) Sync() error {
 	return nil
 }
 
-// Intent durably records that the message key, with the given SHA-256 and
-// size, is about to be delivered. Earlier entries become durable with it.
-func (s *StateFile) Intent(key, sha string, size int64) error {
-	return s.append(journalEntry{Op: "intent", Key: key, At: time.Now().UTC(), SHA256: sha, Size: size}, true)
+// Intent durably records that the message m is about to be delivered
+// under key, with its SHA-256, its size and what Destination.Find needs
+// to recognise a complete copy (the body's SHA-256 and length). Earlier
+// entries become durable with it.
+func (s *StateFile) Intent(key string, m *Message) error {
+	return s.append(journalEntry{Op: "intent", Key: key, At: time.Now().UTC(), SHA256: m.SHA256, Size: m.Size,
+		BodySHA256: m.BodySHA256, BodySize: m.BodySize}, true)
 }
 
 // Done records that the message key is at the destination as dest. The
@@ -272,6 +300,25 @@ func (s *StateFile) Done(key, dest, sha string, size int64) error {
 // the destination; it will be downloaded again.
 func (s *StateFile) Abandon(key string) error {
 	return s.append(journalEntry{Op: "abandon", Key: key, At: time.Now().UTC()}, true)
+}
+
+// Dele records that the message key is about to be deleted from the
+// server. The entry becomes durable with the next Sync, which must come
+// before the DELE is sent.
+func (s *StateFile) Dele(key string) error {
+	return s.append(journalEntry{Op: "dele", Key: key, At: time.Now().UTC()}, false)
+}
+
+// Expunged durably records that the deletion of the messages keys took
+// effect: the session that sent their DELE ended with a successful QUIT.
+func (s *StateFile) Expunged(keys []string) error {
+	now := time.Now().UTC()
+	for _, k := range keys {
+		if err := s.append(journalEntry{Op: "expunged", Key: k, At: now}, false); err != nil {
+			return err
+		}
+	}
+	return s.Sync()
 }
 
 // Save writes the state as a new snapshot (temporary file, fsync, rename,
@@ -314,7 +361,6 @@ func (s *StateFile) Save() error {
 	if err := os.Remove(s.path(".journal")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("journal: %w", err)
 	}
-	s.jlen = 0
 	return syncDir(s.dir)
 }
 
@@ -332,8 +378,44 @@ func (s *StateFile) Close() error {
 	return nil
 }
 
+// mkdirAll creates dir and its missing parents like os.MkdirAll, and
+// fsyncs the parent of each directory it creates, so that the new
+// directory survives a power failure along with what is made durable in it
+// later (a message, a journal whose done records allow a DELE).
+func mkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return &os.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	// Created meanwhile by another process: its entry may not be durable
+	// yet either, so the parent is fsync'd all the same.
+	if err := os.Mkdir(dir, perm); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+// syncDirFunc does the work of syncDir; tests replace it to see which
+// directories are fsync'd.
+var syncDirFunc = fsyncDir
+
 // syncDir fsyncs a directory, making renames and creations in it durable.
-func syncDir(dir string) error {
+func syncDir(dir string) error { return syncDirFunc(dir) }
+
+func fsyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -161,6 +161,11 @@ func TestKillAtEveryStep(t *testing.T) {
 	steps := []string{"spooled", "intent", "deliver-partial", "delivered", "done", "dele", "quit", "snapshot-tmp", "snapshot"}
 	kinds := []string{"maildir", "mbox", "local", "mda"}
 	n := 0
+	type tc struct {
+		step, kind string
+		nth        int
+	}
+	var cases []tc
 	for _, step := range steps {
 		for _, nth := range []int{1, 3} {
 			kind := kinds[n%len(kinds)]
@@ -168,29 +173,111 @@ func TestKillAtEveryStep(t *testing.T) {
 			if (strings.HasPrefix(step, "snapshot") || step == "quit") && nth == 3 {
 				continue // one QUIT and at most two snapshots per run
 			}
-			t.Run(fmt.Sprintf("%s:%d/%s", step, nth, kind), func(t *testing.T) {
-				user := fmt.Sprintf("k%d@example.test", n)
-				s.addUser(t, user, "pw")
-				for i := 1; i <= 5; i++ {
-					s.deliver(t, user, testMessage(i, 40000))
-				}
-				a := account{server: s.pop3sAddr, user: user, pw: "pw", extra: []string{"--fingerprint", s.fingerprint}}
-				d := newDestination(t, kind)
-				state := t.TempDir()
-				more := append(mdaCheck(d), "--delete")
-				r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step + ":" + fmt.Sprint(nth)}, a, d, state, more...)
-				if r.Code != -1 {
-					t.Fatalf("the hooked run was not killed (exit %d):\n%s", r.Code, r.Output)
-				}
-				r = fetch(t, nil, a, d, state, more...)
-				if r.Code != exitNewMail && r.Code != exitNoMail {
-					t.Fatalf("rerun: exit %d:\n%s", r.Code, r.Output)
-				}
-				checkExactlyOnce(t, d, ids(1, 5))
-				if c := serverCount(t, s.pop3Addr, user, "pw"); c != 0 {
-					t.Errorf("server has %d messages after the rerun, want 0", c)
-				}
-			})
+			if step == "deliver-partial" {
+				// The destinations that can hold a partial copy, each
+				// of them after the first and a later message.
+				cases = append(cases, tc{step, "maildir", nth}, tc{step, "mbox", nth})
+				continue
+			}
+			cases = append(cases, tc{step, kind, nth})
+		}
+	}
+	for i, c := range cases {
+		step, kind, nth := c.step, c.kind, c.nth
+		t.Run(fmt.Sprintf("%s:%d/%s", step, nth, kind), func(t *testing.T) {
+			user := fmt.Sprintf("k%d@example.test", i)
+			s.addUser(t, user, "pw")
+			for i := 1; i <= 5; i++ {
+				s.deliver(t, user, testMessage(i, 40000))
+			}
+			a := account{server: s.pop3sAddr, user: user, pw: "pw", extra: []string{"--fingerprint", s.fingerprint}}
+			d := newDestination(t, kind)
+			state := t.TempDir()
+			more := append(mdaCheck(d), "--delete")
+			r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step + ":" + fmt.Sprint(nth)}, a, d, state, more...)
+			if r.Code != -1 {
+				t.Fatalf("the hooked run was not killed (exit %d):\n%s", r.Code, r.Output)
+			}
+			if step == "deliver-partial" {
+				// The kill must really leave a partial copy for
+				// recovery to repair.
+				checkPartialCopy(t, d, nth)
+			}
+			r = fetch(t, nil, a, d, state, more...)
+			if r.Code != exitNewMail && r.Code != exitNoMail {
+				t.Fatalf("rerun: exit %d:\n%s", r.Code, r.Output)
+			}
+			checkExactlyOnce(t, d, ids(1, 5))
+			checkNoLeftovers(t, d)
+			if c := serverCount(t, s.pop3Addr, user, "pw"); c != 0 {
+				t.Errorf("server has %d messages after the rerun, want 0", c)
+			}
+		})
+	}
+}
+
+// TestKillPartialMboxEndingInBlankLine: a fetch killed while appending to
+// an mbox leaves a copy whose cut falls inside a run of empty lines, so
+// that the file ends in an empty line like a complete entry. Recovery must
+// see it as partial: truncate it, deliver the message again, and delete
+// from the server only what is complete at the destination.
+func TestKillPartialMboxEndingInBlankLine(t *testing.T) {
+	s := startPostino(t)
+	user := "blank@example.test"
+	s.addUser(t, user, "pw")
+	for i := 1; i <= 3; i++ {
+		s.deliver(t, user, blankLinesMessage(i, 50000))
+	}
+	a := account{server: s.pop3sAddr, user: user, pw: "pw", extra: []string{"--fingerprint", s.fingerprint}}
+	d := newDestination(t, "mbox")
+	state := t.TempDir()
+	r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=deliver-partial:2"}, a, d, state, "--delete")
+	if r.Code != -1 {
+		t.Fatalf("the hooked run was not killed (exit %d):\n%s", r.Code, r.Output)
+	}
+	checkPartialCopy(t, d, 2)
+	if data, _ := os.ReadFile(d.path); !strings.HasSuffix(string(data), "\n\n") {
+		t.Fatalf("the partial copy does not end in an empty line: %q", tail(data))
+	}
+	if r := fetch(t, nil, a, d, state, "--delete"); r.Code != exitNewMail {
+		t.Fatalf("rerun: exit %d:\n%s", r.Code, r.Output)
+	}
+	checkExactlyOnce(t, d, ids(1, 3))
+	if c := serverCount(t, s.pop3Addr, user, "pw"); c != 0 {
+		t.Errorf("server has %d messages after the rerun, want 0", c)
+	}
+}
+
+// TestKillTakingMboxDotLock: a fetch killed while it creates the mbox's
+// dot-lock must not leave a lock that the next run (or a mail reader)
+// cannot tell is stale: the next run goes through at once, and nothing of
+// the lock remains.
+func TestKillTakingMboxDotLock(t *testing.T) {
+	s := startPostino(t)
+	user := "dotlock@example.test"
+	s.addUser(t, user, "pw")
+	for i := 1; i <= 3; i++ {
+		s.deliver(t, user, testMessage(i, 2000))
+	}
+	a := account{server: s.pop3sAddr, user: user, pw: "pw", extra: []string{"--fingerprint", s.fingerprint}}
+	d := newDestination(t, "mbox")
+	state := t.TempDir()
+	for _, step := range []string{"dot-lock:1", "dot-lock:2"} {
+		r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step}, a, d, state, "--delete")
+		if r.Code != -1 {
+			t.Fatalf("%s: the hooked run was not killed (exit %d):\n%s", step, r.Code, r.Output)
+		}
+	}
+	start := time.Now()
+	if r := fetch(t, nil, a, d, state, "--delete"); r.Code != exitNewMail {
+		t.Fatalf("rerun after %v: exit %d:\n%s", time.Since(start).Round(time.Second), r.Code, r.Output)
+	}
+	checkExactlyOnce(t, d, ids(1, 3))
+	checkNoLeftovers(t, d)
+	ents, _ := os.ReadDir(filepath.Dir(d.path))
+	for _, e := range ents {
+		if e.Name() != filepath.Base(d.path) {
+			t.Errorf("left next to the mbox: %s", e.Name())
 		}
 	}
 }

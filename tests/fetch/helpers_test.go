@@ -141,6 +141,20 @@ func testMessage(id, size int) []byte {
 	return b.Bytes()
 }
 
+// blankLinesMessage returns message id of about size octets, like
+// testMessage, with ten thousand empty lines from octet 26000 on: a copy
+// cut off after the first 32 KiB written ends in an empty line.
+func blankLinesMessage(id, size int) []byte {
+	b := bytes.NewBuffer(testMessage(id, 26000))
+	b.Truncate(bytes.LastIndex(b.Bytes(), []byte("END-")))
+	b.Write(bytes.Repeat([]byte("\r\n"), 10000))
+	for i := 0; b.Len() < size; i++ {
+		fmt.Fprintf(b, "line %d after the empty lines of message %d\r\n", i, id)
+	}
+	fmt.Fprintf(b, "END-%d\r\n", id)
+	return b.Bytes()
+}
+
 var testIDRE = regexp.MustCompile(`(?m)^X-Test-Id: (\d+)\r?$`)
 
 // checkMessage checks one stored message (LF or CRLF, marker header
@@ -241,6 +255,7 @@ func mboxMessages(t testing.TB, path string) [][]byte {
 type destination struct {
 	kind string // maildir, mbox, mda, local
 	arg  string // the --to value
+	path string // the Maildir folder or the mbox file
 	read func(t testing.TB) [][]byte
 	env  []string
 }
@@ -252,6 +267,7 @@ func newDestination(t testing.TB, kind string) *destination {
 	case "maildir":
 		md := filepath.Join(dir, "Maildir")
 		d.arg = "maildir:" + md
+		d.path = md
 		d.read = func(t testing.TB) [][]byte {
 			var out [][]byte
 			for _, b := range maildirMessages(t, md) {
@@ -262,6 +278,7 @@ func newDestination(t testing.TB, kind string) *destination {
 	case "mbox":
 		p := filepath.Join(dir, "inbox.mbox")
 		d.arg = "mbox:" + p
+		d.path = p
 		d.read = func(t testing.TB) [][]byte { return mboxMessages(t, p) }
 	case "mda":
 		// An MDA that writes each message to a file named by its
@@ -332,6 +349,57 @@ func checkExactlyOnce(t testing.TB, d *destination, want []int) {
 	sort.Ints(extra)
 	if len(extra) > 0 {
 		t.Errorf("%s: unexpected messages %v", d.kind, extra)
+	}
+}
+
+// checkPartialCopy checks that a fetch killed at the deliver-partial step
+// of its nth message left that message cut short at the destination: for a
+// Maildir, one file in tmp/ without the message's END line (and nth-1
+// messages in new/); for an mbox, nth entries of which the last lacks its
+// END line.
+func checkPartialCopy(t testing.TB, d *destination, nth int) {
+	t.Helper()
+	switch d.kind {
+	case "maildir":
+		ents, err := os.ReadDir(filepath.Join(d.path, "tmp"))
+		if err != nil || len(ents) != 1 {
+			t.Fatalf("maildir tmp/ after the kill: %d files (%v), want one partial copy", len(ents), err)
+		}
+		b, _ := os.ReadFile(filepath.Join(d.path, "tmp", ents[0].Name()))
+		if len(b) == 0 || bytes.Contains(b, []byte("\nEND-")) {
+			t.Fatalf("maildir tmp/%s (%d octets) is not a partial copy", ents[0].Name(), len(b))
+		}
+		if n := len(maildirMessages(t, d.path)); n != nth-1 {
+			t.Errorf("maildir holds %d complete messages after the kill, want %d", n, nth-1)
+		}
+	case "mbox":
+		data, err := os.ReadFile(d.path)
+		if err != nil {
+			t.Fatalf("mbox after the kill: %v", err)
+		}
+		entries := bytes.Split(data, []byte("\n\nFrom "))
+		last := entries[len(entries)-1]
+		if len(entries) != nth || bytes.Contains(last, []byte("\nEND-")) || !bytes.Contains(last, []byte("\nX-Test-Id: ")) {
+			t.Fatalf("mbox after the kill: %d entries, last %d octets ending %q; want %d entries, the last cut short", len(entries), len(last), tail(last), nth)
+		}
+	default:
+		t.Fatalf("no partial copy to check for a %s destination", d.kind)
+	}
+}
+
+// checkNoLeftovers checks that nothing of an interrupted delivery remains
+// at the destination: an empty Maildir tmp/, an mbox without a dot-lock.
+func checkNoLeftovers(t testing.TB, d *destination) {
+	t.Helper()
+	switch d.kind {
+	case "maildir":
+		if ents, _ := os.ReadDir(filepath.Join(d.path, "tmp")); len(ents) != 0 {
+			t.Errorf("maildir tmp/ holds %d files after recovery, want none", len(ents))
+		}
+	case "mbox":
+		if _, err := os.Stat(d.path + ".lock"); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("mbox dot-lock left behind: %v", err)
+		}
 	}
 }
 
