@@ -216,18 +216,3 @@ func parseEntry(data []byte) (*Entry, error) {
 func (e *Entry) marshal() ([]byte, error) {
 	return json.MarshalIndent(e, "", "\t")
 }
-
-// clone returns a deep copy of e.
-func (e *Entry) clone() *Entry {
-	c := *e
-	c.Recipients = append([]Recipient(nil), e.Recipients...)
-	for i := range c.Recipients {
-		c.Recipients[i].Notify = append([]string(nil), e.Recipients[i].Notify...)
-	}
-	c.Attempts = append([]Attempt(nil), e.Attempts...)
-	if e.InFlight != nil {
-		t := *e.InFlight
-		c.InFlight = &t
-	}
-	return &c
-}

@@ -25,14 +25,6 @@ type failure struct {
 
 func (f *failure) Error() string { return f.text }
 
-// reply returns the failure as a recipient reply line.
-func (f *failure) replyLine() string {
-	if f.code != 0 {
-		return fmt.Sprintf("%d %s %s", f.code, f.enhanced, f.text)
-	}
-	return f.text
-}
-
 func tempFail(status, format string, args ...any) *failure {
 	return &failure{enhanced: status, text: fmt.Sprintf(format, args...)}
 }

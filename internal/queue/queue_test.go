@@ -20,10 +20,9 @@ import (
 // dsnParts parses a DSN with go-message and returns its header and parts
 // (content type -> body).
 type dsn struct {
-	header  message.Header
-	types   []string
-	bodies  []string
-	reportT string
+	header message.Header
+	types  []string
+	bodies []string
 }
 
 func parseDSN(t testing.TB, raw string) *dsn {
