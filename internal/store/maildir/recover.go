@@ -81,6 +81,14 @@ func (s *Store) recoverOne(p string) (bool, error) {
 		return false, fmt.Errorf("maildir: locking %s: %w", dir, err)
 	}
 	defer unlock()
+	if _, err := s.root.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		// The mailbox was removed meanwhile: nothing is left to delete.
+		s.logger.Warn("maildir: dropping the commit journal of a mailbox that no longer exists", "dir", dir)
+		if err := s.root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("maildir: removing %s: %w", p, err)
+		}
+		return true, s.syncDir(journalDir)
+	}
 	if err := s.recoverJournal(dir); err != nil {
 		return false, err
 	}

@@ -137,11 +137,25 @@ func TestRecoverJournals(t *testing.T) {
 }
 
 // TestRecoverJournalsNone: a root without the journal folder (never
-// committed) is fine, and a cancelled context is honoured.
+// committed) is fine, the journal of a mailbox removed meanwhile is
+// dropped, and a cancelled context is honoured.
 func TestRecoverJournalsNone(t *testing.T) {
-	s, _ := newTestStore(t)
+	s, root := newTestStore(t)
 	if n, err := s.RecoverJournals(context.Background()); n != 0 || err != nil {
 		t.Fatalf("RecoverJournals = %d, %v", n, err)
+	}
+	mustDeliver(t, s, "gone@example.test", "x\n")
+	if err := s.writeJournal("example.test/gone/Maildir", []string{"x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "example.test", "gone")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.RecoverJournals(context.Background()); n != 1 || err != nil {
+		t.Fatalf("RecoverJournals with a removed mailbox = %d, %v", n, err)
+	}
+	if j := journals(t, root); len(j) != 0 {
+		t.Fatalf("journals left: %v", j)
 	}
 	mustDeliver(t, s, testBox, "x\n")
 	if err := s.writeJournal("example.test/alice/Maildir", []string{"nothing"}); err != nil {
