@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -19,17 +20,92 @@ import (
 // Client is a POP3 client connection (RFC 1939). Its methods must not be
 // called concurrently. A response body returned by Retr or Top must be
 // read to its end (or closed) before the next command.
+//
+// The client does not trust the server with its memory: every response
+// line is limited to MaxLine octets, a LIST or UIDL listing to the number
+// of messages STAT reported (other listings to MaxListLines lines), and a
+// message from RETR or TOP to the size the server announced for it (plus
+// a small slack, see SizeSlack) and to MaxMessageSize. A response that
+// breaks a limit ends the connection: the call returns a *LimitError, and
+// every later call returns it again.
 type Client struct {
 	conn     net.Conn
 	r        *bufio.Reader
 	w        *bufio.Writer
 	greeting string
-	body     *dotReader // the unfinished multi-line response, if any
+	body     *bodyReader // the unfinished multi-line response, if any
 	caps     map[string][]string
+	err      error         // a broken limit: the connection is closed
+	count    int           // messages by the last STAT; -1: unknown
+	sizes    map[int]int64 // sizes announced by LIST, by message number
 
 	// Timeout bounds each command's exchange; 0 means no limit.
 	Timeout time.Duration
+	// MaxLine limits the length of a response line, CRLF included; 0
+	// means DefaultResponseLine. Message bodies are not subject to it.
+	MaxLine int
+	// MaxMessageSize limits the octets of one message (RETR) or message
+	// part (TOP) that the client accepts, after byte-stuffing is removed;
+	// 0 means no limit beyond the size the server announced.
+	MaxMessageSize int64
 }
+
+// DefaultResponseLine is the default limit on a response line, CRLF included.
+// RFC 2449 §4 limits responses to 512 octets and RFC 1939 lines are
+// shorter; SASL challenges (RFC 5034 §4) are the longest lines a server
+// legitimately sends, and SCRAM's stay well under 1 KiB.
+const DefaultResponseLine = 4096
+
+// MaxListLines limits a multi-line response that is neither a message nor
+// a LIST or UIDL listing (CAPA, and any listing before STAT is known).
+const MaxListLines = 1000
+
+// SizeSlack is the margin a message may exceed the size announced for it
+// (by LIST or in the +OK line of RETR) before the client gives up: an
+// eighth of the announced size plus 1 KiB, for servers that count line
+// ends as one octet where RFC 1939 §11 counts CRLF as two.
+func SizeSlack(announced int64) int64 { return announced/8 + 1024 }
+
+// Sentinel errors wrapped by a *LimitError.
+var (
+	// ErrLineTooLong means a response line exceeded Client.MaxLine.
+	ErrLineTooLong = errors.New("pop3: response line too long")
+	// ErrListingTooLong means a multi-line listing had more lines than
+	// the maildrop has messages (or MaxListLines).
+	ErrListingTooLong = errors.New("pop3: multi-line listing too long")
+	// ErrMessageTooLarge means a message ran past the size announced for
+	// it, or past Client.MaxMessageSize.
+	ErrMessageTooLarge = errors.New("pop3: message larger than announced or allowed")
+)
+
+// LimitError reports a server response that broke one of the client's
+// limits. The client has closed the connection when it returns one. It
+// matches its sentinel under errors.Is (ErrLineTooLong, ErrListingTooLong,
+// ErrMessageTooLarge).
+type LimitError struct {
+	// Err is the sentinel naming the limit.
+	Err error
+	// Command is the command the response answered ("" for the greeting).
+	Command string
+	// Limit is the limit that was exceeded, in octets or lines.
+	Limit int64
+}
+
+// Error describes the broken limit.
+func (e *LimitError) Error() string {
+	cmd := e.Command
+	if cmd == "" {
+		cmd = "greeting"
+	}
+	unit := "octets"
+	if e.Err == ErrListingTooLong {
+		unit = "lines"
+	}
+	return fmt.Sprintf("%v (%s response over %d %s); connection closed", e.Err, cmd, e.Limit, unit)
+}
+
+// Unwrap returns the sentinel.
+func (e *LimitError) Unwrap() error { return e.Err }
 
 // ListEntry is one line of a LIST response.
 type ListEntry struct {
@@ -80,10 +156,10 @@ func newClientCtx(ctx context.Context, c net.Conn) (*Client, error) {
 // NewClient starts a client on an established connection and reads the
 // server's greeting.
 func NewClient(conn net.Conn) (*Client, error) {
-	c := &Client{conn: conn}
-	c.r = bufio.NewReaderSize(conn, 32*1024)
+	c := &Client{conn: conn, count: -1}
+	c.r = bufio.NewReaderSize(conn, readBufSize)
 	c.w = bufio.NewWriter(conn)
-	line, err := c.readResponse()
+	line, err := c.readResponse("")
 	if err != nil {
 		return nil, err
 	}
@@ -107,12 +183,37 @@ func (c *Client) deadline() {
 	}
 }
 
+// readBufSize is the size of the read buffer: the most the client holds
+// of a response line, and the unit in which bodies are streamed.
+const readBufSize = 32 * 1024
+
+// maxLine returns the effective line limit.
+func (c *Client) maxLine() int {
+	if c.MaxLine > 0 {
+		return min(c.MaxLine, readBufSize)
+	}
+	return DefaultResponseLine
+}
+
+// fail records a broken limit and closes the connection; every later call
+// returns err.
+func (c *Client) fail(err error) error {
+	if c.err == nil {
+		c.err = err
+		c.conn.Close()
+	}
+	return c.err
+}
+
 // finishBody discards the rest of an unfinished multi-line response.
 func (c *Client) finishBody() error {
+	if c.err != nil {
+		return c.err
+	}
 	if c.body == nil {
 		return nil
 	}
-	err := c.body.drain()
+	_, err := io.Copy(io.Discard, c.body)
 	c.body = nil
 	return err
 }
@@ -127,13 +228,36 @@ func (c *Client) send(line string) error {
 	return c.w.Flush()
 }
 
-// readResponse reads a status line; -ERR becomes an *Error.
-func (c *Client) readResponse() (string, error) {
-	line, err := c.r.ReadString('\n')
+// readLine reads one response line without its line end. It never holds
+// more than the read buffer: a line longer than the limit ends the
+// connection with ErrLineTooLong.
+func (c *Client) readLine(cmd string) (string, error) {
+	if c.err != nil {
+		return "", c.err
+	}
+	limit := c.maxLine()
+	b, err := c.r.ReadSlice('\n')
+	if len(b) > limit || errors.Is(err, bufio.ErrBufferFull) {
+		return "", c.fail(&LimitError{Err: ErrLineTooLong, Command: cmd, Limit: int64(limit)})
+	}
 	if err != nil {
 		return "", err
 	}
-	line = strings.TrimRight(line, "\r\n")
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// verb returns the command name of a command line, for errors.
+func verb(line string) string {
+	v, _, _ := strings.Cut(line, " ")
+	return strings.ToUpper(v)
+}
+
+// readResponse reads a status line; -ERR becomes an *Error.
+func (c *Client) readResponse(cmd string) (string, error) {
+	line, err := c.readLine(cmd)
+	if err != nil {
+		return "", err
+	}
 	switch {
 	case strings.HasPrefix(line, "+OK"):
 		return strings.TrimPrefix(line[3:], " "), nil
@@ -145,43 +269,134 @@ func (c *Client) readResponse() (string, error) {
 
 // Cmd sends a command line and returns the text of the +OK reply.
 func (c *Client) Cmd(format string, args ...any) (string, error) {
-	if err := c.send(fmt.Sprintf(format, args...)); err != nil {
+	line := fmt.Sprintf(format, args...)
+	if err := c.send(line); err != nil {
 		return "", err
 	}
-	return c.readResponse()
-}
-
-// cmdBody sends a command with a multi-line answer and returns its body.
-func (c *Client) cmdBody(format string, args ...any) (*dotReader, error) {
-	if _, err := c.Cmd(format, args...); err != nil {
-		return nil, err
+	v := verb(line)
+	if v == "RSET" {
+		// RFC 1939 §5: RSET unmarks deleted messages, so the count
+		// of the last STAT no longer bounds a listing.
+		c.count = -1
 	}
-	c.body = newDotReader(c.r)
-	return c.body, nil
+	return c.readResponse(v)
 }
 
-// lines reads a whole multi-line response as lines without CRLF.
-func (c *Client) lines(format string, args ...any) ([]string, error) {
-	body, err := c.cmdBody(format, args...)
+// bodyReader reads a message body (RETR, TOP) and stops it at its size
+// limit, ending the connection.
+type bodyReader struct {
+	c     *Client
+	d     *dotReader
+	cmd   string
+	n     int64 // octets returned so far
+	limit int64 // -1: none
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.c.err != nil {
+		return 0, b.c.err
+	}
+	n, err := b.d.Read(p)
+	b.n += int64(n)
+	if b.limit >= 0 && b.n > b.limit {
+		over := b.n - b.limit
+		b.n = b.limit
+		return n - int(over), b.c.fail(&LimitError{Err: ErrMessageTooLarge, Command: b.cmd, Limit: b.limit})
+	}
+	return n, err
+}
+
+// messageLimit returns the most octets a message of the given announced
+// size (-1: unknown) may have, or -1 for no limit.
+func (c *Client) messageLimit(announced int64) int64 {
+	limit := int64(-1)
+	if announced >= 0 {
+		limit = announced + SizeSlack(announced)
+		if limit < announced { // overflow
+			limit = math.MaxInt64
+		}
+	}
+	if c.MaxMessageSize > 0 && (limit < 0 || c.MaxMessageSize < limit) {
+		limit = c.MaxMessageSize
+	}
+	return limit
+}
+
+// announcedSize returns the size LIST gave for message n, or else the
+// size in a "+OK nnn octets" reply (RFC 1939 §7 example), or -1.
+func (c *Client) announcedSize(n int, reply string) int64 {
+	if s, ok := c.sizes[n]; ok {
+		return s
+	}
+	if f := strings.Fields(reply); len(f) >= 1 {
+		if s, err := strconv.ParseInt(f[0], 10, 64); err == nil && s >= 0 && (len(f) == 1 || strings.EqualFold(f[1], "octets")) {
+			return s
+		}
+	}
+	return -1
+}
+
+// message sends RETR or TOP for message n and returns its limited body.
+func (c *Client) message(n int, line string) (*bodyReader, error) {
+	reply, err := c.Cmd("%s", line)
 	if err != nil {
 		return nil, err
 	}
-	data, err := io.ReadAll(body)
-	c.body = nil
-	if err != nil {
+	return c.startBody(verb(line), n, reply), nil
+}
+
+// startBody starts reading the body of the RETR or TOP whose reply was
+// just read.
+func (c *Client) startBody(cmd string, n int, reply string) *bodyReader {
+	limit := c.messageLimit(c.announcedSize(n, reply))
+	c.body = &bodyReader{c: c, d: newDotReader(c.r), cmd: cmd, limit: limit}
+	return c.body
+}
+
+// lines reads a whole multi-line response as lines without CRLF. It stops
+// with ErrListingTooLong after maxLines lines.
+func (c *Client) lines(maxLines int, format string, args ...any) ([]string, error) {
+	line := fmt.Sprintf(format, args...)
+	if _, err := c.Cmd("%s", line); err != nil {
 		return nil, err
 	}
-	s := strings.TrimSuffix(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n")
-	if s == "" {
-		return nil, nil
+	cmd := verb(line)
+	var out []string
+	for {
+		l, err := c.readLine(cmd)
+		if err != nil {
+			if err == io.EOF {
+				err = errMissingTerminator
+			}
+			return nil, err
+		}
+		// RFC 1939 §3: the terminating line, and byte-stuffing.
+		if l == "." {
+			return out, nil
+		}
+		if len(out) >= maxLines {
+			return nil, c.fail(&LimitError{Err: ErrListingTooLong, Command: cmd, Limit: int64(maxLines)})
+		}
+		out = append(out, strings.TrimPrefix(l, "."))
 	}
-	return strings.Split(s, "\n"), nil
+}
+
+// listingBound returns how many entries a LIST or UIDL listing may have:
+// the message count of STAT (RFC 1939 §5: LIST and UIDL list only the
+// messages STAT counts), asking for it when it is not known.
+func (c *Client) listingBound() (int, error) {
+	if c.count < 0 {
+		if _, _, err := c.Stat(); err != nil {
+			return 0, err
+		}
+	}
+	return c.count, nil
 }
 
 // Capabilities sends CAPA (RFC 2449 §5) and returns the capabilities by
 // upper-case name with their arguments. The result is kept for HasCap.
 func (c *Client) Capabilities() (map[string][]string, error) {
-	lines, err := c.lines("CAPA")
+	lines, err := c.lines(MaxListLines, "CAPA")
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +428,7 @@ func (c *Client) StartTLS(cfg *tls.Config) error {
 		return err
 	}
 	c.conn = tc
-	c.r = bufio.NewReaderSize(tc, 32*1024)
+	c.r = bufio.NewReaderSize(tc, readBufSize)
 	c.w = bufio.NewWriter(tc)
 	c.caps = nil
 	return nil
@@ -247,11 +462,10 @@ func (c *Client) Auth(a sasl.Client) error {
 		return err
 	}
 	for {
-		line, err := c.r.ReadString('\n')
+		line, err := c.readLine("AUTH")
 		if err != nil {
 			return err
 		}
-		line = strings.TrimRight(line, "\r\n")
 		switch {
 		case strings.HasPrefix(line, "+OK"):
 			return nil
@@ -261,13 +475,13 @@ func (c *Client) Auth(a sasl.Client) error {
 			chal, err := base64.StdEncoding.DecodeString(strings.TrimSpace(line[1:]))
 			if err != nil {
 				c.send("*")
-				c.readResponse()
+				c.readResponse("AUTH")
 				return fmt.Errorf("pop3: bad base64 challenge: %w", err)
 			}
 			resp, err := a.Next(chal)
 			if err != nil {
 				c.send("*")
-				c.readResponse()
+				c.readResponse("AUTH")
 				return err
 			}
 			if err := c.send(base64.StdEncoding.EncodeToString(resp)); err != nil {
@@ -291,16 +505,17 @@ func (c *Client) Stat() (count int, size int64, err error) {
 	}
 	count, err1 := strconv.Atoi(f[0])
 	size, err2 := strconv.ParseInt(f[1], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
+	if err := errors.Join(err1, err2); err != nil || count < 0 || size < 0 {
 		return 0, 0, fmt.Errorf("pop3: malformed STAT response %q", text)
 	}
+	c.count = count
 	return count, size, nil
 }
 
 func parseNumbered(line string) (int, string, error) {
 	num, rest, ok := strings.Cut(strings.TrimSpace(line), " ")
 	n, err := strconv.Atoi(num)
-	if !ok || err != nil {
+	if !ok || err != nil || n < 1 {
 		return 0, "", fmt.Errorf("pop3: malformed scan line %q", line)
 	}
 	return n, strings.TrimSpace(rest), nil
@@ -313,15 +528,22 @@ func parseListEntry(line string) (ListEntry, error) {
 	}
 	f, _, _ := strings.Cut(rest, " ")
 	size, err := strconv.ParseInt(f, 10, 64)
-	if err != nil {
+	if err != nil || size < 0 {
 		return ListEntry{}, fmt.Errorf("pop3: malformed scan line %q", line)
 	}
 	return ListEntry{Number: n, Size: size}, nil
 }
 
-// List sends LIST and returns every message's number and size.
+// List sends LIST and returns every message's number and size. The
+// listing may have no more entries than STAT counts messages; STAT is
+// sent first when the count is not known. The sizes bound what Retr, Top
+// and RetrAll accept for each message.
 func (c *Client) List() ([]ListEntry, error) {
-	lines, err := c.lines("LIST")
+	bound, err := c.listingBound()
+	if err != nil {
+		return nil, err
+	}
+	lines, err := c.lines(bound, "LIST")
 	if err != nil {
 		return nil, err
 	}
@@ -333,6 +555,10 @@ func (c *Client) List() ([]ListEntry, error) {
 		}
 		out = append(out, e)
 	}
+	c.sizes = make(map[int]int64, len(out))
+	for _, e := range out {
+		c.sizes[e.Number] = e.Size
+	}
 	return out, nil
 }
 
@@ -342,12 +568,25 @@ func (c *Client) ListOne(n int) (ListEntry, error) {
 	if err != nil {
 		return ListEntry{}, err
 	}
-	return parseListEntry(text)
+	e, err := parseListEntry(text)
+	if err == nil {
+		if c.sizes == nil {
+			c.sizes = map[int]int64{}
+		}
+		c.sizes[e.Number] = e.Size
+	}
+	return e, err
 }
 
-// UIDL sends UIDL and returns every message's unique-id.
+// UIDL sends UIDL and returns every message's unique-id. The listing may
+// have no more entries than STAT counts messages; STAT is sent first when
+// the count is not known.
 func (c *Client) UIDL() ([]UIDLEntry, error) {
-	lines, err := c.lines("UIDL")
+	bound, err := c.listingBound()
+	if err != nil {
+		return nil, err
+	}
+	lines, err := c.lines(bound, "UIDL")
 	if err != nil {
 		return nil, err
 	}
@@ -373,15 +612,18 @@ func (c *Client) UIDLOne(n int) (UIDLEntry, error) {
 }
 
 // Retr sends RETR n and returns the message, un-stuffed, with its line
-// ends as sent. Read it to the end before the next command.
+// ends as sent. Read it to the end before the next command. Reading fails
+// with ErrMessageTooLarge, and the connection is closed, when the message
+// runs past the size LIST (or the +OK line) announced plus SizeSlack, or
+// past MaxMessageSize.
 func (c *Client) Retr(n int) (io.Reader, error) {
-	return c.cmdBody("RETR %d", n)
+	return c.message(n, "RETR "+strconv.Itoa(n))
 }
 
 // Top sends TOP n lines and returns the header and the first lines of the
-// body.
+// body, limited as Retr's answer is.
 func (c *Client) Top(n, lines int) (io.Reader, error) {
-	return c.cmdBody("TOP %d %d", n, lines)
+	return c.message(n, "TOP "+strconv.Itoa(n)+" "+strconv.Itoa(lines))
 }
 
 // RetrAll retrieves the given messages, pipelining the RETR commands when
@@ -410,14 +652,13 @@ func (c *Client) RetrAll(nums []int, fn func(n int, msg io.Reader, err error) er
 			}
 		}
 		var body io.Reader
-		_, err := c.readResponse()
+		reply, err := c.readResponse("RETR")
 		var perr *Error
 		if err != nil && !errors.As(err, &perr) {
 			return err
 		}
 		if err == nil {
-			c.body = newDotReader(c.r)
-			body = c.body
+			body = c.startBody("RETR", nums[done], reply)
 		}
 		if ferr := fn(nums[done], body, err); ferr != nil {
 			return ferr
@@ -464,5 +705,5 @@ func NewClientAfterTLS(conn net.Conn, cfg *tls.Config) (*Client, error) {
 	if err := tc.Handshake(); err != nil {
 		return nil, err
 	}
-	return &Client{conn: tc, r: bufio.NewReaderSize(tc, 32*1024), w: bufio.NewWriter(tc)}, nil
+	return &Client{conn: tc, r: bufio.NewReaderSize(tc, readBufSize), w: bufio.NewWriter(tc), count: -1}, nil
 }

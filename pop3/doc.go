@@ -48,5 +48,8 @@
 //
 // Client side, Client speaks the same commands, pipelines RETR when the
 // server offers PIPELINING (Client.RetrAll), and returns each -ERR as an
-// *Error carrying its response code.
+// *Error carrying its response code. It bounds what a hostile server can
+// make it hold: response lines (Client.MaxLine), listings (the message
+// count of STAT) and messages (the announced size, Client.MaxMessageSize);
+// a broken limit closes the connection with a *LimitError.
 package pop3

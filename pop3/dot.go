@@ -138,9 +138,3 @@ func (d *dotReader) Read(p []byte) (int, error) {
 	d.pend = d.pend[n:]
 	return n, nil
 }
-
-// drain reads to the end of the response.
-func (d *dotReader) drain() error {
-	_, err := io.Copy(io.Discard, d)
-	return err
-}

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"math"
 	"net"
 	"regexp"
 	"strings"
@@ -195,5 +197,110 @@ func FuzzDotWriter(f *testing.F) {
 		if !bytes.Equal(got.Bytes(), want.Bytes()) {
 			t.Fatalf("stuffing %q in pieces of %d:\n got %q\nwant %q", msg, step, got.Bytes(), want.Bytes())
 		}
+	})
+}
+
+// scriptConn is a net.Conn that replays a server's bytes and discards what
+// the client writes.
+type scriptConn struct {
+	fakeConn
+	r *bytes.Reader
+}
+
+func (c *scriptConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *scriptConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *scriptConn) Close() error                     { return nil }
+func (c *scriptConn) SetDeadline(time.Time) error      { return nil }
+func (c *scriptConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }
+
+// FuzzClient feeds arbitrary server output to a client session (greeting,
+// CAPA, STAT, LIST, UIDL, TOP, RETR and QUIT) and checks the client's
+// promises: no panic, no listing longer than STAT's count, no line over
+// the limit accepted, and no message over its limit returned.
+func FuzzClient(f *testing.F) {
+	for _, s := range []string{
+		"+OK ready\r\n+OK\r\nUIDL\r\nPIPELINING\r\n.\r\n+OK 2 30\r\n+OK\r\n1 10\r\n2 20\r\n.\r\n+OK\r\n1 a\r\n2 b\r\n.\r\n" +
+			"+OK\r\nSubject: x\r\n\r\n.\r\n+OK 10 octets\r\n..dot\r\nabc\r\n.\r\n+OK bye\r\n",
+		"+OK\r\n-ERR [SYS/TEMP] no\r\n+OK 1 5\r\n+OK\r\n1 5\r\n1 5\r\n.\r\n",
+		"+OK\r\n+OK\r\n" + strings.Repeat("X\r\n", 1200) + ".\r\n",
+		"+OK " + strings.Repeat("a", 5000) + "\r\n",
+		"+OK\r\n+OK\r\n.\r\n+OK 99999999999999999999 1\r\n",
+		"+OK\r\n+OK\r\n.\r\n+OK -1 -1\r\n+OK\r\n-3 -4\r\n.\r\n",
+		"+OK\r\n+OK\r\n.\r\n+OK 1 1\r\n+OK\r\n1 1\r\n.\r\n+OK\r\n1 u\r\n.\r\n+OK\r\n" + strings.Repeat("y", 2000) + "\r\n.\r\n",
+		"+OK\n+OK\n.\n+OK 1 1\n+OK\n1 1\n.\n+OK\n1 u\n.\n+OK\n\n.\n+OK\nbody\n.\n",
+		"garbage\r\n",
+		"+OK\r\n+OK\r\n.\r\n+OK 3 3\r\n+OK\r\n1 9223372036854775807\r\n.\r\n+OK\r\n.\r\n+OK\r\n.\r\n+OK 9223372036854775807 octets\r\n" + strings.Repeat("z", 3000),
+	} {
+		f.Add([]byte(s), uint16(0), uint16(0))
+		f.Add([]byte(s), uint16(200), uint16(500))
+	}
+	f.Fuzz(func(t *testing.T, server []byte, maxLine, maxSize uint16) {
+		c, err := NewClient(&scriptConn{r: bytes.NewReader(server)})
+		if err != nil {
+			return
+		}
+		if len(c.Greeting()) > DefaultResponseLine {
+			t.Fatalf("greeting of %d octets over the %d limit", len(c.Greeting()), DefaultResponseLine)
+		}
+		c.MaxLine = int(maxLine)
+		c.MaxMessageSize = int64(maxSize)
+		limit := c.maxLine()
+		caps, err := c.Capabilities()
+		if err == nil && len(caps) > MaxListLines {
+			t.Fatalf("%d capabilities", len(caps))
+		}
+		count, _, err := c.Stat()
+		if err != nil {
+			return
+		}
+		list, err := c.List()
+		if err == nil && len(list) > count {
+			t.Fatalf("LIST of %d entries after STAT said %d", len(list), count)
+		}
+		for _, e := range list {
+			if e.Number < 1 || e.Size < 0 {
+				t.Fatalf("bad entry %+v", e)
+			}
+		}
+		uidl, err := c.UIDL()
+		if err == nil && len(uidl) > count {
+			t.Fatalf("UIDL of %d entries after STAT said %d", len(uidl), count)
+		}
+		for _, u := range uidl {
+			if len(u.UID) > limit {
+				t.Fatalf("UID of %d octets over the %d line limit", len(u.UID), limit)
+			}
+		}
+		msgLimit := func(n int) int64 {
+			l := int64(math.MaxInt64)
+			if s, ok := c.sizes[n]; ok && s < math.MaxInt64/2 {
+				l = s + SizeSlack(s)
+			}
+			if maxSize > 0 {
+				l = min(l, int64(maxSize))
+			}
+			return l
+		}
+		if r, err := c.Top(1, 0); err == nil {
+			if n, _ := io.Copy(io.Discard, r); n > msgLimit(1) {
+				t.Fatalf("TOP returned %d octets over the limit %d", n, msgLimit(1))
+			}
+		}
+		err = c.RetrAll([]int{1, 2}, func(num int, msg io.Reader, err error) error {
+			if err != nil {
+				return nil
+			}
+			n, err := io.Copy(io.Discard, msg)
+			if n > msgLimit(num) {
+				t.Fatalf("RETR %d returned %d octets over the limit %d", num, n, msgLimit(num))
+			}
+			return err
+		})
+		var le *LimitError
+		if errors.As(err, &le) && c.Noop() != err {
+			t.Fatal("the client went on after a broken limit")
+		}
+		c.Quit()
 	})
 }

@@ -193,6 +193,14 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		return nil, fmt.Errorf("opening mail store: %w", err)
 	}
 	delivery.CleanSpool(deliverer.SpoolDir)
+	// RFC 1939 §6: complete every UPDATE a crash interrupted before
+	// anything (Dovecot, mutt, a backup, our own listeners) sees the
+	// mailboxes half updated.
+	if n, err := st.RecoverJournals(context.Background()); err != nil {
+		logger.Error("completing interrupted POP3 updates", "completed", n, "err", err)
+	} else if n > 0 {
+		logger.Info("completed interrupted POP3 updates", "mailboxes", n)
+	}
 	s.pop3 = &pop3.Server{
 		Backend: &mailserver.POP3Backend{
 			Users: s.users, Store: st, Logger: logger, Guard: guard,

@@ -4,6 +4,7 @@ package crash
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,9 +17,28 @@ import (
 	"time"
 )
 
-// journalFile is where postino's Maildir store keeps the commit journal
-// of a QUIT while it applies it (internal/store/maildir).
-const journalFile = "postino-commit.journal"
+// journalFolder is where postino's Maildir store keeps the commit
+// journal of a QUIT while it applies it, one file per mailbox naming its
+// Maildir (internal/store/maildir).
+const journalFolder = ".postino-journals"
+
+// journalFor reports whether the journal folder holds a commit journal for
+// the user's mailbox.
+func journalFor(data, user string) bool {
+	local, domain, _ := strings.Cut(user, "@")
+	want := fmt.Sprintf("\ndir %q\n", domain+"/"+local+"/Maildir")
+	dir := filepath.Join(data, "mail", journalFolder)
+	es, _ := os.ReadDir(dir)
+	for _, e := range es {
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil && strings.Contains(string(b), want) {
+			return true
+		}
+	}
+	return false
+}
 
 // quitAttempt is one POP3 session of a round of TestCrashQuit: it marked
 // some messages with DELE and sent QUIT.
@@ -284,9 +304,7 @@ func TestCrashQuit(t *testing.T) {
 			// What the SIGKILL left on disk, before any login repairs it.
 			for _, a := range attempts {
 				dir := maildirOf(data, a.user)
-				if _, err := os.Stat(filepath.Join(dir, journalFile)); err == nil {
-					a.journalOnDisk = true
-				}
+				a.journalOnDisk = journalFor(data, a.user)
 				for _, sub := range []string{"new", "cur"} {
 					es, _ := os.ReadDir(filepath.Join(dir, sub))
 					for _, e := range es {
@@ -332,8 +350,8 @@ func TestCrashQuit(t *testing.T) {
 				t.Fatalf("round %d: checking %s: QUIT: %v", round, a.user, err)
 			}
 			if a.journalOnDisk {
-				if _, err := os.Stat(filepath.Join(maildirOf(data, a.user), journalFile)); err == nil {
-					errs.errorf("round %d: %s: the commit journal is still there after a login", round, a.user)
+				if journalFor(data, a.user) {
+					errs.errorf("round %d: %s: the commit journal is still there after a restart and a login", round, a.user)
 					violations++
 				} else {
 					journalsCompleted++
@@ -452,7 +470,7 @@ func TestCrashQuit(t *testing.T) {
 	report(t, "quit: %d rounds in %v, %d sessions (%d killed), server SIGKILLed %d times (%d right after the write); %d messages marked, %d deleted, %d remain and are intact (%d via SMTP, %d written to Maildir)",
 		roundsDone, elapsed.Round(time.Millisecond), sessions, killedSessions, kills, earlyKills, markedTotal, deleted, remaining, viaSMTP*len(users), planted)
 	report(t, "quit: outcomes: %d QUIT +OK and all gone, %d no reply and all gone, %d no reply and none gone, %d violations", cleanQuits, goneNoReply, noneGone, violations)
-	report(t, "quit: kills during the commit: %d with the journal on disk (%d completed at the next login; %d recoveries logged), %d with only part of the marked files unlinked; median unkilled QUIT exchange %v",
+	report(t, "quit: kills during the commit: %d with the journal on disk (%d completed by the restart and login; %d recoveries logged), %d with only part of the marked files unlinked; median unkilled QUIT exchange %v",
 		journalHits, journalsCompleted, recoveries, partialOnDisk, median)
 
 	if violations > 0 {
@@ -503,4 +521,225 @@ func diffMailbox(want map[string]int64, got mailbox) string {
 		lines = append(lines[:8], fmt.Sprintf("  ... %d differences in all", n))
 	}
 	return strings.Join(lines, "\n")
+}
+
+// plantMessages writes n messages straight into the user's new/, as
+// another delivery agent would, with Dovecot's S= and W= sizes, and
+// returns their unique names.
+func plantMessages(t *testing.T, data, user, tag string, n int) []string {
+	t.Helper()
+	dir := maildirOf(data, user)
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bases := make([]string, n)
+	now := time.Now()
+	for i := range n {
+		lf := fmt.Sprintf("From: <%s>\nTo: <%s>\nSubject: %s %d\n\nbody %d\n", sender, user, tag, i, i)
+		wire := len(lf) + strings.Count(lf, "\n")
+		base := fmt.Sprintf("%d.M%06dP%dQ%d%s.crash", now.Unix(), i, os.Getpid(), i, tag)
+		if err := os.WriteFile(filepath.Join(dir, "tmp", base), []byte(lf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "tmp", base), filepath.Join(dir, "new", fmt.Sprintf("%s,S=%d,W=%d", base, len(lf), wire))); err != nil {
+			t.Fatal(err)
+		}
+		bases[i] = base
+	}
+	return bases
+}
+
+// basesOnDisk returns the unique names of the files in new/ and cur/.
+func basesOnDisk(t *testing.T, data, user string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, sub := range []string{"new", "cur"} {
+		es, err := os.ReadDir(filepath.Join(maildirOf(data, user), sub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			out[baseOf(e.Name())] = true
+		}
+	}
+	return out
+}
+
+// TestCrashQuitCompletedAtStart kills the server in the middle of the
+// unlinks of a QUIT, checks that the Maildir really is half updated, then
+// restarts the server and, without any login, checks on disk that the
+// whole UPDATE has been applied: other programs reading the Maildir
+// (Dovecot, mutt, a backup) never see half of it once the server is back.
+func TestCrashQuitCompletedAtStart(t *testing.T) {
+	const user = "start@quit.test"
+	data := t.TempDir()
+	addUser(t, data, user, "SCRAM-SHA-256")
+	srv := newServer(t, data)
+	var caught bool
+	for attempt := 1; attempt <= 5 && !caught; attempt++ {
+		plantMessages(t, data, user, fmt.Sprintf("a%d", attempt), 3000)
+		pop3Addr, _ := srv.addrs()
+		c, err := popLogin(pop3Addr, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mb, err := listMailbox(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		marked := map[string]bool{}
+		var cmds strings.Builder
+		for i, uid := range mb.uids {
+			if i%6 != 0 {
+				marked[uid] = true
+				fmt.Fprintf(&cmds, "DELE %d\r\n", i+1)
+			}
+		}
+		cmds.WriteString("QUIT\r\n")
+		// The server unlinks in directory order: the first marked file
+		// in that order going away means the unlinks have begun.
+		newDir := filepath.Join(maildirOf(data, user), "new")
+		f, err := os.Open(newDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := ""
+		for _, n := range names {
+			if marked[baseOf(n)] {
+				first = filepath.Join(newDir, n)
+				break
+			}
+		}
+		if _, err := c.Conn().Write([]byte(cmds.String())); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, err := os.Lstat(first); errors.Is(err, os.ErrNotExist) {
+				srv.kill()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the QUIT never started unlinking")
+			}
+		}
+		c.Close()
+
+		// What the SIGKILL left on disk.
+		onDisk := basesOnDisk(t, data, user)
+		left := 0
+		for uid := range marked {
+			if onDisk[uid] {
+				left++
+			}
+		}
+		journal := journalFor(data, user)
+		t.Logf("attempt %d: killed with %d of %d marked files left, journal on disk %v", attempt, left, len(marked), journal)
+		caught = left > 0 && left < len(marked)
+		if caught && !journal {
+			t.Errorf("half the marked files are gone but no journal is in %s", journalFolder)
+		}
+
+		if err := srv.start(); err != nil {
+			t.Fatal(err)
+		}
+		// No login: the Maildir itself must show the whole UPDATE.
+		onDisk = basesOnDisk(t, data, user)
+		for uid := range marked {
+			if onDisk[uid] {
+				left++
+				t.Errorf("attempt %d: marked message %s still on disk after the restart", attempt, uid)
+				break
+			}
+		}
+		kept := 0
+		for _, uid := range mb.uids {
+			if !marked[uid] && onDisk[uid] {
+				kept++
+			}
+		}
+		if kept != len(mb.uids)-len(marked) || len(onDisk) != kept {
+			t.Errorf("attempt %d: %d files on disk, %d of the %d unmarked messages", attempt, len(onDisk), kept, len(mb.uids)-len(marked))
+		}
+		if journalFor(data, user) {
+			t.Errorf("attempt %d: the journal is still there after the restart", attempt)
+		}
+		if t.Failed() {
+			break
+		}
+	}
+	if !caught {
+		t.Fatal("no kill landed in the middle of the unlinks in 5 attempts")
+	}
+	if n := srv.countInLogs("completed interrupted POP3 updates"); n == 0 {
+		t.Error("the restart logged no completed update")
+	}
+	srv.checkLogs()
+	srv.stop()
+}
+
+// TestQuitUnlinkFailure: when an unlink fails after the journal is
+// durable (here a directory that cannot be removed sits under the unique
+// name of a marked message), QUIT still answers +OK, and the deletion is
+// completed by the next start once the obstacle is gone, without a login.
+func TestQuitUnlinkFailure(t *testing.T) {
+	const user = "unlink@quit.test"
+	data := t.TempDir()
+	addUser(t, data, user, "SCRAM-SHA-256")
+	srv := newServer(t, data)
+	plantMessages(t, data, user, "u", 10)
+	pop3Addr, _ := srv.addrs()
+	c, err := popLogin(pop3Addr, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := listMailbox(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obstacle := filepath.Join(maildirOf(data, user), "cur", mb.uids[4]+":2,S")
+	if err := os.MkdirAll(filepath.Join(obstacle, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	marked := map[string]bool{}
+	for _, n := range []int{2, 5, 8} {
+		if err := c.Dele(n); err != nil {
+			t.Fatal(err)
+		}
+		marked[mb.uids[n-1]] = true
+	}
+	if err := c.Quit(); err != nil {
+		t.Fatalf("QUIT after a durable journal and a failed unlink: %v", err)
+	}
+	if !journalFor(data, user) {
+		t.Error("no journal left for the unfinished deletion")
+	}
+	if err := os.Remove(filepath.Join(obstacle, "x")); err != nil {
+		t.Fatal(err)
+	}
+	srv.stop()
+	if err := srv.start(); err != nil {
+		t.Fatal(err)
+	}
+	onDisk := basesOnDisk(t, data, user)
+	for uid := range marked {
+		if onDisk[uid] {
+			t.Errorf("marked message %s still on disk after the restart", uid)
+		}
+	}
+	if len(onDisk) != len(mb.uids)-len(marked) {
+		t.Errorf("%d messages on disk, want %d", len(onDisk), len(mb.uids)-len(marked))
+	}
+	if journalFor(data, user) {
+		t.Error("the journal is still there after the restart")
+	}
+	srv.checkLogs()
+	srv.stop()
 }

@@ -67,13 +67,20 @@
 //
 // # Commit journal
 //
-// Maildrop.Commit first writes the unique parts of the messages to delete
-// to Maildir/postino-commit.journal (written to a temporary name,
-// fsync'd, renamed, directory fsync'd), then unlinks every file of new/ and
+// Maildrop.Commit first writes the Maildir and the unique parts of the
+// messages to delete to a journal, ROOT/.postino-journals/<first 32 hex
+// digits of the SHA-256 of the Maildir path> (written to a temporary name,
+// fsync'd, renamed, folder fsync'd), then unlinks every file of new/ and
 // cur/ with one of those unique parts, fsyncs both directories, and finally
-// removes the journal. OpenMaildrop completes a journal left behind by a
-// crash before taking its snapshot, so after a crash at any instant either
-// all the messages are deleted or none is.
+// removes the journal. Once the journal is durable, Commit succeeds: if an
+// unlink fails, the journal stays and Close tries again.
+// Store.RecoverJournals, called when the server starts, completes every
+// journal of the folder under its mailbox's lock, so after a crash or a failed
+// unlink no other program sees half a commit once the server is back;
+// OpenMaildrop also completes its mailbox's journal (and one left in the
+// Maildir, as postino-commit.journal, by earlier versions) before taking
+// its snapshot. After a crash at any instant either all the messages are
+// deleted or none is.
 package maildir
 
 import (
@@ -100,12 +107,17 @@ import (
 // Names of the files this package keeps in a Maildir directory, beside
 // Dovecot's own files.
 const (
-	lockName    = "postino-pop3.lock"
-	journalName = "postino-commit.journal"
-	sizesName   = "postino-sizes"
-	dirPerm     = 0o700
-	filePerm    = 0o600
+	lockName      = "postino-pop3.lock"
+	journalNameV1 = "postino-commit.journal" // written by earlier versions
+	sizesName     = "postino-sizes"
+	dirPerm       = 0o700
+	filePerm      = 0o600
 )
+
+// journalDir is the folder of the root that holds the commit journals of
+// every mailbox, so that those left by a crash are found without visiting
+// every Maildir. A domain cannot start with '.', so it cannot collide.
+const journalDir = ".postino-journals"
 
 // Store is a Maildir mail store rooted at one directory. It is safe for
 // concurrent use by multiple goroutines.
@@ -117,6 +129,8 @@ type Store struct {
 	counter atomic.Uint64
 	locks   processLocks
 	scans   scanCache
+
+	journalDirOK atomic.Bool // journalDir exists
 }
 
 var _ store.Store = (*Store)(nil)

@@ -574,7 +574,7 @@ func TestCommit(t *testing.T) {
 		t.Error("second Commit succeeded")
 	}
 	md.Close()
-	if _, err := os.Stat(filepath.Join(maildirPath(root), journalName)); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(root, journalPath("example.test/alice/Maildir"))); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("journal left behind: %v", err)
 	}
 	md = openMD(t, s, testBox)
@@ -670,7 +670,7 @@ func TestJournalRecovery(t *testing.T) {
 	if want := []string{uids[1], uids[4]}; !slices.Equal(got, want) {
 		t.Fatalf("after recovery %v, want %v", got, want)
 	}
-	if _, err := os.Stat(filepath.Join(root, dir, journalName)); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(root, journalPath(dir))); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("journal not removed: %v", err)
 	}
 	if n := dirNames(t, filepath.Join(root, dir, "cur")); len(n) != 0 {
@@ -680,36 +680,58 @@ func TestJournalRecovery(t *testing.T) {
 
 	// A crash while the journal was still being written leaves only the
 	// temporary file: nothing is deleted.
-	if err := os.WriteFile(filepath.Join(root, dir, journalName+".tmp"), []byte(journalHeader+"\n\""+uids[1]+"\"\n"), 0o600); err != nil {
+	jp := filepath.Join(root, journalPath(dir))
+	if err := os.WriteFile(jp+".tmp", []byte(journalHeader+"\ndir \""+dir+"\"\n\""+uids[1]+"\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A damaged journal deletes nothing either.
-	if err := os.WriteFile(filepath.Join(root, dir, journalName), []byte(journalHeader+"\n\""+uids[4]+"\"\n"), 0o600); err != nil {
+	if err := os.WriteFile(jp, []byte(journalHeader+"\ndir \""+dir+"\"\n\""+uids[4]+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	md = openMD(t, s, testBox)
+	if n := len(md.Messages()); n != 2 {
+		t.Fatalf("%d messages after void journals, want 2", n)
+	}
+	for _, p := range []string{jp, jp + ".tmp"} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s not removed: %v", p, err)
+		}
+	}
+	md.Close()
+
+	// A journal written by an earlier version, in the Maildir, is
+	// completed too.
+	legacy := filepath.Join(root, dir, journalNameV1)
+	if err := os.WriteFile(legacy, []byte(journalHeaderV1+"\n\""+uids[4]+"\"\nend\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	md = openMD(t, s, testBox)
 	defer md.Close()
-	if n := len(md.Messages()); n != 2 {
-		t.Fatalf("%d messages after void journals, want 2", n)
+	if m := md.Messages(); len(m) != 1 || m[0].UID != uids[1] {
+		t.Fatalf("after a v1 journal: %v", m)
 	}
-	for _, n := range []string{journalName, journalName + ".tmp"} {
-		if _, err := os.Stat(filepath.Join(root, dir, n)); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("%s not removed: %v", n, err)
-		}
+	if _, err := os.Stat(legacy); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("v1 journal not removed: %v", err)
 	}
 }
 
 func TestParseJournal(t *testing.T) {
-	good := journalHeader + "\n\"a\"\n\"b c\\n\"\nend\n"
-	bases, ok := parseJournal([]byte(good))
-	if !ok || len(bases) != 2 {
-		t.Fatalf("parseJournal(good) = %v, %v", bases, ok)
+	good := journalHeader + "\ndir \"example.test/alice/Maildir\"\n\"a\"\n\"b c\\n\"\nend\n"
+	dir, bases, ok := parseJournal([]byte(good))
+	if !ok || len(bases) != 2 || dir != "example.test/alice/Maildir" {
+		t.Fatalf("parseJournal(good) = %q, %v, %v", dir, bases, ok)
 	}
 	if _, ok := bases["b c\n"]; !ok {
 		t.Errorf("quoted base not decoded: %v", bases)
 	}
-	for _, bad := range []string{"", journalHeader + "\n", journalHeader + "\nend", good[:len(good)-5], "x\nend\n", journalHeader + "\na\nend\n", journalHeader + "\n\"\"\nend\n"} {
-		if _, ok := parseJournal([]byte(bad)); ok {
+	if dir, bases, ok := parseJournal([]byte(journalHeaderV1 + "\n\"a\"\nend\n")); !ok || dir != "" || len(bases) != 1 {
+		t.Errorf("v1 journal: %q, %v, %v", dir, bases, ok)
+	}
+	for _, bad := range []string{"", journalHeader + "\n", journalHeader + "\nend", good[:len(good)-5], "x\nend\n",
+		journalHeader + "\ndir \"example.test/alice/Maildir\"\na\nend\n", journalHeader + "\ndir \"example.test/alice/Maildir\"\n\"\"\nend\n",
+		journalHeader + "\n\"a\"\nend\n", journalHeader + "\ndir \"../x/Maildir\"\n\"a\"\nend\n", journalHeader + "\ndir \"a/b/c\"\n\"a\"\nend\n",
+		journalHeaderV1 + "\ndir \"example.test/alice/Maildir\"\n\"a\"\nend\n"} {
+		if _, _, ok := parseJournal([]byte(bad)); ok {
 			t.Errorf("parseJournal(%q) accepted", bad)
 		}
 	}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +40,7 @@ type Maildrop struct {
 	shared    bool // msgs belongs to the scan cache: copy before changing
 	infos     []store.MessageInfo
 	committed bool
+	pending   bool     // a durable journal could not be completed yet
 	box       *os.Root // the Maildir itself, opened at the first Open
 }
 
@@ -323,9 +327,9 @@ func (md *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 // Commit durably deletes the messages with the given 0-based indexes, all
 // or nothing, through the commit journal described in the package
 // documentation. Duplicate indexes are ignored; an empty list does nothing.
-// It may be called at most once. Once the journal is written, ctx is no
-// longer consulted: the deletion is completed (now, or by the next
-// OpenMaildrop if an error occurs).
+// It may be called at most once. Once the journal is durable, ctx is no
+// longer consulted and Commit succeeds: the deletion is completed now, or,
+// if an unlink fails, by Close, the next OpenMaildrop or RecoverJournals.
 func (md *Maildrop) Commit(ctx context.Context, deleted []int) error {
 	if md.unlock == nil {
 		return errors.New("maildir: maildrop is closed")
@@ -355,16 +359,30 @@ func (md *Maildrop) Commit(ctx context.Context, deleted []int) error {
 	if err := md.s.writeJournal(md.dir, bases); err != nil {
 		return err
 	}
-	if err := md.s.applyJournal(md.dir, set); err != nil {
-		return err
+	// RFC 1939 §6: once the journal is durable the deletions will
+	// happen, so the UPDATE has succeeded: a failure from here on is
+	// retried by Close, by the next OpenMaildrop and by RecoverJournals.
+	err := md.s.applyJournal(md.dir, set)
+	if err == nil {
+		err = md.s.removeJournal(md.dir)
 	}
-	return md.s.removeJournal(md.dir)
+	if err != nil {
+		md.pending = true
+		md.s.logger.Warn("maildir: commit journal left to complete later", "dir", md.dir, "err", err)
+	}
+	return nil
 }
 
-// Close releases the lock. It removes nothing and is idempotent.
+// Close releases the lock. It is idempotent and removes nothing, except
+// that it tries again to complete a commit journal that Commit could not.
 func (md *Maildrop) Close() error {
 	if md.unlock == nil {
 		return nil
+	}
+	if md.pending {
+		if err := md.s.recoverJournal(md.dir); err != nil {
+			md.s.logger.Warn("maildir: commit journal left to complete later", "dir", md.dir, "err", err)
+		}
 	}
 	err := md.unlock()
 	md.unlock = nil
@@ -375,25 +393,61 @@ func (md *Maildrop) Close() error {
 	return err
 }
 
-const journalHeader = "postino-commit-journal v1"
+// Journal formats: v2 names its Maildir and lives in the journal folder
+// of the root; v1 (written by earlier versions) lives in the Maildir.
+const (
+	journalHeader   = "postino-commit-journal v2"
+	journalHeaderV1 = "postino-commit-journal v1"
+)
+
+// journalPath returns the path of the commit journal of the Maildir dir,
+// relative to the root: one file per mailbox in journalDir, named by a
+// hash of dir (a mailbox name can be longer than a file name).
+func journalPath(dir string) string {
+	h := sha256.Sum256([]byte(dir))
+	return journalDir + "/" + hex.EncodeToString(h[:16])
+}
+
+// ensureJournalDir creates the journal folder once per Store.
+func (s *Store) ensureJournalDir() error {
+	if s.journalDirOK.Load() {
+		return nil
+	}
+	err := s.root.Mkdir(journalDir, dirPerm)
+	switch {
+	case err == nil:
+		if err := s.syncDir("."); err != nil {
+			return err
+		}
+	case errors.Is(err, fs.ErrExist):
+	default:
+		return fmt.Errorf("maildir: creating %s: %w", journalDir, err)
+	}
+	s.journalDirOK.Store(true)
+	return nil
+}
 
 // writeJournal durably records the bases to delete.
 func (s *Store) writeJournal(dir string, bases []string) error {
+	if err := s.ensureJournalDir(); err != nil {
+		return err
+	}
 	var b bytes.Buffer
 	b.WriteString(journalHeader + "\n")
+	b.WriteString("dir " + strconv.Quote(dir) + "\n")
 	for _, base := range bases {
 		b.WriteString(strconv.Quote(base))
 		b.WriteByte('\n')
 	}
 	b.WriteString("end\n")
-	tmp := dir + "/" + journalName + ".tmp"
-	if err := s.writeFileSync(tmp, b.Bytes()); err != nil {
+	p := journalPath(dir)
+	if err := s.writeFileSync(p+".tmp", b.Bytes()); err != nil {
 		return err
 	}
-	if err := s.root.Rename(tmp, dir+"/"+journalName); err != nil {
+	if err := s.root.Rename(p+".tmp", p); err != nil {
 		return fmt.Errorf("maildir: renaming journal: %w", err)
 	}
-	return s.syncDir(dir)
+	return s.syncDir(journalDir)
 }
 
 // writeFileSync writes and fsyncs a file.
@@ -415,35 +469,75 @@ func (s *Store) writeFileSync(p string, data []byte) error {
 	return nil
 }
 
-// parseJournal decodes a journal. ok is false when it is not complete.
-func parseJournal(data []byte) (bases map[string]struct{}, ok bool) {
+// parseJournal decodes a journal. dir is the Maildir it names ("" for a
+// v1 journal, which names none); ok is false when it is not complete.
+func parseJournal(data []byte) (dir string, bases map[string]struct{}, ok bool) {
 	lines := strings.Split(string(data), "\n")
-	if len(lines) < 3 || lines[0] != journalHeader || lines[len(lines)-1] != "" || lines[len(lines)-2] != "end" {
-		return nil, false
+	if len(lines) < 3 || lines[len(lines)-1] != "" || lines[len(lines)-2] != "end" {
+		return "", nil, false
 	}
-	bases = make(map[string]struct{}, len(lines)-3)
-	for _, l := range lines[1 : len(lines)-2] {
+	body := lines[1 : len(lines)-2]
+	switch lines[0] {
+	case journalHeaderV1:
+	case journalHeader:
+		if len(body) == 0 || !strings.HasPrefix(body[0], "dir ") {
+			return "", nil, false
+		}
+		d, err := strconv.Unquote(body[0][len("dir "):])
+		if err != nil || !validMaildirDir(d) {
+			return "", nil, false
+		}
+		dir, body = d, body[1:]
+	default:
+		return "", nil, false
+	}
+	bases = make(map[string]struct{}, len(body))
+	for _, l := range body {
 		b, err := strconv.Unquote(l)
 		if err != nil || b == "" {
-			return nil, false
+			return "", nil, false
 		}
 		bases[b] = struct{}{}
 	}
-	return bases, true
+	return dir, bases, true
 }
 
-// recoverJournal completes a commit interrupted by a crash, if any. The
-// caller holds the lock.
+// validMaildirDir reports whether dir has the form mailboxDir gives.
+func validMaildirDir(dir string) bool {
+	domain, rest, ok1 := strings.Cut(dir, "/")
+	local, md, ok2 := strings.Cut(rest, "/")
+	return ok1 && ok2 && md == "Maildir" && safeComponent(domain) && safeComponent(local)
+}
+
+// recoverJournal completes a commit interrupted by a crash or by a failed
+// unlink, if any: the journal in the journal folder, and a v1 journal in
+// the Maildir. The caller holds the lock.
 func (s *Store) recoverJournal(dir string) error {
-	_ = s.root.Remove(dir + "/" + journalName + ".tmp") // never renamed: void
-	data, err := s.root.ReadFile(dir + "/" + journalName)
+	p := journalPath(dir)
+	_ = s.root.Remove(p + ".tmp") // never renamed: void
+	if err := s.completeJournal(dir, p, true); err != nil {
+		return err
+	}
+	legacy := dir + "/" + journalNameV1
+	_ = s.root.Remove(legacy + ".tmp")
+	return s.completeJournal(dir, legacy, false)
+}
+
+// completeJournal applies and removes the journal at p, which belongs to
+// the Maildir dir, if it exists. v2 tells the expected format.
+func (s *Store) completeJournal(dir, p string, v2 bool) error {
+	data, err := s.root.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("maildir: reading journal: %w", err)
 	}
-	bases, ok := parseJournal(data)
+	jdir, bases, ok := parseJournal(data)
+	if ok && v2 && jdir != dir {
+		// A hash collision cannot happen in practice; this is damage.
+		ok = false
+	}
 	if !ok {
 		// The journal is renamed into place only once complete and
 		// fsync'd, so this is damage from outside: deleting nothing is
@@ -455,7 +549,10 @@ func (s *Store) recoverJournal(dir string) error {
 			return err
 		}
 	}
-	return s.removeJournal(dir)
+	if err := s.root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("maildir: removing journal: %w", err)
+	}
+	return s.syncDir(path.Dir(p))
 }
 
 // applyJournal unlinks every file of new/ and cur/ whose base is in bases,
@@ -496,10 +593,10 @@ func (s *Store) applyJournal(dir string, bases map[string]struct{}) error {
 
 // removeJournal removes the journal durably.
 func (s *Store) removeJournal(dir string) error {
-	if err := s.root.Remove(dir + "/" + journalName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := s.root.Remove(journalPath(dir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("maildir: removing journal: %w", err)
 	}
-	return s.syncDir(dir)
+	return s.syncDir(journalDir)
 }
 
 // tmpMaxAge is how old a file in tmp/ must be before it is removed: the
