@@ -232,6 +232,9 @@ func (a *Account) connect(ctx context.Context, password string) (*pop3.Client, e
 		return nil, err
 	}
 	c.Timeout = a.timeout()
+	// A message larger than MaxSize is skipped by its LIST size; a server
+	// that sends more than it announced is stopped by the client.
+	c.MaxMessageSize = a.MaxSize
 	ok := false
 	defer func() {
 		if !ok {

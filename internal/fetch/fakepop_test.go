@@ -31,6 +31,9 @@ import (
 type fakeMsg struct {
 	uidl string
 	data []byte
+	// listed, if not 0, is the size LIST announces instead of the real
+	// one: a server that lies about sizes.
+	listed int
 }
 
 // fakePOP is a hostile POP3 server on loopback: it lists whatever UIDLs
@@ -76,7 +79,7 @@ func startFakePOP(t *testing.T, security Security, msgs ...fakeMsg) *fakePOP {
 func (s *fakePOP) add(uidl string, data []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.msgs = append(s.msgs, fakeMsg{uidl, data})
+	s.msgs = append(s.msgs, fakeMsg{uidl: uidl, data: data})
 }
 
 // count returns the number of messages in the mailbox.
@@ -170,7 +173,11 @@ func (s *fakePOP) serve(c net.Conn, stls bool, cfg *tls.Config) {
 			var b bytes.Buffer
 			for i, m := range msgs {
 				if !deleted[i+1] {
-					fmt.Fprintf(&b, "%d %d\r\n", i+1, len(m.data))
+					size := len(m.data)
+					if m.listed != 0 {
+						size = m.listed
+					}
+					fmt.Fprintf(&b, "%d %d\r\n", i+1, size)
 				}
 			}
 			body(b.Bytes())
@@ -326,7 +333,7 @@ func TestContentDedupNewMessage(t *testing.T) {
 
 func testContentDedup(t *testing.T, sec Security) {
 	dir, state := t.TempDir(), t.TempDir()
-	s := startFakePOP(t, sec, fakeMsg{"u1", fakeMessage("A")})
+	s := startFakePOP(t, sec, fakeMsg{uidl: "u1", data: fakeMessage("A")})
 	a := s.account(sec, dir)
 	if res, log := runFetch(t, a, state, true); res.New != 1 || s.count() != 0 {
 		t.Fatalf("first fetch: %+v, %d on the server\n%s", res, s.count(), log)
@@ -354,7 +361,7 @@ func testContentDedup(t *testing.T, sec Security) {
 
 	// A server without UIDL and TOP.
 	dir2, state2 := t.TempDir(), t.TempDir()
-	n := startFakePOP(t, sec, fakeMsg{"", fakeMessage("C")})
+	n := startFakePOP(t, sec, fakeMsg{uidl: "", data: fakeMessage("C")})
 	n.mu.Lock()
 	n.noUIDL = true
 	n.mu.Unlock()
@@ -407,11 +414,11 @@ func TestHostileUIDLs(t *testing.T) {
 	bad := []string{"has space", "bare\rcr", strings.Repeat("x", 71), "caf\xc3\xa9", "tab\tinside", strings.Repeat("y", 5000)}
 	for _, sec := range []Security{SecurityNone, SecurityStartTLS, SecurityTLS} {
 		t.Run(string(sec), func(t *testing.T) {
-			msgs := []fakeMsg{{"ok-1", fakeMessage("m1")}}
+			msgs := []fakeMsg{{uidl: "ok-1", data: fakeMessage("m1")}}
 			for i, u := range bad {
-				msgs = append(msgs, fakeMsg{u, fakeMessage(fmt.Sprintf("bad%d", i))})
+				msgs = append(msgs, fakeMsg{uidl: u, data: fakeMessage(fmt.Sprintf("bad%d", i))})
 			}
-			msgs = append(msgs, fakeMsg{"dup", fakeMessage("dup1")}, fakeMsg{"dup", fakeMessage("dup2")}, fakeMsg{"ok-9", fakeMessage("m9")})
+			msgs = append(msgs, fakeMsg{uidl: "dup", data: fakeMessage("dup1")}, fakeMsg{uidl: "dup", data: fakeMessage("dup2")}, fakeMsg{uidl: "ok-9", data: fakeMessage("m9")})
 			s := startFakePOP(t, sec, msgs...)
 			dir, state := t.TempDir(), t.TempDir()
 			a := s.account(sec, dir)
@@ -454,7 +461,7 @@ func TestHostileUIDLs(t *testing.T) {
 				t.Errorf("fetch with a reused UIDL: %+v, %d left on the server; want the new message delivered and all deleted\n%s", res, s.count(), log)
 			}
 			got := subjects(t, dir)
-			for _, m := range append(msgs, fakeMsg{"", fakeMessage("late")}) {
+			for _, m := range append(msgs, fakeMsg{uidl: "", data: fakeMessage("late")}) {
 				_, rest, _ := strings.Cut(string(m.data), "Subject: ")
 				subj, _, _ := strings.Cut(rest, "\r\n")
 				if got[subj] != 1 {

@@ -60,7 +60,12 @@ func ExitCode(newMail int, err error) int {
 	var te *tlsError
 	var ae *authError
 	var pe *pop3.Error
+	var le *pop3.LimitError
 	switch {
+	case errors.As(err, &le):
+		// The server broke a limit (a line, a listing, a message larger
+		// than it announced): retrying would fetch the same.
+		return ExitProtocol
 	case errors.Is(err, ErrStateLocked):
 		return ExitLocked
 	case errors.As(err, &te) || isTLSFailure(err):
@@ -98,6 +103,10 @@ var errNoPassword = errors.New("no password")
 func isNetworkError(err error) bool {
 	var ne net.Error
 	var oe *net.OpError
+	var le *pop3.LimitError
+	if errors.As(err, &le) {
+		return false
+	}
 	return errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrDeadlineExceeded) ||
 		errors.Is(err, net.ErrClosed) || isDropped(err)

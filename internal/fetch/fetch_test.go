@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -338,5 +339,65 @@ func TestNewDestinationsDurable(t *testing.T) {
 	st.Close()
 	if got := synced(); !got[root] || !got[filepath.Join(root, "state")] {
 		t.Errorf("new state directory: parents not fsync'd (fsync'd: %v)", slices.Sorted(maps.Keys(got)))
+	}
+}
+
+// TestServerLiesAboutSize: a server that sends far more than the size it
+// announced in LIST, or more than max_size, is stopped by the POP3 client.
+// The run fails with ExitProtocol (not a network error to retry), nothing
+// is delivered and nothing is deleted, and the next run does the same.
+func TestServerLiesAboutSize(t *testing.T) {
+	big := append(fakeMessage("big"), bytes.Repeat([]byte("x123456789012345678901234567890\r\n"), 4096)...)
+	cases := []struct {
+		name    string
+		listed  int
+		maxSize int64
+	}{
+		{"announced 100", 100, 0},
+		{"over max_size", 0, 0}, // listed honestly: skipped by its LIST size
+		{"max_size below the truth", -100, -50},
+	}
+	for _, sec := range []Security{SecurityNone, SecurityStartTLS, SecurityTLS} {
+		for _, tc := range cases {
+			t.Run(string(sec)+"/"+tc.name, func(t *testing.T) {
+				srv := startFakePOP(t, sec, fakeMsg{uidl: "u1", data: big, listed: tc.listed})
+				dir := t.TempDir()
+				a := srv.account(sec, dir)
+				a.MaxSize = tc.maxSize
+				switch tc.name {
+				case "over max_size":
+					a.MaxSize = int64(len(big)) / 2
+				case "max_size below the truth":
+					// LIST announces a little less than the truth (within
+					// the client's slack) and max_size lies between them.
+					a.MaxSize = int64(len(big)) + tc.maxSize
+					srv.mu.Lock()
+					srv.msgs[0].listed = len(big) + tc.listed
+					srv.mu.Unlock()
+				}
+				a.Delete = true
+				for run := 0; run < 2; run++ {
+					var log bytes.Buffer
+					f := &Fetcher{StateDir: filepath.Join(dir, "state"), Logger: slog.New(slog.NewTextHandler(&log, nil))}
+					res, err := f.Run(context.Background(), a)
+					if tc.name == "over max_size" {
+						if err != nil || res.New != 0 {
+							t.Fatalf("run %d: %+v, %v\n%s", run, res, err, log.String())
+						}
+					} else {
+						var le *pop3.LimitError
+						if !errors.As(err, &le) || ExitCode(res.New, err) != ExitProtocol {
+							t.Fatalf("run %d: want a *pop3.LimitError and exit %d, got %v (exit %d)\n%s", run, ExitProtocol, err, ExitCode(res.New, err), log.String())
+						}
+					}
+					if got := maildirFiles(t, dir); len(got) != 0 {
+						t.Fatalf("run %d: %d messages delivered", run, len(got))
+					}
+					if srv.count() != 1 {
+						t.Fatalf("run %d: the message was deleted from the server", run)
+					}
+				}
+			})
+		}
 	}
 }
