@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -292,5 +294,49 @@ func TestTrustedNeverBlocked(t *testing.T) {
 	}
 	if strings.Contains(s.Stderr.String(), "login block started") {
 		t.Fatalf("a trusted address was blocked:\n%s", s.Stderr)
+	}
+}
+
+// TestBlockWithRunAs: with run_as, the admin socket belongs to the run_as
+// user with mode 0600 (nobody else can lift a block), and "postino block"
+// run as root lists and lifts blocks of that server.
+func TestBlockWithRunAs(t *testing.T) {
+	needRoot(t)
+	runAs := testutil.NewSystemUser(t)
+	base, err := os.MkdirTemp("", "postino-runas-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	data := filepath.Join(base, "data")
+	addUser(t, data, "alice@example.test", "pw")
+	cfg := filepath.Join(base, "postino.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("run_as = %q\n\n[smtp]\ntrusted_networks = []\n\n[users]\nmax_failures = 2\nfailure_delay = \"0s\"\n", runAs.Username)), 0o644)
+	s := startServer(t, serverOpts{data: data, extraArgs: []string{"--config", cfg}})
+
+	sock := filepath.Join(data, "admin.sock")
+	var fi os.FileInfo
+	if !s.Poll(10*time.Second, 20*time.Millisecond, func() bool { fi, err = os.Lstat(sock); return err == nil }) {
+		t.Fatalf("no admin socket: %v\n%s", err, s.Stderr)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 || strconv.Itoa(int(st.Uid)) != runAs.Uid {
+		t.Fatalf("admin socket %v owned by uid %d, want a socket, 0600, uid %s", fi.Mode(), st.Uid, runAs.Uid)
+	}
+	for i := range 2 {
+		pop3Login(t, s, "plain", "alice@example.test", fmt.Sprintf("guess%d", i))
+	}
+	if err := pop3Login(t, s, "plain", "alice@example.test", "pw"); !isCode(err, pop3.CodeLoginDelay) {
+		t.Fatalf("right password while blocked: %v", err)
+	}
+	if f := blockLine(t, s, "127.0.0.1"); f == nil || f[2] != "blocked" {
+		t.Fatalf("block list as root: row %q", f)
+	}
+	if r := postino(t, nil, "block", "remove", "127.0.0.1", "--data", data); r.Code != 0 {
+		t.Fatalf("block remove as root: %s", r)
+	}
+	if err := pop3Login(t, s, "plain", "alice@example.test", "pw"); err != nil {
+		t.Fatalf("login after remove: %v", err)
 	}
 }
