@@ -142,54 +142,65 @@ func ParseUIDLFormat(s string) (UIDLFormat, error) {
 
 // expand returns the UIDL of entry e of list l.
 func (f UIDLFormat) expand(l *uidList, e uidEntry) string {
-	var b strings.Builder
+	b := make([]byte, 0, 32)
+	var num [20]byte
 	for _, p := range f.parts {
 		if p.v == 0 {
-			b.WriteString(p.lit)
+			b = append(b, p.lit...)
 			continue
 		}
-		var val string
+		var val []byte
 		switch p.v {
 		case 'u':
-			val = formatNum(uint64(e.uid), p.hex)
+			val = formatNum(num[:0], uint64(e.uid), p.hex)
 		case 'v':
-			val = formatNum(uint64(l.validity), p.hex)
+			val = formatNum(num[:0], uint64(l.validity), p.hex)
 		case 'f':
-			val = e.name
+			val = []byte(e.name)
 		case 'g':
-			val = e.guid
-			if val == "" {
-				val = e.name
+			if e.guid != "" {
+				val = []byte(e.guid)
+			} else {
+				val = []byte(e.name)
 			}
-		}
-		switch {
-		case p.lower:
-			val = strings.ToLower(val)
-		case p.upper:
-			val = strings.ToUpper(val)
 		}
 		if p.width > 0 {
 			if p.zero {
 				// Dovecot's var_expand: '0' pads on the left, never truncates.
-				if n := p.width - len(val); n > 0 {
-					val = strings.Repeat("0", n) + val
+				for n := p.width - len(val); n > 0; n-- {
+					b = append(b, '0')
 				}
 			} else if len(val) > p.width {
 				val = val[:p.width] // a width without '0' takes a prefix
 			}
 		}
-		b.WriteString(val)
+		start := len(b)
+		b = append(b, val...)
+		switch {
+		case p.lower:
+			for i := start; i < len(b); i++ {
+				if c := b[i]; c >= 'A' && c <= 'Z' {
+					b[i] = c + 'a' - 'A'
+				}
+			}
+		case p.upper:
+			for i := start; i < len(b); i++ {
+				if c := b[i]; c >= 'a' && c <= 'z' {
+					b[i] = c - ('a' - 'A')
+				}
+			}
+		}
 	}
-	return b.String()
+	return string(b)
 }
 
-// formatNum formats n in decimal or lowercase hex (Dovecot's X modifier
+// formatNum appends n in decimal or lowercase hex (Dovecot's X modifier
 // prints "%llx").
-func formatNum(n uint64, hex bool) string {
+func formatNum(dst []byte, n uint64, hex bool) []byte {
 	if hex {
-		return strconv.FormatUint(n, 16)
+		return strconv.AppendUint(dst, n, 16)
 	}
-	return strconv.FormatUint(n, 10)
+	return strconv.AppendUint(dst, n, 10)
 }
 
 // uidList is a parsed dovecot-uidlist.
@@ -333,7 +344,13 @@ func (l *uidList) parseLine(line string) (uidEntry, bool) {
 		if colon < 0 {
 			return e, false
 		}
-		for _, ext := range strings.Fields(rest[:colon]) {
+		// Extensions: "<letter><value>" separated by spaces.
+		for exts := rest[:colon]; exts != ""; {
+			var ext string
+			ext, exts, _ = strings.Cut(exts, " ")
+			if ext == "" {
+				continue
+			}
 			switch ext[0] {
 			case 'G':
 				e.guid = ext[1:]
