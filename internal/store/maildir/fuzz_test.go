@@ -141,7 +141,7 @@ func FuzzParseUIDList(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data string) {
-		l, bad, err := parseUIDList(strings.NewReader(data))
+		l, bad, err := parseUIDList(strings.NewReader(data), nil)
 		if err != nil {
 			if !errors.Is(err, errUIDList) || l != nil {
 				t.Fatalf("error %v with list %v", err, l)

@@ -154,7 +154,7 @@ func (md *Maildrop) list(ctx context.Context) error {
 		return strings.Compare(a.base, b.base)
 	})
 	md.infos = make([]store.MessageInfo, len(md.msgs))
-	list, err := md.loadUIDList()
+	list, err := md.loadUIDList(seen)
 	if err != nil {
 		return err
 	}
@@ -189,12 +189,13 @@ func (md *Maildrop) list(ctx context.Context) error {
 	return nil
 }
 
-// loadUIDList reads the Maildir's dovecot-uidlist. It returns nil when
+// loadUIDList reads the entries of the Maildir's dovecot-uidlist for the
+// given bases (those of the snapshot). It returns nil when
 // there is none, when it is ignored, or when its header is damaged
 // (logged: nothing can be imported from it). A file that exists but cannot
 // be read is an error, so that the session fails rather than show the
 // messages under other UIDLs and make clients download them again.
-func (md *Maildrop) loadUIDList() (*uidList, error) {
+func (md *Maildrop) loadUIDList(bases map[string]struct{}) (*uidList, error) {
 	s := md.s
 	if !s.importUIDLs {
 		return nil, nil
@@ -208,7 +209,7 @@ func (md *Maildrop) loadUIDList() (*uidList, error) {
 		return nil, fmt.Errorf("maildir: opening %s: %w", p, err)
 	}
 	defer f.Close()
-	l, bad, err := parseUIDList(f)
+	l, bad, err := parseUIDList(f, bases)
 	if err != nil && !errors.Is(err, errUIDList) {
 		return nil, err
 	}

@@ -236,7 +236,10 @@ var errUIDList = errors.New("maildir: malformed dovecot-uidlist")
 // does not). A malformed message line is skipped and
 // counted in bad, so one damaged line costs one message its imported UIDL,
 // not the whole mailbox. When a base appears twice, the first line wins.
-func parseUIDList(r io.Reader) (l *uidList, bad int, err error) {
+// When keep is not nil, only the entries whose base is in keep are kept
+// (the messages of the snapshot), so that memory is bounded by the
+// mailbox, not by the file.
+func parseUIDList(r io.Reader, keep map[string]struct{}) (l *uidList, bad int, err error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 512), maxUIDListLine)
 	if !sc.Scan() {
@@ -260,6 +263,11 @@ func parseUIDList(r io.Reader) (l *uidList, bad int, err error) {
 			continue
 		}
 		base := parseName(e.name).base
+		if keep != nil {
+			if _, ok := keep[base]; !ok {
+				continue
+			}
+		}
 		if _, dup := l.entries[base]; dup {
 			bad++
 			continue

@@ -20,7 +20,7 @@ const dovecotList = "3 V1795996373 N4 G8fe5a203d5ba0c6b0a7d000083ecc375\n" +
 	"3 G0123456789abcdef0123456789abcdef P+OK-imported-42 W25 S22 :1795996375.M756998P32490.vm,S=22,W=25\n"
 
 func TestParseUIDList(t *testing.T) {
-	l, bad, err := parseUIDList(strings.NewReader(dovecotList))
+	l, bad, err := parseUIDList(strings.NewReader(dovecotList), nil)
 	if err != nil || bad != 0 {
 		t.Fatalf("parse: %v, %d bad lines", err, bad)
 	}
@@ -34,7 +34,7 @@ func TestParseUIDList(t *testing.T) {
 	}
 
 	// Version 1 (Dovecot 1.0): no extensions, the name follows the UID.
-	l, bad, err = parseUIDList(strings.NewReader("1 1200000000 3\n1 1199999999.P1.host:2,S\n2 1199999999.P2.host\n"))
+	l, bad, err = parseUIDList(strings.NewReader("1 1200000000 3\n1 1199999999.P1.host:2,S\n2 1199999999.P2.host\n"), nil)
 	if err != nil || bad != 0 || l.version != 1 || l.validity != 1200000000 || len(l.entries) != 2 {
 		t.Fatalf("v1: %+v, %d, %v", l, bad, err)
 	}
@@ -56,7 +56,7 @@ func TestParseUIDListMalformed(t *testing.T) {
 		"4 V1 N1\n",                 // unknown version
 		"garbage line here\n1 :a\n", // not a header
 	} {
-		if _, _, err := parseUIDList(strings.NewReader(h)); !errors.Is(err, errUIDList) {
+		if _, _, err := parseUIDList(strings.NewReader(h), nil); !errors.Is(err, errUIDList) {
 			t.Errorf("header %q: err = %v, want errUIDList", h, err)
 		}
 	}
@@ -73,7 +73,7 @@ func TestParseUIDListMalformed(t *testing.T) {
 		"9\n" +
 		"\n" +
 		"10 P :good.2\n" // an empty P extension is no UIDL
-	l, bad, err := parseUIDList(strings.NewReader(body))
+	l, bad, err := parseUIDList(strings.NewReader(body), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,14 +89,14 @@ func TestParseUIDListMalformed(t *testing.T) {
 	}
 	// A line longer than the limit ends the parse but keeps what was read.
 	long := "3 V7 N9\n1 :a\n2 :" + strings.Repeat("b", maxUIDListLine) + "\n3 :c\n"
-	l, bad, err = parseUIDList(strings.NewReader(long))
+	l, bad, err = parseUIDList(strings.NewReader(long), nil)
 	if err != nil || bad != 1 || len(l.entries) != 1 {
 		t.Fatalf("long line: %v, %d, %+v", err, bad, l)
 	}
 }
 
 func TestUIDLFormat(t *testing.T) {
-	l, _, err := parseUIDList(strings.NewReader(dovecotList))
+	l, _, err := parseUIDList(strings.NewReader(dovecotList), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,4 +372,15 @@ func TestDovecotUIDLsScanCache(t *testing.T) {
 		t.Fatalf("after the uidlist changed UIDL 1 = %q", got)
 	}
 	md.Close()
+}
+
+func TestParseUIDListKeep(t *testing.T) {
+	keep := map[string]struct{}{"1795996375.M729124P32488.vm": {}, "not-in-the-list": {}}
+	l, bad, err := parseUIDList(strings.NewReader(dovecotList), keep)
+	if err != nil || bad != 0 {
+		t.Fatal(err, bad)
+	}
+	if len(l.entries) != 1 || l.entries["1795996375.M729124P32488.vm"].uid != 2 {
+		t.Fatalf("entries = %+v", l.entries)
+	}
 }
