@@ -325,6 +325,20 @@ func TestDovecotUIDLsHostile(t *testing.T) {
 	}
 	md.Close()
 
+	// A symbolic link out of the mail root is not followed: the login
+	// fails rather than import UIDLs from a file outside.
+	outside := filepath.Join(t.TempDir(), "list")
+	os.WriteFile(outside, []byte("3 V5 N2\n1 Pstolen :1795996373.M60969P32010.vm\n"), 0o600)
+	os.Remove(filepath.Join(dir, uidlistName))
+	if err := os.Symlink(outside, filepath.Join(dir, uidlistName)); err != nil {
+		t.Fatal(err)
+	}
+	if md, err := s.OpenMaildrop(context.Background(), "alice@example.test"); err == nil {
+		u := uidls(md.(*Maildrop))
+		md.Close()
+		t.Fatalf("symlink out of the root: login succeeded with UIDLs %q", u)
+	}
+
 	// A uidlist that cannot be read fails the login rather than show
 	// other UIDLs (a directory in its place gives EISDIR on any user).
 	os.Remove(filepath.Join(dir, uidlistName))
