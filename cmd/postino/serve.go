@@ -198,6 +198,11 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store: %w", err)
 	}
+	// Mailboxes moved from Dovecot keep Dovecot's UIDLs (RFC 1939 §7: a
+	// UIDL never changes, or clients download everything again).
+	if err := st.SetDovecotUIDLFormat(cfg.POP3.DovecotUIDLFormat); err != nil {
+		return nil, fmt.Errorf("pop3.dovecot_uidl_format: %w", err)
+	}
 	delivery.CleanSpool(deliverer.SpoolDir)
 	// RFC 1939 §6: complete every UPDATE a crash interrupted before
 	// anything (Dovecot, mutt, a backup, our own listeners) sees the

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/postino-mail/postino/internal/store/maildir"
 )
 
 // Validate checks every setting and returns all the problems found, joined
@@ -167,6 +169,11 @@ func (c *Config) validate() []error {
 	}
 	if c.POP3.CommandsPerSecond < 0 {
 		v.add("pop3.commands_per_second", "must not be negative (got %d)", c.POP3.CommandsPerSecond)
+	}
+	if f := c.POP3.DovecotUIDLFormat; f != "" {
+		if _, err := maildir.ParseUIDLFormat(f); err != nil {
+			v.add("pop3.dovecot_uidl_format", "%v", err)
+		}
 	}
 	v.oneOf("smtp.plaintext_auth", c.SMTP.PlaintextAuth, PlaintextAuthNever, PlaintextAuthLoopback, PlaintextAuthAlways)
 	v.minDuration("pop3.autologout", p.Autologout, time.Second)

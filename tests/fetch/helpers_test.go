@@ -54,8 +54,9 @@ type postinoServer struct {
 
 var fpRE = regexp.MustCompile(`fingerprint ([0-9A-F]{2}(?::[0-9A-F]{2}){31})`)
 
-// startPostino runs "postino serve" on free loopback ports.
-func startPostino(t testing.TB) *postinoServer {
+// startPostino runs "postino serve" on free loopback ports. pop3Extra
+// are more lines of its [pop3] section.
+func startPostino(t testing.TB, pop3Extra ...string) *postinoServer {
 	t.Helper()
 	data := t.TempDir()
 	for attempt := 1; ; attempt++ {
@@ -63,7 +64,8 @@ func startPostino(t testing.TB) *postinoServer {
 		s := &postinoServer{data: data, pop3Addr: a[0], pop3sAddr: a[1], out: &testutil.SyncBuffer{}}
 		// Other listeners are disabled with empty addresses in a config.
 		cfg := filepath.Join(data, "postino.toml")
-		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[pop3]\nlisten = %q\nlisten_tls = %q\n[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n", data, s.pop3Addr, s.pop3sAddr)), 0o600)
+		extra := strings.Join(append(pop3Extra, ""), "\n")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[pop3]\nlisten = %q\nlisten_tls = %q\n%s[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n", data, s.pop3Addr, s.pop3sAddr, extra)), 0o600)
 		cmd := exec.Command(binPath, "serve", "--config", cfg)
 		cmd.Stdout, cmd.Stderr = s.out, s.out
 		p, err := testutil.StartProcess(cmd)
@@ -440,9 +442,10 @@ type dovecot struct {
 }
 
 // startDovecot runs a private Dovecot on loopback with users u1..u4@test
-// (password "secret"). A missing Dovecot skips the test, or fails it in
-// CI.
-func startDovecot(t testing.TB) *dovecot {
+// (password "secret"). settings are more lines of its configuration; a
+// setting given there wins over the one given before. A missing Dovecot
+// skips the test, or fails it in CI.
+func startDovecot(t testing.TB, settings ...string) *dovecot {
 	t.Helper()
 	bin, err := exec.LookPath("dovecot")
 	if err == nil {
@@ -510,7 +513,7 @@ service pop3-login {
 service anvil {
   chroot =
 }
-`, dir, p1, p1, p2)
+`, dir, p1, p1, p2) + strings.Join(append(settings, ""), "\n")
 		os.WriteFile(d.conf, []byte(conf), 0o644)
 		cmd := exec.Command(bin, "-F", "-c", d.conf)
 		out := &testutil.SyncBuffer{}
