@@ -19,6 +19,7 @@ import (
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/dkim"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/mailserver"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
@@ -241,7 +242,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 			return nil, fmt.Errorf("aliases: %w", err)
 		}
 		qo := queueOptions(cfg, logger.With("component", "queue"))
-		qo.IsLocalDomain = smtpin.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
+		qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
 		qo.Local = deliverer
 		qo.Signer = dkim.NewSigner(cfg.DKIMDir())
 		qo.DSNDomain = dsnDomain(cfg)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/envelope"
 )
 
 func TestMain(m *testing.M) {
@@ -92,7 +92,7 @@ func TestKill9(t *testing.T) {
 	defer q.Close()
 	const N = 5
 	for i := range N {
-		if _, err := q.Enqueue(context.Background(), "alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, strings.NewReader(simpleMsg(fmt.Sprint("k", i)))); err != nil {
+		if _, err := q.Enqueue(context.Background(), "alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, strings.NewReader(simpleMsg(fmt.Sprint("k", i)))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/internal/testutil"
@@ -532,7 +532,7 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 // enqueue queues a simple message.
-func (e *env) enqueue(from string, rcpts []string, params smtpin.DSNParams, body string) string {
+func (e *env) enqueue(from string, rcpts []string, params envelope.DSNParams, body string) string {
 	e.t.Helper()
 	id, err := e.q.Enqueue(context.Background(), from, rcpts, params, strings.NewReader(body))
 	if err != nil {

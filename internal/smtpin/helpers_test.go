@@ -27,6 +27,7 @@ import (
 	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/internal/testutil"
@@ -79,7 +80,7 @@ func (f failingStore) Deliver(ctx context.Context, mailbox string, msg io.Reader
 type relayCall struct {
 	from   string
 	rcpts  []string
-	params DSNParams
+	params envelope.DSNParams
 	msg    string
 }
 
@@ -89,7 +90,7 @@ type fakeRelay struct {
 	err   error
 }
 
-func (r *fakeRelay) Enqueue(ctx context.Context, from string, rcpts []string, params DSNParams, msg io.Reader) (string, error) {
+func (r *fakeRelay) Enqueue(ctx context.Context, from string, rcpts []string, params envelope.DSNParams, msg io.Reader) (string, error) {
 	b, err := io.ReadAll(msg)
 	if err != nil {
 		return "", err

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
 )
 
@@ -327,7 +328,7 @@ func TestSubmissionRelay(t *testing.T) {
 		if call.from != "alice@example.test" || !slices.Equal(call.rcpts, []string{"friend@remote.example", "other@far.example"}) {
 			t.Fatalf("call %+v", call)
 		}
-		wantParams := DSNParams{Return: "HDRS", EnvelopeID: "env+1", Recipients: []RecipientDSN{
+		wantParams := envelope.DSNParams{Return: "HDRS", EnvelopeID: "env+1", Recipients: []envelope.RecipientDSN{
 			{Notify: []string{"SUCCESS", "FAILURE"}, OriginalRecipientType: "RFC822", OriginalRecipient: "friend@remote.example"},
 			{},
 		}}
