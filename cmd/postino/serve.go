@@ -20,7 +20,7 @@ import (
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/envelope"
-	"github.com/postino-mail/postino/internal/mailserver"
+	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/srs"
@@ -203,7 +203,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		logger.Info("completed interrupted POP3 updates", "mailboxes", n)
 	}
 	s.pop3 = &pop3.Server{
-		Backend: &mailserver.POP3Backend{
+		Backend: &pop3backend.POP3Backend{
 			Users: s.users, Store: st, Logger: logger, Guard: guard,
 			LoginDelay: cfg.POP3.LoginDelay.Duration,
 		},

@@ -370,6 +370,16 @@ func (db *DB) Lookup(username string) (User, bool) {
 	return s.resolve(username)
 }
 
+// LookupAddress returns the canonical address of an existing user (the
+// lookup local delivery needs, delivery.Users).
+func (db *DB) LookupAddress(address string) (string, bool) {
+	u, ok := db.Lookup(address)
+	if !ok {
+		return "", false
+	}
+	return u.Address, true
+}
+
 // List returns all users, sorted by address.
 func (db *DB) List() ([]User, error) {
 	s, err := db.current()

@@ -159,6 +159,12 @@ func TestDBAuthenticate(t *testing.T) {
 	if _, ok := db.Lookup("nobody@example.com"); ok {
 		t.Error("Lookup(nobody) succeeded")
 	}
+	if got, ok := db.LookupAddress("BOB@example.com"); !ok || got != "Bob@example.com" {
+		t.Errorf("LookupAddress(BOB) = %q, %v; want Bob@example.com, true", got, ok)
+	}
+	if got, ok := db.LookupAddress("nobody@example.com"); ok || got != "" {
+		t.Errorf("LookupAddress(nobody) = %q, %v; want \"\", false", got, ok)
+	}
 
 	users, err := db.List()
 	if err != nil {
