@@ -10,12 +10,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/postino-mail/postino/internal/fsutil"
 )
 
 // ErrInvalidCredentials is returned by DB.Authenticate for an unknown user
@@ -490,48 +491,12 @@ func (db *DB) modify(ctx context.Context, change func([]fileLine, *snapshot) ([]
 		b.WriteString(l.raw)
 		b.WriteByte('\n')
 	}
-	err = writeFileAtomic(db.path, []byte(b.String()))
+	err = fsutil.WriteFile(db.path, []byte(b.String()), 0o600)
+	if err != nil {
+		err = fmt.Errorf("auth: writing the user database: %w", err)
+	}
 	db.mu.Lock()
 	db.snap = nil // re-read on next use
 	db.mu.Unlock()
 	return err
-}
-
-// writeFileAtomic replaces path with data: it writes path.tmp with mode
-// 0600, fsyncs it, renames it over path and fsyncs the directory.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("auth: %w", err)
-	}
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("auth: writing the user database: %w", err)
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("auth: syncing the user database directory: %w", err)
-	}
-	return nil
 }

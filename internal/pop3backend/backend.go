@@ -120,7 +120,7 @@ func (b *POP3Backend) OpenMaildrop(ctx context.Context, ci *pop3.ConnInfo, user 
 	if err != nil {
 		return nil, err
 	}
-	return newMaildrop(md), nil
+	return NewMaildrop(md), nil
 }
 
 // maildrop is a store.Maildrop seen as a pop3.Maildrop: the snapshot's
@@ -131,7 +131,9 @@ type maildrop struct {
 	msgs []pop3.MessageInfo
 }
 
-func newMaildrop(md store.Maildrop) *maildrop {
+// NewMaildrop returns md as a pop3.Maildrop: Messages converted once to
+// the POP3 package's type, the rest passed through.
+func NewMaildrop(md store.Maildrop) pop3.Maildrop {
 	infos := md.Messages()
 	msgs := make([]pop3.MessageInfo, len(infos))
 	for i, m := range infos {

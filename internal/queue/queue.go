@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/fsutil"
 )
 
 // Queue is the outbound mail queue. It is safe for concurrent use, and
@@ -230,7 +231,7 @@ func (q *Queue) spool(ctx context.Context, msg io.Reader) (*spooled, error) {
 	}
 	os.Remove(f.Name())
 	sp := &spooled{f: f}
-	br := bufio.NewReaderSize(ctxReader{ctx, msg}, 32*1024)
+	br := bufio.NewReaderSize(fsutil.ContextReader(ctx, msg), 32*1024)
 	bw := bufio.NewWriterSize(f, 32*1024)
 	inHeader, lineStart := true, true
 	for {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/postino-mail/postino/internal/fsutil"
 )
 
 // Errors of the queue operations.
@@ -127,7 +129,7 @@ func (s *FileStore) writeFile(ctx context.Context, name string, r io.Reader) err
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(f, ctxReader{ctx, r})
+	_, err = io.Copy(f, fsutil.ContextReader(ctx, r))
 	if err == nil {
 		err = f.Sync()
 	}
@@ -365,16 +367,4 @@ func (s *FileStore) Sweep(age time.Duration) error {
 		}
 	}
 	return nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
