@@ -443,7 +443,12 @@ func (s *server) reload(logger *slog.Logger) {
 	}
 }
 
-// abort closes listeners that were opened but never served.
+// abort undoes startServer when serving cannot begin (privileges could not
+// be dropped): it balances the WaitGroup for the start functions that will
+// never run, closes the POP3 and SMTP servers (which hold no listener yet)
+// and cancels the context of the certificate watcher and the queue. The
+// listeners startServer opened are held only by those start functions;
+// they are closed by the process exit that follows.
 func (s *server) abort() {
 	for range s.starts {
 		s.wg.Done()

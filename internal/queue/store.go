@@ -26,10 +26,8 @@ var (
 	ErrNotFound = errors.New("queue: no such entry")
 )
 
-// Store holds the queue: message bodies and entries. FileStore keeps it in
-// a folder; a PostgreSQL store can implement the same contract for a
-// cluster (a row per entry, a lease column or advisory lock for Claim,
-// LISTEN/NOTIFY for Changed).
+// Store holds the queue: message bodies and entries. FileStore, the one
+// implementation, keeps it in a folder.
 //
 // The contract: AddMessage is durable when it returns, and makes the
 // entries visible only after the body is durable. Update replaces an entry

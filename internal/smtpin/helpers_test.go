@@ -33,12 +33,6 @@ import (
 	"github.com/postino-mail/postino/internal/testutil"
 )
 
-func TestMain(m *testing.M) {
-	// Cheap hashes: the tests are about SMTP, not Argon2.
-	auth.Argon2Params = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
-	os.Exit(m.Run())
-}
-
 // fixedNow is the clock of every test server.
 var fixedNow = time.Date(2025, 3, 4, 5, 6, 7, 0, time.FixedZone("", 0))
 
@@ -139,8 +133,9 @@ func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	db := auth.OpenDB(filepath.Join(dir, "users.passwd"))
+	db.Argon2 = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32} // the tests are about SMTP, not Argon2
 	for u, pw := range testUsers {
-		h, err := auth.HashPassword(pw)
+		h, err := db.HashPassword(pw)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,5 +1,6 @@
 // Package store defines the storage contract that every postino mailbox
-// backend honours (Maildir on a single node, PostgreSQL in a cluster).
+// backend honours. The backend today is Maildir (internal/store/maildir);
+// a backend for several nodes must honour the same contract.
 //
 // The contract, which the POP3 server and local delivery rely on:
 //
@@ -18,8 +19,8 @@
 //   - Bodies are streamed, never loaded whole into memory.
 //   - Commit removes the given messages all-or-nothing and durably: after a
 //     crash at any instant either every one is gone or none is.
-//   - Deliver returns only once the message is durable (file and directory
-//     fsync'd, or the database transaction committed).
+//   - Deliver returns only once the message is durable (for Maildir: the
+//     file and its directory fsync'd).
 package store
 
 import (
