@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -119,7 +120,7 @@ func TestKill9(t *testing.T) {
 		t.Fatalf("%d messages before the kill, want 2", got)
 	}
 	cmd = startHelper(t, dir, srv.addr())
-	waitFor(t, 30*time.Second, "the queue to empty", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the queue to empty", func() bool {
 		msgs, _ := os.ReadDir(filepath.Join(dir, "msg"))
 		return len(mustList(t, q)) == 0 && len(msgs) == 0
 	})

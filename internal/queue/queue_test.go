@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-message"
 
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // dsnParts parses a DSN with go-message and returns its header and parts
@@ -704,7 +705,7 @@ func TestRunNoticesOtherProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "delivery", func() bool { return len(srv.messages()) >= 20 && len(e.entries()) == 0 })
+	testutil.WaitFor(t, 20*time.Second, "delivery", func() bool { return len(srv.messages()) >= 20 && len(e.entries()) == 0 })
 	time.Sleep(100 * time.Millisecond)
 	cancel()
 	wg.Wait()

@@ -3,19 +3,14 @@ package smtpin
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -31,6 +26,7 @@ import (
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 )
 
 // fixedNow is the clock of every test server.
@@ -216,30 +212,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 // testTLS returns a server config with a fresh self-signed certificate for
 // localhost and 127.0.0.1, and a pool trusting it.
 func testTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
+	c := testutil.NewCert(t, "localhost", "127.0.0.1")
+	return c.Config(), c.Pool()
 }
 
 // client is a raw SMTP client for transcript tests.
@@ -393,7 +367,7 @@ func (e *env) expectNoMessages(mailbox string) {
 // messages returns the messages of a mailbox, in wire form.
 func (e *env) messages(mailbox string) []string {
 	e.t.Helper()
-	return testutil.StoreMessages(e.t, e.store, mailbox)
+	return mailtest.StoreMessages(e.t, e.store, mailbox)
 }
 
 // waitIdle waits until the server has no connections.

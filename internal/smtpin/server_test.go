@@ -16,6 +16,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 func hasCap(caps []string, c string) bool {
@@ -572,7 +573,7 @@ func TestConnectionLimits(t *testing.T) {
 	c4.expect(421, "4.7.0 Too many connections")
 	c1.cmd(221, "", "QUIT")
 	c1.closed()
-	waitFor(t, func() bool { e.srv.mu.Lock(); defer e.srv.mu.Unlock(); return len(e.srv.conns) == 1 })
+	testutil.WaitFor(t, 5*time.Second, "one tracked connection", func() bool { e.srv.mu.Lock(); defer e.srv.mu.Unlock(); return len(e.srv.conns) == 1 })
 	c5 := e.dial()
 	c5.cmd(250, "", "NOOP")
 	c2.cmd(250, "", "NOOP")
@@ -581,17 +582,6 @@ func TestConnectionLimits(t *testing.T) {
 	e.dial()
 	c6 := e.dialNoGreet(e.addr)
 	c6.expect(421, "Too many connections")
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestLMTP(t *testing.T) {
