@@ -11,7 +11,6 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/mailserver"
 	"github.com/postino-mail/postino/internal/store/maildir"
 )
 
@@ -27,7 +26,7 @@ func openDeliverer(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*de
 	}
 	return &delivery.Deliverer{
 		Store:         st,
-		Users:         mailserver.LocalUsers{DB: users},
+		Users:         users,
 		SpoolDir:      spool,
 		MaxSize:       int64(cfg.Delivery.MaxMessageSize),
 		PlusSeparator: cfg.SMTP.PlusSeparator,

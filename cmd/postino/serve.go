@@ -19,7 +19,8 @@ import (
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/dkim"
-	"github.com/postino-mail/postino/internal/mailserver"
+	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/srs"
@@ -213,7 +214,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		logger.Info("completed interrupted POP3 updates", "mailboxes", n)
 	}
 	s.pop3 = &pop3.Server{
-		Backend: &mailserver.POP3Backend{
+		Backend: &pop3backend.POP3Backend{
 			Users: s.users, Store: st, Logger: logger, Guard: guard,
 			LoginDelay: cfg.POP3.LoginDelay.Duration,
 		},
@@ -252,7 +253,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 			return nil, fmt.Errorf("aliases: %w", err)
 		}
 		qo := queueOptions(cfg, logger.With("component", "queue"))
-		qo.IsLocalDomain = smtpin.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
+		qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
 		qo.Local = deliverer
 		qo.Signer = dkim.NewSigner(cfg.DKIMDir())
 		qo.DSNDomain = dsnDomain(cfg)
@@ -490,7 +491,12 @@ func (s *server) reload(logger *slog.Logger) {
 	}
 }
 
-// abort closes listeners that were opened but never served.
+// abort undoes startServer when serving cannot begin (privileges could not
+// be dropped): it balances the WaitGroup for the start functions that will
+// never run, closes the POP3 and SMTP servers (which hold no listener yet)
+// and cancels the context of the certificate watcher and the queue. The
+// listeners startServer opened are held only by those start functions;
+// they are closed by the process exit that follows.
 func (s *server) abort() {
 	for range s.starts {
 		s.wg.Done()

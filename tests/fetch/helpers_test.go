@@ -7,18 +7,11 @@ package fetch_test
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -32,6 +25,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -109,7 +103,7 @@ func (s *postinoServer) deliver(t testing.TB, user string, msg []byte) {
 // client logs in with the repository's POP3 client.
 func popClient(t testing.TB, addr, user, pw string) *pop3.Client {
 	t.Helper()
-	c := testutil.DialPOP3(t, addr, 10*time.Second)
+	c := mailtest.DialPOP3(t, addr, 10*time.Second)
 	if err := c.Login(user, pw); err != nil {
 		t.Fatalf("login %s: %v", user, err)
 	}
@@ -563,26 +557,11 @@ func (d *dovecot) deliver(t testing.TB, user string, msg []byte) {
 // selfSigned returns a certificate for localhost and 127.0.0.1, its key
 // and its SHA-256 fingerprint.
 func selfSigned(t testing.TB) (certPEM, keyPEM []byte, fp string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:    []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	sum := sha256.Sum256(der)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), hex.EncodeToString(sum[:])
+	t.Helper()
+	c := testutil.NewCert(t, "localhost", "127.0.0.1")
+	certPEM, keyPEM = c.PEM(t)
+	sum := sha256.Sum256(c.DER)
+	return certPEM, keyPEM, hex.EncodeToString(sum[:])
 }
 
 // ---- a misbehaving proxy ----
