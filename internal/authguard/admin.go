@@ -57,11 +57,11 @@ type adminResponse struct {
 }
 
 func toAdmin(e Entry) adminEntry {
-	return adminEntry{e.Kind, e.Name, e.Failures, e.Blocked, e.Until}
+	return adminEntry(e)
 }
 
 func fromAdmin(e adminEntry) Entry {
-	return Entry{e.Kind, e.Name, e.Failures, e.Blocked, e.Until}
+	return Entry(e)
 }
 
 // ErrNotRunning is returned by the admin client when no server answers on
