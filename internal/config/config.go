@@ -32,17 +32,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-)
 
-// Accepted values of POP3Config.PlaintextAuth.
-const (
-	// PlaintextAuthNever refuses password logins on connections without TLS.
-	PlaintextAuthNever = "never"
-	// PlaintextAuthLoopback allows password logins without TLS only from
-	// loopback addresses.
-	PlaintextAuthLoopback = "loopback"
-	// PlaintextAuthAlways allows password logins on any connection.
-	PlaintextAuthAlways = "always"
+	"github.com/postino-mail/postino/pop3"
 )
 
 // ExpireNever is the POP3Config.Expire value meaning messages are never
@@ -79,7 +70,7 @@ type TLSConfig struct {
 type POP3Config struct {
 	Listen              string   `toml:"listen" comment:"Address for plain POP3 with STLS (host:port); empty disables it. The standard port is 110."`
 	ListenTLS           string   `toml:"listen_tls" comment:"Address for POP3 over implicit TLS (host:port); empty disables it. The standard port is 995."`
-	PlaintextAuth       string   `toml:"plaintext_auth" comment:"Whether USER/PASS and SASL PLAIN/LOGIN are allowed on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
+	PlaintextAuth       pop3.PlaintextPolicy `toml:"plaintext_auth" comment:"Whether USER/PASS and SASL PLAIN/LOGIN are allowed on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
 	Autologout          Duration `toml:"autologout" comment:"Idle time after which a session is closed. RFC 1939 requires at least 10m; shorter values are accepted (down to 1s) but violate the RFC."`
 	MaxLine             int      `toml:"max_line" comment:"Longest command line accepted, in octets including CRLF (at least 255, as RFC 2449 requires)."`
 	MaxBadCommands      int      `toml:"max_bad_commands" comment:"Number of failed or unknown commands after which the connection is closed."`
@@ -127,7 +118,7 @@ type SMTPConfig struct {
 	LocalDomains        []string `toml:"local_domains" comment:"Domains delivered locally; empty means the domains of the existing users."`
 	PlusSeparator       string   `toml:"plus_separator" comment:"Separator for address extensions: user+tag@domain is delivered to user@domain. Empty disables extensions."`
 	AliasesFile         string   `toml:"aliases_file" comment:"Aliases file; empty means DATA/aliases."`
-	PlaintextAuth       string   `toml:"plaintext_auth" comment:"Whether submission offers AUTH on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
+	PlaintextAuth       pop3.PlaintextPolicy `toml:"plaintext_auth" comment:"Whether submission offers AUTH on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
 	RestrictSender      bool     `toml:"restrict_sender" comment:"On submission, let an authenticated user send only as their own address, its plus-addresses, an alias that reaches them, or <>."`
 	Postmaster          string   `toml:"postmaster" comment:"Address that receives mail for \"postmaster\" (without a domain, RFC 5321) and postmaster@ each local domain when that domain has no user or alias of that name. Empty: only a postmaster alias or user of the primary domain (the first of local_domains) receives it."`
 	SRS                 bool     `toml:"srs" comment:"Rewrite the envelope sender of mail forwarded to remote addresses with the Sender Rewriting Scheme (SRS0=...@primary domain; secret in DATA/srs.key) and route bounces to such addresses back to the original sender."`
@@ -148,7 +139,7 @@ func Default() *Config {
 		POP3: POP3Config{
 			Listen:              "127.0.0.1:1110",
 			ListenTLS:           "127.0.0.1:1995",
-			PlaintextAuth:       PlaintextAuthLoopback,
+			PlaintextAuth:       pop3.PlaintextLoopback,
 			Autologout:          D(10 * time.Minute),
 			MaxLine:             1024,
 			MaxBadCommands:      20,
@@ -187,7 +178,7 @@ func Default() *Config {
 			TrustedNetworks:     []string{"127.0.0.0/8", "::1/128"},
 			LocalDomains:        []string{},
 			PlusSeparator:       "+",
-			PlaintextAuth:       PlaintextAuthLoopback,
+			PlaintextAuth:       pop3.PlaintextLoopback,
 			RestrictSender:      true,
 			SRS:                 true,
 		},

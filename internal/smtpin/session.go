@@ -19,6 +19,7 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/pop3"
 )
 
 // Replies of this package. RFC 3463 gives the enhanced codes.
@@ -175,9 +176,9 @@ func (s *session) authAllowed() bool {
 		return true
 	}
 	switch s.srv.opts.PlaintextAuth {
-	case PlaintextAuthAlways:
+	case pop3.PlaintextAlways:
 		return true
-	case PlaintextAuthLoopback:
+	case pop3.PlaintextLoopback:
 		return s.local
 	}
 	return false
