@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/postino-mail/postino/internal/config"
 )
 
 // Destination is where downloaded messages are stored.
@@ -60,23 +62,20 @@ var ErrDestination = errors.New("destination")
 // TempFail reports an MDA exit status of 75 (EX_TEMPFAIL).
 var errTempFail = errors.New("temporary failure")
 
-// ParseDestination parses "maildir:DIR", "mbox:FILE" or "mda:COMMAND"
-// ("local:ADDRESS" needs a Deliverer and is built with NewLocal). A
-// leading "~/" in a path is the home directory.
-func ParseDestination(s, mdaCheck string) (Destination, error) {
-	kind, arg, ok := strings.Cut(s, ":")
-	if !ok || arg == "" {
-		return nil, fmt.Errorf("destination %q: want maildir:DIR, mbox:FILE, mda:COMMAND or local:ADDRESS", s)
+// NewDestination builds the destination d names (parsed by
+// config.ParseFetchDestination, the one parser of the syntax): a Maildir,
+// an mbox file or an MDA. A "local:" destination needs a Deliverer and is
+// built with NewLocal. A leading "~/" in a path is the home directory.
+func NewDestination(d config.FetchDestination, mdaCheck string) (Destination, error) {
+	switch d.Kind {
+	case config.FetchDestMaildir:
+		return &Maildir{Dir: ExpandHome(d.Arg)}, nil
+	case config.FetchDestMbox:
+		return &Mbox{Path: ExpandHome(d.Arg)}, nil
+	case config.FetchDestMDA:
+		return &MDA{Command: d.Arg, Check: mdaCheck}, nil
 	}
-	switch kind {
-	case "maildir":
-		return &Maildir{Dir: ExpandHome(arg)}, nil
-	case "mbox":
-		return &Mbox{Path: ExpandHome(arg)}, nil
-	case "mda":
-		return &MDA{Command: arg, Check: mdaCheck}, nil
-	}
-	return nil, fmt.Errorf("destination %q: unknown type %q", s, kind)
+	return nil, fmt.Errorf("%w: %s needs local delivery (NewLocal)", config.ErrFetchDestination, d)
 }
 
 // ExpandHome replaces a leading "~/" with the home directory.
