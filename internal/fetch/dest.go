@@ -11,10 +11,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/store/maildir"
 )
 
 // Destination is where downloaded messages are stored.
@@ -139,15 +138,16 @@ func fill(r io.Reader, buf []byte) (int, error) {
 // ---- Maildir ----
 
 // Maildir delivers into a Maildir folder (new/, cur/, tmp/, created if
-// missing, with an fsync of the parent of each directory created): the message is written to tmp/, fsync'd, renamed into new/ and
-// the directory fsync'd. Its file name carries the ID's token, so Find
-// needs no file contents: a name in new/ or cur/ means a complete message,
-// since rename is atomic. Line ends are LF.
+// missing, with an fsync of the parent of each directory created) through
+// the Maildir writer of postino's own store (maildir.DeliverFolder): the
+// same Dovecot-compatible names with ,S= and ,W= sizes, LF line ends, the
+// message written to tmp/, fsync'd, renamed into new/ and new/ fsync'd.
+// The unique part of the name carries the ID's token ("X" + token + "."),
+// so Find needs no file contents: a name in new/ or cur/ means a complete
+// message, since rename is atomic.
 type Maildir struct {
 	Dir string
 }
-
-var maildirSeq atomic.Int64
 
 func (d *Maildir) String() string { return "maildir:" + d.Dir }
 
@@ -162,43 +162,23 @@ func (d *Maildir) ensure() error {
 	return nil
 }
 
+// dirSynced, when set (by tests), is told each directory the shared
+// Maildir writer fsyncs.
+var dirSynced func(dir string)
+
 // Deliver implements Destination.
 func (d *Maildir) Deliver(ctx context.Context, m *Message) (string, error) {
 	if err := d.ensure(); err != nil {
 		return "", err
 	}
-	host, _ := os.Hostname()
-	host = strings.NewReplacer("/", `\057`, ":", `\072`).Replace(host)
-	if host == "" {
-		host = "localhost"
-	}
-	now := time.Now()
-	name := fmt.Sprintf("%d.M%dP%dQ%dX%s.%s", now.Unix(), now.Nanosecond()/1000, os.Getpid(), maildirSeq.Add(1), m.Token(), host)
-	tmp := filepath.Join(d.Dir, "tmp", name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	name, err := maildir.DeliverFolder(ctx, d.Dir, m.WithMarker(true), maildir.FolderOptions{
+		Tag: m.Token(),
+		// The deliver-partial crash-test step: killed here, the first
+		// chunk is already in tmp/, as a real crash would leave it.
+		AfterFirstChunk: func() { debugPoint("deliver-partial") },
+		DirSynced:       dirSynced,
+	})
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrDestination, err)
-	}
-	bw := bufio.NewWriterSize(f, 64*1024)
-	_, err = writeChunked(bw, m.WithMarker(true))
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("%w: writing %s: %v", ErrDestination, tmp, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(d.Dir, "new", name)); err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("%w: %v", ErrDestination, err)
-	}
-	if err := syncDir(filepath.Join(d.Dir, "new")); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDestination, err)
 	}
 	return "new/" + name, nil
