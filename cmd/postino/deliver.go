@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/postino-mail/postino/internal/aliases"
@@ -139,7 +140,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 			locals = append(locals, local{addr, t})
 		}
 		for _, r := range res.Remote {
-			if !containsAddr(remotes, r) {
+			if !slices.Contains(remotes, r) {
 				remotes = append(remotes, r)
 				rd := smtpin.RecipientDSN{}
 				if r != addr {
@@ -211,13 +212,4 @@ func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliver
 		return err
 	}
 	return q.Store().Kick()
-}
-
-func containsAddr(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
