@@ -18,10 +18,11 @@ const resolveAliases = defaultAliases + "fwd@example.test: friend@elsewhere.test
 // through `postino deliver` (with the server running on the same data
 // folder) and checks that both put the message in the same places:
 // postmaster, a local alias, a plus-address, a catch-all, an alias
-// forwarding to a remote address (queued, and picked up by the running
-// server), and an unknown user (refused by both, nothing stored).
+// forwarding to a remote address (queued with the same SRS sender, and
+// picked up by the running server), and an unknown user and a forged SRS
+// address (refused by both, nothing stored).
 func TestDeliverResolvesAsSMTP(t *testing.T) {
-	s := startServer(t, serverOpts{aliases: resolveAliases, smtpConfig: "postmaster = \"" + bob + "\"\n"})
+	s := startServer(t, serverOpts{aliases: resolveAliases, smtpConfig: "postmaster = \"" + bob + "\"\nsrs = true\n"})
 	conf := filepath.Join(s.data, "postino.toml")
 	cases := []struct{ name, rcpt string }{
 		{"postmaster", "postmaster@example.test"},
@@ -31,6 +32,7 @@ func TestDeliverResolvesAsSMTP(t *testing.T) {
 		{"catch-all", "whoever@catch.test"},
 		{"forward", "fwd@example.test"},
 		{"unknown", "nobody@example.test"},
+		{"forged SRS", "SRS0=AAAA=ZZ=remote.test=victim@example.test"},
 	}
 	for _, c := range cases {
 		// Over SMTP (MX).
@@ -38,7 +40,8 @@ func TestDeliverResolvesAsSMTP(t *testing.T) {
 		rc.ehlo("resolve.test")
 		rc.send("MAIL FROM:<sender@remote.test>\r\nRCPT TO:<" + c.rcpt + ">\r\n")
 		rc.expect("250")
-		if c.name == "unknown" {
+		refused := c.name == "unknown" || c.name == "forged SRS"
+		if refused {
 			rc.expect("550 5.1.1")
 		} else {
 			rc.expect("250")
@@ -52,7 +55,7 @@ func TestDeliverResolvesAsSMTP(t *testing.T) {
 		// Through `postino deliver`.
 		r := run(t, nil, []byte("Subject: deliver "+c.name+"\n\nbody\n"), binPath, "deliver", "--config", conf, "--data", s.data, "--from", "sender@remote.test", c.rcpt)
 		want := 0
-		if c.name == "unknown" {
+		if refused {
 			want = 67 // EX_NOUSER
 		}
 		if r.Code != want {
@@ -122,7 +125,7 @@ func TestDeliverResolvesAsSMTP(t *testing.T) {
 			t.Fatalf("queue holds %d entries: %v", len(names), names)
 		}
 		if sok && dok {
-			if se.From != de.From || len(se.Rcpts) != 1 || len(de.Rcpts) != 1 || se.Rcpts[0] != de.Rcpts[0] || de.Rcpts[0].Addr != "friend@elsewhere.test" {
+			if se.From != de.From || len(se.Rcpts) != 1 || len(de.Rcpts) != 1 || se.Rcpts[0] != de.Rcpts[0] || de.Rcpts[0].Addr != "friend@elsewhere.test" || !strings.HasPrefix(de.From, "SRS0=") {
 				t.Fatalf("SMTP queued %+v, deliver queued %+v", se, de)
 			}
 			if len(de.Attempts) > 0 || de.Failures > 0 {
