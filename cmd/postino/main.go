@@ -9,6 +9,7 @@
 //	postino user add|passwd|del|list   manage users
 //	postino deliver [--from S] ADDR... store a message from standard input
 //	postino queue list|show|retry|delete  inspect the outbound queue
+//	postino block list|remove ADDR     see and lift failed-login blocks
 //	postino dkim keygen DOMAIN         make DKIM keys
 //	postino fetch [ACCOUNT...]         download remote POP3 mailboxes
 //	postino config default|check       print or validate configuration
@@ -78,6 +79,7 @@ func init() {
 		{"deliver", "[--from SENDER] ADDRESS... < message", "deliver a message from standard input", runDeliver},
 		{"fetch", "[flags] [ACCOUNT...]", "download remote POP3 mailboxes", runFetch},
 		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
+		{"block", "list | remove ADDRESS|ACCOUNT", "see and lift blocks after failed logins", runBlock},
 		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},
 		{"config", "default | check [FILE]", "print the commented default configuration, or check one", runConfig},
 		{"version", "", "print the version", runVersion},

@@ -94,6 +94,7 @@ func runServe(env *cmdEnv, args []string) int {
 		srv.abort()
 		return exitConfigError
 	}
+	srv.startAdmin(cfg, logger)
 	for _, start := range srv.starts {
 		go start()
 	}
@@ -137,6 +138,8 @@ type server struct {
 	pop3      *pop3.Server
 	smtp      []*smtpin.Server
 	queue     *queue.Queue
+	guard     *authguard.Guard
+	ctx       context.Context // cancelled at shutdown
 	listeners []listener
 	starts    []func() // serve the opened listeners, once privileges are dropped
 	failed    chan error
@@ -181,7 +184,10 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		BlockFor:    cfg.Users.BlockFor.Duration,
 		BaseDelay:   cfg.Users.FailureDelay.Duration,
 		MaxDelay:    cfg.Users.MaxFailureDelay.Duration,
+		Trusted:     cfg.SMTP.TrustedNetworkPrefixes(),
+		Logger:      logger,
 	}
+	s.guard = guard
 	if guard.BaseDelay == 0 {
 		guard.BaseDelay = -1 // 0s in the config disables delays
 	}
@@ -321,8 +327,9 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	s.ctx, s.cancel = ctx, cancel
 	go certs.Watch(ctx, tlsutil.DefaultWatchInterval)
+	go sweepGuard(ctx, guard)
 	if s.queue != nil {
 		// Started with the listeners, once privileges are dropped; it
 		// stops when ctx is cancelled, after its attempts are recorded.
@@ -334,6 +341,42 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	}
 	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
 	return s, nil
+}
+
+// guardSweepInterval is how often expired login blocks are noticed (and
+// their end logged) when the address does not come back.
+const guardSweepInterval = time.Minute
+
+// sweepGuard sweeps the guard until ctx ends.
+func sweepGuard(ctx context.Context, g *authguard.Guard) {
+	t := time.NewTicker(guardSweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			g.Sweep()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// startAdmin opens the admin socket "postino block" talks to, once the
+// server runs as its final user so that the socket belongs to it. Without
+// it the server still serves mail; blocks then only expire.
+func (s *server) startAdmin(cfg *config.Config, logger *slog.Logger) {
+	l, err := authguard.ListenAdmin(adminSocket(cfg))
+	if err != nil {
+		logger.Error("postino block will not reach this server", "err", err)
+		return
+	}
+	s.wg.Add(1) // shutdown waits for the socket to be closed and removed
+	go func() {
+		defer s.wg.Done()
+		if err := s.guard.ServeAdmin(s.ctx, l, logger); err != nil {
+			logger.Error("admin socket failed", "err", err)
+		}
+	}()
 }
 
 // listen opens a TCP listener, or a unix socket for an address that is a

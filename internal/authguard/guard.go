@@ -10,12 +10,22 @@
 //
 // Memory is bounded: at most MaxEntries addresses and accounts are
 // tracked; expired records are swept first, then arbitrary ones.
+//
+// Addresses in Trusted are never counted nor blocked; the accounts they
+// fail to log in to still are, so their answers are delayed like anyone's
+// (an account is only ever delayed, never refused: refusing an account
+// would let anyone lock its owner out). Blocks are logged when they start
+// and when they end (expired, lifted with Lift, or dropped to bound
+// memory), and Blocks lists what is being held against whom.
 package authguard
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +57,12 @@ type Guard struct {
 	MaxEntries int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Trusted addresses are never counted nor blocked (their failures
+	// still count against the account tried).
+	Trusted []netip.Prefix
+	// Logger receives a line when a block starts and when it ends; nil
+	// logs nothing.
+	Logger *slog.Logger
 
 	mu      sync.Mutex
 	records map[string]*record
@@ -72,27 +88,56 @@ func def[T int | time.Duration](v, d T) T {
 	return v
 }
 
-// AddrKey returns the key an address is counted under: the IP, or for
-// IPv6 its /64.
-func AddrKey(a net.Addr) string {
+// addrIP returns the IP of a connection's remote address, if it has one.
+func addrIP(a net.Addr) (netip.Addr, bool) {
 	if a == nil {
-		return "ip:?"
+		return netip.Addr{}, false
 	}
 	s := a.String()
-	var ip netip.Addr
 	if ap, err := netip.ParseAddrPort(s); err == nil {
-		ip = ap.Addr()
-	} else if p, err := netip.ParseAddr(s); err == nil {
-		ip = p
-	} else {
-		return "ip:" + s
+		return ap.Addr().Unmap(), true
 	}
-	ip = ip.Unmap()
+	if p, err := netip.ParseAddr(s); err == nil {
+		return p.Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
+// ipKey is the key of an IP: itself, or for IPv6 its /64.
+func ipKey(ip netip.Addr) string {
+	ip = ip.WithZone("")
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
 		return "ip:" + p.String()
 	}
 	return "ip:" + ip.String()
+}
+
+// AddrKey returns the key an address is counted under: the IP, or for
+// IPv6 its /64.
+func AddrKey(a net.Addr) string {
+	if ip, ok := addrIP(a); ok {
+		return ipKey(ip)
+	}
+	if a == nil {
+		return "ip:?"
+	}
+	return "ip:" + a.String()
+}
+
+// trusted reports whether a is in g.Trusted.
+func (g *Guard) trusted(a net.Addr) bool {
+	ip, ok := addrIP(a)
+	if !ok {
+		return false
+	}
+	ip = ip.WithZone("")
+	for _, p := range g.Trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 func accountKey(user string) string { return "user:" + strings.ToLower(user) }
@@ -102,26 +147,43 @@ func accountKey(user string) string { return "user:" + strings.ToLower(user) }
 func (g *Guard) Blocked(addr net.Addr) (bool, time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	r := g.records[AddrKey(addr)]
-	if r != nil && g.now().Before(r.blockedUntil) {
+	key := AddrKey(addr)
+	r := g.records[key]
+	if r == nil {
+		return false, time.Time{}
+	}
+	now := g.now()
+	if now.Before(r.blockedUntil) {
 		return true, r.blockedUntil
 	}
+	g.expire(key, r, now)
 	return false, time.Time{}
 }
 
 // Failure records a failed login and returns how long the answer should
-// be held back.
+// be held back. A trusted address is neither counted nor blocked; the
+// account is.
 func (g *Guard) Failure(addr net.Addr, user string) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
-	ipr := g.bump(AddrKey(addr), now)
-	n := ipr.failures
+	n := 1
+	if !g.trusted(addr) {
+		key := AddrKey(addr)
+		ipr := g.bump(key, now)
+		n = ipr.failures
+		if ipr.failures >= def(g.MaxFailures, DefaultMaxFailures) {
+			starts := ipr.blockedUntil.IsZero()
+			ipr.blockedUntil = now.Add(def(g.BlockFor, DefaultBlockFor))
+			if starts && g.Logger != nil {
+				g.Logger.Warn("login block started: too many failed logins from this address",
+					"address", displayKey(key), "failures", ipr.failures, "user", user,
+					"until", ipr.blockedUntil.UTC().Format(time.RFC3339))
+			}
+		}
+	}
 	if user != "" {
 		n = max(n, g.bump(accountKey(user), now).failures)
-	}
-	if ipr.failures >= def(g.MaxFailures, DefaultMaxFailures) {
-		ipr.blockedUntil = now.Add(def(g.BlockFor, DefaultBlockFor))
 	}
 	base := def(g.BaseDelay, DefaultBaseDelay)
 	if base < 0 {
@@ -150,6 +212,7 @@ func (g *Guard) bump(key string, now time.Time) *record {
 		r = &record{windowStart: now}
 		g.records[key] = r
 	}
+	g.expire(key, r, now)
 	if now.Sub(r.windowStart) > def(g.Window, DefaultWindow) {
 		r.failures, r.windowStart = 0, now
 	}
@@ -166,15 +229,154 @@ func (g *Guard) evict(now time.Time) {
 	window := def(g.Window, DefaultWindow)
 	for k, r := range g.records {
 		if now.Sub(r.windowStart) > window && !now.Before(r.blockedUntil) {
+			g.expire(k, r, now)
 			delete(g.records, k)
 		}
 	}
-	for k := range g.records {
+	for k, r := range g.records {
 		if len(g.records) < limit*9/10 {
 			break
 		}
+		g.end(k, r, "evicted to bound memory")
 		delete(g.records, k) // map order is random
 	}
+}
+
+// expire notices the end of an expired block: it is logged once and
+// forgotten.
+func (g *Guard) expire(key string, r *record, now time.Time) {
+	if !r.blockedUntil.IsZero() && !now.Before(r.blockedUntil) {
+		g.end(key, r, "expired")
+	}
+}
+
+// end logs the end of r's block, if it has one, and clears it.
+func (g *Guard) end(key string, r *record, reason string) {
+	if r.blockedUntil.IsZero() {
+		return
+	}
+	if g.Logger != nil {
+		g.Logger.Info("login block ended", "address", displayKey(key), "reason", reason,
+			"failures", r.failures, "until", r.blockedUntil.UTC().Format(time.RFC3339))
+	}
+	r.blockedUntil = time.Time{}
+}
+
+// Sweep forgets what has expired: blocks past their end (each logged as
+// ended) and failures older than Window. A server calls it now and
+// then, so that the end of a block is logged even when the address never
+// comes back.
+func (g *Guard) Sweep() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	window := def(g.Window, DefaultWindow)
+	for k, r := range g.records {
+		g.expire(k, r, now)
+		if r.blockedUntil.IsZero() && now.Sub(r.windowStart) > window {
+			delete(g.records, k)
+		}
+	}
+}
+
+// Kinds of Entry.
+const (
+	KindAddress = "address"
+	KindAccount = "account"
+)
+
+// Entry is one address or account the Guard holds failures against.
+type Entry struct {
+	// Kind is KindAddress or KindAccount.
+	Kind string
+	// Name is the IP address (IPv6: its /64) or the account name.
+	Name string
+	// Failures counted within the current window.
+	Failures int
+	// Blocked is true for an address refused until Until. An account is
+	// never refused: its logins are delayed until Until, the end of
+	// its failure window.
+	Blocked bool
+	// Until is when the block, or else the failure window, ends.
+	Until time.Time
+}
+
+// Blocks lists the addresses and accounts with failures held against
+// them now, blocked addresses first, each group by name.
+func (g *Guard) Blocks() []Entry {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	window := def(g.Window, DefaultWindow)
+	var out []Entry
+	for k, r := range g.records {
+		g.expire(k, r, now)
+		e := Entry{Kind: KindAddress, Name: displayKey(k), Failures: r.failures}
+		if strings.HasPrefix(k, "user:") {
+			e.Kind = KindAccount
+		}
+		switch {
+		case !r.blockedUntil.IsZero():
+			e.Blocked, e.Until = true, r.blockedUntil
+		case now.Sub(r.windowStart) <= window:
+			e.Until = r.windowStart.Add(window)
+		default:
+			continue
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Blocked != b.Blocked {
+			return a.Blocked
+		}
+		if a.Kind != b.Kind {
+			return a.Kind == KindAddress
+		}
+		return a.Name < b.Name
+	})
+	return out
+}
+
+// ErrNotFound is returned by Lift for a name the Guard holds nothing
+// against.
+var ErrNotFound = errors.New("authguard: no failures recorded for that address or account")
+
+// ErrBadName is returned by Lift for an empty name.
+var ErrBadName = errors.New("authguard: empty address or account")
+
+// Lift forgets the failures of an address or an account, lifting the
+// address's block (logged as ended). name is an IP address (any address
+// of an IPv6 /64 lifts the /64, as does the /64 itself) or an account
+// name. It returns the Entry removed.
+func (g *Guard) Lift(name string) (Entry, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return Entry{}, ErrBadName
+	}
+	key := accountKey(name)
+	kind := KindAccount
+	if ip, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
+		key, kind = ipKey(ip.Unmap()), KindAddress
+	} else if p, err := netip.ParsePrefix(name); err == nil && p.Addr().Is6() && p.Bits() == 64 {
+		key, kind = ipKey(p.Addr()), KindAddress
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r := g.records[key]
+	if r == nil {
+		return Entry{}, ErrNotFound
+	}
+	e := Entry{Kind: kind, Name: displayKey(key), Failures: r.failures, Blocked: !r.blockedUntil.IsZero(), Until: r.blockedUntil}
+	g.end(key, r, "lifted")
+	delete(g.records, key)
+	return e, nil
+}
+
+// displayKey is a record key without its kind prefix.
+func displayKey(key string) string {
+	_, name, _ := strings.Cut(key, ":")
+	return name
 }
 
 // Len returns the number of records kept.

@@ -89,7 +89,7 @@ type POP3Config struct {
 type UsersConfig struct {
 	File            string   `toml:"file" comment:"User database file; empty means DATA/users.passwd."`
 	CacheTTL        Duration `toml:"cache_ttl" comment:"How long a successful password check is remembered, so that clients polling every few minutes do not pay for a slow password hash each time. Entries are keyed by a keyed hash of user, stored hash and password, so a password change takes effect at once. 0s disables the cache."`
-	MaxFailures     int      `toml:"max_failures" comment:"Failed logins (POP3 and SMTP AUTH together) from one address (IPv6: one /64) within failure_window after which the address is refused for block_for."`
+	MaxFailures     int      `toml:"max_failures" comment:"Failed logins (POP3 and SMTP AUTH together) from one address (IPv6: one /64) within failure_window after which the address is refused for block_for (see postino block list|remove); addresses in smtp.trusted_networks are never refused."`
 	FailureWindow   Duration `toml:"failure_window" comment:"Window in which failed logins are counted."`
 	BlockFor        Duration `toml:"block_for" comment:"How long an address is refused after max_failures failed logins."`
 	FailureDelay    Duration `toml:"failure_delay" comment:"Wait before answering a failed login; it doubles with each further failure of the address or account, up to max_failure_delay. Successful logins are never delayed. 0s disables delays."`
@@ -114,7 +114,7 @@ type SMTPConfig struct {
 	MaxErrors           int                  `toml:"max_errors" comment:"Number of failed commands after which the connection is closed."`
 	MaxConnections      int                  `toml:"max_connections" comment:"Maximum number of simultaneous SMTP connections."`
 	MaxConnectionsPerIP int                  `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous SMTP connections from one IP address (Postfix allows 50). A connection over it waits up to a second for one of the address's connections to end before it is refused."`
-	TrustedNetworks     []string             `toml:"trusted_networks" comment:"Networks (CIDR, e.g. \"192.0.2.0/24\", or single addresses) exempt from max_connections_per_ip, as Postfix's mynetworks is from its per-client limits: the MTAs that relay through this server. They get no other privilege: no relaying, AUTH still required on submission, and failed AUTH attempts from them are counted and blocked like any others. Empty: none."`
+	TrustedNetworks     []string             `toml:"trusted_networks" comment:"Networks (CIDR, e.g. \"192.0.2.0/24\", or single addresses) exempt from max_connections_per_ip, as Postfix's mynetworks is from its per-client limits: the MTAs that relay through this server. They are also never blocked after failed logins (POP3 and SMTP; their failures still count against the accounts tried, which are delayed). They get no other privilege: no relaying, AUTH still required on submission. Empty: none."`
 	LocalDomains        []string             `toml:"local_domains" comment:"Domains delivered locally; empty means the domains of the existing users."`
 	PlusSeparator       string               `toml:"plus_separator" comment:"Separator for address extensions: user+tag@domain is delivered to user@domain. Empty disables extensions."`
 	AliasesFile         string               `toml:"aliases_file" comment:"Aliases file; empty means DATA/aliases."`

@@ -82,8 +82,8 @@ func TestReconnectAtLimit(t *testing.T) {
 
 // TestTrustedNetworks: addresses in TrustedNetworks have no per-IP
 // connection limit, others keep theirs; trusted addresses get no other
-// privilege: no relaying, no submission without AUTH, and their failed
-// AUTH attempts are counted and blocked like anyone's.
+// privilege: no relaying, no submission without AUTH; a Guard that
+// trusts them never blocks them (the accounts they fail on are counted).
 func TestTrustedNetworks(t *testing.T) {
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	e := newEnv(t, RoleMX, func(c *envConfig) {
@@ -113,12 +113,13 @@ func TestTrustedNetworks(t *testing.T) {
 		t.Fatalf("refused after %v, before waiting %v for a slot", d, slotWait)
 	}
 
-	// Submission from a trusted network: AUTH is still required and
-	// failures are still counted.
+	// Submission from a trusted network: AUTH is still required; the
+	// address is never blocked, but the account's failures are counted.
+	guard := &authguard.Guard{MaxFailures: 2, BaseDelay: -1, Trusted: loopback}
 	e = newEnv(t, RoleSubmission, func(c *envConfig) {
 		c.opts.MaxConnectionsPerIP = 1
 		c.opts.TrustedNetworks = loopback
-		c.opts.Guard = &authguard.Guard{MaxFailures: 2, BaseDelay: -1}
+		c.opts.Guard = guard
 	})
 	c = e.dial()
 	c.ehlo()
@@ -127,7 +128,11 @@ func TestTrustedNetworks(t *testing.T) {
 	c2 := e.dial()
 	c2.ehlo()
 	c2.authPlain("alice@example.test", "wrong again", 535, "5.7.8")
-	c.authPlain("alice@example.test", "alice-pw", 454, "4.7.0 Too many failed logins")
+	c2.authPlain("alice@example.test", "and again", 535, "5.7.8")
+	if b := guard.Blocks(); len(b) != 1 || b[0].Kind != authguard.KindAccount || b[0].Failures != 3 {
+		t.Fatalf("guard holds %v, want the account's 3 failures only", b)
+	}
+	c.authPlain("alice@example.test", "alice-pw", 235, "2.0.0")
 }
 
 // TestSlotWaitersBounded: an address at its limit cannot pile up

@@ -262,7 +262,7 @@ func TestGlobalFlagsAnywhere(t *testing.T) {
 // and exit status 0.
 func TestHelpEverywhere(t *testing.T) {
 	dir := t.TempDir()
-	for _, c := range []string{"serve", "init", "user", "deliver", "fetch", "queue", "dkim", "config", "version", "help"} {
+	for _, c := range []string{"serve", "init", "user", "deliver", "fetch", "queue", "block", "dkim", "config", "version", "help"} {
 		for _, args := range [][]string{{c, "--help"}, {c, "-h"}, {"help", c}, {"--config", "x.toml", c, "--help"}} {
 			r := inDir(t, dir, nil, nil, args...)
 			if r.Code != 0 || !strings.HasPrefix(r.Stdout, "Usage: postino "+c) || r.Stderr != "" {
@@ -295,6 +295,8 @@ func TestUsageNamesMissingArgument(t *testing.T) {
 		{[]string{"queue"}, "missing command (list, show, retry, delete)"},
 		{[]string{"queue", "show"}, "missing ID"},
 		{[]string{"queue", "delete"}, "missing ID"},
+		{[]string{"block"}, "missing command (list, remove)"},
+		{[]string{"block", "remove"}, "missing ADDRESS or ACCOUNT"},
 		{[]string{"dkim"}, "missing command (keygen)"},
 		{[]string{"dkim", "keygen"}, "missing DOMAIN"},
 		{[]string{"config"}, "missing default or check"},

@@ -12,7 +12,8 @@ import (
 // TestSCRAMGuessingBlocked: with pop3.scram = true, guesses made with AUTH
 // SCRAM-SHA-256 against the real server are delayed and counted like any
 // others: after users.max_failures the address is refused, through SCRAM
-// and USER/PASS alike, even with the right password.
+// and USER/PASS alike, even with the right password. Loopback is not
+// trusted here, or it would never be blocked.
 func TestSCRAMGuessingBlocked(t *testing.T) {
 	data := t.TempDir()
 	const user, pw = "alice@example.test", "correct horse"
@@ -20,7 +21,7 @@ func TestSCRAMGuessingBlocked(t *testing.T) {
 		t.Fatalf("user add: %s", r)
 	}
 	conf := filepath.Join(data, "postino.toml")
-	err := os.WriteFile(conf, []byte("[pop3]\nscram = true\n\n[users]\nmax_failures = 3\nfailure_delay = \"100ms\"\nmax_failure_delay = \"100ms\"\n"), 0o600)
+	err := os.WriteFile(conf, []byte("[pop3]\nscram = true\n\n[smtp]\ntrusted_networks = []\n\n[users]\nmax_failures = 3\nfailure_delay = \"100ms\"\nmax_failure_delay = \"100ms\"\n"), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
