@@ -6,8 +6,11 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 func TestClientFullSession(t *testing.T) {
@@ -82,7 +85,7 @@ func TestClientFullSession(t *testing.T) {
 	if err := c.Quit(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("bob@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("bob@example.test") })
 	if n := len(ts.be.boxes["bob@example.test"]); n != 149 {
 		t.Fatalf("%d messages left, want 149", n)
 	}

@@ -29,7 +29,11 @@ type Error struct {
 	Text string
 }
 
-// Error returns the response as it appears on the wire, without "-ERR ".
+// Error returns "pop3: " followed by the response code in brackets, if
+// any, and the text, for example
+// "pop3: [IN-USE] Mailbox is locked by another POP3 session.". On the wire
+// the response has "-ERR " in place of "pop3: " (RFC 2449 §8: a response
+// code in brackets follows "-ERR ").
 func (e *Error) Error() string {
 	if e.Code == "" {
 		return "pop3: " + e.Text

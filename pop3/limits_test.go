@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // openMode connects in the clear, with STLS or with implicit TLS and
@@ -102,7 +104,7 @@ func TestSlotWaitersBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer waiter.Close()
-	waitFor(t, "a waiter", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a waiter", func() bool {
 		ts.mu.Lock()
 		defer ts.mu.Unlock()
 		return len(ts.waiting) == 1

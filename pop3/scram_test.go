@@ -9,8 +9,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // scramBackend adds SCRAM credentials to the in-memory backend.
@@ -48,7 +51,7 @@ func TestSCRAM(t *testing.T) {
 		t.Fatalf("STAT = %d, %v", n, err)
 	}
 	c.Quit()
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 
 	for _, tc := range []struct{ user, pass string }{
 		{"alice@example.test", "wrong"},
@@ -134,7 +137,7 @@ func TestSCRAMLoginGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Quit()
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 	failed, succeeded := gb.calls()
 	if strings.Join(failed, ",") != "alice@example.test,alice@example.test,alice@example.test" || strings.Join(succeeded, ",") != "alice@example.test" {
 		t.Fatalf("LoginFailed %q, LoginSucceeded %q", failed, succeeded)

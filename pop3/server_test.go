@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 const (
@@ -141,7 +143,7 @@ func TestTransaction(t *testing.T) {
 	if n := len(ts.be.boxes["alice@example.test"]); n != 1 || ts.be.boxes["alice@example.test"][0].uid != "uid-2" {
 		t.Fatalf("after QUIT the maildrop has %v", ts.be.boxes["alice@example.test"])
 	}
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 }
 
 func TestListSizesMatchRetr(t *testing.T) {
@@ -219,7 +221,7 @@ func TestInUse(t *testing.T) {
 	// The session stays in AUTHORIZATION and may try again.
 	second.do("STAT", `^-ERR Not logged in`)
 	first.do("QUIT", `^\+OK`)
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 	second.do("USER alice@example.test", `^\+OK`)
 	second.do("PASS secret pass", `^\+OK Logged in`)
 
@@ -237,7 +239,7 @@ func TestDroppedConnectionDeletesNothing(t *testing.T) {
 	tr.do("DELE 1", `^\+OK`)
 	tr.do("DELE 2", `^\+OK`)
 	tr.conn.Close()
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 	if n := len(ts.be.boxes["alice@example.test"]); n != 3 || ts.be.commits != 0 {
 		t.Fatalf("dropped session changed the maildrop: %d messages, %d commits", n, ts.be.commits)
 	}
@@ -250,7 +252,7 @@ func TestQuitWithoutDeletionsCommitsNothing(t *testing.T) {
 	tr.do("DELE 1", `^\+OK`)
 	tr.do("RSET", `^\+OK`)
 	tr.do("QUIT", `^\+OK Logging out, 3 messages left\.$`)
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 	if ts.be.commits != 0 {
 		t.Fatal("QUIT without deletions called Commit")
 	}
@@ -283,20 +285,20 @@ func TestSASL(t *testing.T) {
 	tr.do("AUTH PLAIN "+b64("other\x00alice@example.test\x00secret pass"), `^-ERR \[AUTH\] Authorization identity`)
 	tr.do("AUTH PLAIN "+b64("\x00alice@example.test\x00secret pass"), `^\+OK Logged in, 3 messages`)
 	tr.do("QUIT", `^\+OK`)
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 
 	tr = ts.dial(t)
 	tr.do("AUTH PLAIN", `^\+ $`)
 	tr.do(b64("alice@example.test\x00alice@example.test\x00secret pass"), `^\+OK Logged in`)
 	tr.do("QUIT", `^\+OK`)
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 
 	tr = ts.dial(t)
 	tr.do("AUTH LOGIN", `^\+ `+b64("Username:")+`$`)
 	tr.do(b64("alice@example.test"), `^\+ `+b64("Password:")+`$`)
 	tr.do(b64("secret pass"), `^\+OK Logged in`)
 	tr.do("QUIT", `^\+OK`)
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 
 	tr = ts.dial(t)
 	tr.do("auth login "+b64("alice@example.test"), `^\+ `+b64("Password:")+`$`)
@@ -439,7 +441,7 @@ func TestAutologout(t *testing.T) {
 	tr.do("DELE 1", `^\+OK`)
 	tr.expect(`^-ERR Autologout`)
 	tr.closed()
-	waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 	if len(ts.be.boxes["alice@example.test"]) != 3 {
 		t.Fatal("autologout deleted messages")
 	}
@@ -585,7 +587,7 @@ func TestMaxSessionTime(t *testing.T) {
 		line := tr.readLine()
 		if strings.HasPrefix(line, "-ERR Session time limit") {
 			tr.closed()
-			waitFor(t, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
+			testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 			if len(ts.be.boxes["alice@example.test"]) != 3 {
 				t.Fatal("session limit applied deletions")
 			}
@@ -620,5 +622,5 @@ func TestClientThatStopsReading(t *testing.T) {
 	tr := ts.loggedIn(t, "alice@example.test", "secret pass")
 	tr.send("RETR 1")
 	// Never read: the server must give up and free the maildrop.
-	waitFor(t, "the stalled session to end", func() bool { return !ts.be.isLocked("alice@example.test") })
+	testutil.WaitFor(t, 5*time.Second, "the stalled session to end", func() bool { return !ts.be.isLocked("alice@example.test") })
 }

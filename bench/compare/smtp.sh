@@ -185,33 +185,8 @@ initial_destination_concurrency = $PF_VCONC
 in_flow_delay = $IN_FLOW_DELAY
 EOF
 # Every chroot column is n: the daemons run in the queue folder.
-cat >"$PF/conf/master.cf" <<EOF
-127.0.0.1:$FM inet n - n - - smtpd
-pickup    unix n - n 60 1 pickup
-cleanup   unix n - n - 0 cleanup
-qmgr      unix n - n 300 1 qmgr
-tlsmgr    unix - - n 1000? 1 tlsmgr
-rewrite   unix - - n - - trivial-rewrite
-bounce    unix - - n - 0 bounce
-defer     unix - - n - 0 bounce
-trace     unix - - n - 0 bounce
-verify    unix - - n - 1 verify
-flush     unix n - n 1000? 0 flush
-proxymap  unix - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp      unix - - n - - smtp
-relay     unix - - n - - smtp
-showq     unix n - n - - showq
-error     unix - - n - - error
-retry     unix - - n - - error
-discard   unix - - n - - discard
-local     unix - n n - - local
-virtual   unix - n n - - virtual
-lmtp      unix - - n - - lmtp
-anvil     unix - - n - 1 anvil
-scache    unix - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-EOF
+# The master.cf the tests use too (tests/smtp, through testutil).
+sed "s/^SMTPD_ADDRESS /127.0.0.1:$FM /" "$REPO/internal/testutil/postfix-master.cf" >"$PF/conf/master.cf"
 postmap -c "$PF/conf" "hash:$PF/conf/vmailbox"
 if postfix -c "$PF/conf" check 2>&1 | grep -i fatal; then exit 1; fi
 postfix -c "$PF/conf" start >/dev/null 2>&1

@@ -14,7 +14,7 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/mailserver"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/srs"
@@ -33,11 +33,10 @@ func openDeliverer(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*de
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, nil, err
 	}
-	lu := mailserver.LocalUsers{DB: users}
 	return &delivery.Deliverer{
 		Store:    st,
-		Users:    lu,
-		Resolver: &delivery.Resolver{Users: lu, PlusSeparator: cfg.SMTP.PlusSeparator},
+		Users:    users,
+		Resolver: &delivery.Resolver{Users: users, PlusSeparator: cfg.SMTP.PlusSeparator},
 		SpoolDir: spool,
 		MaxSize:  int64(cfg.Delivery.MaxMessageSize),
 		Logger:   logger,
@@ -60,7 +59,7 @@ func fullResolver(cfg *config.Config, users *auth.DB, d *delivery.Deliverer, log
 	if err != nil {
 		return nil, fmt.Errorf("aliases: %w", err)
 	}
-	fr := &fullResolution{aliases: al, isLocal: smtpin.LocalDomainFunc(cfg.SMTP.LocalDomains, users, al, logger)}
+	fr := &fullResolution{aliases: al, isLocal: envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, users, al, logger)}
 	if cfg.SMTP.SRS {
 		key, err := srs.LoadKey(cfg.SRSKeyFile())
 		if err == nil {
@@ -128,7 +127,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 	}
 	var locals []local
 	var remotes []string
-	var dsn []smtpin.RecipientDSN
+	var dsn []envelope.RecipientDSN
 	for _, rcpt := range pos {
 		addr := normalizeAddress(rcpt)
 		res, ok := fr.resolver.Resolve(addr, logger)
@@ -142,7 +141,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 		for _, r := range res.Remote {
 			if !slices.Contains(remotes, r) {
 				remotes = append(remotes, r)
-				rd := smtpin.RecipientDSN{}
+				rd := envelope.RecipientDSN{}
 				if r != addr {
 					// RFC 3461 §4.2: the address the message was sent to.
 					rd.OriginalRecipientType, rd.OriginalRecipient = "rfc822", addr
@@ -195,7 +194,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 
 // enqueueForward queues the spooled message for remote addresses, with the
 // envelope sender SMTP would forward it with (SRS when on).
-func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliverer, fr *fullResolution, users *auth.DB, from string, rcpts []string, dsn []smtpin.RecipientDSN, sp *delivery.Spool, logger *slog.Logger) error {
+func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliverer, fr *fullResolution, users *auth.DB, from string, rcpts []string, dsn []envelope.RecipientDSN, sp *delivery.Spool, logger *slog.Logger) error {
 	qo := queueOptions(cfg, logger)
 	qo.IsLocalDomain = fr.isLocal
 	qo.Local = d
@@ -208,7 +207,7 @@ func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliver
 		return smtpin.PrimaryDomain(cfg.Hostname, cfg.SMTP.LocalDomains, users, fr.aliases, fr.isLocal)
 	}
 	sender := smtpin.ForwardSender(fr.srs, from, "", primary, logger)
-	if _, err := q.Enqueue(ctx, sender, rcpts, smtpin.DSNParams{Recipients: dsn}, sp.Reader()); err != nil {
+	if _, err := q.Enqueue(ctx, sender, rcpts, envelope.DSNParams{Recipients: dsn}, sp.Reader()); err != nil {
 		return err
 	}
 	return q.Store().Kick()

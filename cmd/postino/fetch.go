@@ -128,7 +128,7 @@ func runFetch(env *cmdEnv, args []string) int {
 			}
 			if (tty || ff.verbose) && !ff.quiet && (err == nil || res.New > 0) {
 				fmt.Fprintf(env.stderr, "%s: %d new (%s), %d on the server, %d deleted, %d skipped → %s\n",
-					a.Name, res.New, humanBytes(res.Bytes), res.Listed, res.Deleted, res.Skipped, a.Dest)
+					a.Name, res.New, config.Size(res.Bytes).Human(), res.Listed, res.Deleted, res.Skipped, a.Dest)
 			}
 			result = fetch.Worst(result, c)
 		}
@@ -421,14 +421,4 @@ func passwordSource(env *cmdEnv, fa config.FetchAccount) func() (string, error) 
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -19,7 +19,8 @@ import (
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/dkim"
-	"github.com/postino-mail/postino/internal/mailserver"
+	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/srs"
@@ -198,6 +199,11 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store: %w", err)
 	}
+	// Mailboxes moved from Dovecot keep Dovecot's UIDLs (RFC 1939 §7: a
+	// UIDL never changes, or clients download everything again).
+	if err := st.SetDovecotUIDLFormat(cfg.POP3.DovecotUIDLFormat); err != nil {
+		return nil, fmt.Errorf("pop3.dovecot_uidl_format: %w", err)
+	}
 	delivery.CleanSpool(deliverer.SpoolDir)
 	// RFC 1939 §6: complete every UPDATE a crash interrupted before
 	// anything (Dovecot, mutt, a backup, our own listeners) sees the
@@ -208,7 +214,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		logger.Info("completed interrupted POP3 updates", "mailboxes", n)
 	}
 	s.pop3 = &pop3.Server{
-		Backend: &mailserver.POP3Backend{
+		Backend: &pop3backend.POP3Backend{
 			Users: s.users, Store: st, Logger: logger, Guard: guard,
 			LoginDelay: cfg.POP3.LoginDelay.Duration,
 		},
@@ -247,7 +253,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 			return nil, fmt.Errorf("aliases: %w", err)
 		}
 		qo := queueOptions(cfg, logger.With("component", "queue"))
-		qo.IsLocalDomain = smtpin.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
+		qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
 		qo.Local = deliverer
 		qo.Signer = dkim.NewSigner(cfg.DKIMDir())
 		qo.DSNDomain = dsnDomain(cfg)
@@ -475,7 +481,12 @@ func (s *server) reload(logger *slog.Logger) {
 	}
 }
 
-// abort closes listeners that were opened but never served.
+// abort undoes startServer when serving cannot begin (privileges could not
+// be dropped): it balances the WaitGroup for the start functions that will
+// never run, closes the POP3 and SMTP servers (which hold no listener yet)
+// and cancels the context of the certificate watcher and the queue. The
+// listeners startServer opened are held only by those start functions;
+// they are closed by the process exit that follows.
 func (s *server) abort() {
 	for range s.starts {
 		s.wg.Done()

@@ -10,12 +10,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/postino-mail/postino/internal/fsutil"
 )
 
 // ErrInvalidCredentials is returned by DB.Authenticate for an unknown user
@@ -103,6 +104,11 @@ type DB struct {
 	Logger *slog.Logger
 	// Now is the clock used by the cache; nil means time.Now.
 	Now func() time.Time
+	// Argon2 are the parameters of the hashes HashPassword makes and of
+	// the hash an unknown user's login is checked against, so that it
+	// costs what a real user's does (DefaultArgon2 by OpenDB). Set it
+	// before the first use.
+	Argon2 Argon2Parameters
 
 	path string
 
@@ -111,6 +117,9 @@ type DB struct {
 
 	writeMu sync.Mutex // serialises this process's modifications
 	cache   verifiedCache
+
+	dummyOnce sync.Once
+	dummyHash string // see dummyVerify
 }
 
 // snapshot is the parsed content of the file as of one stat.
@@ -124,7 +133,16 @@ type snapshot struct {
 // OpenDB returns the user database kept in the file at path. The file is
 // read on first use; it need not exist, which means no users.
 func OpenDB(path string) *DB {
-	return &DB{path: path, CacheTTL: DefaultCacheTTL, CacheSize: DefaultCacheSize}
+	return &DB{path: path, CacheTTL: DefaultCacheTTL, CacheSize: DefaultCacheSize, Argon2: DefaultArgon2()}
+}
+
+// HashPassword hashes password for storage in this database, with the
+// parameters in db.Argon2 (DefaultArgon2 when it is the zero value).
+func (db *DB) HashPassword(password string) (string, error) {
+	if db.Argon2 == (Argon2Parameters{}) {
+		return HashPassword(password)
+	}
+	return db.Argon2.Hash(password)
 }
 
 // Path returns the path of the database file.
@@ -286,21 +304,17 @@ func withHashSlot(ctx context.Context, fn func()) error {
 // the verifications that miss the cache.
 var verifyPassword = VerifyPassword
 
-var dummy struct {
-	once sync.Once
-	hash string
-}
-
-// dummyVerify spends the time of verifying an ARGON2ID hash, so that
-// unknown users take as long to fail as wrong passwords.
-func dummyVerify(password string) {
-	dummy.once.Do(func() {
+// dummyVerify spends the time of verifying an ARGON2ID hash with the
+// database's parameters, so that unknown users take as long to fail as
+// wrong passwords.
+func (db *DB) dummyVerify(password string) {
+	db.dummyOnce.Do(func() {
 		b := make([]byte, 16)
 		rand.Read(b)
-		dummy.hash, _ = HashPassword(hex.EncodeToString(b))
+		db.dummyHash, _ = db.HashPassword(hex.EncodeToString(b))
 	})
-	if dummy.hash != "" {
-		verifyPassword(dummy.hash, password)
+	if db.dummyHash != "" {
+		verifyPassword(db.dummyHash, password)
 	}
 }
 
@@ -326,7 +340,7 @@ func (db *DB) Authenticate(ctx context.Context, username, password string) (cano
 	}
 	u, ok := s.resolve(username)
 	if !ok {
-		if err := withHashSlot(ctx, func() { dummyVerify(password) }); err != nil {
+		if err := withHashSlot(ctx, func() { db.dummyVerify(password) }); err != nil {
 			return "", err
 		}
 		return "", ErrInvalidCredentials
@@ -368,6 +382,16 @@ func (db *DB) Lookup(username string) (User, bool) {
 		return User{}, false
 	}
 	return s.resolve(username)
+}
+
+// LookupAddress returns the canonical address of an existing user (the
+// lookup local delivery needs, delivery.Users).
+func (db *DB) LookupAddress(address string) (string, bool) {
+	u, ok := db.Lookup(address)
+	if !ok {
+		return "", false
+	}
+	return u.Address, true
 }
 
 // List returns all users, sorted by address.
@@ -480,48 +504,12 @@ func (db *DB) modify(ctx context.Context, change func([]fileLine, *snapshot) ([]
 		b.WriteString(l.raw)
 		b.WriteByte('\n')
 	}
-	err = writeFileAtomic(db.path, []byte(b.String()))
+	err = fsutil.WriteFile(db.path, []byte(b.String()), 0o600)
+	if err != nil {
+		err = fmt.Errorf("auth: writing the user database: %w", err)
+	}
 	db.mu.Lock()
 	db.snap = nil // re-read on next use
 	db.mu.Unlock()
 	return err
-}
-
-// writeFileAtomic replaces path with data: it writes path.tmp with mode
-// 0600, fsyncs it, renames it over path and fsyncs the directory.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("auth: %w", err)
-	}
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("auth: writing the user database: %w", err)
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("auth: syncing the user database directory: %w", err)
-	}
-	return nil
 }

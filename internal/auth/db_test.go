@@ -159,6 +159,12 @@ func TestDBAuthenticate(t *testing.T) {
 	if _, ok := db.Lookup("nobody@example.com"); ok {
 		t.Error("Lookup(nobody) succeeded")
 	}
+	if got, ok := db.LookupAddress("BOB@example.com"); !ok || got != "Bob@example.com" {
+		t.Errorf("LookupAddress(BOB) = %q, %v; want Bob@example.com, true", got, ok)
+	}
+	if got, ok := db.LookupAddress("nobody@example.com"); ok || got != "" {
+		t.Errorf("LookupAddress(nobody) = %q, %v; want \"\", false", got, ok)
+	}
 
 	users, err := db.List()
 	if err != nil {
@@ -518,5 +524,53 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 		if _, err := db.Authenticate(ctx, "alice@example.com", "benchmark password"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDBArgon2Option proves that a database hashes with its own Argon2
+// parameters, that the zero value means the defaults, and that neither
+// changes what HashPassword makes.
+func TestDBArgon2Option(t *testing.T) {
+	db := OpenDB(filepath.Join(t.TempDir(), "users"))
+	if db.Argon2 != DefaultArgon2() {
+		t.Fatalf("OpenDB: Argon2 = %+v; want %+v", db.Argon2, DefaultArgon2())
+	}
+	db.Argon2 = Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+	h, err := db.HashPassword("pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h, "$m=64,t=1,p=1$") {
+		t.Errorf("DB.HashPassword = %q; want m=64,t=1,p=1", h)
+	}
+	if ok, err := VerifyPassword(h, "pw"); !ok || err != nil {
+		t.Errorf("VerifyPassword(DB hash) = %v, %v", ok, err)
+	}
+	if err := db.Add(context.Background(), "alice@example.com", h); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.Authenticate(context.Background(), "alice@example.com", "pw"); err != nil || got != "alice@example.com" {
+		t.Errorf("Authenticate = %q, %v", got, err)
+	}
+	// An unknown user is checked against a hash with the same parameters.
+	if _, err := db.Authenticate(context.Background(), "nobody@example.com", "pw"); !errors.Is(err, ErrInvalidCredentials) {
+		t.Errorf("Authenticate(unknown) = %v; want ErrInvalidCredentials", err)
+	}
+	if !strings.Contains(db.dummyHash, "$m=64,t=1,p=1$") {
+		t.Errorf("dummy hash %q does not use the database's parameters", db.dummyHash)
+	}
+	own, err := HashPassword("pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(own, "$m=19456,t=2,p=1$") {
+		t.Errorf("HashPassword = %q after setting a DB's parameters; want the defaults", own)
+	}
+	db.Argon2 = Argon2Parameters{}
+	if h, err := db.HashPassword("pw"); err != nil || !strings.Contains(h, "$m=19456,t=2,p=1$") {
+		t.Errorf("zero Argon2: DB.HashPassword = %q, %v; want the defaults", h, err)
+	}
+	if _, err := (Argon2Parameters{Memory: 64, Time: 0, Threads: 1, SaltLen: 16, KeyLen: 32}).Hash("pw"); err == nil {
+		t.Error("Hash accepted t=0")
 	}
 }

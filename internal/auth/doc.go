@@ -28,7 +28,8 @@
 //
 //   - {ARGON2ID} and {ARGON2I}: $argon2id$v=19$m=...,t=...,p=...$salt$key
 //     (PHC string, base64 without padding), as written by
-//     "doveadm pw -s ARGON2ID". HashPassword makes these, with Argon2Params.
+//     "doveadm pw -s ARGON2ID". HashPassword makes these with
+//     DefaultArgon2, DB.HashPassword with DB.Argon2.
 //   - {BLF-CRYPT}: bcrypt, $2y$, $2a$ or $2b$.
 //   - {SHA512-CRYPT} and {SHA256-CRYPT}: the glibc crypt(3) SHA-crypt
 //     algorithms, $6$ and $5$, with an optional rounds=N$.

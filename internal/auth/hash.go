@@ -25,15 +25,17 @@ type Argon2Parameters struct {
 	KeyLen  uint32 // bytes of derived key
 }
 
-// Argon2Params are the parameters of the hashes HashPassword makes, in
+// DefaultArgon2 returns the parameters of the hashes HashPassword makes, in
 // the format "doveadm pw -s ARGON2ID" writes (Dovecot verifies them as they
 // are): OWASP's recommended minimum for Argon2id, 19 MiB, 2 passes, 1
 // thread, with a 16-byte salt and a 32-byte key. Dovecot's own default (64
 // MiB, 3 passes) costs about five times as much per login and holds 64 MiB
 // per concurrent verification, for little gain against offline guessing;
-// hashes with any parameters verify. Change them only before any
-// concurrent use of the package.
-var Argon2Params = Argon2Parameters{Memory: 19 * 1024, Time: 2, Threads: 1, SaltLen: 16, KeyLen: 32}
+// hashes with any parameters verify. Other parameters are passed to
+// Argon2Parameters.Hash or set in DB.Argon2.
+func DefaultArgon2() Argon2Parameters {
+	return Argon2Parameters{Memory: 19 * 1024, Time: 2, Threads: 1, SaltLen: 16, KeyLen: 32}
+}
 
 // MaxPasswordLen is the longest password, in bytes, that HashPassword
 // accepts and VerifyPassword will ever match; it bounds the work a client
@@ -61,15 +63,21 @@ var (
 )
 
 // HashPassword hashes password for storage as
-// {ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$<salt>$<key>, the format
-// "doveadm pw -s ARGON2ID" writes, with the parameters in Argon2Params.
+// {ARGON2ID}$argon2id$v=19$m=19456,t=2,p=1$<salt>$<key>, the format
+// "doveadm pw -s ARGON2ID" writes, with the parameters DefaultArgon2
+// returns.
 func HashPassword(password string) (string, error) {
+	return DefaultArgon2().Hash(password)
+}
+
+// Hash hashes password for storage as HashPassword does, with the
+// parameters p.
+func (p Argon2Parameters) Hash(password string) (string, error) {
 	if len(password) > MaxPasswordLen {
 		return "", fmt.Errorf("auth: password longer than %d bytes", MaxPasswordLen)
 	}
-	p := Argon2Params
 	if p.Time < 1 || p.Threads < 1 || p.Memory < 8*uint32(p.Threads) || p.SaltLen < 8 || p.KeyLen < 16 {
-		return "", fmt.Errorf("auth: invalid Argon2Params %+v", p)
+		return "", fmt.Errorf("auth: invalid Argon2 parameters %+v", p)
 	}
 	salt := make([]byte, p.SaltLen)
 	if _, err := rand.Read(salt); err != nil {

@@ -33,6 +33,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -83,6 +84,7 @@ type POP3Config struct {
 	MaxSessionTime      Duration             `toml:"max_session_time" comment:"Longest a session may last in all; it then ends without applying deletions. 0s: no limit."`
 	CommandsPerSecond   int                  `toml:"commands_per_second" comment:"Commands a session may send per second before it is slowed down (bursts of one second's worth pass). 0: no limit."`
 	SCRAM               bool                 `toml:"scram" comment:"Offer AUTH SCRAM-SHA-256 (RFC 7677). Only users whose password was stored with 'postino user add --scheme SCRAM-SHA-256' (or Dovecot's {SCRAM-SHA-256}) can use it; a client that picks SCRAM for another user fails to log in, so enable it only where every user has SCRAM credentials or clients fall back."`
+	DovecotUIDLFormat   string               `toml:"dovecot_uidl_format" comment:"Dovecot's pop3_uidl_format for mailboxes moved from Dovecot: a message listed in the Maildir's dovecot-uidlist keeps the UIDL Dovecot gave it (its P extension when present, else this format: %u UID, %v UIDVALIDITY, %f file name, %g GUID, with Dovecot's 0, width and X/L/U modifiers), so clients that leave mail on the server download nothing again. Empty: ignore dovecot-uidlist."`
 }
 
 // UsersConfig is the [users] section.
@@ -151,6 +153,7 @@ func Default() *Config {
 			LineTimeout:         D(30 * time.Second),
 			MaxSessionTime:      D(4 * time.Hour),
 			CommandsPerSecond:   500,
+			DovecotUIDLFormat:   maildir.DefaultDovecotUIDLFormat,
 		},
 		Users: UsersConfig{
 			CacheTTL:        D(60 * time.Second),

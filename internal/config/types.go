@@ -175,5 +175,21 @@ func (s Size) String() string {
 	return strconv.FormatInt(n, 10)
 }
 
+// Human formats s for people, rounded to one decimal in the largest binary
+// unit it reaches: "512 B", "1.5 KiB", "23.0 MiB", "1.2 GiB". Unlike
+// String, it does not parse back exactly.
+func (s Size) Human() string {
+	n := int64(s)
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
 // Bytes returns s as an int64 number of bytes.
 func (s Size) Bytes() int64 { return int64(s) }

@@ -64,6 +64,22 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+func TestSizeHuman(t *testing.T) {
+	for in, want := range map[Size]string{
+		0:                "0 B",
+		1023:             "1023 B",
+		1024:             "1.0 KiB",
+		1536:             "1.5 KiB",
+		23*MiB + 100*KiB: "23.1 MiB",
+		GiB + GiB/5:      "1.2 GiB",
+		3 * TiB:          "3072.0 GiB",
+	} {
+		if got := in.Human(); got != want {
+			t.Errorf("Size(%d).Human() = %q, want %q", int64(in), got, want)
+		}
+	}
+}
+
 func TestSizeString(t *testing.T) {
 	tests := []struct {
 		in   Size

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -177,6 +178,11 @@ func (c *Config) validate() []error {
 	}
 	if c.POP3.CommandsPerSecond < 0 {
 		v.add("pop3.commands_per_second", "must not be negative (got %d)", c.POP3.CommandsPerSecond)
+	}
+	if f := c.POP3.DovecotUIDLFormat; f != "" {
+		if _, err := maildir.ParseUIDLFormat(f); err != nil {
+			v.add("pop3.dovecot_uidl_format", "%v", err)
+		}
 	}
 	v.plaintext("smtp.plaintext_auth", c.SMTP.PlaintextAuth)
 	v.minDuration("pop3.autologout", p.Autologout, time.Second)

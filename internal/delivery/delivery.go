@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/postino-mail/postino/internal/fsutil"
 	"github.com/postino-mail/postino/internal/store"
 )
 
@@ -112,7 +113,7 @@ func (d *Deliverer) Spool(ctx context.Context, msg io.Reader) (*Spool, error) {
 	if d.MaxSize > 0 {
 		src = io.LimitReader(br, d.MaxSize+1)
 	}
-	n, err := io.Copy(f, ctxReader{ctx, src})
+	n, err := io.Copy(f, fsutil.ContextReader(ctx, src))
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("spooling message: %w", err)
@@ -207,18 +208,6 @@ func headerSafe(s string) string {
 	}, s)
 }
 
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // openSpoolFile opens an anonymous file in dir: on Linux with O_TMPFILE,
 // so it never has a name a crash could leave behind; elsewhere it is
 // unlinked at once (CleanSpool removes what a crash in between leaves).
@@ -267,7 +256,7 @@ func (d *Deliverer) DeliverStream(ctx context.Context, from, rcpt, mailbox strin
 		return "", err
 	}
 	src := &guardedReader{r: br, limit: d.MaxSize}
-	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(finalHeader(from, rcpt, extra), ctxReader{ctx, src}))
+	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(finalHeader(from, rcpt, extra), fsutil.ContextReader(ctx, src)))
 	if src.err != nil {
 		return "", src.err
 	}

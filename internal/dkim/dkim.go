@@ -34,6 +34,9 @@ import (
 	"time"
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
+
+	"github.com/postino-mail/postino/internal/fsutil"
+	"github.com/postino-mail/postino/internal/tlsutil"
 )
 
 // The key algorithms.
@@ -281,19 +284,7 @@ func loadKeys(dir, domain string) ([]key, error) {
 		if err != nil {
 			return nil, err
 		}
-		block, _ := pem.Decode(data)
-		if block == nil {
-			return nil, fmt.Errorf("dkim: %s/%s: no PEM data", domain, n)
-		}
-		var k any
-		switch block.Type {
-		case "PRIVATE KEY":
-			k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		default:
-			err = fmt.Errorf("unsupported PEM type %q", block.Type)
-		}
+		k, err := tlsutil.ParsePrivateKey(data)
 		if err != nil {
 			return nil, fmt.Errorf("dkim: %s/%s: %w", domain, n, err)
 		}
@@ -394,7 +385,7 @@ func (s *Signer) Sign(ctx context.Context, domain string, msg io.Reader) (string
 		signers = append(signers, sg)
 		writers = append(writers, sg)
 	}
-	if _, err := io.Copy(io.MultiWriter(writers...), ctxReader{ctx, msg}); err != nil {
+	if _, err := io.Copy(io.MultiWriter(writers...), fsutil.ContextReader(ctx, msg)); err != nil {
 		return "", fmt.Errorf("dkim: reading message: %w", err)
 	}
 	var out strings.Builder
@@ -407,16 +398,4 @@ func (s *Signer) Sign(ctx context.Context, domain string, msg io.Reader) (string
 	}
 	signers = signers[:0]
 	return out.String(), nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

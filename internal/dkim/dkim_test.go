@@ -3,7 +3,12 @@ package dkim
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -199,5 +204,34 @@ print(json.dumps({"ok": ok, "tampered": bad}))
 	}
 	if res.Tampered[0] || res.Tampered[1] {
 		t.Errorf("dkimpy verified a tampered message: %s", out)
+	}
+}
+
+// TestRecordsRefusesUnusableKeys proves that a key file that is not PEM,
+// or holds a key type DKIM has no algorithm for (ECDSA), is an error, not
+// a key silently skipped or used.
+func TestRecordsRefusesUnusableKeys(t *testing.T) {
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string][]byte{
+		"not PEM": []byte("garbage\n"),
+		"ECDSA":   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+	} {
+		dir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(dir, "example.test"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "example.test", "sel.key"), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if recs, err := Records(dir, "example.test"); err == nil || !strings.Contains(err.Error(), "example.test/sel.key") {
+			t.Errorf("%s: Records = %+v, %v; want an error naming the file", name, recs, err)
+		}
 	}
 }

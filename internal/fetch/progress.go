@@ -5,6 +5,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/postino-mail/postino/internal/config"
 )
 
 // Progress receives the progress of a transfer.
@@ -91,17 +93,5 @@ func (b *Bar) draw(force bool) {
 		rate = float64(b.done) / el
 	}
 	fmt.Fprintf(b.W, "\r%s [%s] %3.0f%%  %d/%d msgs  %s/%s  %s/s  ", b.account, bar, frac*100, b.nmsg, b.msgs,
-		human(b.done), human(b.total), human(int64(rate)))
-}
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%dB", n)
+		config.Size(b.done).Human(), config.Size(b.total).Human(), config.Size(rate).Human())
 }

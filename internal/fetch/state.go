@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/postino-mail/postino/internal/fsutil"
 )
 
 // StateVersion is the version of the state file format written.
@@ -410,20 +412,7 @@ func mkdirAll(dir string, perm os.FileMode) error {
 
 // syncDirFunc does the work of syncDir; tests replace it to see which
 // directories are fsync'd.
-var syncDirFunc = fsyncDir
+var syncDirFunc = fsutil.SyncDir
 
 // syncDir fsyncs a directory, making renames and creations in it durable.
 func syncDir(dir string) error { return syncDirFunc(dir) }
-
-func fsyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	d.Close()
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}

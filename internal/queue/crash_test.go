@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -92,7 +93,7 @@ func TestKill9(t *testing.T) {
 	defer q.Close()
 	const N = 5
 	for i := range N {
-		if _, err := q.Enqueue(context.Background(), "alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, strings.NewReader(simpleMsg(fmt.Sprint("k", i)))); err != nil {
+		if _, err := q.Enqueue(context.Background(), "alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, strings.NewReader(simpleMsg(fmt.Sprint("k", i)))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -119,7 +120,7 @@ func TestKill9(t *testing.T) {
 		t.Fatalf("%d messages before the kill, want 2", got)
 	}
 	cmd = startHelper(t, dir, srv.addr())
-	waitFor(t, 30*time.Second, "the queue to empty", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the queue to empty", func() bool {
 		msgs, _ := os.ReadDir(filepath.Join(dir, "msg"))
 		return len(mustList(t, q)) == 0 && len(msgs) == 0
 	})

@@ -10,7 +10,7 @@ import (
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
 	"github.com/postino-mail/postino/internal/dkim"
-	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/srs"
 )
 
@@ -25,7 +25,7 @@ func TestDKIMSignedDelivery(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.Signer = dkim.NewSigner(keys) })
 	srv := newServer(t, srvConfig{})
 	e.route("remote.test", srv)
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{AuthUser: "alice@example.test"}, simpleMsg("dkim"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{AuthUser: "alice@example.test"}, simpleMsg("dkim"))
 	e.runOnce()
 	m := srv.messages()
 	if len(m) != 1 {
@@ -94,7 +94,7 @@ func TestDSNSignedToSRSSender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.enqueue(from, []string{"gone@refuse.test"}, smtpin.DSNParams{}, simpleMsg("forwarded"))
+	e.enqueue(from, []string{"gone@refuse.test"}, envelope.DSNParams{}, simpleMsg("forwarded"))
 	e.runOnce()
 	e.runOnce()
 	m := sender.messages()
@@ -134,7 +134,7 @@ func TestSignedOncePerKey(t *testing.T) {
 		return ""
 	}})
 	e.route("remote.test", srv)
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{AuthUser: "alice@example.test"}, simpleMsg("once"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{AuthUser: "alice@example.test"}, simpleMsg("once"))
 	e.runOnce()
 	e.clock.Advance(time.Hour)
 	e.runOnce()

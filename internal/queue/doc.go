@@ -17,8 +17,7 @@
 // write-to-tmp, fsync, rename and folder fsync for every change, and
 // flock(2) claims that the kernel drops when a process dies, so that a
 // kill -9 loses nothing and leaves nothing locked. Several processes can
-// share the folder (the server's worker and the `postino queue` commands);
-// a PostgreSQL Store can later do the same across machines.
+// share the folder (the server's worker and the `postino queue` commands).
 //
 // Delivery is at least once: an entry is written before a transaction
 // (InFlight) and after it (each recipient's outcome). A recipient is sent

@@ -17,7 +17,7 @@ import (
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
 	"github.com/postino-mail/postino/internal/dkim"
-	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/envelope"
 )
 
 func fold(t *testing.T, in string) string {
@@ -135,7 +135,7 @@ func TestLongLinesFolded(t *testing.T) {
 	}})
 	e.route("remote.test", srv)
 	msg := longMsg()
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{AuthUser: "alice@example.test"}, msg)
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{AuthUser: "alice@example.test"}, msg)
 	e.runOnce()
 	m := srv.messages()
 	if len(m) != 1 {
@@ -171,7 +171,7 @@ func TestLongLinesFolded(t *testing.T) {
 func TestLongLinesLocalIntact(t *testing.T) {
 	e := newEnv(t, nil)
 	msg := longMsg()
-	e.enqueue("someone@remote.test", []string{"alice@example.test"}, smtpin.DSNParams{}, msg)
+	e.enqueue("someone@remote.test", []string{"alice@example.test"}, envelope.DSNParams{}, msg)
 	e.runOnce()
 	got := e.mailbox("alice@example.test")
 	if len(got) != 1 || !strings.HasSuffix(got[0], "\r\n"+msg) {

@@ -3,16 +3,11 @@ package queue
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,10 +18,11 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 )
 
 // ---- a scriptable loopback SMTP server ----
@@ -532,7 +528,7 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 // enqueue queues a simple message.
-func (e *env) enqueue(from string, rcpts []string, params smtpin.DSNParams, body string) string {
+func (e *env) enqueue(from string, rcpts []string, params envelope.DSNParams, body string) string {
 	e.t.Helper()
 	id, err := e.q.Enqueue(context.Background(), from, rcpts, params, strings.NewReader(body))
 	if err != nil {
@@ -561,7 +557,7 @@ func (e *env) entries() []*Entry {
 // mailbox returns the messages in a local mailbox.
 func (e *env) mailbox(user string) []string {
 	e.t.Helper()
-	return testutil.StoreMessages(e.t, e.store, user)
+	return mailtest.StoreMessages(e.t, e.store, user)
 }
 
 var _ store.Store = (*maildir.Store)(nil)
@@ -572,38 +568,10 @@ func simpleMsg(subject string) string {
 
 // ---- TLS ----
 
+// testTLS returns a server config with a fresh self-signed certificate for
+// mx.test and smarthost.test, and a pool trusting it.
 func testTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mx.test"},
-		DNSNames:              []string{"mx.test", "smarthost.test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
-}
-
-// waitFor polls cond for up to d.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c := testutil.NewCert(t, "mx.test", "smarthost.test")
+	return c.Config(), c.Pool()
 }

@@ -37,9 +37,6 @@ fwd@example.test: gone@refuse.test
 
 func newOrigin(t *testing.T) *origin {
 	t.Helper()
-	old := auth.Argon2Params
-	auth.Argon2Params = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
-	t.Cleanup(func() { auth.Argon2Params = old })
 	keys := filepath.Join(t.TempDir(), "dkim")
 	// One key: a message signed once carries exactly one signature.
 	rec, err := dkim.Keygen(keys, localDomain, dkim.AlgoRSA, "")
@@ -63,8 +60,9 @@ func newOrigin(t *testing.T) *origin {
 	o.e.route("refuse.test", newServer(t, srvConfig{rcpt: func(string) string { return "550 5.1.1 no such user" }}))
 
 	db := auth.OpenDB(filepath.Join(o.e.dir, "users.passwd"))
+	db.Argon2 = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 	for _, u := range []string{"alice@example.test", "bob@example.test", "carol@other.test"} {
-		h, err := auth.HashPassword(u + "-pw")
+		h, err := db.HashPassword(u + "-pw")
 		if err != nil {
 			t.Fatal(err)
 		}

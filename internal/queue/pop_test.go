@@ -6,6 +6,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -20,7 +21,11 @@ func (b popBackend) Authenticate(ctx context.Context, ci *pop3.ConnInfo, user, p
 }
 
 func (b popBackend) OpenMaildrop(ctx context.Context, ci *pop3.ConnInfo, user string) (pop3.Maildrop, error) {
-	return b.e.store.OpenMaildrop(ctx, user)
+	md, err := b.e.store.OpenMaildrop(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return pop3backend.NewMaildrop(md), nil
 }
 
 // popRetrieve downloads a user's messages over POP3 from a loopback

@@ -13,7 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/fsutil"
 )
 
 // Queue is the outbound mail queue. It is safe for concurrent use, and
@@ -42,7 +43,7 @@ type route struct {
 	workers int
 }
 
-var _ smtpin.Relay = (*Queue)(nil)
+var _ envelope.Relay = (*Queue)(nil)
 
 // Open opens the queue kept in the folder dir (DATA/queue), creating it if
 // needed. The `postino queue` commands open the same folder as the running
@@ -109,14 +110,14 @@ func isASCII(s string) bool {
 	return true
 }
 
-// Enqueue implements smtpin.Relay: it stores the message durably, one
+// Enqueue implements envelope.Relay: it stores the message durably, one
 // entry per destination domain, and returns the message id. The message
 // is signed (Options.Signer) only when postino originates it: when a user
 // of a local domain submitted it (params.AuthUser), and then as that
 // user's domain. Relayed and forwarded mail is never signed, whatever its
 // envelope sender or From field claim. Recipients in local domains are
 // delivered locally by the worker, without leaving the machine.
-func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params smtpin.DSNParams, msg io.Reader) (string, error) {
+func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params envelope.DSNParams, msg io.Reader) (string, error) {
 	if len(rcpts) == 0 {
 		return "", errors.New("queue: no recipients")
 	}
@@ -230,7 +231,7 @@ func (q *Queue) spool(ctx context.Context, msg io.Reader) (*spooled, error) {
 	}
 	os.Remove(f.Name())
 	sp := &spooled{f: f}
-	br := bufio.NewReaderSize(ctxReader{ctx, msg}, 32*1024)
+	br := bufio.NewReaderSize(fsutil.ContextReader(ctx, msg), 32*1024)
 	bw := bufio.NewWriterSize(f, 32*1024)
 	inHeader, lineStart := true, true
 	for {

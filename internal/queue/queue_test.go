@@ -14,7 +14,8 @@ import (
 
 	"github.com/emersion/go-message"
 
-	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // dsnParts parses a DSN with go-message and returns its header and parts
@@ -72,7 +73,7 @@ func TestDeliverBasic(t *testing.T) {
 	e.route("remote.test", srv)
 	e.net.addMX("other.test", "mx.other.test", 5)
 	e.net.host("mx.other.test", "127.0.0.3", srv2)
-	id := e.enqueue("alice@example.test", []string{"bob@remote.test", "carol@remote.test", "dan@other.test"}, smtpin.DSNParams{}, simpleMsg("basic"))
+	id := e.enqueue("alice@example.test", []string{"bob@remote.test", "carol@remote.test", "dan@other.test"}, envelope.DSNParams{}, simpleMsg("basic"))
 	if got := e.entries(); len(got) != 2 || got[0].MessageID != id {
 		t.Fatalf("entries %+v", got)
 	}
@@ -106,7 +107,7 @@ func TestPipeliningAndReuse(t *testing.T) {
 	srv := newServer(t, srvConfig{strictPipelining: true})
 	e.route("remote.test", srv)
 	for i := range 3 {
-		e.enqueue("alice@example.test", []string{"bob@remote.test", "x@remote.test"}, smtpin.DSNParams{}, simpleMsg(fmt.Sprint("p", i)))
+		e.enqueue("alice@example.test", []string{"bob@remote.test", "x@remote.test"}, envelope.DSNParams{}, simpleMsg(fmt.Sprint("p", i)))
 	}
 	e.runOnce()
 	if n := len(srv.messages()); n != 3 {
@@ -134,7 +135,7 @@ func TestPerDomainConcurrency(t *testing.T) {
 	}})
 	e.route("remote.test", srv)
 	for i := range 6 {
-		e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg(fmt.Sprint("c", i)))
+		e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg(fmt.Sprint("c", i)))
 	}
 	e.runOnce()
 	if n := len(srv.messages()); n != 6 {
@@ -152,7 +153,7 @@ func TestSTARTTLS(t *testing.T) {
 	plain := newServer(t, srvConfig{})
 	e.route("remote.test", srv)
 	e.route("plain.test", plain)
-	e.enqueue("alice@example.test", []string{"bob@remote.test", "bob@plain.test"}, smtpin.DSNParams{}, simpleMsg("tls"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test", "bob@plain.test"}, envelope.DSNParams{}, simpleMsg("tls"))
 	e.runOnce()
 	if m := srv.messages(); len(m) != 1 || !m[0].tls {
 		t.Errorf("TLS server: %+v", m)
@@ -164,7 +165,7 @@ func TestSTARTTLS(t *testing.T) {
 	e2 := newEnv(t, nil)
 	bad := newServer(t, srvConfig{tls: &tls.Config{}}) // no certificate: handshake fails
 	e2.route("remote.test", bad)
-	e2.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("tls2"))
+	e2.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("tls2"))
 	e2.runOnce()
 	if m := bad.messages(); len(m) != 1 || m[0].tls {
 		t.Errorf("after failed handshake: %+v", m)
@@ -180,7 +181,7 @@ func TestSmarthost(t *testing.T) {
 	})
 	e.net.host("smarthost.test", "127.0.0.9", nil)
 	e.net.routes["127.0.0.9:587"] = srv.addr()
-	e.enqueue("alice@example.test", []string{"bob@remote.test", "x@elsewhere.test"}, smtpin.DSNParams{}, simpleMsg("smart"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test", "x@elsewhere.test"}, envelope.DSNParams{}, simpleMsg("smart"))
 	e.runOnce()
 	m := srv.messages()
 	if len(m) != 2 || !m[0].tls || !m[0].authed || srv.connCount() != 1 {
@@ -190,7 +191,7 @@ func TestSmarthost(t *testing.T) {
 	plain := newServer(t, srvConfig{auth: "u:secret"})
 	e2 := newEnv(t, func(o *Options) { o.Smarthost = &Smarthost{Addr: "127.0.0.9:587", RequireTLS: true} })
 	e2.net.routes["127.0.0.9:587"] = plain.addr()
-	e2.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("smart2"))
+	e2.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("smart2"))
 	e2.runOnce()
 	if len(plain.messages()) != 0 {
 		t.Fatal("sent without TLS")
@@ -212,7 +213,7 @@ func TestMXOrder(t *testing.T) {
 	e.net.host("mx1.remote.test", "127.0.0.11", nil) // refuses
 	e.net.host("mx2.remote.test", "127.0.0.12", nil) // refuses
 	e.net.host("mx3.remote.test", "127.0.0.13", good)
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("mx"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("mx"))
 	e.runOnce()
 	if len(good.messages()) != 1 {
 		t.Fatal("not delivered to the last MX")
@@ -223,7 +224,7 @@ func TestMXOrder(t *testing.T) {
 
 	// Implicit MX: no MX records, the domain's own address.
 	e.net.host("bare.test", "127.0.0.20", good)
-	e.enqueue("alice@example.test", []string{"bob@bare.test"}, smtpin.DSNParams{}, simpleMsg("implicit"))
+	e.enqueue("alice@example.test", []string{"bob@bare.test"}, envelope.DSNParams{}, simpleMsg("implicit"))
 	e.runOnce()
 	if len(good.messages()) != 2 {
 		t.Fatal("implicit MX not used")
@@ -266,7 +267,7 @@ func onlyEntry(t *testing.T, e *env) *Entry {
 }
 
 // bounceFor runs a scenario that must bounce at once and returns the DSN.
-func bounceFor(t *testing.T, e *env, rcpt string, params smtpin.DSNParams, body string) *dsn {
+func bounceFor(t *testing.T, e *env, rcpt string, params envelope.DSNParams, body string) *dsn {
 	t.Helper()
 	e.enqueue("alice@example.test", []string{rcpt}, params, body)
 	e.runOnce() // the attempt, then the DSN queued for local delivery
@@ -328,7 +329,7 @@ func TestBounces(t *testing.T) {
 			if body == "" {
 				body = simpleMsg("bounce")
 			}
-			d := bounceFor(t, e, rcpt, smtpin.DSNParams{}, body)
+			d := bounceFor(t, e, rcpt, envelope.DSNParams{}, body)
 			if !strings.Contains(d.status(), tc.status) || !strings.Contains(d.status(), "Action: failed") {
 				t.Errorf("status part lacks %q:\n%s", tc.status, d.status())
 			}
@@ -354,7 +355,7 @@ func TestDSNParams(t *testing.T) {
 		return "550 5.1.1 unknown"
 	}})
 	e.route("remote.test", srv)
-	params := smtpin.DSNParams{Return: "FULL", EnvelopeID: "env-42", Recipients: []smtpin.RecipientDSN{
+	params := envelope.DSNParams{Return: "FULL", EnvelopeID: "env-42", Recipients: []envelope.RecipientDSN{
 		{OriginalRecipientType: "rfc822", OriginalRecipient: "Bob@Alias.test"},
 		{Notify: []string{"NEVER"}},
 		{Notify: []string{"SUCCESS", "DELAY"}},
@@ -391,7 +392,7 @@ func TestDSNParams(t *testing.T) {
 	// RET=HDRS (and the default): headers only.
 	e2 := newEnv(t, nil)
 	e2.route("remote.test", srv)
-	d2 := bounceFor(t, e2, "bob@remote.test", smtpin.DSNParams{}, simpleMsg("hdrs"))
+	d2 := bounceFor(t, e2, "bob@remote.test", envelope.DSNParams{}, simpleMsg("hdrs"))
 	if d2.types[2] != "text/rfc822-headers" || strings.Contains(d2.bodies[2], "Hello.") || !strings.Contains(d2.bodies[2], "Subject: hdrs") {
 		t.Errorf("headers part %v %q", d2.types, d2.bodies[2])
 	}
@@ -403,7 +404,7 @@ func TestSuccessRelayed(t *testing.T) {
 	e := newEnv(t, nil)
 	srv := newServer(t, srvConfig{ext: []string{"PIPELINING", "8BITMIME"}})
 	e.route("remote.test", srv)
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{Recipients: []smtpin.RecipientDSN{{Notify: []string{"SUCCESS"}}}}, simpleMsg("ok"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{Recipients: []envelope.RecipientDSN{{Notify: []string{"SUCCESS"}}}}, simpleMsg("ok"))
 	e.runOnce()
 	e.runOnce()
 	box := e.mailbox("alice@example.test")
@@ -420,7 +421,7 @@ func TestNullSenderNeverBounced(t *testing.T) {
 	e := newEnv(t, nil)
 	srv := newServer(t, srvConfig{rcpt: func(string) string { return "550 5.1.1 unknown" }})
 	e.route("remote.test", srv)
-	e.enqueue("", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("null"))
+	e.enqueue("", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("null"))
 	e.runOnce()
 	e.runOnce()
 	if len(e.entries()) != 0 {
@@ -436,7 +437,7 @@ func TestNullSenderNeverBounced(t *testing.T) {
 // Deliverer, never sent out; an unknown local user bounces.
 func TestLocalRecipients(t *testing.T) {
 	e := newEnv(t, nil)
-	e.enqueue("carol@remote.test", []string{"bob@example.test", "ghost@example.test"}, smtpin.DSNParams{}, simpleMsg("local"))
+	e.enqueue("carol@remote.test", []string{"bob@example.test", "ghost@example.test"}, envelope.DSNParams{}, simpleMsg("local"))
 	srv := newServer(t, srvConfig{})
 	e.route("remote.test", srv)
 	e.runOnce()
@@ -517,7 +518,7 @@ func TestRetryTemporary(t *testing.T) {
 					e.route("remote.test", bad)
 				}
 			}
-			e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("retry"))
+			e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("retry"))
 			e.runOnce()
 			en := onlyEntry(t, e)
 			r := en.Recipients[0]
@@ -562,7 +563,7 @@ func TestBackoffExpiryPOP3(t *testing.T) {
 	srv := newServer(t, srvConfig{rcpt: func(string) string { return "450 4.2.0 mailbox busy" }})
 	e.route("remote.test", srv)
 	start := e.clock.Now()
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{EnvelopeID: "E1"}, simpleMsg("expire"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{EnvelopeID: "E1"}, simpleMsg("expire"))
 	var gaps []time.Duration
 	prev := start
 	for i := 0; i < 200; i++ {
@@ -610,7 +611,7 @@ func TestDelayWarning(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.DelayWarning = 4 * time.Hour })
 	srv := newServer(t, srvConfig{rcpt: func(string) string { return "451 4.3.0 later" }})
 	e.route("remote.test", srv)
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("delay"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("delay"))
 	for range 12 {
 		e.runOnce()
 		for _, en := range e.entries() {
@@ -635,9 +636,9 @@ func TestOperations(t *testing.T) {
 	srv := newServer(t, srvConfig{rcpt: func(string) string { return "451 4.3.0 later" }})
 	e.route("remote.test", srv)
 	e.route("other.test", srv)
-	id1 := e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("op1"))
+	id1 := e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("op1"))
 	e.clock.Advance(time.Second)
-	id2 := e.enqueue("alice@example.test", []string{"bob@remote.test", "x@other.test"}, smtpin.DSNParams{}, simpleMsg("op2"))
+	id2 := e.enqueue("alice@example.test", []string{"bob@remote.test", "x@other.test"}, envelope.DSNParams{}, simpleMsg("op2"))
 	e.runOnce()
 	ctx := context.Background()
 	list, _ := e.q.List(ctx)
@@ -700,11 +701,11 @@ func TestRunNoticesOtherProcess(t *testing.T) {
 		go func() { defer wg.Done(); q.Run(ctx) }()
 	}
 	for i := range 20 {
-		if _, err := cli.Enqueue(ctx, "alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, strings.NewReader(simpleMsg(fmt.Sprint("two", i)))); err != nil {
+		if _, err := cli.Enqueue(ctx, "alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, strings.NewReader(simpleMsg(fmt.Sprint("two", i)))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "delivery", func() bool { return len(srv.messages()) >= 20 && len(e.entries()) == 0 })
+	testutil.WaitFor(t, 20*time.Second, "delivery", func() bool { return len(srv.messages()) >= 20 && len(e.entries()) == 0 })
 	time.Sleep(100 * time.Millisecond)
 	cancel()
 	wg.Wait()
@@ -735,7 +736,7 @@ func TestEnqueueDetection(t *testing.T) {
 		{"alice@example.test", "j\u00f6@remote.test", "Subject: a\r\n\r\nx\r\n", false, true},
 	}
 	for _, c := range cases {
-		id, err := e.q.Enqueue(ctx, c.from, []string{c.rcpt}, smtpin.DSNParams{}, strings.NewReader(c.body))
+		id, err := e.q.Enqueue(ctx, c.from, []string{c.rcpt}, envelope.DSNParams{}, strings.NewReader(c.body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -744,14 +745,14 @@ func TestEnqueueDetection(t *testing.T) {
 			t.Errorf("%q: 8bit %v utf8 %v", c.body, en[0].Need8BitMIME, en[0].NeedSMTPUTF8)
 		}
 	}
-	if _, err := e.q.Enqueue(ctx, "a@example.test", nil, smtpin.DSNParams{}, strings.NewReader("x")); err == nil {
+	if _, err := e.q.Enqueue(ctx, "a@example.test", nil, envelope.DSNParams{}, strings.NewReader("x")); err == nil {
 		t.Error("no recipients accepted")
 	}
-	if _, err := e.q.Enqueue(ctx, "a@example.test", []string{"b@x.test"}, smtpin.DSNParams{}, strings.NewReader("")); err == nil {
+	if _, err := e.q.Enqueue(ctx, "a@example.test", []string{"b@x.test"}, envelope.DSNParams{}, strings.NewReader("")); err == nil {
 		t.Error("empty message accepted")
 	}
 	e2 := newEnv(t, func(o *Options) { o.MaxMessageSize = 10 })
-	if _, err := e2.q.Enqueue(ctx, "a@example.test", []string{"b@x.test"}, smtpin.DSNParams{}, strings.NewReader(simpleMsg("big"))); err == nil {
+	if _, err := e2.q.Enqueue(ctx, "a@example.test", []string{"b@x.test"}, envelope.DSNParams{}, strings.NewReader(simpleMsg("big"))); err == nil {
 		t.Error("oversized message accepted")
 	}
 }
@@ -773,10 +774,10 @@ func TestSignerHook(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.Signer = sg })
 	srv := newServer(t, srvConfig{})
 	e.route("remote.test", srv)
-	e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{AuthUser: "alice@example.test"}, simpleMsg("signed"))
-	e.enqueue("ceo@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("forged"))
-	e.enqueue("ceo@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{AuthUser: "carol@remote.test"}, simpleMsg("foreign"))
-	e.enqueue("carol@remote.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("unsigned"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{AuthUser: "alice@example.test"}, simpleMsg("signed"))
+	e.enqueue("ceo@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("forged"))
+	e.enqueue("ceo@example.test", []string{"bob@remote.test"}, envelope.DSNParams{AuthUser: "carol@remote.test"}, simpleMsg("foreign"))
+	e.enqueue("carol@remote.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("unsigned"))
 	e.runOnce()
 	if strings.Join(sg.domains, ",") != "example.test" {
 		t.Errorf("signed for %v", sg.domains)
@@ -798,7 +799,7 @@ func TestInterruptedRecovery(t *testing.T) {
 	e := newEnv(t, nil)
 	srv := newServer(t, srvConfig{})
 	e.route("remote.test", srv)
-	e.enqueue("alice@example.test", []string{"bob@remote.test", "done@remote.test"}, smtpin.DSNParams{}, simpleMsg("crash"))
+	e.enqueue("alice@example.test", []string{"bob@remote.test", "done@remote.test"}, envelope.DSNParams{}, simpleMsg("crash"))
 	ctx := context.Background()
 	en := onlyEntry(t, e)
 	t0 := e.clock.Now()
@@ -824,7 +825,7 @@ func TestSweep(t *testing.T) {
 	old := time.Now().Add(-2 * time.Hour)
 	fs.root.Chtimes("msg/ORPHAN", old, old)
 	fs.root.Chtimes("tmp/junk", old, old)
-	id := e.enqueue("alice@example.test", []string{"bob@remote.test"}, smtpin.DSNParams{}, simpleMsg("keep"))
+	id := e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("keep"))
 	fs.root.Chtimes("msg/"+id, old, old)
 	if err := fs.Sweep(time.Hour); err != nil {
 		t.Fatal(err)

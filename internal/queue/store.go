@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/postino-mail/postino/internal/fsutil"
 )
 
 // Errors of the queue operations.
@@ -24,10 +26,8 @@ var (
 	ErrNotFound = errors.New("queue: no such entry")
 )
 
-// Store holds the queue: message bodies and entries. FileStore keeps it in
-// a folder; a PostgreSQL store can implement the same contract for a
-// cluster (a row per entry, a lease column or advisory lock for Claim,
-// LISTEN/NOTIFY for Changed).
+// Store holds the queue: message bodies and entries. FileStore, the one
+// implementation, keeps it in a folder.
 //
 // The contract: AddMessage is durable when it returns, and makes the
 // entries visible only after the body is durable. Update replaces an entry
@@ -127,7 +127,7 @@ func (s *FileStore) writeFile(ctx context.Context, name string, r io.Reader) err
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(f, ctxReader{ctx, r})
+	_, err = io.Copy(f, fsutil.ContextReader(ctx, r))
 	if err == nil {
 		err = f.Sync()
 	}
@@ -365,16 +365,4 @@ func (s *FileStore) Sweep(age time.Duration) error {
 		}
 	}
 	return nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

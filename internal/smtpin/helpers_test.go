@@ -3,19 +3,14 @@ package smtpin
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,16 +22,12 @@ import (
 	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 )
-
-func TestMain(m *testing.M) {
-	// Cheap hashes: the tests are about SMTP, not Argon2.
-	auth.Argon2Params = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
-	os.Exit(m.Run())
-}
 
 // fixedNow is the clock of every test server.
 var fixedNow = time.Date(2025, 3, 4, 5, 6, 7, 0, time.FixedZone("", 0))
@@ -79,7 +70,7 @@ func (f failingStore) Deliver(ctx context.Context, mailbox string, msg io.Reader
 type relayCall struct {
 	from   string
 	rcpts  []string
-	params DSNParams
+	params envelope.DSNParams
 	msg    string
 }
 
@@ -89,7 +80,7 @@ type fakeRelay struct {
 	err   error
 }
 
-func (r *fakeRelay) Enqueue(ctx context.Context, from string, rcpts []string, params DSNParams, msg io.Reader) (string, error) {
+func (r *fakeRelay) Enqueue(ctx context.Context, from string, rcpts []string, params envelope.DSNParams, msg io.Reader) (string, error) {
 	b, err := io.ReadAll(msg)
 	if err != nil {
 		return "", err
@@ -138,8 +129,9 @@ func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	db := auth.OpenDB(filepath.Join(dir, "users.passwd"))
+	db.Argon2 = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32} // the tests are about SMTP, not Argon2
 	for u, pw := range testUsers {
-		h, err := auth.HashPassword(pw)
+		h, err := db.HashPassword(pw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,30 +212,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 // testTLS returns a server config with a fresh self-signed certificate for
 // localhost and 127.0.0.1, and a pool trusting it.
 func testTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
+	c := testutil.NewCert(t, "localhost", "127.0.0.1")
+	return c.Config(), c.Pool()
 }
 
 // client is a raw SMTP client for transcript tests.
@@ -397,7 +367,7 @@ func (e *env) expectNoMessages(mailbox string) {
 // messages returns the messages of a mailbox, in wire form.
 func (e *env) messages(mailbox string) []string {
 	e.t.Helper()
-	return testutil.StoreMessages(e.t, e.store, mailbox)
+	return mailtest.StoreMessages(e.t, e.store, mailbox)
 }
 
 // waitIdle waits until the server has no connections.

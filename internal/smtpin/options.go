@@ -5,12 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"time"
 
 	"github.com/postino-mail/postino/internal/authguard"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/pop3"
 
 	"github.com/postino-mail/postino/internal/auth"
@@ -67,44 +67,6 @@ type Aliases interface {
 	CatchAll(domain string) (string, bool)
 	// Domains returns the domains that have aliases.
 	Domains() []string
-}
-
-// DSNParams are the Delivery Status Notification parameters of a message
-// (RFC 3461), kept for the Relay.
-type DSNParams struct {
-	// Return is the RET= value of MAIL: "FULL", "HDRS" or "".
-	Return string
-	// EnvelopeID is the ENVID= value of MAIL, xtext-decoded, or "".
-	EnvelopeID string
-	// Recipients holds the RCPT parameters, one per recipient passed to
-	// Relay.Enqueue, in the same order.
-	Recipients []RecipientDSN
-	// AuthUser is the user who submitted the message, authenticated with
-	// SMTP AUTH (RFC 4954), or "" for mail that was not submitted by one
-	// of our users (received on the MX port or over LMTP, forwarded by an
-	// alias). It decides whether the message is ours to DKIM-sign: never
-	// the envelope or a header, which anyone can forge.
-	AuthUser string
-}
-
-// RecipientDSN are the DSN parameters of one recipient (RFC 3461 §4).
-type RecipientDSN struct {
-	// Notify is the NOTIFY= list ("NEVER", or some of "SUCCESS",
-	// "FAILURE", "DELAY"); nil when not given.
-	Notify []string
-	// OriginalRecipientType is the address type of ORCPT= ("RFC822" or
-	// "UTF-8"), and OriginalRecipient its decoded address. For a remote
-	// address reached through an alias without ORCPT=, they are "RFC822"
-	// (or "UTF-8") and the address the client gave.
-	OriginalRecipientType string
-	OriginalRecipient     string
-}
-
-// Relay accepts messages for remote recipients: the outbound queue.
-type Relay interface {
-	// Enqueue stores the message durably for later delivery to rcpts and
-	// returns its queue id. msg starts with our Received header.
-	Enqueue(ctx context.Context, from string, rcpts []string, params DSNParams, msg io.Reader) (id string, err error)
 }
 
 // Options configure a Server. Zero values take the defaults given.
@@ -188,7 +150,7 @@ type Options struct {
 	// Relay takes messages for remote recipients from authenticated
 	// submission and for aliases that forward to remote addresses. nil:
 	// such recipients are refused with a temporary error.
-	Relay Relay
+	Relay envelope.Relay
 	// SRS, when set, rewrites the envelope sender of mail forwarded to
 	// remote addresses (received without AUTH: MX, LMTP) into an SRS
 	// address of the primary domain, and routes mail for valid SRS

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 	smtp "github.com/emersion/go-smtp"
 
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/envelope"
 )
 
 // ErrServerClosed is returned by Serve and ServeTLS after Shutdown.
@@ -151,34 +151,5 @@ func (a slogAdapter) Println(v ...any) {
 
 // isLocalDomain reports whether mail for domain is delivered here.
 func (s *Server) isLocalDomain(domain string) bool {
-	return LocalDomainFunc(s.opts.LocalDomains, s.opts.Users, s.opts.Aliases, s.opts.Logger)(domain)
-}
-
-// LocalDomainFunc returns the test for "mail for this domain is delivered
-// here" that the SMTP servers use, for the outbound queue to share: the
-// configured local domains, or when there are none the domains of the
-// users and aliases.
-func LocalDomainFunc(local []string, users UserDB, al Aliases, logger *slog.Logger) func(string) bool {
-	return func(domain string) bool {
-		domain = strings.ToLower(domain)
-		if len(local) > 0 {
-			return slices.ContainsFunc(local, func(d string) bool { return strings.EqualFold(d, domain) })
-		}
-		if al != nil && slices.Contains(al.Domains(), domain) {
-			return true
-		}
-		list, err := users.List()
-		if err != nil {
-			if logger != nil {
-				logger.Error("smtp: listing users", "err", err)
-			}
-			return false
-		}
-		for _, u := range list {
-			if _, d, _ := strings.Cut(u.Address, "@"); d == domain {
-				return true
-			}
-		}
-		return false
-	}
+	return envelope.LocalDomainFunc(s.opts.LocalDomains, s.opts.Users, s.opts.Aliases, s.opts.Logger)(domain)
 }

@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
+	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -328,7 +330,7 @@ func TestSubmissionRelay(t *testing.T) {
 		if call.from != "alice@example.test" || !slices.Equal(call.rcpts, []string{"friend@remote.example", "other@far.example"}) {
 			t.Fatalf("call %+v", call)
 		}
-		wantParams := DSNParams{Return: "HDRS", EnvelopeID: "env+1", Recipients: []RecipientDSN{
+		wantParams := envelope.DSNParams{Return: "HDRS", EnvelopeID: "env+1", Recipients: []envelope.RecipientDSN{
 			{Notify: []string{"SUCCESS", "FAILURE"}, OriginalRecipientType: "RFC822", OriginalRecipient: "friend@remote.example"},
 			{},
 		}}
@@ -572,7 +574,7 @@ func TestConnectionLimits(t *testing.T) {
 	c4.expect(421, "4.7.0 Too many connections")
 	c1.cmd(221, "", "QUIT")
 	c1.closed()
-	waitFor(t, func() bool { e.srv.mu.Lock(); defer e.srv.mu.Unlock(); return len(e.srv.conns) == 1 })
+	testutil.WaitFor(t, 5*time.Second, "one tracked connection", func() bool { e.srv.mu.Lock(); defer e.srv.mu.Unlock(); return len(e.srv.conns) == 1 })
 	c5 := e.dial()
 	c5.cmd(250, "", "NOOP")
 	c2.cmd(250, "", "NOOP")
@@ -581,17 +583,6 @@ func TestConnectionLimits(t *testing.T) {
 	e.dial()
 	c6 := e.dialNoGreet(e.addr)
 	c6.expect(421, "Too many connections")
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestLMTP(t *testing.T) {

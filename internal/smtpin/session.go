@@ -19,6 +19,7 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -621,13 +622,13 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 	// (and, with SMTP's single reply, a retry then duplicates nothing
 	// remote).
 	var rcpts []string
-	params := DSNParams{Return: tx.ret, EnvelopeID: tx.envid}
+	params := envelope.DSNParams{Return: tx.ret, EnvelopeID: tx.envid}
 	for _, rc := range tx.rcpts {
 		for _, addr := range rc.res.Remote {
 			if containsString(rcpts, addr) {
 				continue
 			}
-			rd := RecipientDSN{Notify: rc.notify, OriginalRecipientType: rc.otype, OriginalRecipient: rc.orcpt}
+			rd := envelope.RecipientDSN{Notify: rc.notify, OriginalRecipientType: rc.otype, OriginalRecipient: rc.orcpt}
 			if rd.OriginalRecipient == "" && addr != rc.canon {
 				rd.OriginalRecipientType = "rfc822"
 				if !isASCII(rc.canon) {

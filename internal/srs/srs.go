@@ -43,6 +43,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/postino-mail/postino/internal/fsutil"
 )
 
 // DefaultMaxAge is how long an SRS address can be reversed (postsrsd's
@@ -118,7 +120,7 @@ func LoadKey(path string) ([]byte, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = fsutil.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		os.Remove(path)
@@ -133,15 +135,6 @@ func decodeKey(path string, data []byte) ([]byte, error) {
 		return nil, fmt.Errorf("srs: %s does not hold a secret of at least 16 octets in hexadecimal", path)
 	}
 	return k, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)

@@ -1,5 +1,6 @@
 // Package store defines the storage contract that every postino mailbox
-// backend honours (Maildir on a single node, PostgreSQL in a cluster).
+// backend honours. The backend today is Maildir (internal/store/maildir);
+// a backend for several nodes must honour the same contract.
 //
 // The contract, which the POP3 server and local delivery rely on:
 //
@@ -18,16 +19,14 @@
 //   - Bodies are streamed, never loaded whole into memory.
 //   - Commit removes the given messages all-or-nothing and durably: after a
 //     crash at any instant either every one is gone or none is.
-//   - Deliver returns only once the message is durable (file and directory
-//     fsync'd, or the database transaction committed).
+//   - Deliver returns only once the message is durable (for Maildir: the
+//     file and its directory fsync'd).
 package store
 
 import (
 	"context"
 	"errors"
 	"io"
-
-	"github.com/postino-mail/postino/pop3"
 )
 
 // ErrLocked is returned by OpenMaildrop when another session holds the
@@ -42,10 +41,17 @@ var ErrNoMailbox = errors.New("store: no such mailbox")
 // permanent failure: trying again will not help.
 var ErrMalformed = errors.New("store: malformed message")
 
-// MessageInfo describes one message of a maildrop snapshot: its UID (the
-// POP3 UIDL) and its exact wire size. It is the POP3 package's type, so
-// that every store.Maildrop is a pop3.Maildrop as it is.
-type MessageInfo = pop3.MessageInfo
+// MessageInfo describes one message of a maildrop snapshot. Protocol
+// servers convert it to their own types (internal/pop3backend for POP3).
+type MessageInfo struct {
+	// UID is unique within the mailbox, stable forever, never reused, and
+	// 1 to 70 characters in the range 0x21 to 0x7E (RFC 1939 §7: it
+	// serves as the POP3 unique-id as it is).
+	UID string
+	// Size is the exact wire size in octets: CRLF line ends, before
+	// dot-stuffing, ending in CRLF (RFC 1939 §11: the size LIST reports).
+	Size int64
+}
 
 // Store is a mail storage backend. Mailbox names are canonical user
 // addresses ("alice@example.test", domain in lower case) as produced by the

@@ -6,8 +6,13 @@
 // programs, Python modules or root are missing (or failing them under
 // CI=true: SkipOrFatal, NeedProgram, NeedPython, NewSystemUser), starting
 // "postino serve" and waiting for its listener banner, stopping it with
-// SIGTERM and checking that it exits 0, and a few POP3 and message
-// helpers.
+// SIGTERM and checking that it exits 0, polling for a condition
+// (WaitFor), a self-signed test certificate (NewCert), and message helpers
+// (CRLF, WireForm).
+//
+// It imports only the standard library, so that the tests of every
+// package can use it, pop3's included; the helpers that need postino's
+// own packages are in internal/testutil/mailtest.
 //
 // It is an ordinary package so that those test packages can share it, but
 // it is meant for tests only: product code must not import it.

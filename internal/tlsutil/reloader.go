@@ -126,7 +126,7 @@ func diagnose(certFile, keyFile string, certPEM, keyPEM []byte, err error) error
 	if certErr != nil {
 		return fmt.Errorf("tls: certificate %s: %w", certFile, certErr)
 	}
-	key, keyErr := firstPrivateKey(keyPEM)
+	key, keyErr := ParsePrivateKey(keyPEM)
 	if keyErr != nil {
 		return fmt.Errorf("tls: key %s: %w", keyFile, keyErr)
 	}
@@ -155,9 +155,11 @@ func firstCertificate(data []byte) (*x509.Certificate, error) {
 	}
 }
 
-// firstPrivateKey parses the first private key block in data, in any of the
-// encodings crypto/tls accepts.
-func firstPrivateKey(data []byte) (crypto.Signer, error) {
+// ParsePrivateKey parses the first private key block in data, in any of
+// the encodings crypto/tls accepts (PKCS #8 "PRIVATE KEY", SEC 1 "EC
+// PRIVATE KEY", PKCS #1 "RSA PRIVATE KEY"); other blocks before it are
+// skipped. DKIM keys are read with it too.
+func ParsePrivateKey(data []byte) (crypto.Signer, error) {
 	for {
 		var b *pem.Block
 		b, data = pem.Decode(data)

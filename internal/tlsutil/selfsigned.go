@@ -19,6 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/postino-mail/postino/internal/fsutil"
 )
 
 // File names used by EnsureSelfSigned inside its directory.
@@ -62,14 +64,12 @@ func EnsureSelfSigned(dir, hostname string) (certFile, keyFile string, created b
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", false, fmt.Errorf("tls: creating %s: %w", dir, err)
 	}
-	if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
-		return "", "", false, err
+	// Each file is fsync'd, renamed into place and its directory fsync'd.
+	if err := fsutil.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		return "", "", false, fmt.Errorf("tls: writing %s: %w", keyFile, err)
 	}
-	if err := writeFileAtomic(certFile, certPEM, 0o644); err != nil {
-		return "", "", false, err
-	}
-	if err := syncDir(dir); err != nil {
-		return "", "", false, err
+	if err := fsutil.WriteFile(certFile, certPEM, 0o644); err != nil {
+		return "", "", false, fmt.Errorf("tls: writing %s: %w", certFile, err)
 	}
 	return certFile, keyFile, true, nil
 }
@@ -143,49 +143,4 @@ func generateSelfSigned(hostname string, now time.Time) (certPEM, keyPEM []byte,
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	return certPEM, keyPEM, nil
-}
-
-// writeFileAtomic writes data to path with the given mode through a
-// temporary file in the same directory that is synced and renamed.
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("tls: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("tls: writing %s: %w", path, err)
-		}
-	}()
-	// CreateTemp uses 0600; set the final mode explicitly so that the umask
-	// does not matter.
-	if err = f.Chmod(mode); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// syncDir fsyncs a directory so that renames into it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("tls: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("tls: syncing %s: %w", dir, err)
-	}
-	return nil
 }

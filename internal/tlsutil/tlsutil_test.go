@@ -1,7 +1,6 @@
 package tlsutil
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,9 +13,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // newSelfSigned generates a certificate in a fresh directory.
@@ -261,38 +261,9 @@ func TestNewReloaderErrors(t *testing.T) {
 	_ = cert2
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestReloaderWatch(t *testing.T) {
 	dir, certFile, keyFile := newSelfSigned(t, "mail.example.org")
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	r, err := NewReloader(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -310,15 +281,15 @@ func TestReloaderWatch(t *testing.T) {
 
 	fp1 := r.Fingerprint()
 	regenerate(t, dir)
-	waitFor(t, "reload after regeneration", func() bool { return r.Fingerprint() != fp1 })
-	waitFor(t, "success log", func() bool { return strings.Contains(logs.String(), "certificate reloaded") })
+	testutil.WaitFor(t, 5*time.Second, "reload after regeneration", func() bool { return r.Fingerprint() != fp1 })
+	testutil.WaitFor(t, 5*time.Second, "success log", func() bool { return strings.Contains(logs.String(), "certificate reloaded") })
 	fp2 := r.Fingerprint()
 
 	// A broken file is logged and the certificate kept.
 	if err := os.WriteFile(certFile, []byte("broken"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "failure log", func() bool { return strings.Contains(logs.String(), "reloading certificate failed") })
+	testutil.WaitFor(t, 5*time.Second, "failure log", func() bool { return strings.Contains(logs.String(), "reloading certificate failed") })
 	if r.Fingerprint() != fp2 {
 		t.Error("broken file replaced the certificate")
 	}
@@ -330,7 +301,7 @@ func TestReloaderWatch(t *testing.T) {
 
 	// Fixing the file recovers.
 	regenerate(t, dir)
-	waitFor(t, "reload after fix", func() bool { return r.Fingerprint() != fp2 })
+	testutil.WaitFor(t, 5*time.Second, "reload after fix", func() bool { return r.Fingerprint() != fp2 })
 
 	cancel()
 	select {

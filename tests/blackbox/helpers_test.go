@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -177,7 +178,7 @@ func mustDeliver(t testing.TB, data, from string, msg []byte, rcpts ...string) {
 // dial connects to the plain POP3 listener.
 func (s *server) dial() *pop3.Client {
 	s.t.Helper()
-	c := testutil.DialPOP3(s.t, s.pop3Addr, 30*time.Second)
+	c := mailtest.DialPOP3(s.t, s.pop3Addr, 30*time.Second)
 	s.t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -233,7 +234,7 @@ func (s *server) retrieveAll(user, pw string) [][]byte {
 // sizes are the exact RETR octet counts.
 func retrAll(t testing.TB, c *pop3.Client) [][]byte {
 	t.Helper()
-	return testutil.RetrAll(t, c, "")
+	return mailtest.RetrAll(t, c, "")
 }
 
 // wireForm is what POP3 must serve for a message delivered by "postino

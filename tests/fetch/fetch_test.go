@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 )
 
 // Exit codes documented in internal/fetch.
@@ -546,24 +547,14 @@ func TestDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.deliver(t, a.user, testMessage(1, 1000))
-	waitFor(t, func() bool { return len(d.read(t)) == 1 })
+	testutil.WaitFor(t, 10*time.Second, "one message delivered", func() bool { return len(d.read(t)) == 1 })
 	s.deliver(t, a.user, testMessage(2, 1000))
-	waitFor(t, func() bool { return len(d.read(t)) == 2 })
+	testutil.WaitFor(t, 10*time.Second, "two messages delivered", func() bool { return len(d.read(t)) == 2 })
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("daemon exit: %v\n%s", err, out)
 	}
 	checkExactlyOnce(t, d, ids(1, 2))
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal("condition not met within 10s")
 }
 
 // ---- Dovecot ----
@@ -686,5 +677,5 @@ func TestDovecot(t *testing.T) {
 func uidls(t *testing.T, addr, user, pw string) []string {
 	c := popClient(t, addr, user, pw)
 	defer c.Quit()
-	return testutil.UIDLs(t, c)
+	return mailtest.UIDLs(t, c)
 }

@@ -7,18 +7,11 @@ package fetch_test
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -32,6 +25,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -54,8 +48,9 @@ type postinoServer struct {
 
 var fpRE = regexp.MustCompile(`fingerprint ([0-9A-F]{2}(?::[0-9A-F]{2}){31})`)
 
-// startPostino runs "postino serve" on free loopback ports.
-func startPostino(t testing.TB) *postinoServer {
+// startPostino runs "postino serve" on free loopback ports. pop3Extra
+// are more lines of its [pop3] section.
+func startPostino(t testing.TB, pop3Extra ...string) *postinoServer {
 	t.Helper()
 	data := t.TempDir()
 	for attempt := 1; ; attempt++ {
@@ -63,7 +58,8 @@ func startPostino(t testing.TB) *postinoServer {
 		s := &postinoServer{data: data, pop3Addr: a[0], pop3sAddr: a[1], out: &testutil.SyncBuffer{}}
 		// Other listeners are disabled with empty addresses in a config.
 		cfg := filepath.Join(data, "postino.toml")
-		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[pop3]\nlisten = %q\nlisten_tls = %q\n[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n", data, s.pop3Addr, s.pop3sAddr)), 0o600)
+		extra := strings.Join(append(pop3Extra, ""), "\n")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[pop3]\nlisten = %q\nlisten_tls = %q\n%s[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n", data, s.pop3Addr, s.pop3sAddr, extra)), 0o600)
 		cmd := exec.Command(binPath, "serve", "--config", cfg)
 		cmd.Stdout, cmd.Stderr = s.out, s.out
 		p, err := testutil.StartProcess(cmd)
@@ -107,7 +103,7 @@ func (s *postinoServer) deliver(t testing.TB, user string, msg []byte) {
 // client logs in with the repository's POP3 client.
 func popClient(t testing.TB, addr, user, pw string) *pop3.Client {
 	t.Helper()
-	c := testutil.DialPOP3(t, addr, 10*time.Second)
+	c := mailtest.DialPOP3(t, addr, 10*time.Second)
 	if err := c.Login(user, pw); err != nil {
 		t.Fatalf("login %s: %v", user, err)
 	}
@@ -440,9 +436,10 @@ type dovecot struct {
 }
 
 // startDovecot runs a private Dovecot on loopback with users u1..u4@test
-// (password "secret"). A missing Dovecot skips the test, or fails it in
-// CI.
-func startDovecot(t testing.TB) *dovecot {
+// (password "secret"). settings are more lines of its configuration; a
+// setting given there wins over the one given before. A missing Dovecot
+// skips the test, or fails it in CI.
+func startDovecot(t testing.TB, settings ...string) *dovecot {
 	t.Helper()
 	bin, err := exec.LookPath("dovecot")
 	if err == nil {
@@ -510,7 +507,7 @@ service pop3-login {
 service anvil {
   chroot =
 }
-`, dir, p1, p1, p2)
+`, dir, p1, p1, p2) + strings.Join(append(settings, ""), "\n")
 		os.WriteFile(d.conf, []byte(conf), 0o644)
 		cmd := exec.Command(bin, "-F", "-c", d.conf)
 		out := &testutil.SyncBuffer{}
@@ -560,26 +557,11 @@ func (d *dovecot) deliver(t testing.TB, user string, msg []byte) {
 // selfSigned returns a certificate for localhost and 127.0.0.1, its key
 // and its SHA-256 fingerprint.
 func selfSigned(t testing.TB) (certPEM, keyPEM []byte, fp string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:    []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	sum := sha256.Sum256(der)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), hex.EncodeToString(sum[:])
+	t.Helper()
+	c := testutil.NewCert(t, "localhost", "127.0.0.1")
+	certPEM, keyPEM = c.PEM(t)
+	sum := sha256.Sum256(c.DER)
+	return certPEM, keyPEM, hex.EncodeToString(sum[:])
 }
 
 // ---- a misbehaving proxy ----

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -104,7 +105,7 @@ func (s *server) fill(t testing.TB, rcpt string, msgs []testMsg) map[int][]byte 
 // pop3Client logs in with the repository's POP3 client.
 func (s *server) pop3Client(t testing.TB, user, pw string) *pop3.Client {
 	t.Helper()
-	c := testutil.DialPOP3(t, s.pop3Addr, 30*time.Second)
+	c := mailtest.DialPOP3(t, s.pop3Addr, 30*time.Second)
 	if err := c.Login(user, pw); err != nil {
 		c.Close()
 		t.Fatalf("login %s: %v", user, err)
@@ -130,7 +131,7 @@ func (s *server) uidls(t testing.TB, user, pw string) []string {
 	t.Helper()
 	c := s.pop3Client(t, user, pw)
 	defer c.Quit()
-	return testutil.UIDLs(t, c)
+	return mailtest.UIDLs(t, c)
 }
 
 // writeFile0600 writes a client configuration file readable only by its

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 )
 
 // binPath is the postino binary built by TestMain.
@@ -217,7 +218,7 @@ func (s *server) tlsConfig() *tls.Config {
 // without deleting.
 func (s *server) mailbox(t testing.TB, user string) [][]byte {
 	t.Helper()
-	c := testutil.DialPOP3(t, s.pop3, 30*time.Second)
+	c := mailtest.DialPOP3(t, s.pop3, 30*time.Second)
 	defer c.Close()
 	if !isASCII(user) {
 		if _, err := c.Cmd("UTF8"); err != nil {
@@ -227,7 +228,7 @@ func (s *server) mailbox(t testing.TB, user string) [][]byte {
 	if err := c.Login(user, passwd); err != nil {
 		t.Fatalf("POP3 login %s: %v", user, err)
 	}
-	msgs := testutil.RetrAll(t, c, user)
+	msgs := mailtest.RetrAll(t, c, user)
 	if err := c.Quit(); err != nil {
 		t.Fatalf("QUIT: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
 )
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -636,7 +637,7 @@ func TestDotCRLine(t *testing.T) {
 		}
 		checkStored(t, got[0], from, bob, 1, []byte(want))
 		// Start the next mode with an empty mailbox.
-		c := testutil.DialPOP3(t, s.pop3, 10*time.Second)
+		c := mailtest.DialPOP3(t, s.pop3, 10*time.Second)
 		if err := c.Login(bob, passwd); err != nil {
 			t.Fatal(err)
 		}

@@ -113,30 +113,7 @@ smtp_tls_security_level = none
 lmtp_tls_security_level = none
 `, p.queue, data, p.logFile, filepath.Dir(p.logFile), transport)
 	// Every chroot column is n: the daemons run in the queue folder.
-	masterCF := p.smtpd + ` inet n - n - - smtpd
-pickup    unix n - n 60 1 pickup
-cleanup   unix n - n - 0 cleanup
-qmgr      unix n - n 300 1 qmgr
-tlsmgr    unix - - n 1000? 1 tlsmgr
-rewrite   unix - - n - - trivial-rewrite
-bounce    unix - - n - 0 bounce
-defer     unix - - n - 0 bounce
-trace     unix - - n - 0 bounce
-verify    unix - - n - 1 verify
-flush     unix n - n 1000? 0 flush
-proxymap  unix - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp      unix - - n - - smtp
-relay     unix - - n - - smtp
-showq     unix n - n - - showq
-error     unix - - n - - error
-retry     unix - - n - - error
-discard   unix - - n - - discard
-lmtp      unix - - n - - lmtp
-anvil     unix - - n - 1 anvil
-scache    unix - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-`
+	masterCF := testutil.PostfixMasterCF(p.smtpd)
 	for name, content := range map[string]string{"main.cf": mainCF, "master.cf": masterCF} {
 		if err := os.WriteFile(filepath.Join(p.conf, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -122,4 +123,70 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	n := copy(p[:min(len(p), r.n)], r.data)
 	r.data = r.data[n:]
 	return n, nil
+}
+
+func FuzzParseUIDList(f *testing.F) {
+	for _, s := range []string{
+		dovecotList,
+		"3 V1795996373 N2 G8fe5a203d5ba0c6b0a7d000083ecc375\n1 :1795996373.M60969P32010.vm,S=17,W=20\n",
+		"1 1200000000 3\n1 1199999999.P1.host:2,S\n2 1199999999.P2.host\n",
+		"2 V5 N3\n1 W10 :a\n2 P :b\n",
+		"3 V1 N1\n1 Pdup :a\n2 Pdup :b\n3 :a,S=1\n",
+		"3 V0 N1\n",
+		"3 V4294967295 N4294967295\n4294967295 G P W S :x:2,S\n",
+		"3 V5\nx :a\n0 :b\n5 no-colon\n6 :\n7 :a/b\n",
+		"\n\n",
+		"",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		l, bad, err := parseUIDList(strings.NewReader(data), nil)
+		if err != nil {
+			if !errors.Is(err, errUIDList) || l != nil {
+				t.Fatalf("error %v with list %v", err, l)
+			}
+			return
+		}
+		if bad < 0 || l.validity == 0 {
+			t.Fatalf("bad = %d, validity = %d", bad, l.validity)
+		}
+		format, _ := ParseUIDLFormat(DefaultDovecotUIDLFormat)
+		for base, e := range l.entries {
+			if e.uid == 0 || e.name == "" || strings.ContainsAny(e.name, ":/\x00") {
+				t.Fatalf("entry %+v", e)
+			}
+			if parseName(e.name).base != base {
+				t.Fatalf("entry %+v under base %q", e, base)
+			}
+			u, ok := l.uidl(format, base)
+			if ok != validUID(u) {
+				t.Fatalf("uidl %q reported %v", u, ok)
+			}
+			if e.pop3 == "" && !ok {
+				t.Fatalf("default format gave unusable %q", u)
+			}
+		}
+	})
+}
+
+func FuzzParseUIDLFormat(f *testing.F) {
+	for _, s := range []string{DefaultDovecotUIDLFormat, "%u", "%v.%u", "%f", "%g", "%UXv-%04u", "%10f", "100%%-%u", "%m", "%{uid}", "%", "%0", "%99u", ""} {
+		f.Add(s)
+	}
+	l := &uidList{version: 3, validity: 0xfffffff0}
+	e := uidEntry{uid: 7, name: "1700000000.M1P2.host,S=3,W=4"}
+	f.Fuzz(func(t *testing.T, s string) {
+		format, err := ParseUIDLFormat(s)
+		if err != nil {
+			if !errors.Is(err, ErrUIDLFormat) {
+				t.Fatalf("error %v not ErrUIDLFormat", err)
+			}
+			return
+		}
+		u := format.expand(l, e)
+		if u == "" || strings.ContainsAny(u, " \r\n") {
+			t.Fatalf("%q expands to %q", s, u)
+		}
+	})
 }

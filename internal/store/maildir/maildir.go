@@ -48,7 +48,9 @@
 //
 // # UIDs
 //
-// The UID (POP3 UIDL) of a message is the unique part of its file name (up
+// A message listed in the Maildir's dovecot-uidlist keeps the UIDL Dovecot
+// gave it (see SetDovecotUIDLFormat). Otherwise, the UID (POP3 UIDL) of a
+// message is the unique part of its file name (up
 // to the first ',' or ':') when that is 1 to 70 octets in 0x21-0x7E, as is
 // always the case for messages delivered by this package and by Dovecot.
 // Otherwise it is "H" followed by the first 32 hex digits of the SHA-256 of
@@ -132,6 +134,11 @@ type Store struct {
 	locks   processLocks
 	scans   scanCache
 
+	// uidlFormat is Dovecot's pop3_uidl_format for the messages listed in
+	// a dovecot-uidlist; importUIDLs is false when that file is ignored.
+	uidlFormat  UIDLFormat
+	importUIDLs bool
+
 	journalDirOK atomic.Bool // journalDir exists
 }
 
@@ -155,12 +162,34 @@ func New(root string, logger *slog.Logger) (*Store, error) {
 	if err != nil || host == "" {
 		host = "localhost"
 	}
+	def, _ := ParseUIDLFormat(DefaultDovecotUIDLFormat)
 	return &Store{
-		root:   r,
-		logger: logger,
-		host:   sanitizeHost(host),
-		pid:    os.Getpid(),
+		root:        r,
+		logger:      logger,
+		host:        sanitizeHost(host),
+		pid:         os.Getpid(),
+		uidlFormat:  def,
+		importUIDLs: true,
 	}, nil
+}
+
+// SetDovecotUIDLFormat sets the pop3_uidl_format with which Dovecot served
+// the mailboxes (DefaultDovecotUIDLFormat until called), used for the
+// messages a dovecot-uidlist lists (see "UIDLs imported from Dovecot" in
+// uidlist.go). An empty format makes the Store ignore dovecot-uidlist. It
+// must be called before the first OpenMaildrop; an invalid format wraps
+// ErrUIDLFormat and changes nothing.
+func (s *Store) SetDovecotUIDLFormat(format string) error {
+	if format == "" {
+		s.importUIDLs = false
+		return nil
+	}
+	f, err := ParseUIDLFormat(format)
+	if err != nil {
+		return err
+	}
+	s.uidlFormat, s.importUIDLs = f, true
+	return nil
 }
 
 // Close releases the root directory. Maildrops use it, so close them

@@ -154,13 +154,73 @@ func (md *Maildrop) list(ctx context.Context) error {
 		return strings.Compare(a.base, b.base)
 	})
 	md.infos = make([]store.MessageInfo, len(md.msgs))
+	list, err := md.loadUIDList(seen)
+	if err != nil {
+		return err
+	}
+	var used map[string]struct{}
+	if list != nil {
+		used = make(map[string]struct{}, len(md.msgs))
+	}
 	for i, m := range md.msgs {
-		md.infos[i] = store.MessageInfo{UID: uidFor(m.base), Size: m.size}
+		uid := uidFor(m.base)
+		if list != nil && !ownBase(m.base) {
+			if u, ok := list.uidl(s.uidlFormat, m.base); ok {
+				uid = u
+			} else if u != "" {
+				s.logger.Warn("maildir: Dovecot UIDL unusable in POP3, using postino's", "dir", md.dir, "file", m.name, "uidl", u)
+			}
+		}
+		if used != nil {
+			// RFC 1939 §7: a UIDL identifies one message; an imported
+			// UIDL equal to another message's (a damaged or hand-edited
+			// uidlist) falls back to the message's own.
+			if _, dup := used[uid]; dup {
+				s.logger.Warn("maildir: duplicate UIDL, using postino's", "dir", md.dir, "file", m.name, "uidl", uid)
+				uid = uidFor(m.base)
+			}
+			used[uid] = struct{}{}
+		}
+		md.infos[i] = store.MessageInfo{UID: uid, Size: m.size}
 	}
 	if cache != nil {
 		s.saveSizes(md.dir, cache)
 	}
 	return nil
+}
+
+// loadUIDList reads the entries of the Maildir's dovecot-uidlist for the
+// given bases (those of the snapshot). It returns nil when
+// there is none, when it is ignored, or when its header is damaged
+// (logged: nothing can be imported from it). A file that exists but cannot
+// be read is an error, so that the session fails rather than show the
+// messages under other UIDLs and make clients download them again.
+func (md *Maildrop) loadUIDList(bases map[string]struct{}) (*uidList, error) {
+	s := md.s
+	if !s.importUIDLs {
+		return nil, nil
+	}
+	p := md.dir + "/" + uidlistName
+	f, err := s.root.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("maildir: opening %s: %w", p, err)
+	}
+	defer f.Close()
+	l, bad, err := parseUIDList(f, bases)
+	if err != nil && !errors.Is(err, errUIDList) {
+		return nil, err
+	}
+	if err != nil {
+		s.logger.Warn("maildir: ignoring dovecot-uidlist", "dir", md.dir, "err", err)
+		return nil, nil
+	}
+	if bad > 0 {
+		s.logger.Warn("maildir: skipped malformed dovecot-uidlist lines", "dir", md.dir, "lines", bad)
+	}
+	return l, nil
 }
 
 // foreignSize finds the wire size of a message whose name has no W= field,

@@ -1,6 +1,8 @@
 package maildir
 
 import (
+	"errors"
+	"io/fs"
 	"sync"
 	"time"
 
@@ -20,7 +22,13 @@ const (
 	scanCacheMargin = 2 * time.Second
 )
 
-type scanKey struct{ newMod, curMod time.Time }
+// scanKey also covers dovecot-uidlist (zero time and size -1 when absent),
+// from which UIDLs are taken.
+type scanKey struct {
+	newMod, curMod time.Time
+	listMod        time.Time
+	listSize       int64
+}
 
 type scanEntry struct {
 	key   scanKey
@@ -33,14 +41,25 @@ type scanCache struct {
 	m  map[string]*scanEntry
 }
 
-// dirTimes returns the modification times of dir/new and dir/cur.
+// dirTimes returns the modification times of dir/new and dir/cur, and
+// those of dir/dovecot-uidlist when UIDLs are imported from it.
 func (s *Store) dirTimes(dir string) (scanKey, bool) {
 	n, err1 := s.root.Stat(dir + "/new")
 	c, err2 := s.root.Stat(dir + "/cur")
 	if err1 != nil || err2 != nil {
 		return scanKey{}, false
 	}
-	return scanKey{n.ModTime(), c.ModTime()}, true
+	k := scanKey{newMod: n.ModTime(), curMod: c.ModTime(), listSize: -1}
+	if s.importUIDLs {
+		l, err := s.root.Stat(dir + "/" + uidlistName)
+		switch {
+		case err == nil:
+			k.listMod, k.listSize = l.ModTime(), l.Size()
+		case !errors.Is(err, fs.ErrNotExist):
+			return scanKey{}, false
+		}
+	}
+	return k, true
 }
 
 // cachedScan fills md from the cache when the mailbox is unchanged.
@@ -63,7 +82,8 @@ func (md *Maildrop) cachedScan(key scanKey) bool {
 // directories that had been quiet for scanCacheMargin.
 func (md *Maildrop) rememberScan(key scanKey, listedAt time.Time) {
 	c := &md.s.scans
-	if len(md.msgs) < scanCacheMin || listedAt.Sub(key.newMod) < scanCacheMargin || listedAt.Sub(key.curMod) < scanCacheMargin {
+	if len(md.msgs) < scanCacheMin || listedAt.Sub(key.newMod) < scanCacheMargin || listedAt.Sub(key.curMod) < scanCacheMargin ||
+		key.listSize >= 0 && listedAt.Sub(key.listMod) < scanCacheMargin {
 		c.mu.Lock()
 		delete(c.m, md.dir)
 		c.mu.Unlock()

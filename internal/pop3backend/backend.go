@@ -1,7 +1,8 @@
-// Package mailserver joins postino's parts: it serves the POP3 protocol
-// package from the user database and a mail store, and implements the
-// users lookup local delivery needs.
-package mailserver
+// Package pop3backend serves the public pop3 package from postino's
+// parts: POP3Backend checks logins against the user database (behind the
+// brute-force guard), opens maildrops in a mail store and converts the
+// store's snapshot into the POP3 package's types.
+package pop3backend
 
 import (
 	"context"
@@ -113,25 +114,36 @@ func (b *POP3Backend) OpenMaildrop(ctx context.Context, ci *pop3.ConnInfo, user 
 	}
 	md, err := b.Store.OpenMaildrop(ctx, user)
 	if errors.Is(err, store.ErrLocked) {
+		// RFC 2449 §8.1.2: another session holds the maildrop.
 		return nil, pop3.ErrInUse
 	}
 	if err != nil {
 		return nil, err
 	}
-	return md, nil
+	return NewMaildrop(md), nil
 }
 
-// LocalUsers adapts an auth.DB to delivery.Users.
-type LocalUsers struct{ DB *auth.DB }
+// maildrop is a store.Maildrop seen as a pop3.Maildrop: the snapshot's
+// message list converted once, at open, to the POP3 package's type; the
+// rest is the store's own.
+type maildrop struct {
+	store.Maildrop
+	msgs []pop3.MessageInfo
+}
 
-// LookupAddress returns the canonical address of an existing user.
-func (u LocalUsers) LookupAddress(address string) (string, bool) {
-	usr, ok := u.DB.Lookup(address)
-	if !ok {
-		return "", false
+// NewMaildrop returns md as a pop3.Maildrop: Messages converted once to
+// the POP3 package's type, the rest passed through.
+func NewMaildrop(md store.Maildrop) pop3.Maildrop {
+	infos := md.Messages()
+	msgs := make([]pop3.MessageInfo, len(infos))
+	for i, m := range infos {
+		msgs[i] = pop3.MessageInfo{UID: m.UID, Size: m.Size}
 	}
-	return usr.Address, true
+	return &maildrop{Maildrop: md, msgs: msgs}
 }
+
+// Messages returns the snapshot in message-number order.
+func (m *maildrop) Messages() []pop3.MessageInfo { return m.msgs }
 
 // SCRAMCredentials returns the SCRAM-SHA-256 secrets of a user whose
 // stored password is a {SCRAM-SHA-256} one (pop3.SCRAMBackend).

@@ -1,9 +1,8 @@
-package testutil
+package mailtest
 
 import (
 	"context"
 	"io"
-	"strings"
 	"testing"
 	"time"
 
@@ -67,20 +66,4 @@ func UIDLs(t testing.TB, c *pop3.Client) []string {
 		out = append(out, e.UID)
 	}
 	return out
-}
-
-// CRLF returns msg with every line ending in CRLF, and a final CRLF.
-func CRLF(msg string) []byte {
-	s := strings.ReplaceAll(msg, "\r\n", "\n")
-	if !strings.HasSuffix(s, "\n") {
-		s += "\n"
-	}
-	return []byte(strings.ReplaceAll(s, "\n", "\r\n"))
-}
-
-// WireForm is what POP3 must serve for a message delivered by "postino
-// deliver --from from rcpt": the Return-Path and Delivered-To trace lines
-// prepended, CRLF line ends, and a final CRLF.
-func WireForm(from, rcpt string, msg []byte) []byte {
-	return CRLF("Return-Path: <" + from + ">\nDelivered-To: " + rcpt + "\n" + string(msg))
 }

@@ -1,4 +1,4 @@
-package mailserver
+package pop3backend
 
 import (
 	"context"
