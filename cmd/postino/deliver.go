@@ -204,7 +204,7 @@ func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliver
 	}
 	defer q.Close()
 	primary := func() string {
-		return smtpin.PrimaryDomain(cfg.Hostname, cfg.SMTP.LocalDomains, users, fr.aliases, fr.isLocal)
+		return envelope.PrimaryDomain(cfg.Hostname, cfg.SMTP.LocalDomains, users, fr.aliases, fr.isLocal)
 	}
 	sender := smtpin.ForwardSender(fr.srs, from, "", primary, logger)
 	if _, err := q.Enqueue(ctx, sender, rcpts, envelope.DSNParams{Recipients: dsn}, sp.Reader()); err != nil {

@@ -2,10 +2,9 @@ package smtpin
 
 import (
 	"log/slog"
-	"slices"
-	"strings"
 
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/srs"
 )
 
@@ -53,38 +52,7 @@ func ForwardSender(rw *srs.Rewriter, from, user string, primaryDomain func() str
 }
 
 // primaryDomain returns the server's primary local domain (see
-// PrimaryDomain).
+// envelope.PrimaryDomain).
 func (s *Server) primaryDomain() string {
-	return PrimaryDomain(s.opts.Hostname, s.opts.LocalDomains, s.opts.Users, s.opts.Aliases, s.isLocalDomain)
-}
-
-// PrimaryDomain returns the primary local domain, as the SMTP servers
-// use it for postmaster and SRS: the first of local; else the host name
-// or its nearest parent domain that is local; else the first, in sorted
-// order, of the domains of the users and aliases. "" when there is no
-// local domain. `postino deliver` shares it to forward mail as SMTP does.
-func PrimaryDomain(hostname string, local []string, users UserDB, al Aliases, isLocal func(string) bool) string {
-	if len(local) > 0 {
-		return strings.ToLower(local[0])
-	}
-	for d := strings.ToLower(hostname); strings.Contains(d, "."); _, d, _ = strings.Cut(d, ".") {
-		if isLocal(d) {
-			return d
-		}
-	}
-	var domains []string
-	if al != nil {
-		domains = append(domains, al.Domains()...)
-	}
-	if list, err := users.List(); err == nil {
-		for _, u := range list {
-			if _, d, ok := strings.Cut(u.Address, "@"); ok {
-				domains = append(domains, d)
-			}
-		}
-	}
-	if len(domains) == 0 {
-		return ""
-	}
-	return strings.ToLower(slices.Min(domains))
+	return envelope.PrimaryDomain(s.opts.Hostname, s.opts.LocalDomains, s.opts.Users, s.opts.Aliases, s.isLocalDomain)
 }
