@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -26,6 +27,55 @@ const (
 	// PlaintextAlways allows cleartext authentication everywhere.
 	PlaintextAlways
 )
+
+// plaintextNames are the text forms of the policies, as configuration
+// files write them.
+var plaintextNames = [...]string{PlaintextLoopback: "loopback", PlaintextNever: "never", PlaintextAlways: "always"}
+
+// ErrPlaintextPolicy is returned by ParsePlaintextPolicy (and
+// UnmarshalText) for a word that names no policy.
+var ErrPlaintextPolicy = errors.New("must be one of never, loopback, always")
+
+// ParsePlaintextPolicy returns the policy named "never", "loopback" or
+// "always".
+func ParsePlaintextPolicy(s string) (PlaintextPolicy, error) {
+	for p, name := range plaintextNames {
+		if s == name {
+			return PlaintextPolicy(p), nil
+		}
+	}
+	return PlaintextLoopback, fmt.Errorf("plaintext policy %q: %w", s, ErrPlaintextPolicy)
+}
+
+// Valid reports whether p is one of the defined policies.
+func (p PlaintextPolicy) Valid() bool { return p >= 0 && int(p) < len(plaintextNames) }
+
+// String returns "never", "loopback" or "always".
+func (p PlaintextPolicy) String() string {
+	if !p.Valid() {
+		return fmt.Sprintf("PlaintextPolicy(%d)", int(p))
+	}
+	return plaintextNames[p]
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (p PlaintextPolicy) MarshalText() ([]byte, error) {
+	if !p.Valid() {
+		return nil, fmt.Errorf("plaintext policy %d: %w", int(p), ErrPlaintextPolicy)
+	}
+	return []byte(p.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler, with the names of
+// ParsePlaintextPolicy.
+func (p *PlaintextPolicy) UnmarshalText(text []byte) error {
+	v, err := ParsePlaintextPolicy(string(text))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
 
 // Defaults for the Server's limits.
 const (

@@ -7,14 +7,23 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
+	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/queue"
+	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/srs"
 	"github.com/postino-mail/postino/internal/store/maildir"
 )
 
-// openDeliverer builds local delivery over the configured store.
+// openDeliverer builds local delivery over the configured store, with the
+// users and plus-addressing of the configuration (fullResolver adds the
+// rest of recipient resolution).
 func openDeliverer(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*delivery.Deliverer, *maildir.Store, error) {
 	st, err := maildir.New(cfg.MailDir(), logger)
 	if err != nil {
@@ -25,13 +34,60 @@ func openDeliverer(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*de
 		return nil, nil, err
 	}
 	return &delivery.Deliverer{
-		Store:         st,
-		Users:         users,
-		SpoolDir:      spool,
-		MaxSize:       int64(cfg.Delivery.MaxMessageSize),
-		PlusSeparator: cfg.SMTP.PlusSeparator,
-		Logger:        logger,
+		Store:    st,
+		Users:    users,
+		Resolver: &delivery.Resolver{Users: users, PlusSeparator: cfg.SMTP.PlusSeparator},
+		SpoolDir: spool,
+		MaxSize:  int64(cfg.Delivery.MaxMessageSize),
+		Logger:   logger,
 	}, st, nil
+}
+
+// fullResolution is the recipient resolution of the SMTP servers, for the
+// commands that take mail outside them.
+type fullResolution struct {
+	resolver *delivery.Resolver
+	aliases  *aliases.Table
+	srs      *srs.Rewriter
+	isLocal  func(string) bool
+}
+
+// fullResolver sets d.Resolver to the resolution SMTP uses (aliases,
+// catch-alls, postmaster, SRS) over the same configuration.
+func fullResolver(cfg *config.Config, users *auth.DB, d *delivery.Deliverer, logger *slog.Logger) (*fullResolution, error) {
+	al, err := aliases.Load(cfg.AliasesFile())
+	if err != nil {
+		return nil, fmt.Errorf("aliases: %w", err)
+	}
+	fr := &fullResolution{aliases: al, isLocal: envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, users, al, logger)}
+	if cfg.SMTP.SRS {
+		key, err := srs.LoadKey(cfg.SRSKeyFile())
+		if err == nil {
+			fr.srs, err = srs.New(key)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	fr.resolver = &delivery.Resolver{
+		Users:         d.Users,
+		Aliases:       al,
+		PlusSeparator: cfg.SMTP.PlusSeparator,
+		Postmaster:    cfg.SMTP.Postmaster,
+		SRS:           fr.srs,
+		IsLocalDomain: fr.isLocal,
+	}
+	d.Resolver = fr.resolver
+	return fr, nil
+}
+
+// normalizeAddress lowers the case of an address's domain, as SMTP does
+// with RCPT TO (RFC 5321 §2.4: domains are case-insensitive).
+func normalizeAddress(addr string) string {
+	if at := strings.LastIndexByte(addr, '@'); at > 0 {
+		return addr[:at] + "@" + strings.ToLower(addr[at+1:])
+	}
+	return addr
 }
 
 func runDeliver(env *cmdEnv, args []string) int {
@@ -57,22 +113,102 @@ func runDeliver(env *cmdEnv, args []string) int {
 		errorf(env, "deliver: %v", err)
 		return exitTempFail
 	}
-	results, err := d.Deliver(context.Background(), *from, pos, env.stdin)
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, delivery.ErrUnknownUser):
-		errorf(env, "deliver: %v (nothing was delivered)", err)
-		return exitNoUser
-	case errors.Is(err, delivery.ErrMalformed), errors.Is(err, delivery.ErrTooBig):
+	fr, err := fullResolver(cfg, users, d, logger)
+	if err != nil {
 		errorf(env, "deliver: %v", err)
-		return exitDataErr
+		return exitTempFail
 	}
-	for _, r := range results {
-		if r.Err == nil && r.UID != "" {
-			fmt.Fprintf(env.stderr, "postino: deliver: delivered to %s before the failure\n", r.Recipient)
+	ctx := context.Background()
+	// Every recipient is resolved, exactly as SMTP resolves RCPT TO,
+	// before anything is stored: an unknown one delivers nothing.
+	type local struct {
+		rcpt string
+		t    delivery.Target
+	}
+	var locals []local
+	var remotes []string
+	var dsn []envelope.RecipientDSN
+	for _, rcpt := range pos {
+		addr := normalizeAddress(rcpt)
+		res, ok := fr.resolver.Resolve(addr, logger)
+		if !ok {
+			errorf(env, "deliver: %v: %s (nothing was delivered)", delivery.ErrUnknownUser, rcpt)
+			return exitNoUser
+		}
+		for _, t := range res.Local {
+			locals = append(locals, local{addr, t})
+		}
+		for _, r := range res.Remote {
+			if !slices.Contains(remotes, r) {
+				remotes = append(remotes, r)
+				rd := envelope.RecipientDSN{}
+				if r != addr {
+					// RFC 3461 §4.2: the address the message was sent to.
+					rd.OriginalRecipientType, rd.OriginalRecipient = "rfc822", addr
+				}
+				dsn = append(dsn, rd)
+			}
 		}
 	}
-	errorf(env, "deliver: %v (temporary failure, try again)", err)
-	return exitTempFail
+	sp, err := d.Spool(ctx, env.stdin)
+	if err != nil {
+		errorf(env, "deliver: %v", err)
+		if errors.Is(err, delivery.ErrMalformed) || errors.Is(err, delivery.ErrTooBig) {
+			return exitDataErr
+		}
+		return exitTempFail
+	}
+	defer sp.Close()
+	done := map[string]bool{}
+	for _, l := range locals {
+		if done[l.t.Mailbox] {
+			continue // one copy per mailbox, as over SMTP
+		}
+		if _, err := d.DeliverSpooled(ctx, *from, l.t.DeliveredTo, l.t.Mailbox, sp, ""); err != nil {
+			for mb := range done {
+				fmt.Fprintf(env.stderr, "postino: deliver: delivered to %s before the failure\n", mb)
+			}
+			if errors.Is(err, delivery.ErrMalformed) {
+				errorf(env, "deliver: %v", err)
+				return exitDataErr
+			}
+			errorf(env, "deliver: %v (temporary failure, try again)", err)
+			return exitTempFail
+		}
+		done[l.t.Mailbox] = true
+	}
+	if len(remotes) > 0 {
+		// Aliases that forward elsewhere: the message goes into the
+		// outbound queue's folder, which the running server watches (as
+		// Postfix's sendmail drops mail into its maildrop).
+		if err := enqueueForward(ctx, cfg, d, fr, users, *from, remotes, dsn, sp, logger); err != nil {
+			for mb := range done {
+				fmt.Fprintf(env.stderr, "postino: deliver: delivered to %s before the failure\n", mb)
+			}
+			errorf(env, "deliver: queueing for %s: %v (temporary failure, try again)", strings.Join(remotes, ", "), err)
+			return exitTempFail
+		}
+	}
+	return exitOK
+}
+
+// enqueueForward queues the spooled message for remote addresses, with the
+// envelope sender SMTP would forward it with (SRS when on).
+func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliverer, fr *fullResolution, users *auth.DB, from string, rcpts []string, dsn []envelope.RecipientDSN, sp *delivery.Spool, logger *slog.Logger) error {
+	qo := queueOptions(cfg, logger)
+	qo.IsLocalDomain = fr.isLocal
+	qo.Local = d
+	q, err := queue.Open(cfg.QueueDir(), qo)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	primary := func() string {
+		return envelope.PrimaryDomain(cfg.Hostname, cfg.SMTP.LocalDomains, users, fr.aliases, fr.isLocal)
+	}
+	sender := smtpin.ForwardSender(fr.srs, from, "", primary, logger)
+	if _, err := q.Enqueue(ctx, sender, rcpts, envelope.DSNParams{Recipients: dsn}, sp.Reader()); err != nil {
+		return err
+	}
+	return q.Store().Kick()
 }

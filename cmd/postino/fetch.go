@@ -170,10 +170,10 @@ func (ff *fetchFlags) needData(cfg *config.Config) error {
 		}
 	}
 	if ff.server != "" {
-		uses = uses || strings.HasPrefix(ff.to, "local:")
+		uses = uses || config.IsLocalFetchDestination(ff.to)
 	} else {
 		for _, a := range cfg.Fetch.Accounts {
-			uses = uses || strings.HasPrefix(a.Destination, "local:")
+			uses = uses || config.IsLocalFetchDestination(a.Destination)
 		}
 	}
 	if !uses {
@@ -338,11 +338,19 @@ func (ff *fetchFlags) account(env *cmdEnv, cfg *config.Config, fa config.FetchAc
 		}
 		a.RootCAs = pool
 	}
-	if strings.HasPrefix(fa.Destination, "local:") {
-		addr := strings.TrimPrefix(fa.Destination, "local:")
+	dest, err := config.ParseFetchDestination(fa.Destination)
+	if err != nil {
+		return nil, err
+	}
+	if dest.Kind == config.FetchDestLocal {
+		addr := dest.Arg
 		logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		d, st, err := openDeliverer(cfg, auth.OpenDB(cfg.UsersFile()), logger)
+		users := auth.OpenDB(cfg.UsersFile())
+		d, st, err := openDeliverer(cfg, users, logger)
 		if err != nil {
+			return nil, err
+		}
+		if _, err := fullResolver(cfg, users, d, logger); err != nil {
 			return nil, err
 		}
 		d.Logger = nil
@@ -352,7 +360,7 @@ func (ff *fetchFlags) account(env *cmdEnv, cfg *config.Config, fa config.FetchAc
 		}
 		a.Dest = l
 	} else {
-		d, err := fetch.ParseDestination(fa.Destination, fa.MDACheck)
+		d, err := fetch.NewDestination(dest, fa.MDACheck)
 		if err != nil {
 			return nil, err
 		}

@@ -220,7 +220,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		},
 		TLSConfig:           tlsCfg,
 		Logger:              logger,
-		Plaintext:           plaintextPolicy(cfg.POP3.PlaintextAuth),
+		Plaintext:           cfg.POP3.PlaintextAuth,
 		Implementation:      "postino",
 		Autologout:          cfg.POP3.Autologout.Duration,
 		WriteTimeout:        cfg.POP3.WriteTimeout.Duration,
@@ -439,16 +439,6 @@ func dsnDomain(cfg *config.Config) string {
 		}
 	}
 	return ld[0]
-}
-
-func plaintextPolicy(s string) pop3.PlaintextPolicy {
-	switch s {
-	case config.PlaintextAuthNever:
-		return pop3.PlaintextNever
-	case config.PlaintextAuthAlways:
-		return pop3.PlaintextAlways
-	}
-	return pop3.PlaintextLoopback
 }
 
 func (s *server) printBanner(env *cmdEnv, cfg *config.Config, src config.Source) {

@@ -34,17 +34,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/postino-mail/postino/internal/store/maildir"
-)
-
-// Accepted values of POP3Config.PlaintextAuth.
-const (
-	// PlaintextAuthNever refuses password logins on connections without TLS.
-	PlaintextAuthNever = "never"
-	// PlaintextAuthLoopback allows password logins without TLS only from
-	// loopback addresses.
-	PlaintextAuthLoopback = "loopback"
-	// PlaintextAuthAlways allows password logins on any connection.
-	PlaintextAuthAlways = "always"
+	"github.com/postino-mail/postino/pop3"
 )
 
 // ExpireNever is the POP3Config.Expire value meaning messages are never
@@ -79,22 +69,22 @@ type TLSConfig struct {
 
 // POP3Config is the [pop3] section.
 type POP3Config struct {
-	Listen              string   `toml:"listen" comment:"Address for plain POP3 with STLS (host:port); empty disables it. The standard port is 110."`
-	ListenTLS           string   `toml:"listen_tls" comment:"Address for POP3 over implicit TLS (host:port); empty disables it. The standard port is 995."`
-	PlaintextAuth       string   `toml:"plaintext_auth" comment:"Whether USER/PASS and SASL PLAIN/LOGIN are allowed on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
-	Autologout          Duration `toml:"autologout" comment:"Idle time after which a session is closed. RFC 1939 requires at least 10m; shorter values are accepted (down to 1s) but violate the RFC."`
-	MaxLine             int      `toml:"max_line" comment:"Longest command line accepted, in octets including CRLF (at least 255, as RFC 2449 requires)."`
-	MaxBadCommands      int      `toml:"max_bad_commands" comment:"Number of failed or unknown commands after which the connection is closed."`
-	WriteTimeout        Duration `toml:"write_timeout" comment:"Time allowed for a single write to the client before the connection is dropped."`
-	MaxConnections      int      `toml:"max_connections" comment:"Maximum number of simultaneous POP3 connections."`
-	MaxConnectionsPerIP int      `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous POP3 connections from one IP address."`
-	LoginDelay          Duration `toml:"login_delay" comment:"Minimum time between logins by one user, advertised as the LOGIN-DELAY capability (RFC 2449); must be whole seconds. 0s disables it."`
-	Expire              string   `toml:"expire" comment:"Advertised EXPIRE capability (RFC 2449): NEVER, or the number of days the server keeps retrieved messages."`
-	LineTimeout         Duration `toml:"line_timeout" comment:"Time allowed for the rest of a command line once it has begun; a client dribbling bytes (slowloris) is cut off."`
-	MaxSessionTime      Duration `toml:"max_session_time" comment:"Longest a session may last in all; it then ends without applying deletions. 0s: no limit."`
-	CommandsPerSecond   int      `toml:"commands_per_second" comment:"Commands a session may send per second before it is slowed down (bursts of one second's worth pass). 0: no limit."`
-	SCRAM               bool     `toml:"scram" comment:"Offer AUTH SCRAM-SHA-256 (RFC 7677). Only users whose password was stored with 'postino user add --scheme SCRAM-SHA-256' (or Dovecot's {SCRAM-SHA-256}) can use it; a client that picks SCRAM for another user fails to log in, so enable it only where every user has SCRAM credentials or clients fall back."`
-	DovecotUIDLFormat   string   `toml:"dovecot_uidl_format" comment:"Dovecot's pop3_uidl_format for mailboxes moved from Dovecot: a message listed in the Maildir's dovecot-uidlist keeps the UIDL Dovecot gave it (its P extension when present, else this format: %u UID, %v UIDVALIDITY, %f file name, %g GUID, with Dovecot's 0, width and X/L/U modifiers), so clients that leave mail on the server download nothing again. Empty: ignore dovecot-uidlist."`
+	Listen              string               `toml:"listen" comment:"Address for plain POP3 with STLS (host:port); empty disables it. The standard port is 110."`
+	ListenTLS           string               `toml:"listen_tls" comment:"Address for POP3 over implicit TLS (host:port); empty disables it. The standard port is 995."`
+	PlaintextAuth       pop3.PlaintextPolicy `toml:"plaintext_auth" comment:"Whether USER/PASS and SASL PLAIN/LOGIN are allowed on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
+	Autologout          Duration             `toml:"autologout" comment:"Idle time after which a session is closed. RFC 1939 requires at least 10m; shorter values are accepted (down to 1s) but violate the RFC."`
+	MaxLine             int                  `toml:"max_line" comment:"Longest command line accepted, in octets including CRLF (at least 255, as RFC 2449 requires)."`
+	MaxBadCommands      int                  `toml:"max_bad_commands" comment:"Number of failed or unknown commands after which the connection is closed."`
+	WriteTimeout        Duration             `toml:"write_timeout" comment:"Time allowed for a single write to the client before the connection is dropped."`
+	MaxConnections      int                  `toml:"max_connections" comment:"Maximum number of simultaneous POP3 connections."`
+	MaxConnectionsPerIP int                  `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous POP3 connections from one IP address."`
+	LoginDelay          Duration             `toml:"login_delay" comment:"Minimum time between logins by one user, advertised as the LOGIN-DELAY capability (RFC 2449); must be whole seconds. 0s disables it."`
+	Expire              string               `toml:"expire" comment:"Advertised EXPIRE capability (RFC 2449): NEVER, or the number of days the server keeps retrieved messages."`
+	LineTimeout         Duration             `toml:"line_timeout" comment:"Time allowed for the rest of a command line once it has begun; a client dribbling bytes (slowloris) is cut off."`
+	MaxSessionTime      Duration             `toml:"max_session_time" comment:"Longest a session may last in all; it then ends without applying deletions. 0s: no limit."`
+	CommandsPerSecond   int                  `toml:"commands_per_second" comment:"Commands a session may send per second before it is slowed down (bursts of one second's worth pass). 0: no limit."`
+	SCRAM               bool                 `toml:"scram" comment:"Offer AUTH SCRAM-SHA-256 (RFC 7677). Only users whose password was stored with 'postino user add --scheme SCRAM-SHA-256' (or Dovecot's {SCRAM-SHA-256}) can use it; a client that picks SCRAM for another user fails to log in, so enable it only where every user has SCRAM credentials or clients fall back."`
+	DovecotUIDLFormat   string               `toml:"dovecot_uidl_format" comment:"Dovecot's pop3_uidl_format for mailboxes moved from Dovecot: a message listed in the Maildir's dovecot-uidlist keeps the UIDL Dovecot gave it (its P extension when present, else this format: %u UID, %v UIDVALIDITY, %f file name, %g GUID, with Dovecot's 0, width and X/L/U modifiers), so clients that leave mail on the server download nothing again. Empty: ignore dovecot-uidlist."`
 }
 
 // UsersConfig is the [users] section.
@@ -115,25 +105,25 @@ type DeliveryConfig struct {
 
 // SMTPConfig is the [smtp] section.
 type SMTPConfig struct {
-	Listen              string   `toml:"listen" comment:"Address for incoming mail (MX, host:port); empty disables it. The standard port is 25."`
-	Submission          string   `toml:"submission" comment:"Address for message submission with STARTTLS (RFC 6409); empty disables it. The standard port is 587."`
-	Submissions         string   `toml:"submissions" comment:"Address for message submission over implicit TLS (RFC 8314); empty disables it. The standard port is 465."`
-	LMTP                string   `toml:"lmtp" comment:"Address for LMTP delivery (RFC 2033): host:port, or a unix socket path starting with \"/\" or \"unix:\"; empty disables it."`
-	MaxRecipients       int      `toml:"max_recipients" comment:"Maximum recipients per message (RFC 5321 requires accepting at least 100)."`
-	MaxMessageSize      Size     `toml:"max_message_size" comment:"Largest message accepted, advertised with the SIZE extension."`
-	CommandTimeout      Duration `toml:"command_timeout" comment:"Time to wait for the next command (RFC 5321 suggests 5m)."`
-	DataTimeout         Duration `toml:"data_timeout" comment:"Time allowed to receive the message after DATA (RFC 5321 suggests at least 10m)."`
-	MaxErrors           int      `toml:"max_errors" comment:"Number of failed commands after which the connection is closed."`
-	MaxConnections      int      `toml:"max_connections" comment:"Maximum number of simultaneous SMTP connections."`
-	MaxConnectionsPerIP int      `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous SMTP connections from one IP address (Postfix allows 50). A connection over it waits up to a second for one of the address's connections to end before it is refused."`
-	TrustedNetworks     []string `toml:"trusted_networks" comment:"Networks (CIDR, e.g. \"192.0.2.0/24\", or single addresses) exempt from max_connections_per_ip, as Postfix's mynetworks is from its per-client limits: the MTAs that relay through this server. They are also never blocked after failed logins (POP3 and SMTP; their failures still count against the accounts tried, which are delayed). They get no other privilege: no relaying, AUTH still required on submission. Empty: none."`
-	LocalDomains        []string `toml:"local_domains" comment:"Domains delivered locally; empty means the domains of the existing users."`
-	PlusSeparator       string   `toml:"plus_separator" comment:"Separator for address extensions: user+tag@domain is delivered to user@domain. Empty disables extensions."`
-	AliasesFile         string   `toml:"aliases_file" comment:"Aliases file; empty means DATA/aliases."`
-	PlaintextAuth       string   `toml:"plaintext_auth" comment:"Whether submission offers AUTH on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
-	RestrictSender      bool     `toml:"restrict_sender" comment:"On submission, let an authenticated user send only as their own address, its plus-addresses, an alias that reaches them, or <>."`
-	Postmaster          string   `toml:"postmaster" comment:"Address that receives mail for \"postmaster\" (without a domain, RFC 5321) and postmaster@ each local domain when that domain has no user or alias of that name. Empty: only a postmaster alias or user of the primary domain (the first of local_domains) receives it."`
-	SRS                 bool     `toml:"srs" comment:"Rewrite the envelope sender of mail forwarded to remote addresses with the Sender Rewriting Scheme (SRS0=...@primary domain; secret in DATA/srs.key) and route bounces to such addresses back to the original sender."`
+	Listen              string               `toml:"listen" comment:"Address for incoming mail (MX, host:port); empty disables it. The standard port is 25."`
+	Submission          string               `toml:"submission" comment:"Address for message submission with STARTTLS (RFC 6409); empty disables it. The standard port is 587."`
+	Submissions         string               `toml:"submissions" comment:"Address for message submission over implicit TLS (RFC 8314); empty disables it. The standard port is 465."`
+	LMTP                string               `toml:"lmtp" comment:"Address for LMTP delivery (RFC 2033): host:port, or a unix socket path starting with \"/\" or \"unix:\"; empty disables it."`
+	MaxRecipients       int                  `toml:"max_recipients" comment:"Maximum recipients per message (RFC 5321 requires accepting at least 100)."`
+	MaxMessageSize      Size                 `toml:"max_message_size" comment:"Largest message accepted, advertised with the SIZE extension."`
+	CommandTimeout      Duration             `toml:"command_timeout" comment:"Time to wait for the next command (RFC 5321 suggests 5m)."`
+	DataTimeout         Duration             `toml:"data_timeout" comment:"Time allowed to receive the message after DATA (RFC 5321 suggests at least 10m)."`
+	MaxErrors           int                  `toml:"max_errors" comment:"Number of failed commands after which the connection is closed."`
+	MaxConnections      int                  `toml:"max_connections" comment:"Maximum number of simultaneous SMTP connections."`
+	MaxConnectionsPerIP int                  `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous SMTP connections from one IP address (Postfix allows 50). A connection over it waits up to a second for one of the address's connections to end before it is refused."`
+	TrustedNetworks     []string             `toml:"trusted_networks" comment:"Networks (CIDR, e.g. \"192.0.2.0/24\", or single addresses) exempt from max_connections_per_ip, as Postfix's mynetworks is from its per-client limits: the MTAs that relay through this server. They are also never blocked after failed logins (POP3 and SMTP; their failures still count against the accounts tried, which are delayed). They get no other privilege: no relaying, AUTH still required on submission. Empty: none."`
+	LocalDomains        []string             `toml:"local_domains" comment:"Domains delivered locally; empty means the domains of the existing users."`
+	PlusSeparator       string               `toml:"plus_separator" comment:"Separator for address extensions: user+tag@domain is delivered to user@domain. Empty disables extensions."`
+	AliasesFile         string               `toml:"aliases_file" comment:"Aliases file; empty means DATA/aliases."`
+	PlaintextAuth       pop3.PlaintextPolicy `toml:"plaintext_auth" comment:"Whether submission offers AUTH on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
+	RestrictSender      bool                 `toml:"restrict_sender" comment:"On submission, let an authenticated user send only as their own address, its plus-addresses, an alias that reaches them, or <>."`
+	Postmaster          string               `toml:"postmaster" comment:"Address that receives mail for \"postmaster\" (without a domain, RFC 5321) and postmaster@ each local domain when that domain has no user or alias of that name. Empty: only a postmaster alias or user of the primary domain (the first of local_domains) receives it."`
+	SRS                 bool                 `toml:"srs" comment:"Rewrite the envelope sender of mail forwarded to remote addresses with the Sender Rewriting Scheme (SRS0=...@primary domain; secret in DATA/srs.key) and route bounces to such addresses back to the original sender."`
 }
 
 // Default returns the embedded default configuration, used when no file is
@@ -151,7 +141,7 @@ func Default() *Config {
 		POP3: POP3Config{
 			Listen:              "127.0.0.1:1110",
 			ListenTLS:           "127.0.0.1:1995",
-			PlaintextAuth:       PlaintextAuthLoopback,
+			PlaintextAuth:       pop3.PlaintextLoopback,
 			Autologout:          D(10 * time.Minute),
 			MaxLine:             1024,
 			MaxBadCommands:      20,
@@ -191,7 +181,7 @@ func Default() *Config {
 			TrustedNetworks:     []string{"127.0.0.0/8", "::1/128"},
 			LocalDomains:        []string{},
 			PlusSeparator:       "+",
-			PlaintextAuth:       PlaintextAuthLoopback,
+			PlaintextAuth:       pop3.PlaintextLoopback,
 			RestrictSender:      true,
 			SRS:                 true,
 		},

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/pop3"
 )
 
 // writeFile writes content to a temporary config file and returns its path.
@@ -176,7 +178,7 @@ lmtp = "unix:/run/postino/lmtp.sock"
 	want.DataDir = "/var/lib/postino"
 	want.LogFormat = "json"
 	want.POP3.Listen = ""
-	want.POP3.PlaintextAuth = PlaintextAuthNever
+	want.POP3.PlaintextAuth = pop3.PlaintextNever
 	want.POP3.Autologout = D(30 * time.Minute)
 	want.POP3.LoginDelay = D(5 * time.Minute)
 	want.POP3.Expire = "30"
@@ -282,8 +284,8 @@ func TestValidate(t *testing.T) {
 		{"pop3.listen ipv6", func(c *Config) { c.POP3.Listen = "[::1]:110" }, ""},
 		{"pop3.listen empty", func(c *Config) { c.POP3.Listen = "" }, ""},
 		{"pop3.listen_tls", func(c *Config) { c.POP3.ListenTLS = "::1:995" }, "pop3.listen_tls: invalid address"},
-		{"pop3.plaintext_auth", func(c *Config) { c.POP3.PlaintextAuth = "sometimes" }, "pop3.plaintext_auth: must be one of never, loopback, always"},
-		{"pop3.plaintext_auth always", func(c *Config) { c.POP3.PlaintextAuth = PlaintextAuthAlways }, ""},
+		{"pop3.plaintext_auth", func(c *Config) { c.POP3.PlaintextAuth = pop3.PlaintextPolicy(7) }, "pop3.plaintext_auth: must be one of never, loopback, always"},
+		{"pop3.plaintext_auth always", func(c *Config) { c.POP3.PlaintextAuth = pop3.PlaintextAlways }, ""},
 		{"pop3.autologout", func(c *Config) { c.POP3.Autologout = D(500 * time.Millisecond) }, "pop3.autologout: must be at least 1s"},
 		{"pop3.autologout short ok", func(c *Config) { c.POP3.Autologout = D(time.Second) }, ""},
 		{"pop3.max_line low", func(c *Config) { c.POP3.MaxLine = 254 }, "pop3.max_line: must be between 255 and"},
@@ -373,7 +375,7 @@ func TestValidate(t *testing.T) {
 func TestValidateReportsAll(t *testing.T) {
 	c := Default()
 	c.LogLevel = "loud"
-	c.POP3.PlaintextAuth = "maybe"
+	c.POP3.PlaintextAuth = pop3.PlaintextPolicy(-1)
 	c.SMTP.MaxErrors = 0
 	err := c.Validate()
 	if err == nil {
@@ -390,7 +392,7 @@ func TestValidateReportsAll(t *testing.T) {
 }
 
 func TestLoadValidationErrorsNameFileAndKey(t *testing.T) {
-	p := writeFile(t, "[pop3]\nplaintext_auth = \"yes\"\nmax_line = 10\n")
+	p := writeFile(t, "[pop3]\nmax_bad_commands = 0\nmax_line = 10\n")
 	_, err := Load(p)
 	if err == nil {
 		t.Fatal("Load succeeded")
@@ -399,9 +401,31 @@ func TestLoadValidationErrorsNameFileAndKey(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("want 2 error lines, got %q", err)
 	}
-	for i, key := range []string{"pop3.plaintext_auth: must be one of never, loopback, always", "pop3.max_line: must be between 255"} {
+	for i, key := range []string{"pop3.max_line: must be between 255", "pop3.max_bad_commands: must be at least 1"} {
 		if !strings.HasPrefix(lines[i], "config "+p+": ") || !strings.Contains(lines[i], key) {
 			t.Errorf("line %d = %q, want file name and %q", i, lines[i], key)
+		}
+	}
+}
+
+// TestLoadPlaintextAuthWords checks that plaintext_auth decodes into the
+// one policy type the POP3 and SMTP servers use, and that an unknown word
+// is refused with the file, line and key.
+func TestLoadPlaintextAuthWords(t *testing.T) {
+	for word, want := range map[string]pop3.PlaintextPolicy{"never": pop3.PlaintextNever, "loopback": pop3.PlaintextLoopback, "always": pop3.PlaintextAlways} {
+		c, err := Load(writeFile(t, "[pop3]\nplaintext_auth = \""+word+"\"\n[smtp]\nplaintext_auth = \""+word+"\"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", word, err)
+		}
+		if c.POP3.PlaintextAuth != want || c.SMTP.PlaintextAuth != want {
+			t.Errorf("%s: got pop3 %v, smtp %v", word, c.POP3.PlaintextAuth, c.SMTP.PlaintextAuth)
+		}
+	}
+	for _, sect := range []string{"pop3", "smtp"} {
+		p := writeFile(t, "["+sect+"]\nplaintext_auth = \"yes\"\n")
+		_, err := Load(p)
+		if err == nil || !strings.Contains(err.Error(), "config "+p+":2: "+sect+".plaintext_auth") || !strings.Contains(err.Error(), "must be one of never, loopback, always") {
+			t.Errorf("%s: Load = %v", sect, err)
 		}
 	}
 }

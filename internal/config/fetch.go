@@ -2,6 +2,7 @@ package config
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -153,8 +154,8 @@ func (c *Config) validateFetch(v *validator) {
 		if a.Auth != "" {
 			v.oneOf(key("auth"), a.Auth, FetchAuthMethods...)
 		}
-		if msg := CheckFetchDestination(a.Destination); msg != "" {
-			v.add(key("destination"), "%s", msg)
+		if _, err := ParseFetchDestination(a.Destination); err != nil {
+			v.add(key("destination"), "%s", strings.TrimPrefix(err.Error(), ErrFetchDestination.Error()+": "))
 		}
 		if a.DeleteAfterDays < 0 {
 			v.add(key("delete_after_days"), "must not be negative (got %d)", a.DeleteAfterDays)
@@ -171,21 +172,60 @@ func (c *Config) validateFetch(v *validator) {
 	}
 }
 
-// CheckFetchDestination returns why d is not a valid fetch destination
-// ("maildir:DIR", "mbox:FILE", "mda:COMMAND" or "local:ADDRESS"), or "".
-func CheckFetchDestination(d string) string {
-	kind, arg, ok := strings.Cut(d, ":")
+// Kinds of fetch destination, the word before the colon of
+// FetchAccount.Destination.
+const (
+	// FetchDestMaildir is "maildir:DIR", a Maildir folder.
+	FetchDestMaildir = "maildir"
+	// FetchDestMbox is "mbox:FILE", an mbox file.
+	FetchDestMbox = "mbox"
+	// FetchDestMDA is "mda:COMMAND", a delivery agent run per message.
+	FetchDestMDA = "mda"
+	// FetchDestLocal is "local:ADDRESS", a postino mailbox in data_dir.
+	FetchDestLocal = "local"
+)
+
+// FetchDestination is a parsed fetch destination.
+type FetchDestination struct {
+	// Kind is one of FetchDestMaildir, FetchDestMbox, FetchDestMDA and
+	// FetchDestLocal.
+	Kind string
+	// Arg is what follows the colon: the folder, file, command or
+	// address, as written (a leading "~/" is expanded by the user).
+	Arg string
+}
+
+// String returns the destination as written in the configuration.
+func (d FetchDestination) String() string { return d.Kind + ":" + d.Arg }
+
+// ErrFetchDestination wraps every error of ParseFetchDestination.
+var ErrFetchDestination = errors.New("invalid fetch destination")
+
+// ParseFetchDestination parses a fetch destination: "maildir:DIR",
+// "mbox:FILE", "mda:COMMAND" or "local:USER@DOMAIN". It is the only parser
+// of this syntax: the configuration, `postino fetch --to` and the fetch
+// package all use it.
+func ParseFetchDestination(s string) (FetchDestination, error) {
+	kind, arg, ok := strings.Cut(s, ":")
 	if !ok || strings.TrimSpace(arg) == "" {
-		return fmt.Sprintf("must be maildir:DIR, mbox:FILE, mda:COMMAND or local:ADDRESS (got %q)", d)
+		return FetchDestination{}, fmt.Errorf("%w: must be maildir:DIR, mbox:FILE, mda:COMMAND or local:ADDRESS (got %q)", ErrFetchDestination, s)
 	}
 	switch kind {
-	case "maildir", "mbox", "mda":
-	case "local":
-		if !strings.Contains(arg, "@") {
-			return fmt.Sprintf("local destination %q: want local:USER@DOMAIN", d)
+	case FetchDestMaildir, FetchDestMbox, FetchDestMDA:
+	case FetchDestLocal:
+		local, domain, ok := strings.Cut(arg, "@")
+		if !ok || local == "" || domain == "" || strings.ContainsAny(arg, " \t\r\n<>") {
+			return FetchDestination{}, fmt.Errorf("%w: local destination %q: want local:USER@DOMAIN", ErrFetchDestination, s)
 		}
 	default:
-		return fmt.Sprintf("unknown destination type %q: want maildir, mbox, mda or local", kind)
+		return FetchDestination{}, fmt.Errorf("%w: unknown destination type %q: want maildir, mbox, mda or local", ErrFetchDestination, kind)
 	}
-	return ""
+	return FetchDestination{Kind: kind, Arg: arg}, nil
+}
+
+// IsLocalFetchDestination reports whether s is a valid "local:ADDRESS"
+// destination, one that writes in the data folder.
+func IsLocalFetchDestination(s string) bool {
+	d, err := ParseFetchDestination(s)
+	return err == nil && d.Kind == FetchDestLocal
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -64,4 +65,75 @@ func TestFetchAccountErrors(t *testing.T) {
 			t.Errorf("Load(%q) = %v, want error containing %q", tt.toml, err, tt.want)
 		}
 	}
+}
+
+// TestParseFetchDestination checks the one parser of the destination
+// syntax.
+func TestParseFetchDestination(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want FetchDestination
+		err  string
+	}{
+		{"maildir:~/Maildir", FetchDestination{FetchDestMaildir, "~/Maildir"}, ""},
+		{"mbox:/var/mail/bob", FetchDestination{FetchDestMbox, "/var/mail/bob"}, ""},
+		{"mda:procmail -d bob", FetchDestination{FetchDestMDA, "procmail -d bob"}, ""},
+		{"mda:a:b", FetchDestination{FetchDestMDA, "a:b"}, ""},
+		{"local:bob@example.org", FetchDestination{FetchDestLocal, "bob@example.org"}, ""},
+		{"", FetchDestination{}, "must be maildir:DIR"},
+		{"maildir", FetchDestination{}, "must be maildir:DIR"},
+		{"maildir:", FetchDestination{}, "must be maildir:DIR"},
+		{"mbox: \t", FetchDestination{}, "must be maildir:DIR"},
+		{"imap:/x", FetchDestination{}, `unknown destination type "imap"`},
+		{"Maildir:/x", FetchDestination{}, `unknown destination type "Maildir"`},
+		{"local:bob", FetchDestination{}, "want local:USER@DOMAIN"},
+		{"local:@example.org", FetchDestination{}, "want local:USER@DOMAIN"},
+		{"local:bob@", FetchDestination{}, "want local:USER@DOMAIN"},
+		{"local:bob@example.org\nX: y", FetchDestination{}, "want local:USER@DOMAIN"},
+	} {
+		got, err := ParseFetchDestination(tc.in)
+		if tc.err != "" {
+			if err == nil || !errors.Is(err, ErrFetchDestination) || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseFetchDestination(%q) = %v, %v; want error %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseFetchDestination(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// FuzzParseFetchDestination checks that every accepted destination has a
+// known kind and a non-blank argument and writes back as it was read.
+func FuzzParseFetchDestination(f *testing.F) {
+	for _, s := range []string{"maildir:~/Maildir", "mbox:/var/mail/bob", "mda:procmail", "local:bob@example.org", "local:bob", "imap:x", ":", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseFetchDestination(s)
+		if err != nil {
+			if !errors.Is(err, ErrFetchDestination) {
+				t.Fatalf("%q: untyped error %v", s, err)
+			}
+			return
+		}
+		switch d.Kind {
+		case FetchDestMaildir, FetchDestMbox, FetchDestMDA:
+		case FetchDestLocal:
+			if !strings.Contains(d.Arg, "@") || strings.ContainsAny(d.Arg, "\r\n") {
+				t.Fatalf("%q: local address %q", s, d.Arg)
+			}
+		default:
+			t.Fatalf("%q: kind %q", s, d.Kind)
+		}
+		if strings.TrimSpace(d.Arg) == "" || d.String() != s {
+			t.Fatalf("%q: parsed as %#v", s, d)
+		}
+		c := Default()
+		c.Fetch.Accounts = []FetchAccount{{Name: "a", Server: "h", Destination: s}}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%q parses but does not validate: %v", s, err)
+		}
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/store/maildir"
+	"github.com/postino-mail/postino/pop3"
 )
 
 // Validate checks every setting and returns all the problems found, joined
@@ -33,6 +34,14 @@ func (v *validator) oneOf(key, val string, allowed ...string) {
 		}
 	}
 	v.add(key, "must be one of %s (got %q)", strings.Join(allowed, ", "), val)
+}
+
+// plaintext checks a plaintext-authentication policy (set in Go rather
+// than decoded, which already refuses unknown words).
+func (v *validator) plaintext(key string, p pop3.PlaintextPolicy) {
+	if !p.Valid() {
+		v.add(key, "%v (got %d)", pop3.ErrPlaintextPolicy, int(p))
+	}
 }
 
 func (v *validator) atLeast(key string, val, lo int) {
@@ -162,7 +171,7 @@ func (c *Config) validate() []error {
 	p := &c.POP3
 	v.addr("pop3.listen", p.Listen)
 	v.addr("pop3.listen_tls", p.ListenTLS)
-	v.oneOf("pop3.plaintext_auth", p.PlaintextAuth, PlaintextAuthNever, PlaintextAuthLoopback, PlaintextAuthAlways)
+	v.plaintext("pop3.plaintext_auth", p.PlaintextAuth)
 	v.minDuration("pop3.line_timeout", c.POP3.LineTimeout, time.Second)
 	if c.POP3.MaxSessionTime.Duration < 0 {
 		v.add("pop3.max_session_time", "must not be negative (got %s)", c.POP3.MaxSessionTime)
@@ -175,7 +184,7 @@ func (c *Config) validate() []error {
 			v.add("pop3.dovecot_uidl_format", "%v", err)
 		}
 	}
-	v.oneOf("smtp.plaintext_auth", c.SMTP.PlaintextAuth, PlaintextAuthNever, PlaintextAuthLoopback, PlaintextAuthAlways)
+	v.plaintext("smtp.plaintext_auth", c.SMTP.PlaintextAuth)
 	v.minDuration("pop3.autologout", p.Autologout, time.Second)
 	v.intRange("pop3.max_line", p.MaxLine, 255, 1<<20)
 	v.atLeast("pop3.max_bad_commands", p.MaxBadCommands, 1)

@@ -55,26 +55,28 @@ type Deliverer struct {
 	SpoolDir string
 	// MaxSize is the largest message accepted, in octets; 0 is no limit.
 	MaxSize int64
-	// PlusSeparator, when not empty, lets "user+tag@domain" deliver to
-	// "user@domain" (plus-addressing).
-	PlusSeparator string
+	// Resolver resolves recipients; nil means only the exact addresses
+	// of Users. Deliver and Resolve use its users and plus-addressing;
+	// callers that also take aliases, catch-alls, postmaster and SRS
+	// (SMTP, `postino deliver`) call Resolver.Resolve.
+	Resolver *Resolver
 	// Logger receives one line per stored copy.
 	Logger *slog.Logger
+}
+
+// resolver returns d.Resolver or, when nil, one over d.Users alone.
+func (d *Deliverer) resolver() *Resolver {
+	if d.Resolver != nil {
+		return d.Resolver
+	}
+	return &Resolver{Users: d.Users}
 }
 
 // Resolve returns the mailbox for a recipient address: the user itself,
 // or with plus-addressing the user without the tag.
 func (d *Deliverer) Resolve(addr string) (string, error) {
-	if u, ok := d.Users.LookupAddress(addr); ok {
-		return u, nil
-	}
-	if d.PlusSeparator != "" {
-		local, domain, ok := strings.Cut(addr, "@")
-		if base, _, found := strings.Cut(local, d.PlusSeparator); ok && found && base != "" {
-			if u, ok := d.Users.LookupAddress(base + "@" + domain); ok {
-				return u, nil
-			}
-		}
+	if mb, ok := d.resolver().Mailbox(addr); ok {
+		return mb, nil
 	}
 	return "", fmt.Errorf("%w: %s", ErrUnknownUser, addr)
 }

@@ -23,8 +23,9 @@ func newDeliverer(t *testing.T) (*Deliverer, *maildir.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &Deliverer{Store: st, Users: mapUsers{"alice@example.test": true, "bob@example.test": true},
-		SpoolDir: dir, MaxSize: 1000, PlusSeparator: "+"}, st
+	users := mapUsers{"alice@example.test": true, "bob@example.test": true}
+	return &Deliverer{Store: st, Users: users, Resolver: &Resolver{Users: users, PlusSeparator: "+"},
+		SpoolDir: dir, MaxSize: 1000}, st
 }
 
 func mailbox(t *testing.T, st *maildir.Store, box string) []string {

@@ -9,7 +9,9 @@
 //   - Relay is the one operation the intake needs from the queue: store a
 //     message durably for remote recipients;
 //   - LocalDomainFunc is the one rule, used on both sides, that decides
-//     whether mail for a domain is delivered here or relayed.
+//     whether mail for a domain is delivered here or relayed, and
+//     PrimaryDomain the one that names the domain SRS addresses are made
+//     in.
 //
 // The package holds data types and that rule only: no I/O, no protocol
 // state. Whatever the intake accepts with these types, the queue takes as
@@ -105,4 +107,35 @@ func LocalDomainFunc(local []string, users UserLister, al AliasDomains, logger *
 		}
 		return false
 	}
+}
+
+// PrimaryDomain returns the primary local domain, as the SMTP servers and
+// `postino deliver` use it for postmaster and SRS: the first of local;
+// else the host name or its nearest parent domain that is local; else the
+// first, in sorted order, of the domains of the users and aliases. "" when
+// there is no local domain. al may be nil.
+func PrimaryDomain(hostname string, local []string, users UserLister, al AliasDomains, isLocal func(string) bool) string {
+	if len(local) > 0 {
+		return strings.ToLower(local[0])
+	}
+	for d := strings.ToLower(hostname); strings.Contains(d, "."); _, d, _ = strings.Cut(d, ".") {
+		if isLocal(d) {
+			return d
+		}
+	}
+	var domains []string
+	if al != nil {
+		domains = append(domains, al.Domains()...)
+	}
+	if list, err := users.List(); err == nil {
+		for _, u := range list {
+			if _, d, ok := strings.Cut(u.Address, "@"); ok {
+				domains = append(domains, d)
+			}
+		}
+	}
+	if len(domains) == 0 {
+		return ""
+	}
+	return strings.ToLower(slices.Min(domains))
 }

@@ -11,8 +11,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
+
+	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/store/maildir"
 )
 
 // Destination is where downloaded messages are stored.
@@ -60,23 +61,20 @@ var ErrDestination = errors.New("destination")
 // TempFail reports an MDA exit status of 75 (EX_TEMPFAIL).
 var errTempFail = errors.New("temporary failure")
 
-// ParseDestination parses "maildir:DIR", "mbox:FILE" or "mda:COMMAND"
-// ("local:ADDRESS" needs a Deliverer and is built with NewLocal). A
-// leading "~/" in a path is the home directory.
-func ParseDestination(s, mdaCheck string) (Destination, error) {
-	kind, arg, ok := strings.Cut(s, ":")
-	if !ok || arg == "" {
-		return nil, fmt.Errorf("destination %q: want maildir:DIR, mbox:FILE, mda:COMMAND or local:ADDRESS", s)
+// NewDestination builds the destination d names (parsed by
+// config.ParseFetchDestination, the one parser of the syntax): a Maildir,
+// an mbox file or an MDA. A "local:" destination needs a Deliverer and is
+// built with NewLocal. A leading "~/" in a path is the home directory.
+func NewDestination(d config.FetchDestination, mdaCheck string) (Destination, error) {
+	switch d.Kind {
+	case config.FetchDestMaildir:
+		return &Maildir{Dir: ExpandHome(d.Arg)}, nil
+	case config.FetchDestMbox:
+		return &Mbox{Path: ExpandHome(d.Arg)}, nil
+	case config.FetchDestMDA:
+		return &MDA{Command: d.Arg, Check: mdaCheck}, nil
 	}
-	switch kind {
-	case "maildir":
-		return &Maildir{Dir: ExpandHome(arg)}, nil
-	case "mbox":
-		return &Mbox{Path: ExpandHome(arg)}, nil
-	case "mda":
-		return &MDA{Command: arg, Check: mdaCheck}, nil
-	}
-	return nil, fmt.Errorf("destination %q: unknown type %q", s, kind)
+	return nil, fmt.Errorf("%w: %s needs local delivery (NewLocal)", config.ErrFetchDestination, d)
 }
 
 // ExpandHome replaces a leading "~/" with the home directory.
@@ -140,15 +138,16 @@ func fill(r io.Reader, buf []byte) (int, error) {
 // ---- Maildir ----
 
 // Maildir delivers into a Maildir folder (new/, cur/, tmp/, created if
-// missing, with an fsync of the parent of each directory created): the message is written to tmp/, fsync'd, renamed into new/ and
-// the directory fsync'd. Its file name carries the ID's token, so Find
-// needs no file contents: a name in new/ or cur/ means a complete message,
-// since rename is atomic. Line ends are LF.
+// missing, with an fsync of the parent of each directory created) through
+// the Maildir writer of postino's own store (maildir.DeliverFolder): the
+// same Dovecot-compatible names with ,S= and ,W= sizes, LF line ends, the
+// message written to tmp/, fsync'd, renamed into new/ and new/ fsync'd.
+// The unique part of the name carries the ID's token ("X" + token + "."),
+// so Find needs no file contents: a name in new/ or cur/ means a complete
+// message, since rename is atomic.
 type Maildir struct {
 	Dir string
 }
-
-var maildirSeq atomic.Int64
 
 func (d *Maildir) String() string { return "maildir:" + d.Dir }
 
@@ -163,43 +162,23 @@ func (d *Maildir) ensure() error {
 	return nil
 }
 
+// dirSynced, when set (by tests), is told each directory the shared
+// Maildir writer fsyncs.
+var dirSynced func(dir string)
+
 // Deliver implements Destination.
 func (d *Maildir) Deliver(ctx context.Context, m *Message) (string, error) {
 	if err := d.ensure(); err != nil {
 		return "", err
 	}
-	host, _ := os.Hostname()
-	host = strings.NewReplacer("/", `\057`, ":", `\072`).Replace(host)
-	if host == "" {
-		host = "localhost"
-	}
-	now := time.Now()
-	name := fmt.Sprintf("%d.M%dP%dQ%dX%s.%s", now.Unix(), now.Nanosecond()/1000, os.Getpid(), maildirSeq.Add(1), m.Token(), host)
-	tmp := filepath.Join(d.Dir, "tmp", name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	name, err := maildir.DeliverFolder(ctx, d.Dir, m.WithMarker(true), maildir.FolderOptions{
+		Tag: m.Token(),
+		// The deliver-partial crash-test step: killed here, the first
+		// chunk is already in tmp/, as a real crash would leave it.
+		AfterFirstChunk: func() { debugPoint("deliver-partial") },
+		DirSynced:       dirSynced,
+	})
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrDestination, err)
-	}
-	bw := bufio.NewWriterSize(f, 64*1024)
-	_, err = writeChunked(bw, m.WithMarker(true))
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("%w: writing %s: %v", ErrDestination, tmp, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(d.Dir, "new", name)); err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("%w: %v", ErrDestination, err)
-	}
-	if err := syncDir(filepath.Join(d.Dir, "new")); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDestination, err)
 	}
 	return "new/" + name, nil

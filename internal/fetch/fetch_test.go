@@ -170,6 +170,32 @@ func TestMaildirFind(t *testing.T) {
 	}
 }
 
+// TestMaildirNamesAsStore checks that the Maildir destination writes the
+// names of postino's own store: Dovecot-compatible, with the ,S= (file)
+// and ,W= (wire, CRLF) sizes that let a Maildir be listed without reading
+// bodies, and the ID's token that Find looks for.
+func TestMaildirNamesAsStore(t *testing.T) {
+	d := &Maildir{Dir: filepath.Join(t.TempDir(), "md")}
+	m := spoolString(t, sample)
+	where, err := d.Deliver(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(d.Dir, where))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire := len(data) + bytes.Count(data, []byte("\n"))
+	name := strings.TrimPrefix(where, "new/")
+	base, sizes, ok := strings.Cut(name, ",")
+	if !ok || sizes != fmt.Sprintf("S=%d,W=%d", len(data), wire) {
+		t.Errorf("name %q: want sizes S=%d,W=%d", name, len(data), wire)
+	}
+	if !strings.Contains(base, "X"+m.Token()+".") || strings.ContainsAny(base, ":/") || len(base) > 70 {
+		t.Errorf("unique part %q", base)
+	}
+}
+
 func TestExitCode(t *testing.T) {
 	for _, tc := range []struct {
 		n    int
@@ -273,18 +299,23 @@ func TestMboxFindPartialEndingInBlankLine(t *testing.T) {
 	}
 }
 
-// recordDirSyncs makes syncDir record the directories it fsyncs.
+// recordDirSyncs makes syncDir, and the Maildir writer of the store,
+// record the directories they fsync.
 func recordDirSyncs(t *testing.T) func() map[string]bool {
 	var mu sync.Mutex
 	synced := map[string]bool{}
-	old := syncDirFunc
-	syncDirFunc = func(dir string) error {
+	note := func(dir string) {
 		mu.Lock()
 		synced[filepath.Clean(dir)] = true
 		mu.Unlock()
+	}
+	old := syncDirFunc
+	syncDirFunc = func(dir string) error {
+		note(dir)
 		return old(dir)
 	}
-	t.Cleanup(func() { syncDirFunc = old })
+	dirSynced = note
+	t.Cleanup(func() { syncDirFunc, dirSynced = old, nil })
 	return func() map[string]bool {
 		mu.Lock()
 		defer mu.Unlock()

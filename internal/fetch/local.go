@@ -24,13 +24,26 @@ type Local struct {
 	Address, Mailbox string
 }
 
-// NewLocal resolves address to a mailbox of d.
+// NewLocal resolves address to a mailbox of d, with d's Resolver (as
+// SMTP resolves a recipient: users, aliases, plus-addresses, catch-alls,
+// postmaster). The address must lead to exactly one local mailbox, since
+// Find looks for what was delivered in that mailbox.
 func NewLocal(d *delivery.Deliverer, st store.Store, address string) (*Local, error) {
-	mb, err := d.Resolve(address)
-	if err != nil {
-		return nil, err
+	if d.Resolver == nil {
+		mb, err := d.Resolve(address)
+		if err != nil {
+			return nil, err
+		}
+		return &Local{Deliverer: d, Store: st, Address: address, Mailbox: mb}, nil
 	}
-	return &Local{Deliverer: d, Store: st, Address: address, Mailbox: mb}, nil
+	res, ok := d.Resolver.Resolve(address, d.Logger)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: %s", delivery.ErrUnknownUser, address)
+	case len(res.Remote) > 0 || len(res.Local) != 1:
+		return nil, fmt.Errorf("%w: local:%s must lead to exactly one local mailbox (it leads to %d, and to %d remote addresses)", ErrDestination, address, len(res.Local), len(res.Remote))
+	}
+	return &Local{Deliverer: d, Store: st, Address: address, Mailbox: res.Local[0].Mailbox}, nil
 }
 
 func (l *Local) String() string { return "local:" + l.Address }

@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/authguard"
+	"github.com/postino-mail/postino/pop3"
 )
 
 // TestAuthGuard: failed AUTH is answered late, and an address that failed
 // too often is refused even with the right password (454 4.7.0).
 func TestAuthGuard(t *testing.T) {
 	e := newEnv(t, RoleSubmission, func(c *envConfig) {
-		c.opts.PlaintextAuth = PlaintextAuthLoopback
+		c.opts.PlaintextAuth = pop3.PlaintextLoopback
 		c.opts.Guard = &authguard.Guard{MaxFailures: 2, BaseDelay: 100 * time.Millisecond, MaxDelay: 100 * time.Millisecond}
 	})
 	c := e.dial()

@@ -159,7 +159,7 @@ func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
 	}
 	spool := filepath.Join(dir, "spool")
 	os.Mkdir(spool, 0o700)
-	cfg.opts.Deliverer = &delivery.Deliverer{Store: s, Users: dbUsers{db}, SpoolDir: spool, PlusSeparator: "+"}
+	cfg.opts.Deliverer = &delivery.Deliverer{Store: s, Users: dbUsers{db}, SpoolDir: spool}
 	tab, err := aliases.Parse([]byte(cfg.aliases))
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/pop3"
 
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/delivery"
@@ -44,18 +45,6 @@ func (r Role) String() string {
 	}
 	return fmt.Sprintf("Role(%d)", int(r))
 }
-
-// Values of Options.PlaintextAuth; they are the same strings as
-// config.PlaintextAuthNever and friends.
-const (
-	// PlaintextAuthNever offers AUTH only over TLS.
-	PlaintextAuthNever = "never"
-	// PlaintextAuthLoopback also offers AUTH without TLS to clients
-	// connecting from a loopback address or a unix socket (the default).
-	PlaintextAuthLoopback = "loopback"
-	// PlaintextAuthAlways offers AUTH on every connection.
-	PlaintextAuthAlways = "always"
-)
 
 // UserDB is what the server needs from the user database; *auth.DB
 // implements it.
@@ -134,9 +123,11 @@ type Options struct {
 	// to user@domain. Empty disables it.
 	PlusSeparator string
 	// PlaintextAuth says whether AUTH is offered without TLS (submission):
-	// PlaintextAuthNever, PlaintextAuthLoopback (default) or
-	// PlaintextAuthAlways.
-	PlaintextAuth string
+	// pop3.PlaintextNever, pop3.PlaintextLoopback (the zero value: also to
+	// clients connecting from a loopback address or a unix socket) or
+	// pop3.PlaintextAlways. It is the same policy type as the POP3
+	// server's.
+	PlaintextAuth pop3.PlaintextPolicy
 	// AllowAnySender lifts the submission sender check. By default
 	// (RestrictSender) an authenticated user may use as MAIL FROM only
 	// their own address, its plus-addresses, an alias that expands to
@@ -193,12 +184,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Users == nil {
 		return o, errors.New("smtpin: Options.Users is required")
 	}
-	switch o.PlaintextAuth {
-	case "":
-		o.PlaintextAuth = PlaintextAuthLoopback
-	case PlaintextAuthNever, PlaintextAuthLoopback, PlaintextAuthAlways:
-	default:
-		return o, fmt.Errorf("smtpin: invalid PlaintextAuth %q", o.PlaintextAuth)
+	if !o.PlaintextAuth.Valid() {
+		return o, fmt.Errorf("smtpin: invalid PlaintextAuth %v", o.PlaintextAuth)
 	}
 	if o.MaxMessageBytes <= 0 {
 		o.MaxMessageBytes = o.Deliverer.MaxSize

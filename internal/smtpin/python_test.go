@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/pop3"
 )
 
 // pythonClient sends one message with Python's smtplib and returns the
@@ -55,7 +56,7 @@ type pyResult struct {
 func TestPythonSmtplib(t *testing.T) {
 	py := testutil.NeedPython(t)
 	mx := newEnv(t, RoleMX, nil)
-	sub := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = PlaintextAuthNever })
+	sub := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = pop3.PlaintextNever })
 	cafile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(cafile, sub.certPEM, 0o600); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	smtp "github.com/emersion/go-smtp"
 
+	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
 )
 
@@ -27,6 +28,8 @@ type Server struct {
 	opts Options
 	smtp *smtp.Server
 	now  func() time.Time // clock for Received headers; tests replace it
+	// resolver finds where mail for a recipient goes.
+	resolver *delivery.Resolver
 
 	mu     sync.Mutex
 	closed bool
@@ -49,6 +52,7 @@ func New(opts Options) (*Server, error) {
 		conns: make(map[*trackedConn]struct{}),
 		perIP: make(map[netip.Addr]int),
 	}
+	s.resolver = s.newResolver()
 	ss := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	ss.Domain = o.Hostname
 	ss.LMTP = o.Role == RoleLMTP

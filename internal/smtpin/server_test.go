@@ -17,6 +17,7 @@ import (
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/pop3"
 )
 
 func hasCap(caps []string, c string) bool {
@@ -53,7 +54,7 @@ func TestEHLOCapabilities(t *testing.T) {
 		check(t, c.ehlo(), nil, []string{"STARTTLS", "AUTH"})
 	})
 	t.Run("submission, plaintext never", func(t *testing.T) {
-		e := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = PlaintextAuthNever })
+		e := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = pop3.PlaintextNever })
 		c := e.dial()
 		check(t, c.ehlo(), []string{"STARTTLS"}, []string{"AUTH"})
 		c.startTLS()
@@ -65,7 +66,7 @@ func TestEHLOCapabilities(t *testing.T) {
 		check(t, c.ehlo(), []string{"STARTTLS", "AUTH PLAIN LOGIN"}, nil)
 	})
 	t.Run("submission implicit TLS", func(t *testing.T) {
-		e := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = PlaintextAuthNever })
+		e := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = pop3.PlaintextNever })
 		c := e.dialTLS()
 		check(t, c.ehlo(), []string{"AUTH PLAIN LOGIN"}, []string{"STARTTLS"})
 	})
@@ -199,7 +200,7 @@ func tlsClient(c *client, e *env) net.Conn {
 }
 
 func TestSubmissionSTARTTLSAuth(t *testing.T) {
-	e := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = PlaintextAuthNever })
+	e := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = pop3.PlaintextNever })
 	c := e.dial()
 	c.ehlo()
 	// Before TLS: refused, and MAIL needs AUTH.
@@ -223,7 +224,7 @@ func TestSubmissionSTARTTLSAuth(t *testing.T) {
 }
 
 func TestSubmissionAuthLoginImplicitTLS(t *testing.T) {
-	e := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = PlaintextAuthNever })
+	e := newEnv(t, RoleSubmission, func(c *envConfig) { c.tls = true; c.opts.PlaintextAuth = pop3.PlaintextNever })
 	c := e.dialTLS()
 	c.ehlo()
 	b64 := base64.StdEncoding.EncodeToString
@@ -246,7 +247,7 @@ func TestSubmissionAuthLoginImplicitTLS(t *testing.T) {
 }
 
 func TestPlaintextAuthPolicies(t *testing.T) {
-	for _, policy := range []string{PlaintextAuthLoopback, PlaintextAuthAlways} {
+	for _, policy := range []pop3.PlaintextPolicy{pop3.PlaintextLoopback, pop3.PlaintextAlways} {
 		e := newEnv(t, RoleSubmission, func(c *envConfig) { c.opts.PlaintextAuth = policy })
 		c := e.dial()
 		if caps := c.ehlo(); !hasCap(caps, "AUTH PLAIN LOGIN") {
@@ -258,7 +259,7 @@ func TestPlaintextAuthPolicies(t *testing.T) {
 			t.Fatalf("%s: got %q", policy, got)
 		}
 	}
-	if _, err := New(Options{Hostname: "h", Role: RoleMX, PlaintextAuth: "sometimes"}); err == nil {
+	if _, err := New(Options{Hostname: "h", Role: RoleMX, PlaintextAuth: pop3.PlaintextPolicy(9)}); err == nil {
 		t.Fatal("New accepted a bad policy")
 	}
 }
@@ -524,7 +525,7 @@ func TestErrorLimit(t *testing.T) {
 	e.waitIdle()
 
 	// Errors in DATA count too, and survive STARTTLS.
-	e = newEnv(t, RoleSubmission, func(c *envConfig) { c.opts.MaxErrors = 2; c.tls = true; c.opts.PlaintextAuth = PlaintextAuthNever })
+	e = newEnv(t, RoleSubmission, func(c *envConfig) { c.opts.MaxErrors = 2; c.tls = true; c.opts.PlaintextAuth = pop3.PlaintextNever })
 	c = e.dial()
 	c.ehlo()
 	c.cmd(530, "", "MAIL FROM:<x@example.test>")

@@ -20,6 +20,7 @@ import (
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/pop3"
 )
 
 // Replies of this package. RFC 3463 gives the enhanced codes.
@@ -91,7 +92,7 @@ type transaction struct {
 type recipient struct {
 	addr   string // as go-smtp passed it: the key of LMTP statuses
 	canon  string // parsed form
-	res    resolution
+	res    delivery.Resolution
 	notify []string
 	orcpt  string
 	otype  string
@@ -176,9 +177,9 @@ func (s *session) authAllowed() bool {
 		return true
 	}
 	switch s.srv.opts.PlaintextAuth {
-	case PlaintextAuthAlways:
+	case pop3.PlaintextAlways:
 		return true
-	case PlaintextAuthLoopback:
+	case pop3.PlaintextLoopback:
 		return s.local
 	}
 	return false
@@ -358,7 +359,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		if !a.ascii() && !opts.UTF8 {
 			return s.fail(errNeedUTF8, true)
 		}
-		if s.srv.opts.Role == RoleSubmission && !s.srv.opts.AllowAnySender && !s.srv.ownsSender(user, a) {
+		if s.srv.opts.Role == RoleSubmission && !s.srv.opts.AllowAnySender && !s.srv.resolver.Owns(user, a.String()) {
 			s.log.Info("smtp: sender not owned", "user", user, "from", a.String())
 			return s.fail(errSenderNotOwned, true)
 		}
@@ -403,12 +404,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !a.ascii() && !tx.utf8 {
 		return s.fail(errNeedUTF8, true)
 	}
-	res, found := s.srv.resolve(a, s.log)
-	if !found && s.srv.isLocalDomain(a.domain) {
-		res, found = s.srv.resolveSpecial(a, s.log)
-	}
+	res, found := s.srv.resolver.Resolve(a.String(), s.log)
 	switch {
-	case found && len(res.remote) > 0 && s.srv.opts.Relay == nil:
+	case found && len(res.Remote) > 0 && s.srv.opts.Relay == nil:
 		return s.fail(errForwardNotYet, true)
 	case found:
 	case s.srv.isLocalDomain(a.domain):
@@ -422,7 +420,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	default:
 		// Authenticated submission (Mail requires AUTH) to a remote
 		// address.
-		res = resolution{remote: []string{a.String()}}
+		res = delivery.Resolution{Remote: []string{a.String()}}
 	}
 	rc := &recipient{addr: to, canon: a.String(), res: res}
 	if opts != nil {
@@ -434,7 +432,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	tx.rcpts = append(tx.rcpts, rc)
 	s.mu.Unlock()
-	s.log.Debug("smtp: rcpt", "id", tx.id, "rcpt", rc.canon, "local", len(res.local), "remote", len(res.remote))
+	s.log.Debug("smtp: rcpt", "id", tx.id, "rcpt", rc.canon, "local", len(res.Local), "remote", len(res.Remote))
 	return nil
 }
 
@@ -537,12 +535,12 @@ type outcome struct {
 // status returns the reply for one recipient: nil when all its copies are
 // stored or queued.
 func (o *outcome) status(rc *recipient) *smtp.SMTPError {
-	for _, t := range rc.res.local {
-		if err := o.local[t.mailbox]; err != nil {
+	for _, t := range rc.res.Local {
+		if err := o.local[t.Mailbox]; err != nil {
 			return deliveryError(err)
 		}
 	}
-	if len(rc.res.remote) > 0 && o.relayErr != nil {
+	if len(rc.res.Remote) > 0 && o.relayErr != nil {
 		return errTemp
 	}
 	return nil
@@ -581,7 +579,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		user := s.user
 		s.mu.Unlock()
 		hdr := s.trace(tx, user, rc.canon).header()
-		_, err := d.DeliverStream(s.ctx, tx.from, t.deliveredTo, t.mailbox, norm, hdr)
+		_, err := d.DeliverStream(s.ctx, tx.from, t.DeliveredTo, t.Mailbox, norm, hdr)
 		if err != nil && !errors.Is(err, delivery.ErrStore) {
 			return nil, err // the message itself was not received
 		}
@@ -589,9 +587,9 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 			s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.bare)
 		}
 		if err != nil {
-			s.log.Error("smtp: storing message", "id", tx.id, "mailbox", t.mailbox, "err", err)
+			s.log.Error("smtp: storing message", "id", tx.id, "mailbox", t.Mailbox, "err", err)
 		}
-		return &outcome{local: map[string]error{t.mailbox: err}}, nil
+		return &outcome{local: map[string]error{t.Mailbox: err}}, nil
 	}
 	sp, err := d.Spool(s.ctx, norm)
 	if err != nil {
@@ -607,16 +605,16 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 	out := &outcome{local: make(map[string]error)}
 	failed := false
 	for _, rc := range tx.rcpts {
-		for _, t := range rc.res.local {
-			if _, done := out.local[t.mailbox]; done {
+		for _, t := range rc.res.Local {
+			if _, done := out.local[t.Mailbox]; done {
 				continue // one copy per mailbox
 			}
 			hdr := s.trace(tx, user, rc.canon).header()
-			_, err := d.DeliverSpooled(s.ctx, tx.from, t.deliveredTo, t.mailbox, sp, hdr)
-			out.local[t.mailbox] = err
+			_, err := d.DeliverSpooled(s.ctx, tx.from, t.DeliveredTo, t.Mailbox, sp, hdr)
+			out.local[t.Mailbox] = err
 			if err != nil {
 				failed = true
-				s.log.Error("smtp: storing message", "id", tx.id, "mailbox", t.mailbox, "err", err)
+				s.log.Error("smtp: storing message", "id", tx.id, "mailbox", t.Mailbox, "err", err)
 			}
 		}
 	}
@@ -626,7 +624,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 	var rcpts []string
 	params := envelope.DSNParams{Return: tx.ret, EnvelopeID: tx.envid}
 	for _, rc := range tx.rcpts {
-		for _, addr := range rc.res.remote {
+		for _, addr := range rc.res.Remote {
 			if containsString(rcpts, addr) {
 				continue
 			}
@@ -668,19 +666,19 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 
 // singleLocal reports whether the transaction makes exactly one copy, in
 // one local mailbox, and nothing for the Relay.
-func singleLocal(tx *transaction) (target, *recipient, bool) {
-	var t target
+func singleLocal(tx *transaction) (delivery.Target, *recipient, bool) {
+	var t delivery.Target
 	var first *recipient
 	n := 0
 	for _, rc := range tx.rcpts {
-		if len(rc.res.remote) > 0 {
-			return target{}, nil, false
+		if len(rc.res.Remote) > 0 {
+			return delivery.Target{}, nil, false
 		}
-		for _, lt := range rc.res.local {
+		for _, lt := range rc.res.Local {
 			if n == 0 {
 				t, first, n = lt, rc, 1
-			} else if lt.mailbox != t.mailbox {
-				return target{}, nil, false
+			} else if lt.Mailbox != t.Mailbox {
+				return delivery.Target{}, nil, false
 			}
 		}
 	}

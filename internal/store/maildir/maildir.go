@@ -24,7 +24,9 @@
 //
 // with '/', ':' and ',' in the host name written as \057, \072 and \054
 // (other octets outside 0x21-0x7E become '_'), and the host name truncated so
-// that the unique part never exceeds 70 octets. The wire size W= is the
+// that the unique part never exceeds 70 octets. DeliverFolder writes the
+// same names into any Maildir folder (`postino fetch`'s maildir:
+// destination), with "X<tag>" in place of the random part. The wire size W= is the
 // exact length of the form Maildrop.Open returns (CRLF line ends, final
 // CRLF added when the message does not end with a newline), so listing a
 // mailbox never reads message bodies. This package leaves messages in new/
@@ -276,7 +278,12 @@ func (s *Store) ensureMaildir(dir string) error {
 
 // syncDir fsyncs a directory.
 func (s *Store) syncDir(dir string) error {
-	f, err := s.root.Open(dir)
+	return syncRootDir(s.root, dir)
+}
+
+// syncRootDir fsyncs the directory dir of root.
+func syncRootDir(root *os.Root, dir string) error {
+	f, err := root.Open(dir)
 	if err != nil {
 		return fmt.Errorf("maildir: opening %s for sync: %w", dir, err)
 	}
@@ -292,22 +299,38 @@ func (s *Store) syncDir(dir string) error {
 
 // uniqueName returns a new Dovecot-style unique name of at most 70 octets.
 func (s *Store) uniqueName() string {
+	return uniqueName(s.host, s.pid, s.counter.Add(1), "")
+}
+
+// uniqueName returns a Dovecot-style unique name: seconds, microseconds,
+// pid and counter, then "R" and 16 random hex digits, or "X" and tag when
+// tag is set, then '.' and the host name (already sanitized), truncated so
+// that the name stays within 70 octets. A tagged name always keeps the '.'
+// after its tag, so that "X"+tag+"." finds it.
+func uniqueName(host string, pid int, n uint64, tag string) string {
 	now := time.Now()
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:]) // never fails (crypto/rand, Go 1.24+)
 	b := make([]byte, 0, maxUIDLen+8)
 	b = strconv.AppendInt(b, now.Unix(), 10)
 	b = append(b, ".M"...)
 	b = strconv.AppendInt(b, int64(now.Nanosecond()/1000), 10)
 	b = append(b, 'P')
-	b = strconv.AppendInt(b, int64(s.pid), 10)
+	b = strconv.AppendInt(b, int64(pid), 10)
 	b = append(b, 'Q')
-	b = strconv.AppendUint(b, s.counter.Add(1), 10)
+	b = strconv.AppendUint(b, n, 10)
+	if tag != "" {
+		b = append(b, 'X')
+		b = append(b, tag...)
+		b = append(b, '.')
+		room := max(maxUIDLen-len(b), 0)
+		return string(append(b, host[:min(room, len(host))]...))
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:]) // never fails (crypto/rand, Go 1.24+)
 	b = append(b, 'R')
 	b = hex.AppendEncode(b, rnd[:])
 	if room := maxUIDLen - len(b) - 1; room > 0 {
 		b = append(b, '.')
-		b = append(b, s.host[:min(room, len(s.host))]...)
+		b = append(b, host[:min(room, len(host))]...)
 	}
 	return string(b)
 }
@@ -331,8 +354,22 @@ func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (uid
 		return "", err
 	}
 	base := s.uniqueName()
+	name, err := writeMessage(ctx, s.root, dir, base, msg, writeHooks{}, s.logger)
+	if err != nil {
+		return "", err
+	}
+	uid = uidFor(base)
+	s.logger.Debug("maildir: delivered", "mailbox", mailbox, "uid", uid, "file", name)
+	return uid, nil
+}
+
+// writeMessage writes msg into the Maildir dir of root under the unique
+// name base: to tmp/base, fsync'd, renamed to new/base,S=...,W=... and
+// new/ fsync'd. It returns the name in new/. On any error nothing is left
+// behind.
+func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.Reader, h writeHooks, logger *slog.Logger) (name string, err error) {
 	tmpPath := dir + "/tmp/" + base
-	f, err := s.root.OpenFile(tmpPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
+	f, err := root.OpenFile(tmpPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
 	if err != nil {
 		return "", fmt.Errorf("maildir: creating %s: %w", tmpPath, err)
 	}
@@ -341,13 +378,17 @@ func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (uid
 			f.Close()
 		}
 		if err != nil {
-			if rerr := s.root.Remove(tmpPath); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-				s.logger.Warn("maildir: removing temporary file", "path", tmpPath, "err", rerr)
+			if rerr := root.Remove(tmpPath); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				logger.Warn("maildir: removing temporary file", "path", tmpPath, "err", rerr)
 			}
 		}
 	}()
 
-	wc, err := copyToLF(ctx, f, msg)
+	var dst io.Writer = f
+	if h.afterFirst != nil {
+		dst = &hookWriter{w: f, hook: h.afterFirst}
+	}
+	wc, err := copyToLF(ctx, dst, msg)
 	if err != nil {
 		return "", fmt.Errorf("maildir: writing %s: %w", tmpPath, err)
 	}
@@ -362,22 +403,49 @@ func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (uid
 	if err != nil {
 		return "", fmt.Errorf("maildir: closing %s: %w", tmpPath, err)
 	}
-	name := formatName(base, wc.stored, wc.wire())
+	name = formatName(base, wc.stored, wc.wire())
 	newPath := dir + "/new/" + name
-	if err := s.root.Rename(tmpPath, newPath); err != nil {
+	if err := root.Rename(tmpPath, newPath); err != nil {
 		return "", fmt.Errorf("maildir: renaming into %s: %w", newPath, err)
 	}
-	if err := s.syncDir(dir + "/new"); err != nil {
+	if err := syncRootDir(root, dir+"/new"); err != nil {
 		// The message is in place but not known to be durable: take it
 		// back so that the sender retries.
-		if rerr := s.root.Remove(newPath); rerr != nil {
-			s.logger.Error("maildir: removing undurable message", "path", newPath, "err", rerr)
+		if rerr := root.Remove(newPath); rerr != nil {
+			logger.Error("maildir: removing undurable message", "path", newPath, "err", rerr)
 		}
 		return "", err
 	}
-	uid = uidFor(base)
-	s.logger.Debug("maildir: delivered", "mailbox", mailbox, "uid", uid, "size", wc.wire())
-	return uid, nil
+	if h.synced != nil {
+		h.synced(dir + "/new")
+	}
+	return name, nil
+}
+
+// writeHooks are the optional hooks of writeMessage.
+type writeHooks struct {
+	// afterFirst is called once the first chunk is written to the file
+	// in tmp/ (a crash test then kills the process, leaving a partial
+	// file as a crash would).
+	afterFirst func()
+	// synced is told each directory fsync'd, relative to the root.
+	synced func(dir string)
+}
+
+// hookWriter calls hook once, after its first write.
+type hookWriter struct {
+	w    io.Writer
+	hook func()
+}
+
+func (h *hookWriter) Write(p []byte) (int, error) {
+	n, err := h.w.Write(p)
+	if h.hook != nil && n > 0 {
+		hook := h.hook
+		h.hook = nil
+		hook()
+	}
+	return n, err
 }
 
 // copyToLF copies src to dst turning every CRLF into LF (a bare CR is

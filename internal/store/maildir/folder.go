@@ -1,0 +1,88 @@
+package maildir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+)
+
+// folderCounter numbers the unique names of DeliverFolder in this process.
+var folderCounter atomic.Uint64
+
+// FolderOptions tune DeliverFolder.
+type FolderOptions struct {
+	// Tag, when set, is written into the unique name in place of the
+	// random part ("X" + Tag + "."), so that a message can later be found
+	// by name alone; letters and digits only.
+	Tag string
+	// AfterFirstChunk, when set, is called once the first chunk of the
+	// message is in the temporary file (crash tests kill the process
+	// there, to leave a partial file in tmp/ as a crash would).
+	AfterFirstChunk func()
+	// DirSynced, when set, is told the path of each directory fsync'd
+	// (for audits and durability tests).
+	DirSynced func(dir string)
+	// Logger receives warnings about clean-up failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// DeliverFolder stores msg in the Maildir folder dir (any folder, not a
+// Store's mailbox; tmp/, new/ and cur/ are created when missing, and dir
+// itself fsync'd then) exactly as Store.Deliver does: the same
+// Dovecot-style unique name with ,S= and ,W= sizes and the same host name
+// escaping, LF line ends, written to tmp/, fsync'd, renamed into new/ and
+// new/ fsync'd before it returns. It returns the file name in new/.
+func DeliverFolder(ctx context.Context, dir string, msg io.Reader, o FolderOptions) (string, error) {
+	for i := 0; i < len(o.Tag); i++ {
+		if c := o.Tag[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return "", fmt.Errorf("maildir: tag %q: letters and digits only", o.Tag)
+		}
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return "", fmt.Errorf("maildir: opening %s: %w", dir, err)
+	}
+	defer root.Close()
+	created := false
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		err := root.Mkdir(sub, dirPerm)
+		switch {
+		case err == nil:
+			created = true
+		case errors.Is(err, fs.ErrExist):
+		default:
+			return "", fmt.Errorf("maildir: creating %s/%s: %w", dir, sub, err)
+		}
+	}
+	if created {
+		if err := syncRootDir(root, "."); err != nil {
+			return "", err
+		}
+		if o.DirSynced != nil {
+			o.DirSynced(dir)
+		}
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	base := uniqueName(sanitizeHost(host), os.Getpid(), folderCounter.Add(1), o.Tag)
+	h := writeHooks{afterFirst: o.AfterFirstChunk}
+	if o.DirSynced != nil {
+		h.synced = func(rel string) { o.DirSynced(filepath.Join(dir, rel)) }
+	}
+	return writeMessage(ctx, root, ".", base, msg, h, logger)
+}

@@ -1,0 +1,75 @@
+package maildir
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestDeliverFolder checks the writer used for Maildir folders outside the
+// store: the store's names (tag in place of the random part, sizes), the
+// subdirectories made when missing, a hostile tag refused, and the hook
+// that runs with a partial file in tmp/.
+func TestDeliverFolder(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	name, err := DeliverFolder(ctx, dir, strings.NewReader("Subject: a\r\n\r\nbody\r\n"), FolderOptions{Tag: "abc123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := parseName(name); f.size != 17 || f.wire != 20 || !strings.Contains(name, "Xabc123.") {
+		t.Errorf("name %q parsed as %+v", name, f)
+	}
+	for _, sub := range []string{"tmp", "cur"} {
+		if fi, err := os.Stat(filepath.Join(dir, sub)); err != nil || !fi.IsDir() {
+			t.Errorf("%s: %v", sub, err)
+		}
+	}
+	if _, err := DeliverFolder(ctx, dir, strings.NewReader("x\n"), FolderOptions{Tag: "../x"}); err == nil {
+		t.Error("a tag with a path was accepted")
+	}
+	// The hook sees the first chunk in tmp/; an error after it leaves
+	// nothing behind.
+	big := strings.Repeat("line of text\r\n", 20000)
+	var partial int64
+	boom := errors.New("boom")
+	_, err = DeliverFolder(ctx, dir, &failAfter{r: strings.NewReader(big), n: len(big) / 2, err: boom}, FolderOptions{Tag: "t2", AfterFirstChunk: func() {
+		ents, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil {
+				partial += fi.Size()
+			}
+		}
+	}})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v", err)
+	}
+	if partial <= 0 || partial >= int64(len(big)) {
+		t.Errorf("tmp/ held %d octets at the hook, want a partial file", partial)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+		t.Errorf("tmp/ keeps %d files after the failure", len(ents))
+	}
+}
+
+// failAfter reads n octets of r and then fails with err.
+type failAfter struct {
+	r   *strings.Reader
+	n   int
+	err error
+}
+
+func (f *failAfter) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, f.err
+	}
+	if len(p) > f.n {
+		p = p[:f.n]
+	}
+	k, err := f.r.Read(p)
+	f.n -= k
+	return k, err
+}
