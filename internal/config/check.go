@@ -6,11 +6,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -154,6 +156,9 @@ func (k *checker) line(key string) int {
 //     line), and the DKIM keys under queue.dkim_dir;
 //   - users in domains that are not local, and local domains without DKIM
 //     keys (warnings);
+//   - what the [[fetch.account]] tables name: local destinations that are
+//     not users, missing destination folders, commands not found, CA
+//     files that are not PEM certificates;
 //   - listener addresses that cannot be bound (each is bound and closed at
 //     once; nothing connects anywhere) and LMTP socket folders.
 //
@@ -209,6 +214,7 @@ func Check(ctx context.Context, path string, opts CheckOptions) *CheckResult {
 		k.checkUserDomains(users)
 	}
 	k.checkDKIM(c, local)
+	k.checkFetch(c, users)
 	k.checkListeners(ctx, c)
 	return k.res
 }
@@ -586,5 +592,68 @@ func (k *checker) checkSocketDir(key, path string) {
 		k.conf(SeverityError, key, "%s, the folder of the socket, is not a folder", dir)
 	case syscall.Access(dir, 2|1) != nil: // W_OK|X_OK
 		k.conf(SeverityWarning, key, "this user cannot create the socket in %s (postino serve must be able to)", dir)
+	}
+}
+
+// checkFetch checks what each [[fetch.account]] names beyond its syntax,
+// which validate checked.
+func (k *checker) checkFetch(c *Config, users []string) {
+	for i, a := range c.Fetch.Accounts {
+		key := func(name string) string { return fmt.Sprintf("fetch.account[%d].%s", i, name) }
+		if a.Password == "" && a.PasswordCommand == "" {
+			k.conf(SeverityWarning, key("password_command"), "neither password nor password_command is set: the password is asked for on the terminal, so postino fetch cannot run unattended")
+		}
+		if a.PasswordCommand != "" {
+			k.checkCommand(key("password_command"), a.PasswordCommand)
+		}
+		if a.CAFile != "" {
+			file := c.ResolvePath(a.CAFile)
+			if data, err := os.ReadFile(file); err != nil {
+				k.conf(SeverityError, key("ca_file"), "%v", err)
+			} else if !x509.NewCertPool().AppendCertsFromPEM(data) {
+				k.conf(SeverityError, key("ca_file"), "%s holds no PEM certificate", file)
+			}
+		}
+		d, err := ParseFetchDestination(a.Destination)
+		if err != nil {
+			continue // validate reported it
+		}
+		switch d.Kind {
+		case FetchDestLocal:
+			if !slices.ContainsFunc(users, func(u string) bool { return strings.EqualFold(u, d.Arg) }) {
+				k.conf(SeverityWarning, key("destination"), "%s is not a user in %s", d.Arg, c.UsersFile())
+			}
+		case FetchDestMaildir, FetchDestMbox:
+			p := d.Arg
+			if rest, ok := strings.CutPrefix(p, "~/"); ok {
+				if home, err := os.UserHomeDir(); err == nil {
+					p = filepath.Join(home, rest)
+				}
+			}
+			if d.Kind == FetchDestMbox {
+				p = filepath.Dir(p)
+			} else if _, err := os.Stat(p); err == nil {
+				continue
+			} else {
+				p = filepath.Dir(filepath.Clean(p)) // a Maildir is created in an existing folder
+			}
+			if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+				k.conf(SeverityWarning, key("destination"), "folder %s does not exist", p)
+			}
+		case FetchDestMDA:
+			k.checkCommand(key("destination"), d.Arg)
+		}
+	}
+}
+
+// checkCommand warns when the program a shell command starts with is not
+// found in $PATH (the command is not run).
+func (k *checker) checkCommand(key, cmd string) {
+	f := strings.Fields(cmd)
+	if len(f) == 0 || strings.ContainsAny(f[0], "=$`'\"(){};|&<>") {
+		return // an assignment or shell syntax: leave it to the shell
+	}
+	if _, err := exec.LookPath(f[0]); err != nil {
+		k.conf(SeverityWarning, key, "%q not found in $PATH", f[0])
 	}
 }

@@ -205,3 +205,39 @@ func TestKeyLines(t *testing.T) {
 		t.Errorf("keys = %q", keys)
 	}
 }
+
+// TestCheckFetch: what fetch accounts name is checked beyond its syntax.
+func TestCheckFetch(t *testing.T) {
+	res, path := checkFile(t, quietListeners+`
+[[fetch.account]]
+name = "a"
+server = "pop.example.test"
+destination = "local:nobody@example.test"
+password_command = "no-such-program-postino-test show x"
+ca_file = "/nonexistent/ca.pem"
+[[fetch.account]]
+name = "b"
+server = "pop.example.test"
+destination = "mbox:/nonexistent-postino/mbox"
+[[fetch.account]]
+name = "c"
+server = "pop.example.test"
+password = "pw"
+destination = "mda:sh -c 'cat > /dev/null'"
+`)
+	got := findings(res)
+	for _, w := range []string{
+		"warning: " + path + ":14: fetch.account[0].destination: nobody@example.test is not a user",
+		"warning: " + path + `:15: fetch.account[0].password_command: "no-such-program-postino-test" not found in $PATH`,
+		"error: " + path + ":16: fetch.account[0].ca_file: open /nonexistent/ca.pem",
+		"warning: " + path + ":17: fetch.account[1].password_command: neither password nor password_command is set",
+		"warning: " + path + ":20: fetch.account[1].destination: folder /nonexistent-postino does not exist",
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing %q in:\n%s", w, got)
+		}
+	}
+	if res.Errors() != 1 || res.Warnings() != 4 {
+		t.Errorf("%d errors and %d warnings, want 1 and 4 (account c is sound):\n%s", res.Errors(), res.Warnings(), got)
+	}
+}
