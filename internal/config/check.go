@@ -276,15 +276,15 @@ func (k *checker) decodeTable(md toml.MetaData, table map[string]toml.Primitive,
 	}
 }
 
-// isTable reports whether prim holds a TOML table (decoding a string into
-// a map does not fail).
+// isTable reports whether prim holds a TOML table (decoding a string or a
+// number into a map does not fail).
 func isTable(md toml.MetaData, prim toml.Primitive) bool {
-	var m map[string]any
-	if err := md.PrimitiveDecode(prim, &m); err != nil {
+	var v any
+	if err := md.PrimitiveDecode(prim, &v); err != nil {
 		return false
 	}
-	var s string
-	return md.PrimitiveDecode(prim, &s) != nil
+	_, ok := v.(map[string]any)
+	return ok
 }
 
 // decodeMessage returns the toml package's decode error without its

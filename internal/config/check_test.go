@@ -241,3 +241,22 @@ destination = "mda:sh -c 'cat > /dev/null'"
 		t.Errorf("%d errors and %d warnings, want 1 and 4 (account c is sound):\n%s", res.Errors(), res.Warnings(), got)
 	}
 }
+
+// TestCheckSectionNotTable: a section given a plain value is one error,
+// not a crash or silence.
+func TestCheckSectionNotTable(t *testing.T) {
+	res, path := checkFile(t, "pop3 = 5\nsmtp = \"x\"\nusers = [1]\n[tls]\nmin_version = \"1.3\"\n")
+	got := findings(res)
+	for _, w := range []string{
+		"error: " + path + ":2: pop3: must be a table ([pop3])",
+		"error: " + path + ":3: smtp: must be a table ([smtp])",
+		"error: " + path + ":4: users: must be a table ([users])",
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing %q in:\n%s", w, got)
+		}
+	}
+	if res.Config == nil || res.Config.TLS.MinVersion != "1.3" {
+		t.Errorf("the good table was not decoded")
+	}
+}
