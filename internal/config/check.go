@@ -550,12 +550,14 @@ func (k *checker) tryListen(ctx context.Context, key, addr string) {
 	_, port, _ := net.SplitHostPort(addr)
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		pid, name := listenerOwner(port)
+		pid, name, owner := listenerOwner(port)
 		switch {
 		case isPostino(name):
 			k.conf(SeverityWarning, key, "%s in use (is postino running? %s, pid %d)", addr, name, pid)
 		case pid > 0:
 			k.conf(SeverityError, key, "%s is already in use by another program (%s, pid %d)", addr, name, pid)
+		case owner != "":
+			k.conf(SeverityError, key, "%s is already in use by a program of user %s that this user cannot see (if it is postino, ignore this)", addr, owner)
 		default:
 			k.conf(SeverityError, key, "%s is already in use (by a program this user cannot see; if it is postino, ignore this)", addr)
 		}

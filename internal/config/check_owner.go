@@ -4,25 +4,33 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 )
 
 // listenerOwner returns the process id and name of a process listening on
-// TCP port (decimal), from /proc. Nothing is connected to. It returns
-// 0 and "" when there is no /proc or the owner is not visible to this user.
-func listenerOwner(port string) (pid int, name string) {
+// TCP port (decimal), from /proc, and the user name or id owning the
+// socket. Nothing is connected to. pid is 0 and name "" when there is no
+// /proc or the process is not visible to this user; owner is "" when
+// unknown.
+func listenerOwner(port string) (pid int, name, owner string) {
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
-		return 0, ""
+		return 0, "", ""
 	}
 	inodes := map[string]bool{}
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		listeningInodes(f, fmt.Sprintf("%04X", p), inodes)
+		owner = listeningInodes(f, fmt.Sprintf("%04X", p), inodes, owner)
+	}
+	if owner != "" {
+		if u, err := user.LookupId(owner); err == nil {
+			owner = u.Username
+		}
 	}
 	if len(inodes) == 0 {
-		return 0, ""
+		return 0, "", owner
 	}
 	procs, _ := os.ReadDir("/proc")
 	for _, e := range procs {
@@ -42,19 +50,20 @@ func listenerOwner(port string) (pid int, name string) {
 			}
 			if inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] {
 				comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-				return id, strings.TrimSpace(string(comm))
+				return id, strings.TrimSpace(string(comm)), owner
 			}
 		}
 	}
-	return 0, ""
+	return 0, "", owner
 }
 
 // listeningInodes adds to inodes the socket inodes of the listening
-// sockets on the hex port hexPort in the /proc/net/tcp-format file.
-func listeningInodes(file, hexPort string, inodes map[string]bool) {
+// sockets on the hex port hexPort in the /proc/net/tcp-format file, and
+// returns the uid owning the last one found (uid when there is none).
+func listeningInodes(file, hexPort string, inodes map[string]bool, uid string) string {
 	f, err := os.Open(file)
 	if err != nil {
-		return
+		return uid
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -66,6 +75,8 @@ func listeningInodes(file, hexPort string, inodes map[string]bool) {
 		}
 		if _, p, ok := strings.Cut(fl[1], ":"); ok && p == hexPort {
 			inodes[fl[9]] = true
+			uid = fl[7]
 		}
 	}
+	return uid
 }
