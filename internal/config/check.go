@@ -368,23 +368,12 @@ func (k *checker) checkTLS(c *Config, now time.Time) {
 	}
 	certFile, keyFile := c.TLSFiles()
 	pc := tlsutil.CheckPair(certFile, keyFile, c.Hostname, now)
-	for _, err := range pc.Errors {
-		key, msg := splitKey(strings.TrimPrefix(err.Error(), tlsutil.ErrCertPair.Error()+": "))
-		k.conf(SeverityError, key, "%s", msg)
+	for _, e := range pc.Errors {
+		k.conf(SeverityError, "tls."+e.Which, "%v", e.Err)
 	}
 	for _, w := range pc.Warnings {
-		key, msg := splitKey(w)
-		k.conf(SeverityWarning, key, "%s", msg)
+		k.conf(SeverityWarning, "tls."+w.Which, "%v", w.Err)
 	}
-}
-
-// splitKey splits "tls.cert: message" into its key and message.
-func splitKey(s string) (key, msg string) {
-	key, msg, ok := strings.Cut(s, ": ")
-	if !ok || strings.ContainsAny(key, " /") {
-		return "", s
-	}
-	return key, msg
 }
 
 // checkUsers reports every bad line of the users file and returns the

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -15,14 +14,29 @@ import (
 // expiring soon by CheckPair.
 const ExpiryWarning = 14 * 24 * time.Hour
 
-// ErrCertPair is wrapped by every error CheckPair returns.
-var ErrCertPair = errors.New("tls: certificate/key pair")
+// The files of a certificate/key pair, as PairError.Which names them.
+const (
+	PairCert = "cert"
+	PairKey  = "key"
+)
+
+// PairError is one problem of one file of a certificate/key pair.
+type PairError struct {
+	Which string // PairCert or PairKey
+	Err   error
+}
+
+// Error returns "tls cert: ..." or "tls key: ...".
+func (e *PairError) Error() string { return "tls " + e.Which + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying error (fs.ErrNotExist for a missing file).
+func (e *PairError) Unwrap() error { return e.Err }
 
 // PairCheck is what CheckPair found. Errors stop the pair from being used;
 // Warnings leave it usable but deserve attention.
 type PairCheck struct {
-	Errors   []error
-	Warnings []string
+	Errors   []*PairError
+	Warnings []*PairError
 }
 
 // CheckPair checks a PEM certificate chain file and its private key file as
@@ -32,16 +46,19 @@ type PairCheck struct {
 // hostname (warnings). It reports every problem, not only the first.
 func CheckPair(certFile, keyFile, hostname string, now time.Time) PairCheck {
 	var pc PairCheck
-	fail := func(format string, args ...any) {
-		pc.Errors = append(pc.Errors, fmt.Errorf("%w: %s", ErrCertPair, fmt.Sprintf(format, args...)))
+	fail := func(which string, err error) {
+		pc.Errors = append(pc.Errors, &PairError{Which: which, Err: err})
+	}
+	warn := func(format string, args ...any) {
+		pc.Warnings = append(pc.Warnings, &PairError{Which: PairCert, Err: fmt.Errorf(format, args...)})
 	}
 	certPEM, certErr := os.ReadFile(certFile)
 	if certErr != nil {
-		fail("tls.cert: %v", certErr)
+		fail(PairCert, certErr)
 	}
 	keyPEM, keyErr := os.ReadFile(keyFile)
 	if keyErr != nil {
-		fail("tls.key: %v", keyErr)
+		fail(PairKey, keyErr)
 	}
 	var leaf *x509.Certificate
 	if certErr == nil {
@@ -59,7 +76,7 @@ func CheckPair(certFile, keyFile, hostname string, now time.Time) PairCheck {
 			}
 			c, err := x509.ParseCertificate(b.Bytes)
 			if err != nil {
-				fail("tls.cert: %s: certificate %d: %v", certFile, len(chain)+1, err)
+				fail(PairCert, fmt.Errorf("%s: certificate %d: %w", certFile, len(chain)+1, err))
 				parseFailed = true
 				break
 			}
@@ -68,20 +85,20 @@ func CheckPair(certFile, keyFile, hostname string, now time.Time) PairCheck {
 		if len(chain) > 0 {
 			leaf = chain[0]
 		} else if !parseFailed {
-			fail("tls.cert: %s: no PEM CERTIFICATE block", certFile)
+			fail(PairCert, fmt.Errorf("%s: no PEM CERTIFICATE block", certFile))
 		}
 	}
 	keyOK := false
 	if keyErr == nil {
 		if _, err := ParsePrivateKey(keyPEM); err != nil {
-			fail("tls.key: %s: %v", keyFile, err)
+			fail(PairKey, fmt.Errorf("%s: %w", keyFile, err))
 		} else {
 			keyOK = true
 		}
 	}
 	if leaf != nil && keyOK {
 		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-			fail("tls.key: %s does not match the certificate in %s: %v", keyFile, certFile, err)
+			fail(PairKey, fmt.Errorf("%s does not match the certificate in %s: %w", keyFile, certFile, err))
 		}
 	}
 	if leaf == nil {
@@ -89,15 +106,15 @@ func CheckPair(certFile, keyFile, hostname string, now time.Time) PairCheck {
 	}
 	switch {
 	case now.After(leaf.NotAfter):
-		pc.Warnings = append(pc.Warnings, fmt.Sprintf("tls.cert: %s expired on %s", certFile, leaf.NotAfter.UTC().Format(time.DateOnly)))
+		warn("%s expired on %s", certFile, leaf.NotAfter.UTC().Format(time.DateOnly))
 	case leaf.NotAfter.Sub(now) < ExpiryWarning:
-		pc.Warnings = append(pc.Warnings, fmt.Sprintf("tls.cert: %s expires on %s, in less than %d days", certFile, leaf.NotAfter.UTC().Format(time.DateOnly), int(ExpiryWarning/(24*time.Hour))))
+		warn("%s expires on %s, in less than %d days", certFile, leaf.NotAfter.UTC().Format(time.DateOnly), int(ExpiryWarning/(24*time.Hour)))
 	case now.Before(leaf.NotBefore):
-		pc.Warnings = append(pc.Warnings, fmt.Sprintf("tls.cert: %s is not valid before %s", certFile, leaf.NotBefore.UTC().Format(time.DateTime)))
+		warn("%s is not valid before %s", certFile, leaf.NotBefore.UTC().Format(time.DateTime))
 	}
 	if hostname != "" {
 		if err := leaf.VerifyHostname(hostname); err != nil {
-			pc.Warnings = append(pc.Warnings, fmt.Sprintf("tls.cert: %s does not cover hostname %q (it names %s)", certFile, hostname, certNames(leaf)))
+			warn("%s does not cover hostname %q (it names %s)", certFile, hostname, certNames(leaf))
 		}
 	}
 	return pc

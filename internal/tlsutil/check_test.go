@@ -2,6 +2,7 @@ package tlsutil
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,8 +46,8 @@ func TestCheckPair(t *testing.T) {
 		wantErrs, wantWrn []string // substrings, one per expected entry
 	}{
 		{"good", goodCert, goodKey, "mail.example.test", nil, nil},
-		{"missing cert", missing, goodKey, "mail.example.test", []string{"tls.cert: open " + missing}, nil},
-		{"missing both", missing, missing, "mail.example.test", []string{"tls.cert: open", "tls.key: open"}, nil},
+		{"missing cert", missing, goodKey, "mail.example.test", []string{"tls cert: open " + missing}, nil},
+		{"missing both", missing, missing, "mail.example.test", []string{"tls cert: open", "tls key: open"}, nil},
 		{"cert not PEM", notPEM, goodKey, "mail.example.test", []string{"no PEM CERTIFICATE block"}, nil},
 		{"key not PEM", goodCert, notPEM, "mail.example.test", []string{"no PEM private key block"}, nil},
 		// A forged pair: someone else's key next to our certificate.
@@ -63,18 +64,28 @@ func TestCheckPair(t *testing.T) {
 				t.Fatalf("errors = %v, want %d matching %q", pc.Errors, len(tt.wantErrs), tt.wantErrs)
 			}
 			for i, w := range tt.wantErrs {
-				if !strings.Contains(pc.Errors[i].Error(), w) || !errors.Is(pc.Errors[i], ErrCertPair) {
-					t.Errorf("error %d = %v, want it to contain %q and wrap ErrCertPair", i, pc.Errors[i], w)
+				if !strings.Contains(pc.Errors[i].Error(), w) {
+					t.Errorf("error %d = %v, want it to contain %q", i, pc.Errors[i], w)
 				}
 			}
 			if len(pc.Warnings) != len(tt.wantWrn) {
 				t.Fatalf("warnings = %q, want %d matching %q", pc.Warnings, len(tt.wantWrn), tt.wantWrn)
 			}
 			for i, w := range tt.wantWrn {
-				if !strings.Contains(pc.Warnings[i], w) {
+				if !strings.Contains(pc.Warnings[i].Error(), w) || pc.Warnings[i].Which != PairCert {
 					t.Errorf("warning %d = %q, want it to contain %q", i, pc.Warnings[i], w)
 				}
 			}
 		})
+	}
+}
+
+// TestCheckPairMissingIsNotExist: a missing file is told apart by type.
+func TestCheckPairMissingIsNotExist(t *testing.T) {
+	dir := t.TempDir()
+	cert, _ := writePair(t, dir, "a", "x.test", time.Now())
+	pc := CheckPair(cert, filepath.Join(dir, "none.key"), "x.test", time.Now())
+	if len(pc.Errors) != 1 || pc.Errors[0].Which != PairKey || !errors.Is(pc.Errors[0], fs.ErrNotExist) {
+		t.Fatalf("errors = %v, want one PairKey error wrapping fs.ErrNotExist", pc.Errors)
 	}
 }
