@@ -165,37 +165,17 @@ func (k *checker) line(key string) int {
 // ctx bounds the listener checks.
 func Check(ctx context.Context, path string, opts CheckOptions) *CheckResult {
 	k := &checker{path: path, lines: map[string]int{}, res: &CheckResult{}}
-	c := Default()
+	var data []byte
 	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
 			k.add(SeverityError, path, 0, "", "%v", err)
 			return k.res
 		}
-		k.lines = keyLines(data)
-		var top map[string]toml.Primitive
-		md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top)
-		if err != nil {
-			var pe toml.ParseError
-			if errors.As(err, &pe) {
-				k.add(SeverityError, path, pe.Position.Line, pe.LastKey, "%s", pe.Message)
-			} else {
-				k.add(SeverityError, path, 0, "", "%s", strings.TrimPrefix(err.Error(), "toml: "))
-			}
-			return k.res
-		}
-		k.decodeTable(md, top, reflect.ValueOf(c).Elem(), "")
 	}
-	if opts.DataDir != "" {
-		c.DataDir = opts.DataDir
-	}
-	k.res.Config = c
-	for _, err := range c.validate() {
-		key, msg, ok := strings.Cut(err.Error(), ": ")
-		if !ok {
-			key, msg = "", err.Error()
-		}
-		k.conf(SeverityError, key, "%s", msg)
+	c := k.decode(data, opts.DataDir)
+	if c == nil {
+		return k.res
 	}
 	now := opts.Now
 	if now.IsZero() {
@@ -217,6 +197,40 @@ func Check(ctx context.Context, path string, opts CheckOptions) *CheckResult {
 	k.checkFetch(c, users)
 	k.checkListeners(ctx, c)
 	return k.res
+}
+
+// decode decodes data (empty: the defaults) over Default key by key,
+// applies dataDir when not empty, and reports every decoding and
+// validation problem. It returns nil when data is not TOML.
+func (k *checker) decode(data []byte, dataDir string) *Config {
+	c := Default()
+	if len(data) > 0 {
+		k.lines = keyLines(data)
+		var top map[string]toml.Primitive
+		md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top)
+		if err != nil {
+			var pe toml.ParseError
+			if errors.As(err, &pe) {
+				k.add(SeverityError, k.path, pe.Position.Line, pe.LastKey, "%s", pe.Message)
+			} else {
+				k.add(SeverityError, k.path, 0, "", "%s", strings.TrimPrefix(err.Error(), "toml: "))
+			}
+			return nil
+		}
+		k.decodeTable(md, top, reflect.ValueOf(c).Elem(), "")
+	}
+	if dataDir != "" {
+		c.DataDir = dataDir
+	}
+	k.res.Config = c
+	for _, err := range c.validate() {
+		key, msg, ok := strings.Cut(err.Error(), ": ")
+		if !ok {
+			key, msg = "", err.Error()
+		}
+		k.conf(SeverityError, key, "%s", msg)
+	}
+	return c
 }
 
 // decodeTable decodes the keys of one TOML table into the struct v, key

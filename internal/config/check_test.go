@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -259,4 +260,30 @@ func TestCheckSectionNotTable(t *testing.T) {
 	if res.Config == nil || res.Config.TLS.MinVersion != "1.3" {
 		t.Errorf("the good table was not decoded")
 	}
+}
+
+// FuzzCheckAgreesWithLoad: the key-by-key decoding of Check accepts
+// exactly what Load accepts, and decodes it to the same configuration.
+func FuzzCheckAgreesWithLoad(f *testing.F) {
+	f.Add([]byte(""))
+	f.Add([]byte("hostname = \"h\"\n[pop3]\nlisten = \"127.0.0.1:110\"\nautologout = \"20m\"\n"))
+	f.Add([]byte("[pop3]\nautologout = 5\nmax_line = \"x\"\ncolour = 1\n"))
+	f.Add([]byte("[[fetch.account]]\nname = \"a\"\nserver = \"h\"\ndestination = \"mbox:/x\"\nmax_size = \"1MB\"\n"))
+	f.Add([]byte("pop3 = 5\n[smtp]\nLocal_Domains = [\"a.test\"]\n"))
+	f.Add([]byte("[delivery]\nmax_message_size = 1000\n[tls]\nmin_version = \"1.3\"\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "postino.toml")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		loaded, loadErr := Load(p)
+		k := &checker{path: p, lines: map[string]int{}, res: &CheckResult{}}
+		checked := k.decode(data, "")
+		if (loadErr == nil) != (len(k.res.Findings) == 0) {
+			t.Fatalf("Load: %v\nCheck:\n%s", loadErr, findings(k.res))
+		}
+		if loadErr == nil && !reflect.DeepEqual(loaded, checked) {
+			t.Fatalf("Load and Check decode differently:\n%+v\n%+v", loaded, checked)
+		}
+	})
 }
