@@ -105,4 +105,3 @@ func decodeStrict(dec *json.Decoder) (any, error) {
 	}
 	return tok, nil
 }
-
