@@ -601,7 +601,7 @@ func (s *session) logRefusal(level slog.Level, user string, e *Error, err error)
 	if e.Code != "" {
 		code += " [" + e.Code + "]"
 	}
-	s.log.Log(s.ctx, level, "pop3: refused", "user", user, "code", code, "reason", strings.TrimPrefix(err.Error(), "pop3: "))
+	s.log.Log(s.ctx, level, "pop3: refused", "user", user, "code", code, "reason", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "pop3: "), "["+e.Code+"] "))
 }
 
 // authFailed answers a failed login and ends the connection after too
