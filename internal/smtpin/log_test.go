@@ -178,6 +178,28 @@ func TestTooManyErrorsLogged(t *testing.T) {
 	}
 }
 
+// TestConnectionLimitLogged: a connection over the limits is refused
+// with 421 and one refusal line.
+func TestConnectionLimitLogged(t *testing.T) {
+	var buf testutil.SyncBuffer
+	e := newEnv(t, RoleMX, func(c *envConfig) { jsonLog(&buf)(c); c.opts.MaxConnections = 1 })
+	e.dial()
+	c := e.dialNoGreet(e.addr)
+	c.expect(421, "4.7.0 Too many connections")
+	lines := refusals(t, &buf)
+	if len(lines) != 1 {
+		t.Fatalf("refusal lines %v", lines)
+	}
+	for _, k := range []string{"id", "remote", "from", "rcpt", "code", "reason"} {
+		if !lines[0].Has(k) {
+			t.Errorf("refusal line without %q: %v", k, lines[0])
+		}
+	}
+	if lines[0].Str("code") != "421 4.7.0" || lines[0].Str("level") != "WARN" || lines[0].Str("role") != "mx" {
+		t.Errorf("refusal line %v", lines[0])
+	}
+}
+
 // TestAuthFailureCauseLoggedOnly: an unknown user and a wrong password get
 // the same reply, on plain (loopback), STARTTLS and implicit TLS, with
 // PLAIN and LOGIN; only the log tells them apart.
@@ -225,3 +247,57 @@ func TestAuthFailureCauseLoggedOnly(t *testing.T) {
 
 // base64Std is base64 in the standard encoding.
 func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// TestLogNoDuplicateKeys: whole sessions over SMTP, submission and LMTP,
+// logged as JSON at debug level, never write a key twice in a line (the
+// session's logger already has role, remote and tls).
+func TestLogNoDuplicateKeys(t *testing.T) {
+	for _, role := range []Role{RoleMX, RoleSubmission, RoleLMTP} {
+		t.Run(role.String(), func(t *testing.T) {
+			var buf testutil.SyncBuffer
+			e := newEnv(t, role, func(c *envConfig) { jsonLog(&buf)(c); c.opts.Relay = &fakeRelay{} })
+			c := e.dial()
+			rcpts := []string{"alice@example.test", "sales@example.test"}
+			switch role {
+			case RoleLMTP:
+				c.cmd(250, "", "LHLO client.example")
+			case RoleSubmission:
+				c.ehlo()
+				c.authPlain("alice@example.test", "wrong", 535, "")
+				c.authPlain("alice@example.test", "alice-pw", 235, "")
+				rcpts = append(rcpts, "friend@remote.example")
+			default:
+				c.ehlo()
+			}
+			c.cmd(250, "", "MAIL FROM:<alice@example.test>")
+			c.cmd(550, "5.1.1", "RCPT TO:<nobody@example.test>")
+			for _, r := range rcpts {
+				c.cmd(250, "", "RCPT TO:<"+r+">")
+			}
+			c.cmd(354, "", "DATA")
+			c.write("Subject: s\r\n\r\nx\r\n.\r\n")
+			n := 1
+			if role == RoleLMTP {
+				n = len(rcpts) // RFC 2033 §4.2: one reply per recipient
+			}
+			for range n {
+				c.expect(250, "")
+			}
+			c.cmd(221, "", "QUIT")
+			e.waitIdle()
+			lines := logLines(t, &buf)
+			if !hasLine(lines, "smtp: rcpt") || !hasLine(lines, "smtp: refused") {
+				t.Errorf("the session's debug and refusal lines are missing:\n%s", buf.String())
+			}
+		})
+	}
+}
+
+func hasLine(lines []testutil.LogLine, msg string) bool {
+	for _, l := range lines {
+		if l.Str("msg") == msg {
+			return true
+		}
+	}
+	return false
+}
