@@ -63,9 +63,7 @@ func (b *POP3Backend) LoginAllowed(ctx context.Context, ci *pop3.ConnInfo) error
 		return nil
 	}
 	if blocked, _ := b.Guard.Blocked(ci.RemoteAddr); blocked {
-		if b.Logger != nil {
-			b.Logger.Warn("login refused: too many failed logins from this address", "remote", ci.RemoteAddr.String())
-		}
+		// The POP3 session logs the refusal (one line, at Warn).
 		return errBlocked
 	}
 	return nil
