@@ -81,6 +81,11 @@ func runServe(env *cmdEnv, args []string) int {
 		return exitConfigError
 	}
 	logger := newLogger(env, cfg)
+	if cfg.LogFormat == "json" {
+		// Whatever a library writes with the standard log package stays
+		// JSON too.
+		slog.SetDefault(logger)
+	}
 	if err := checkPrivileges(cfg, logger); err != nil {
 		serveError(env, cfg, logger, err)
 		return exitConfigError
