@@ -81,17 +81,22 @@ func runServe(env *cmdEnv, args []string) int {
 		return exitConfigError
 	}
 	logger := newLogger(env, cfg)
+	if cfg.LogFormat == "json" {
+		// Whatever a library writes with the standard log package stays
+		// JSON too.
+		slog.SetDefault(logger)
+	}
 	if err := checkPrivileges(cfg, logger); err != nil {
-		errorf(env, "%v", err)
+		serveError(env, cfg, logger, err)
 		return exitConfigError
 	}
 	srv, err := startServer(cfg, logger)
 	if err != nil {
-		errorf(env, "%v", err)
+		serveError(env, cfg, logger, err)
 		return exitConfigError
 	}
 	if err := dropPrivileges(cfg, logger); err != nil {
-		errorf(env, "%v", err)
+		serveError(env, cfg, logger, err)
 		srv.abort()
 		return exitConfigError
 	}
@@ -99,7 +104,7 @@ func runServe(env *cmdEnv, args []string) int {
 	for _, start := range srv.starts {
 		go start()
 	}
-	srv.printBanner(env, cfg, common.source)
+	srv.printBanner(env, cfg, common.source, logger)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -122,6 +127,17 @@ func runServe(env *cmdEnv, args []string) int {
 			return exitOK
 		}
 	}
+}
+
+// serveError reports an error that stops serve: through the logger with
+// log_format = "json", so that the output stays JSON, else as the other
+// commands do.
+func serveError(env *cmdEnv, cfg *config.Config, logger *slog.Logger, err error) {
+	if cfg.LogFormat == "json" {
+		logger.Error("serve: "+err.Error(), "err", err)
+		return
+	}
+	errorf(env, "%v", err)
 }
 
 func newLogger(env *cmdEnv, cfg *config.Config) *slog.Logger {
@@ -441,7 +457,23 @@ func dsnDomain(cfg *config.Config) string {
 	return ld[0]
 }
 
-func (s *server) printBanner(env *cmdEnv, cfg *config.Config, src config.Source) {
+// printBanner tells what is served: as text on standard output, or, with
+// log_format = "json", as log lines (so that everything serve writes is
+// JSON): "serving" with the version, data folder and config, one
+// "listening" line per listener, and "users".
+func (s *server) printBanner(env *cmdEnv, cfg *config.Config, src config.Source, logger *slog.Logger) {
+	if cfg.LogFormat == "json" {
+		logger.Info("serving", "version", versionString(), "data_dir", cfg.DataDir, "config", src.String())
+		for _, l := range s.listeners {
+			logger.Info("listening", "listener", l.name, "addr", l.addr)
+		}
+		if s.selfSign {
+			logger.Info("TLS: self-signed certificate", "sha256", s.certs.Fingerprint())
+		}
+		users, _ := s.users.List()
+		logger.Info("users", "count", len(users), "file", cfg.UsersFile())
+		return
+	}
 	w := env.stdout
 	fmt.Fprintf(w, "postino %s serving %s\n", versionString(), cfg.DataDir)
 	fmt.Fprintf(w, "config: %s\n", src)
