@@ -133,6 +133,7 @@ type Store struct {
 	counter atomic.Uint64
 	locks   processLocks
 	scans   scanCache
+	usage   usageCache
 
 	// uidlFormat is Dovecot's pop3_uidl_format for the messages listed in
 	// a dovecot-uidlist; importUIDLs is false when that file is ignored.
@@ -358,6 +359,7 @@ func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (uid
 	if err != nil {
 		return "", err
 	}
+	s.addUsage(dir, parseName(name).size)
 	uid = uidFor(base)
 	s.logger.Debug("maildir: delivered", "mailbox", mailbox, "uid", uid, "file", name)
 	return uid, nil
