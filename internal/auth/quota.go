@@ -30,11 +30,11 @@ type Quota struct {
 func (q Quota) IsZero() bool { return q.Bytes == 0 && q.Messages == 0 }
 
 // String formats the quota as a Dovecot quota rule: "*:storage=1G" (the
-// largest whole unit) or "*:bytes=N", with ":messages=N" when set; "" when
-// q sets no limit.
+// largest whole unit) or "*:bytes=N", with ":messages=N" when set;
+// "*:storage=0" (no limit) when q sets none.
 func (q Quota) String() string {
 	if q.IsZero() {
-		return ""
+		return "*:storage=0"
 	}
 	s := "*"
 	if q.Bytes > 0 {
@@ -167,9 +167,9 @@ func (u User) Quota() (q Quota, ok bool, err error) {
 }
 
 // withQuota returns the fields after the password of a line, with the
-// userdb_quota_rule extra field set to q (removed when q is zero) and
+// userdb_quota_rule extra field set to q (removed when q is nil) and
 // every other field kept as it was.
-func withQuota(extra []string, q Quota) []string {
+func withQuota(extra []string, q *Quota) []string {
 	for len(extra) < 6 {
 		extra = append(extra, "")
 	}
@@ -177,7 +177,7 @@ func withQuota(extra []string, q Quota) []string {
 	// contain ':' (as the quota rule does).
 	items := strings.Fields(strings.Join(extra[5:], ":"))
 	items = slices.DeleteFunc(items, func(f string) bool { return strings.HasPrefix(f, quotaField) })
-	if !q.IsZero() {
+	if q != nil {
 		items = append(items, quotaField+q.String())
 	}
 	out := append(extra[:5:5], strings.Join(items, " "))
@@ -189,10 +189,12 @@ func withQuota(extra []string, q Quota) []string {
 }
 
 // SetQuota sets the userdb_quota_rule extra field of the user address
-// (matched as by Authenticate), or removes it when q is zero, keeping every
-// other field of its line, in the syntax Dovecot's passwd-file reads. It
-// returns ErrNoSuchUser when there is no such user.
-func (db *DB) SetQuota(ctx context.Context, address string, q Quota) error {
+// (matched as by Authenticate), keeping every other field of its line, in
+// the syntax Dovecot's passwd-file reads. A nil q removes the field (the
+// configured default applies again); a zero Quota is written as
+// "*:storage=0", no limit. It returns ErrNoSuchUser when there is no such
+// user.
+func (db *DB) SetQuota(ctx context.Context, address string, q *Quota) error {
 	return db.modify(ctx, func(lines []fileLine, s *snapshot) ([]fileLine, error) {
 		u, ok := s.resolve(address)
 		if !ok {

@@ -71,13 +71,13 @@ func TestSetQuotaKeepsFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := OpenDB(p)
-	if err := db.SetQuota(ctx, "a@example.test", Quota{Bytes: 512 << 20, Messages: 10}); err != nil {
+	if err := db.SetQuota(ctx, "a@example.test", &Quota{Bytes: 512 << 20, Messages: 10}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.SetPassword(ctx, "a@example.test", "{PLAIN}new"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetQuota(ctx, "b@example.test", Quota{Bytes: 1000}); err != nil {
+	if err := db.SetQuota(ctx, "b@example.test", &Quota{Bytes: 1000}); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(p)
@@ -90,7 +90,14 @@ func TestSetQuotaKeepsFields(t *testing.T) {
 	if b, m := qs.MailboxQuota("a@example.test"); b != 512<<20 || m != 10 {
 		t.Errorf("MailboxQuota(a) = %d, %d", b, m)
 	}
-	if err := db.SetQuota(ctx, "b@example.test", Quota{}); err != nil {
+	// An explicit "no limit" overrides the default.
+	if err := db.SetQuota(ctx, "b@example.test", &Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, m := qs.MailboxQuota("b@example.test"); b != 0 || m != 0 {
+		t.Errorf("MailboxQuota(b) with storage=0 = %d, %d, want no limit", b, m)
+	}
+	if err := db.SetQuota(ctx, "b@example.test", nil); err != nil {
 		t.Fatal(err)
 	}
 	data, _ = os.ReadFile(p)
@@ -100,7 +107,7 @@ func TestSetQuotaKeepsFields(t *testing.T) {
 	if b, m := qs.MailboxQuota("b@example.test"); b != 7 || m != 0 {
 		t.Errorf("MailboxQuota(b) = %d, %d, want the default", b, m)
 	}
-	if err := db.SetQuota(ctx, "nobody@example.test", Quota{Bytes: 1}); !errors.Is(err, ErrNoSuchUser) {
+	if err := db.SetQuota(ctx, "nobody@example.test", &Quota{Bytes: 1}); !errors.Is(err, ErrNoSuchUser) {
 		t.Errorf("SetQuota(unknown) = %v", err)
 	}
 }
