@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // userRow returns the "postino user list" row of addr, split on tabs.
@@ -159,5 +161,29 @@ func TestUserDelPurge(t *testing.T) {
 	}
 	if r := postino(t, nil, "user", "del", "alice@example.test", "--purge", "--yes", "--data", s.data); r.Code != 67 {
 		t.Errorf("purging a deleted user: %s, want exit 67", r)
+	}
+}
+
+// TestUserDelPurgeConfirm answers the confirmation on a terminal (a pty
+// made by script(1)): anything but "yes" removes nothing.
+func TestUserDelPurgeConfirm(t *testing.T) {
+	scriptBin := testutil.NeedProgram(t, "script")
+	data := t.TempDir()
+	addUser(t, data, "alice@example.test", "alice-pw")
+	mustDeliver(t, data, "x@remote.test", []byte("Subject: a\n\nx\n"), "alice@example.test")
+	cmdline := "'" + binPath + "' user del alice@example.test --purge --data '" + data + "'"
+	r := run(t, nil, []byte("no\n"), scriptBin, "-qec", cmdline, "/dev/null")
+	if r.Code != 1 || !strings.Contains(r.Stdout+r.Stderr, "Type yes") {
+		t.Fatalf("answering no: %s, want exit 1 after the question", r)
+	}
+	if row := userRow(t, data, "alice@example.test"); row == nil || row[2] != "1" {
+		t.Fatalf("alice after answering no: %q", row)
+	}
+	r = run(t, nil, []byte("yes\n"), scriptBin, "-qec", cmdline, "/dev/null")
+	if r.Code != 0 || !strings.Contains(r.Stdout+r.Stderr, "deleted alice@example.test and its mailbox") {
+		t.Fatalf("answering yes: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(data, "mail", "example.test", "alice")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("alice's directory after answering yes: %v", err)
 	}
 }
