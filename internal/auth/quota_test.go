@@ -107,6 +107,13 @@ func TestSetQuotaKeepsFields(t *testing.T) {
 	if b, m := qs.MailboxQuota("b@example.test"); b != 7 || m != 0 {
 		t.Errorf("MailboxQuota(b) = %d, %d, want the default", b, m)
 	}
+	// A hand-written rule that cannot be read: the default applies.
+	if err := os.WriteFile(p, []byte("c@example.test:{PLAIN}pw::::::userdb_quota_rule=*:storage=10%\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, m := qs.MailboxQuota("c@example.test"); b != 7 || m != 0 {
+		t.Errorf("MailboxQuota with a bad rule = %d, %d, want the default", b, m)
+	}
 	if err := db.SetQuota(ctx, "nobody@example.test", &Quota{Bytes: 1}); !errors.Is(err, ErrNoSuchUser) {
 		t.Errorf("SetQuota(unknown) = %v", err)
 	}
