@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"path"
 	"sync"
@@ -24,14 +25,43 @@ import (
 // names again (names only: no stat, no body read, except for a file whose
 // name lacks S=).
 //
-// Accuracy: figures are exact when no other program changes the Maildir
-// within one file system timestamp tick of a listing; a delivery racing
-// another may both see room for one message, so, as with Dovecot, a
-// mailbox can exceed its quota by about one message per concurrent
-// delivery.
+// Within the process the figures are exact: a listing holds its mailbox's
+// stripe lock exclusively while the renames of Deliver into new/ and their
+// counting hold it shared, so that every message is counted exactly once,
+// either by the listing or by its delivery. Changes by other programs are
+// seen through the modification times, so one made within a file system
+// timestamp tick of a listing, or between a delivery's rename and its stat
+// of new/, can be missed until the next change. And a check is not a
+// reservation: deliveries racing each other may all find room, so, as with
+// Dovecot, a mailbox can exceed its quota by about one message per
+// concurrent delivery.
 type usageCache struct {
-	mu sync.Mutex
-	m  map[string]*usageEntry
+	mu      sync.Mutex
+	m       map[string]*usageEntry
+	stripes [64]sync.RWMutex
+}
+
+// stripe returns the lock that orders listings of dir against deliveries
+// into it.
+func (c *usageCache) stripe(dir string) *sync.RWMutex {
+	h := fnv.New32a()
+	h.Write([]byte(dir))
+	return &c.stripes[h.Sum32()%uint32(len(c.stripes))]
+}
+
+// countRename returns the aroundRename hook of Deliver: the rename into
+// new/ of dir and its counting happen together, never during a listing.
+func (c *usageCache) countRename(s *Store, dir string) func(string, func() error) error {
+	return func(name string, rename func() error) error {
+		mu := c.stripe(dir)
+		mu.RLock()
+		defer mu.RUnlock()
+		if err := rename(); err != nil {
+			return err
+		}
+		s.addUsage(dir, parseName(name).size)
+		return nil
+	}
 }
 
 type usageEntry struct {
@@ -63,12 +93,20 @@ func (s *Store) Usage(ctx context.Context, mailbox string) (count int, bytes int
 		return 0, 0, err
 	}
 	s.usage.mu.Lock()
-	e := s.usage.m[dir]
-	s.usage.mu.Unlock()
-	if e != nil && e.newMod.Equal(n) && e.curMod.Equal(c) {
-		return e.count, e.bytes, nil
+	if e := s.usage.m[dir]; e != nil && e.newMod.Equal(n) && e.curMod.Equal(c) {
+		count, bytes = e.count, e.bytes
+		s.usage.mu.Unlock()
+		return count, bytes, nil
 	}
-	e = &usageEntry{newMod: n, curMod: c}
+	s.usage.mu.Unlock()
+	// No delivery of this process renames into new/ while it is listed.
+	mu := s.usage.stripe(dir)
+	mu.Lock()
+	defer mu.Unlock()
+	if n, c, ok, err = s.subdirTimes(dir); err != nil || !ok {
+		return 0, 0, err
+	}
+	e := &usageEntry{newMod: n, curMod: c}
 	for _, sub := range [...]string{"new", "cur"} {
 		names, err := s.readNames(dir + "/" + sub)
 		if err != nil {

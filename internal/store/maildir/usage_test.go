@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/postino-mail/postino/internal/store"
@@ -126,5 +127,53 @@ func TestRemoveMailbox(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "example.test", "bob")); err != nil {
 		t.Fatalf("hostile names removed something: %v", err)
+	}
+}
+
+// TestUsageConcurrent delivers and checks usage from several goroutines
+// (run with -race) and then compares the figures with a fresh count.
+func TestUsageConcurrent(t *testing.T) {
+	s, root := newTestStore(t)
+	ctx := context.Background()
+	mustDeliver(t, s, testBox, "first\n")
+	done := make(chan error, 8)
+	for range 4 {
+		go func() {
+			for range 10 {
+				if _, err := s.Deliver(ctx, testBox, strings.NewReader("x\n")); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		go func() {
+			for range 20 {
+				if _, _, err := s.Usage(ctx, testBox); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh, err := New(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	n, b := mustUsage(t, fresh, testBox)
+	if n != 41 || b != 6+40*2 {
+		t.Fatalf("fresh count: %d, %d", n, b)
+	}
+	// The figures of the store that delivered match, once the
+	// directories are quiet.
+	if n2, b2 := mustUsage(t, s, testBox); n2 != n || b2 != b {
+		t.Errorf("cached %d, %d; fresh %d, %d", n2, b2, n, b)
 	}
 }
