@@ -58,26 +58,47 @@ func TestUsage(t *testing.T) {
 	if err := os.Remove(hidden); err != nil {
 		t.Fatal(err)
 	}
+	// A delivery by this store keeps the figures cached: it is added,
+	// and the hidden file is still not seen (no listing).
+	if n, _ := mustUsage(t, s, testBox); n != 3 {
+		t.Fatalf("after removing the hidden file: %d", n)
+	}
+	mustDeliver(t, s, testBox, "abc\n")
+	if fi, err = os.Stat(newDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hidden, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(newDir, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if n, b := mustUsage(t, s, testBox); n != 4 || b != 27 {
+		t.Fatalf("after a delivery, cached: %d, %d, want 4, 27", n, b)
+	}
+	if err := os.Remove(hidden); err != nil {
+		t.Fatal(err)
+	}
 	// The cached figures equal a fresh count.
 	fresh, err := New(root, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fresh.Close()
-	if n, b := mustUsage(t, fresh, testBox); n != 3 || b != 23 {
+	if n, b := mustUsage(t, fresh, testBox); n != 4 || b != 27 {
 		t.Fatalf("fresh count: %d, %d", n, b)
 	}
 	// Another Store delivers: this one's cached figures see it, since
 	// new/ changed.
 	mustDeliver(t, fresh, testBox, "zzzz\n")
-	if n, b := mustUsage(t, s, testBox); n != 4 || b != 28 {
+	if n, b := mustUsage(t, s, testBox); n != 5 || b != 32 {
 		t.Fatalf("after another store delivered: %d, %d", n, b)
 	}
 	// A foreign file in cur/ without S= is stat'ed.
 	if err := os.WriteFile(filepath.Join(maildirPath(root), "cur", "123.foreign:2,S"), []byte("0123456789"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if n, b := mustUsage(t, s, testBox); n != 5 || b != 38 {
+	if n, b := mustUsage(t, s, testBox); n != 6 || b != 42 {
 		t.Fatalf("with a foreign file: %d, %d", n, b)
 	}
 	md := openMD(t, s, testBox)
@@ -85,7 +106,7 @@ func TestUsage(t *testing.T) {
 		t.Fatal(err)
 	}
 	md.Close()
-	if n, b := mustUsage(t, s, testBox); n != 3 {
+	if n, b := mustUsage(t, s, testBox); n != 4 {
 		t.Fatalf("after deleting two: %d, %d", n, b)
 	}
 	if _, _, err := s.Usage(context.Background(), "../x@example.test"); !errors.Is(err, store.ErrNoMailbox) {
