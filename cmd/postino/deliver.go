@@ -40,6 +40,7 @@ func openDeliverer(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*de
 		Resolver: &delivery.Resolver{Users: users, PlusSeparator: cfg.SMTP.PlusSeparator},
 		SpoolDir: spool,
 		MaxSize:  int64(cfg.Delivery.MaxMessageSize),
+		Quotas:   &auth.Quotas{DB: users, Default: auth.Quota{Bytes: int64(cfg.Users.DefaultQuota), Messages: int64(cfg.Users.DefaultQuotaMessages)}},
 		Logger:   logger,
 	}, st, nil
 }
@@ -166,6 +167,20 @@ func runDeliver(env *cmdEnv, args []string) int {
 		return exitTempFail
 	}
 	defer sp.Close()
+	// Quotas are checked for every mailbox before anything is stored, so
+	// that the exit code speaks for the whole message. sysexits(3) has no
+	// code for a full mailbox: 73 (EX_CANTCREAT, the mailbox file cannot
+	// be created) is permanent, as Dovecot's default quota answer is, so
+	// the calling MTA bounces with a DSN.
+	for _, l := range locals {
+		if err := d.CheckQuota(ctx, l.t.Mailbox, sp.Size()); err != nil {
+			errorf(env, "deliver: %v (nothing was delivered)", err)
+			if errors.Is(err, delivery.ErrOverQuota) {
+				return exitCantCreate
+			}
+			return exitTempFail
+		}
+	}
 	done := map[string]bool{}
 	for _, l := range locals {
 		if done[l.t.Mailbox] {
@@ -178,6 +193,10 @@ func runDeliver(env *cmdEnv, args []string) int {
 			if errors.Is(err, delivery.ErrMalformed) {
 				errorf(env, "deliver: %v", err)
 				return exitDataErr
+			}
+			if errors.Is(err, delivery.ErrOverQuota) {
+				errorf(env, "deliver: %v", err)
+				return exitCantCreate
 			}
 			errorf(env, "deliver: %v (temporary failure, try again)", err)
 			return exitTempFail

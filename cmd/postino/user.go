@@ -15,20 +15,30 @@ import (
 	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/store"
+	"github.com/postino-mail/postino/internal/store/maildir"
 )
 
 // userUsage is the usage of "postino user".
 const userUsage = `user add ADDRESS [--password-stdin] [--scheme ARGON2ID|SCRAM-SHA-256] [--force]
        postino user passwd ADDRESS [--password-stdin] [--scheme ...]
-       postino user del ADDRESS
+       postino user del ADDRESS [--purge [--yes]]
        postino user list
+       postino user quota ADDRESS SIZE|default [--messages N]
 
 Every form also takes --config FILE and --data DIR. The password is asked
 for twice on a terminal, or read from the first line of standard input with
 --password-stdin. The data folder must exist ("postino serve" or
 "postino init" creates it). "user add" refuses an address whose domain is
 not in smtp.local_domains (when that list is set), as mail for it would not
-be delivered to the mailbox, unless --force is given.`
+be delivered to the mailbox, unless --force is given.
+
+list shows each user's password scheme, messages, octets stored and quota.
+del --purge also removes the mailbox, after typing "yes" on a terminal or
+with --yes; a user logged in over POP3 keeps it locked and it is refused.
+quota sets the user's Dovecot userdb_quota_rule (SIZE such as 1G, 512M,
+1048576; 0 is no limit; "default" removes it so that users.default_quota
+applies).`
 
 func runUser(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "user", userUsage)
@@ -37,12 +47,15 @@ func runUser(env *cmdEnv, args []string) int {
 	stdinPw := fs.Bool("password-stdin", false, "read the password from standard input")
 	force := fs.Bool("force", false, "user add: add the user even if its domain is not in smtp.local_domains")
 	scheme := fs.String("scheme", "ARGON2ID", "password `SCHEME` for new hashes: ARGON2ID, or SCRAM-SHA-256 (enables AUTH SCRAM-SHA-256 for this user)")
+	purge := fs.Bool("purge", false, "del: also remove the mailbox")
+	yes := fs.Bool("yes", false, "del --purge: do not ask for confirmation")
+	quotaMsgs := fs.Int64("messages", 0, "quota: the largest number of messages (0: no limit)")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
 	}
 	if len(pos) == 0 {
-		return fs.missing("command (add, passwd, del, list)")
+		return fs.missing("command (add, passwd, del, list, quota)")
 	}
 	sub := pos[0]
 	pos = pos[1:]
@@ -58,8 +71,15 @@ func runUser(env *cmdEnv, args []string) int {
 		if len(pos) > 1 {
 			return fs.unexpected(pos[1])
 		}
+	case "quota":
+		if len(pos) < 2 {
+			return fs.missing("ADDRESS and SIZE (user quota ADDRESS SIZE)")
+		}
+		if len(pos) > 2 {
+			return fs.unexpected(pos[2])
+		}
 	default:
-		return fs.usageError("unknown user command %q (add, passwd, del, list)", sub)
+		return fs.usageError("unknown user command %q (add, passwd, del, list, quota)", sub)
 	}
 	cfg, code := common.loadAsOwner(env)
 	if cfg == nil {
@@ -82,9 +102,52 @@ func runUser(env *cmdEnv, args []string) int {
 			errorf(env, "%v", err)
 			return exitError
 		}
+		st, err := maildir.New(cfg.MailDir(), nil)
+		if err != nil {
+			errorf(env, "%v", err)
+			return exitError
+		}
+		defer st.Close()
+		def := defaultQuota(cfg)
 		for _, u := range users {
 			scheme, _, _ := strings.Cut(strings.TrimPrefix(u.Hash, "{"), "}")
-			fmt.Fprintf(env.stdout, "%s\t%s\n", u.Address, scheme)
+			// Sizes from the file names only: no message is read.
+			n, size, err := st.Usage(ctx, u.Address)
+			if err != nil {
+				errorf(env, "%s: %v", u.Address, err)
+				return exitError
+			}
+			fmt.Fprintf(env.stdout, "%s\t%s\t%d\t%d\t%s\n", u.Address, scheme, n, size, quotaText(u, def))
+		}
+		return exitOK
+	case "quota":
+		addr, ok := needAddr()
+		if !ok {
+			return exitUsage
+		}
+		var q *auth.Quota
+		if !strings.EqualFold(pos[1], "default") {
+			b, err := auth.ParseQuotaSize(pos[1])
+			if err != nil || *quotaMsgs < 0 {
+				if err == nil {
+					err = errors.New("--messages must not be negative")
+				}
+				errorf(env, "%v", err)
+				return exitUsage
+			}
+			q = &auth.Quota{Bytes: b, Messages: *quotaMsgs}
+		}
+		if err := db.SetQuota(ctx, addr, q); err != nil {
+			errorf(env, "%v", err)
+			if errors.Is(err, auth.ErrNoSuchUser) {
+				return exitNoUser
+			}
+			return exitCantCreate
+		}
+		if q == nil {
+			fmt.Fprintf(env.stdout, "quota of %s: the default (users.default_quota)\n", addr)
+		} else {
+			fmt.Fprintf(env.stdout, "quota of %s: %s\n", addr, q)
 		}
 		return exitOK
 	case "add", "passwd":
@@ -146,6 +209,9 @@ func runUser(env *cmdEnv, args []string) int {
 		if !ok {
 			return exitUsage
 		}
+		if *purge {
+			return purgeUser(env, cfg.MailDir(), db, addr, *yes)
+		}
 		if err := db.Delete(ctx, addr); err != nil {
 			errorf(env, "%v", err)
 			if errors.Is(err, auth.ErrNoSuchUser) {
@@ -157,6 +223,95 @@ func runUser(env *cmdEnv, args []string) int {
 		return exitOK
 	}
 	return exitSoftware // not reached: sub was checked above
+}
+
+// defaultQuota is the quota of users without a rule of their own.
+func defaultQuota(cfg *config.Config) auth.Quota {
+	return auth.Quota{Bytes: int64(cfg.Users.DefaultQuota), Messages: int64(cfg.Users.DefaultQuotaMessages)}
+}
+
+// quotaText describes a user's quota for "user list": the user's Dovecot
+// rule, or the default's followed by "(default)", or "-" for none.
+func quotaText(u auth.User, def auth.Quota) string {
+	q, ok, err := u.Quota()
+	switch {
+	case err != nil:
+		return "invalid rule, default applies: " + quotaOrNone(def)
+	case ok:
+		return quotaOrNone(q)
+	case def.IsZero():
+		return "-"
+	}
+	return def.String() + " (default)"
+}
+
+func quotaOrNone(q auth.Quota) string {
+	if q.IsZero() {
+		return "-"
+	}
+	return q.String()
+}
+
+// purgeUser deletes the user and its mailbox, once confirmed. The mailbox
+// is removed under the maildrop lock first, so that a user logged in over
+// POP3 keeps both; then the user goes (no more deliveries or logins); then
+// whatever was delivered in between is removed too.
+func purgeUser(env *cmdEnv, mailDir string, db *auth.DB, addr string, yes bool) int {
+	ctx := context.Background()
+	u, exists := db.Lookup(addr)
+	if !exists {
+		errorf(env, "no such user: %s", addr)
+		return exitNoUser
+	}
+	addr = u.Address
+	st, err := maildir.New(mailDir, nil)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitError
+	}
+	defer st.Close()
+	n, size, err := st.Usage(ctx, addr)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitError
+	}
+	if !yes {
+		f, isFile := env.stdin.(*os.File)
+		if !isFile || !term.IsTerminal(int(f.Fd())) {
+			errorf(env, "not removing %s and its mailbox (%d messages, %d octets) without confirmation: standard input is not a terminal (use --yes)", addr, n, size)
+			return exitUsage
+		}
+		fmt.Fprintf(env.stderr, "Remove %s and its mailbox (%d messages, %d octets) for good? Type yes: ", addr, n, size)
+		line, _ := bufio.NewReader(f).ReadString('\n')
+		if strings.TrimSpace(line) != "yes" {
+			errorf(env, "not confirmed: nothing removed")
+			return exitError
+		}
+	}
+	remove := func() int {
+		err := st.RemoveMailbox(ctx, addr)
+		if errors.Is(err, store.ErrLocked) {
+			errorf(env, "the mailbox of %s is in use (the user is logged in over POP3): nothing removed, try again later", addr)
+			return exitTempFail
+		}
+		if err != nil {
+			errorf(env, "%v", err)
+			return exitError
+		}
+		return exitOK
+	}
+	if code := remove(); code != exitOK {
+		return code
+	}
+	if err := db.Delete(ctx, addr); err != nil {
+		errorf(env, "%v", err)
+		return exitError
+	}
+	if code := remove(); code != exitOK {
+		return code
+	}
+	fmt.Fprintf(env.stdout, "deleted %s and its mailbox (%d messages, %d octets)\n", addr, n, size)
+	return exitOK
 }
 
 // readPassword reads a new password: twice without echo on a terminal, or

@@ -96,6 +96,10 @@ type UsersConfig struct {
 	BlockFor        Duration `toml:"block_for" comment:"How long an address is refused after max_failures failed logins."`
 	FailureDelay    Duration `toml:"failure_delay" comment:"Wait before answering a failed login; it doubles with each further failure of the address or account, up to max_failure_delay. Successful logins are never delayed. 0s disables delays."`
 	MaxFailureDelay Duration `toml:"max_failure_delay" comment:"Longest wait before answering a failed login."`
+
+	// Quotas (Dovecot's userdb_quota_rule extra field overrides them).
+	DefaultQuota         Size `toml:"default_quota" comment:"Mailbox quota (total size of the messages) of users whose line in the user database has no userdb_quota_rule extra field, as Dovecot writes it (see postino user quota). 0: no limit."`
+	DefaultQuotaMessages int  `toml:"default_quota_messages" comment:"Largest number of messages in a mailbox, for users without a quota rule of their own. 0: no limit."`
 }
 
 // DeliveryConfig is the [delivery] section.

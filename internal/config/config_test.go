@@ -310,6 +310,7 @@ func TestValidate(t *testing.T) {
 		{"pop3.expire days", func(c *Config) { c.POP3.Expire = "0" }, ""},
 		{"users.cache_ttl", func(c *Config) { c.Users.CacheTTL = D(-time.Second) }, "users.cache_ttl: must not be negative"},
 		{"users.cache_ttl zero", func(c *Config) { c.Users.CacheTTL = D(0) }, ""},
+		{"users.default_quota_messages", func(c *Config) { c.Users.DefaultQuotaMessages = -1 }, "users.default_quota_messages: must be at least 0"},
 		{"delivery.max_message_size", func(c *Config) { c.Delivery.MaxMessageSize = 0 }, "delivery.max_message_size: must be greater than zero"},
 		{"smtp.listen", func(c *Config) { c.SMTP.Listen = "localhost" }, "smtp.listen: invalid address"},
 		{"smtp.submission", func(c *Config) { c.SMTP.Submission = "x:y:z" }, "smtp.submission: invalid address"},
@@ -507,5 +508,18 @@ func TestTrustedNetworks(t *testing.T) {
 	}
 	if _, err := Load(writeFile(t, "[smtp]\ntrusted_networks = [\"10.0.0.1/8\"]\n")); err == nil || !strings.Contains(err.Error(), "smtp.trusted_networks[0]") {
 		t.Errorf("host bits set: %v", err)
+	}
+}
+
+func TestDefaultQuotaKeys(t *testing.T) {
+	c, err := Load(writeFile(t, "[users]\ndefault_quota = \"1GiB\"\ndefault_quota_messages = 5000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Users.DefaultQuota != GiB || c.Users.DefaultQuotaMessages != 5000 {
+		t.Fatalf("users = %+v", c.Users)
+	}
+	if d := Default(); d.Users.DefaultQuota != 0 || d.Users.DefaultQuotaMessages != 0 {
+		t.Fatalf("default quotas %d, %d; want none", d.Users.DefaultQuota, d.Users.DefaultQuotaMessages)
 	}
 }

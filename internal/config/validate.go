@@ -205,6 +205,7 @@ func (c *Config) validate() []error {
 		v.add("users.cache_ttl", "must not be negative (got %s)", c.Users.CacheTTL)
 	}
 	v.atLeast("users.max_failures", c.Users.MaxFailures, 1)
+	v.atLeast("users.default_quota_messages", c.Users.DefaultQuotaMessages, 0)
 	v.minDuration("users.failure_window", c.Users.FailureWindow, time.Second)
 	v.minDuration("users.block_for", c.Users.BlockFor, time.Second)
 	if c.Users.FailureDelay.Duration < 0 || c.Users.MaxFailureDelay.Duration < c.Users.FailureDelay.Duration {

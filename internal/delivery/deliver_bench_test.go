@@ -18,13 +18,20 @@ func (u benchUsers) LookupAddress(a string) (string, bool) { return a, u[a] }
 // recipient through the real Maildir store: spool to a temporary file,
 // trace headers, write, fsync file and directory, rename.
 func BenchmarkDeliver(b *testing.B) {
+	b.Run("no-quota", func(b *testing.B) { benchDeliver(b, nil) })
+	// With a quota the check reads the store's cached usage: the cost
+	// over no-quota is that of the check.
+	b.Run("quota", func(b *testing.B) { benchDeliver(b, fixedQuotas{"alice@example.test": {1 << 40, 0}}) })
+}
+
+func benchDeliver(b *testing.B, q Quotas) {
 	dir := b.TempDir()
 	st, err := maildir.New(dir+"/mail", nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	d := &Deliverer{Store: st, Users: benchUsers{"alice@example.test": true}, SpoolDir: b.TempDir()}
+	d := &Deliverer{Store: st, Users: benchUsers{"alice@example.test": true}, SpoolDir: b.TempDir(), Quotas: q}
 	var m bytes.Buffer
 	m.WriteString("From: bench@example.test\r\nTo: alice@example.test\r\nSubject: benchmark\r\n\r\n")
 	for i := 0; m.Len() < 10<<10; i++ {

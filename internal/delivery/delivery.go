@@ -39,6 +39,9 @@ var (
 	ErrTooBig = errors.New("message too big")
 	// ErrMalformed: the message cannot be stored (permanent).
 	ErrMalformed = errors.New("malformed message")
+	// ErrOverQuota: the mailbox is full, or the message would not fit
+	// in its quota (permanent for this message: RFC 3463 X.2.2).
+	ErrOverQuota = errors.New("mailbox full")
 	// ErrStore: the message was received but the mail store failed
 	// (DeliverStream; temporary as far as the sender can tell).
 	ErrStore = errors.New("mail store failure")
@@ -60,8 +63,63 @@ type Deliverer struct {
 	// callers that also take aliases, catch-alls, postmaster and SRS
 	// (SMTP, `postino deliver`) call Resolver.Resolve.
 	Resolver *Resolver
+	// Quotas gives each mailbox's limits; nil means no quotas. They are
+	// enforced when Store implements store.UsageReporter.
+	Quotas Quotas
 	// Logger receives one line per stored copy.
 	Logger *slog.Logger
+}
+
+// Quotas gives the quota of each mailbox (auth.Quotas implements it).
+type Quotas interface {
+	// MailboxQuota returns the largest total size in octets and the
+	// largest number of messages of mailbox; 0 means no limit.
+	MailboxQuota(mailbox string) (bytes, messages int64)
+}
+
+// quota returns the limits of mailbox and the store's usage reporter, or
+// ok false when no quota applies.
+func (d *Deliverer) quota(mailbox string) (bytes, messages int64, u store.UsageReporter, ok bool) {
+	if d.Quotas == nil {
+		return 0, 0, nil, false
+	}
+	u, ok = d.Store.(store.UsageReporter)
+	if !ok {
+		return 0, 0, nil, false
+	}
+	bytes, messages = d.Quotas.MailboxQuota(mailbox)
+	return bytes, messages, u, bytes > 0 || messages > 0
+}
+
+// CheckQuota returns an error wrapping ErrOverQuota when a message of size
+// octets would not fit in the quota of mailbox. With size 0 (not known
+// yet) only a mailbox already at or over its limits is refused. The check
+// reads the store's cached usage; deliveries racing each other may each
+// find room, so a mailbox can exceed its quota by about one message per
+// concurrent delivery (as with Dovecot's quota plugin). Another error means
+// the usage could not be found (temporary).
+func (d *Deliverer) CheckQuota(ctx context.Context, mailbox string, size int64) error {
+	limBytes, limMsgs, u, ok := d.quota(mailbox)
+	if !ok {
+		return nil
+	}
+	count, used, err := u.Usage(ctx, mailbox)
+	if err != nil {
+		return fmt.Errorf("%w: quota of %s: %w", ErrStore, mailbox, err)
+	}
+	return overQuota(mailbox, count, used, size, limBytes, limMsgs)
+}
+
+// overQuota applies the limits to a mailbox holding count messages of used
+// octets that is to receive one of size octets (0: unknown).
+func overQuota(mailbox string, count int, used, size, limBytes, limMsgs int64) error {
+	if limMsgs > 0 && int64(count)+1 > limMsgs {
+		return fmt.Errorf("%w: %s holds %d of its %d messages", ErrOverQuota, mailbox, count, limMsgs)
+	}
+	if limBytes > 0 && (used+size > limBytes || size == 0 && used >= limBytes) {
+		return fmt.Errorf("%w: %s uses %d of its %d octets, the message has %d", ErrOverQuota, mailbox, used, limBytes, size)
+	}
+	return nil
 }
 
 // resolver returns d.Resolver or, when nil, one over d.Users alone.
@@ -179,7 +237,11 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, ms
 // Return-Path and Delivered-To (and any extra header lines, CRLF-ended)
 // prepended. It returns once the copy is durable.
 func (d *Deliverer) DeliverSpooled(ctx context.Context, from, rcpt, mailbox string, sp *Spool, extra string) (string, error) {
-	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(finalHeader(from, rcpt, extra), sp.Reader()))
+	hdr := finalHeader(from, rcpt, extra)
+	if err := d.CheckQuota(ctx, mailbox, sp.size+hdr.Size()); err != nil {
+		return "", err
+	}
+	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(hdr, sp.Reader()))
 	if err != nil {
 		if errors.Is(err, store.ErrMalformed) {
 			return "", fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -194,7 +256,7 @@ func (d *Deliverer) DeliverSpooled(ctx context.Context, from, rcpt, mailbox stri
 
 // finalHeader returns the header lines of final delivery: Return-Path
 // (RFC 5321 §4.4), Delivered-To, and extra (CRLF-ended lines).
-func finalHeader(from, rcpt, extra string) io.Reader {
+func finalHeader(from, rcpt, extra string) *strings.Reader {
 	return strings.NewReader("Return-Path: <" + headerSafe(from) + ">\r\nDelivered-To: " + headerSafe(rcpt) + "\r\n" + extra)
 }
 
@@ -243,6 +305,23 @@ func CleanSpool(dir string) {
 // message is over MaxSize or malformed) is returned as it is, and the
 // store then keeps nothing. Use it when there is exactly one copy to make.
 func (d *Deliverer) DeliverStream(ctx context.Context, from, rcpt, mailbox string, msg io.Reader, extra string) (string, error) {
+	hdr := finalHeader(from, rcpt, extra)
+	src := &guardedReader{limit: d.MaxSize, room: -1}
+	if limBytes, limMsgs, u, ok := d.quota(mailbox); ok {
+		// The size is known only at the end: refuse a full mailbox now,
+		// and stop reading once the message outgrows the room left.
+		count, used, err := u.Usage(ctx, mailbox)
+		if err != nil {
+			return "", fmt.Errorf("%w: quota of %s: %w", ErrStore, mailbox, err)
+		}
+		if err := overQuota(mailbox, count, used, 0, limBytes, limMsgs); err != nil {
+			return "", err
+		}
+		if limBytes > 0 {
+			src.room = max(limBytes-used-hdr.Size(), 0)
+			src.mailbox = mailbox
+		}
+	}
 	br := bufio.NewReaderSize(msg, 4096)
 	if peek, _ := br.Peek(5); string(peek) == "From " {
 		// An mbox envelope line, as in Spool.
@@ -255,8 +334,8 @@ func (d *Deliverer) DeliverStream(ctx context.Context, from, rcpt, mailbox strin
 	} else if err != nil {
 		return "", err
 	}
-	src := &guardedReader{r: br, limit: d.MaxSize}
-	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(finalHeader(from, rcpt, extra), fsutil.ContextReader(ctx, src)))
+	src.r = br
+	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(hdr, fsutil.ContextReader(ctx, src)))
 	if src.err != nil {
 		return "", src.err
 	}
@@ -273,10 +352,12 @@ func (d *Deliverer) DeliverStream(ctx context.Context, from, rcpt, mailbox strin
 // remembering the first read error so that a caller can tell a failed
 // read from a failed store.
 type guardedReader struct {
-	r     io.Reader
-	limit int64
-	n     int64
-	err   error
+	r       io.Reader
+	limit   int64
+	room    int64  // octets left in the mailbox's quota; -1: no quota
+	mailbox string // for the quota error
+	n       int64
+	err     error
 }
 
 func (g *guardedReader) Read(p []byte) (int, error) {
@@ -287,6 +368,10 @@ func (g *guardedReader) Read(p []byte) (int, error) {
 	g.n += int64(n)
 	if g.limit > 0 && g.n > g.limit {
 		g.err = fmt.Errorf("%w: over %d octets", ErrTooBig, g.limit)
+		return 0, g.err
+	}
+	if g.room >= 0 && g.n > g.room {
+		g.err = fmt.Errorf("%w: the message does not fit in the quota of %s", ErrOverQuota, g.mailbox)
 		return 0, g.err
 	}
 	if err != nil && err != io.EOF {

@@ -451,6 +451,10 @@ func (q *Queue) deliverLocal(ctx context.Context, e *Entry) string {
 			q.setRcpt(e, r, StatusSent, 250, "2.0.0", "delivered to mailbox", "local")
 		case errors.Is(err, delivery.ErrUnknownUser):
 			q.setRcpt(e, r, StatusFailed, 550, "5.1.1", "user unknown", "local")
+		case errors.Is(err, delivery.ErrOverQuota):
+			// RFC 3463 X.2.2; permanent, as Dovecot's LDA/LMTP answers
+			// by default (quota_full_tempfail = no): the sender is told now.
+			q.setRcpt(e, r, StatusFailed, 552, "5.2.2", "mailbox full", "local")
 		case errors.Is(err, delivery.ErrTooBig):
 			q.setRcpt(e, r, StatusFailed, 552, "5.2.2", "mailbox full or message too big", "local")
 		case errors.Is(err, delivery.ErrMalformed):

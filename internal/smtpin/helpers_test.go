@@ -118,6 +118,7 @@ type envConfig struct {
 	tls     bool
 	aliases string
 	store   func(store.Store) store.Store
+	quotas  delivery.Quotas
 }
 
 func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
@@ -159,7 +160,7 @@ func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
 	}
 	spool := filepath.Join(dir, "spool")
 	os.Mkdir(spool, 0o700)
-	cfg.opts.Deliverer = &delivery.Deliverer{Store: s, Users: dbUsers{db}, SpoolDir: spool}
+	cfg.opts.Deliverer = &delivery.Deliverer{Store: s, Users: dbUsers{db}, SpoolDir: spool, Quotas: cfg.quotas}
 	tab, err := aliases.Parse([]byte(cfg.aliases))
 	if err != nil {
 		t.Fatal(err)

@@ -54,6 +54,14 @@ var (
 	errSessionInternal = smtpErr(421, 4, 3, 0, "Internal error, closing connection")
 )
 
+// Replies for quotas (RFC 3463 X.2.2: mailbox full).
+var (
+	// RFC 1870 §6.1: 552 for a message the recipient's quota cannot hold.
+	errMailboxFull = smtpErr(552, 5, 2, 2, "Mailbox full: the message does not fit in the recipient's quota")
+	// RFC 3463 X.2.2 is a persistent transient failure.
+	errMailboxFullNow = smtpErr(452, 4, 2, 2, "Mailbox full, try again later")
+)
+
 func smtpErr(code, a, b, c int, msg string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{a, b, c}, Message: msg}
 }
@@ -88,6 +96,7 @@ type transaction struct {
 	utf8  bool
 	ret   string
 	envid string
+	size  int64 // declared with MAIL FROM SIZE= (RFC 1870), 0 when not
 	rcpts []*recipient
 }
 
@@ -395,6 +404,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		utf8:  opts.UTF8,
 		ret:   string(opts.Return),
 		envid: opts.EnvelopeID,
+		size:  opts.Size,
 	}
 	if from != "" {
 		a, err := parseAddress(from)
@@ -471,6 +481,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		// address.
 		res = delivery.Resolution{Remote: []string{a.String()}}
 	}
+	if e := s.quotaAtRcpt(tx, res); e != nil {
+		return s.fail(e, true, refusal{rcpt: rcpt, reason: "mailbox over quota"})
+	}
 	rc := &recipient{addr: to, canon: a.String(), res: res}
 	if opts != nil {
 		for _, n := range opts.Notify {
@@ -482,6 +495,37 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	tx.rcpts = append(tx.rcpts, rc)
 	s.mu.Unlock()
 	s.log.Debug("smtp: rcpt", "id", tx.id, "rcpt", rc.canon, "local_copies", len(res.Local), "remote_rcpts", len(res.Remote))
+	return nil
+}
+
+// quotaAtRcpt returns the reply refusing a recipient whose mailbox is full
+// or, when MAIL FROM declared the message's SIZE, would not hold it; nil
+// otherwise (the quota is checked again with the real size after DATA).
+func (s *session) quotaAtRcpt(tx *transaction, res delivery.Resolution) *smtp.SMTPError {
+	d := s.srv.opts.Deliverer
+	for _, t := range res.Local {
+		// RFC 3463 X.2.2 is a persistent transient failure: a mailbox
+		// already full is refused with 452, so that the sender retries
+		// while the user frees space over POP3, and the other recipients
+		// of the transaction are served (RFC 5321 §4.2.5).
+		err := d.CheckQuota(s.ctx, t.Mailbox, 0)
+		if errors.Is(err, delivery.ErrOverQuota) {
+			s.log.Info("smtp: mailbox full", "id", tx.id, "mailbox", t.Mailbox, "err", err)
+			return errMailboxFullNow
+		}
+		if err != nil {
+			s.log.Warn("smtp: quota check", "id", tx.id, "mailbox", t.Mailbox, "err", err)
+			continue // checked again after DATA
+		}
+		// RFC 1870 §6.1: a declared size that cannot be accepted for this
+		// recipient is refused at RCPT with 552.
+		if tx.size > 0 {
+			if err := d.CheckQuota(s.ctx, t.Mailbox, tx.size); errors.Is(err, delivery.ErrOverQuota) {
+				s.log.Info("smtp: declared size over quota", "id", tx.id, "mailbox", t.Mailbox, "size", tx.size, "err", err)
+				return errMailboxFull
+			}
+		}
+	}
 	return nil
 }
 
@@ -559,6 +603,8 @@ func (s *session) dataError(err error) *smtp.SMTPError {
 		return errNULData
 	case errors.Is(err, delivery.ErrMalformed):
 		return errEmpty
+	case errors.Is(err, delivery.ErrOverQuota):
+		return errMailboxFull
 	}
 	return errReceiving
 }
@@ -614,6 +660,9 @@ func deliveryError(err error) *smtp.SMTPError {
 	if errors.Is(err, delivery.ErrMalformed) {
 		return errEmpty
 	}
+	if errors.Is(err, delivery.ErrOverQuota) {
+		return errMailboxFull
+	}
 	return errTemp
 }
 
@@ -657,11 +706,27 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 	user := s.user
 	s.mu.Unlock()
 	out := &outcome{local: make(map[string]error)}
+	over, copies := s.overQuota(tx, sp)
+	if len(over) > 0 && (len(over) == copies || s.srv.opts.Relay == nil) {
+		// Nothing is stored: the single reply refuses the whole message
+		// (552 5.2.2), rather than tell the sender of a failure that some
+		// recipients did receive.
+		for mb := range over {
+			out.local[mb] = fmt.Errorf("%w: %s", delivery.ErrOverQuota, mb)
+		}
+		return out, nil
+	}
 	failed := false
+	var bounce []string // over-quota copies the queue bounces
 	for _, rc := range tx.rcpts {
 		for _, t := range rc.res.Local {
 			if _, done := out.local[t.Mailbox]; done {
 				continue // one copy per mailbox
+			}
+			if over[t.Mailbox] {
+				out.local[t.Mailbox] = nil
+				bounce = append(bounce, t.DeliveredTo)
+				continue
 			}
 			hdr := s.trace(tx, user, rc.canon).header()
 			_, err := d.DeliverSpooled(delivery.WithMessageID(s.ctx, tx.id), tx.from, t.DeliveredTo, t.Mailbox, sp, hdr)
@@ -670,6 +735,27 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 				failed = true
 				s.log.Error("smtp: storing message", "id", tx.id, "mailbox", t.Mailbox, "err", err)
 			}
+		}
+	}
+	if len(bounce) > 0 && !failed {
+		// RFC 5321 §4.2.5 has one reply for all recipients: the copies
+		// that do not fit go to the queue, whose local delivery finds the
+		// mailbox full and bounces them with a DSN (5.2.2), as Postfix
+		// does, while the others are delivered (or fits by then).
+		hdr := s.trace(tx, user, "").header()
+		id, err := s.srv.opts.Relay.Enqueue(s.ctx, tx.from, bounce, envelope.DSNParams{Return: tx.ret, EnvelopeID: tx.envid}, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+		if err != nil {
+			failed = true
+			s.log.Error("smtp: queueing over-quota copies", "id", tx.id, "err", err)
+			for _, rc := range tx.rcpts {
+				for _, t := range rc.res.Local {
+					if over[t.Mailbox] {
+						out.local[t.Mailbox] = err
+					}
+				}
+			}
+		} else {
+			s.log.Info("smtp: over-quota copies queued for a bounce", "id", tx.id, "queue_id", id, "rcpts", len(bounce))
 		}
 	}
 	// Remote recipients are queued only when every local copy is stored
@@ -719,6 +805,33 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		}
 	}
 	return out, nil
+}
+
+// overQuota returns the local mailboxes of the transaction whose quota
+// cannot hold the spooled message (nil when none), and the number of
+// distinct local mailboxes. For SMTP only: LMTP answers per recipient, so
+// there each copy is simply refused by its own delivery.
+func (s *session) overQuota(tx *transaction, sp *delivery.Spool) (over map[string]bool, copies int) {
+	if s.srv.opts.Role == RoleLMTP {
+		return nil, 0
+	}
+	d := s.srv.opts.Deliverer
+	seen := map[string]bool{}
+	for _, rc := range tx.rcpts {
+		for _, t := range rc.res.Local {
+			if seen[t.Mailbox] {
+				continue
+			}
+			seen[t.Mailbox] = true
+			if err := d.CheckQuota(s.ctx, t.Mailbox, sp.Size()); errors.Is(err, delivery.ErrOverQuota) {
+				if over == nil {
+					over = map[string]bool{}
+				}
+				over[t.Mailbox] = true
+			}
+		}
+	}
+	return over, len(seen)
 }
 
 // singleLocal reports whether the transaction makes exactly one copy, in

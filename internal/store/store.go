@@ -80,3 +80,19 @@ type Maildrop interface {
 	// Close releases the lock. It does not remove anything.
 	Close() error
 }
+
+// UsageReporter is implemented by stores that know a mailbox's usage
+// without reading message bodies, for quotas and for listing users.
+type UsageReporter interface {
+	// Usage returns the number of messages in the mailbox and their total
+	// stored size in octets. A mailbox that has never received mail is
+	// empty. It is cheap enough to call before every delivery.
+	Usage(ctx context.Context, mailbox string) (count int, bytes int64, err error)
+}
+
+// MailboxRemover is implemented by stores that can delete a mailbox.
+type MailboxRemover interface {
+	// RemoveMailbox deletes the mailbox and everything in it. It returns
+	// ErrLocked while a session holds the mailbox lock.
+	RemoveMailbox(ctx context.Context, mailbox string) error
+}

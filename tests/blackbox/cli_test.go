@@ -236,7 +236,7 @@ func TestGlobalFlagsAnywhere(t *testing.T) {
 		{"user", "--data=" + data, "list"},
 	} {
 		r := inDir(t, dir, nil, nil, args...)
-		if r.Code != 0 || r.Stdout != "alice@example.test\tARGON2ID\n" {
+		if r.Code != 0 || r.Stdout != "alice@example.test\tARGON2ID\t0\t0\t-\n" {
 			t.Errorf("want alice listed:\n%s", show(r))
 		}
 	}
@@ -287,7 +287,7 @@ func TestUsageNamesMissingArgument(t *testing.T) {
 		want string
 	}{
 		{nil, "missing COMMAND"},
-		{[]string{"user"}, "missing command (add, passwd, del, list)"},
+		{[]string{"user"}, "missing command (add, passwd, del, list, quota)"},
 		{[]string{"user", "add"}, "missing ADDRESS"},
 		{[]string{"user", "passwd", "--password-stdin"}, "missing ADDRESS"},
 		{[]string{"user", "del"}, "missing ADDRESS"},

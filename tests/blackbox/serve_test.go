@@ -144,7 +144,7 @@ func TestUserManagementLive(t *testing.T) {
 	if r.Code != 0 {
 		t.Fatalf("user list: %s", r)
 	}
-	wantList := "alice@example.test\tARGON2ID\nbob@example.test\tARGON2ID\n"
+	wantList := "alice@example.test\tARGON2ID\t0\t0\t-\nbob@example.test\tARGON2ID\t0\t0\t-\n"
 	if r.Stdout != wantList {
 		t.Errorf("user list output:\n%q\nwant\n%q", r.Stdout, wantList)
 	}
@@ -175,7 +175,7 @@ func TestUserManagementLive(t *testing.T) {
 	}
 	s.login("bob@example.test", "bob-pw").Quit()
 	r = postino(t, nil, "user", "list", "--data", s.data)
-	if r.Stdout != "bob@example.test\tARGON2ID\n" {
+	if r.Stdout != "bob@example.test\tARGON2ID\t0\t0\t-\n" {
 		t.Errorf("user list after del: %q", r.Stdout)
 	}
 	r = postino(t, nil, "user", "del", addr, "--data", s.data)
@@ -191,7 +191,7 @@ func TestUserManagementLive(t *testing.T) {
 		}
 	}
 	r = postino(t, nil, "user", "list", "--data", s.data)
-	if r.Stdout != "bob@example.test\tARGON2ID\n" {
+	if r.Stdout != "bob@example.test\tARGON2ID\t0\t0\t-\n" {
 		t.Errorf("user list after invalid adds: %q", r.Stdout)
 	}
 	for _, p := range []string{filepath.Join(s.data, "x@y"), filepath.Join(filepath.Dir(s.data), "x")} {

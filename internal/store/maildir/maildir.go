@@ -133,6 +133,7 @@ type Store struct {
 	counter atomic.Uint64
 	locks   processLocks
 	scans   scanCache
+	usage   usageCache
 
 	// uidlFormat is Dovecot's pop3_uidl_format for the messages listed in
 	// a dovecot-uidlist; importUIDLs is false when that file is ignored.
@@ -354,7 +355,7 @@ func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (uid
 		return "", err
 	}
 	base := s.uniqueName()
-	name, err := writeMessage(ctx, s.root, dir, base, msg, writeHooks{}, s.logger)
+	name, err := writeMessage(ctx, s.root, dir, base, msg, writeHooks{aroundRename: s.usage.countRename(s, dir)}, s.logger)
 	if err != nil {
 		return "", err
 	}
@@ -405,7 +406,13 @@ func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.R
 	}
 	name = formatName(base, wc.stored, wc.wire())
 	newPath := dir + "/new/" + name
-	if err := root.Rename(tmpPath, newPath); err != nil {
+	rename := func() error { return root.Rename(tmpPath, newPath) }
+	if h.aroundRename != nil {
+		err = h.aroundRename(name, rename)
+	} else {
+		err = rename()
+	}
+	if err != nil {
 		return "", fmt.Errorf("maildir: renaming into %s: %w", newPath, err)
 	}
 	if err := syncRootDir(root, dir+"/new"); err != nil {
@@ -430,6 +437,9 @@ type writeHooks struct {
 	afterFirst func()
 	// synced is told each directory fsync'd, relative to the root.
 	synced func(dir string)
+	// aroundRename, when set, performs the rename into new/ (under the
+	// name given) by calling rename, so that it can count the message.
+	aroundRename func(name string, rename func() error) error
 }
 
 // hookWriter calls hook once, after its first write.

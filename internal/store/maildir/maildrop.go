@@ -423,6 +423,7 @@ func (md *Maildrop) Commit(ctx context.Context, deleted []int) error {
 	// happen, so the UPDATE has succeeded: a failure from here on is
 	// retried by Close, by the next OpenMaildrop and by RecoverJournals.
 	err := md.s.applyJournal(md.dir, set)
+	md.s.forgetUsage(md.dir)
 	if err == nil {
 		err = md.s.removeJournal(md.dir)
 	}
