@@ -195,7 +195,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 // enqueueForward queues the spooled message for remote addresses, with the
 // envelope sender SMTP would forward it with (SRS when on).
 func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliverer, fr *fullResolution, users *auth.DB, from string, rcpts []string, dsn []envelope.RecipientDSN, sp *delivery.Spool, logger *slog.Logger) error {
-	qo := queueOptions(cfg, logger)
+	qo := cfg.QueueOptions(logger)
 	qo.IsLocalDomain = fr.isLocal
 	qo.Local = d
 	q, err := queue.Open(cfg.QueueDir(), qo)

@@ -5,51 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/queue"
 )
-
-// queueOptions builds the outbound queue's options from the
-// configuration (the caller adds what only serve has).
-func queueOptions(cfg *config.Config, logger *slog.Logger) queue.Options {
-	q := cfg.Queue
-	o := queue.Options{
-		Hostname:        cfg.Hostname,
-		Logger:          logger,
-		MinBackoff:      q.MinBackoff.Duration,
-		MaxBackoff:      q.MaxBackoff.Duration,
-		MaxLifetime:     q.MaxLifetime.Duration,
-		DelayWarning:    q.DelayWarning.Duration,
-		ConnectTimeout:  q.ConnectTimeout.Duration,
-		CommandTimeout:  q.CommandTimeout.Duration,
-		DataDoneTimeout: q.DataDoneTimeout.Duration,
-		MaxPerDomain:    q.MaxPerDomain,
-		MaxConcurrent:   q.MaxConcurrent,
-		MaxMessageSize:  int64(cfg.SMTP.MaxMessageSize),
-		BounceSizeLimit: int64(q.BounceSizeLimit),
-		DisableSTARTTLS: !q.STARTTLS,
-	}
-	o.Routes = cfg.QueueRoutes()
-	if q.DNSServer != "" {
-		server := q.DNSServer
-		o.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, server)
-		}}
-	}
-	if q.Smarthost != "" {
-		o.Smarthost = &queue.Smarthost{Addr: q.Smarthost, Username: q.SmarthostUsername,
-			Password: q.SmarthostPassword, RequireTLS: q.SmarthostRequireTLS}
-	}
-	return o
-}
 
 func runQueue(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "queue", "queue list | show ID | retry [ID] | delete ID  [--data DIR] [--config FILE]")
@@ -76,7 +38,7 @@ func runQueue(env *cmdEnv, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	q, err := queue.Open(cfg.QueueDir(), queueOptions(cfg, nil))
+	q, err := queue.Open(cfg.QueueDir(), cfg.QueueOptions(nil))
 	if err != nil {
 		errorf(env, "queue: %v", err)
 		return exitTempFail

@@ -179,22 +179,9 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	s.certs = certs
 	tlsCfg := tlsutil.ServerConfig(certs, cfg.TLS.MinVersion)
 
-	guard := &authguard.Guard{
-		MaxFailures: cfg.Users.MaxFailures,
-		Window:      cfg.Users.FailureWindow.Duration,
-		BlockFor:    cfg.Users.BlockFor.Duration,
-		BaseDelay:   cfg.Users.FailureDelay.Duration,
-		MaxDelay:    cfg.Users.MaxFailureDelay.Duration,
-		Trusted:     cfg.SMTP.TrustedNetworkPrefixes(),
-		Logger:      logger,
-	}
+	guard := cfg.Guard(logger)
 	s.guard = guard
-	if guard.BaseDelay == 0 {
-		guard.BaseDelay = -1 // 0s in the config disables delays
-	}
-	s.users = auth.OpenDB(cfg.UsersFile())
-	s.users.CacheTTL = cfg.Users.CacheTTL.Duration
-	s.users.Logger = logger
+	s.users = cfg.OpenUsers(logger)
 	deliverer, st, err := openDeliverer(cfg, s.users, logger)
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store: %w", err)
@@ -213,28 +200,10 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 	} else if n > 0 {
 		logger.Info("completed interrupted POP3 updates", "mailboxes", n)
 	}
-	s.pop3 = &pop3.Server{
-		Backend: &pop3backend.POP3Backend{
-			Users: s.users, Store: st, Logger: logger, Guard: guard,
-			LoginDelay: cfg.POP3.LoginDelay.Duration,
-		},
-		TLSConfig:           tlsCfg,
-		Logger:              logger,
-		Plaintext:           cfg.POP3.PlaintextAuth,
-		Implementation:      "postino",
-		Autologout:          cfg.POP3.Autologout.Duration,
-		WriteTimeout:        cfg.POP3.WriteTimeout.Duration,
-		MaxLine:             cfg.POP3.MaxLine,
-		MaxBadCommands:      cfg.POP3.MaxBadCommands,
-		MaxConnections:      cfg.POP3.MaxConnections,
-		MaxConnectionsPerIP: cfg.POP3.MaxConnectionsPerIP,
-		Expire:              cfg.POP3.Expire,
-		LoginDelay:          int(cfg.POP3.LoginDelay.Seconds()),
-		SCRAM:               cfg.POP3.SCRAM,
-		LineTimeout:         cfg.POP3.LineTimeout.Duration,
-		MaxSessionTime:      cfg.POP3.MaxSessionTime.Duration,
-		CommandsPerSecond:   cfg.POP3.CommandsPerSecond,
-	}
+	s.pop3 = cfg.POP3Server(&pop3backend.POP3Backend{
+		Users: s.users, Store: st, Logger: logger, Guard: guard,
+		LoginDelay: cfg.POP3.LoginDelay.Duration,
+	}, tlsCfg, logger)
 
 	type pending struct {
 		name, addr string
@@ -252,7 +221,7 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("aliases: %w", err)
 		}
-		qo := queueOptions(cfg, logger.With("component", "queue"))
+		qo := cfg.QueueOptions(logger.With("component", "queue"))
 		qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
 		qo.Local = deliverer
 		qo.Signer = dkim.NewSigner(cfg.DKIMDir())
@@ -272,11 +241,14 @@ func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
 			return nil, fmt.Errorf("outbound queue: %w", err)
 		}
 		mk := func(role smtpin.Role, withTLS bool) (*smtpin.Server, error) {
-			o := smtpOptions(cfg, logger, deliverer, s.users, al)
+			o := cfg.SMTPOptions(role)
+			o.Logger = logger
+			o.Deliverer = deliverer
+			o.Users = s.users
+			o.Aliases = al
 			o.Guard = guard
 			o.Relay = s.queue
 			o.SRS = rw
-			o.Role = role
 			if withTLS {
 				o.TLS = tlsCfg
 			}
@@ -397,31 +369,6 @@ func listen(addr string) (net.Listener, error) {
 		return net.Listen("unix", path)
 	}
 	return net.Listen("tcp", addr)
-}
-
-// smtpOptions are the SMTP settings shared by the MX, submission and LMTP
-// servers.
-func smtpOptions(cfg *config.Config, logger *slog.Logger, d *delivery.Deliverer, users *auth.DB, al *aliases.Reloading) smtpin.Options {
-	return smtpin.Options{
-		Hostname:            cfg.Hostname,
-		MaxMessageBytes:     int64(cfg.SMTP.MaxMessageSize),
-		MaxRecipients:       cfg.SMTP.MaxRecipients,
-		ReadTimeout:         cfg.SMTP.CommandTimeout.Duration,
-		DataTimeout:         cfg.SMTP.DataTimeout.Duration,
-		MaxErrors:           cfg.SMTP.MaxErrors,
-		MaxConnections:      cfg.SMTP.MaxConnections,
-		MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
-		TrustedNetworks:     cfg.SMTP.TrustedNetworkPrefixes(),
-		LocalDomains:        cfg.SMTP.LocalDomains,
-		PlusSeparator:       cfg.SMTP.PlusSeparator,
-		PlaintextAuth:       cfg.SMTP.PlaintextAuth,
-		AllowAnySender:      !cfg.SMTP.RestrictSender,
-		Postmaster:          cfg.SMTP.Postmaster,
-		Logger:              logger,
-		Deliverer:           d,
-		Users:               users,
-		Aliases:             al,
-	}
 }
 
 // dsnDomain is the domain bounces are signed as when the host name is

@@ -4,6 +4,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/postino-mail/postino/internal/queue"
 )
 
 // QueueConfig is the [queue] section: the outbound queue that delivers
@@ -31,16 +33,16 @@ type QueueConfig struct {
 
 func defaultQueue() QueueConfig {
 	return QueueConfig{
-		MinBackoff:      D(5 * time.Minute),
-		MaxBackoff:      D(4000 * time.Second),
-		MaxLifetime:     D(120 * time.Hour),
+		MinBackoff:      D(queue.DefaultMinBackoff),
+		MaxBackoff:      D(queue.DefaultMaxBackoff),
+		MaxLifetime:     D(queue.DefaultMaxLifetime),
 		DelayWarning:    D(0),
-		ConnectTimeout:  D(30 * time.Second),
-		CommandTimeout:  D(5 * time.Minute),
-		DataDoneTimeout: D(10 * time.Minute),
-		MaxPerDomain:    20,
-		MaxConcurrent:   100,
-		BounceSizeLimit: 50000,
+		ConnectTimeout:  D(queue.DefaultConnectTimeout),
+		CommandTimeout:  D(queue.DefaultCommandTimeout),
+		DataDoneTimeout: D(queue.DefaultDataDoneTimeout),
+		MaxPerDomain:    queue.DefaultMaxPerDomain,
+		MaxConcurrent:   queue.DefaultMaxConcurrent,
+		BounceSizeLimit: queue.DefaultBounceSizeLimit,
 		STARTTLS:        true,
 		Routes:          []string{},
 	}

@@ -83,7 +83,9 @@ func newOrigin(t *testing.T) *origin {
 			LocalDomains:   []string{localDomain, "other.test"},
 			AllowAnySender: true, // restrict_sender = false
 			Users:          db, Deliverer: d, Aliases: tab, Relay: o.e.q, SRS: rw,
-			Logger: testLogger(t),
+			Logger:          testLogger(t),
+			MaxMessageBytes: 50 << 20, MaxRecipients: 100, MaxErrors: 20,
+			ReadTimeout: 5 * time.Minute, DataTimeout: 10 * time.Minute,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -146,7 +146,13 @@ func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
 			PlusSeparator: "+",
 			Users:         db,
 			MaxErrors:     100,
-			Logger:        slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			// config.Default's limits (config imports this package,
+			// so its tests cannot import config).
+			MaxMessageBytes: 50 << 20,
+			MaxRecipients:   100,
+			ReadTimeout:     5 * time.Minute,
+			DataTimeout:     10 * time.Minute,
+			Logger:          slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		},
 		aliases: testAliases,
 	}

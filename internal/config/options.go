@@ -1,0 +1,132 @@
+package config
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+
+	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/authguard"
+	"github.com/postino-mail/postino/internal/queue"
+	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/pop3"
+)
+
+// This file turns the configuration into the options of each package: the
+// one place where a setting meets the field that uses it. The packages
+// themselves hold no defaults of their settings (the public pop3 package
+// and the queue export theirs as constants, which Default uses).
+
+// SMTPOptions returns the settings of an SMTP server of the given role
+// (MX, submission or LMTP). The caller adds what is not a setting: TLS,
+// Logger, Deliverer, Users, Aliases, Guard, Relay and SRS.
+func (c *Config) SMTPOptions(role smtpin.Role) smtpin.Options {
+	s := c.SMTP
+	return smtpin.Options{
+		Hostname:            c.Hostname,
+		Role:                role,
+		MaxMessageBytes:     int64(s.MaxMessageSize),
+		MaxRecipients:       s.MaxRecipients,
+		ReadTimeout:         s.CommandTimeout.Duration,
+		DataTimeout:         s.DataTimeout.Duration,
+		MaxErrors:           s.MaxErrors,
+		MaxConnections:      s.MaxConnections,
+		MaxConnectionsPerIP: s.MaxConnectionsPerIP,
+		TrustedNetworks:     s.TrustedNetworkPrefixes(),
+		LocalDomains:        s.LocalDomains,
+		PlusSeparator:       s.PlusSeparator,
+		PlaintextAuth:       s.PlaintextAuth,
+		AllowAnySender:      !s.RestrictSender,
+		Postmaster:          s.Postmaster,
+	}
+}
+
+// QueueOptions returns the outbound queue's settings, with logger. The
+// caller adds what is not a setting: IsLocalDomain, Local, Signer,
+// DSNDomain and SRS.
+func (c *Config) QueueOptions(logger *slog.Logger) queue.Options {
+	q := c.Queue
+	o := queue.Options{
+		Hostname:        c.Hostname,
+		Logger:          logger,
+		MinBackoff:      q.MinBackoff.Duration,
+		MaxBackoff:      q.MaxBackoff.Duration,
+		MaxLifetime:     q.MaxLifetime.Duration,
+		DelayWarning:    q.DelayWarning.Duration,
+		ConnectTimeout:  q.ConnectTimeout.Duration,
+		CommandTimeout:  q.CommandTimeout.Duration,
+		DataDoneTimeout: q.DataDoneTimeout.Duration,
+		MaxPerDomain:    q.MaxPerDomain,
+		MaxConcurrent:   q.MaxConcurrent,
+		MaxMessageSize:  int64(c.SMTP.MaxMessageSize),
+		BounceSizeLimit: int64(q.BounceSizeLimit),
+		DisableSTARTTLS: !q.STARTTLS,
+		Routes:          c.QueueRoutes(),
+	}
+	if q.DNSServer != "" {
+		server := q.DNSServer
+		o.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		}}
+	}
+	if q.Smarthost != "" {
+		o.Smarthost = &queue.Smarthost{Addr: q.Smarthost, Username: q.SmarthostUsername,
+			Password: q.SmarthostPassword, RequireTLS: q.SmarthostRequireTLS}
+	}
+	return o
+}
+
+// Guard returns the failed-login guard of the [users] section, shared by
+// POP3 and SMTP AUTH; smtp.trusted_networks are never blocked.
+func (c *Config) Guard(logger *slog.Logger) *authguard.Guard {
+	u := c.Users
+	g := &authguard.Guard{
+		MaxFailures: u.MaxFailures,
+		Window:      u.FailureWindow.Duration,
+		BlockFor:    u.BlockFor.Duration,
+		BaseDelay:   u.FailureDelay.Duration,
+		MaxDelay:    u.MaxFailureDelay.Duration,
+		Trusted:     c.SMTP.TrustedNetworkPrefixes(),
+		Logger:      logger,
+	}
+	if g.BaseDelay == 0 {
+		g.BaseDelay = -1 // 0s in the config disables delays; 0 in Guard is its default
+	}
+	return g
+}
+
+// OpenUsers opens the user database of the [users] section (its file and
+// the cache of password checks), logging to logger.
+func (c *Config) OpenUsers(logger *slog.Logger) *auth.DB {
+	db := auth.OpenDB(c.UsersFile())
+	db.CacheTTL = c.Users.CacheTTL.Duration
+	db.Logger = logger
+	return db
+}
+
+// POP3Server returns the POP3 server of the [pop3] section over backend,
+// offering STLS and implicit TLS with tlsConfig.
+func (c *Config) POP3Server(backend pop3.Backend, tlsConfig *tls.Config, logger *slog.Logger) *pop3.Server {
+	p := c.POP3
+	return &pop3.Server{
+		Backend:             backend,
+		TLSConfig:           tlsConfig,
+		Logger:              logger,
+		Plaintext:           p.PlaintextAuth,
+		Implementation:      "postino",
+		Autologout:          p.Autologout.Duration,
+		WriteTimeout:        p.WriteTimeout.Duration,
+		MaxLine:             p.MaxLine,
+		MaxBadCommands:      p.MaxBadCommands,
+		MaxConnections:      p.MaxConnections,
+		MaxConnectionsPerIP: p.MaxConnectionsPerIP,
+		Expire:              p.Expire,
+		LoginDelay:          int(p.LoginDelay.Seconds()),
+		SCRAM:               p.SCRAM,
+		LineTimeout:         p.LineTimeout.Duration,
+		MaxSessionTime:      p.MaxSessionTime.Duration,
+		CommandsPerSecond:   p.CommandsPerSecond,
+	}
+}
