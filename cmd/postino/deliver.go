@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -18,30 +16,7 @@ import (
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/srs"
-	"github.com/postino-mail/postino/internal/store/maildir"
 )
-
-// openDeliverer builds local delivery over the configured store, with the
-// users and plus-addressing of the configuration (fullResolver adds the
-// rest of recipient resolution).
-func openDeliverer(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*delivery.Deliverer, *maildir.Store, error) {
-	st, err := maildir.New(cfg.MailDir(), logger)
-	if err != nil {
-		return nil, nil, err
-	}
-	spool := filepath.Join(cfg.DataDir, "spool")
-	if err := os.MkdirAll(spool, 0o700); err != nil {
-		return nil, nil, err
-	}
-	return &delivery.Deliverer{
-		Store:    st,
-		Users:    users,
-		Resolver: &delivery.Resolver{Users: users, PlusSeparator: cfg.SMTP.PlusSeparator},
-		SpoolDir: spool,
-		MaxSize:  int64(cfg.Delivery.MaxMessageSize),
-		Logger:   logger,
-	}, st, nil
-}
 
 // fullResolution is the recipient resolution of the SMTP servers, for the
 // commands that take mail outside them.
@@ -108,7 +83,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 	}
 	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	users := auth.OpenDB(cfg.UsersFile())
-	d, _, err := openDeliverer(cfg, users, logger)
+	d, _, err := cfg.OpenDeliverer(users, logger)
 	if err != nil {
 		errorf(env, "deliver: %v", err)
 		return exitTempFail

@@ -346,7 +346,7 @@ func (ff *fetchFlags) account(env *cmdEnv, cfg *config.Config, fa config.FetchAc
 		addr := dest.Arg
 		logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		users := auth.OpenDB(cfg.UsersFile())
-		d, st, err := openDeliverer(cfg, users, logger)
+		d, st, err := cfg.OpenDeliverer(users, logger)
 		if err != nil {
 			return nil, err
 		}

@@ -5,11 +5,15 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
+	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
+	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -129,4 +133,33 @@ func (c *Config) POP3Server(backend pop3.Backend, tlsConfig *tls.Config, logger 
 		MaxSessionTime:      p.MaxSessionTime.Duration,
 		CommandsPerSecond:   p.CommandsPerSecond,
 	}
+}
+
+// OpenDeliverer builds local delivery over the configured store (creating
+// DATA/mail and DATA/spool), with the users and plus-addressing of the
+// configuration; the caller sets Resolver to the full resolution
+// (aliases, catch-alls, postmaster, SRS) where it needs it.
+func (cfg *Config) OpenDeliverer(users *auth.DB, logger *slog.Logger) (*delivery.Deliverer, *maildir.Store, error) {
+	st, err := maildir.New(cfg.MailDir(), logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	spool := filepath.Join(cfg.DataDir, "spool")
+	if err := os.MkdirAll(spool, 0o700); err != nil {
+		return nil, nil, err
+	}
+	return &delivery.Deliverer{
+		Store:    st,
+		Users:    users,
+		Resolver: &delivery.Resolver{Users: users, PlusSeparator: cfg.SMTP.PlusSeparator},
+		SpoolDir: spool,
+		MaxSize:  int64(cfg.Delivery.MaxMessageSize),
+		Logger:   logger,
+	}, st, nil
+}
+
+// AdminSocket is the path of the running server's admin socket, which
+// "postino block" talks to.
+func (cfg *Config) AdminSocket() string {
+	return filepath.Join(cfg.DataDir, authguard.AdminSocketName)
 }
