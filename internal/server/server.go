@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/srs"
+	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/internal/tlsutil"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -66,6 +68,51 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("creating data folder: %w", err)
 	}
 	s := &Server{failed: make(chan error, 8)}
+	tlsCfg, err := s.openTLS(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.guard = cfg.Guard(logger)
+	s.users = cfg.OpenUsers(logger)
+	deliverer, st, err := openStore(cfg, s.users, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.pop3 = cfg.POP3Server(&pop3backend.POP3Backend{
+		Users: s.users, Store: st, Logger: logger, Guard: s.guard,
+		LoginDelay: cfg.POP3.LoginDelay.Duration,
+	}, tlsCfg, logger)
+	var want []pending
+	if cfg.POP3.Listen != "" {
+		want = append(want, pending{"pop3", cfg.POP3.Listen, s.pop3.Serve})
+	}
+	if cfg.POP3.ListenTLS != "" {
+		want = append(want, pending{"pop3s", cfg.POP3.ListenTLS, s.pop3.ServeTLS})
+	}
+	smtpWant, err := s.buildSMTP(cfg, logger, deliverer, tlsCfg)
+	if err == nil {
+		err = s.openListeners(append(want, smtpWant...))
+	}
+	if err != nil {
+		if s.queue != nil {
+			s.queue.Close()
+		}
+		return nil, err
+	}
+	s.startBackground()
+	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
+	return s, nil
+}
+
+// pending is a listener to open and the function that serves it.
+type pending struct {
+	name, addr string
+	serve      func(net.Listener) error
+}
+
+// openTLS loads the configured certificate, or generates (once) and loads
+// the self-signed one, and returns the server TLS configuration over it.
+func (s *Server) openTLS(cfg *config.Config, logger *slog.Logger) (*tls.Config, error) {
 	certFile, keyFile := cfg.TLSFiles()
 	if certFile == "" {
 		var created bool
@@ -84,19 +131,20 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.certs = certs
-	tlsCfg := tlsutil.ServerConfig(certs, cfg.TLS.MinVersion)
+	return tlsutil.ServerConfig(certs, cfg.TLS.MinVersion), nil
+}
 
-	guard := cfg.Guard(logger)
-	s.guard = guard
-	s.users = cfg.OpenUsers(logger)
-	deliverer, st, err := cfg.OpenDeliverer(s.users, logger)
+// openStore opens the mail store and local delivery, and completes what a
+// crash left unfinished.
+func openStore(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*delivery.Deliverer, *maildir.Store, error) {
+	deliverer, st, err := cfg.OpenDeliverer(users, logger)
 	if err != nil {
-		return nil, fmt.Errorf("opening mail store: %w", err)
+		return nil, nil, fmt.Errorf("opening mail store: %w", err)
 	}
 	// Mailboxes moved from Dovecot keep Dovecot's UIDLs (RFC 1939 §7: a
 	// UIDL never changes, or clients download everything again).
 	if err := st.SetDovecotUIDLFormat(cfg.POP3.DovecotUIDLFormat); err != nil {
-		return nil, fmt.Errorf("pop3.dovecot_uidl_format: %w", err)
+		return nil, nil, fmt.Errorf("pop3.dovecot_uidl_format: %w", err)
 	}
 	delivery.CleanSpool(deliverer.SpoolDir)
 	// RFC 1939 §6: complete every UPDATE a crash interrupted before
@@ -107,91 +155,102 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	} else if n > 0 {
 		logger.Info("completed interrupted POP3 updates", "mailboxes", n)
 	}
-	s.pop3 = cfg.POP3Server(&pop3backend.POP3Backend{
-		Users: s.users, Store: st, Logger: logger, Guard: guard,
-		LoginDelay: cfg.POP3.LoginDelay.Duration,
-	}, tlsCfg, logger)
+	return deliverer, st, nil
+}
 
-	type pending struct {
-		name, addr string
-		serve      func(net.Listener) error
+// buildSMTP opens the aliases and the outbound queue and builds the SMTP
+// servers (MX, submission, LMTP) when any of them is enabled; it returns
+// their listeners to open.
+func (s *Server) buildSMTP(cfg *config.Config, logger *slog.Logger, deliverer *delivery.Deliverer, tlsCfg *tls.Config) ([]pending, error) {
+	if cfg.SMTP.Listen == "" && cfg.SMTP.Submission == "" && cfg.SMTP.Submissions == "" && cfg.SMTP.LMTP == "" {
+		return nil, nil
+	}
+	al, err := aliases.NewReloading(cfg.AliasesFile(), logger)
+	if err != nil {
+		return nil, fmt.Errorf("aliases: %w", err)
+	}
+	rw, err := s.openQueue(cfg, logger, deliverer, al)
+	if err != nil {
+		return nil, err
+	}
+	mk := func(role smtpin.Role, withTLS bool) (*smtpin.Server, error) {
+		o := cfg.SMTPOptions(role)
+		o.Logger = logger
+		o.Deliverer = deliverer
+		o.Users = s.users
+		o.Aliases = al
+		o.Guard = s.guard
+		o.Relay = s.queue
+		o.SRS = rw
+		if withTLS {
+			o.TLS = tlsCfg
+		}
+		srv, err := smtpin.New(o)
+		if err == nil {
+			s.smtp = append(s.smtp, srv)
+		}
+		return srv, err
 	}
 	var want []pending
-	if cfg.POP3.Listen != "" {
-		want = append(want, pending{"pop3", cfg.POP3.Listen, s.pop3.Serve})
-	}
-	if cfg.POP3.ListenTLS != "" {
-		want = append(want, pending{"pop3s", cfg.POP3.ListenTLS, s.pop3.ServeTLS})
-	}
-	if cfg.SMTP.Listen != "" || cfg.SMTP.Submission != "" || cfg.SMTP.Submissions != "" || cfg.SMTP.LMTP != "" {
-		al, err := aliases.NewReloading(cfg.AliasesFile(), logger)
+	if cfg.SMTP.Listen != "" {
+		mx, err := mk(smtpin.RoleMX, true)
 		if err != nil {
-			return nil, fmt.Errorf("aliases: %w", err)
+			return nil, err
 		}
-		qo := cfg.QueueOptions(logger.With("component", "queue"))
-		qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
-		qo.Local = deliverer
-		qo.Signer = dkim.NewSigner(cfg.DKIMDir())
-		qo.DSNDomain = dsnDomain(cfg)
-		var rw *srs.Rewriter
-		if cfg.SMTP.SRS {
-			key, err := srs.LoadKey(cfg.SRSKeyFile())
-			if err == nil {
-				rw, err = srs.New(key)
-			}
-			if err != nil {
-				return nil, err
-			}
-			qo.SRS = rw
+		want = append(want, pending{"smtp", cfg.SMTP.Listen, mx.Serve})
+	}
+	if cfg.SMTP.Submission != "" || cfg.SMTP.Submissions != "" {
+		sub, err := mk(smtpin.RoleSubmission, true)
+		if err != nil {
+			return nil, err
 		}
-		if s.queue, err = queue.Open(cfg.QueueDir(), qo); err != nil {
-			return nil, fmt.Errorf("outbound queue: %w", err)
+		if cfg.SMTP.Submission != "" {
+			want = append(want, pending{"submission", cfg.SMTP.Submission, sub.Serve})
 		}
-		mk := func(role smtpin.Role, withTLS bool) (*smtpin.Server, error) {
-			o := cfg.SMTPOptions(role)
-			o.Logger = logger
-			o.Deliverer = deliverer
-			o.Users = s.users
-			o.Aliases = al
-			o.Guard = guard
-			o.Relay = s.queue
-			o.SRS = rw
-			if withTLS {
-				o.TLS = tlsCfg
-			}
-			srv, err := smtpin.New(o)
-			if err == nil {
-				s.smtp = append(s.smtp, srv)
-			}
-			return srv, err
-		}
-		if cfg.SMTP.Listen != "" {
-			mx, err := mk(smtpin.RoleMX, true)
-			if err != nil {
-				return nil, err
-			}
-			want = append(want, pending{"smtp", cfg.SMTP.Listen, mx.Serve})
-		}
-		if cfg.SMTP.Submission != "" || cfg.SMTP.Submissions != "" {
-			sub, err := mk(smtpin.RoleSubmission, true)
-			if err != nil {
-				return nil, err
-			}
-			if cfg.SMTP.Submission != "" {
-				want = append(want, pending{"submission", cfg.SMTP.Submission, sub.Serve})
-			}
-			if cfg.SMTP.Submissions != "" {
-				want = append(want, pending{"submissions", cfg.SMTP.Submissions, sub.ServeTLS})
-			}
-		}
-		if cfg.SMTP.LMTP != "" {
-			lmtp, err := mk(smtpin.RoleLMTP, false)
-			if err != nil {
-				return nil, err
-			}
-			want = append(want, pending{"lmtp", cfg.SMTP.LMTP, lmtp.Serve})
+		if cfg.SMTP.Submissions != "" {
+			want = append(want, pending{"submissions", cfg.SMTP.Submissions, sub.ServeTLS})
 		}
 	}
+	if cfg.SMTP.LMTP != "" {
+		lmtp, err := mk(smtpin.RoleLMTP, false)
+		if err != nil {
+			return nil, err
+		}
+		want = append(want, pending{"lmtp", cfg.SMTP.LMTP, lmtp.Serve})
+	}
+	return want, nil
+}
+
+// openQueue opens the outbound queue, with DKIM signing and, when
+// smtp.srs is on, the SRS rewriter it returns.
+func (s *Server) openQueue(cfg *config.Config, logger *slog.Logger, deliverer *delivery.Deliverer, al *aliases.Reloading) (*srs.Rewriter, error) {
+	qo := cfg.QueueOptions(logger.With("component", "queue"))
+	qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
+	qo.Local = deliverer
+	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
+	qo.DSNDomain = dsnDomain(cfg)
+	var rw *srs.Rewriter
+	if cfg.SMTP.SRS {
+		key, err := srs.LoadKey(cfg.SRSKeyFile())
+		if err == nil {
+			rw, err = srs.New(key)
+		}
+		if err != nil {
+			return nil, err
+		}
+		qo.SRS = rw
+	}
+	q, err := queue.Open(cfg.QueueDir(), qo)
+	if err != nil {
+		return nil, fmt.Errorf("outbound queue: %w", err)
+	}
+	s.queue = q
+	return rw, nil
+}
+
+// openListeners opens every listener in want, or none: on error those
+// already open are closed. Each is served by a start function.
+func (s *Server) openListeners(want []pending) error {
 	var opened []net.Listener
 	for _, p := range want {
 		l, err := listen(p.addr)
@@ -199,11 +258,10 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 			for _, o := range opened {
 				o.Close()
 			}
-			return nil, fmt.Errorf("%s: cannot listen on %s: %w", p.name, p.addr, err)
+			return fmt.Errorf("%s: cannot listen on %s: %w", p.name, p.addr, err)
 		}
 		opened = append(opened, l)
 		s.listeners = append(s.listeners, Listener{p.name, l.Addr().String()})
-		s.wg.Add(1)
 		s.starts = append(s.starts, func() {
 			defer s.wg.Done()
 			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) && !errors.Is(err, smtpin.ErrServerClosed) {
@@ -211,10 +269,17 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 			}
 		})
 	}
+	s.wg.Add(len(opened))
+	return nil
+}
+
+// startBackground starts the certificate watcher and the guard sweeper, and
+// adds the queue worker to the start functions.
+func (s *Server) startBackground() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.ctx, s.cancel = ctx, cancel
-	go certs.Watch(ctx, tlsutil.DefaultWatchInterval)
-	go sweepGuard(ctx, guard)
+	go s.certs.Watch(ctx, tlsutil.DefaultWatchInterval)
+	go sweepGuard(ctx, s.guard)
 	if s.queue != nil {
 		// Started with the listeners, once privileges are dropped; it
 		// stops when ctx is cancelled, after its attempts are recorded.
@@ -224,8 +289,6 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 			s.queue.Run(ctx)
 		})
 	}
-	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
-	return s, nil
 }
 
 // guardSweepInterval is how often expired login blocks are noticed (and
