@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -185,16 +184,7 @@ func runDKIM(env *cmdEnv, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	domain := strings.ToLower(pos[1])
-	var recs []dkim.Record
-	var err error
-	if *algo == "" {
-		recs, err = dkim.KeygenAll(cfg.DKIMDir(), domain)
-	} else {
-		var r dkim.Record
-		r, err = dkim.Keygen(cfg.DKIMDir(), domain, *algo, *selector)
-		recs = append(recs, r)
-	}
+	recs, err := dkim.Generate(cfg.DKIMDir(), pos[1], *algo, *selector)
 	if err != nil {
 		errorf(env, "dkim: %v", err)
 		return exitError
