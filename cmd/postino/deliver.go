@@ -130,7 +130,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 // enqueueForward queues the spooled message for remote addresses, with the
 // envelope sender SMTP would forward it with (SRS when on).
 func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliverer, fr *config.Resolution, users *auth.DB, from string, rcpts []string, dsn []envelope.RecipientDSN, sp *delivery.Spool, logger *slog.Logger) error {
-	qo := cfg.QueueOptions(logger)
+	qo := queue.ConfigOptions(cfg, logger)
 	qo.IsLocalDomain = fr.IsLocal
 	qo.Local = d
 	q, err := queue.Open(cfg.QueueDir(), qo)

@@ -37,7 +37,7 @@ func runQueue(env *cmdEnv, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	q, err := queue.Open(cfg.QueueDir(), cfg.QueueOptions(nil))
+	q, err := queue.Open(cfg.QueueDir(), queue.ConfigOptions(cfg, nil))
 	if err != nil {
 		errorf(env, "queue: %v", err)
 		return exitTempFail

@@ -1,17 +1,14 @@
 package config
 
 import (
-	"context"
 	"crypto/tls"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/pop3"
@@ -20,7 +17,9 @@ import (
 // This file turns the configuration into the options of each package: the
 // one place where a setting meets the field that uses it. The packages
 // themselves hold no defaults of their settings (the public pop3 package
-// and the queue export theirs as constants, which Default uses).
+// and the login guard export theirs as constants, which Default uses).
+// The outbound queue builds its own options (queue.ConfigOptions), so
+// that its tests can start from Default.
 
 // SMTPOptions returns the settings of an SMTP server of the given role
 // (MX, submission or LMTP). The caller adds what is not a setting: TLS,
@@ -44,42 +43,6 @@ func (c *Config) SMTPOptions(role smtpin.Role) smtpin.Options {
 		AllowAnySender:      !s.RestrictSender,
 		Postmaster:          s.Postmaster,
 	}
-}
-
-// QueueOptions returns the outbound queue's settings, with logger. The
-// caller adds what is not a setting: IsLocalDomain, Local, Signer,
-// DSNDomain and SRS.
-func (c *Config) QueueOptions(logger *slog.Logger) queue.Options {
-	q := c.Queue
-	o := queue.Options{
-		Hostname:        c.Hostname,
-		Logger:          logger,
-		MinBackoff:      q.MinBackoff.Duration,
-		MaxBackoff:      q.MaxBackoff.Duration,
-		MaxLifetime:     q.MaxLifetime.Duration,
-		DelayWarning:    q.DelayWarning.Duration,
-		ConnectTimeout:  q.ConnectTimeout.Duration,
-		CommandTimeout:  q.CommandTimeout.Duration,
-		DataDoneTimeout: q.DataDoneTimeout.Duration,
-		MaxPerDomain:    q.MaxPerDomain,
-		MaxConcurrent:   q.MaxConcurrent,
-		MaxMessageSize:  int64(c.SMTP.MaxMessageSize),
-		BounceSizeLimit: int64(q.BounceSizeLimit),
-		DisableSTARTTLS: !q.STARTTLS,
-		Routes:          c.QueueRoutes(),
-	}
-	if q.DNSServer != "" {
-		server := q.DNSServer
-		o.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, server)
-		}}
-	}
-	if q.Smarthost != "" {
-		o.Smarthost = &queue.Smarthost{Addr: q.Smarthost, Username: q.SmarthostUsername,
-			Password: q.SmarthostPassword, RequireTLS: q.SmarthostRequireTLS}
-	}
-	return o
 }
 
 // Guard returns the failed-login guard of the [users] section, shared by

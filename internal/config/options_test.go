@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/pop3"
@@ -33,11 +32,6 @@ func TestDefaultOptionsBuild(t *testing.T) {
 			t.Errorf("smtpin.New(Default().SMTPOptions(%v)) = %v", role, err)
 		}
 	}
-	q, err := queue.Open(filepath.Join(dir, "queue"), c.QueueOptions(nil))
-	if err != nil {
-		t.Fatalf("queue.Open(Default().QueueOptions()) = %v", err)
-	}
-	q.Close()
 }
 
 // TestOptionsCarrySettings: a setting changed in the file reaches the
@@ -51,12 +45,6 @@ max_message_size = "1MiB"
 command_timeout = "1m"
 data_timeout = "2m"
 restrict_sender = false
-[queue]
-max_per_domain = 4
-bounce_size_limit = "1000B"
-smarthost = "127.0.0.1:2525"
-starttls = false
-routes = ["example.test=127.0.0.1:25"]
 [users]
 failure_delay = "0s"
 cache_ttl = "5s"
@@ -71,11 +59,6 @@ login_delay = "3s"
 	if o.Role != smtpin.RoleSubmission || o.MaxRecipients != 7 || o.MaxErrors != 3 || o.MaxMessageBytes != 1<<20 ||
 		o.ReadTimeout != time.Minute || o.DataTimeout != 2*time.Minute || !o.AllowAnySender {
 		t.Errorf("SMTPOptions = %+v", o)
-	}
-	q := c.QueueOptions(nil)
-	if q.MaxPerDomain != 4 || q.BounceSizeLimit != 1000 || q.MaxMessageSize != 1<<20 || !q.DisableSTARTTLS ||
-		q.Smarthost == nil || q.Smarthost.Addr != "127.0.0.1:2525" || q.Routes["example.test"] != "127.0.0.1:25" {
-		t.Errorf("QueueOptions = %+v", q)
 	}
 	if g := c.Guard(nil); g.BaseDelay >= 0 {
 		t.Errorf("failure_delay = 0s gives Guard.BaseDelay %v, want a negative value (no delay)", g.BaseDelay)

@@ -224,7 +224,7 @@ func (s *Server) buildSMTP(cfg *config.Config, logger *slog.Logger, deliverer *d
 // openQueue opens the outbound queue, with DKIM signing and, when
 // smtp.srs is on, the SRS rewriter it returns.
 func (s *Server) openQueue(cfg *config.Config, logger *slog.Logger, deliverer *delivery.Deliverer, al *aliases.Reloading) (*srs.Rewriter, error) {
-	qo := cfg.QueueOptions(logger.With("component", "queue"))
+	qo := queue.ConfigOptions(cfg, logger.With("component", "queue"))
 	qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
 	qo.Local = deliverer
 	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
