@@ -9,7 +9,6 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -18,32 +17,9 @@ import (
 // one place where a setting meets the field that uses it. The packages
 // themselves hold no defaults of their settings (the public pop3 package
 // and the login guard export theirs as constants, which Default uses).
-// The outbound queue builds its own options (queue.ConfigOptions), so
-// that its tests can start from Default.
-
-// SMTPOptions returns the settings of an SMTP server of the given role
-// (MX, submission or LMTP). The caller adds what is not a setting: TLS,
-// Logger, Deliverer, Users, Aliases, Guard, Relay and SRS.
-func (c *Config) SMTPOptions(role smtpin.Role) smtpin.Options {
-	s := c.SMTP
-	return smtpin.Options{
-		Hostname:            c.Hostname,
-		Role:                role,
-		MaxMessageBytes:     int64(s.MaxMessageSize),
-		MaxRecipients:       s.MaxRecipients,
-		ReadTimeout:         s.CommandTimeout.Duration,
-		DataTimeout:         s.DataTimeout.Duration,
-		MaxErrors:           s.MaxErrors,
-		MaxConnections:      s.MaxConnections,
-		MaxConnectionsPerIP: s.MaxConnectionsPerIP,
-		TrustedNetworks:     s.TrustedNetworkPrefixes(),
-		LocalDomains:        s.LocalDomains,
-		PlusSeparator:       s.PlusSeparator,
-		PlaintextAuth:       s.PlaintextAuth,
-		AllowAnySender:      !s.RestrictSender,
-		Postmaster:          s.Postmaster,
-	}
-}
+// The SMTP servers and the outbound queue build their own options
+// (smtpin.ConfigOptions, queue.ConfigOptions), so that their tests can
+// start from Default.
 
 // Guard returns the failed-login guard of the [users] section, shared by
 // POP3 and SMTP AUTH; smtp.trusted_networks are never blocked.

@@ -174,7 +174,7 @@ func (s *Server) buildSMTP(cfg *config.Config, logger *slog.Logger, deliverer *d
 		return nil, err
 	}
 	mk := func(role smtpin.Role, withTLS bool) (*smtpin.Server, error) {
-		o := cfg.SMTPOptions(role)
+		o := smtpin.ConfigOptions(cfg, role)
 		o.Logger = logger
 		o.Deliverer = deliverer
 		o.Users = s.users

@@ -21,6 +21,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
@@ -120,6 +121,17 @@ type envConfig struct {
 	store   func(store.Store) store.Store
 }
 
+// defaultOptions are the options of the default configuration in role,
+// with the host name mx.example.test, no connection limits and no trusted
+// networks.
+func defaultOptions(role Role) Options {
+	c := config.Default()
+	c.Hostname = "mx.example.test"
+	c.SMTP.TrustedNetworks = nil
+	c.SMTP.MaxConnections, c.SMTP.MaxConnectionsPerIP = 0, 0
+	return ConfigOptions(c, role)
+}
+
 func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
 	t.Helper()
 	dir := t.TempDir()
@@ -140,22 +152,12 @@ func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
 		}
 	}
 	cfg := envConfig{
-		opts: Options{
-			Hostname:      "mx.example.test",
-			Role:          role,
-			PlusSeparator: "+",
-			Users:         db,
-			MaxErrors:     100,
-			// config.Default's limits (config imports this package,
-			// so its tests cannot import config).
-			MaxMessageBytes: 50 << 20,
-			MaxRecipients:   100,
-			ReadTimeout:     5 * time.Minute,
-			DataTimeout:     10 * time.Minute,
-			Logger:          slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		},
+		opts:    defaultOptions(role),
 		aliases: testAliases,
 	}
+	cfg.opts.Users = db
+	cfg.opts.MaxErrors = 100
+	cfg.opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -80,7 +80,7 @@ const (
 	DefaultWriteTimeout = 5 * time.Minute
 )
 
-// Options configure a Server. config.Config.SMTPOptions builds them from
+// Options configure a Server. ConfigOptions builds them from
 // the configuration, which holds the defaults of every limit that is a
 // setting: New refuses a zero MaxMessageBytes, MaxRecipients,
 // ReadTimeout, DataTimeout or MaxErrors.
