@@ -78,9 +78,13 @@ func runServe(env *cmdEnv, args []string) int {
 	srv.Start()
 	printBanner(env, srv, cfg, common.source)
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	sigs := env.signals
+	if sigs == nil {
+		c := make(chan os.Signal, 4)
+		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		defer signal.Stop(c)
+		sigs = c
+	}
 	for {
 		select {
 		case err := <-srv.Failed():
