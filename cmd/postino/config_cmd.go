@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/postino-mail/postino/internal/config"
 )
@@ -129,7 +131,12 @@ func runConfig(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "config", "config default | config check [FILE] [--config FILE]\n\n"+
 		"check validates FILE, or the file --config names, or the one found in the\n"+
 		"usual places ($"+config.EnvVar+", ./"+config.LocalFile+", "+config.SystemFile+"), and\n"+
-		"says which file it checked and which data folder it names.")
+		"says which file it checked and which data folder it names. It reports every\n"+
+		"problem in one run, each as FILE:LINE: KEY: message on standard error:\n"+
+		"unknown keys, bad values, tls.cert/tls.key, the users and aliases files,\n"+
+		"DKIM keys, listener addresses (each is bound for an instant) and users\n"+
+		"outside smtp.local_domains; it exits 78 if there is any error (warnings\n"+
+		"do not change the exit code).")
 	var common commonFlags
 	common.register(fs)
 	pos, code, ok := parseFlags(fs, args)
@@ -158,17 +165,7 @@ func runConfig(env *cmdEnv, args []string) int {
 		case len(pos) == 2:
 			common.configFile = pos[1]
 		}
-		cfg, err := common.load()
-		if err != nil {
-			errorf(env, "%v", err)
-			return exitConfigError
-		}
-		state := "exists"
-		if err := common.requireData(cfg); err != nil {
-			state = "does not exist yet; \"postino serve\" or \"postino init\" creates it"
-		}
-		fmt.Fprintf(env.stdout, "%s: OK\ndata folder: %s (%s)\n", common.source, cfg.DataDir, state)
-		return exitOK
+		return checkConfig(env, &common)
 	}
 	return fs.usageError("unknown config command %q (default, check)", pos[0])
 }
@@ -201,4 +198,52 @@ func runInit(env *cmdEnv, args []string) int {
 	}
 	fmt.Fprintf(env.stdout, "created data folder %s (%s)\n", cfg.DataDir, common.dataSource())
 	return exitOK
+}
+
+// checkTimeout bounds the listener checks of "config check".
+const checkTimeout = 30 * time.Second
+
+// checkConfig runs "config check": every finding of config.Check on
+// standard error, then a summary and the data folder on standard output.
+// It exits with EX_CONFIG when there is any error.
+func checkConfig(env *cmdEnv, common *commonFlags) int {
+	src, err := config.Locate(common.configFile)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitConfigError
+	}
+	common.source = src
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	res := config.Check(ctx, src.Path, config.CheckOptions{DataDir: common.dataDir})
+	for _, f := range res.Findings {
+		fmt.Fprintln(env.stderr, f)
+	}
+	nErr, nWarn := res.Errors(), res.Warnings()
+	summary := "OK"
+	if nErr > 0 {
+		summary = plural(nErr, "error") + ", " + plural(nWarn, "warning")
+	} else if nWarn > 0 {
+		summary = "OK, " + plural(nWarn, "warning")
+	}
+	fmt.Fprintf(env.stdout, "%s: %s\n", common.source, summary)
+	if res.Config != nil {
+		state := "exists"
+		if err := common.requireData(res.Config); err != nil {
+			state = "does not exist yet; \"postino serve\" or \"postino init\" creates it"
+		}
+		fmt.Fprintf(env.stdout, "data folder: %s (%s)\n", res.Config.DataDir, state)
+	}
+	if nErr > 0 {
+		return exitConfigError
+	}
+	return exitOK
+}
+
+// plural returns "1 error" or "2 errors".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -7,15 +7,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/term"
 
+	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/config"
 )
 
 // userUsage is the usage of "postino user".
-const userUsage = `user add ADDRESS [--password-stdin] [--scheme ARGON2ID|SCRAM-SHA-256]
+const userUsage = `user add ADDRESS [--password-stdin] [--scheme ARGON2ID|SCRAM-SHA-256] [--force]
        postino user passwd ADDRESS [--password-stdin] [--scheme ...]
        postino user del ADDRESS
        postino user list
@@ -23,13 +26,16 @@ const userUsage = `user add ADDRESS [--password-stdin] [--scheme ARGON2ID|SCRAM-
 Every form also takes --config FILE and --data DIR. The password is asked
 for twice on a terminal, or read from the first line of standard input with
 --password-stdin. The data folder must exist ("postino serve" or
-"postino init" creates it).`
+"postino init" creates it). "user add" refuses an address whose domain is
+not in smtp.local_domains (when that list is set), as mail for it would not
+be delivered to the mailbox, unless --force is given.`
 
 func runUser(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "user", userUsage)
 	var common commonFlags
 	common.register(fs)
 	stdinPw := fs.Bool("password-stdin", false, "read the password from standard input")
+	force := fs.Bool("force", false, "user add: add the user even if its domain is not in smtp.local_domains")
 	scheme := fs.String("scheme", "ARGON2ID", "password `SCHEME` for new hashes: ARGON2ID, or SCRAM-SHA-256 (enables AUTH SCRAM-SHA-256 for this user)")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
@@ -90,6 +96,9 @@ func runUser(env *cmdEnv, args []string) int {
 			if _, exists := db.Lookup(addr); exists {
 				errorf(env, "user %s already exists", addr)
 				return exitError
+			}
+			if !localDomainOK(env, cfg, db, addr, *force) {
+				return exitConfigError
 			}
 		} else if _, exists := db.Lookup(addr); !exists {
 			errorf(env, "no such user: %s", addr)
@@ -190,4 +199,38 @@ func checkPassword(p string) (string, error) {
 		return "", errors.New("the password contains a NUL or line break")
 	}
 	return p, nil
+}
+
+// localDomainOK checks the domain of a user about to be added. With
+// smtp.local_domains set, a domain outside it is refused (mail for the
+// user would be relayed or refused, never delivered to the mailbox) unless
+// force; with it empty the domains of users and aliases are the local
+// ones, so a new domain becomes local, which is said on standard error.
+func localDomainOK(env *cmdEnv, cfg *config.Config, db *auth.DB, addr string, force bool) bool {
+	domain := strings.ToLower(addr[strings.LastIndexByte(addr, '@')+1:])
+	local := cfg.SMTP.LocalDomains
+	if len(local) > 0 {
+		if slices.ContainsFunc(local, func(d string) bool { return strings.EqualFold(d, domain) }) {
+			return true
+		}
+		if force {
+			fmt.Fprintf(env.stderr, "postino: warning: %s is not in smtp.local_domains (%s): mail for %s is not delivered to its mailbox until the domain is added\n",
+				domain, strings.Join(local, ", "), addr)
+			return true
+		}
+		errorf(env, "%s is not in smtp.local_domains (%s), so mail for %s would not be delivered to its mailbox.\n"+
+			"Add %q to smtp.local_domains first, or use --force to add the user anyway", domain, strings.Join(local, ", "), addr, domain)
+		return false
+	}
+	users, _ := db.List()
+	for _, u := range users {
+		if strings.EqualFold(u.Address[strings.LastIndexByte(u.Address, '@')+1:], domain) {
+			return true
+		}
+	}
+	if t, err := aliases.Load(cfg.AliasesFile()); err == nil && slices.Contains(t.Domains(), domain) {
+		return true
+	}
+	fmt.Fprintf(env.stderr, "postino: note: smtp.local_domains is empty, so the domains of the users and aliases are local: %s becomes a local domain\n", domain)
+	return true
 }

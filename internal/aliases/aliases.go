@@ -98,13 +98,13 @@ func readFile(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// Parse parses the content of an aliases file. Errors wrap ErrSyntax (or
-// auth.ErrInvalidAddress) and start with "line N:".
+// Parse parses the content of an aliases file. Every problem is reported,
+// not only the first: the error is the errors.Join of one error per bad
+// line, each wrapping ErrSyntax (or auth.ErrInvalidAddress) and starting
+// with "line N:". Loops and over-deep chains are looked for only when every
+// line parses.
 func Parse(data []byte) (*Table, error) {
-	entries, err := logicalLines(data)
-	if err != nil {
-		return nil, err
-	}
+	entries, errs := logicalLines(data)
 	t := &Table{
 		aliases:  make(map[string][]string),
 		folded:   make(map[string][]string),
@@ -113,8 +113,11 @@ func Parse(data []byte) (*Table, error) {
 	}
 	for _, e := range entries {
 		if err := t.addEntry(e); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	if err := t.checkGraph(); err != nil {
 		return nil, err
@@ -127,8 +130,10 @@ func lineErr(line int, format string, args ...any) error {
 }
 
 // logicalLines splits data into logical lines, joining continuation lines.
-func logicalLines(data []byte) ([]entry, error) {
+// A bad physical line is reported and left out; the others are kept.
+func logicalLines(data []byte) ([]entry, []error) {
 	var entries []entry
+	var errs []error
 	n := 0
 	for len(data) > 0 {
 		n++
@@ -137,7 +142,8 @@ func logicalLines(data []byte) ([]entry, error) {
 		raw = bytes.TrimSuffix(raw, []byte("\r"))
 		s := string(raw)
 		if strings.ContainsRune(s, '\r') || strings.ContainsRune(s, 0) {
-			return nil, lineErr(n, "control character in line")
+			errs = append(errs, lineErr(n, "control character in line"))
+			continue
 		}
 		trimmed := strings.TrimSpace(s)
 		if trimmed == "" || trimmed[0] == '#' {
@@ -145,18 +151,19 @@ func logicalLines(data []byte) ([]entry, error) {
 		}
 		if s[0] == ' ' || s[0] == '\t' {
 			if len(entries) == 0 {
-				return nil, lineErr(n, "continuation line without a preceding entry")
+				errs = append(errs, lineErr(n, "continuation line without a preceding entry"))
+				continue
 			}
 			last := &entries[len(entries)-1]
 			last.text += " " + trimmed
 			if len(last.text) > MaxFileSize {
-				return nil, lineErr(n, "logical line too long")
+				return entries, append(errs, lineErr(n, "logical line too long"))
 			}
 			continue
 		}
 		entries = append(entries, entry{line: n, text: s})
 	}
-	return entries, nil
+	return entries, errs
 }
 
 // addEntry parses one logical line into t.

@@ -110,6 +110,34 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestParseAllErrors checks that every bad line is reported, each with its
+// line number, and that the good lines between them do not hide any.
+func TestParseAllErrors(t *testing.T) {
+	in := "ok@x.test: a@x.test\n" +
+		"no colon here\n" +
+		"ok2@x.test: b@x.test\n" +
+		"bad@x.test: /etc/passwd\n" +
+		"  \n" +
+		"@x.test: c@x.test, d@x.test\n" +
+		"ok@x.test: e@x.test\n"
+	_, err := Parse([]byte(in))
+	if err == nil {
+		t.Fatal("Parse accepted four bad lines")
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("error %v is not a list of errors", err)
+	}
+	var got []string
+	for _, e := range j.Unwrap() {
+		got = append(got, strings.SplitN(e.Error(), ":", 2)[0])
+	}
+	want := []string{"line 2", "line 4", "line 6", "line 7"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("errors on %q, want %q:\n%v", got, want, err)
+	}
+}
+
 func TestDepth(t *testing.T) {
 	chain := func(n int) string {
 		var b strings.Builder
