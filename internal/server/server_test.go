@@ -257,3 +257,25 @@ func TestBuildBadStore(t *testing.T) {
 		t.Fatalf("Build with an impossible data folder = %v", err)
 	}
 }
+
+// TestDSNDomain: bounces are signed as the host name's local domain, else
+// as the first local domain.
+func TestDSNDomain(t *testing.T) {
+	for _, c := range []struct {
+		host    string
+		domains []string
+		want    string
+	}{
+		{"mail.example.test", nil, ""},
+		{"mail.example.test", []string{"example.test"}, ""},
+		{"Example.TEST", []string{"other.test", "example.test"}, ""},
+		{"mx.provider.test", []string{"example.test", "other.test"}, "example.test"},
+		{"notexample.test", []string{"example.test"}, "example.test"},
+	} {
+		cfg := config.Default()
+		cfg.Hostname, cfg.SMTP.LocalDomains = c.host, c.domains
+		if got := dsnDomain(cfg); got != c.want {
+			t.Errorf("dsnDomain(%q, %q) = %q, want %q", c.host, c.domains, got, c.want)
+		}
+	}
+}
