@@ -93,11 +93,15 @@ func pinned(fingerprint string) *tls.Config {
 	}
 }
 
-// opened are the connections dial made, closed before Shutdown (which
-// lets sessions finish).
-var opened []*conn
+// clients dials connections and remembers them, to close them before
+// Shutdown (which lets sessions finish).
+type clients struct {
+	t      *testing.T
+	opened []*conn
+}
 
-func dial(t *testing.T, addr string, implicitTLS bool, fingerprint string) *conn {
+func (cl *clients) dial(addr string, implicitTLS bool, fingerprint string) *conn {
+	t := cl.t
 	t.Helper()
 	var nc net.Conn
 	var err error
@@ -111,7 +115,7 @@ func dial(t *testing.T, addr string, implicitTLS bool, fingerprint string) *conn
 	}
 	c := &conn{t: t, c: nc, br: bufio.NewReader(nc)}
 	t.Cleanup(func() { c.c.Close() })
-	opened = append(opened, c)
+	cl.opened = append(cl.opened, c)
 	return c
 }
 
@@ -141,6 +145,7 @@ func TestBuildServesEveryListener(t *testing.T) {
 	if !ok {
 		t.Fatal("no self-signed certificate without tls.cert")
 	}
+	cl := &clients{t: t}
 	db := srv.Users()
 	db.Argon2 = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 	h, err := db.HashPassword("alice-pw")
@@ -152,7 +157,7 @@ func TestBuildServesEveryListener(t *testing.T) {
 	}
 
 	// LMTP delivery (RFC 2033 §4.2: one reply per recipient after DATA).
-	c := dial(t, addr["lmtp"], false, "")
+	c := cl.dial(addr["lmtp"], false, "")
 	c.expect("220", c.line())
 	c.expect("250", c.cmd("LHLO client.example.test"))
 	c.expect("250", c.cmd("MAIL FROM:<bob@remote.example>"))
@@ -165,9 +170,9 @@ func TestBuildServesEveryListener(t *testing.T) {
 	for _, mode := range []string{"plain", "STLS", "implicit TLS"} {
 		var c *conn
 		if mode == "implicit TLS" {
-			c = dial(t, addr["pop3s"], true, fp)
+			c = cl.dial(addr["pop3s"], true, fp)
 		} else {
-			c = dial(t, addr["pop3"], false, "")
+			c = cl.dial(addr["pop3"], false, "")
 		}
 		c.expect("+OK", c.line())
 		if mode == "STLS" {
@@ -182,13 +187,13 @@ func TestBuildServesEveryListener(t *testing.T) {
 		c.expect("+OK", c.cmd("QUIT"))
 	}
 	// A forged login is refused.
-	c = dial(t, addr["pop3"], false, "")
+	c = cl.dial(addr["pop3"], false, "")
 	c.expect("+OK", c.line())
 	c.expect("+OK", c.cmd("USER alice@example.test"))
 	c.expect("-ERR", c.cmd("PASS guessed"))
 
 	// The MX is no open relay.
-	c = dial(t, addr["smtp"], false, "")
+	c = cl.dial(addr["smtp"], false, "")
 	c.expect("220", c.line())
 	c.expect("250", c.cmd("EHLO attacker.example"))
 	c.expect("250", c.cmd("MAIL FROM:<spam@attacker.example>"))
@@ -196,19 +201,19 @@ func TestBuildServesEveryListener(t *testing.T) {
 
 	// Submission: STARTTLS on one port, implicit TLS on the other, AUTH
 	// offered once encrypted.
-	c = dial(t, addr["submission"], false, "")
+	c = cl.dial(addr["submission"], false, "")
 	c.expect("220", c.line())
 	c.expect("250", c.cmd("EHLO client.example.test"))
 	c.expect("220", c.cmd("STARTTLS"))
 	c.startTLS(fp)
 	c.expect("250", c.cmd("EHLO client.example.test"))
-	c = dial(t, addr["submissions"], true, fp)
+	c = cl.dial(addr["submissions"], true, fp)
 	c.expect("220", c.line())
 	c.expect("250", c.cmd("EHLO client.example.test"))
 	c.expect("5", c.cmd("MAIL FROM:<alice@example.test>")) // no AUTH yet
 
 	srv.Reload(logger)
-	for _, c := range opened {
+	for _, c := range cl.opened {
 		c.c.Close()
 	}
 	if !srv.Shutdown(logger) {
