@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -165,8 +166,12 @@ func (m *scramMech) clientFinal(msg string) ([]byte, *saslResult, error) {
 		clientKey[i] = proof[i] ^ sig[i]
 	}
 	h := sha256.Sum256(clientKey)
-	if subtle.ConstantTimeCompare(h[:], m.cred.StoredKey) != 1 || !m.known {
-		return nil, &saslResult{username: m.username}, errSCRAMFailed
+	if !m.known {
+		// The same answer as a wrong proof; the cause is for the log.
+		return nil, &saslResult{username: m.username}, fmt.Errorf("%w (unknown user or no SCRAM credentials)", errSCRAMFailed)
+	}
+	if subtle.ConstantTimeCompare(h[:], m.cred.StoredKey) != 1 {
+		return nil, &saslResult{username: m.username}, fmt.Errorf("%w (wrong password)", errSCRAMFailed)
 	}
 	return []byte("v=" + base64.StdEncoding.EncodeToString(hmacSHA256(m.cred.ServerKey, m.authMessage))), nil, nil
 }

@@ -176,7 +176,7 @@ func newSession(srv *Server, c net.Conn) *session {
 		ctx:    ctx,
 		cancel: cancel,
 		state:  stateAuthorization,
-		log:    srv.logger().With("proto", "pop3", "session", id, "remote", c.RemoteAddr().String()),
+		log:    srv.logger().With("proto", "pop3", "id", id, "remote", c.RemoteAddr().String()),
 	}
 }
 
@@ -576,7 +576,8 @@ func (s *session) openMaildrop(user string) error {
 		if e == ErrTemporary {
 			s.log.Error("opening maildrop", "user", user, "err", err)
 		} else {
-			s.log.Info("maildrop not opened", "user", user, "err", err)
+			// RFC 2449 §8.1: [IN-USE], [LOGIN-DELAY] and the like.
+			s.logRefusal(slog.LevelInfo, user, e, err)
 		}
 		// The connection stays usable: the client may retry later.
 		return e
@@ -591,6 +592,18 @@ func (s *session) openMaildrop(user string) error {
 	return s.okf("Logged in, %d messages (%d octets).", n, size)
 }
 
+// logRefusal logs a refused login or maildrop with the keys user, code
+// (the response code, as "-ERR [AUTH]") and reason: err's text, which
+// may tell more than the response (an unknown user or a wrong password):
+// it goes to the log only.
+func (s *session) logRefusal(level slog.Level, user string, e *Error, err error) {
+	code := "-ERR"
+	if e.Code != "" {
+		code += " [" + e.Code + "]"
+	}
+	s.log.Log(s.ctx, level, "pop3: refused", "user", user, "code", code, "reason", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "pop3: "), "["+e.Code+"] "))
+}
+
 // authFailed answers a failed login and ends the connection after too
 // many (RFC 3206 §5: [AUTH] on a credential failure).
 func (s *session) authFailed(username string, err error) error {
@@ -600,7 +613,11 @@ func (s *session) authFailed(username string, err error) error {
 		return e
 	}
 	s.authFailures++
-	s.log.Info("login failed", "username", username, "reason", e.Code)
+	level := slog.LevelInfo
+	if errors.Is(err, ErrLoginDelay) {
+		level = slog.LevelWarn // an address the backend blocks
+	}
+	s.logRefusal(level, username, e, err)
 	if s.authFailures >= orDefault(s.srv.MaxAuthFailures, DefaultMaxAuthFailures) {
 		s.reply(e.line())
 		s.reply("-ERR Too many failed logins, closing connection.")

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
@@ -41,7 +42,9 @@ func runDeliver(env *cmdEnv, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Every delivery is logged (configured format and level, standard
+	// error), with who ran the command and the message's id.
+	logger := commandLogger(env, cfg, "deliver")
 	users := auth.OpenDB(cfg.UsersFile())
 	d, _, err := cfg.OpenDeliverer(users, logger)
 	if err != nil {
@@ -53,7 +56,10 @@ func runDeliver(env *cmdEnv, args []string) int {
 		errorf(env, "deliver: %v", err)
 		return exitTempFail
 	}
-	ctx := context.Background()
+	// The message's id: in every log line about it, and its id in the
+	// queue when it is forwarded.
+	id := envelope.NewMessageID(time.Now())
+	ctx := delivery.WithMessageID(context.Background(), id)
 	// Every recipient is resolved, exactly as SMTP resolves RCPT TO,
 	// before anything is stored: an unknown one delivers nothing.
 	type local struct {
@@ -67,6 +73,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 		addr := normalizeAddress(rcpt)
 		res, ok := fr.Resolver.Resolve(addr, logger)
 		if !ok {
+			logger.Info("deliver: refused", "id", id, "from", *from, "rcpt", rcpt, "code", "EX_NOUSER", "reason", "unknown user")
 			errorf(env, "deliver: %v: %s (nothing was delivered)", delivery.ErrUnknownUser, rcpt)
 			return exitNoUser
 		}
@@ -116,7 +123,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 		// Aliases that forward elsewhere: the message goes into the
 		// outbound queue's folder, which the running server watches (as
 		// Postfix's sendmail drops mail into its maildrop).
-		if err := enqueueForward(ctx, cfg, d, fr, users, *from, remotes, dsn, sp, logger); err != nil {
+		if err := enqueueForward(ctx, cfg, d, fr, users, *from, remotes, dsn, sp, logger, id); err != nil {
 			for mb := range done {
 				fmt.Fprintf(env.stderr, "postino: deliver: delivered to %s before the failure\n", mb)
 			}
@@ -124,12 +131,13 @@ func runDeliver(env *cmdEnv, args []string) int {
 			return exitTempFail
 		}
 	}
+	logger.Info("deliver: done", "id", id, "from", *from, "rcpts", pos, "mailboxes", len(done), "queued", len(remotes))
 	return exitOK
 }
 
 // enqueueForward queues the spooled message for remote addresses, with the
 // envelope sender SMTP would forward it with (SRS when on).
-func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliverer, fr *config.Resolution, users *auth.DB, from string, rcpts []string, dsn []envelope.RecipientDSN, sp *delivery.Spool, logger *slog.Logger) error {
+func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliverer, fr *config.Resolution, users *auth.DB, from string, rcpts []string, dsn []envelope.RecipientDSN, sp *delivery.Spool, logger *slog.Logger, id string) error {
 	qo := queue.ConfigOptions(cfg, logger)
 	qo.IsLocalDomain = fr.IsLocal
 	qo.Local = d
@@ -142,7 +150,7 @@ func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliver
 		return envelope.PrimaryDomain(cfg.Hostname, cfg.SMTP.LocalDomains, users, fr.Aliases, fr.IsLocal)
 	}
 	sender := smtpin.ForwardSender(fr.SRS, from, "", primary, logger)
-	if _, err := q.Enqueue(ctx, sender, rcpts, envelope.DSNParams{Recipients: dsn}, sp.Reader()); err != nil {
+	if _, err := q.Enqueue(ctx, sender, rcpts, envelope.DSNParams{Recipients: dsn, ID: id}, sp.Reader()); err != nil {
 		return err
 	}
 	return q.Store().Kick()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"text/tabwriter"
 	"time"
 
@@ -37,7 +38,13 @@ func runQueue(env *cmdEnv, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	q, err := queue.Open(cfg.QueueDir(), queue.ConfigOptions(cfg, nil))
+	// retry and delete change the queue: they are logged, with who ran
+	// them.
+	var logger *slog.Logger
+	if pos[0] == "retry" || pos[0] == "delete" {
+		logger = commandLogger(env, cfg, "queue "+pos[0])
+	}
+	q, err := queue.Open(cfg.QueueDir(), queue.ConfigOptions(cfg, logger))
 	if err != nil {
 		errorf(env, "queue: %v", err)
 		return exitTempFail
@@ -71,15 +78,18 @@ func runQueue(env *cmdEnv, args []string) int {
 		}
 		n, err := q.Retry(ctx, id)
 		if err != nil {
+			logger.Warn("queue: retry failed", "id", id, "err", err)
 			errorf(env, "queue: %v", err)
 			return queueExit(err)
 		}
+		logger.Info("queue: retry by administrator", "id", id, "entries", n)
 		fmt.Fprintf(env.stdout, "%d entries will be retried now\n", n)
 		return exitOK
 	case "delete":
 		id := pos[1]
 		n, err := q.Delete(ctx, id)
 		if err != nil {
+			logger.Warn("queue: delete failed", "id", id, "err", err)
 			if errors.Is(err, queue.ErrBusy) {
 				errorf(env, "queue: %s is being delivered right now, try again in a moment", id)
 				return exitTempFail
@@ -87,6 +97,7 @@ func runQueue(env *cmdEnv, args []string) int {
 			errorf(env, "queue: %v", err)
 			return queueExit(err)
 		}
+		logger.Info("queue: delete by administrator", "id", id, "entries", n)
 		fmt.Fprintf(env.stdout, "deleted %d entries of %s (no bounce is sent)\n", n, id)
 		return exitOK
 	}

@@ -60,23 +60,28 @@ func runServe(env *cmdEnv, args []string) int {
 		return exitConfigError
 	}
 	logger := newLogger(env, cfg)
+	if cfg.LogFormat == "json" {
+		// Whatever a library writes with the standard log package stays
+		// JSON too.
+		slog.SetDefault(logger)
+	}
 	if err := checkPrivileges(cfg, logger); err != nil {
-		errorf(env, "%v", err)
+		serveError(env, cfg, logger, err)
 		return exitConfigError
 	}
 	srv, err := server.Build(cfg, logger)
 	if err != nil {
-		errorf(env, "%v", err)
+		serveError(env, cfg, logger, err)
 		return exitConfigError
 	}
 	if err := dropPrivileges(cfg, logger); err != nil {
-		errorf(env, "%v", err)
+		serveError(env, cfg, logger, err)
 		srv.Abort()
 		return exitConfigError
 	}
 	srv.StartAdmin(cfg, logger)
 	srv.Start()
-	printBanner(env, srv, cfg, common.source)
+	printBanner(env, srv, cfg, common.source, logger)
 
 	sigs := env.signals
 	if sigs == nil {
@@ -105,6 +110,17 @@ func runServe(env *cmdEnv, args []string) int {
 	}
 }
 
+// serveError reports an error that stops serve: through the logger with
+// log_format = "json", so that the output stays JSON, else as the other
+// commands do.
+func serveError(env *cmdEnv, cfg *config.Config, logger *slog.Logger, err error) {
+	if cfg.LogFormat == "json" {
+		logger.Error("serve: "+err.Error(), "err", err)
+		return
+	}
+	errorf(env, "%v", err)
+}
+
 func newLogger(env *cmdEnv, cfg *config.Config) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.SlogLevel()}
 	if cfg.LogFormat == "json" {
@@ -113,7 +129,23 @@ func newLogger(env *cmdEnv, cfg *config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(env.stderr, opts))
 }
 
-func printBanner(env *cmdEnv, s *server.Server, cfg *config.Config, src config.Source) {
+// printBanner tells what is served: as text on standard output, or, with
+// log_format = "json", as log lines (so that everything serve writes is
+// JSON): "serving" with the version, data folder and config, one
+// "listening" line per listener, and "users".
+func printBanner(env *cmdEnv, s *server.Server, cfg *config.Config, src config.Source, logger *slog.Logger) {
+	if cfg.LogFormat == "json" {
+		logger.Info("serving", "version", versionString(), "data_dir", cfg.DataDir, "config", src.String())
+		for _, l := range s.Listeners() {
+			logger.Info("listening", "listener", l.Name, "addr", l.Addr)
+		}
+		if fp, ok := s.SelfSigned(); ok {
+			logger.Info("TLS: self-signed certificate", "sha256", fp)
+		}
+		users, _ := s.Users().List()
+		logger.Info("users", "count", len(users), "file", cfg.UsersFile())
+		return
+	}
 	w := env.stdout
 	fmt.Fprintf(w, "postino %s serving %s\n", versionString(), cfg.DataDir)
 	fmt.Fprintf(w, "config: %s\n", src)

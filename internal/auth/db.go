@@ -20,8 +20,38 @@ import (
 )
 
 // ErrInvalidCredentials is returned by DB.Authenticate for an unknown user
-// and for a wrong password alike.
+// and for a wrong password alike: the errors it returns wrap it, and
+// ErrUnknownUser, ErrWrongPassword or ErrEmptyPassword as well, which
+// tell the cause for the log. Callers must give the client the same
+// answer for all of them.
 var ErrInvalidCredentials = errors.New("auth: invalid credentials")
+
+// Causes of an ErrInvalidCredentials, for the log only.
+var (
+	// ErrUnknownUser means no user has the name.
+	ErrUnknownUser = fmt.Errorf("%w: unknown user", ErrInvalidCredentials)
+	// ErrWrongPassword means the user exists and the password is wrong.
+	ErrWrongPassword = fmt.Errorf("%w: wrong password", ErrInvalidCredentials)
+	// ErrEmptyPassword means the password was empty, which never matches.
+	ErrEmptyPassword = fmt.Errorf("%w: empty password", ErrInvalidCredentials)
+)
+
+// FailureReason returns the cause of a failed login for the log: "unknown
+// user", "wrong password", "empty password", or err's text for any other
+// error. It must never be sent to the client.
+func FailureReason(err error) string {
+	switch {
+	case errors.Is(err, ErrUnknownUser):
+		return "unknown user"
+	case errors.Is(err, ErrWrongPassword):
+		return "wrong password"
+	case errors.Is(err, ErrEmptyPassword):
+		return "empty password"
+	case err == nil:
+		return ""
+	}
+	return err.Error()
+}
 
 // ErrUserExists is returned by DB.Add when the address is already a user.
 var ErrUserExists = errors.New("auth: user already exists")
@@ -332,7 +362,7 @@ func (db *DB) Authenticate(ctx context.Context, username, password string) (cano
 		return "", err
 	}
 	if password == "" {
-		return "", ErrInvalidCredentials
+		return "", ErrEmptyPassword
 	}
 	s, err := db.current()
 	if err != nil {
@@ -343,7 +373,7 @@ func (db *DB) Authenticate(ctx context.Context, username, password string) (cano
 		if err := withHashSlot(ctx, func() { db.dummyVerify(password) }); err != nil {
 			return "", err
 		}
-		return "", ErrInvalidCredentials
+		return "", ErrUnknownUser
 	}
 	now := db.now()
 	var key cacheKey
@@ -362,7 +392,7 @@ func (db *DB) Authenticate(ctx context.Context, username, password string) (cano
 		return "", fmt.Errorf("auth: stored password of %s: %w", u.Address, verr)
 	}
 	if !ok {
-		return "", ErrInvalidCredentials
+		return "", ErrWrongPassword
 	}
 	if useCache {
 		db.cache.add(key, now, db.CacheTTL, db.CacheSize)

@@ -187,7 +187,7 @@ func (d *Deliverer) DeliverSpooled(ctx context.Context, from, rcpt, mailbox stri
 		return "", fmt.Errorf("storing message for %s: %w", rcpt, err)
 	}
 	if d.Logger != nil {
-		d.Logger.Info("delivered", "from", from, "rcpt", rcpt, "mailbox", mailbox, "uid", uid, "size", sp.size)
+		d.Logger.Info("delivered", "id", MessageID(ctx), "from", from, "rcpt", rcpt, "mailbox", mailbox, "uid", uid, "size", sp.size)
 	}
 	return uid, nil
 }
@@ -264,7 +264,7 @@ func (d *Deliverer) DeliverStream(ctx context.Context, from, rcpt, mailbox strin
 		return "", fmt.Errorf("%w: storing message for %s: %w", ErrStore, rcpt, err)
 	}
 	if d.Logger != nil {
-		d.Logger.Info("delivered", "from", from, "rcpt", rcpt, "mailbox", mailbox, "uid", uid, "size", src.n)
+		d.Logger.Info("delivered", "id", MessageID(ctx), "from", from, "rcpt", rcpt, "mailbox", mailbox, "uid", uid, "size", src.n)
 	}
 	return uid, nil
 }
@@ -293,4 +293,20 @@ func (g *guardedReader) Read(p []byte) (int, error) {
 		g.err = err
 	}
 	return n, err
+}
+
+// messageIDKey is the context key of WithMessageID.
+type messageIDKey struct{}
+
+// WithMessageID returns ctx carrying the id of the message being
+// delivered (the intake's transaction id or the queue's message id), which
+// the Deliverer's log lines show under the key "id".
+func WithMessageID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, messageIDKey{}, id)
+}
+
+// MessageID returns the id WithMessageID put in ctx, or "".
+func MessageID(ctx context.Context) string {
+	id, _ := ctx.Value(messageIDKey{}).(string)
+	return id
 }

@@ -44,6 +44,10 @@ type DSNParams struct {
 	// alias). It decides whether the message is ours to DKIM-sign: never
 	// the envelope or a header, which anyone can forge.
 	AuthUser string
+	// ID is the id the intake gave the message (NewMessageID), which its
+	// reply and log lines show; the queue keeps it as the message's id
+	// when it is valid (ValidMessageID), else makes one of its own.
+	ID string
 }
 
 // RecipientDSN are the DSN parameters of one recipient (RFC 3461 §4).

@@ -42,14 +42,16 @@ func (b *POP3Backend) Authenticate(ctx context.Context, ci *pop3.ConnInfo, usern
 	case err == nil:
 		return user, nil
 	case errors.Is(err, auth.ErrInvalidCredentials):
-		return "", pop3.ErrAuthFailed
+		// The cause (unknown user, wrong password) reaches the log; the
+		// client gets ErrAuthFailed's response whatever it is.
+		return "", fmt.Errorf("%w (%s)", pop3.ErrAuthFailed, auth.FailureReason(err))
 	case errors.Is(err, auth.ErrMalformedHash), errors.Is(err, auth.ErrUnknownScheme):
 		// The user cannot log in until an administrator fixes the entry;
 		// the client only learns that the login failed.
 		if b.Logger != nil {
 			b.Logger.Error("unusable password hash", "user", username, "err", err)
 		}
-		return "", pop3.ErrAuthFailed
+		return "", fmt.Errorf("%w (unusable password hash)", pop3.ErrAuthFailed)
 	}
 	return "", fmt.Errorf("authenticating %s: %w", username, err)
 }
@@ -61,9 +63,7 @@ func (b *POP3Backend) LoginAllowed(ctx context.Context, ci *pop3.ConnInfo) error
 		return nil
 	}
 	if blocked, _ := b.Guard.Blocked(ci.RemoteAddr); blocked {
-		if b.Logger != nil {
-			b.Logger.Warn("login refused: too many failed logins from this address", "remote", ci.RemoteAddr.String())
-		}
+		// The POP3 session logs the refusal (one line, at Warn).
 		return errBlocked
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -34,6 +35,13 @@ type guardEnv struct {
 const guardDelay = 50 * time.Millisecond
 
 func startGuarded(t *testing.T, maxFailures int) *guardEnv {
+	t.Helper()
+	return startGuardedLog(t, maxFailures, nil)
+}
+
+// startGuardedLog is startGuarded with the server and backend logging to
+// logger (nil: nowhere).
+func startGuardedLog(t *testing.T, maxFailures int, logger *slog.Logger) *guardEnv {
 	t.Helper()
 	dir := t.TempDir()
 	e := &guardEnv{db: auth.OpenDB(filepath.Join(dir, "users.passwd"))}
@@ -67,7 +75,8 @@ func startGuarded(t *testing.T, maxFailures int) *guardEnv {
 	e.clientTLS = &tls.Config{RootCAs: pool, ServerName: "localhost"}
 	e.guard = &authguard.Guard{MaxFailures: maxFailures, BaseDelay: guardDelay, MaxDelay: guardDelay}
 	srv := &pop3.Server{
-		Backend:         &POP3Backend{Users: e.db, Store: st, Guard: e.guard},
+		Backend:         &POP3Backend{Users: e.db, Store: st, Guard: e.guard, Logger: logger},
+		Logger:          logger,
 		TLSConfig:       tlsutil.ServerConfig(certs, "1.2"),
 		SCRAM:           true,
 		MaxAuthFailures: 1000,

@@ -85,14 +85,14 @@ func (q *Queue) report(ctx context.Context, e *Entry, action dsnAction) error {
 	}
 	body, err := q.buildDSN(ctx, e, action, rcpts, id, to)
 	if err != nil {
-		q.opts.Logger.Error("queue: building DSN", "id", e.ID, "err", err)
+		q.opts.Logger.Error("queue: building DSN", "id", e.MessageID, "entry", e.ID, "err", err)
 		return err
 	}
 	if err := q.enqueueDSN(ctx, id, to, body); err != nil {
-		q.opts.Logger.Error("queue: queueing DSN", "id", e.ID, "err", err)
+		q.opts.Logger.Error("queue: queueing DSN", "id", e.MessageID, "entry", e.ID, "err", err)
 		return err
 	}
-	q.opts.Logger.Info("queue: DSN queued", "id", e.ID, "dsn", id, "to", to, "rcpts", len(rcpts))
+	q.opts.Logger.Info("queue: DSN queued", "id", e.MessageID, "entry", e.ID, "dsn", id, "to", to, "rcpts", len(rcpts))
 	return nil
 }
 

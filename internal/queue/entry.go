@@ -2,13 +2,13 @@ package queue
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/postino-mail/postino/internal/envelope"
 )
 
 // Status is the delivery state of one recipient.
@@ -161,11 +161,7 @@ func validID(s string) bool {
 
 // newMessageID returns a new message id: the time in microseconds and 24
 // random bits, in upper-case hex, so that ids sort by age.
-func newMessageID(now time.Time) string {
-	var b [3]byte
-	rand.Read(b[:])
-	return fmt.Sprintf("%013X%s", now.UnixMicro(), strings.ToUpper(hex.EncodeToString(b[:])))
-}
+func newMessageID(now time.Time) string { return envelope.NewMessageID(now) }
 
 // entryID returns the id of the n-th entry (1-based) of a message.
 func entryID(msgID string, n int) string { return fmt.Sprintf("%s.%d", msgID, n) }

@@ -138,7 +138,12 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 	// only the submitter's authenticated identity names the domain.
 	sig := q.sign(ctx, domainOf(params.AuthUser), io.NewSectionReader(sp.f, 0, sp.size))
 	now := q.opts.Clock.Now()
-	id := newMessageID(now)
+	// One id for the message everywhere: the intake's, which its reply
+	// and log lines already show, when it is one of ours.
+	id := params.ID
+	if !envelope.ValidMessageID(id) {
+		id = newMessageID(now)
+	}
 	utf8 := sp.headerUTF8 || !isASCII(from)
 	for _, r := range rcpts {
 		utf8 = utf8 || !isASCII(r)
@@ -182,7 +187,7 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 		return "", err
 	}
 	for _, e := range entries {
-		q.opts.Logger.Info("queue: queued", "id", e.ID, "from", from, "domain", e.Domain, "rcpts", len(e.Recipients), "size", e.Size, "local", e.Local, "signed", sig != "")
+		q.opts.Logger.Info("queue: queued", "id", e.MessageID, "entry", e.ID, "from", from, "domain", e.Domain, "rcpts", len(e.Recipients), "size", e.Size, "local", e.Local, "signed", sig != "")
 	}
 	q.Kick()
 	return id, nil
@@ -300,7 +305,7 @@ func (q *Queue) Kick() {
 // List returns every entry, oldest first.
 func (q *Queue) List(ctx context.Context) ([]*Entry, error) {
 	list, err := q.store.List(ctx, func(id string, err error) {
-		q.opts.Logger.Error("queue: unreadable entry", "id", id, "err", err)
+		q.opts.Logger.Error("queue: unreadable entry", "id", messageOf(id), "entry", id, "err", err)
 	})
 	if err != nil {
 		return nil, err
@@ -417,7 +422,7 @@ func (q *Queue) Delete(ctx context.Context, id string) (int, error) {
 			return n, err
 		}
 		n++
-		q.opts.Logger.Info("queue: deleted by administrator", "id", e.ID, "from", e.From, "pending", e.Pending())
+		q.opts.Logger.Info("queue: deleted by administrator", "id", e.MessageID, "entry", e.ID, "from", e.From, "pending", e.Pending())
 	}
 	q.Kick()
 	return n, nil

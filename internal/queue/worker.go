@@ -63,7 +63,7 @@ func (q *Queue) RunOnce(ctx context.Context) {
 // (zero if none is waiting).
 func (q *Queue) scan(ctx context.Context) time.Time {
 	list, err := q.store.List(ctx, func(id string, err error) {
-		q.opts.Logger.Error("queue: unreadable entry", "id", id, "err", err)
+		q.opts.Logger.Error("queue: unreadable entry", "id", messageOf(id), "entry", id, "err", err)
 	})
 	if err != nil {
 		if ctx.Err() == nil {
@@ -191,7 +191,7 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 	release, err := q.store.Claim(ctx, id)
 	if err != nil {
 		if !errors.Is(err, ErrBusy) && !errors.Is(err, ErrNotFound) {
-			q.opts.Logger.Error("queue: claiming entry", "id", id, "err", err)
+			q.opts.Logger.Error("queue: claiming entry", "id", messageOf(id), "entry", id, "err", err)
 		}
 		return
 	}
@@ -201,7 +201,7 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 		return
 	}
 	if err != nil {
-		q.opts.Logger.Error("queue: reading entry", "id", id, "err", err)
+		q.opts.Logger.Error("queue: reading entry", "id", messageOf(id), "entry", id, "err", err)
 		return
 	}
 	now := q.opts.Clock.Now()
@@ -216,7 +216,7 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 			}
 		}
 		e.InFlight = nil
-		q.opts.Logger.Warn("queue: recovering interrupted attempt", "id", id, "pending", e.Pending())
+		q.opts.Logger.Warn("queue: recovering interrupted attempt", "id", messageOf(id), "entry", id, "pending", e.Pending())
 	}
 	if e.Pending() > 0 && e.NextAttempt.After(now) && !interrupted {
 		return // rescheduled meanwhile (Retry, another process)
@@ -226,7 +226,7 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 		e.InFlight = &start
 		e.addAttempt(Attempt{Start: now})
 		if err := q.store.Update(ctx, e); err != nil {
-			q.opts.Logger.Error("queue: updating entry", "id", id, "err", err)
+			q.opts.Logger.Error("queue: updating entry", "id", messageOf(id), "entry", id, "err", err)
 			return
 		}
 		var host string
@@ -242,7 +242,7 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 		a.Result = summary(e)
 		e.InFlight = nil
 		if err := q.store.Update(ctx, e); err != nil {
-			q.opts.Logger.Error("queue: updating entry", "id", id, "err", err)
+			q.opts.Logger.Error("queue: updating entry", "id", messageOf(id), "entry", id, "err", err)
 			return
 		}
 	} else if interrupted {
@@ -279,7 +279,7 @@ func (q *Queue) setRcpt(e *Entry, r *Recipient, st Status, code int, enhanced, t
 		r.Reply = enhanced + " " + text
 	}
 	event := map[Status]string{StatusSent: "queue: delivered", StatusFailed: "queue: bounced", StatusPending: "queue: deferred"}[st]
-	args := []any{"id", e.ID, "from", e.From, "rcpt", r.Addr, "relay", host, "reply", r.Reply, "delay", now.Sub(e.Arrival).Round(time.Millisecond)}
+	args := []any{"id", e.MessageID, "entry", e.ID, "from", e.From, "rcpt", r.Addr, "relay", host, "reply", r.Reply, "delay", now.Sub(e.Arrival).Round(time.Millisecond)}
 	if st == StatusPending {
 		q.opts.Logger.Warn(event, args...)
 	} else {
@@ -383,7 +383,7 @@ func (q *Queue) deliverRemote(ctx context.Context, e *Entry, cl **client) string
 		}
 		body, err := q.store.OpenMessage(ctx, e.MessageID)
 		if err != nil {
-			q.opts.Logger.Error("queue: opening message", "id", e.ID, "err", err)
+			q.opts.Logger.Error("queue: opening message", "id", e.MessageID, "entry", e.ID, "err", err)
 			q.failPending(e, tempFail("4.3.0", "cannot read queued message: %v", err))
 			return host
 		}
@@ -444,7 +444,7 @@ func (q *Queue) deliverLocal(ctx context.Context, e *Entry) string {
 			q.setRcpt(e, r, StatusPending, 451, "4.3.0", "cannot read queued message", "local")
 			continue
 		}
-		_, err = q.opts.Local.Deliver(ctx, e.From, []string{r.Addr}, body)
+		_, err = q.opts.Local.Deliver(delivery.WithMessageID(ctx, e.MessageID), e.From, []string{r.Addr}, body)
 		body.Close()
 		switch {
 		case err == nil:
@@ -456,7 +456,7 @@ func (q *Queue) deliverLocal(ctx context.Context, e *Entry) string {
 		case errors.Is(err, delivery.ErrMalformed):
 			q.setRcpt(e, r, StatusFailed, 554, "5.6.0", "message cannot be stored", "local")
 		default:
-			q.opts.Logger.Error("queue: local delivery", "id", e.ID, "rcpt", r.Addr, "err", err)
+			q.opts.Logger.Error("queue: local delivery", "id", e.MessageID, "entry", e.ID, "rcpt", r.Addr, "err", err)
 			q.setRcpt(e, r, StatusPending, 451, "4.3.0", "local delivery failed temporarily", "local")
 		}
 	}
@@ -481,7 +481,7 @@ func (q *Queue) afterAttempt(ctx context.Context, e *Entry, now time.Time) {
 				}
 				r.Status, r.Updated = StatusFailed, now
 				r.Reply = strings.TrimSpace(r.Reply + " (delivery time expired)")
-				q.opts.Logger.Info("queue: bounced", "id", e.ID, "from", e.From, "rcpt", r.Addr, "reply", r.Reply, "delay", now.Sub(e.Arrival).Round(time.Second))
+				q.opts.Logger.Info("queue: bounced", "id", e.MessageID, "entry", e.ID, "from", e.From, "rcpt", r.Addr, "reply", r.Reply, "delay", now.Sub(e.Arrival).Round(time.Second))
 			}
 		}
 		return
@@ -507,13 +507,13 @@ func (q *Queue) finish(ctx context.Context, e *Entry) {
 		}
 		e.Reported = true
 		if err := q.store.Update(ctx, e); err != nil {
-			q.opts.Logger.Error("queue: updating entry", "id", e.ID, "err", err)
+			q.opts.Logger.Error("queue: updating entry", "id", e.MessageID, "entry", e.ID, "err", err)
 			return
 		}
 	}
 	if err := q.store.Remove(ctx, e); err != nil {
-		q.opts.Logger.Error("queue: removing entry", "id", e.ID, "err", err)
+		q.opts.Logger.Error("queue: removing entry", "id", e.MessageID, "entry", e.ID, "err", err)
 		return
 	}
-	q.opts.Logger.Info("queue: done", "id", e.ID, "result", summary(e))
+	q.opts.Logger.Info("queue: done", "id", e.MessageID, "entry", e.ID, "result", summary(e))
 }

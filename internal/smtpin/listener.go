@@ -293,6 +293,8 @@ func (s *Server) reject(c net.Conn, tlsConfig *tls.Config) {
 		defer tc.Close()
 		w = tc
 	}
-	s.opts.Logger.Info("smtp: connection refused: too many connections", "role", s.opts.Role, "remote", c.RemoteAddr().String())
+	// The same keys as a session's refusals (session.logRefusal); there
+	// is no session, hence no id.
+	s.opts.Logger.Warn("smtp: refused", "role", s.opts.Role.String(), "remote", c.RemoteAddr().String(), "id", "", "from", "", "rcpt", "", "code", "421 4.7.0", "reason", "too many connections")
 	w.Write([]byte("421 4.7.0 Too many connections\r\n"))
 }

@@ -2,13 +2,13 @@ package smtpin
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +20,7 @@ import (
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/srs"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -71,6 +72,8 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	log    *slog.Logger
+	// id names the session in log lines before a transaction starts.
+	id string
 
 	mu   sync.Mutex
 	user string       // authenticated user, or ""
@@ -122,12 +125,13 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		local:  !tc.ip.IsValid() || tc.ip.IsLoopback(),
 		ctx:    ctx,
 		cancel: cancel,
+		id:     newID(),
 	}
 	if st, ok := c.TLSConnectionState(); ok {
 		ss.tls = &st
 	}
 	ss.log = s.opts.Logger.With("role", s.opts.Role.String(), "remote", c.Conn().RemoteAddr().String(), "tls", ss.tls != nil)
-	ss.log.Debug("smtp: session", "helo", c.Hostname())
+	ss.log.Debug("smtp: session", "id", ss.id, "helo", c.Hostname())
 	return ss, nil
 }
 
@@ -137,13 +141,23 @@ func (c *trackedConn) isClosing() bool {
 	return c.closing
 }
 
+// refusal is what the log line of a refused command tells: never sent to
+// the client.
+type refusal struct {
+	from, rcpt string // the envelope addresses concerned, when known
+	reason     string // why, for the log
+	warn       bool   // policy or attack-like: logged at Warn, not Info
+}
+
 // fail counts a failed command and returns the reply for it: e, or the
 // 421 of the error limit (MaxErrors), after which the connection is
-// closed. sync says whether go-smtp writes the reply right after we
-// return, before any other write; when it is false (BDAT data, handled in
-// another goroutine) the limit takes effect at the next command.
-func (s *session) fail(e *smtp.SMTPError, sync bool) error {
-	s.log.Info("smtp: refused", "code", e.Code, "reply", e.Message)
+// closed. It logs one line for the refusal, with the keys id, from, rcpt,
+// code and reason (remote comes with the session's logger). sync says
+// whether go-smtp writes the reply right after we return, before any
+// other write; when it is false (BDAT data, handled in another goroutine)
+// the limit takes effect at the next command.
+func (s *session) fail(e *smtp.SMTPError, sync bool, r refusal) error {
+	s.logRefusal(e, r)
 	s.tc.mu.Lock()
 	s.tc.errors++
 	reached := s.tc.errors >= s.srv.opts.MaxErrors
@@ -152,11 +166,42 @@ func (s *session) fail(e *smtp.SMTPError, sync bool) error {
 	}
 	s.tc.mu.Unlock()
 	if reached && sync {
-		s.log.Info("smtp: too many errors, closing")
+		s.logRefusal(errTooManyErrors, refusal{from: r.from, rcpt: r.rcpt, reason: "too many errors, closing the connection", warn: true})
 		s.tc.closeAfterWrite.Store(true)
 		return errTooManyErrors
 	}
 	return e
+}
+
+// logRefusal writes the log line of a refusal: the transaction's id and
+// sender when there is one, else the session's id.
+func (s *session) logRefusal(e *smtp.SMTPError, r refusal) {
+	id := s.id
+	s.mu.Lock()
+	if s.tx != nil {
+		id = s.tx.id
+		if r.from == "" {
+			r.from = s.tx.from
+		}
+	}
+	s.mu.Unlock()
+	level := slog.LevelInfo
+	if r.warn {
+		level = slog.LevelWarn
+	}
+	if r.reason == "" {
+		r.reason = e.Message
+	}
+	s.log.Log(s.ctx, level, "smtp: refused", "id", id, "from", r.from, "rcpt", r.rcpt, "code", replyCode(e), "reason", r.reason)
+}
+
+// replyCode returns the basic and enhanced status codes of a reply, for
+// example "550 5.1.1".
+func replyCode(e *smtp.SMTPError) string {
+	if e.EnhancedCode == (smtp.EnhancedCode{}) || e.EnhancedCode == smtp.NoEnhancedCode {
+		return strconv.Itoa(e.Code)
+	}
+	return fmt.Sprintf("%d %d.%d.%d", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2])
 }
 
 // checkClosing returns the 421 of the error limit when it was reached
@@ -201,16 +246,16 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return nil, err
 	}
 	if s.srv.opts.Role != RoleSubmission {
-		return nil, s.fail(errAuthNotHere, true)
+		return nil, s.fail(errAuthNotHere, true, refusal{reason: "AUTH on a service without authentication", warn: true})
 	}
 	s.mu.Lock()
 	inTx := s.tx != nil
 	s.mu.Unlock()
 	if inTx {
-		return nil, s.fail(errAuthInTx, true)
+		return nil, s.fail(errAuthInTx, true, refusal{reason: "AUTH during a mail transaction"})
 	}
 	if !s.authAllowed() {
-		return nil, s.fail(errAuthEncryption, true)
+		return nil, s.fail(errAuthEncryption, true, refusal{reason: "AUTH without TLS", warn: true})
 	}
 	var srv sasl.Server
 	switch strings.ToUpper(mech) {
@@ -221,19 +266,19 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 			// guard refuses, counts and delays like a wrong password.
 			if g := s.srv.opts.Guard; g != nil && identity != "" && identity != username {
 				if blocked, _ := g.Blocked(s.tc.RemoteAddr()); blocked {
-					return s.fail(errAuthBlocked, true)
+					return s.fail(errAuthBlocked, true, refusal{from: username, reason: "login refused: too many failed logins from this address", warn: true})
 				}
 				authguard.Wait(s.ctx, g.Failure(s.tc.RemoteAddr(), username))
 			}
 			if identity != "" && identity != username {
-				return s.fail(errAuthInvalid, true)
+				return s.fail(errAuthInvalid, true, refusal{from: username, reason: "login failed: authorization identity " + strconv.Quote(identity) + " is not the user", warn: true})
 			}
 			return s.authenticate(username, password)
 		})
 	case sasl.Login:
 		srv = &loginServer{check: s.authenticate}
 	default:
-		return nil, s.fail(errAuthMech, true)
+		return nil, s.fail(errAuthMech, true, refusal{reason: "unknown SASL mechanism " + strconv.Quote(mech)})
 	}
 	return &countingSASL{srv, s}, nil
 }
@@ -244,8 +289,7 @@ func (s *session) authenticate(username, password string) error {
 	remote := s.tc.RemoteAddr()
 	if g != nil {
 		if blocked, _ := g.Blocked(remote); blocked {
-			s.log.Warn("smtp: authentication refused: too many failed logins from this address", "user", username)
-			return s.fail(errAuthBlocked, true)
+			return s.fail(errAuthBlocked, true, refusal{from: username, reason: "login refused: too many failed logins from this address", warn: true})
 		}
 	}
 	user, err := s.srv.opts.Users.Authenticate(s.ctx, username, password)
@@ -263,11 +307,12 @@ func (s *session) authenticate(username, password string) error {
 		s.log.Info("smtp: authenticated", "user", user)
 		return nil
 	case errors.Is(err, auth.ErrInvalidCredentials):
-		s.log.Info("smtp: authentication failed", "user", username)
-		return s.fail(errAuthInvalid, true)
+		// The cause (unknown user or wrong password) is for the log
+		// only: the client gets the same reply for both.
+		return s.fail(errAuthInvalid, true, refusal{from: username, reason: "login failed: " + auth.FailureReason(err), warn: true})
 	default:
 		s.log.Error("smtp: authentication error", "user", username, "err", err)
-		return s.fail(errAuthTemp, true)
+		return s.fail(errAuthTemp, true, refusal{from: username, reason: "login failed: " + err.Error()})
 	}
 }
 
@@ -282,7 +327,7 @@ func (c *countingSASL) Next(resp []byte) ([]byte, bool, error) {
 	if err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
-			return nil, true, c.s.fail(errAuthSyntax, true)
+			return nil, true, c.s.fail(errAuthSyntax, true, refusal{reason: "invalid SASL exchange: " + err.Error(), warn: true})
 		}
 	}
 	return ch, done, err
@@ -339,7 +384,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.mu.Unlock()
 	if s.srv.opts.Role == RoleSubmission && user == "" {
 		// RFC 4954 §6: 530 when AUTH is required before MAIL.
-		return s.fail(errAuthRequired, true)
+		return s.fail(errAuthRequired, true, refusal{from: from, reason: "MAIL before AUTH on submission", warn: true})
 	}
 	if opts == nil {
 		opts = &smtp.MailOptions{}
@@ -354,14 +399,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if from != "" {
 		a, err := parseAddress(from)
 		if err != nil {
-			return s.fail(errSenderSyntax, true)
+			return s.fail(errSenderSyntax, true, refusal{from: from, reason: "bad sender address: " + err.Error()})
 		}
 		if !a.ascii() && !opts.UTF8 {
-			return s.fail(errNeedUTF8, true)
+			return s.fail(errNeedUTF8, true, refusal{from: from, reason: "non-ASCII sender without SMTPUTF8"})
 		}
 		if s.srv.opts.Role == RoleSubmission && !s.srv.opts.AllowAnySender && !s.srv.resolver.Owns(user, a.String()) {
-			s.log.Info("smtp: sender not owned", "user", user, "from", a.String())
-			return s.fail(errSenderNotOwned, true)
+			return s.fail(errSenderNotOwned, true, refusal{from: a.String(), reason: "sender address not owned by user " + user, warn: true})
 		}
 		tx.from = a.String()
 	}
@@ -382,41 +426,46 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	tx := s.tx
 	s.mu.Unlock()
 	if tx == nil {
-		return s.fail(errNoTransaction, true)
+		return s.fail(errNoTransaction, true, refusal{rcpt: to, reason: "RCPT before MAIL"})
 	}
 	if len(tx.rcpts) >= s.srv.opts.MaxRecipients {
-		return s.fail(errTooManyRcpts, true)
+		return s.fail(errTooManyRcpts, true, refusal{rcpt: to, reason: fmt.Sprintf("more than %d recipients", s.srv.opts.MaxRecipients)})
 	}
 	a, err := parseAddress(to)
 	if err != nil {
 		if !strings.EqualFold(to, "postmaster") {
-			return s.fail(errRcptSyntax, true)
+			return s.fail(errRcptSyntax, true, refusal{rcpt: to, reason: "bad recipient address: " + err.Error()})
 		}
 		// RFC 5321 §4.1.1.3, §4.5.1: "Postmaster" without a domain (in
 		// any case) must be accepted; it is the primary domain's.
 		d := s.srv.primaryDomain()
 		if d == "" {
 			s.log.Error("smtp: no local domain for postmaster")
-			return s.fail(errUnknownUser, true)
+			return s.fail(errUnknownUser, true, refusal{rcpt: to, reason: "no local domain for postmaster"})
 		}
 		a = address{local: "postmaster", domain: d}
 	}
 	if !a.ascii() && !tx.utf8 {
-		return s.fail(errNeedUTF8, true)
+		return s.fail(errNeedUTF8, true, refusal{rcpt: to, reason: "non-ASCII recipient without SMTPUTF8"})
 	}
-	res, found := s.srv.resolver.Resolve(a.String(), s.log)
+	rcpt := a.String()
+	res, found := s.srv.resolver.Resolve(rcpt, s.log)
 	switch {
 	case found && len(res.Remote) > 0 && s.srv.opts.Relay == nil:
-		return s.fail(errForwardNotYet, true)
+		return s.fail(errForwardNotYet, true, refusal{rcpt: rcpt, reason: "forwarding to a remote address without an outbound queue"})
 	case found:
+	case s.srv.isLocalDomain(a.domain) && srs.IsSRS(rcpt):
+		// A forged, expired or garbled SRS address: someone tried to
+		// use us as a bounce relay.
+		return s.fail(errUnknownUser, true, refusal{rcpt: rcpt, reason: "invalid SRS address", warn: true})
 	case s.srv.isLocalDomain(a.domain):
-		return s.fail(errUnknownUser, true)
+		return s.fail(errUnknownUser, true, refusal{rcpt: rcpt, reason: "unknown user"})
 	case s.srv.opts.Role != RoleSubmission:
 		// MX and LMTP take mail for local recipients only: never an
 		// open relay.
-		return s.fail(errRelayDenied, true)
+		return s.fail(errRelayDenied, true, refusal{rcpt: rcpt, reason: "relay denied: not a local domain", warn: true})
 	case s.srv.opts.Relay == nil:
-		return s.fail(errRelayNotYet, true)
+		return s.fail(errRelayNotYet, true, refusal{rcpt: rcpt, reason: "relay to a remote address without an outbound queue"})
 	default:
 		// Authenticated submission (Mail requires AUTH) to a remote
 		// address.
@@ -432,7 +481,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	tx.rcpts = append(tx.rcpts, rc)
 	s.mu.Unlock()
-	s.log.Debug("smtp: rcpt", "id", tx.id, "rcpt", rc.canon, "local", len(res.Local), "remote", len(res.Remote))
+	s.log.Debug("smtp: rcpt", "id", tx.id, "rcpt", rc.canon, "local_copies", len(res.Local), "remote_rcpts", len(res.Remote))
 	return nil
 }
 
@@ -447,14 +496,14 @@ func (s *session) Data(r io.Reader) error {
 	}
 	tx := s.startData(bdat)
 	if tx == nil {
-		return s.fail(errNoTransaction, !bdat)
+		return s.fail(errNoTransaction, !bdat, refusal{reason: "DATA before MAIL"})
 	}
 	out, err := s.receive(r, tx, bdat)
 	if err != nil {
 		return s.dataFail(err, bdat)
 	}
-	if err := out.firstError(tx); err != nil {
-		return s.fail(err, !bdat)
+	if rc, err := out.firstError(tx); err != nil {
+		return s.fail(err, !bdat, refusal{rcpt: rc.canon, reason: "message not stored"})
 	}
 	return smtpErr(250, 2, 0, 0, "OK: queued as "+tx.id)
 }
@@ -473,10 +522,14 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	out, err := s.receive(r, tx, bdat)
 	if err != nil {
 		// go-smtp gives this reply to every recipient.
-		return s.dataError(err)
+		e := s.dataError(err)
+		s.logRefusal(e, refusal{reason: "message not received: " + err.Error()})
+		return e
 	}
 	for _, rc := range tx.rcpts {
 		if e := out.status(rc); e != nil {
+			// RFC 2033 §4.2: one reply per recipient, one log line each.
+			s.logRefusal(e, refusal{rcpt: rc.canon, reason: "message not stored"})
 			status.SetStatus(rc.addr, e)
 		} else {
 			status.SetStatus(rc.addr, smtpErr(250, 2, 0, 0, "OK: delivered as "+tx.id))
@@ -507,7 +560,6 @@ func (s *session) dataError(err error) *smtp.SMTPError {
 	case errors.Is(err, delivery.ErrMalformed):
 		return errEmpty
 	}
-	s.log.Info("smtp: receiving message", "err", err)
 	return errReceiving
 }
 
@@ -517,13 +569,15 @@ func (s *session) dataError(err error) *smtp.SMTPError {
 // closed after the reply.
 func (s *session) dataFail(err error, bdat bool) error {
 	e := s.dataError(err)
+	r := refusal{reason: "message not received: " + err.Error()}
 	if e == errReceiving {
+		s.logRefusal(e, r)
 		if !bdat {
 			s.tc.closeAfterWrite.Store(true)
 		}
 		return e
 	}
-	return s.fail(e, !bdat)
+	return s.fail(e, !bdat, r)
 }
 
 // outcome is what happened to the copies of one message.
@@ -546,14 +600,14 @@ func (o *outcome) status(rc *recipient) *smtp.SMTPError {
 	return nil
 }
 
-// firstError returns the reply of the first recipient that failed.
-func (o *outcome) firstError(tx *transaction) *smtp.SMTPError {
+// firstError returns the first recipient that failed and its reply.
+func (o *outcome) firstError(tx *transaction) (*recipient, *smtp.SMTPError) {
 	for _, rc := range tx.rcpts {
 		if e := o.status(rc); e != nil {
-			return e
+			return rc, e
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 func deliveryError(err error) *smtp.SMTPError {
@@ -579,7 +633,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		user := s.user
 		s.mu.Unlock()
 		hdr := s.trace(tx, user, rc.canon).header()
-		_, err := d.DeliverStream(s.ctx, tx.from, t.DeliveredTo, t.Mailbox, norm, hdr)
+		_, err := d.DeliverStream(delivery.WithMessageID(s.ctx, tx.id), tx.from, t.DeliveredTo, t.Mailbox, norm, hdr)
 		if err != nil && !errors.Is(err, delivery.ErrStore) {
 			return nil, err // the message itself was not received
 		}
@@ -610,7 +664,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 				continue // one copy per mailbox
 			}
 			hdr := s.trace(tx, user, rc.canon).header()
-			_, err := d.DeliverSpooled(s.ctx, tx.from, t.DeliveredTo, t.Mailbox, sp, hdr)
+			_, err := d.DeliverSpooled(delivery.WithMessageID(s.ctx, tx.id), tx.from, t.DeliveredTo, t.Mailbox, sp, hdr)
 			out.local[t.Mailbox] = err
 			if err != nil {
 				failed = true
@@ -651,13 +705,16 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 			hdr := s.trace(tx, user, forClause).header()
 			// The queue signs only what an authenticated user submitted.
 			params.AuthUser = user
+			// The queue keeps the transaction's id: the one of the reply
+			// and of every log line about the message.
+			params.ID = tx.id
 			from := s.srv.forwardSender(tx.from, user, s.log)
-			id, err := s.srv.opts.Relay.Enqueue(s.ctx, from, rcpts, params, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+			_, err := s.srv.opts.Relay.Enqueue(s.ctx, from, rcpts, params, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
 			out.relayErr = err
 			if err != nil {
 				s.log.Error("smtp: queueing message", "id", tx.id, "err", err)
 			} else {
-				s.log.Info("smtp: queued", "id", tx.id, "queue_id", id, "from", from, "rcpts", len(rcpts))
+				s.log.Info("smtp: queued", "id", tx.id, "from", from, "rcpts", len(rcpts))
 			}
 		}
 	}
@@ -711,9 +768,8 @@ func (s *session) trace(tx *transaction, user, rcpt string) *trace {
 	}
 }
 
-// newID returns a new message id: 16 hex digits.
+// newID returns a new session or message id (envelope.NewMessageID): a
+// transaction's id is also its message's id in the queue.
 func newID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return strings.ToUpper(hex.EncodeToString(b[:]))
+	return envelope.NewMessageID(time.Now())
 }

@@ -116,3 +116,21 @@ func TestModuleRoot(t *testing.T) {
 		t.Errorf("ModuleRoot = %q is not this module's root: %v", root, err)
 	}
 }
+
+func TestParseJSONLog(t *testing.T) {
+	lines, err := ParseJSONLog(`{"level":"INFO","msg":"a","n":1,"g":{"x":[1,{"y":2}]}}` + "\n" + `{"msg":"b"}` + "\n")
+	if err != nil || len(lines) != 2 || lines[0].Str("msg") != "a" || lines[0].Str("n") != "1" || lines[1].Str("msg") != "b" {
+		t.Fatalf("ParseJSONLog = %v, %v", lines, err)
+	}
+	for _, bad := range []string{
+		`{"msg":"a","remote":"1.2.3.4","remote":2}`,
+		`{"msg":"a","g":{"k":1,"k":2}}`,
+		`postino serving /data`,
+		`{"msg":"a"} {"msg":"b"}`,
+		`[1,2]`,
+	} {
+		if _, err := ParseJSONLog(bad + "\n"); err == nil {
+			t.Errorf("ParseJSONLog(%q) accepted", bad)
+		}
+	}
+}

@@ -55,7 +55,7 @@ func swaksData(t *testing.T, msg string) string {
 func swaksOK(t *testing.T, swaks string, args ...string) testutil.Result {
 	t.Helper()
 	r := run(t, nil, nil, swaks, append([]string{"--timeout", "30"}, args...)...)
-	if r.Code != 0 || !regexp.MustCompile(`(?m)^<[-~]  250 2\.0\.0 OK: queued as [0-9A-F]{16}\s*$`).MatchString(r.Output) {
+	if r.Code != 0 || !regexp.MustCompile(`(?m)^<[-~]  250 2\.0\.0 OK: queued as [0-9A-F]{19}\s*$`).MatchString(r.Output) {
 		t.Fatalf("swaks did not deliver:\n%s", r)
 	}
 	return r

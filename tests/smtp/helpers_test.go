@@ -325,7 +325,7 @@ func firstDiff(a, b []byte) int {
 var receivedRE = regexp.MustCompile(`^Received: from (\S+) \(\[127\.0\.0\.1\]\)` +
 	`(?:\r\n\t\(using TLSv1\.[23] with cipher TLS_[A-Z0-9_]+\))?` +
 	`(?:\r\n\t\(authenticated as [^()\r\n]+\))?` +
-	`\r\n\tby ` + regexp.QuoteMeta(hostTag) + ` \(postino\) with ([A-Z0-9]+) id ([0-9A-F]{16})` +
+	`\r\n\tby ` + regexp.QuoteMeta(hostTag) + ` \(postino\) with ([A-Z0-9]+) id ([0-9A-F]{19})` +
 	`(?:\r\n\tfor <([^<>\r\n]+)>)?;` +
 	` (?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}\r\n$`)
 
