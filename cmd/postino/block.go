@@ -5,22 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/postino-mail/postino/internal/authguard"
-	"github.com/postino-mail/postino/internal/config"
 )
 
 // exitUnavailable (EX_UNAVAILABLE) is the exit status of "postino block"
 // when no server is running.
 const exitUnavailable = 69
-
-// adminSocket is the path of the running server's admin socket.
-func adminSocket(cfg *config.Config) string {
-	return filepath.Join(cfg.DataDir, authguard.AdminSocketName)
-}
 
 func runBlock(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "block", "block list | remove ADDRESS|ACCOUNT  [--data DIR] [--config FILE]\n\n"+
@@ -56,7 +49,7 @@ func runBlock(env *cmdEnv, args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sock := adminSocket(cfg)
+	sock := cfg.AdminSocket()
 	switch pos[0] {
 	case "list":
 		entries, err := authguard.AdminList(ctx, sock)

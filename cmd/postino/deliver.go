@@ -5,83 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
-	"github.com/postino-mail/postino/internal/srs"
-	"github.com/postino-mail/postino/internal/store/maildir"
 )
-
-// openDeliverer builds local delivery over the configured store, with the
-// users and plus-addressing of the configuration (fullResolver adds the
-// rest of recipient resolution).
-func openDeliverer(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*delivery.Deliverer, *maildir.Store, error) {
-	st, err := maildir.New(cfg.MailDir(), logger)
-	if err != nil {
-		return nil, nil, err
-	}
-	spool := filepath.Join(cfg.DataDir, "spool")
-	if err := os.MkdirAll(spool, 0o700); err != nil {
-		return nil, nil, err
-	}
-	return &delivery.Deliverer{
-		Store:    st,
-		Users:    users,
-		Resolver: &delivery.Resolver{Users: users, PlusSeparator: cfg.SMTP.PlusSeparator},
-		SpoolDir: spool,
-		MaxSize:  int64(cfg.Delivery.MaxMessageSize),
-		Quotas:   &auth.Quotas{DB: users, Default: auth.Quota{Bytes: int64(cfg.Users.DefaultQuota), Messages: int64(cfg.Users.DefaultQuotaMessages)}},
-		Logger:   logger,
-	}, st, nil
-}
-
-// fullResolution is the recipient resolution of the SMTP servers, for the
-// commands that take mail outside them.
-type fullResolution struct {
-	resolver *delivery.Resolver
-	aliases  *aliases.Table
-	srs      *srs.Rewriter
-	isLocal  func(string) bool
-}
-
-// fullResolver sets d.Resolver to the resolution SMTP uses (aliases,
-// catch-alls, postmaster, SRS) over the same configuration.
-func fullResolver(cfg *config.Config, users *auth.DB, d *delivery.Deliverer, logger *slog.Logger) (*fullResolution, error) {
-	al, err := aliases.Load(cfg.AliasesFile())
-	if err != nil {
-		return nil, fmt.Errorf("aliases: %w", err)
-	}
-	fr := &fullResolution{aliases: al, isLocal: envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, users, al, logger)}
-	if cfg.SMTP.SRS {
-		key, err := srs.LoadKey(cfg.SRSKeyFile())
-		if err == nil {
-			fr.srs, err = srs.New(key)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	fr.resolver = &delivery.Resolver{
-		Users:         d.Users,
-		Aliases:       al,
-		PlusSeparator: cfg.SMTP.PlusSeparator,
-		Postmaster:    cfg.SMTP.Postmaster,
-		SRS:           fr.srs,
-		IsLocalDomain: fr.isLocal,
-	}
-	d.Resolver = fr.resolver
-	return fr, nil
-}
 
 // normalizeAddress lowers the case of an address's domain, as SMTP does
 // with RCPT TO (RFC 5321 §2.4: domains are case-insensitive).
@@ -112,12 +46,12 @@ func runDeliver(env *cmdEnv, args []string) int {
 	// error), with who ran the command and the message's id.
 	logger := commandLogger(env, cfg, "deliver")
 	users := auth.OpenDB(cfg.UsersFile())
-	d, _, err := openDeliverer(cfg, users, logger)
+	d, _, err := cfg.OpenDeliverer(users, logger)
 	if err != nil {
 		errorf(env, "deliver: %v", err)
 		return exitTempFail
 	}
-	fr, err := fullResolver(cfg, users, d, logger)
+	fr, err := cfg.FullResolver(users, d, logger)
 	if err != nil {
 		errorf(env, "deliver: %v", err)
 		return exitTempFail
@@ -137,7 +71,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 	var dsn []envelope.RecipientDSN
 	for _, rcpt := range pos {
 		addr := normalizeAddress(rcpt)
-		res, ok := fr.resolver.Resolve(addr, logger)
+		res, ok := fr.Resolver.Resolve(addr, logger)
 		if !ok {
 			logger.Info("deliver: refused", "id", id, "from", *from, "rcpt", rcpt, "code", "EX_NOUSER", "reason", "unknown user")
 			errorf(env, "deliver: %v: %s (nothing was delivered)", delivery.ErrUnknownUser, rcpt)
@@ -221,9 +155,9 @@ func runDeliver(env *cmdEnv, args []string) int {
 
 // enqueueForward queues the spooled message for remote addresses, with the
 // envelope sender SMTP would forward it with (SRS when on).
-func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliverer, fr *fullResolution, users *auth.DB, from string, rcpts []string, dsn []envelope.RecipientDSN, sp *delivery.Spool, logger *slog.Logger, id string) error {
-	qo := queueOptions(cfg, logger)
-	qo.IsLocalDomain = fr.isLocal
+func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliverer, fr *config.Resolution, users *auth.DB, from string, rcpts []string, dsn []envelope.RecipientDSN, sp *delivery.Spool, logger *slog.Logger, id string) error {
+	qo := queue.ConfigOptions(cfg, logger)
+	qo.IsLocalDomain = fr.IsLocal
 	qo.Local = d
 	q, err := queue.Open(cfg.QueueDir(), qo)
 	if err != nil {
@@ -231,9 +165,9 @@ func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliver
 	}
 	defer q.Close()
 	primary := func() string {
-		return envelope.PrimaryDomain(cfg.Hostname, cfg.SMTP.LocalDomains, users, fr.aliases, fr.isLocal)
+		return envelope.PrimaryDomain(cfg.Hostname, cfg.SMTP.LocalDomains, users, fr.Aliases, fr.IsLocal)
 	}
-	sender := smtpin.ForwardSender(fr.srs, from, "", primary, logger)
+	sender := smtpin.ForwardSender(fr.SRS, from, "", primary, logger)
 	if _, err := q.Enqueue(ctx, sender, rcpts, envelope.DSNParams{Recipients: dsn, ID: id}, sp.Reader()); err != nil {
 		return err
 	}

@@ -7,17 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/term"
 
-	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/fetch"
 	"github.com/postino-mail/postino/internal/tlsutil"
@@ -223,7 +220,7 @@ func (ff *fetchFlags) accounts(env *cmdEnv, cfg *config.Config, names []string) 
 			return nil, "", usageError{errors.New("--server fetches one account given by flags; do not also name accounts")}
 		}
 		host, port := ff.server, ff.port
-		if h, p, err := splitHostPortOpt(ff.server); err == nil {
+		if h, p, err := fetch.SplitHostPortOpt(ff.server); err == nil {
 			host = h
 			if p != 0 {
 				port = p
@@ -291,7 +288,7 @@ func (ff *fetchFlags) accounts(env *cmdEnv, cfg *config.Config, names []string) 
 	}
 	var out []*fetch.Account
 	for _, fa := range list {
-		a, err := ff.account(env, cfg, fa)
+		a, err := fetch.NewAccount(cfg, fa, env.stderr)
 		if err != nil {
 			return nil, "", fmt.Errorf("account %s: %w", fa.Name, err)
 		}
@@ -307,114 +304,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// splitHostPortOpt splits "host:port" or returns host alone.
-func splitHostPortOpt(s string) (string, int, error) {
-	i := strings.LastIndexByte(s, ':')
-	if i < 0 || strings.Count(s, ":") > 1 && !strings.HasPrefix(s, "[") {
-		return strings.Trim(s, "[]"), 0, nil
-	}
-	var p int
-	if _, err := fmt.Sscanf(s[i+1:], "%d", &p); err != nil {
-		return "", 0, err
-	}
-	return strings.Trim(s[:i], "[]"), p, nil
-}
-
-// account turns a configured account into a fetch.Account.
-func (ff *fetchFlags) account(env *cmdEnv, cfg *config.Config, fa config.FetchAccount) (*fetch.Account, error) {
-	a := &fetch.Account{
-		Name: fa.Name, Server: fa.Server, Port: fa.Port, Security: fetch.Security(fa.Security),
-		AllowPlaintext: fa.AllowPlaintext, Insecure: fa.Insecure, Fingerprint: fa.Fingerprint,
-		User: fa.User, Auth: fa.Auth, Delete: fa.Delete,
-		DeleteAfter: time.Duration(fa.DeleteAfterDays) * 24 * time.Hour,
-		MaxSize:     fa.MaxSize.Bytes(), MaxMessages: fa.MaxMessages, Timeout: fa.Timeout.Duration,
-	}
-	if fa.CAFile != "" {
-		pool, err := fetch.SystemRootsWith(cfg.ResolvePath(fa.CAFile))
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		a.RootCAs = pool
-	}
-	dest, err := config.ParseFetchDestination(fa.Destination)
-	if err != nil {
-		return nil, err
-	}
-	if dest.Kind == config.FetchDestLocal {
-		addr := dest.Arg
-		logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		users := auth.OpenDB(cfg.UsersFile())
-		d, st, err := openDeliverer(cfg, users, logger)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := fullResolver(cfg, users, d, logger); err != nil {
-			return nil, err
-		}
-		d.Logger = nil
-		l, err := fetch.NewLocal(d, st, addr)
-		if err != nil {
-			return nil, err
-		}
-		a.Dest = l
-	} else {
-		d, err := fetch.NewDestination(dest, fa.MDACheck)
-		if err != nil {
-			return nil, err
-		}
-		if m, ok := d.(*fetch.MDA); ok {
-			m.Stderr = env.stderr
-		}
-		a.Dest = d
-	}
-	a.Password = passwordSource(env, fa)
-	return a, nil
-}
-
-// passwordSource returns the account's password function: the configured
-// password, the first line printed by password_command, or a prompt on
-// the terminal. The answer is kept for the life of the process.
-func passwordSource(env *cmdEnv, fa config.FetchAccount) func() (string, error) {
-	var once sync.Once
-	var pw string
-	var err error
-	return func() (string, error) {
-		once.Do(func() {
-			switch {
-			case fa.Password != "":
-				pw = fa.Password
-			case fa.PasswordCommand != "":
-				cmd := exec.Command("/bin/sh", "-c", fa.PasswordCommand)
-				cmd.Stderr = env.stderr
-				var out []byte
-				out, err = cmd.Output()
-				if err != nil {
-					err = fmt.Errorf("password_command: %w", err)
-					return
-				}
-				pw, _, _ = strings.Cut(string(out), "\n")
-				pw = strings.TrimSuffix(pw, "\r")
-			default:
-				tty, terr := os.OpenFile("/dev/tty", os.O_RDWR, 0)
-				if terr != nil || !term.IsTerminal(int(tty.Fd())) {
-					if tty != nil {
-						tty.Close()
-					}
-					err = errors.New("no password, no password_command, and no terminal to ask on")
-					return
-				}
-				defer tty.Close()
-				fmt.Fprintf(tty, "Password for %s@%s: ", fa.User, fa.Server)
-				var b []byte
-				b, err = term.ReadPassword(int(tty.Fd()))
-				fmt.Fprintln(tty)
-				pw = string(b)
-			}
-		})
-		return pw, err
-	}
 }
 
 // isTerminal reports whether w is a terminal.

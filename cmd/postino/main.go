@@ -67,6 +67,10 @@ type cmd struct {
 type cmdEnv struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// signals, when set, replaces the process's SIGINT, SIGTERM and
+	// SIGHUP for "serve" (tests send them without signalling the test
+	// process).
+	signals <-chan os.Signal
 }
 
 var commandTable []cmd

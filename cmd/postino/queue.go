@@ -6,50 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/queue"
 )
-
-// queueOptions builds the outbound queue's options from the
-// configuration (the caller adds what only serve has).
-func queueOptions(cfg *config.Config, logger *slog.Logger) queue.Options {
-	q := cfg.Queue
-	o := queue.Options{
-		Hostname:        cfg.Hostname,
-		Logger:          logger,
-		MinBackoff:      q.MinBackoff.Duration,
-		MaxBackoff:      q.MaxBackoff.Duration,
-		MaxLifetime:     q.MaxLifetime.Duration,
-		DelayWarning:    q.DelayWarning.Duration,
-		ConnectTimeout:  q.ConnectTimeout.Duration,
-		CommandTimeout:  q.CommandTimeout.Duration,
-		DataDoneTimeout: q.DataDoneTimeout.Duration,
-		MaxPerDomain:    q.MaxPerDomain,
-		MaxConcurrent:   q.MaxConcurrent,
-		MaxMessageSize:  int64(cfg.SMTP.MaxMessageSize),
-		BounceSizeLimit: int64(q.BounceSizeLimit),
-		DisableSTARTTLS: !q.STARTTLS,
-	}
-	o.Routes = cfg.QueueRoutes()
-	if q.DNSServer != "" {
-		server := q.DNSServer
-		o.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, server)
-		}}
-	}
-	if q.Smarthost != "" {
-		o.Smarthost = &queue.Smarthost{Addr: q.Smarthost, Username: q.SmarthostUsername,
-			Password: q.SmarthostPassword, RequireTLS: q.SmarthostRequireTLS}
-	}
-	return o
-}
 
 func runQueue(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "queue", "queue list | show ID | retry [ID] | delete ID  [--data DIR] [--config FILE]")
@@ -82,7 +44,7 @@ func runQueue(env *cmdEnv, args []string) int {
 	if pos[0] == "retry" || pos[0] == "delete" {
 		logger = commandLogger(env, cfg, "queue "+pos[0])
 	}
-	q, err := queue.Open(cfg.QueueDir(), queueOptions(cfg, logger))
+	q, err := queue.Open(cfg.QueueDir(), queue.ConfigOptions(cfg, logger))
 	if err != nil {
 		errorf(env, "queue: %v", err)
 		return exitTempFail
@@ -233,16 +195,7 @@ func runDKIM(env *cmdEnv, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	domain := strings.ToLower(pos[1])
-	var recs []dkim.Record
-	var err error
-	if *algo == "" {
-		recs, err = dkim.KeygenAll(cfg.DKIMDir(), domain)
-	} else {
-		var r dkim.Record
-		r, err = dkim.Keygen(cfg.DKIMDir(), domain, *algo, *selector)
-		recs = append(recs, r)
-	}
+	recs, err := dkim.Generate(cfg.DKIMDir(), pos[1], *algo, *selector)
 	if err != nil {
 		errorf(env, "dkim: %v", err)
 		return exitError

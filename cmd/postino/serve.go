@@ -1,36 +1,15 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
-	"strings"
-	"sync"
 	"syscall"
-	"time"
 
-	"github.com/postino-mail/postino/internal/aliases"
-	"github.com/postino-mail/postino/internal/auth"
-	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/config"
-	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/dkim"
-	"github.com/postino-mail/postino/internal/envelope"
-	"github.com/postino-mail/postino/internal/pop3backend"
-	"github.com/postino-mail/postino/internal/queue"
-	"github.com/postino-mail/postino/internal/smtpin"
-	"github.com/postino-mail/postino/internal/srs"
-	"github.com/postino-mail/postino/internal/tlsutil"
-	"github.com/postino-mail/postino/pop3"
+	"github.com/postino-mail/postino/internal/server"
 )
-
-// shutdownGrace is how long sessions get to finish their command on
-// SIGTERM before their connections are closed.
-const shutdownGrace = 30 * time.Second
 
 func runServe(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "serve", "serve [flags]")
@@ -90,38 +69,40 @@ func runServe(env *cmdEnv, args []string) int {
 		serveError(env, cfg, logger, err)
 		return exitConfigError
 	}
-	srv, err := startServer(cfg, logger)
+	srv, err := server.Build(cfg, logger)
 	if err != nil {
 		serveError(env, cfg, logger, err)
 		return exitConfigError
 	}
 	if err := dropPrivileges(cfg, logger); err != nil {
 		serveError(env, cfg, logger, err)
-		srv.abort()
+		srv.Abort()
 		return exitConfigError
 	}
-	srv.startAdmin(cfg, logger)
-	for _, start := range srv.starts {
-		go start()
-	}
-	srv.printBanner(env, cfg, common.source, logger)
+	srv.StartAdmin(cfg, logger)
+	srv.Start()
+	printBanner(env, srv, cfg, common.source, logger)
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	sigs := env.signals
+	if sigs == nil {
+		c := make(chan os.Signal, 4)
+		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		defer signal.Stop(c)
+		sigs = c
+	}
 	for {
 		select {
-		case err := <-srv.failed:
+		case err := <-srv.Failed():
 			logger.Error("listener failed", "err", err)
-			srv.shutdown(logger)
+			srv.Shutdown(logger)
 			return exitError
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				srv.reload(logger)
+				srv.Reload(logger)
 				continue
 			}
 			logger.Info("shutting down", "signal", sig.String())
-			if !srv.shutdown(logger) {
+			if !srv.Shutdown(logger) {
 				return exitError
 			}
 			return exitOK
@@ -148,345 +129,36 @@ func newLogger(env *cmdEnv, cfg *config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(env.stderr, opts))
 }
 
-// server is a running postino: its listeners and the services behind them.
-type server struct {
-	certs     *tlsutil.Reloader
-	users     *auth.DB
-	pop3      *pop3.Server
-	smtp      []*smtpin.Server
-	queue     *queue.Queue
-	guard     *authguard.Guard
-	ctx       context.Context // cancelled at shutdown
-	listeners []listener
-	starts    []func() // serve the opened listeners, once privileges are dropped
-	failed    chan error
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	selfSign  bool
-}
-
-type listener struct {
-	name string
-	addr string
-}
-
-func startServer(cfg *config.Config, logger *slog.Logger) (*server, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data folder: %w", err)
-	}
-	s := &server{failed: make(chan error, 8)}
-	certFile, keyFile := cfg.TLSFiles()
-	if certFile == "" {
-		var created bool
-		var err error
-		certFile, keyFile, created, err = tlsutil.EnsureSelfSigned(cfg.TLSDir(), cfg.Hostname)
-		if err != nil {
-			return nil, fmt.Errorf("self-signed certificate: %w", err)
-		}
-		s.selfSign = true
-		if created {
-			logger.Info("generated a self-signed certificate", "cert", certFile)
-		}
-	}
-	certs, err := tlsutil.NewReloader(certFile, keyFile, logger)
-	if err != nil {
-		return nil, err
-	}
-	s.certs = certs
-	tlsCfg := tlsutil.ServerConfig(certs, cfg.TLS.MinVersion)
-
-	guard := &authguard.Guard{
-		MaxFailures: cfg.Users.MaxFailures,
-		Window:      cfg.Users.FailureWindow.Duration,
-		BlockFor:    cfg.Users.BlockFor.Duration,
-		BaseDelay:   cfg.Users.FailureDelay.Duration,
-		MaxDelay:    cfg.Users.MaxFailureDelay.Duration,
-		Trusted:     cfg.SMTP.TrustedNetworkPrefixes(),
-		Logger:      logger,
-	}
-	s.guard = guard
-	if guard.BaseDelay == 0 {
-		guard.BaseDelay = -1 // 0s in the config disables delays
-	}
-	s.users = auth.OpenDB(cfg.UsersFile())
-	s.users.CacheTTL = cfg.Users.CacheTTL.Duration
-	s.users.Logger = logger
-	deliverer, st, err := openDeliverer(cfg, s.users, logger)
-	if err != nil {
-		return nil, fmt.Errorf("opening mail store: %w", err)
-	}
-	// Mailboxes moved from Dovecot keep Dovecot's UIDLs (RFC 1939 §7: a
-	// UIDL never changes, or clients download everything again).
-	if err := st.SetDovecotUIDLFormat(cfg.POP3.DovecotUIDLFormat); err != nil {
-		return nil, fmt.Errorf("pop3.dovecot_uidl_format: %w", err)
-	}
-	delivery.CleanSpool(deliverer.SpoolDir)
-	// RFC 1939 §6: complete every UPDATE a crash interrupted before
-	// anything (Dovecot, mutt, a backup, our own listeners) sees the
-	// mailboxes half updated.
-	if n, err := st.RecoverJournals(context.Background()); err != nil {
-		logger.Error("completing interrupted POP3 updates", "completed", n, "err", err)
-	} else if n > 0 {
-		logger.Info("completed interrupted POP3 updates", "mailboxes", n)
-	}
-	s.pop3 = &pop3.Server{
-		Backend: &pop3backend.POP3Backend{
-			Users: s.users, Store: st, Logger: logger, Guard: guard,
-			LoginDelay: cfg.POP3.LoginDelay.Duration,
-		},
-		TLSConfig:           tlsCfg,
-		Logger:              logger,
-		Plaintext:           cfg.POP3.PlaintextAuth,
-		Implementation:      "postino",
-		Autologout:          cfg.POP3.Autologout.Duration,
-		WriteTimeout:        cfg.POP3.WriteTimeout.Duration,
-		MaxLine:             cfg.POP3.MaxLine,
-		MaxBadCommands:      cfg.POP3.MaxBadCommands,
-		MaxConnections:      cfg.POP3.MaxConnections,
-		MaxConnectionsPerIP: cfg.POP3.MaxConnectionsPerIP,
-		Expire:              cfg.POP3.Expire,
-		LoginDelay:          int(cfg.POP3.LoginDelay.Seconds()),
-		SCRAM:               cfg.POP3.SCRAM,
-		LineTimeout:         cfg.POP3.LineTimeout.Duration,
-		MaxSessionTime:      cfg.POP3.MaxSessionTime.Duration,
-		CommandsPerSecond:   cfg.POP3.CommandsPerSecond,
-	}
-
-	type pending struct {
-		name, addr string
-		serve      func(net.Listener) error
-	}
-	var want []pending
-	if cfg.POP3.Listen != "" {
-		want = append(want, pending{"pop3", cfg.POP3.Listen, s.pop3.Serve})
-	}
-	if cfg.POP3.ListenTLS != "" {
-		want = append(want, pending{"pop3s", cfg.POP3.ListenTLS, s.pop3.ServeTLS})
-	}
-	if cfg.SMTP.Listen != "" || cfg.SMTP.Submission != "" || cfg.SMTP.Submissions != "" || cfg.SMTP.LMTP != "" {
-		al, err := aliases.NewReloading(cfg.AliasesFile(), logger)
-		if err != nil {
-			return nil, fmt.Errorf("aliases: %w", err)
-		}
-		qo := queueOptions(cfg, logger.With("component", "queue"))
-		qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
-		qo.Local = deliverer
-		qo.Signer = dkim.NewSigner(cfg.DKIMDir())
-		qo.DSNDomain = dsnDomain(cfg)
-		var rw *srs.Rewriter
-		if cfg.SMTP.SRS {
-			key, err := srs.LoadKey(cfg.SRSKeyFile())
-			if err == nil {
-				rw, err = srs.New(key)
-			}
-			if err != nil {
-				return nil, err
-			}
-			qo.SRS = rw
-		}
-		if s.queue, err = queue.Open(cfg.QueueDir(), qo); err != nil {
-			return nil, fmt.Errorf("outbound queue: %w", err)
-		}
-		mk := func(role smtpin.Role, withTLS bool) (*smtpin.Server, error) {
-			o := smtpOptions(cfg, logger, deliverer, s.users, al)
-			o.Guard = guard
-			o.Relay = s.queue
-			o.SRS = rw
-			o.Role = role
-			if withTLS {
-				o.TLS = tlsCfg
-			}
-			srv, err := smtpin.New(o)
-			if err == nil {
-				s.smtp = append(s.smtp, srv)
-			}
-			return srv, err
-		}
-		if cfg.SMTP.Listen != "" {
-			mx, err := mk(smtpin.RoleMX, true)
-			if err != nil {
-				return nil, err
-			}
-			want = append(want, pending{"smtp", cfg.SMTP.Listen, mx.Serve})
-		}
-		if cfg.SMTP.Submission != "" || cfg.SMTP.Submissions != "" {
-			sub, err := mk(smtpin.RoleSubmission, true)
-			if err != nil {
-				return nil, err
-			}
-			if cfg.SMTP.Submission != "" {
-				want = append(want, pending{"submission", cfg.SMTP.Submission, sub.Serve})
-			}
-			if cfg.SMTP.Submissions != "" {
-				want = append(want, pending{"submissions", cfg.SMTP.Submissions, sub.ServeTLS})
-			}
-		}
-		if cfg.SMTP.LMTP != "" {
-			lmtp, err := mk(smtpin.RoleLMTP, false)
-			if err != nil {
-				return nil, err
-			}
-			want = append(want, pending{"lmtp", cfg.SMTP.LMTP, lmtp.Serve})
-		}
-	}
-	var opened []net.Listener
-	for _, p := range want {
-		l, err := listen(p.addr)
-		if err != nil {
-			for _, o := range opened {
-				o.Close()
-			}
-			return nil, fmt.Errorf("%s: cannot listen on %s: %w", p.name, p.addr, err)
-		}
-		opened = append(opened, l)
-		s.listeners = append(s.listeners, listener{p.name, l.Addr().String()})
-		s.wg.Add(1)
-		s.starts = append(s.starts, func() {
-			defer s.wg.Done()
-			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) && !errors.Is(err, smtpin.ErrServerClosed) {
-				s.failed <- fmt.Errorf("%s on %s: %w", p.name, p.addr, err)
-			}
-		})
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.ctx, s.cancel = ctx, cancel
-	go certs.Watch(ctx, tlsutil.DefaultWatchInterval)
-	go sweepGuard(ctx, guard)
-	if s.queue != nil {
-		// Started with the listeners, once privileges are dropped; it
-		// stops when ctx is cancelled, after its attempts are recorded.
-		s.wg.Add(1)
-		s.starts = append(s.starts, func() {
-			defer s.wg.Done()
-			s.queue.Run(ctx)
-		})
-	}
-	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
-	return s, nil
-}
-
-// guardSweepInterval is how often expired login blocks are noticed (and
-// their end logged) when the address does not come back.
-const guardSweepInterval = time.Minute
-
-// sweepGuard sweeps the guard until ctx ends.
-func sweepGuard(ctx context.Context, g *authguard.Guard) {
-	t := time.NewTicker(guardSweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			g.Sweep()
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// startAdmin opens the admin socket "postino block" talks to, once the
-// server runs as its final user so that the socket belongs to it. Without
-// it the server still serves mail; blocks then only expire.
-func (s *server) startAdmin(cfg *config.Config, logger *slog.Logger) {
-	l, err := authguard.ListenAdmin(adminSocket(cfg))
-	if err != nil {
-		logger.Error("postino block will not reach this server", "err", err)
-		return
-	}
-	s.wg.Add(1) // shutdown waits for the socket to be closed and removed
-	go func() {
-		defer s.wg.Done()
-		if err := s.guard.ServeAdmin(s.ctx, l, logger); err != nil {
-			logger.Error("admin socket failed", "err", err)
-		}
-	}()
-}
-
-// listen opens a TCP listener, or a unix socket for an address that is a
-// path ("/run/postino/lmtp" or "unix:/run/postino/lmtp"); a stale socket
-// file left by a crash is replaced.
-func listen(addr string) (net.Listener, error) {
-	path, isUnix := strings.CutPrefix(addr, "unix:")
-	if isUnix || strings.HasPrefix(addr, "/") {
-		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			os.Remove(path)
-		}
-		return net.Listen("unix", path)
-	}
-	return net.Listen("tcp", addr)
-}
-
-// smtpOptions are the SMTP settings shared by the MX, submission and LMTP
-// servers.
-func smtpOptions(cfg *config.Config, logger *slog.Logger, d *delivery.Deliverer, users *auth.DB, al *aliases.Reloading) smtpin.Options {
-	return smtpin.Options{
-		Hostname:            cfg.Hostname,
-		MaxMessageBytes:     int64(cfg.SMTP.MaxMessageSize),
-		MaxRecipients:       cfg.SMTP.MaxRecipients,
-		ReadTimeout:         cfg.SMTP.CommandTimeout.Duration,
-		DataTimeout:         cfg.SMTP.DataTimeout.Duration,
-		MaxErrors:           cfg.SMTP.MaxErrors,
-		MaxConnections:      cfg.SMTP.MaxConnections,
-		MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
-		TrustedNetworks:     cfg.SMTP.TrustedNetworkPrefixes(),
-		LocalDomains:        cfg.SMTP.LocalDomains,
-		PlusSeparator:       cfg.SMTP.PlusSeparator,
-		PlaintextAuth:       cfg.SMTP.PlaintextAuth,
-		AllowAnySender:      !cfg.SMTP.RestrictSender,
-		Postmaster:          cfg.SMTP.Postmaster,
-		Logger:              logger,
-		Deliverer:           d,
-		Users:               users,
-		Aliases:             al,
-	}
-}
-
-// dsnDomain is the domain bounces are signed as when the host name is
-// not in (or under) a configured local domain: the first of them. ""
-// lets the queue use the host name's local domain.
-func dsnDomain(cfg *config.Config) string {
-	ld := cfg.SMTP.LocalDomains
-	if len(ld) == 0 {
-		return ""
-	}
-	h := strings.ToLower(cfg.Hostname)
-	for _, d := range ld {
-		if d = strings.ToLower(d); h == d || strings.HasSuffix(h, "."+d) {
-			return ""
-		}
-	}
-	return ld[0]
-}
-
 // printBanner tells what is served: as text on standard output, or, with
 // log_format = "json", as log lines (so that everything serve writes is
 // JSON): "serving" with the version, data folder and config, one
 // "listening" line per listener, and "users".
-func (s *server) printBanner(env *cmdEnv, cfg *config.Config, src config.Source, logger *slog.Logger) {
+func printBanner(env *cmdEnv, s *server.Server, cfg *config.Config, src config.Source, logger *slog.Logger) {
 	if cfg.LogFormat == "json" {
 		logger.Info("serving", "version", versionString(), "data_dir", cfg.DataDir, "config", src.String())
-		for _, l := range s.listeners {
-			logger.Info("listening", "listener", l.name, "addr", l.addr)
+		for _, l := range s.Listeners() {
+			logger.Info("listening", "listener", l.Name, "addr", l.Addr)
 		}
-		if s.selfSign {
-			logger.Info("TLS: self-signed certificate", "sha256", s.certs.Fingerprint())
+		if fp, ok := s.SelfSigned(); ok {
+			logger.Info("TLS: self-signed certificate", "sha256", fp)
 		}
-		users, _ := s.users.List()
+		users, _ := s.Users().List()
 		logger.Info("users", "count", len(users), "file", cfg.UsersFile())
 		return
 	}
 	w := env.stdout
 	fmt.Fprintf(w, "postino %s serving %s\n", versionString(), cfg.DataDir)
 	fmt.Fprintf(w, "config: %s\n", src)
-	for _, l := range s.listeners {
-		fmt.Fprintf(w, "  %-12s %s\n", l.name, l.addr)
+	for _, l := range s.Listeners() {
+		fmt.Fprintf(w, "  %-12s %s\n", l.Name, l.Addr)
 	}
-	if len(s.listeners) == 0 {
+	if len(s.Listeners()) == 0 {
 		fmt.Fprintln(w, "  (no listeners enabled)")
 	}
-	if s.selfSign {
-		fmt.Fprintf(w, "TLS: self-signed certificate, SHA-256 fingerprint %s\n", s.certs.Fingerprint())
+	if fp, ok := s.SelfSigned(); ok {
+		fmt.Fprintf(w, "TLS: self-signed certificate, SHA-256 fingerprint %s\n", fp)
 	}
-	users, _ := s.users.List()
+	users, _ := s.Users().List()
 	fmt.Fprintf(w, "%d users in %s\n", len(users), cfg.UsersFile())
 	if len(users) == 0 {
 		where := "--data " + cfg.DataDir
@@ -496,65 +168,4 @@ func (s *server) printBanner(env *cmdEnv, cfg *config.Config, src config.Source,
 		fmt.Fprintf(w, "Add one with:  postino user add %s alice@example.test\n", where)
 		fmt.Fprintf(w, "Deliver mail:  postino deliver %s alice@example.test < message.eml\n", where)
 	}
-}
-
-// reload applies SIGHUP: certificates are read again now, and the user
-// database on its next use (it also notices file changes by itself).
-func (s *server) reload(logger *slog.Logger) {
-	if err := s.certs.Reload(); err != nil {
-		logger.Error("reloading TLS certificate failed, keeping the old one", "err", err)
-	} else {
-		logger.Info("TLS certificate reloaded", "fingerprint", s.certs.Fingerprint())
-	}
-	if _, err := s.users.List(); err != nil {
-		logger.Error("reloading users failed", "err", err)
-	} else {
-		logger.Info("user database reloaded")
-	}
-}
-
-// abort undoes startServer when serving cannot begin (privileges could not
-// be dropped): it balances the WaitGroup for the start functions that will
-// never run, closes the POP3 and SMTP servers (which hold no listener yet)
-// and cancels the context of the certificate watcher and the queue. The
-// listeners startServer opened are held only by those start functions;
-// they are closed by the process exit that follows.
-func (s *server) abort() {
-	for range s.starts {
-		s.wg.Done()
-	}
-	s.pop3.Close()
-	for _, srv := range s.smtp {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		srv.Shutdown(ctx)
-	}
-	s.cancel()
-}
-
-// shutdown stops every listener and lets sessions finish their current
-// command. It reports whether all ended within the grace period.
-func (s *server) shutdown(logger *slog.Logger) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	errs := make(chan error, len(s.smtp)+1)
-	go func() { errs <- s.pop3.Shutdown(ctx) }()
-	for _, srv := range s.smtp {
-		go func() { errs <- srv.Shutdown(ctx) }()
-	}
-	var err error
-	for range len(s.smtp) + 1 {
-		err = errors.Join(err, <-errs)
-	}
-	s.cancel() // no more mail can arrive: stop the queue worker and the watcher
-	s.wg.Wait()
-	if s.queue != nil {
-		s.queue.Close()
-	}
-	if err != nil {
-		logger.Warn("sessions did not end in time; connections closed", "err", err)
-		return false
-	}
-	logger.Info("stopped")
-	return true
 }

@@ -33,6 +33,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -130,6 +132,10 @@ type SMTPConfig struct {
 	SRS                 bool                 `toml:"srs" comment:"Rewrite the envelope sender of mail forwarded to remote addresses with the Sender Rewriting Scheme (SRS0=...@primary domain; secret in DATA/srs.key) and route bounces to such addresses back to the original sender."`
 }
 
+// defaultMaxMessageSize is the default of both delivery.max_message_size
+// and smtp.max_message_size.
+const defaultMaxMessageSize = 50 * MiB
+
 // Default returns the embedded default configuration, used when no file is
 // given and as the base that Load decodes over. Each call returns a new
 // value.
@@ -146,37 +152,37 @@ func Default() *Config {
 			Listen:              "127.0.0.1:1110",
 			ListenTLS:           "127.0.0.1:1995",
 			PlaintextAuth:       pop3.PlaintextLoopback,
-			Autologout:          D(10 * time.Minute),
-			MaxLine:             1024,
-			MaxBadCommands:      20,
-			WriteTimeout:        D(5 * time.Minute),
+			Autologout:          D(pop3.DefaultAutologout),
+			MaxLine:             pop3.DefaultMaxLine,
+			MaxBadCommands:      pop3.DefaultMaxBadCommands,
+			WriteTimeout:        D(pop3.DefaultWriteTimeout),
 			MaxConnections:      10000,
 			MaxConnectionsPerIP: 100,
 			LoginDelay:          D(0),
 			Expire:              ExpireNever,
-			LineTimeout:         D(30 * time.Second),
+			LineTimeout:         D(pop3.DefaultLineTimeout),
 			MaxSessionTime:      D(4 * time.Hour),
 			CommandsPerSecond:   500,
 			DovecotUIDLFormat:   maildir.DefaultDovecotUIDLFormat,
 		},
 		Users: UsersConfig{
-			CacheTTL:        D(60 * time.Second),
-			MaxFailures:     10,
-			FailureWindow:   D(10 * time.Minute),
-			BlockFor:        D(15 * time.Minute),
-			FailureDelay:    D(2 * time.Second),
-			MaxFailureDelay: D(15 * time.Second),
+			CacheTTL:        D(auth.DefaultCacheTTL),
+			MaxFailures:     authguard.DefaultMaxFailures,
+			FailureWindow:   D(authguard.DefaultWindow),
+			BlockFor:        D(authguard.DefaultBlockFor),
+			FailureDelay:    D(authguard.DefaultBaseDelay),
+			MaxFailureDelay: D(authguard.DefaultMaxDelay),
 		},
 		Delivery: DeliveryConfig{
-			MaxMessageSize: 50 * MiB,
+			MaxMessageSize: defaultMaxMessageSize,
 		},
 		Queue: defaultQueue(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",
 			Submissions:         "127.0.0.1:1465",
-			MaxRecipients:       100,
-			MaxMessageSize:      50 * MiB,
+			MaxRecipients:       100, // RFC 5321 §4.5.3.1.8: at least 100
+			MaxMessageSize:      defaultMaxMessageSize,
 			CommandTimeout:      D(5 * time.Minute),
 			DataTimeout:         D(10 * time.Minute),
 			MaxErrors:           20,

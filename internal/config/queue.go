@@ -29,18 +29,24 @@ type QueueConfig struct {
 	SmarthostRequireTLS bool     `toml:"smarthost_require_tls" comment:"Refuse to send to the relay host without TLS (its certificate is verified)."`
 }
 
+// defaultQueue is the default [queue] section: Postfix's values where
+// Postfix has one.
 func defaultQueue() QueueConfig {
 	return QueueConfig{
-		MinBackoff:      D(5 * time.Minute),
-		MaxBackoff:      D(4000 * time.Second),
-		MaxLifetime:     D(120 * time.Hour),
-		DelayWarning:    D(0),
-		ConnectTimeout:  D(30 * time.Second),
-		CommandTimeout:  D(5 * time.Minute),
+		MinBackoff:   D(5 * time.Minute),    // Postfix minimal_backoff_time, queue_run_delay (300s)
+		MaxBackoff:   D(4000 * time.Second), // Postfix maximal_backoff_time
+		MaxLifetime:  D(120 * time.Hour),    // Postfix maximal_queue_lifetime (5d)
+		DelayWarning: D(0),                  // Postfix delay_warning_time (off)
+		// Postfix smtp_connect_timeout (30s) and smtp_helo/mail/rcpt_timeout
+		// (300s; RFC 5321 §4.5.3.2 asks for at least 5 minutes for MAIL and
+		// RCPT).
+		ConnectTimeout: D(30 * time.Second),
+		CommandTimeout: D(5 * time.Minute),
+		// Postfix smtp_data_done_timeout (600s; RFC 5321 §4.5.3.2.6).
 		DataDoneTimeout: D(10 * time.Minute),
-		MaxPerDomain:    20,
-		MaxConcurrent:   100,
-		BounceSizeLimit: 50000,
+		MaxPerDomain:    20,    // Postfix default_destination_concurrency_limit
+		MaxConcurrent:   100,   // Postfix default_process_limit
+		BounceSizeLimit: 50000, // Postfix bounce_size_limit
 		STARTTLS:        true,
 		Routes:          []string{},
 	}

@@ -399,3 +399,19 @@ func (s *Signer) Sign(ctx context.Context, domain string, msg io.Reader) (string
 	signers = signers[:0]
 	return out.String(), nil
 }
+
+// Generate is `postino dkim keygen`: for an empty algo, KeygenAll (both key
+// types, default selectors; selector is not used), else Keygen of that
+// algo and selector. The domain is taken in lower case (RFC 6376 §3.5: d=
+// is compared case-insensitively).
+func Generate(dir, domain, algo, selector string) ([]Record, error) {
+	domain = strings.ToLower(domain)
+	if algo == "" {
+		return KeygenAll(dir, domain)
+	}
+	r, err := Keygen(dir, domain, algo, selector)
+	if err != nil {
+		return nil, err
+	}
+	return []Record{r}, nil
+}

@@ -30,14 +30,12 @@ func helperMain(dir, smtpAddr string) {
 	n.addMX("remote.test", "mx.remote.test", 10)
 	n.hosts["mx.remote.test"] = []string{"127.0.0.2"}
 	n.routes["127.0.0.2:25"] = smtpAddr
-	q, err := Open(dir, Options{
-		Hostname:       "postino.test",
-		Resolver:       n,
-		Dialer:         n,
-		MaxPerDomain:   1,
-		PollInterval:   20 * time.Millisecond,
-		CommandTimeout: 10 * time.Second,
-	})
+	o := defaultOptions()
+	o.Resolver, o.Dialer = n, n
+	o.MaxPerDomain = 1
+	o.PollInterval = 20 * time.Millisecond
+	o.CommandTimeout = 10 * time.Second
+	q, err := Open(dir, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -86,7 +84,7 @@ func TestKill9(t *testing.T) {
 		return true
 	}})
 	dir := filepath.Join(t.TempDir(), "queue")
-	q, err := Open(dir, Options{Hostname: "postino.test"})
+	q, err := Open(dir, defaultOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
@@ -487,6 +488,14 @@ type env struct {
 
 const localDomain = "example.test"
 
+// defaultOptions are the options of the default configuration, with the
+// host name postino.test.
+func defaultOptions() Options {
+	o := ConfigOptions(config.Default(), nil)
+	o.Hostname = "postino.test"
+	return o
+}
+
 func newEnv(t testing.TB, mod func(*Options)) *env {
 	t.Helper()
 	dir := t.TempDir()
@@ -497,18 +506,16 @@ func newEnv(t testing.TB, mod func(*Options)) *env {
 	t.Cleanup(func() { ms.Close() })
 	d := &delivery.Deliverer{Store: ms, Users: userMap{"alice@example.test": "alice@example.test", "bob@example.test": "bob@example.test"}, SpoolDir: dir}
 	e := &env{t: t, dir: dir, net: newNet(), clock: newClock(), store: ms, deliver: d}
-	e.opts = Options{
-		Hostname:        "postino.test",
-		Logger:          testLogger(t),
-		Resolver:        e.net,
-		Dialer:          e.net,
-		Clock:           e.clock,
-		IsLocalDomain:   func(d string) bool { return d == localDomain },
-		Local:           d,
-		ConnectTimeout:  2 * time.Second,
-		CommandTimeout:  2 * time.Second,
-		DataDoneTimeout: 2 * time.Second,
-	}
+	e.opts = defaultOptions()
+	e.opts.Logger = testLogger(t)
+	e.opts.Resolver = e.net
+	e.opts.Dialer = e.net
+	e.opts.Clock = e.clock
+	e.opts.IsLocalDomain = func(d string) bool { return d == localDomain }
+	e.opts.Local = d
+	e.opts.ConnectTimeout = 2 * time.Second
+	e.opts.CommandTimeout = 2 * time.Second
+	e.opts.DataDoneTimeout = 2 * time.Second
 	if mod != nil {
 		mod(&e.opts)
 	}

@@ -7,47 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"time"
 
 	"github.com/postino-mail/postino/internal/delivery"
 )
 
-// Defaults of Options, the values of Postfix where Postfix has one.
-const (
-	// DefaultMinBackoff is the first retry delay (Postfix
-	// minimal_backoff_time and queue_run_delay, 300s).
-	DefaultMinBackoff = 5 * time.Minute
-	// DefaultMaxBackoff is the longest delay between two attempts
-	// (Postfix maximal_backoff_time, 4000s).
-	DefaultMaxBackoff = 4000 * time.Second
-	// DefaultMaxLifetime is how long a message is retried before it is
-	// bounced (Postfix maximal_queue_lifetime, 5d).
-	DefaultMaxLifetime = 5 * 24 * time.Hour
-	// DefaultConnectTimeout bounds a TCP connection set-up (Postfix
-	// smtp_connect_timeout, 30s).
-	DefaultConnectTimeout = 30 * time.Second
-	// DefaultCommandTimeout bounds the wait for each reply and each write
-	// of message data (Postfix smtp_helo/mail/rcpt_timeout, 300s; RFC 5321
-	// §4.5.3.2 asks for at least 5 minutes for MAIL and RCPT).
-	DefaultCommandTimeout = 5 * time.Minute
-	// DefaultDataDoneTimeout bounds the wait for the reply to the final
-	// dot (Postfix smtp_data_done_timeout, 600s; RFC 5321 §4.5.3.2.6).
-	DefaultDataDoneTimeout = 10 * time.Minute
-	// DefaultMaxPerDomain is the most simultaneous deliveries to one
-	// destination (Postfix default_destination_concurrency_limit, 20).
-	DefaultMaxPerDomain = 20
-	// DefaultMaxConcurrent is the most simultaneous deliveries in all
-	// (Postfix default_process_limit, 100).
-	DefaultMaxConcurrent = 100
-	// DefaultPollInterval is how often the worker looks for changes made
-	// by other processes (the `postino queue` commands).
-	DefaultPollInterval = 2 * time.Second
-	// DefaultBounceSizeLimit is the largest original message returned
-	// whole in a DSN for RET=FULL (Postfix bounce_size_limit, 50000);
-	// larger ones are returned as headers only.
-	DefaultBounceSizeLimit = 50000
-)
+// DefaultPollInterval is how often the worker looks for changes made by
+// other processes (the `postino queue` commands) when
+// Options.PollInterval is 0.
+const DefaultPollInterval = 2 * time.Second
 
 // Resolver looks up DNS records; *net.Resolver implements it. Tests point
 // every name at loopback addresses.
@@ -113,7 +81,7 @@ type Smarthost struct {
 // Options configure a Queue. Zero values take the defaults given.
 type Options struct {
 	// Hostname is our name: the EHLO argument, the Reporting-MTA of DSNs
-	// and the domain of MAILER-DAEMON. Default: os.Hostname.
+	// and the domain of MAILER-DAEMON (required).
 	Hostname string
 	// Logger receives queue and delivery events (default: discard).
 	Logger *slog.Logger
@@ -166,11 +134,12 @@ type Options struct {
 	Routes map[string]string
 
 	// MinBackoff is the delay before the first retry; each further retry
-	// doubles it, up to MaxBackoff (defaults 5m and 4000s).
+	// doubles it, up to MaxBackoff (required; config holds the defaults,
+	// Postfix's minimal_backoff_time and maximal_backoff_time).
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 	// MaxLifetime is how long a message is retried before the remaining
-	// recipients are bounced (default 5 days).
+	// recipients are bounced (required).
 	MaxLifetime time.Duration
 	// DelayWarning, when positive, sends a "delayed" DSN once a message
 	// has waited that long (Postfix delay_warning_time; default 0: off).
@@ -178,23 +147,23 @@ type Options struct {
 
 	// ConnectTimeout, CommandTimeout and DataDoneTimeout bound connection
 	// set-up, each command reply or data write, and the reply to the final
-	// dot (defaults 30s, 5m, 10m).
+	// dot (required).
 	ConnectTimeout  time.Duration
 	CommandTimeout  time.Duration
 	DataDoneTimeout time.Duration
 
 	// MaxPerDomain and MaxConcurrent limit simultaneous deliveries per
-	// destination and in all (defaults 20 and 100).
+	// destination and in all (required).
 	MaxPerDomain  int
 	MaxConcurrent int
 
 	// MaxMessageSize is the largest message Enqueue accepts (0: no limit).
 	MaxMessageSize int64
 	// BounceSizeLimit is the largest message returned whole by a RET=FULL
-	// DSN (default 50000 octets).
+	// DSN (required).
 	BounceSizeLimit int64
 	// PollInterval is how often Run checks for changes made by other
-	// processes (default 2s).
+	// processes (0: DefaultPollInterval).
 	PollInterval time.Duration
 }
 
@@ -203,13 +172,30 @@ type systemClock struct{}
 func (systemClock) Now() time.Time                         { return time.Now() }
 func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
+// withDefaults checks o: the limits that are settings must be set (the
+// configuration holds their defaults; ConfigOptions builds them), the
+// others take the zero meanings documented on Options.
 func (o Options) withDefaults() (Options, error) {
 	if o.Hostname == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			h = "localhost"
+		return o, &OptionError{Field: "Hostname"}
+	}
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{
+		{"MinBackoff", int64(o.MinBackoff)},
+		{"MaxBackoff", int64(o.MaxBackoff)},
+		{"MaxLifetime", int64(o.MaxLifetime)},
+		{"ConnectTimeout", int64(o.ConnectTimeout)},
+		{"CommandTimeout", int64(o.CommandTimeout)},
+		{"DataDoneTimeout", int64(o.DataDoneTimeout)},
+		{"MaxPerDomain", int64(o.MaxPerDomain)},
+		{"MaxConcurrent", int64(o.MaxConcurrent)},
+		{"BounceSizeLimit", o.BounceSizeLimit},
+	} {
+		if l.v <= 0 {
+			return o, &OptionError{Field: l.name}
 		}
-		o.Hostname = h
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -233,32 +219,27 @@ func (o Options) withDefaults() (Options, error) {
 		// Opportunistic TLS, see Options.TLS.
 		o.TLS = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
+	if o.PollInterval <= 0 {
+		o.PollInterval = DefaultPollInterval
 	}
-	def(&o.MinBackoff, DefaultMinBackoff)
-	def(&o.MaxBackoff, DefaultMaxBackoff)
-	def(&o.MaxLifetime, DefaultMaxLifetime)
-	def(&o.ConnectTimeout, DefaultConnectTimeout)
-	def(&o.CommandTimeout, DefaultCommandTimeout)
-	def(&o.DataDoneTimeout, DefaultDataDoneTimeout)
-	def(&o.PollInterval, DefaultPollInterval)
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = o.MinBackoff
-	}
-	if o.MaxPerDomain <= 0 {
-		o.MaxPerDomain = DefaultMaxPerDomain
-	}
-	if o.MaxConcurrent <= 0 {
-		o.MaxConcurrent = DefaultMaxConcurrent
-	}
-	if o.BounceSizeLimit <= 0 {
-		o.BounceSizeLimit = DefaultBounceSizeLimit
 	}
 	if o.Smarthost != nil && o.Smarthost.Addr == "" {
 		return o, errors.New("queue: Smarthost.Addr is empty")
 	}
 	return o, nil
+}
+
+// OptionError is returned by Open for a required field of Options that is
+// not set: the configuration always sets it, so a zero value is a
+// programming error.
+type OptionError struct {
+	// Field is the name of the Options field.
+	Field string
+}
+
+// Error implements error.
+func (e *OptionError) Error() string {
+	return "queue: Options." + e.Field + " must be set"
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/smtpin"
@@ -78,13 +79,14 @@ func newOrigin(t *testing.T) *origin {
 	tc, o.pool = testTLS(t)
 	d := &delivery.Deliverer{Store: o.e.store, Users: dbUsers{db}, SpoolDir: o.e.dir}
 	start := func(role smtpin.Role, implicit bool) string {
-		srv, err := smtpin.New(smtpin.Options{
-			Hostname: "mail.example.test", Role: role, TLS: tc,
-			LocalDomains:   []string{localDomain, "other.test"},
-			AllowAnySender: true, // restrict_sender = false
-			Users:          db, Deliverer: d, Aliases: tab, Relay: o.e.q, SRS: rw,
-			Logger: testLogger(t),
-		})
+		so := smtpin.ConfigOptions(config.Default(), role)
+		so.Hostname, so.TLS = "mail.example.test", tc
+		so.LocalDomains = []string{localDomain, "other.test"}
+		so.AllowAnySender = true // restrict_sender = false
+		so.Users, so.Deliverer, so.Aliases, so.Relay, so.SRS = db, d, tab, o.e.q, rw
+		so.Logger = testLogger(t)
+		srv, err := smtpin.New(so)
+
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -688,7 +688,9 @@ func TestRunNoticesOtherProcess(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.PollInterval = 20 * time.Millisecond; o.Clock = nil })
 	srv := newServer(t, srvConfig{})
 	e.route("remote.test", srv)
-	cli, err := Open(e.dir+"/queue", Options{Clock: e.opts.Clock, Resolver: e.net, Dialer: e.net, Hostname: "postino.test"})
+	co := defaultOptions()
+	co.Clock, co.Resolver, co.Dialer = e.opts.Clock, e.net, e.net
+	cli, err := Open(e.dir+"/queue", co)
 	if err != nil {
 		t.Fatal(err)
 	}

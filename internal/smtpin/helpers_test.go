@@ -21,6 +21,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
@@ -121,6 +122,17 @@ type envConfig struct {
 	quotas  delivery.Quotas
 }
 
+// defaultOptions are the options of the default configuration in role,
+// with the host name mx.example.test, no connection limits and no trusted
+// networks.
+func defaultOptions(role Role) Options {
+	c := config.Default()
+	c.Hostname = "mx.example.test"
+	c.SMTP.TrustedNetworks = nil
+	c.SMTP.MaxConnections, c.SMTP.MaxConnectionsPerIP = 0, 0
+	return ConfigOptions(c, role)
+}
+
 func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
 	t.Helper()
 	dir := t.TempDir()
@@ -141,16 +153,12 @@ func newEnv(t testing.TB, role Role, mod func(*envConfig)) *env {
 		}
 	}
 	cfg := envConfig{
-		opts: Options{
-			Hostname:      "mx.example.test",
-			Role:          role,
-			PlusSeparator: "+",
-			Users:         db,
-			MaxErrors:     100,
-			Logger:        slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		},
+		opts:    defaultOptions(role),
 		aliases: testAliases,
 	}
+	cfg.opts.Users = db
+	cfg.opts.MaxErrors = 100
+	cfg.opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -69,7 +69,21 @@ type Aliases interface {
 	Domains() []string
 }
 
-// Options configure a Server. Zero values take the defaults given.
+// Zero-value meanings of the Options that are not settings of the
+// configuration file.
+const (
+	// DefaultMaxLineLength is the command line limit when
+	// Options.MaxLineLength is 0 (go-smtp's default).
+	DefaultMaxLineLength = 2000
+	// DefaultWriteTimeout bounds each reply write when
+	// Options.WriteTimeout is 0.
+	DefaultWriteTimeout = 5 * time.Minute
+)
+
+// Options configure a Server. ConfigOptions builds them from
+// the configuration, which holds the defaults of every limit that is a
+// setting: New refuses a zero MaxMessageBytes, MaxRecipients,
+// ReadTimeout, DataTimeout or MaxErrors.
 type Options struct {
 	// Hostname is our name in the greeting and in Received headers
 	// (required).
@@ -80,27 +94,27 @@ type Options struct {
 	TLS *tls.Config
 
 	// MaxMessageBytes is the largest message accepted and advertised with
-	// SIZE (RFC 1870). Default: Deliverer.MaxSize, or else 50 MiB.
+	// SIZE (RFC 1870); required.
 	MaxMessageBytes int64
-	// MaxRecipients is the most recipients per message (default 100, the
-	// minimum RFC 5321 §4.5.3.1.8 requires to accept).
+	// MaxRecipients is the most recipients per message; required (RFC
+	// 5321 §4.5.3.1.8 requires accepting at least 100).
 	MaxRecipients int
 	// MaxLineLength is the longest command line in octets, CRLF included
-	// (default 2000, go-smtp's default). Lines of a message are not
+	// (0: DefaultMaxLineLength). Lines of a message are not
 	// limited but by MaxMessageBytes (RFC 5321 §4.5.3.1: as few limits
 	// as possible; real mail has longer lines than §4.5.3.1.6's 1000).
 	MaxLineLength int
-	// ReadTimeout is how long to wait for a command (default 5m, RFC 5321
-	// §4.5.3.2.7).
+	// ReadTimeout is how long to wait for a command (required; RFC 5321
+	// §4.5.3.2.7 suggests 5m).
 	ReadTimeout time.Duration
-	// DataTimeout is how long the message after DATA may take (default
-	// 10m, RFC 5321 §4.5.3.2.6).
+	// DataTimeout is how long the message after DATA may take (required;
+	// RFC 5321 §4.5.3.2.6 suggests 10m).
 	DataTimeout time.Duration
-	// WriteTimeout bounds each reply write (default 5m).
+	// WriteTimeout bounds each reply write (0: DefaultWriteTimeout).
 	WriteTimeout time.Duration
 	// MaxErrors is the number of failed commands (errors returned by this
 	// package's session methods) after which the connection is closed
-	// with a 421 reply (default 20).
+	// with a 421 reply (required).
 	MaxErrors int
 	// MaxConnections and MaxConnectionsPerIP bound simultaneous
 	// connections (0: no limit). Connections over a limit are answered
@@ -165,7 +179,8 @@ type Options struct {
 	Postmaster string
 }
 
-// withDefaults checks o and fills in defaults.
+// withDefaults checks o and fills in the zero meanings documented on
+// Options.
 func (o Options) withDefaults() (Options, error) {
 	if o.Hostname == "" {
 		return o, errors.New("smtpin: Options.Hostname is required")
@@ -187,29 +202,25 @@ func (o Options) withDefaults() (Options, error) {
 	if !o.PlaintextAuth.Valid() {
 		return o, fmt.Errorf("smtpin: invalid PlaintextAuth %v", o.PlaintextAuth)
 	}
-	if o.MaxMessageBytes <= 0 {
-		o.MaxMessageBytes = o.Deliverer.MaxSize
-		if o.MaxMessageBytes <= 0 {
-			o.MaxMessageBytes = 50 << 20
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxMessageBytes", o.MaxMessageBytes},
+		{"MaxRecipients", int64(o.MaxRecipients)},
+		{"ReadTimeout", int64(o.ReadTimeout)},
+		{"DataTimeout", int64(o.DataTimeout)},
+		{"MaxErrors", int64(o.MaxErrors)},
+	} {
+		if l.v <= 0 {
+			return o, &OptionError{Field: l.name}
 		}
 	}
-	if o.MaxRecipients <= 0 {
-		o.MaxRecipients = 100
-	}
 	if o.MaxLineLength <= 0 {
-		o.MaxLineLength = 2000
-	}
-	if o.ReadTimeout <= 0 {
-		o.ReadTimeout = 5 * time.Minute
-	}
-	if o.DataTimeout <= 0 {
-		o.DataTimeout = 10 * time.Minute
+		o.MaxLineLength = DefaultMaxLineLength
 	}
 	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = 5 * time.Minute
-	}
-	if o.MaxErrors <= 0 {
-		o.MaxErrors = 20
+		o.WriteTimeout = DefaultWriteTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -220,4 +231,17 @@ func (o Options) withDefaults() (Options, error) {
 		}
 	}
 	return o, nil
+}
+
+// OptionError is returned by New for a limit of Options that must be
+// positive and is not: the configuration always sets it, so a zero value
+// is a programming error.
+type OptionError struct {
+	// Field is the name of the Options field.
+	Field string
+}
+
+// Error implements error.
+func (e *OptionError) Error() string {
+	return "smtpin: Options." + e.Field + " must be positive"
 }

@@ -702,7 +702,28 @@ func TestNewErrors(t *testing.T) {
 			t.Errorf("New(%+v) succeeded", o)
 		}
 	}
-	s, _ := New(Options{Hostname: "h", Role: RoleMX, Deliverer: good.Deliverer, Users: good.Users})
+	// The limits that are settings have their defaults in the
+	// configuration only: a zero one is a programming error.
+	for field, mod := range map[string]func(*Options){
+		"MaxMessageBytes": func(o *Options) { o.MaxMessageBytes = 0 },
+		"MaxRecipients":   func(o *Options) { o.MaxRecipients = 0 },
+		"ReadTimeout":     func(o *Options) { o.ReadTimeout = 0 },
+		"DataTimeout":     func(o *Options) { o.DataTimeout = -time.Second },
+		"MaxErrors":       func(o *Options) { o.MaxErrors = 0 },
+	} {
+		o := good
+		mod(&o)
+		var oe *OptionError
+		if _, err := New(o); !errors.As(err, &oe) || oe.Field != field {
+			t.Errorf("New with zero %s: err = %v, want an OptionError for it", field, err)
+		}
+	}
+	o := good
+	o.TLS = nil
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.ServeTLS(nil); err == nil {
 		t.Error("ServeTLS without TLS succeeded")
 	}

@@ -1,0 +1,45 @@
+package queue
+
+import (
+	"context"
+	"log/slog"
+	"net"
+
+	"github.com/postino-mail/postino/internal/config"
+)
+
+// ConfigOptions returns the outbound queue's settings from the
+// configuration, with logger. The caller adds what is not a setting:
+// IsLocalDomain, Local, Signer, DSNDomain and SRS.
+func ConfigOptions(c *config.Config, logger *slog.Logger) Options {
+	q := c.Queue
+	o := Options{
+		Hostname:        c.Hostname,
+		Logger:          logger,
+		MinBackoff:      q.MinBackoff.Duration,
+		MaxBackoff:      q.MaxBackoff.Duration,
+		MaxLifetime:     q.MaxLifetime.Duration,
+		DelayWarning:    q.DelayWarning.Duration,
+		ConnectTimeout:  q.ConnectTimeout.Duration,
+		CommandTimeout:  q.CommandTimeout.Duration,
+		DataDoneTimeout: q.DataDoneTimeout.Duration,
+		MaxPerDomain:    q.MaxPerDomain,
+		MaxConcurrent:   q.MaxConcurrent,
+		MaxMessageSize:  int64(c.SMTP.MaxMessageSize),
+		BounceSizeLimit: int64(q.BounceSizeLimit),
+		DisableSTARTTLS: !q.STARTTLS,
+		Routes:          c.QueueRoutes(),
+	}
+	if q.DNSServer != "" {
+		server := q.DNSServer
+		o.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		}}
+	}
+	if q.Smarthost != "" {
+		o.Smarthost = &Smarthost{Addr: q.Smarthost, Username: q.SmarthostUsername,
+			Password: q.SmarthostPassword, RequireTLS: q.SmarthostRequireTLS}
+	}
+	return o
+}
