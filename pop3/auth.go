@@ -29,7 +29,7 @@ type LoginGuard interface {
 // loginAllowed asks the Backend's LoginGuard, if any, whether credentials
 // may be checked now.
 func (s *session) loginAllowed() error {
-	if g, ok := s.srv.Backend.(LoginGuard); ok {
+	if g, ok := s.cfg.Backend.(LoginGuard); ok {
 		return g.LoginAllowed(s.ctx, s.connInfo())
 	}
 	return nil
@@ -37,14 +37,14 @@ func (s *session) loginAllowed() error {
 
 // loginFailed reports a credential failure to the Backend's LoginGuard.
 func (s *session) loginFailed(username string) {
-	if g, ok := s.srv.Backend.(LoginGuard); ok {
+	if g, ok := s.cfg.Backend.(LoginGuard); ok {
 		g.LoginFailed(s.ctx, s.connInfo(), username)
 	}
 }
 
 // loginSucceeded reports a successful login to the Backend's LoginGuard.
 func (s *session) loginSucceeded(user string) {
-	if g, ok := s.srv.Backend.(LoginGuard); ok {
+	if g, ok := s.cfg.Backend.(LoginGuard); ok {
 		g.LoginSucceeded(s.ctx, s.connInfo(), user)
 	}
 }
@@ -80,8 +80,8 @@ func (s *session) mechanisms() []string {
 }
 
 func (s *session) scramEnabled() bool {
-	_, ok := s.srv.Backend.(SCRAMBackend)
-	return ok && s.srv.SCRAM
+	_, ok := s.cfg.Backend.(SCRAMBackend)
+	return ok && s.cfg.SCRAM
 }
 
 var errCancelled = &Error{Text: "Authentication cancelled."}

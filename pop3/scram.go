@@ -118,7 +118,7 @@ func (m *scramMech) clientFirst(msg string) ([]byte, *saslResult, error) {
 	if m.username == "" || cnonce == "" || strings.ContainsRune(cnonce, ',') {
 		return nil, nil, scramMalformed("user name or nonce")
 	}
-	be := m.s.srv.Backend.(SCRAMBackend)
+	be := m.s.cfg.Backend.(SCRAMBackend)
 	user, cred, err := be.SCRAMCredentials(m.s.ctx, m.s.connInfo(), m.username)
 	switch {
 	case err == nil && cred.Iterations > 0 && len(cred.Salt) > 0:

@@ -102,7 +102,7 @@ const (
 )
 
 // Server is a POP3 server. Set the fields before calling Serve; they must
-// not change afterwards.
+// not change afterwards: Update replaces them as a whole.
 type Server struct {
 	// Backend authenticates users and opens maildrops. Required.
 	Backend Backend
@@ -168,16 +168,34 @@ type Server struct {
 	closing   atomic.Bool
 	nextID    atomic.Uint64
 	idle      chan struct{} // closed when sessions drop to zero during Shutdown
+	// next holds the settings given by Update, nil before.
+	next atomic.Pointer[Server]
+}
+
+// Update replaces the server's settings (its exported fields) with those
+// of next, a Server that is never served itself: the connections accepted
+// afterwards use them (limits, timeouts, policies, capabilities, Backend,
+// Logger), the sessions already open keep theirs. Only the listeners
+// opened by ServeTLS keep the TLSConfig they started with.
+func (s *Server) Update(next *Server) { s.next.Store(next) }
+
+// settings returns the settings in force: those of the last Update, or
+// the Server's own fields.
+func (s *Server) settings() *Server {
+	if n := s.next.Load(); n != nil {
+		return n
+	}
+	return s
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("pop3: server closed")
 
 func (s *Server) logger() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
+	if l := s.settings().Logger; l != nil {
+		return l
 	}
-	return s.Logger
+	return slog.New(slog.DiscardHandler)
 }
 
 func orDefault[T int | time.Duration](v, def T) T {
@@ -286,11 +304,12 @@ func (s *Server) admit(ss *session) (bool, <-chan struct{}) {
 	if s.closing.Load() {
 		return false, nil
 	}
-	if s.MaxConnections > 0 && len(s.sessions) >= s.MaxConnections {
+	cfg := s.settings()
+	if cfg.MaxConnections > 0 && len(s.sessions) >= cfg.MaxConnections {
 		return false, nil
 	}
 	if key, ok := ipKey(ss.conn.RemoteAddr()); ok {
-		if s.MaxConnectionsPerIP > 0 && s.perIP[key] >= s.MaxConnectionsPerIP {
+		if cfg.MaxConnectionsPerIP > 0 && s.perIP[key] >= cfg.MaxConnectionsPerIP {
 			if s.slotFreed == nil {
 				s.slotFreed = make(chan struct{})
 			}
@@ -318,7 +337,7 @@ func (s *Server) admitWaiting(ss *session) bool {
 	}
 	key, _ := ipKey(ss.conn.RemoteAddr())
 	s.mu.Lock()
-	if s.waiting[key] >= s.MaxConnectionsPerIP {
+	if s.waiting[key] >= s.settings().MaxConnectionsPerIP {
 		s.mu.Unlock()
 		return false
 	}

@@ -130,7 +130,11 @@ func restArg(kw string) bool { return commands[kw].rest }
 
 // session is one POP3 connection.
 type session struct {
-	srv    *Server
+	srv *Server
+	// cfg holds the settings when the session began (the Server, or the
+	// settings Update gave it since): an update applies to the sessions
+	// that begin after it.
+	cfg    *Server
 	conn   net.Conn
 	r      *bufio.Reader
 	w      *bufio.Writer // small: most of a session's life is idle
@@ -172,6 +176,7 @@ func newSession(srv *Server, c net.Conn) *session {
 	id := srv.nextID.Add(1)
 	return &session{
 		srv:    srv,
+		cfg:    srv.settings(),
 		conn:   c,
 		ctx:    ctx,
 		cancel: cancel,
@@ -226,14 +231,14 @@ func (s *session) run() {
 	s.r = bufio.NewReaderSize(s.conn, 1024)
 	s.cw = s.deadlineWriter(s.conn)
 	s.w = bufio.NewWriterSize(s.cw, 4096)
-	if s.srv.MaxSessionTime > 0 {
-		s.deadline = time.Now().Add(s.srv.MaxSessionTime)
+	if s.cfg.MaxSessionTime > 0 {
+		s.deadline = time.Now().Add(s.cfg.MaxSessionTime)
 	}
 	s.log.Debug("connection opened", "tls", s.tls != nil)
 	// RFC 1939 §4: the greeting. No APOP timestamp: APOP is not offered.
 	s.reply("+OK postino ready.")
 	for !s.quit {
-		line, err := s.readLine(orDefault(s.srv.MaxLine, DefaultMaxLine))
+		line, err := s.readLine(orDefault(s.cfg.MaxLine, DefaultMaxLine))
 		if err != nil {
 			s.srv.releaseSlot(s)
 			s.readFailed(err)
@@ -287,7 +292,7 @@ func (s *session) readLine(max int) (string, error) {
 				return "", err
 			}
 		}
-		idle := time.Now().Add(orDefault(s.srv.Autologout, DefaultAutologout))
+		idle := time.Now().Add(orDefault(s.cfg.Autologout, DefaultAutologout))
 		if !s.deadline.IsZero() && s.deadline.Before(idle) {
 			idle = s.deadline
 		}
@@ -301,7 +306,7 @@ func (s *session) readLine(max int) (string, error) {
 			if _, err := s.r.Peek(1); err != nil {
 				return "", err
 			}
-			line := time.Now().Add(orDefault(s.srv.LineTimeout, DefaultLineTimeout))
+			line := time.Now().Add(orDefault(s.cfg.LineTimeout, DefaultLineTimeout))
 			if line.Before(idle) {
 				s.conn.SetReadDeadline(line)
 				s.lineTimer = true
@@ -358,7 +363,7 @@ func (*timeoutError) Temporary() bool { return true }
 // throttle makes a session that sends more than CommandsPerSecond
 // commands wait (a token bucket holding one second's worth).
 func (s *session) throttle() {
-	rate := float64(s.srv.CommandsPerSecond)
+	rate := float64(s.cfg.CommandsPerSecond)
 	if rate <= 0 {
 		return
 	}
@@ -382,7 +387,7 @@ func (s *session) throttle() {
 // must end; if so the goodbye has been queued.
 func (s *session) countBad() bool {
 	s.badCommands++
-	if s.badCommands >= orDefault(s.srv.MaxBadCommands, DefaultMaxBadCommands) {
+	if s.badCommands >= orDefault(s.cfg.MaxBadCommands, DefaultMaxBadCommands) {
 		s.reply("-ERR Too many bad commands, closing connection.")
 		s.srv.releaseSlot(s)
 		s.flush()
@@ -465,7 +470,7 @@ func (s *session) reply(line string) {
 // client that stops reading is dropped while one that reads a large message
 // slowly is not.
 func (s *session) deadlineWriter(c net.Conn) io.Writer {
-	return &connWriter{c: c, timeout: orDefault(s.srv.WriteTimeout, DefaultWriteTimeout)}
+	return &connWriter{c: c, timeout: orDefault(s.cfg.WriteTimeout, DefaultWriteTimeout)}
 }
 
 type connWriter struct {
@@ -491,7 +496,7 @@ func (s *session) plaintextAllowed() bool {
 	if s.tls != nil {
 		return true
 	}
-	switch s.srv.Plaintext {
+	switch s.cfg.Plaintext {
 	case PlaintextAlways:
 		return true
 	case PlaintextNever:
@@ -557,7 +562,7 @@ func (s *session) login(username, password string) error {
 	if err := s.loginAllowed(); err != nil {
 		return s.authFailed(username, err)
 	}
-	user, err := s.srv.Backend.Authenticate(s.ctx, s.connInfo(), username, password)
+	user, err := s.cfg.Backend.Authenticate(s.ctx, s.connInfo(), username, password)
 	if errors.Is(err, ErrAuthFailed) {
 		s.loginFailed(username)
 	}
@@ -570,7 +575,7 @@ func (s *session) login(username, password string) error {
 
 // openMaildrop opens an authenticated user's maildrop.
 func (s *session) openMaildrop(user string) error {
-	drop, err := s.srv.Backend.OpenMaildrop(s.ctx, s.connInfo(), user)
+	drop, err := s.cfg.Backend.OpenMaildrop(s.ctx, s.connInfo(), user)
 	if err != nil {
 		e := errorFor(err)
 		if e == ErrTemporary {
@@ -618,7 +623,7 @@ func (s *session) authFailed(username string, err error) error {
 		level = slog.LevelWarn // an address the backend blocks
 	}
 	s.logRefusal(level, username, e, err)
-	if s.authFailures >= orDefault(s.srv.MaxAuthFailures, DefaultMaxAuthFailures) {
+	if s.authFailures >= orDefault(s.cfg.MaxAuthFailures, DefaultMaxAuthFailures) {
 		s.reply(e.line())
 		s.reply("-ERR Too many failed logins, closing connection.")
 		return errAbort
@@ -842,22 +847,22 @@ func (s *session) cmdCAPA([]string) error {
 	if m := s.mechanisms(); len(m) > 0 {
 		caps = append(caps, "SASL "+strings.Join(m, " "))
 	}
-	if s.srv.TLSConfig != nil && s.tls == nil && s.state == stateAuthorization {
+	if s.cfg.TLSConfig != nil && s.tls == nil && s.state == stateAuthorization {
 		// RFC 2595 §4: not after TLS is active.
 		caps = append(caps, "STLS")
 	}
-	expire := s.srv.Expire
+	expire := s.cfg.Expire
 	if expire == "" {
 		expire = "NEVER"
 	}
 	caps = append(caps,
 		"EXPIRE "+expire,
-		"LOGIN-DELAY "+strconv.Itoa(s.srv.LoginDelay),
+		"LOGIN-DELAY "+strconv.Itoa(s.cfg.LoginDelay),
 		"UTF8 USER", // RFC 6856 §2: UTF-8 user names and passwords accepted.
 		"LANG",
 	)
-	if s.srv.Implementation != "" {
-		caps = append(caps, "IMPLEMENTATION "+s.srv.Implementation)
+	if s.cfg.Implementation != "" {
+		caps = append(caps, "IMPLEMENTATION "+s.cfg.Implementation)
 	}
 	for _, c := range caps {
 		s.reply(c)
@@ -871,7 +876,7 @@ func (s *session) cmdSTLS([]string) error {
 	if s.tls != nil {
 		return &Error{Text: "TLS is already active."}
 	}
-	if s.srv.TLSConfig == nil {
+	if s.cfg.TLSConfig == nil {
 		return &Error{Text: "TLS is not available."}
 	}
 	s.reply("+OK Begin TLS negotiation.")
@@ -881,7 +886,7 @@ func (s *session) cmdSTLS([]string) error {
 	// Anything the client pipelined after STLS was sent in the clear and
 	// must not be executed under TLS (the STARTTLS command injection
 	// flaw): the old reader and its buffer are dropped.
-	tc := tls.Server(s.conn, s.srv.TLSConfig)
+	tc := tls.Server(s.conn, s.cfg.TLSConfig)
 	tc.SetDeadline(time.Now().Add(DefaultHandshakeTimeout))
 	if err := tc.HandshakeContext(s.ctx); err != nil {
 		s.log.Info("STLS handshake failed", "err", err)

@@ -398,3 +398,15 @@ func Wait(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	}
 }
+
+// SetLimits replaces g's thresholds, delays, trusted networks and logger
+// with those of from (a configuration reload); the failures and blocks
+// recorded so far are kept, and are judged by the new limits from now on.
+func (g *Guard) SetLimits(from *Guard) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.MaxFailures, g.Window, g.BlockFor = from.MaxFailures, from.Window, from.BlockFor
+	g.BaseDelay, g.MaxDelay = from.BaseDelay, from.MaxDelay
+	g.Trusted = from.Trusted
+	g.Logger = from.Logger
+}

@@ -47,11 +47,11 @@ const ExpireNever = "NEVER"
 // start from Default or Load. Each field is documented by its comment struct
 // tag, which WriteDefault copies into the generated configuration file.
 type Config struct {
-	Hostname  string `toml:"hostname" example:"mail.example.org" comment:"Name of this server, used in greetings, trace headers and the self-signed certificate. Default: this machine's host name, or \"localhost\" if it cannot be determined."`
-	DataDir   string `toml:"data_dir" comment:"Directory holding mailboxes (DATA/mail), the user database (DATA/users.passwd), aliases and the self-signed certificate (DATA/tls). Relative paths elsewhere in this file are relative to it; it is itself relative to the working directory."`
+	Hostname  string `toml:"hostname" reload:"restart" example:"mail.example.org" comment:"Name of this server, used in greetings, trace headers and the self-signed certificate. Default: this machine's host name, or \"localhost\" if it cannot be determined."`
+	DataDir   string `toml:"data_dir" reload:"restart" comment:"Directory holding mailboxes (DATA/mail), the user database (DATA/users.passwd), aliases and the self-signed certificate (DATA/tls). Relative paths elsewhere in this file are relative to it; it is itself relative to the working directory."`
 	LogLevel  string `toml:"log_level" comment:"Minimum level of log messages: debug, info, warn or error."`
-	LogFormat string `toml:"log_format" comment:"Log format: text (key=value lines) or json."`
-	RunAs     string `toml:"run_as" comment:"Unprivileged user that 'postino serve', started as root, switches to once its ports are open (the data folder is handed to that user). Empty: stay as started; as root that is allowed only with loopback listeners."`
+	LogFormat string `toml:"log_format" reload:"restart" comment:"Log format: text (key=value lines) or json."`
+	RunAs     string `toml:"run_as" reload:"restart" comment:"Unprivileged user that 'postino serve', started as root, switches to once its ports are open (the data folder is handed to that user). Empty: stay as started; as root that is allowed only with loopback listeners."`
 
 	TLS      TLSConfig      `toml:"tls" comment:"TLS settings shared by every listener that offers TLS."`
 	POP3     POP3Config     `toml:"pop3" comment:"POP3 server (RFC 1939, with STLS, SASL and the RFC 2449 capabilities)."`
@@ -66,13 +66,13 @@ type Config struct {
 type TLSConfig struct {
 	Cert       string `toml:"cert" comment:"PEM certificate chain file. When cert and key are both empty, a self-signed certificate is generated in DATA/tls on first start. Both files are watched and reloaded when they change."`
 	Key        string `toml:"key" comment:"PEM private key file matching cert."`
-	MinVersion string `toml:"min_version" comment:"Oldest TLS version accepted: \"1.2\" or \"1.3\"."`
+	MinVersion string `toml:"min_version" reload:"restart" comment:"Oldest TLS version accepted: \"1.2\" or \"1.3\"."`
 }
 
 // POP3Config is the [pop3] section.
 type POP3Config struct {
-	Listen              string               `toml:"listen" comment:"Address for plain POP3 with STLS (host:port); empty disables it. The standard port is 110."`
-	ListenTLS           string               `toml:"listen_tls" comment:"Address for POP3 over implicit TLS (host:port); empty disables it. The standard port is 995."`
+	Listen              string               `toml:"listen" reload:"restart" comment:"Address for plain POP3 with STLS (host:port); empty disables it. The standard port is 110."`
+	ListenTLS           string               `toml:"listen_tls" reload:"restart" comment:"Address for POP3 over implicit TLS (host:port); empty disables it. The standard port is 995."`
 	PlaintextAuth       pop3.PlaintextPolicy `toml:"plaintext_auth" comment:"Whether USER/PASS and SASL PLAIN/LOGIN are allowed on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
 	Autologout          Duration             `toml:"autologout" comment:"Idle time after which a session is closed. RFC 1939 requires at least 10m; shorter values are accepted (down to 1s) but violate the RFC."`
 	MaxLine             int                  `toml:"max_line" comment:"Longest command line accepted, in octets including CRLF (at least 255, as RFC 2449 requires)."`
@@ -86,7 +86,7 @@ type POP3Config struct {
 	MaxSessionTime      Duration             `toml:"max_session_time" comment:"Longest a session may last in all; it then ends without applying deletions. 0s: no limit."`
 	CommandsPerSecond   int                  `toml:"commands_per_second" comment:"Commands a session may send per second before it is slowed down (bursts of one second's worth pass). 0: no limit."`
 	SCRAM               bool                 `toml:"scram" comment:"Offer AUTH SCRAM-SHA-256 (RFC 7677). Only users whose password was stored with 'postino user add --scheme SCRAM-SHA-256' (or Dovecot's {SCRAM-SHA-256}) can use it; a client that picks SCRAM for another user fails to log in, so enable it only where every user has SCRAM credentials or clients fall back."`
-	DovecotUIDLFormat   string               `toml:"dovecot_uidl_format" comment:"Dovecot's pop3_uidl_format for mailboxes moved from Dovecot: a message listed in the Maildir's dovecot-uidlist keeps the UIDL Dovecot gave it (its P extension when present, else this format: %u UID, %v UIDVALIDITY, %f file name, %g GUID, with Dovecot's 0, width and X/L/U modifiers), so clients that leave mail on the server download nothing again. Empty: ignore dovecot-uidlist."`
+	DovecotUIDLFormat   string               `toml:"dovecot_uidl_format" reload:"restart" comment:"Dovecot's pop3_uidl_format for mailboxes moved from Dovecot: a message listed in the Maildir's dovecot-uidlist keeps the UIDL Dovecot gave it (its P extension when present, else this format: %u UID, %v UIDVALIDITY, %f file name, %g GUID, with Dovecot's 0, width and X/L/U modifiers), so clients that leave mail on the server download nothing again. Empty: ignore dovecot-uidlist."`
 }
 
 // UsersConfig is the [users] section.
@@ -111,13 +111,13 @@ type DeliveryConfig struct {
 
 // SMTPConfig is the [smtp] section.
 type SMTPConfig struct {
-	Listen              string               `toml:"listen" comment:"Address for incoming mail (MX, host:port); empty disables it. The standard port is 25."`
-	Submission          string               `toml:"submission" comment:"Address for message submission with STARTTLS (RFC 6409); empty disables it. The standard port is 587."`
-	Submissions         string               `toml:"submissions" comment:"Address for message submission over implicit TLS (RFC 8314); empty disables it. The standard port is 465."`
-	LMTP                string               `toml:"lmtp" comment:"Address for LMTP delivery (RFC 2033): host:port, or a unix socket path starting with \"/\" or \"unix:\"; empty disables it."`
+	Listen              string               `toml:"listen" reload:"restart" comment:"Address for incoming mail (MX, host:port); empty disables it. The standard port is 25."`
+	Submission          string               `toml:"submission" reload:"restart" comment:"Address for message submission with STARTTLS (RFC 6409); empty disables it. The standard port is 587."`
+	Submissions         string               `toml:"submissions" reload:"restart" comment:"Address for message submission over implicit TLS (RFC 8314); empty disables it. The standard port is 465."`
+	LMTP                string               `toml:"lmtp" reload:"restart" comment:"Address for LMTP delivery (RFC 2033): host:port, or a unix socket path starting with \"/\" or \"unix:\"; empty disables it."`
 	MaxRecipients       int                  `toml:"max_recipients" comment:"Maximum recipients per message (RFC 5321 requires accepting at least 100)."`
-	MaxMessageSize      Size                 `toml:"max_message_size" comment:"Largest message accepted, advertised with the SIZE extension."`
-	CommandTimeout      Duration             `toml:"command_timeout" comment:"Time to wait for the next command (RFC 5321 suggests 5m)."`
+	MaxMessageSize      Size                 `toml:"max_message_size" reload:"restart" comment:"Largest message accepted, advertised with the SIZE extension."`
+	CommandTimeout      Duration             `toml:"command_timeout" reload:"restart" comment:"Time to wait for the next command (RFC 5321 suggests 5m)."`
 	DataTimeout         Duration             `toml:"data_timeout" comment:"Time allowed to receive the message after DATA (RFC 5321 suggests at least 10m)."`
 	MaxErrors           int                  `toml:"max_errors" comment:"Number of failed commands after which the connection is closed."`
 	MaxConnections      int                  `toml:"max_connections" comment:"Maximum number of simultaneous SMTP connections."`

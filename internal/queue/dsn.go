@@ -76,23 +76,23 @@ func (q *Queue) report(ctx context.Context, e *Entry, action dsnAction) error {
 	}
 	id := e.ID + "-" + suffix
 	to := e.From
-	if q.opts.SRS != nil {
+	if q.options().SRS != nil {
 		// A forwarded message's sender was rewritten with SRS: its DSN goes
 		// to the original sender (if the address is still valid).
-		if orig, err := q.opts.SRS.Reverse(to); err == nil {
+		if orig, err := q.options().SRS.Reverse(to); err == nil {
 			to = orig
 		}
 	}
 	body, err := q.buildDSN(ctx, e, action, rcpts, id, to)
 	if err != nil {
-		q.opts.Logger.Error("queue: building DSN", "id", e.MessageID, "entry", e.ID, "err", err)
+		q.options().Logger.Error("queue: building DSN", "id", e.MessageID, "entry", e.ID, "err", err)
 		return err
 	}
 	if err := q.enqueueDSN(ctx, id, to, body); err != nil {
-		q.opts.Logger.Error("queue: queueing DSN", "id", e.MessageID, "entry", e.ID, "err", err)
+		q.options().Logger.Error("queue: queueing DSN", "id", e.MessageID, "entry", e.ID, "err", err)
 		return err
 	}
-	q.opts.Logger.Info("queue: DSN queued", "id", e.MessageID, "entry", e.ID, "dsn", id, "to", to, "rcpts", len(rcpts))
+	q.options().Logger.Info("queue: DSN queued", "id", e.MessageID, "entry", e.ID, "dsn", id, "to", to, "rcpts", len(rcpts))
 	return nil
 }
 
@@ -108,7 +108,7 @@ func (q *Queue) enqueueDSN(ctx context.Context, id, to string, body []byte) erro
 	if sig := q.sign(ctx, q.dsnDomain(), bytes.NewReader(body)); sig != "" {
 		body = append([]byte(sig), body...)
 	}
-	now := q.opts.Clock.Now()
+	now := q.options().Clock.Now()
 	d := domainOf(to)
 	hdr, _, _ := bytes.Cut(body, []byte("\r\n\r\n"))
 	e := &Entry{
@@ -116,13 +116,13 @@ func (q *Queue) enqueueDSN(ctx context.Context, id, to string, body []byte) erro
 		ID:           eid,
 		MessageID:    id,
 		Domain:       d,
-		Local:        d != "" && q.opts.IsLocalDomain(d),
+		Local:        d != "" && q.options().IsLocalDomain(d),
 		Size:         int64(len(body)),
 		Need8BitMIME: !isASCII(string(body)),
 		NeedSMTPUTF8: !isASCII(to) || !isASCII(string(hdr)),
 		DSN:          true,
 		Arrival:      now,
-		Expires:      now.Add(q.opts.MaxLifetime),
+		Expires:      now.Add(q.options().MaxLifetime),
 		NextAttempt:  now,
 		Recipients:   []Recipient{{Addr: to, Status: StatusPending}},
 	}
@@ -135,11 +135,11 @@ func (q *Queue) enqueueDSN(ctx context.Context, id, to string, body []byte) erro
 
 // dsnDomain returns the domain DSNs are signed as (Options.DSNDomain).
 func (q *Queue) dsnDomain() string {
-	if q.opts.DSNDomain != "" {
-		return q.opts.DSNDomain
+	if q.options().DSNDomain != "" {
+		return q.options().DSNDomain
 	}
-	for d := strings.ToLower(q.opts.Hostname); strings.Contains(d, "."); _, d, _ = strings.Cut(d, ".") {
-		if q.opts.IsLocalDomain(d) {
+	for d := strings.ToLower(q.options().Hostname); strings.Contains(d, "."); _, d, _ = strings.Cut(d, ".") {
+		if q.options().IsLocalDomain(d) {
 			return d
 		}
 	}
@@ -152,18 +152,18 @@ func (q *Queue) dsnDomain() string {
 // With non-ASCII addresses or text the RFC 6533 message/global-* types
 // are used.
 func (q *Queue) buildDSN(ctx context.Context, e *Entry, action dsnAction, rcpts []*Recipient, id, to string) ([]byte, error) {
-	now := q.opts.Clock.Now()
-	host := q.opts.Hostname
+	now := q.options().Clock.Now()
+	host := q.options().Hostname
 	var b [12]byte
 	rand.Read(b[:])
 	boundary := "=_postino_" + hex.EncodeToString(b[:])
 
 	// The original message: all of it, or its header section.
-	full := action == actionFailed && e.Return == "FULL" && e.Size <= q.opts.BounceSizeLimit
+	full := action == actionFailed && e.Return == "FULL" && e.Size <= q.options().BounceSizeLimit
 	var orig bytes.Buffer
 	if rc, err := q.store.OpenMessage(ctx, e.MessageID); err == nil {
 		if full {
-			_, err = io.Copy(&orig, io.LimitReader(rc, q.opts.BounceSizeLimit+1))
+			_, err = io.Copy(&orig, io.LimitReader(rc, q.options().BounceSizeLimit+1))
 		} else {
 			err = copyHeader(&orig, rc)
 		}
@@ -243,7 +243,7 @@ func (q *Queue) buildDSN(ctx context.Context, e *Entry, action dsnAction, rcpts 
 	case actionDelayed:
 		subject = "Delayed Mail (still being retried)"
 		intro = fmt.Sprintf("Your message could not be delivered for %s.\r\nIt will be retried until it is %s old.\r\n",
-			now.Sub(e.Arrival).Round(time.Minute), q.opts.MaxLifetime.Round(time.Hour))
+			now.Sub(e.Arrival).Round(time.Minute), q.options().MaxLifetime.Round(time.Hour))
 	case actionDelivered:
 		subject = "Successful Mail Delivery Report"
 		intro = "Your message was successfully delivered to the destination(s)\r\nlisted below.\r\n"

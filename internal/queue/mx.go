@@ -55,7 +55,7 @@ func (q *Queue) lookupMX(ctx context.Context, domain string) ([]mxHost, *failure
 	if !validDomain(domain) {
 		return nil, permFail("5.1.2", "bad destination domain %q", domain)
 	}
-	mxs, err := q.opts.Resolver.LookupMX(ctx, domain)
+	mxs, err := q.options().Resolver.LookupMX(ctx, domain)
 	if err != nil {
 		var de *net.DNSError
 		if errors.As(err, &de) && de.IsNotFound {
@@ -86,7 +86,7 @@ func (q *Queue) lookupMX(ctx context.Context, domain string) ([]mxHost, *failure
 	hosts := make([]mxHost, 0, len(mxs))
 	for _, mx := range mxs {
 		name := strings.ToLower(strings.TrimSuffix(mx.Host, "."))
-		if strings.EqualFold(name, q.opts.Hostname) {
+		if strings.EqualFold(name, q.options().Hostname) {
 			// RFC 5321 §5.1: we are an MX of the domain: only hosts with
 			// a better preference may be used, or we would loop.
 			if len(hosts) == 0 {
@@ -123,7 +123,7 @@ func (q *Queue) hostAddrs(ctx context.Context, host string) ([]string, *failure)
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return []string{ip.String()}, nil
 	}
-	ips, err := q.opts.Resolver.LookupIPAddr(ctx, host)
+	ips, err := q.options().Resolver.LookupIPAddr(ctx, host)
 	if err != nil {
 		var de *net.DNSError
 		if errors.As(err, &de) && de.IsNotFound {
@@ -147,10 +147,10 @@ func (q *Queue) hostAddrs(ctx context.Context, host string) ([]string, *failure)
 // session (greeting or EHLO not 2xx), makes us try the next (RFC 5321
 // §5.1). The failure returned is the last one when every host failed.
 func (q *Queue) connect(ctx context.Context, domain string) (*client, *failure) {
-	port := strconv.Itoa(q.opts.Port)
+	port := strconv.Itoa(q.options().Port)
 	var hosts []mxHost
-	sh := q.opts.Smarthost
-	if route, ok := q.opts.Routes[strings.ToLower(domain)]; ok {
+	sh := q.options().Smarthost
+	if route, ok := q.options().Routes[strings.ToLower(domain)]; ok {
 		// A static route (Postfix transport map): this host instead of
 		// the domain's MX hosts, treated like an MX host.
 		host, p, err := net.SplitHostPort(route)
@@ -210,13 +210,13 @@ func (q *Queue) connect(ctx context.Context, domain string) (*client, *failure) 
 // in cleartext once), mandatory with a smarthost that RequireTLS, and
 // authenticates with the smarthost.
 func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool) (*client, *failure) {
-	dctx, cancel := context.WithTimeout(ctx, q.opts.ConnectTimeout)
-	conn, err := q.opts.Dialer.DialContext(dctx, "tcp", addr)
+	dctx, cancel := context.WithTimeout(ctx, q.options().ConnectTimeout)
+	conn, err := q.options().Dialer.DialContext(dctx, "tcp", addr)
 	cancel()
 	if err != nil {
 		return nil, tempFail("4.4.1", "connect to %s[%s]: %v", host, addr, shortErr(err))
 	}
-	c := newClient(ctx, conn, host, q.opts.CommandTimeout)
+	c := newClient(ctx, conn, host, q.options().CommandTimeout)
 	fail := func(stage string, err error) (*client, *failure) {
 		c.broken = true
 		c.close()
@@ -226,10 +226,10 @@ func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool) (*
 		}
 		return nil, &failure{enhanced: "4.4.2", text: fmt.Sprintf("host %s[%s] %s: %v", host, addr, stage, shortErr(err)), host: host}
 	}
-	if err := c.greet(q.opts.Hostname); err != nil {
+	if err := c.greet(q.options().Hostname); err != nil {
 		return fail("greeting", err)
 	}
-	sh := q.opts.Smarthost
+	sh := q.options().Smarthost
 	switch {
 	case sh != nil:
 		if c.has("STARTTLS") {
@@ -237,7 +237,7 @@ func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool) (*
 			if cfg == nil {
 				cfg = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 			}
-			if err := c.startTLS(ctx, cfg, q.opts.Hostname); err != nil {
+			if err := c.startTLS(ctx, cfg, q.options().Hostname); err != nil {
 				return fail("STARTTLS", err)
 			}
 		} else if sh.RequireTLS {
@@ -253,17 +253,17 @@ func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool) (*
 				return fail("AUTH", err)
 			}
 		}
-	case tryTLS && !q.opts.DisableSTARTTLS && c.has("STARTTLS"):
-		cfg := q.opts.TLS.Clone()
+	case tryTLS && !q.options().DisableSTARTTLS && c.has("STARTTLS"):
+		cfg := q.options().TLS.Clone()
 		if cfg.ServerName == "" {
 			cfg.ServerName = host
 		}
-		if err := c.startTLS(ctx, cfg, q.opts.Hostname); err != nil {
+		if err := c.startTLS(ctx, cfg, q.options().Hostname); err != nil {
 			// Opportunistic TLS: retry in cleartext (Postfix does the
 			// same at security level "may").
 			c.broken = true
 			c.close()
-			q.opts.Logger.Info("queue: STARTTLS failed, retrying without TLS", "host", host, "addr", addr, "err", err)
+			q.options().Logger.Info("queue: STARTTLS failed, retrying without TLS", "host", host, "addr", addr, "err", err)
 			return q.dialHost(ctx, host, addr, false)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postino-mail/postino/internal/envelope"
@@ -21,7 +22,8 @@ import (
 // several Queues (processes) may work one folder: claims keep them from
 // delivering an entry twice.
 type Queue struct {
-	opts     Options
+	// opts holds the options in force; SetOptions swaps them whole.
+	opts     atomic.Pointer[Options]
 	store    Store
 	closer   io.Closer
 	spoolDir string
@@ -70,15 +72,34 @@ func New(store Store, spoolDir string, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Queue{
-		opts:     opts,
+	q := &Queue{
 		store:    store,
 		spoolDir: spoolDir,
 		kick:     make(chan struct{}, 1),
 		active:   make(map[string]bool),
 		routes:   make(map[string]*route),
 		lastSize: -1,
-	}, nil
+	}
+	q.opts.Store(&opts)
+	return q, nil
+}
+
+// options returns the options in force.
+func (q *Queue) options() *Options { return q.opts.Load() }
+
+// SetOptions replaces the queue's options (a configuration reload): the
+// deliveries and enqueues that begin afterwards use them (routes, smarthost,
+// timeouts, limits, DKIM signer...); those under way finish with the old
+// ones. Its Clock should stay the same. On an invalid set the old one stays
+// and the error says which option is wrong.
+func (q *Queue) SetOptions(opts Options) error {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	q.opts.Store(&opts)
+	q.Kick() // a new route may apply to mail waiting for its retry
+	return nil
 }
 
 // Close releases the queue folder. Call it after Run has returned.
@@ -124,7 +145,7 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 	if len(params.Recipients) != 0 && len(params.Recipients) != len(rcpts) {
 		return "", errors.New("queue: DSN parameters do not match the recipients")
 	}
-	if anyRemote(rcpts, q.opts.IsLocalDomain) {
+	if anyRemote(rcpts, q.options().IsLocalDomain) {
 		// Lines over 998 octets are folded (see folder) before the
 		// message is signed, so the DKIM signature covers what is sent.
 		msg = newFolder(msg)
@@ -137,7 +158,7 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 	// RFC 6376 §1.1: the signer takes responsibility for the message, so
 	// only the submitter's authenticated identity names the domain.
 	sig := q.sign(ctx, domainOf(params.AuthUser), io.NewSectionReader(sp.f, 0, sp.size))
-	now := q.opts.Clock.Now()
+	now := q.options().Clock.Now()
 	// One id for the message everywhere: the intake's, which its reply
 	// and log lines already show, when it is one of ours.
 	id := params.ID
@@ -159,7 +180,7 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 				ID:           entryID(id, len(entries)+1),
 				MessageID:    id,
 				Domain:       d,
-				Local:        d != "" && q.opts.IsLocalDomain(d),
+				Local:        d != "" && q.options().IsLocalDomain(d),
 				From:         from,
 				AuthUser:     params.AuthUser,
 				Size:         sp.size + int64(len(sig)),
@@ -168,7 +189,7 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 				Return:       strings.ToUpper(params.Return),
 				EnvelopeID:   params.EnvelopeID,
 				Arrival:      now,
-				Expires:      now.Add(q.opts.MaxLifetime),
+				Expires:      now.Add(q.options().MaxLifetime),
 				NextAttempt:  now,
 			}
 			byDomain[d] = e
@@ -187,7 +208,7 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 		return "", err
 	}
 	for _, e := range entries {
-		q.opts.Logger.Info("queue: queued", "id", e.MessageID, "entry", e.ID, "from", from, "domain", e.Domain, "rcpts", len(e.Recipients), "size", e.Size, "local", e.Local, "signed", sig != "")
+		q.options().Logger.Info("queue: queued", "id", e.MessageID, "entry", e.ID, "from", from, "domain", e.Domain, "rcpts", len(e.Recipients), "size", e.Size, "local", e.Local, "signed", sig != "")
 	}
 	q.Kick()
 	return id, nil
@@ -197,13 +218,13 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 // or "" when domain is empty, not local, or has no keys. A message is
 // signed once, when it is queued; it is never signed again on its way.
 func (q *Queue) sign(ctx context.Context, domain string, msg io.Reader) string {
-	if q.opts.Signer == nil || domain == "" || !q.opts.IsLocalDomain(domain) {
+	if q.options().Signer == nil || domain == "" || !q.options().IsLocalDomain(domain) {
 		return ""
 	}
-	sig, err := q.opts.Signer.Sign(ctx, domain, msg)
+	sig, err := q.options().Signer.Sign(ctx, domain, msg)
 	if err != nil {
 		// Sent unsigned rather than not at all; the log says why.
-		q.opts.Logger.Error("queue: DKIM signing failed; sending unsigned", "domain", domain, "err", err)
+		q.options().Logger.Error("queue: DKIM signing failed; sending unsigned", "domain", domain, "err", err)
 		return ""
 	}
 	return sig
@@ -263,9 +284,9 @@ func (q *Queue) spool(ctx context.Context, msg io.Reader) (*spooled, error) {
 				return nil, fmt.Errorf("queue: spooling: %w", werr)
 			}
 			sp.size += int64(len(line))
-			if q.opts.MaxMessageSize > 0 && sp.size > q.opts.MaxMessageSize {
+			if q.options().MaxMessageSize > 0 && sp.size > q.options().MaxMessageSize {
 				f.Close()
-				return nil, fmt.Errorf("queue: message over %d octets", q.opts.MaxMessageSize)
+				return nil, fmt.Errorf("queue: message over %d octets", q.options().MaxMessageSize)
 			}
 		}
 		if err == bufio.ErrBufferFull {
@@ -298,14 +319,14 @@ func (q *Queue) Kick() {
 	default:
 	}
 	if err := q.store.Kick(); err != nil {
-		q.opts.Logger.Warn("queue: kick", "err", err)
+		q.options().Logger.Warn("queue: kick", "err", err)
 	}
 }
 
 // List returns every entry, oldest first.
 func (q *Queue) List(ctx context.Context) ([]*Entry, error) {
 	list, err := q.store.List(ctx, func(id string, err error) {
-		q.opts.Logger.Error("queue: unreadable entry", "id", messageOf(id), "entry", id, "err", err)
+		q.options().Logger.Error("queue: unreadable entry", "id", messageOf(id), "entry", id, "err", err)
 	})
 	if err != nil {
 		return nil, err
@@ -379,7 +400,7 @@ func (q *Queue) Retry(ctx context.Context, id string) (int, error) {
 		}
 		cur, err := q.store.Get(ctx, e.ID)
 		if err == nil {
-			cur.NextAttempt = q.opts.Clock.Now()
+			cur.NextAttempt = q.options().Clock.Now()
 			err = q.store.Update(ctx, cur)
 			if err == nil {
 				n++
@@ -422,7 +443,7 @@ func (q *Queue) Delete(ctx context.Context, id string) (int, error) {
 			return n, err
 		}
 		n++
-		q.opts.Logger.Info("queue: deleted by administrator", "id", e.MessageID, "entry", e.ID, "from", e.From, "pending", e.Pending())
+		q.options().Logger.Info("queue: deleted by administrator", "id", e.MessageID, "entry", e.ID, "from", e.From, "pending", e.Pending())
 	}
 	q.Kick()
 	return n, nil
@@ -431,9 +452,9 @@ func (q *Queue) Delete(ctx context.Context, id string) (int, error) {
 // backoff returns the delay after the n-th failed attempt (n ≥ 1):
 // MinBackoff doubled each time, at most MaxBackoff.
 func (q *Queue) backoff(n int) time.Duration {
-	d := q.opts.MinBackoff
-	for i := 1; i < n && d < q.opts.MaxBackoff; i++ {
+	d := q.options().MinBackoff
+	for i := 1; i < n && d < q.options().MaxBackoff; i++ {
 		d *= 2
 	}
-	return min(d, q.opts.MaxBackoff)
+	return min(d, q.options().MaxBackoff)
 }

@@ -20,9 +20,9 @@ import (
 // delivery is running; interrupted attempts are recorded as deferred.
 func (q *Queue) Run(ctx context.Context) error {
 	if err := q.store.Sweep(time.Hour); err != nil {
-		q.opts.Logger.Warn("queue: sweep", "err", err)
+		q.options().Logger.Warn("queue: sweep", "err", err)
 	}
-	clock := q.opts.Clock
+	clock := q.options().Clock
 	lastTok := "\x00"
 	var next, lastScan time.Time
 	lastSweep := clock.Now()
@@ -37,7 +37,7 @@ func (q *Queue) Run(ctx context.Context) error {
 			lastSweep = now
 			q.store.Sweep(time.Hour)
 		}
-		wait := q.opts.PollInterval
+		wait := q.options().PollInterval
 		if !next.IsZero() {
 			wait = max(min(wait, next.Sub(now)), time.Millisecond)
 		}
@@ -63,13 +63,13 @@ func (q *Queue) RunOnce(ctx context.Context) {
 // (zero if none is waiting).
 func (q *Queue) scan(ctx context.Context) time.Time {
 	list, err := q.store.List(ctx, func(id string, err error) {
-		q.opts.Logger.Error("queue: unreadable entry", "id", messageOf(id), "entry", id, "err", err)
+		q.options().Logger.Error("queue: unreadable entry", "id", messageOf(id), "entry", id, "err", err)
 	})
 	if err != nil {
 		if ctx.Err() == nil {
-			q.opts.Logger.Error("queue: listing entries", "err", err)
+			q.options().Logger.Error("queue: listing entries", "err", err)
 		}
-		return q.opts.Clock.Now().Add(q.opts.PollInterval)
+		return q.options().Clock.Now().Add(q.options().PollInterval)
 	}
 	if len(list) != q.lastSize {
 		q.lastSize = len(list)
@@ -77,10 +77,10 @@ func (q *Queue) scan(ctx context.Context) time.Time {
 		for _, e := range list {
 			msgs[e.MessageID] = true
 		}
-		q.opts.Logger.Info("queue: size", "entries", len(list), "messages", len(msgs))
+		q.options().Logger.Info("queue: size", "entries", len(list), "messages", len(msgs))
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].NextAttempt.Before(list[j].NextAttempt) })
-	now := q.opts.Clock.Now()
+	now := q.options().Clock.Now()
 	var next time.Time
 	for _, e := range list {
 		if ctx.Err() != nil {
@@ -100,9 +100,9 @@ func (q *Queue) routeKey(e *Entry) string {
 	switch {
 	case e.Local:
 		return "local"
-	case q.opts.Routes[e.Domain] != "":
-		return "route:" + q.opts.Routes[e.Domain]
-	case q.opts.Smarthost != nil:
+	case q.options().Routes[e.Domain] != "":
+		return "route:" + q.options().Routes[e.Domain]
+	case q.options().Smarthost != nil:
 		return "smarthost"
 	}
 	return e.Domain
@@ -128,7 +128,7 @@ func (q *Queue) dispatch(ctx context.Context, e *Entry) {
 // spawnLocked starts workers for waiting entries within the limits.
 func (q *Queue) spawnLocked(ctx context.Context) {
 	for _, r := range q.routes {
-		for len(r.pending) > 0 && r.workers < q.opts.MaxPerDomain && q.workers < q.opts.MaxConcurrent {
+		for len(r.pending) > 0 && r.workers < q.options().MaxPerDomain && q.workers < q.options().MaxConcurrent {
 			id := r.pending[0]
 			r.pending = r.pending[1:]
 			r.workers++
@@ -191,7 +191,7 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 	release, err := q.store.Claim(ctx, id)
 	if err != nil {
 		if !errors.Is(err, ErrBusy) && !errors.Is(err, ErrNotFound) {
-			q.opts.Logger.Error("queue: claiming entry", "id", messageOf(id), "entry", id, "err", err)
+			q.options().Logger.Error("queue: claiming entry", "id", messageOf(id), "entry", id, "err", err)
 		}
 		return
 	}
@@ -201,10 +201,10 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 		return
 	}
 	if err != nil {
-		q.opts.Logger.Error("queue: reading entry", "id", messageOf(id), "entry", id, "err", err)
+		q.options().Logger.Error("queue: reading entry", "id", messageOf(id), "entry", id, "err", err)
 		return
 	}
-	now := q.opts.Clock.Now()
+	now := q.options().Clock.Now()
 	interrupted := e.InFlight != nil
 	if interrupted {
 		// The process died during the last attempt: nothing that was not
@@ -216,7 +216,7 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 			}
 		}
 		e.InFlight = nil
-		q.opts.Logger.Warn("queue: recovering interrupted attempt", "id", messageOf(id), "entry", id, "pending", e.Pending())
+		q.options().Logger.Warn("queue: recovering interrupted attempt", "id", messageOf(id), "entry", id, "pending", e.Pending())
 	}
 	if e.Pending() > 0 && e.NextAttempt.After(now) && !interrupted {
 		return // rescheduled meanwhile (Retry, another process)
@@ -226,7 +226,7 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 		e.InFlight = &start
 		e.addAttempt(Attempt{Start: now})
 		if err := q.store.Update(ctx, e); err != nil {
-			q.opts.Logger.Error("queue: updating entry", "id", messageOf(id), "entry", id, "err", err)
+			q.options().Logger.Error("queue: updating entry", "id", messageOf(id), "entry", id, "err", err)
 			return
 		}
 		var host string
@@ -235,14 +235,14 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 		} else {
 			host = q.deliverRemote(ctx, e, cl)
 		}
-		end := q.opts.Clock.Now()
+		end := q.options().Clock.Now()
 		a := &e.Attempts[len(e.Attempts)-1]
 		a.End, a.Host = end, host
 		q.afterAttempt(ctx, e, end)
 		a.Result = summary(e)
 		e.InFlight = nil
 		if err := q.store.Update(ctx, e); err != nil {
-			q.opts.Logger.Error("queue: updating entry", "id", messageOf(id), "entry", id, "err", err)
+			q.options().Logger.Error("queue: updating entry", "id", messageOf(id), "entry", id, "err", err)
 			return
 		}
 	} else if interrupted {
@@ -270,7 +270,7 @@ func summary(e *Entry) string {
 
 // setRcpt records an outcome for a pending recipient and logs it.
 func (q *Queue) setRcpt(e *Entry, r *Recipient, st Status, code int, enhanced, text, host string) {
-	now := q.opts.Clock.Now()
+	now := q.options().Clock.Now()
 	r.Status, r.Code, r.Enhanced, r.RemoteMTA, r.Updated = st, code, enhanced, host, now
 	r.Reply = text
 	if code != 0 {
@@ -281,9 +281,9 @@ func (q *Queue) setRcpt(e *Entry, r *Recipient, st Status, code int, enhanced, t
 	event := map[Status]string{StatusSent: "queue: delivered", StatusFailed: "queue: bounced", StatusPending: "queue: deferred"}[st]
 	args := []any{"id", e.MessageID, "entry", e.ID, "from", e.From, "rcpt", r.Addr, "relay", host, "reply", r.Reply, "delay", now.Sub(e.Arrival).Round(time.Millisecond)}
 	if st == StatusPending {
-		q.opts.Logger.Warn(event, args...)
+		q.options().Logger.Warn(event, args...)
 	} else {
-		q.opts.Logger.Info(event, args...)
+		q.options().Logger.Info(event, args...)
 	}
 }
 
@@ -383,7 +383,7 @@ func (q *Queue) deliverRemote(ctx context.Context, e *Entry, cl **client) string
 		}
 		body, err := q.store.OpenMessage(ctx, e.MessageID)
 		if err != nil {
-			q.opts.Logger.Error("queue: opening message", "id", e.MessageID, "entry", e.ID, "err", err)
+			q.options().Logger.Error("queue: opening message", "id", e.MessageID, "entry", e.ID, "err", err)
 			q.failPending(e, tempFail("4.3.0", "cannot read queued message: %v", err))
 			return host
 		}
@@ -391,7 +391,7 @@ func (q *Queue) deliverRemote(ctx context.Context, e *Entry, cl **client) string
 		for _, i := range pend {
 			t.rcpts = append(t.rcpts, e.Recipients[i])
 		}
-		results, err := c.send(ctx, t, q.opts.DataDoneTimeout)
+		results, err := c.send(ctx, t, q.options().DataDoneTimeout)
 		body.Close()
 		var rep *reply
 		switch {
@@ -435,7 +435,7 @@ func (q *Queue) deliverLocal(ctx context.Context, e *Entry) string {
 		if r.Status != StatusPending {
 			continue
 		}
-		if q.opts.Local == nil {
+		if q.options().Local == nil {
 			q.setRcpt(e, r, StatusPending, 451, "4.3.0", "local delivery is not configured", "local")
 			continue
 		}
@@ -444,7 +444,7 @@ func (q *Queue) deliverLocal(ctx context.Context, e *Entry) string {
 			q.setRcpt(e, r, StatusPending, 451, "4.3.0", "cannot read queued message", "local")
 			continue
 		}
-		_, err = q.opts.Local.Deliver(delivery.WithMessageID(ctx, e.MessageID), e.From, []string{r.Addr}, body)
+		_, err = q.options().Local.Deliver(delivery.WithMessageID(ctx, e.MessageID), e.From, []string{r.Addr}, body)
 		body.Close()
 		switch {
 		case err == nil:
@@ -460,7 +460,7 @@ func (q *Queue) deliverLocal(ctx context.Context, e *Entry) string {
 		case errors.Is(err, delivery.ErrMalformed):
 			q.setRcpt(e, r, StatusFailed, 554, "5.6.0", "message cannot be stored", "local")
 		default:
-			q.opts.Logger.Error("queue: local delivery", "id", e.MessageID, "entry", e.ID, "rcpt", r.Addr, "err", err)
+			q.options().Logger.Error("queue: local delivery", "id", e.MessageID, "entry", e.ID, "rcpt", r.Addr, "err", err)
 			q.setRcpt(e, r, StatusPending, 451, "4.3.0", "local delivery failed temporarily", "local")
 		}
 	}
@@ -485,7 +485,7 @@ func (q *Queue) afterAttempt(ctx context.Context, e *Entry, now time.Time) {
 				}
 				r.Status, r.Updated = StatusFailed, now
 				r.Reply = strings.TrimSpace(r.Reply + " (delivery time expired)")
-				q.opts.Logger.Info("queue: bounced", "id", e.MessageID, "entry", e.ID, "from", e.From, "rcpt", r.Addr, "reply", r.Reply, "delay", now.Sub(e.Arrival).Round(time.Second))
+				q.options().Logger.Info("queue: bounced", "id", e.MessageID, "entry", e.ID, "from", e.From, "rcpt", r.Addr, "reply", r.Reply, "delay", now.Sub(e.Arrival).Round(time.Second))
 			}
 		}
 		return
@@ -494,7 +494,7 @@ func (q *Queue) afterAttempt(ctx context.Context, e *Entry, now time.Time) {
 	if e.NextAttempt.After(e.Expires) {
 		e.NextAttempt = e.Expires // one last try when the time is up
 	}
-	if q.opts.DelayWarning > 0 && !e.DelayWarned && now.Sub(e.Arrival) >= q.opts.DelayWarning {
+	if q.options().DelayWarning > 0 && !e.DelayWarned && now.Sub(e.Arrival) >= q.options().DelayWarning {
 		e.DelayWarned = true
 		q.report(ctx, e, actionDelayed)
 	}
@@ -511,13 +511,13 @@ func (q *Queue) finish(ctx context.Context, e *Entry) {
 		}
 		e.Reported = true
 		if err := q.store.Update(ctx, e); err != nil {
-			q.opts.Logger.Error("queue: updating entry", "id", e.MessageID, "entry", e.ID, "err", err)
+			q.options().Logger.Error("queue: updating entry", "id", e.MessageID, "entry", e.ID, "err", err)
 			return
 		}
 	}
 	if err := q.store.Remove(ctx, e); err != nil {
-		q.opts.Logger.Error("queue: removing entry", "id", e.MessageID, "entry", e.ID, "err", err)
+		q.options().Logger.Error("queue: removing entry", "id", e.MessageID, "entry", e.ID, "err", err)
 		return
 	}
-	q.opts.Logger.Info("queue: done", "id", e.MessageID, "entry", e.ID, "result", summary(e))
+	q.options().Logger.Info("queue: done", "id", e.MessageID, "entry", e.ID, "result", summary(e))
 }

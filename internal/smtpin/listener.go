@@ -119,7 +119,7 @@ func (l *limitListener) deliver(tc *trackedConn) {
 func (l *limitListener) addWaiter(ip netip.Addr) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.waiting[ip] >= l.srv.opts.MaxConnectionsPerIP {
+	if l.waiting[ip] >= l.srv.options().MaxConnectionsPerIP {
 		return false
 	}
 	l.waiting[ip]++
@@ -231,10 +231,10 @@ func (s *Server) acquire(c net.Conn, ip netip.Addr) (*trackedConn, admission, <-
 	if s.closed {
 		return nil, refused, nil
 	}
-	if s.opts.MaxConnections > 0 && len(s.conns) >= s.opts.MaxConnections {
+	if s.options().MaxConnections > 0 && len(s.conns) >= s.options().MaxConnections {
 		return nil, refused, nil
 	}
-	if s.opts.MaxConnectionsPerIP > 0 && ip.IsValid() && s.perIP[ip] >= s.opts.MaxConnectionsPerIP && !s.trusted(ip) {
+	if s.options().MaxConnectionsPerIP > 0 && ip.IsValid() && s.perIP[ip] >= s.options().MaxConnectionsPerIP && !s.trusted(ip) {
 		if s.slotFreed == nil {
 			s.slotFreed = make(chan struct{})
 		}
@@ -250,7 +250,7 @@ func (s *Server) acquire(c net.Conn, ip netip.Addr) (*trackedConn, admission, <-
 
 // trusted reports whether ip is in Options.TrustedNetworks.
 func (s *Server) trusted(ip netip.Addr) bool {
-	for _, p := range s.opts.TrustedNetworks {
+	for _, p := range s.options().TrustedNetworks {
 		if p.Contains(ip) {
 			return true
 		}
@@ -295,6 +295,6 @@ func (s *Server) reject(c net.Conn, tlsConfig *tls.Config) {
 	}
 	// The same keys as a session's refusals (session.logRefusal); there
 	// is no session, hence no id.
-	s.opts.Logger.Warn("smtp: refused", "role", s.opts.Role.String(), "remote", c.RemoteAddr().String(), "id", "", "from", "", "rcpt", "", "code", "421 4.7.0", "reason", "too many connections")
+	s.options().Logger.Warn("smtp: refused", "role", s.options().Role.String(), "remote", c.RemoteAddr().String(), "id", "", "from", "", "rcpt", "", "code", "421 4.7.0", "reason", "too many connections")
 	w.Write([]byte("421 4.7.0 Too many connections\r\n"))
 }

@@ -245,3 +245,15 @@ type OptionError struct {
 func (e *OptionError) Error() string {
 	return "smtpin: Options." + e.Field + " must be positive"
 }
+
+// FixedOptionError is returned by SetOptions for a field that cannot
+// change while the server runs.
+type FixedOptionError struct {
+	// Field is the name of the Options field.
+	Field string
+}
+
+// Error implements error.
+func (e *FixedOptionError) Error() string {
+	return "smtpin: Options." + e.Field + " cannot change while serving"
+}

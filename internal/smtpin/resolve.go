@@ -10,16 +10,16 @@ import (
 
 // newResolver returns the recipient resolver of the server: the one of
 // package delivery, over the server's users, aliases and domains.
-func (s *Server) newResolver() *delivery.Resolver {
+func (s *Server) newResolver(o *Options) *delivery.Resolver {
 	r := &delivery.Resolver{
-		Users:         s.opts.Deliverer.Users,
-		PlusSeparator: s.opts.PlusSeparator,
-		Postmaster:    s.opts.Postmaster,
-		SRS:           s.opts.SRS,
+		Users:         o.Deliverer.Users,
+		PlusSeparator: o.PlusSeparator,
+		Postmaster:    o.Postmaster,
+		SRS:           o.SRS,
 		IsLocalDomain: s.isLocalDomain,
 	}
-	if s.opts.Aliases != nil {
-		r.Aliases = s.opts.Aliases
+	if o.Aliases != nil {
+		r.Aliases = o.Aliases
 	}
 	return r
 }
@@ -27,7 +27,7 @@ func (s *Server) newResolver() *delivery.Resolver {
 // forwardSender returns the envelope sender to queue mail with (see
 // ForwardSender).
 func (s *Server) forwardSender(from, user string, log *slog.Logger) string {
-	return ForwardSender(s.opts.SRS, from, user, s.primaryDomain, log)
+	return ForwardSender(s.options().SRS, from, user, s.primaryDomain, log)
 }
 
 // ForwardSender returns the envelope sender to queue mail with: for mail
@@ -54,5 +54,6 @@ func ForwardSender(rw *srs.Rewriter, from, user string, primaryDomain func() str
 // primaryDomain returns the server's primary local domain (see
 // envelope.PrimaryDomain).
 func (s *Server) primaryDomain() string {
-	return envelope.PrimaryDomain(s.opts.Hostname, s.opts.LocalDomains, s.opts.Users, s.opts.Aliases, s.isLocalDomain)
+	o := s.options()
+	return envelope.PrimaryDomain(o.Hostname, o.LocalDomains, o.Users, o.Aliases, s.isLocalDomain)
 }

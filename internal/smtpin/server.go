@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	smtp "github.com/emersion/go-smtp"
@@ -25,11 +26,11 @@ var ErrServerClosed = errors.New("smtpin: server closed")
 // serve several listeners, for example 587 with Serve and 465 with
 // ServeTLS; the connection limits count them together.
 type Server struct {
-	opts Options
+	// cur holds the options in force and the recipient resolver over
+	// them; SetOptions swaps both at once.
+	cur  atomic.Pointer[state]
 	smtp *smtp.Server
 	now  func() time.Time // clock for Received headers; tests replace it
-	// resolver finds where mail for a recipient goes.
-	resolver *delivery.Resolver
 
 	mu     sync.Mutex
 	closed bool
@@ -47,12 +48,11 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		opts:  o,
 		now:   time.Now,
 		conns: make(map[*trackedConn]struct{}),
 		perIP: make(map[netip.Addr]int),
 	}
-	s.resolver = s.newResolver()
+	s.cur.Store(&state{opts: o, resolver: s.newResolver(&o)})
 	ss := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	ss.Domain = o.Hostname
 	ss.LMTP = o.Role == RoleLMTP
@@ -75,6 +75,48 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
+// state is one set of options and the resolver (finding where mail for a
+// recipient goes) built over them.
+type state struct {
+	opts     Options
+	resolver *delivery.Resolver
+}
+
+// options returns the options in force.
+func (s *Server) options() *Options { return &s.cur.Load().opts }
+
+// SetOptions replaces the server's options (a configuration reload): the
+// sessions that begin afterwards use them, those already open keep theirs.
+// The settings of the SMTP protocol engine (Hostname, Role, TLS,
+// MaxMessageBytes, MaxLineLength, ReadTimeout, WriteTimeout) are fixed at
+// New: SetOptions refuses a set that changes them (*FixedOptionError) and
+// an invalid set (*OptionError), keeping the old options.
+func (s *Server) SetOptions(opts Options) error {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	old := s.options()
+	for _, f := range []struct {
+		name    string
+		changed bool
+	}{
+		{"Hostname", o.Hostname != old.Hostname},
+		{"Role", o.Role != old.Role},
+		{"TLS", o.TLS != old.TLS},
+		{"MaxMessageBytes", o.MaxMessageBytes != old.MaxMessageBytes},
+		{"MaxLineLength", o.MaxLineLength != old.MaxLineLength},
+		{"ReadTimeout", o.ReadTimeout != old.ReadTimeout},
+		{"WriteTimeout", o.WriteTimeout != old.WriteTimeout},
+	} {
+		if f.changed {
+			return &FixedOptionError{Field: f.name}
+		}
+	}
+	s.cur.Store(&state{opts: o, resolver: s.newResolver(&o)})
+	return nil
+}
+
 // Serve accepts connections on l until Shutdown. For RoleSubmission on
 // port 465 use ServeTLS instead. It returns ErrServerClosed after
 // Shutdown.
@@ -85,11 +127,11 @@ func (s *Server) Serve(l net.Listener) error {
 // ServeTLS accepts implicit-TLS connections (RFC 8314, port 465) on l
 // until Shutdown. Options.TLS must be set.
 func (s *Server) ServeTLS(l net.Listener) error {
-	if s.opts.TLS == nil {
+	if s.options().TLS == nil {
 		return errors.New("smtpin: ServeTLS needs Options.TLS")
 	}
-	ll := &limitListener{Listener: l, srv: s, implicitT: s.opts.TLS}
-	return s.serve(tls.NewListener(ll, s.opts.TLS))
+	ll := &limitListener{Listener: l, srv: s, implicitT: s.options().TLS}
+	return s.serve(tls.NewListener(ll, s.options().TLS))
 }
 
 func (s *Server) serve(l net.Listener) error {
@@ -151,5 +193,5 @@ func (a slogAdapter) Println(v ...any) {
 
 // isLocalDomain reports whether mail for domain is delivered here.
 func (s *Server) isLocalDomain(domain string) bool {
-	return envelope.LocalDomainFunc(s.opts.LocalDomains, s.opts.Users, s.opts.Aliases, s.opts.Logger)(domain)
+	return envelope.LocalDomainFunc(s.options().LocalDomains, s.options().Users, s.options().Aliases, s.options().Logger)(domain)
 }

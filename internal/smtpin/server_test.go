@@ -689,7 +689,7 @@ func TestShutdown(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
-	good := newEnv(t, RoleMX, nil).srv.opts
+	good := *newEnv(t, RoleMX, nil).srv.options()
 	for _, mod := range []func(*Options){
 		func(o *Options) { o.Hostname = "" },
 		func(o *Options) { o.Role = 0 },

@@ -71,7 +71,11 @@ func smtpErr(code, a, b, c int, msg string) *smtp.SMTPError {
 // connection's goroutine, except Data with BDAT, which go-smtp runs in a
 // goroutine of its own; mu guards what they share.
 type session struct {
-	srv    *Server
+	srv *Server
+	// opts and resolver are the server's options when the session began:
+	// a reload applies to the sessions that begin after it.
+	opts     *Options
+	resolver *delivery.Resolver
 	conn   *smtp.Conn
 	tc     *trackedConn
 	remote netip.Addr // invalid for a unix socket
@@ -126,8 +130,11 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, errTooManyErrors
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	cur := s.cur.Load()
 	ss := &session{
-		srv:    s,
+		srv:      s,
+		opts:     &cur.opts,
+		resolver: cur.resolver,
 		conn:   c,
 		tc:     tc,
 		remote: tc.ip,
@@ -139,7 +146,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	if st, ok := c.TLSConnectionState(); ok {
 		ss.tls = &st
 	}
-	ss.log = s.opts.Logger.With("role", s.opts.Role.String(), "remote", c.Conn().RemoteAddr().String(), "tls", ss.tls != nil)
+	ss.log = cur.opts.Logger.With("role", cur.opts.Role.String(), "remote", c.Conn().RemoteAddr().String(), "tls", ss.tls != nil)
 	ss.log.Debug("smtp: session", "id", ss.id, "helo", c.Hostname())
 	return ss, nil
 }
@@ -169,7 +176,7 @@ func (s *session) fail(e *smtp.SMTPError, sync bool, r refusal) error {
 	s.logRefusal(e, r)
 	s.tc.mu.Lock()
 	s.tc.errors++
-	reached := s.tc.errors >= s.srv.opts.MaxErrors
+	reached := s.tc.errors >= s.opts.MaxErrors
 	if reached {
 		s.tc.closing = true
 	}
@@ -230,7 +237,7 @@ func (s *session) authAllowed() bool {
 	if s.tls != nil {
 		return true
 	}
-	switch s.srv.opts.PlaintextAuth {
+	switch s.opts.PlaintextAuth {
 	case pop3.PlaintextAlways:
 		return true
 	case pop3.PlaintextLoopback:
@@ -243,7 +250,7 @@ func (s *session) authAllowed() bool {
 // LOGIN on submission when AUTH is allowed, none otherwise (so that AUTH
 // is never advertised before TLS where it would be refused).
 func (s *session) AuthMechanisms() []string {
-	if s.srv.opts.Role != RoleSubmission || !s.authAllowed() {
+	if s.opts.Role != RoleSubmission || !s.authAllowed() {
 		return nil
 	}
 	return []string{sasl.Plain, sasl.Login}
@@ -254,7 +261,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if err := s.checkClosing(); err != nil {
 		return nil, err
 	}
-	if s.srv.opts.Role != RoleSubmission {
+	if s.opts.Role != RoleSubmission {
 		return nil, s.fail(errAuthNotHere, true, refusal{reason: "AUTH on a service without authentication", warn: true})
 	}
 	s.mu.Lock()
@@ -273,7 +280,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 			// RFC 4616 §2: an authorization identity other than the
 			// user's own is not supported: a failed login, which the
 			// guard refuses, counts and delays like a wrong password.
-			if g := s.srv.opts.Guard; g != nil && identity != "" && identity != username {
+			if g := s.opts.Guard; g != nil && identity != "" && identity != username {
 				if blocked, _ := g.Blocked(s.tc.RemoteAddr()); blocked {
 					return s.fail(errAuthBlocked, true, refusal{from: username, reason: "login refused: too many failed logins from this address", warn: true})
 				}
@@ -294,14 +301,14 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 
 // authenticate checks credentials against the user database.
 func (s *session) authenticate(username, password string) error {
-	g := s.srv.opts.Guard
+	g := s.opts.Guard
 	remote := s.tc.RemoteAddr()
 	if g != nil {
 		if blocked, _ := g.Blocked(remote); blocked {
 			return s.fail(errAuthBlocked, true, refusal{from: username, reason: "login refused: too many failed logins from this address", warn: true})
 		}
 	}
-	user, err := s.srv.opts.Users.Authenticate(s.ctx, username, password)
+	user, err := s.opts.Users.Authenticate(s.ctx, username, password)
 	if g != nil && err == nil {
 		g.Success(remote, user)
 	}
@@ -391,7 +398,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.mu.Lock()
 	user := s.user
 	s.mu.Unlock()
-	if s.srv.opts.Role == RoleSubmission && user == "" {
+	if s.opts.Role == RoleSubmission && user == "" {
 		// RFC 4954 §6: 530 when AUTH is required before MAIL.
 		return s.fail(errAuthRequired, true, refusal{from: from, reason: "MAIL before AUTH on submission", warn: true})
 	}
@@ -414,7 +421,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		if !a.ascii() && !opts.UTF8 {
 			return s.fail(errNeedUTF8, true, refusal{from: from, reason: "non-ASCII sender without SMTPUTF8"})
 		}
-		if s.srv.opts.Role == RoleSubmission && !s.srv.opts.AllowAnySender && !s.srv.resolver.Owns(user, a.String()) {
+		if s.opts.Role == RoleSubmission && !s.opts.AllowAnySender && !s.resolver.Owns(user, a.String()) {
 			return s.fail(errSenderNotOwned, true, refusal{from: a.String(), reason: "sender address not owned by user " + user, warn: true})
 		}
 		tx.from = a.String()
@@ -438,8 +445,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx == nil {
 		return s.fail(errNoTransaction, true, refusal{rcpt: to, reason: "RCPT before MAIL"})
 	}
-	if len(tx.rcpts) >= s.srv.opts.MaxRecipients {
-		return s.fail(errTooManyRcpts, true, refusal{rcpt: to, reason: fmt.Sprintf("more than %d recipients", s.srv.opts.MaxRecipients)})
+	if len(tx.rcpts) >= s.opts.MaxRecipients {
+		return s.fail(errTooManyRcpts, true, refusal{rcpt: to, reason: fmt.Sprintf("more than %d recipients", s.opts.MaxRecipients)})
 	}
 	a, err := parseAddress(to)
 	if err != nil {
@@ -459,9 +466,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return s.fail(errNeedUTF8, true, refusal{rcpt: to, reason: "non-ASCII recipient without SMTPUTF8"})
 	}
 	rcpt := a.String()
-	res, found := s.srv.resolver.Resolve(rcpt, s.log)
+	res, found := s.resolver.Resolve(rcpt, s.log)
 	switch {
-	case found && len(res.Remote) > 0 && s.srv.opts.Relay == nil:
+	case found && len(res.Remote) > 0 && s.opts.Relay == nil:
 		return s.fail(errForwardNotYet, true, refusal{rcpt: rcpt, reason: "forwarding to a remote address without an outbound queue"})
 	case found:
 	case s.srv.isLocalDomain(a.domain) && srs.IsSRS(rcpt):
@@ -470,11 +477,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return s.fail(errUnknownUser, true, refusal{rcpt: rcpt, reason: "invalid SRS address", warn: true})
 	case s.srv.isLocalDomain(a.domain):
 		return s.fail(errUnknownUser, true, refusal{rcpt: rcpt, reason: "unknown user"})
-	case s.srv.opts.Role != RoleSubmission:
+	case s.opts.Role != RoleSubmission:
 		// MX and LMTP take mail for local recipients only: never an
 		// open relay.
 		return s.fail(errRelayDenied, true, refusal{rcpt: rcpt, reason: "relay denied: not a local domain", warn: true})
-	case s.srv.opts.Relay == nil:
+	case s.opts.Relay == nil:
 		return s.fail(errRelayNotYet, true, refusal{rcpt: rcpt, reason: "relay to a remote address without an outbound queue"})
 	default:
 		// Authenticated submission (Mail requires AUTH) to a remote
@@ -502,7 +509,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // or, when MAIL FROM declared the message's SIZE, would not hold it; nil
 // otherwise (the quota is checked again with the real size after DATA).
 func (s *session) quotaAtRcpt(tx *transaction, res delivery.Resolution) *smtp.SMTPError {
-	d := s.srv.opts.Deliverer
+	d := s.opts.Deliverer
 	for _, t := range res.Local {
 		// RFC 3463 X.2.2 is a persistent transient failure: a mailbox
 		// already full is refused with 452, so that the sender retries
@@ -587,7 +594,7 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 // timeout; the next command line sets its own again).
 func (s *session) startData(bdat bool) *transaction {
 	if !bdat {
-		s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.opts.DataTimeout))
+		s.conn.Conn().SetReadDeadline(time.Now().Add(s.opts.DataTimeout))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -671,7 +678,7 @@ func deliveryError(err error) *smtp.SMTPError {
 // recipients to the Relay. It returns an error only when the message
 // itself could not be received.
 func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, error) {
-	d := s.srv.opts.Deliverer
+	d := s.opts.Deliverer
 	norm := newNormalizer(r)
 	if t, rc, ok := singleLocal(tx); ok && !bdat {
 		// One copy to make: stream it straight into the mailbox instead
@@ -707,7 +714,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 	s.mu.Unlock()
 	out := &outcome{local: make(map[string]error)}
 	over, copies := s.overQuota(tx, sp)
-	if len(over) > 0 && (len(over) == copies || s.srv.opts.Relay == nil) {
+	if len(over) > 0 && (len(over) == copies || s.opts.Relay == nil) {
 		// Nothing is stored: the single reply refuses the whole message
 		// (552 5.2.2), rather than tell the sender of a failure that some
 		// recipients did receive.
@@ -743,7 +750,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		// mailbox full and bounces them with a DSN (5.2.2), as Postfix
 		// does, while the others are delivered (or fits by then).
 		hdr := s.trace(tx, user, "").header()
-		id, err := s.srv.opts.Relay.Enqueue(s.ctx, tx.from, bounce, envelope.DSNParams{Return: tx.ret, EnvelopeID: tx.envid}, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+		id, err := s.opts.Relay.Enqueue(s.ctx, tx.from, bounce, envelope.DSNParams{Return: tx.ret, EnvelopeID: tx.envid}, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
 		if err != nil {
 			failed = true
 			s.log.Error("smtp: queueing over-quota copies", "id", tx.id, "err", err)
@@ -781,7 +788,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		}
 	}
 	if len(rcpts) > 0 {
-		if failed && s.srv.opts.Role != RoleLMTP {
+		if failed && s.opts.Role != RoleLMTP {
 			out.relayErr = errors.New("not queued: local delivery failed")
 		} else {
 			forClause := ""
@@ -795,7 +802,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 			// and of every log line about the message.
 			params.ID = tx.id
 			from := s.srv.forwardSender(tx.from, user, s.log)
-			_, err := s.srv.opts.Relay.Enqueue(s.ctx, from, rcpts, params, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+			_, err := s.opts.Relay.Enqueue(s.ctx, from, rcpts, params, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
 			out.relayErr = err
 			if err != nil {
 				s.log.Error("smtp: queueing message", "id", tx.id, "err", err)
@@ -812,10 +819,10 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 // distinct local mailboxes. For SMTP only: LMTP answers per recipient, so
 // there each copy is simply refused by its own delivery.
 func (s *session) overQuota(tx *transaction, sp *delivery.Spool) (over map[string]bool, copies int) {
-	if s.srv.opts.Role == RoleLMTP {
+	if s.opts.Role == RoleLMTP {
 		return nil, 0
 	}
-	d := s.srv.opts.Deliverer
+	d := s.opts.Deliverer
 	seen := map[string]bool{}
 	for _, rc := range tx.rcpts {
 		for _, t := range rc.res.Local {
@@ -870,8 +877,8 @@ func (s *session) trace(tx *transaction, user, rcpt string) *trace {
 	return &trace{
 		helo:     tx.helo,
 		remote:   s.remote,
-		hostname: s.srv.opts.Hostname,
-		lmtp:     s.srv.opts.Role == RoleLMTP,
+		hostname: s.opts.Hostname,
+		lmtp:     s.opts.Role == RoleLMTP,
 		utf8:     tx.utf8,
 		tls:      s.tls,
 		user:     user,

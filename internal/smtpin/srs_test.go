@@ -150,7 +150,7 @@ func TestPostmasterWithoutDomain(t *testing.T) {
 		c.ehlo()
 		c.cmd(250, "", "MAIL FROM:<x@remote.example>")
 		c.cmd(550, "5.1.1", "RCPT TO:<postmaster>")
-		o := e.srv.opts
+		o := *e.srv.options()
 		if _, err := New(o); err != nil {
 			t.Fatal(err)
 		}
