@@ -76,14 +76,14 @@ type session struct {
 	// a reload applies to the sessions that begin after it.
 	opts     *Options
 	resolver *delivery.Resolver
-	conn   *smtp.Conn
-	tc     *trackedConn
-	remote netip.Addr // invalid for a unix socket
-	local  bool       // loopback address or unix socket
-	tls    *tls.ConnectionState
-	ctx    context.Context
-	cancel context.CancelFunc
-	log    *slog.Logger
+	conn     *smtp.Conn
+	tc       *trackedConn
+	remote   netip.Addr // invalid for a unix socket
+	local    bool       // loopback address or unix socket
+	tls      *tls.ConnectionState
+	ctx      context.Context
+	cancel   context.CancelFunc
+	log      *slog.Logger
 	// id names the session in log lines before a transaction starts.
 	id string
 
@@ -135,13 +135,13 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		srv:      s,
 		opts:     &cur.opts,
 		resolver: cur.resolver,
-		conn:   c,
-		tc:     tc,
-		remote: tc.ip,
-		local:  !tc.ip.IsValid() || tc.ip.IsLoopback(),
-		ctx:    ctx,
-		cancel: cancel,
-		id:     newID(),
+		conn:     c,
+		tc:       tc,
+		remote:   tc.ip,
+		local:    !tc.ip.IsValid() || tc.ip.IsLoopback(),
+		ctx:      ctx,
+		cancel:   cancel,
+		id:       newID(),
 	}
 	if st, ok := c.TLSConnectionState(); ok {
 		ss.tls = &st
