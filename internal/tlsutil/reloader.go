@@ -28,12 +28,12 @@ const expiryWarning = 14 * 24 * time.Hour
 // Watch replace it when the files change; a failed reload keeps the previous
 // certificate. A Reloader is safe for concurrent use.
 type Reloader struct {
-	certFile, keyFile string
-	logger            *slog.Logger
-	cert              atomic.Pointer[tls.Certificate]
+	logger *slog.Logger
+	cert   atomic.Pointer[tls.Certificate]
 
-	mu     sync.Mutex // serializes reloads and guards stamps
-	stamps [2]fileStamp
+	mu                sync.Mutex // serializes reloads and guards the files and stamps
+	certFile, keyFile string
+	stamps            [2]fileStamp
 }
 
 // fileStamp identifies one version of a file: it changes whenever the file
@@ -224,20 +224,48 @@ func (r *Reloader) Watch(ctx context.Context, interval time.Duration) {
 		if !r.changed() {
 			continue
 		}
+		certFile, keyFile := r.Files()
 		if err := r.Reload(); err != nil {
 			r.logger.Error("tls: reloading certificate failed; keeping the previous one",
-				"cert", r.certFile, "key", r.keyFile, "err", err)
+				"cert", certFile, "key", keyFile, "err", err)
 			continue
 		}
 		r.logger.Info("tls: certificate reloaded",
-			"cert", r.certFile, "key", r.keyFile, "sha256", r.Fingerprint())
+			"cert", certFile, "key", keyFile, "sha256", r.Fingerprint())
 	}
 }
 
 // changed reports whether either file differs from when it was last loaded.
 func (r *Reloader) changed() bool {
-	now := [2]fileStamp{stampOf(r.certFile), stampOf(r.keyFile)}
+	certFile, keyFile := r.Files()
+	now := [2]fileStamp{stampOf(certFile), stampOf(keyFile)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return !now[0].equal(r.stamps[0]) || !now[1].equal(r.stamps[1])
+}
+
+// Files returns the certificate and key files in use.
+func (r *Reloader) Files() (certFile, keyFile string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.certFile, r.keyFile
+}
+
+// SetFiles switches to another certificate and key file pair (a
+// configuration reload), loading it now; later reloads and Watch read the
+// new files. On failure nothing changes and the error names the files.
+func (r *Reloader) SetFiles(certFile, keyFile string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if certFile == r.certFile && keyFile == r.keyFile {
+		return nil
+	}
+	stamps := [2]fileStamp{stampOf(certFile), stampOf(keyFile)}
+	cert, err := loadKeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	r.certFile, r.keyFile, r.stamps = certFile, keyFile, stamps
+	r.cert.Store(cert)
+	return nil
 }

@@ -437,3 +437,40 @@ func TestServerConfigServesReloadedCertificate(t *testing.T) {
 		t.Error("client trusting only the old certificate connected")
 	}
 }
+
+func TestReloaderSetFiles(t *testing.T) {
+	dir := t.TempDir()
+	c1, k1 := writePair(t, dir, "one", "one.example.org", time.Now())
+	c2, k2 := writePair(t, dir, "two", "two.example.org", time.Now())
+	r, err := NewReloader(c1, k1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp1 := r.Fingerprint()
+	// A pair that does not load: refused, the old files and certificate stay.
+	if err := r.SetFiles(c2, k1); err == nil {
+		t.Fatal("SetFiles accepted a mismatched pair")
+	}
+	if c, k := r.Files(); c != c1 || k != k1 || r.Fingerprint() != fp1 {
+		t.Fatalf("after a refused SetFiles: files %s %s, fingerprint changed %v", c, k, r.Fingerprint() != fp1)
+	}
+	if err := r.SetFiles(c2, k2); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := r.GetCertificate(nil)
+	if cert.Leaf.Subject.CommonName != "two.example.org" && !slices.Contains(cert.Leaf.DNSNames, "two.example.org") {
+		t.Errorf("serving %v after SetFiles, want two.example.org", cert.Leaf.DNSNames)
+	}
+	if c, k := r.Files(); c != c2 || k != k2 {
+		t.Errorf("Files = %s %s", c, k)
+	}
+	// Reload reads the new files.
+	writePair(t, dir, "two", "three.example.org", time.Now())
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ = r.GetCertificate(nil)
+	if !slices.Contains(cert.Leaf.DNSNames, "three.example.org") {
+		t.Errorf("Reload after SetFiles serves %v", cert.Leaf.DNSNames)
+	}
+}
