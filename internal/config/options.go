@@ -87,15 +87,23 @@ func (cfg *Config) OpenDeliverer(users *auth.DB, logger *slog.Logger) (*delivery
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, nil, err
 	}
+	return cfg.Deliverer(st, users, logger), st, nil
+}
+
+// Deliverer builds local delivery over an open store (one per process:
+// its locks exclude each other only within one Store), with the users,
+// quotas and plus-addressing of the configuration; a reload builds a new
+// one over the same store.
+func (cfg *Config) Deliverer(st *maildir.Store, users *auth.DB, logger *slog.Logger) *delivery.Deliverer {
 	return &delivery.Deliverer{
 		Store:    st,
 		Users:    users,
 		Resolver: &delivery.Resolver{Users: users, PlusSeparator: cfg.SMTP.PlusSeparator},
-		SpoolDir: spool,
+		SpoolDir: filepath.Join(cfg.DataDir, "spool"),
 		MaxSize:  int64(cfg.Delivery.MaxMessageSize),
 		Quotas:   &auth.Quotas{DB: users, Default: auth.Quota{Bytes: int64(cfg.Users.DefaultQuota), Messages: int64(cfg.Users.DefaultQuotaMessages)}},
 		Logger:   logger,
-	}, st, nil
+	}
 }
 
 // AdminSocket is the path of the running server's admin socket, which

@@ -89,3 +89,16 @@ func walkLeaves(o, n reflect.Value, prefix string, restart bool, f func(key stri
 		f(key, o.Field(i), n.Field(i), r)
 	}
 }
+
+// Value returns the value of the key (dotted, as in Changes) in c, as its
+// Go value; nil for an unknown key.
+func (c *Config) Value(key string) any {
+	var v any
+	rv := reflect.ValueOf(c).Elem()
+	walkLeaves(rv, rv, "", false, func(k string, o, _ reflect.Value, _ bool) {
+		if k == key {
+			v = o.Interface()
+		}
+	})
+	return v
+}

@@ -51,6 +51,22 @@ type Server struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	selfSign  bool
+
+	// What Reload builds the services' options from.
+	mu        sync.Mutex     // serializes Reload
+	cfg       *config.Config // the configuration in force
+	store     *maildir.Store
+	tlsCfg    *tls.Config
+	aliases   *aliases.Reloading
+	srs       *srs.Rewriter // loaded once smtp.srs is on
+	smtpRoles []smtpRole    // of each server in smtp
+}
+
+// smtpRole is what an SMTP server serves: its role, and whether it offers
+// TLS.
+type smtpRole struct {
+	role    smtpin.Role
+	withTLS bool
 }
 
 // Listener is one open listener: its name (pop3, pop3s, smtp, submission,
@@ -67,21 +83,20 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data folder: %w", err)
 	}
-	s := &Server{failed: make(chan error, 8)}
+	s := &Server{failed: make(chan error, 8), cfg: cfg}
 	tlsCfg, err := s.openTLS(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
+	s.tlsCfg = tlsCfg
 	s.guard = cfg.Guard(logger)
 	s.users = cfg.OpenUsers(logger)
 	deliverer, st, err := openStore(cfg, s.users, logger)
 	if err != nil {
 		return nil, err
 	}
-	s.pop3 = cfg.POP3Server(&pop3backend.POP3Backend{
-		Users: s.users, Store: st, Logger: logger, Guard: s.guard,
-		LoginDelay: cfg.POP3.LoginDelay.Duration,
-	}, tlsCfg, logger)
+	s.store = st
+	s.pop3 = cfg.POP3Server(s.pop3Backend(cfg, s.users, logger), tlsCfg, logger)
 	var want []pending
 	if cfg.POP3.Listen != "" {
 		want = append(want, pending{"pop3", cfg.POP3.Listen, s.pop3.Serve})
@@ -113,25 +128,43 @@ type pending struct {
 // openTLS loads the configured certificate, or generates (once) and loads
 // the self-signed one, and returns the server TLS configuration over it.
 func (s *Server) openTLS(cfg *config.Config, logger *slog.Logger) (*tls.Config, error) {
-	certFile, keyFile := cfg.TLSFiles()
-	if certFile == "" {
-		var created bool
-		var err error
-		certFile, keyFile, created, err = tlsutil.EnsureSelfSigned(cfg.TLSDir(), cfg.Hostname)
-		if err != nil {
-			return nil, fmt.Errorf("self-signed certificate: %w", err)
-		}
-		s.selfSign = true
-		if created {
-			logger.Info("generated a self-signed certificate", "cert", certFile)
-		}
+	certFile, keyFile, selfSigned, err := tlsFiles(cfg, logger)
+	if err != nil {
+		return nil, err
 	}
+	s.selfSign = selfSigned
 	certs, err := tlsutil.NewReloader(certFile, keyFile, logger)
 	if err != nil {
 		return nil, err
 	}
 	s.certs = certs
 	return tlsutil.ServerConfig(certs, cfg.TLS.MinVersion), nil
+}
+
+// tlsFiles returns the configured certificate files, or those of the
+// self-signed certificate, generated (once) when none is configured.
+func tlsFiles(cfg *config.Config, logger *slog.Logger) (certFile, keyFile string, selfSigned bool, err error) {
+	certFile, keyFile = cfg.TLSFiles()
+	if certFile != "" {
+		return certFile, keyFile, false, nil
+	}
+	var created bool
+	certFile, keyFile, created, err = tlsutil.EnsureSelfSigned(cfg.TLSDir(), cfg.Hostname)
+	if err != nil {
+		return "", "", false, fmt.Errorf("self-signed certificate: %w", err)
+	}
+	if created {
+		logger.Info("generated a self-signed certificate", "cert", certFile)
+	}
+	return certFile, keyFile, true, nil
+}
+
+// pop3Backend returns the POP3 backend over the users and the store.
+func (s *Server) pop3Backend(cfg *config.Config, users *auth.DB, logger *slog.Logger) *pop3backend.POP3Backend {
+	return &pop3backend.POP3Backend{
+		Users: users, Store: s.store, Logger: logger, Guard: s.guard,
+		LoginDelay: cfg.POP3.LoginDelay.Duration,
+	}
 }
 
 // openStore opens the mail store and local delivery, and completes what a
@@ -169,25 +202,21 @@ func (s *Server) buildSMTP(cfg *config.Config, logger *slog.Logger, deliverer *d
 	if err != nil {
 		return nil, fmt.Errorf("aliases: %w", err)
 	}
-	rw, err := s.openQueue(cfg, logger, deliverer, al)
+	s.aliases = al
+	rw, err := s.srsFor(cfg)
 	if err != nil {
 		return nil, err
 	}
+	q, err := queue.Open(cfg.QueueDir(), s.queueOptions(cfg, logger, deliverer, s.users, al, rw))
+	if err != nil {
+		return nil, fmt.Errorf("outbound queue: %w", err)
+	}
+	s.queue = q
 	mk := func(role smtpin.Role, withTLS bool) (*smtpin.Server, error) {
-		o := smtpin.ConfigOptions(cfg, role)
-		o.Logger = logger
-		o.Deliverer = deliverer
-		o.Users = s.users
-		o.Aliases = al
-		o.Guard = s.guard
-		o.Relay = s.queue
-		o.SRS = rw
-		if withTLS {
-			o.TLS = tlsCfg
-		}
-		srv, err := smtpin.New(o)
+		srv, err := smtpin.New(s.smtpOptions(cfg, smtpRole{role, withTLS}, logger, deliverer, s.users, al, rw))
 		if err == nil {
 			s.smtp = append(s.smtp, srv)
+			s.smtpRoles = append(s.smtpRoles, smtpRole{role, withTLS})
 		}
 		return srv, err
 	}
@@ -221,30 +250,55 @@ func (s *Server) buildSMTP(cfg *config.Config, logger *slog.Logger, deliverer *d
 	return want, nil
 }
 
-// openQueue opens the outbound queue, with DKIM signing and, when
-// smtp.srs is on, the SRS rewriter it returns.
-func (s *Server) openQueue(cfg *config.Config, logger *slog.Logger, deliverer *delivery.Deliverer, al *aliases.Reloading) (*srs.Rewriter, error) {
+// smtpOptions returns the options of an SMTP server of the role.
+func (s *Server) smtpOptions(cfg *config.Config, r smtpRole, logger *slog.Logger, deliverer *delivery.Deliverer, users *auth.DB, al *aliases.Reloading, rw *srs.Rewriter) smtpin.Options {
+	o := smtpin.ConfigOptions(cfg, r.role)
+	o.Logger = logger
+	o.Deliverer = deliverer
+	o.Users = users
+	o.Aliases = al
+	o.Guard = s.guard
+	o.Relay = s.queue
+	o.SRS = rw
+	if r.withTLS {
+		o.TLS = s.tlsCfg
+	}
+	return o
+}
+
+// queueOptions returns the options of the outbound queue, with DKIM
+// signing (the key folder is read again by each new signer) and, when
+// smtp.srs is on, SRS.
+func (s *Server) queueOptions(cfg *config.Config, logger *slog.Logger, deliverer *delivery.Deliverer, users *auth.DB, al *aliases.Reloading, rw *srs.Rewriter) queue.Options {
 	qo := queue.ConfigOptions(cfg, logger.With("component", "queue"))
-	qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, s.users, al, logger)
+	qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, users, al, logger)
 	qo.Local = deliverer
 	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
 	qo.DSNDomain = dsnDomain(cfg)
-	var rw *srs.Rewriter
-	if cfg.SMTP.SRS {
-		key, err := srs.LoadKey(cfg.SRSKeyFile())
-		if err == nil {
-			rw, err = srs.New(key)
-		}
-		if err != nil {
-			return nil, err
-		}
+	if rw != nil {
 		qo.SRS = rw
 	}
-	q, err := queue.Open(cfg.QueueDir(), qo)
-	if err != nil {
-		return nil, fmt.Errorf("outbound queue: %w", err)
+	return qo
+}
+
+// srsFor returns the SRS rewriter when smtp.srs is on (loading its secret
+// the first time), else nil.
+func (s *Server) srsFor(cfg *config.Config) (*srs.Rewriter, error) {
+	if !cfg.SMTP.SRS {
+		return nil, nil
 	}
-	s.queue = q
+	if s.srs != nil {
+		return s.srs, nil
+	}
+	key, err := srs.LoadKey(cfg.SRSKeyFile())
+	if err != nil {
+		return nil, err
+	}
+	rw, err := srs.New(key)
+	if err != nil {
+		return nil, err
+	}
+	s.srs = rw
 	return rw, nil
 }
 
@@ -358,9 +412,93 @@ func dsnDomain(cfg *config.Config) string {
 	return ld[0]
 }
 
-// Reload applies SIGHUP: certificates are read again now, and the user
-// database on its next use (it also notices file changes by itself).
-func (s *Server) Reload(logger *slog.Logger) {
+// Reload applies SIGHUP with next, the configuration file read again
+// (already validated): every key that can change live is applied to the
+// running services, for the sessions, transactions and deliveries that
+// begin afterwards; those under way keep their settings. A key that needs
+// a restart (see config.NeedsRestart) keeps its old value and is logged.
+// When something next asks for cannot be opened (the aliases file, the
+// certificate, the SRS secret) nothing is applied and the error says why.
+// In every case the certificate and the user database are read again.
+// It logs the changed keys in one line and returns them.
+func (s *Server) Reload(next *config.Config, logger *slog.Logger) (config.Changes, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch, err := s.apply(next, logger)
+	s.reloadFiles(logger)
+	if err != nil {
+		logger.Error("reload: configuration refused, keeping the old one", "err", err)
+		return ch, err
+	}
+	for _, k := range ch.Restart {
+		logger.Warn("reload: key needs a restart, keeping the old value", "key", k,
+			"old", s.cfg.Value(k), "new", next.Value(k))
+	}
+	logger.Info("reload: applied", "keys", ch.Applied, "restart_needed", ch.Restart)
+	return ch, nil
+}
+
+// apply makes eff, next with the restart-only keys of the configuration
+// in force, the configuration of the running services.
+func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes, error) {
+	old := s.cfg
+	ch := config.Diff(old, next)
+	eff := config.KeepRestart(old, next)
+	if err := eff.Validate(); err != nil {
+		return ch, fmt.Errorf("with the old values of %v: %w", ch.Restart, err)
+	}
+	// First everything that can fail, so that a failure changes nothing.
+	users := s.users
+	if eff.UsersFile() != old.UsersFile() || eff.Users.CacheTTL != old.Users.CacheTTL {
+		users = eff.OpenUsers(logger)
+		if _, err := users.List(); err != nil {
+			return ch, fmt.Errorf("users: %w", err)
+		}
+	}
+	al := s.aliases
+	if al != nil && eff.AliasesFile() != old.AliasesFile() {
+		var err error
+		if al, err = aliases.NewReloading(eff.AliasesFile(), logger); err != nil {
+			return ch, fmt.Errorf("aliases: %w", err)
+		}
+	}
+	var rw *srs.Rewriter
+	if s.queue != nil {
+		var err error
+		if rw, err = s.srsFor(eff); err != nil {
+			return ch, err
+		}
+	}
+	certFile, keyFile, selfSigned, err := tlsFiles(eff, logger)
+	if err == nil {
+		err = s.certs.SetFiles(certFile, keyFile)
+	}
+	if err != nil {
+		return ch, err
+	}
+	s.selfSign = selfSigned
+	// Then the swaps, which cannot fail on a validated configuration.
+	s.users, s.aliases = users, al
+	s.guard.SetLimits(eff.Guard(logger))
+	deliverer := eff.Deliverer(s.store, users, logger)
+	s.pop3.Update(eff.POP3Server(s.pop3Backend(eff, users, logger), s.tlsCfg, logger))
+	var errs []error
+	if s.queue != nil {
+		errs = append(errs, s.queue.SetOptions(s.queueOptions(eff, logger, deliverer, users, al, rw)))
+	}
+	for i, srv := range s.smtp {
+		errs = append(errs, srv.SetOptions(s.smtpOptions(eff, s.smtpRoles[i], logger, deliverer, users, al, rw)))
+	}
+	s.cfg = eff
+	if err := errors.Join(errs...); err != nil {
+		return ch, err
+	}
+	return ch, nil
+}
+
+// reloadFiles reads the certificate again now, and the user database on
+// its next use (it also notices file changes by itself).
+func (s *Server) reloadFiles(logger *slog.Logger) {
 	if err := s.certs.Reload(); err != nil {
 		logger.Error("reloading TLS certificate failed, keeping the old one", "err", err)
 	} else {
@@ -371,6 +509,14 @@ func (s *Server) Reload(logger *slog.Logger) {
 	} else {
 		logger.Info("user database reloaded")
 	}
+}
+
+// Config returns the configuration in force: the one Build was given,
+// with the keys the last Reload applied.
+func (s *Server) Config() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
 }
 
 // Abort undoes Build when serving cannot begin (privileges could not

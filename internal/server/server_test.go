@@ -212,7 +212,9 @@ func TestBuildServesEveryListener(t *testing.T) {
 	c.expect("250", c.cmd("EHLO client.example.test"))
 	c.expect("5", c.cmd("MAIL FROM:<alice@example.test>")) // no AUTH yet
 
-	srv.Reload(logger)
+	if _, err := srv.Reload(srv.Config(), logger); err != nil {
+		t.Fatalf("Reload of the same configuration: %v", err)
+	}
 	for _, c := range cl.opened {
 		c.c.Close()
 	}
