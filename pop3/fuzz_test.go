@@ -138,7 +138,7 @@ func FuzzSASL(f *testing.F) {
 	f.Fuzz(func(t *testing.T, mechName string, first, second []byte) {
 		be := newMemBackend()
 		srv := &Server{Backend: scramBackend{be}, SCRAM: true}
-		s := &session{srv: srv, ctx: context.Background(), conn: fakeConn{}}
+		s := &session{srv: srv, cfg: srv, ctx: context.Background(), conn: fakeConn{}}
 		mech := s.newMechanism(mechName)
 		if mech == nil {
 			return

@@ -19,5 +19,5 @@ func commandLogger(env *cmdEnv, cfg *config.Config, command string) *slog.Logger
 	if u, err := user.LookupId(name); err == nil {
 		name = u.Username
 	}
-	return newLogger(env, cfg).With("command", command, "run_by_uid", uid, "run_by", name)
+	return newLogger(env, cfg, cfg.SlogLevel()).With("command", command, "run_by_uid", uid, "run_by", name)
 }

@@ -33,33 +33,39 @@ func runServe(env *cmdEnv, args []string) int {
 		errorf(env, "serve: unexpected argument %q", pos[0])
 		return exitUsage
 	}
+	// Flags override the file (at start and on reload); an empty address
+	// disables a listener.
+	override := func(cfg *config.Config) {
+		for name, apply := range map[string]func(){
+			"pop3":        func() { cfg.POP3.Listen = *pop3Addr },
+			"pop3s":       func() { cfg.POP3.ListenTLS = *pop3sAddr },
+			"hostname":    func() { cfg.Hostname = *hostname },
+			"tls-cert":    func() { cfg.TLS.Cert = *tlsCert },
+			"tls-key":     func() { cfg.TLS.Key = *tlsKey },
+			"smtp":        func() { cfg.SMTP.Listen = *smtpAddr },
+			"submission":  func() { cfg.SMTP.Submission = *subAddr },
+			"submissions": func() { cfg.SMTP.Submissions = *subsAddr },
+			"lmtp":        func() { cfg.SMTP.LMTP = *lmtpAddr },
+			"dns-server":  func() { cfg.Queue.DNSServer = *dnsServer },
+		} {
+			if flagSet(fs, name) {
+				apply()
+			}
+		}
+	}
 	cfg, err := common.load()
 	if err != nil {
 		errorf(env, "%v", err)
 		return exitConfigError
 	}
-	// Flags override the file; an empty address disables a listener.
-	for name, apply := range map[string]func(){
-		"pop3":        func() { cfg.POP3.Listen = *pop3Addr },
-		"pop3s":       func() { cfg.POP3.ListenTLS = *pop3sAddr },
-		"hostname":    func() { cfg.Hostname = *hostname },
-		"tls-cert":    func() { cfg.TLS.Cert = *tlsCert },
-		"tls-key":     func() { cfg.TLS.Key = *tlsKey },
-		"smtp":        func() { cfg.SMTP.Listen = *smtpAddr },
-		"submission":  func() { cfg.SMTP.Submission = *subAddr },
-		"submissions": func() { cfg.SMTP.Submissions = *subsAddr },
-		"lmtp":        func() { cfg.SMTP.LMTP = *lmtpAddr },
-		"dns-server":  func() { cfg.Queue.DNSServer = *dnsServer },
-	} {
-		if flagSet(fs, name) {
-			apply()
-		}
-	}
+	override(cfg)
 	if err := cfg.Validate(); err != nil {
 		errorf(env, "%v", err)
 		return exitConfigError
 	}
-	logger := newLogger(env, cfg)
+	level := new(slog.LevelVar)
+	level.Set(cfg.SlogLevel())
+	logger := newLogger(env, cfg, level)
 	if cfg.LogFormat == "json" {
 		// Whatever a library writes with the standard log package stays
 		// JSON too.
@@ -98,7 +104,7 @@ func runServe(env *cmdEnv, args []string) int {
 			return exitError
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				srv.Reload(logger)
+				reload(srv, &common, override, level, logger)
 				continue
 			}
 			logger.Info("shutting down", "signal", sig.String())
@@ -121,8 +127,33 @@ func serveError(env *cmdEnv, cfg *config.Config, logger *slog.Logger, err error)
 	errorf(env, "%v", err)
 }
 
-func newLogger(env *cmdEnv, cfg *config.Config) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.SlogLevel()}
+// reload applies SIGHUP: the configuration file serve started with is read
+// again, with the same flags over it, and handed to the server, which
+// applies what can change live; the log level follows. A file that does not
+// load or validate is refused as a whole (the log line names its errors);
+// the certificate and the user database are read again in any case.
+func reload(srv *server.Server, common *commonFlags, override func(*config.Config), level *slog.LevelVar, logger *slog.Logger) {
+	src := common.source
+	next, err := config.Load(src.Path)
+	if err == nil {
+		if common.dataDir != "" {
+			next.DataDir = common.dataDir
+		}
+		override(next)
+		err = next.Validate()
+	}
+	if err != nil {
+		logger.Error("reload: configuration refused, keeping the old one", "config", src.String(), "err", err)
+		srv.ReloadFiles(logger)
+		return
+	}
+	if _, err := srv.Reload(next, logger); err == nil {
+		level.Set(srv.Config().SlogLevel())
+	}
+}
+
+func newLogger(env *cmdEnv, cfg *config.Config, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(env.stderr, opts))
 	}

@@ -496,8 +496,15 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	return ch, nil
 }
 
-// reloadFiles reads the certificate again now, and the user database on
-// its next use (it also notices file changes by itself).
+// ReloadFiles reads the certificate again now, and the user database on
+// its next use (it also notices file changes by itself): SIGHUP when the
+// configuration file is refused.
+func (s *Server) ReloadFiles(logger *slog.Logger) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reloadFiles(logger)
+}
+
 func (s *Server) reloadFiles(logger *slog.Logger) {
 	if err := s.certs.Reload(); err != nil {
 		logger.Error("reloading TLS certificate failed, keeping the old one", "err", err)
