@@ -3,6 +3,7 @@ package authguard
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -91,5 +92,31 @@ func TestDisabledDelay(t *testing.T) {
 	g := &Guard{BaseDelay: -1}
 	if d := g.Failure(addr("192.0.2.1:1"), "a"); d != 0 {
 		t.Fatalf("delay %v", d)
+	}
+}
+
+// TestSetLimits: new thresholds apply to the failures recorded before
+// (a reload lowering max_failures blocks an address already over it at its
+// next failure), and trusted networks change too.
+func TestSetLimits(t *testing.T) {
+	c := &clock{t: time.Unix(1e9, 0)}
+	g := &Guard{Now: c.now, BaseDelay: -1}
+	ip := addr("192.0.2.1:1000")
+	for range 3 {
+		g.Failure(ip, "")
+	}
+	if b, _ := g.Blocked(ip); b {
+		t.Fatal("blocked after 3 failures under the default limit")
+	}
+	g.SetLimits(&Guard{MaxFailures: 4, BlockFor: time.Hour, BaseDelay: -1})
+	g.Failure(ip, "")
+	if b, until := g.Blocked(ip); !b || !until.Equal(c.t.Add(time.Hour)) {
+		t.Fatalf("after SetLimits(MaxFailures 4) and a 4th failure: blocked %v until %v", b, until)
+	}
+	other := addr("192.0.2.9:1")
+	g.SetLimits(&Guard{MaxFailures: 1, BaseDelay: -1, Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.9/32")}})
+	g.Failure(other, "")
+	if b, _ := g.Blocked(other); b {
+		t.Fatal("a newly trusted address was blocked")
 	}
 }
