@@ -2,8 +2,8 @@ package blackbox
 
 import (
 	"bufio"
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net"
