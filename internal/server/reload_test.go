@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/postino-mail/postino/internal/auth"
@@ -224,4 +225,62 @@ func TestReloadRefusesWhole(t *testing.T) {
 	c.expect("250", c.cmd("MAIL FROM:<bob@remote.example>"))
 	c.expect("250", c.cmd("RCPT TO:<alice@example.test>"))
 	c.expect("250", c.cmd("RCPT TO:<alice+a@example.test>"))
+}
+
+// TestReloadWhileServing reloads repeatedly while SMTP and POP3 sessions
+// and queue deliveries run (run with -race): sessions always see one
+// whole set of settings, and nothing is left broken.
+func TestReloadWhileServing(t *testing.T) {
+	cfg := testConfig(t)
+	logger := slog.New(slog.DiscardHandler)
+	srv, addr, fp := startForReload(t, cfg, logger)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var sessions atomic.Int64
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := &clients{t: t}
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				c := cl.dial(addr["smtp"], false, "")
+				c.expect("220", c.line())
+				c.expect("250", c.cmd("EHLO client.example.test"))
+				c.expect("250", c.cmd("MAIL FROM:<bob@remote.example>"))
+				// Either limit (1 or 100) lets one recipient through.
+				c.expect("250", c.cmd("RCPT TO:<alice@example.test>"))
+				c.expect("354", c.cmd("DATA"))
+				c.expect("250", c.cmd("Subject: x\r\n\r\nx\r\n."))
+				c.expect("221", c.cmd("QUIT"))
+				p := cl.dial(addr["pop3s"], true, fp)
+				p.expect("+OK", p.line())
+				p.expect("+OK", p.cmd("QUIT"))
+				c.c.Close()
+				p.c.Close()
+				sessions.Add(1)
+			}
+		}()
+	}
+	i := 0
+	for ; sessions.Load() < 30 && i < 5000; i++ {
+		next := *srv.Config()
+		next.SMTP.MaxRecipients = 1 + 99*(i%2)
+		next.POP3.MaxConnections = 100 + i
+		next.Users.MaxFailures = 5 + i
+		next.Queue.Routes = []string{fmt.Sprintf("example.net=127.0.0.1:%d", 2000+i)}
+		if _, err := srv.Reload(&next, logger); err != nil {
+			t.Error(err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	if got := srv.Config().POP3.MaxConnections; got != 100+i-1 {
+		t.Errorf("pop3.max_connections = %d after the last reload, want %d", got, 100+i-1)
+	}
+	t.Logf("%d reloads during %d sessions", i, sessions.Load())
 }
