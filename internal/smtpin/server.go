@@ -86,7 +86,9 @@ type state struct {
 func (s *Server) options() *Options { return &s.cur.Load().opts }
 
 // SetOptions replaces the server's options (a configuration reload): the
-// sessions that begin afterwards use them, those already open keep theirs.
+// sessions that begin afterwards (a session begins at HELO/EHLO/LHLO) use
+// them, those already begun keep theirs; the connection limits apply to
+// the connections accepted afterwards.
 // The settings of the SMTP protocol engine (Hostname, Role, TLS,
 // MaxMessageBytes, MaxLineLength, ReadTimeout, WriteTimeout) are fixed at
 // New: SetOptions refuses a set that changes them (*FixedOptionError) and
