@@ -284,3 +284,41 @@ func TestReloadWhileServing(t *testing.T) {
 	}
 	t.Logf("%d reloads during %d sessions", i, sessions.Load())
 }
+
+// TestReloadUsersFile: a new users.file applies to the next logins (POP3
+// and SMTP AUTH) and to delivery.
+func TestReloadUsersFile(t *testing.T) {
+	cfg := testConfig(t)
+	logger := slog.New(slog.DiscardHandler)
+	srv, addr, _ := startForReload(t, cfg, logger)
+	other := auth.OpenDB(filepath.Join(cfg.DataDir, "other.passwd"))
+	other.Argon2 = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+	h, err := other.HashPassword("bob-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Add(context.Background(), "bob@example.test", h); err != nil {
+		t.Fatal(err)
+	}
+	next := *srv.Config()
+	next.Users.File = "other.passwd"
+	if _, err := srv.Reload(&next, logger); err != nil {
+		t.Fatal(err)
+	}
+	cl := &clients{t: t}
+	c := cl.dial(addr["pop3"], false, "")
+	c.expect("+OK", c.line())
+	c.expect("+OK", c.cmd("USER alice@example.test"))
+	c.expect("-ERR", c.cmd("PASS alice-pw"))
+	c = cl.dial(addr["pop3"], false, "")
+	c.expect("+OK", c.line())
+	c.expect("+OK", c.cmd("USER bob@example.test"))
+	c.expect("+OK", c.cmd("PASS bob-pw"))
+	c.expect("+OK", c.cmd("QUIT"))
+	c = cl.dial(addr["smtp"], false, "")
+	c.expect("220", c.line())
+	c.expect("250", c.cmd("EHLO client.example.test"))
+	c.expect("250", c.cmd("MAIL FROM:<x@remote.example>"))
+	c.expect("550", c.cmd("RCPT TO:<alice@example.test>"))
+	c.expect("250", c.cmd("RCPT TO:<bob@example.test>"))
+}
