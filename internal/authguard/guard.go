@@ -2,7 +2,11 @@
 // counts failed logins per remote address (an IPv6 /64 counts as one
 // address) and per account, makes each failure's answer wait longer
 // (2 s, 4 s, 8 s, ... capped), and after too many failures from one
-// address within a window refuses that address for a while. Successful
+// address within a window refuses that address for a while. Attempts in
+// progress count too (Begin, then EndFailure, EndSuccess or Abandon): an
+// address has at most as many logins being checked at once as it has
+// failures left, so guesses sent in parallel over many connections
+// cannot all be checked before the first of them fails. Successful
 // logins are never delayed. The same Guard serves POP3 and SMTP AUTH, so
 // guesses spread over both protocols add up, and every way of logging in
 // goes through it: POP3 USER/PASS and every AUTH mechanism, SCRAM-SHA-256
