@@ -110,14 +110,27 @@ func addrIP(a net.Addr) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// ipKey is the key of an IP: itself, or for IPv6 its /64.
-func ipKey(ip netip.Addr) string {
-	ip = ip.WithZone("")
+// AddrPrefix returns the network an address is counted under: an IPv4
+// address alone (/32), an IPv6 address by its /64: RFC 4291 §2.5.4: the
+// low 64 bits are the interface identifier, which one client can vary at
+// will (RFC 8981 temporary addresses). An IPv4-mapped IPv6 address counts
+// as the IPv4 address.
+func AddrPrefix(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap().WithZone("")
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
+		return p
+	}
+	return netip.PrefixFrom(ip, ip.BitLen())
+}
+
+// ipKey is the key of an IP: itself, or for IPv6 its /64.
+func ipKey(ip netip.Addr) string {
+	p := AddrPrefix(ip)
+	if p.Addr().Is6() {
 		return "ip:" + p.String()
 	}
-	return "ip:" + ip.String()
+	return "ip:" + p.Addr().String()
 }
 
 // AddrKey returns the key an address is counted under: the IP, or for
