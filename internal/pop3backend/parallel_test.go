@@ -1,8 +1,13 @@
 package pop3backend
 
 import (
+	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,4 +94,102 @@ func TestGuardParallelGuesses(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestGuardAttemptsEndWithoutOutcome: a login that ends without an
+// outcome (a SCRAM exchange cancelled or dropped after its proof was
+// checked, a PLAIN exchange cancelled, a USER/PASS exchange whose
+// connection drops) leaves no attempt counted in progress: with
+// MaxFailures 1, the right password still logs in afterwards.
+func TestGuardAttemptsEndWithoutOutcome(t *testing.T) {
+	b64 := base64.StdEncoding.EncodeToString
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, c net.Conn, r *bufio.Reader)
+	}{
+		{"SCRAM cancelled after the server signature", func(t *testing.T, c net.Conn, r *bufio.Reader) {
+			scramToServerFinal(t, c, r)
+			fmt.Fprint(c, "*\r\n")
+			expectLine(t, r, "-ERR")
+		}},
+		{"SCRAM dropped after the server signature", func(t *testing.T, c net.Conn, r *bufio.Reader) {
+			scramToServerFinal(t, c, r)
+		}},
+		{"PLAIN cancelled", func(t *testing.T, c net.Conn, r *bufio.Reader) {
+			fmt.Fprint(c, "AUTH PLAIN\r\n")
+			expectLine(t, r, "+ ")
+			fmt.Fprint(c, "*\r\n")
+			expectLine(t, r, "-ERR")
+		}},
+		{"LOGIN dropped at the password prompt", func(t *testing.T, c net.Conn, r *bufio.Reader) {
+			fmt.Fprintf(c, "AUTH LOGIN %s\r\n", b64([]byte("alice@example.test")))
+			expectLine(t, r, "+ ")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startGuarded(t, 1)
+			c, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			r := bufio.NewReader(c)
+			expectLine(t, r, "+OK")
+			tc.run(t, c, r)
+			c.Close()
+			deadline := time.Now().Add(5 * time.Second)
+			for e.guard.InFlight() != 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if n := e.guard.InFlight(); n != 0 {
+				t.Fatalf("%d attempts left in progress", n)
+			}
+			for _, m := range mechanisms {
+				cl := e.dial(t, "plain")
+				if err := m.login(cl, "alice@example.test", "right pw"); err != nil {
+					t.Fatalf("%s with the right password afterwards: %v", m.name, err)
+				}
+				cl.Quit()
+			}
+		})
+	}
+}
+
+// scramToServerFinal runs AUTH SCRAM-SHA-256 with the right password up
+// to the server's signature, which it reads.
+func scramToServerFinal(t *testing.T, c net.Conn, r *bufio.Reader) {
+	t.Helper()
+	b64 := base64.StdEncoding
+	sc := pop3.NewSCRAMClient("alice@example.test", "right pw")
+	_, ir, err := sc.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "AUTH SCRAM-SHA-256 %s\r\n", b64.EncodeToString(ir))
+	for range 2 {
+		line := expectLine(t, r, "+ ")
+		ch, err := b64.DecodeString(strings.TrimPrefix(line, "+ "))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(string(ch), "v=") {
+			return
+		}
+		resp, err := sc.Next(ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "%s\r\n", b64.EncodeToString(resp))
+	}
+	t.Fatal("no server signature")
+}
+
+// expectLine reads a line and checks its start.
+func expectLine(t *testing.T, r *bufio.Reader, prefix string) string {
+	t.Helper()
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, prefix) {
+		t.Fatalf("read %q, %v; want %q...", line, err, prefix)
+	}
+	return strings.TrimRight(line, "\r\n")
 }
