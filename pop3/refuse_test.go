@@ -68,6 +68,7 @@ func TestRefusedSilentConnections(t *testing.T) {
 			before := runtime.NumGoroutine()
 			const n = 200
 			closed, atOnce := silentFlood(t, addr, n, refuseTimeout+3*time.Second)
+			t.Logf("%d of %d silent connections closed, %d at once", closed, n, atOnce)
 			if closed != n {
 				t.Fatalf("%d of %d silent connections closed within %v", closed, n, refuseTimeout+3*time.Second)
 			}

@@ -64,6 +64,7 @@ func TestRefusedSilentConnections(t *testing.T) {
 				})
 			}
 			wg.Wait()
+			t.Logf("%d of %d silent connections closed, %d at once", closed, n, atOnce)
 			if closed != n {
 				t.Fatalf("%d of %d silent connections closed within %v", closed, n, limit.Sub(start))
 			}
