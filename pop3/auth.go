@@ -12,40 +12,91 @@ import (
 // The server consults it for every way of logging in: USER/PASS and every
 // AUTH mechanism, SCRAM-SHA-256 included, so that no mechanism escapes
 // the count, the delays or a block.
+//
+// LoginAllowed begins an attempt; the server ends every attempt it let
+// through with exactly one call of LoginFailed, LoginSucceeded or
+// LoginAbandoned, on the same connection, before it begins the next one.
+// A guard can so count the attempts in progress and refuse guesses sent
+// in parallel over many connections before any of them has failed.
 type LoginGuard interface {
 	// LoginAllowed is called before any credentials from the connection
 	// are checked. A non-nil error refuses the attempt and is the reply
 	// (see Backend for how errors are answered); typically an *Error
-	// with CodeLoginDelay for an address that failed too often.
+	// with CodeLoginDelay for an address that failed too often or has
+	// too many attempts in progress. Nil begins an attempt.
 	LoginAllowed(ctx context.Context, conn *ConnInfo) error
-	// LoginFailed records a failed login (wrong password, unknown user,
-	// failed SCRAM proof, authorization identity refused). It returns
-	// when the failure may be answered: it may hold the answer back.
+	// LoginFailed ends an attempt as a failed login (wrong password,
+	// unknown user, failed SCRAM proof, authorization identity refused).
+	// It returns when the failure may be answered: it may hold the
+	// answer back.
 	LoginFailed(ctx context.Context, conn *ConnInfo, username string)
-	// LoginSucceeded records a successful login of user.
+	// LoginSucceeded ends an attempt as a successful login of user.
 	LoginSucceeded(ctx context.Context, conn *ConnInfo, user string)
+	// LoginAbandoned ends an attempt that neither failed nor succeeded:
+	// the client cancelled or went away, or the credentials could not be
+	// checked (a temporary error).
+	LoginAbandoned(ctx context.Context, conn *ConnInfo)
 }
 
 // loginAllowed asks the Backend's LoginGuard, if any, whether credentials
-// may be checked now.
+// may be checked now, and begins an attempt if so. An attempt already in
+// progress on this connection is ended (abandoned) first.
 func (s *session) loginAllowed() error {
-	if g, ok := s.cfg.Backend.(LoginGuard); ok {
-		return g.LoginAllowed(s.ctx, s.connInfo())
+	g, ok := s.cfg.Backend.(LoginGuard)
+	if !ok {
+		return nil
 	}
+	s.loginAbandoned()
+	if err := g.LoginAllowed(s.ctx, s.connInfo()); err != nil {
+		return err
+	}
+	s.loginPending = true
 	return nil
 }
 
-// loginFailed reports a credential failure to the Backend's LoginGuard.
-func (s *session) loginFailed(username string) {
-	if g, ok := s.cfg.Backend.(LoginGuard); ok {
-		g.LoginFailed(s.ctx, s.connInfo(), username)
+// loginCheck asks the Backend's LoginGuard whether the address may log
+// in now, without keeping an attempt in progress.
+func (s *session) loginCheck() error {
+	if err := s.loginAllowed(); err != nil {
+		return err
+	}
+	s.loginAbandoned()
+	return nil
+}
+
+// loginFailed reports a credential failure to the Backend's LoginGuard,
+// ending the attempt in progress. It returns the guard's refusal when no
+// attempt was in progress and the guard refuses to begin one.
+func (s *session) loginFailed(username string) error {
+	g, ok := s.cfg.Backend.(LoginGuard)
+	if !ok {
+		return nil
+	}
+	if !s.loginPending {
+		if err := s.loginAllowed(); err != nil {
+			return err
+		}
+	}
+	s.loginPending = false
+	g.LoginFailed(s.ctx, s.connInfo(), username)
+	return nil
+}
+
+// loginSucceeded reports a successful login to the Backend's LoginGuard,
+// ending the attempt in progress.
+func (s *session) loginSucceeded(user string) {
+	if g, ok := s.cfg.Backend.(LoginGuard); ok && s.loginPending {
+		s.loginPending = false
+		g.LoginSucceeded(s.ctx, s.connInfo(), user)
 	}
 }
 
-// loginSucceeded reports a successful login to the Backend's LoginGuard.
-func (s *session) loginSucceeded(user string) {
-	if g, ok := s.cfg.Backend.(LoginGuard); ok {
-		g.LoginSucceeded(s.ctx, s.connInfo(), user)
+// loginAbandoned ends the attempt in progress, if any, without counting
+// it.
+func (s *session) loginAbandoned() {
+	if g, ok := s.cfg.Backend.(LoginGuard); ok && s.loginPending {
+		s.loginPending = false
+		g.LoginAbandoned(s.ctx, s.connInfo())
 	}
 }
 
@@ -119,9 +170,12 @@ func (s *session) cmdAUTH(args []string) error {
 		return errPlaintext
 	}
 	// A blocked address learns nothing, not even a SCRAM salt.
-	if err := s.loginAllowed(); err != nil {
+	if err := s.loginCheck(); err != nil {
 		return s.authFailed("", err)
 	}
+	// An exchange that ends without an outcome (cancelled, malformed,
+	// the client gone) ends its attempt without counting it.
+	defer s.loginAbandoned()
 	var resp []byte
 	if len(args) == 2 {
 		// RFC 5034 §4: an initial response; "=" stands for an empty one.
@@ -144,7 +198,9 @@ func (s *session) cmdAUTH(args []string) error {
 				// (a failed SCRAM proof, a foreign authorization
 				// identity): a failed login like a wrong password.
 				username = res.username
-				s.loginFailed(username)
+				if gerr := s.loginFailed(username); gerr != nil {
+					err = gerr
+				}
 			}
 			return s.authFailed(username, err)
 		}

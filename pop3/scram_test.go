@@ -101,6 +101,8 @@ func (b *guardBackend) LoginSucceeded(ctx context.Context, ci *ConnInfo, user st
 	b.succeeded = append(b.succeeded, user)
 }
 
+func (b *guardBackend) LoginAbandoned(ctx context.Context, ci *ConnInfo) {}
+
 func (b *guardBackend) setBlocked(v bool) {
 	b.mu.Lock()
 	b.blocked = v

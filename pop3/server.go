@@ -167,6 +167,7 @@ type Server struct {
 	slotFreed chan struct{}        // closed when a per-IP slot is released
 	closing   atomic.Bool
 	nextID    atomic.Uint64
+	refusing  atomic.Int32  // connections being refused (refuse)
 	idle      chan struct{} // closed when sessions drop to zero during Shutdown
 	// next holds the settings given by Update, nil before.
 	next atomic.Pointer[Server]
@@ -463,18 +464,45 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// refuseTimeout bounds the refusal of a connection over the limits: on
+// an implicit-TLS listener the TLS handshake that precedes the reply
+// waits for the client's ClientHello, and a client that sends nothing
+// must not hold the connection.
+const refuseTimeout = 5 * time.Second
+
+// maxRefusing bounds the connections being refused at a time. Beyond it a
+// connection is closed at once without a reply: a flood of connections
+// that never complete a handshake cannot hold more than this many
+// goroutines and descriptors, for refuseTimeout each.
+const maxRefusing = 100
+
 func (s *Server) serveConn(c net.Conn) {
 	ss := newSession(s, c)
 	if !s.admitWaiting(ss) {
-		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if s.closing.Load() {
-			c.Write([]byte("-ERR [SYS/TEMP] Server shutting down.\r\n"))
-		} else {
-			c.Write([]byte("-ERR [SYS/TEMP] Too many connections, try again later.\r\n"))
-		}
-		c.Close()
+		s.refuse(c)
 		return
 	}
 	defer s.release(ss)
 	ss.run()
+}
+
+// refuse answers a connection over the limits with -ERR [SYS/TEMP]
+// (RFC 3206 §4: a temporary failure of the system) and closes it, all
+// within refuseTimeout; beyond maxRefusing refusals at a time the
+// connection is closed without a reply.
+func (s *Server) refuse(c net.Conn) {
+	defer c.Close()
+	if s.refusing.Add(1) > maxRefusing {
+		s.refusing.Add(-1)
+		return
+	}
+	defer s.refusing.Add(-1)
+	// Read and write: on a *tls.Conn the write runs the handshake, which
+	// reads first.
+	c.SetDeadline(time.Now().Add(refuseTimeout))
+	if s.closing.Load() {
+		c.Write([]byte("-ERR [SYS/TEMP] Server shutting down.\r\n"))
+	} else {
+		c.Write([]byte("-ERR [SYS/TEMP] Too many connections, try again later.\r\n"))
+	}
 }

@@ -153,6 +153,7 @@ type session struct {
 	lastWasUSER  bool
 	badCommands  int
 	authFailures int
+	loginPending bool // a LoginGuard attempt is in progress
 
 	authUser string
 	drop     Maildrop
@@ -567,6 +568,7 @@ func (s *session) login(username, password string) error {
 		s.loginFailed(username)
 	}
 	if err != nil {
+		s.loginAbandoned() // a temporary error: nothing to count
 		return s.authFailed(username, err)
 	}
 	s.loginSucceeded(user)

@@ -2,7 +2,11 @@
 // counts failed logins per remote address (an IPv6 /64 counts as one
 // address) and per account, makes each failure's answer wait longer
 // (2 s, 4 s, 8 s, ... capped), and after too many failures from one
-// address within a window refuses that address for a while. Successful
+// address within a window refuses that address for a while. Attempts in
+// progress count too (Begin, then EndFailure, EndSuccess or Abandon): an
+// address has at most as many logins being checked at once as it has
+// failures left, so guesses sent in parallel over many connections
+// cannot all be checked before the first of them fails. Successful
 // logins are never delayed. The same Guard serves POP3 and SMTP AUTH, so
 // guesses spread over both protocols add up, and every way of logging in
 // goes through it: POP3 USER/PASS and every AUTH mechanism, SCRAM-SHA-256
@@ -66,6 +70,9 @@ type Guard struct {
 
 	mu      sync.Mutex
 	records map[string]*record
+	// inFlight counts, per address key, the attempts begun (Begin) and
+	// not yet ended. It is bounded by the connections open at a time.
+	inFlight map[string]int
 }
 
 type record struct {
@@ -103,14 +110,27 @@ func addrIP(a net.Addr) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// ipKey is the key of an IP: itself, or for IPv6 its /64.
-func ipKey(ip netip.Addr) string {
-	ip = ip.WithZone("")
+// AddrPrefix returns the network an address is counted under: an IPv4
+// address alone (/32), an IPv6 address by its /64: RFC 4291 §2.5.4: the
+// low 64 bits are the interface identifier, which one client can vary at
+// will (RFC 8981 temporary addresses). An IPv4-mapped IPv6 address counts
+// as the IPv4 address.
+func AddrPrefix(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap().WithZone("")
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
+		return p
+	}
+	return netip.PrefixFrom(ip, ip.BitLen())
+}
+
+// ipKey is the key of an IP: itself, or for IPv6 its /64.
+func ipKey(ip netip.Addr) string {
+	p := AddrPrefix(ip)
+	if p.Addr().Is6() {
 		return "ip:" + p.String()
 	}
-	return "ip:" + ip.String()
+	return "ip:" + p.Addr().String()
 }
 
 // AddrKey returns the key an address is counted under: the IP, or for
@@ -160,12 +180,108 @@ func (g *Guard) Blocked(addr net.Addr) (bool, time.Time) {
 	return false, time.Time{}
 }
 
+// Begin starts a login attempt from addr, before its credentials are
+// checked, and reports whether it may go on; if not, it also returns when
+// a block ends (the zero time when the address is not blocked but has as
+// many attempts in progress as it has failures left). An address may have
+// at most MaxFailures minus its recent failures attempts in progress (and
+// always one, when it is not blocked), so that guesses sent in parallel
+// cannot all be checked before the first of them is counted. Every Begin
+// that returns true must be ended by exactly one of EndFailure, EndSuccess
+// or Abandon. A trusted address is always let through and not counted.
+func (g *Guard) Begin(addr net.Addr) (bool, time.Time) {
+	if g.trusted(addr) {
+		return true, time.Time{}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	key := AddrKey(addr)
+	now := g.now()
+	failures := 0
+	if r := g.records[key]; r != nil {
+		if now.Before(r.blockedUntil) {
+			return false, r.blockedUntil
+		}
+		g.expire(key, r, now)
+		if now.Sub(r.windowStart) <= def(g.Window, DefaultWindow) {
+			failures = r.failures
+		}
+	}
+	if n := g.inFlight[key]; n > 0 && n >= def(g.MaxFailures, DefaultMaxFailures)-failures {
+		return false, time.Time{}
+	}
+	if g.inFlight == nil {
+		g.inFlight = make(map[string]int)
+	}
+	g.inFlight[key]++
+	return true, time.Time{}
+}
+
+// endLocked ends an attempt Begin let through.
+func (g *Guard) endLocked(addr net.Addr) {
+	if g.trusted(addr) {
+		return
+	}
+	key := AddrKey(addr)
+	// An end without a Begin (the Guard was swapped in between) frees
+	// nothing.
+	if n := g.inFlight[key]; n > 1 {
+		g.inFlight[key] = n - 1
+	} else {
+		delete(g.inFlight, key)
+	}
+}
+
+// Abandon ends an attempt Begin let through that neither failed nor
+// succeeded (the client went away, the user database could not be read):
+// nothing is counted.
+func (g *Guard) Abandon(addr net.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.endLocked(addr)
+}
+
+// EndFailure ends an attempt Begin let through as a failure: in one step,
+// so that no other attempt can begin in between, it is counted as
+// Failure counts it. It returns how long the answer should be held back.
+func (g *Guard) EndFailure(addr net.Addr, user string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.endLocked(addr)
+	return g.failureLocked(addr, user)
+}
+
+// EndSuccess ends an attempt Begin let through as a success, as Success
+// records one.
+func (g *Guard) EndSuccess(addr net.Addr, user string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.endLocked(addr)
+	delete(g.records, accountKey(user))
+}
+
+// InFlight returns the number of attempts begun and not yet ended, from
+// every address.
+func (g *Guard) InFlight() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, v := range g.inFlight {
+		n += v
+	}
+	return n
+}
+
 // Failure records a failed login and returns how long the answer should
 // be held back. A trusted address is neither counted nor blocked; the
 // account is.
 func (g *Guard) Failure(addr net.Addr, user string) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.failureLocked(addr, user)
+}
+
+func (g *Guard) failureLocked(addr net.Addr, user string) time.Duration {
 	now := g.now()
 	n := 1
 	if !g.trusted(addr) {

@@ -57,31 +57,40 @@ func (b *POP3Backend) Authenticate(ctx context.Context, ci *pop3.ConnInfo, usern
 }
 
 // LoginAllowed refuses every login from an address the Guard has blocked,
-// whatever the mechanism (pop3.LoginGuard).
+// or that has as many logins in progress as it has failures left,
+// whatever the mechanism; otherwise it begins an attempt (pop3.LoginGuard).
 func (b *POP3Backend) LoginAllowed(ctx context.Context, ci *pop3.ConnInfo) error {
 	if b.Guard == nil {
 		return nil
 	}
-	if blocked, _ := b.Guard.Blocked(ci.RemoteAddr); blocked {
+	if ok, _ := b.Guard.Begin(ci.RemoteAddr); !ok {
 		// The POP3 session logs the refusal (one line, at Warn).
 		return errBlocked
 	}
 	return nil
 }
 
-// LoginFailed counts a failed login and holds the answer back as long as
-// the Guard says (pop3.LoginGuard). Unknown users and wrong passwords
-// wait alike.
+// LoginFailed ends the attempt as a failure and holds the answer back as
+// long as the Guard says (pop3.LoginGuard). Unknown users and wrong
+// passwords wait alike.
 func (b *POP3Backend) LoginFailed(ctx context.Context, ci *pop3.ConnInfo, username string) {
 	if b.Guard != nil {
-		authguard.Wait(ctx, b.Guard.Failure(ci.RemoteAddr, username))
+		authguard.Wait(ctx, b.Guard.EndFailure(ci.RemoteAddr, username))
 	}
 }
 
-// LoginSucceeded forgets the account's failures (pop3.LoginGuard).
+// LoginSucceeded ends the attempt and forgets the account's failures
+// (pop3.LoginGuard).
 func (b *POP3Backend) LoginSucceeded(ctx context.Context, ci *pop3.ConnInfo, user string) {
 	if b.Guard != nil {
-		b.Guard.Success(ci.RemoteAddr, user)
+		b.Guard.EndSuccess(ci.RemoteAddr, user)
+	}
+}
+
+// LoginAbandoned ends the attempt without counting it (pop3.LoginGuard).
+func (b *POP3Backend) LoginAbandoned(ctx context.Context, ci *pop3.ConnInfo) {
+	if b.Guard != nil {
+		b.Guard.Abandon(ci.RemoteAddr)
 	}
 }
 

@@ -43,6 +43,13 @@ func startGuarded(t *testing.T, maxFailures int) *guardEnv {
 // logger (nil: nowhere).
 func startGuardedLog(t *testing.T, maxFailures int, logger *slog.Logger) *guardEnv {
 	t.Helper()
+	return startGuardedWrap(t, maxFailures, logger, nil)
+}
+
+// startGuardedWrap is startGuardedLog with the server's Backend made by
+// wrap from the real one (nil: the real one).
+func startGuardedWrap(t *testing.T, maxFailures int, logger *slog.Logger, wrap func(*POP3Backend) pop3.Backend) *guardEnv {
+	t.Helper()
 	dir := t.TempDir()
 	e := &guardEnv{db: auth.OpenDB(filepath.Join(dir, "users.passwd"))}
 	// One user whose stored password is a SCRAM one: every mechanism,
@@ -74,8 +81,12 @@ func startGuardedLog(t *testing.T, maxFailures int, logger *slog.Logger) *guardE
 	pool.AppendCertsFromPEM(pemBytes)
 	e.clientTLS = &tls.Config{RootCAs: pool, ServerName: "localhost"}
 	e.guard = &authguard.Guard{MaxFailures: maxFailures, BaseDelay: guardDelay, MaxDelay: guardDelay}
+	var backend pop3.Backend = &POP3Backend{Users: e.db, Store: st, Guard: e.guard, Logger: logger}
+	if wrap != nil {
+		backend = wrap(backend.(*POP3Backend))
+	}
 	srv := &pop3.Server{
-		Backend:         &POP3Backend{Users: e.db, Store: st, Guard: e.guard, Logger: logger},
+		Backend:         backend,
 		Logger:          logger,
 		TLSConfig:       tlsutil.ServerConfig(certs, "1.2"),
 		SCRAM:           true,

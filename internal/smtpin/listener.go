@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/postino-mail/postino/internal/authguard"
 )
 
 // slotWait is how long a connection over its address's limit waits for
@@ -37,7 +39,9 @@ type limitListener struct {
 	closeOnce sync.Once
 
 	mu      sync.Mutex
-	waiting map[netip.Addr]int // connections waiting for a slot, per IP
+	waiting map[netip.Addr]int // connections waiting for a slot, per ipKey
+
+	refusing atomic.Int32 // connections being refused (reject)
 }
 
 func (l *limitListener) init() {
@@ -97,10 +101,13 @@ func (l *limitListener) acceptLoop() {
 		switch {
 		case res == admitted:
 			l.deliver(tc)
-		case res == overIPLimit && l.addWaiter(ip):
+		case res == overIPLimit && l.addWaiter(ipKey(ip)):
 			go l.waitForSlot(c, ip)
+		case l.startRefusal():
+			go l.reject(c)
 		default:
-			go l.srv.reject(c, l.implicitT)
+			// Too many refusals under way: no goroutine, no reply.
+			c.Close()
 		}
 	}
 }
@@ -114,30 +121,64 @@ func (l *limitListener) deliver(tc *trackedConn) {
 	}
 }
 
-// addWaiter counts one more connection of ip waiting for a slot, unless
-// as many are already waiting as the address may have connections.
-func (l *limitListener) addWaiter(ip netip.Addr) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.waiting[ip] >= l.srv.options().MaxConnectionsPerIP {
+// maxRefusing bounds the connections a listener is refusing at a time.
+// Beyond it a connection over the limits is closed at once without a
+// reply: a flood of connections that never complete a TLS handshake
+// cannot hold more than this many goroutines and descriptors, for
+// rejectTimeout each.
+const maxRefusing = 100
+
+// startRefusal counts one more refusal under way, unless maxRefusing
+// are.
+func (l *limitListener) startRefusal() bool {
+	if l.refusing.Add(1) > maxRefusing {
+		l.refusing.Add(-1)
 		return false
 	}
-	l.waiting[ip]++
 	return true
 }
 
-func (l *limitListener) removeWaiter(ip netip.Addr) {
+// reject refuses c (Server.reject) as a refusal startRefusal counted.
+func (l *limitListener) reject(c net.Conn) {
+	defer l.refusing.Add(-1)
+	l.srv.reject(c, l.implicitT)
+}
+
+// refuse refuses c, or closes it at once beyond maxRefusing refusals
+// under way.
+func (l *limitListener) refuse(c net.Conn) {
+	if !l.startRefusal() {
+		c.Close()
+		return
+	}
+	l.reject(c)
+}
+
+// addWaiter counts one more connection of key (ipKey) waiting for a
+// slot, unless as many are already waiting as the address may have
+// connections.
+func (l *limitListener) addWaiter(key netip.Addr) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.waiting[ip]--; l.waiting[ip] <= 0 {
-		delete(l.waiting, ip)
+	if l.waiting[key] >= l.srv.options().MaxConnectionsPerIP {
+		return false
+	}
+	l.waiting[key]++
+	return true
+}
+
+func (l *limitListener) removeWaiter(key netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.waiting[key]--; l.waiting[key] <= 0 {
+		delete(l.waiting, key)
 	}
 }
 
 // waitForSlot admits c as soon as one of its address's connections ends,
 // or refuses it after slotWait.
 func (l *limitListener) waitForSlot(c net.Conn, ip netip.Addr) {
-	defer l.removeWaiter(ip)
+	defer l.removeWaiter(ipKey(ip))
 	timer := time.NewTimer(slotWait)
 	defer timer.Stop()
 	for {
@@ -148,19 +189,29 @@ func (l *limitListener) waitForSlot(c net.Conn, ip netip.Addr) {
 			return
 		case overIPLimit:
 		default:
-			l.srv.reject(c, l.implicitT)
+			l.refuse(c)
 			return
 		}
 		select {
 		case <-freed:
 		case <-timer.C:
-			l.srv.reject(c, l.implicitT)
+			l.refuse(c)
 			return
 		case <-l.done:
 			c.Close()
 			return
 		}
 	}
+}
+
+// ipKey is what the per-IP limit counts connections under: an IPv4
+// address itself, an IPv6 address its /64 (the network's address), as
+// the POP3 server and the login guard count them.
+func ipKey(ip netip.Addr) netip.Addr {
+	if !ip.IsValid() {
+		return ip
+	}
+	return authguard.AddrPrefix(ip).Addr()
 }
 
 // remoteIP returns the IP of a TCP peer; the zero Addr for a unix socket.
@@ -182,6 +233,7 @@ type trackedConn struct {
 	net.Conn
 	srv *Server
 	ip  netip.Addr
+	key netip.Addr // ipKey(ip)
 
 	closeOnce sync.Once
 	// closeAfterWrite is set when the next reply is the last: the
@@ -221,7 +273,8 @@ const (
 	refused
 )
 
-// acquire takes a connection slot for ip and returns the wrapped
+// acquire takes a connection slot for ip (counted under ipKey: an IPv6
+// /64 is one address) and returns the wrapped
 // connection. Over the per-IP limit it also returns a channel closed when
 // a slot is next released. Addresses in Options.TrustedNetworks, and unix
 // sockets, have no per-IP limit.
@@ -234,16 +287,17 @@ func (s *Server) acquire(c net.Conn, ip netip.Addr) (*trackedConn, admission, <-
 	if s.options().MaxConnections > 0 && len(s.conns) >= s.options().MaxConnections {
 		return nil, refused, nil
 	}
-	if s.options().MaxConnectionsPerIP > 0 && ip.IsValid() && s.perIP[ip] >= s.options().MaxConnectionsPerIP && !s.trusted(ip) {
+	key := ipKey(ip)
+	if s.options().MaxConnectionsPerIP > 0 && ip.IsValid() && s.perIP[key] >= s.options().MaxConnectionsPerIP && !s.trusted(ip) {
 		if s.slotFreed == nil {
 			s.slotFreed = make(chan struct{})
 		}
 		return nil, overIPLimit, s.slotFreed
 	}
-	tc := &trackedConn{Conn: c, srv: s, ip: ip}
+	tc := &trackedConn{Conn: c, srv: s, ip: ip, key: key}
 	s.conns[tc] = struct{}{}
 	if ip.IsValid() {
-		s.perIP[ip]++
+		s.perIP[key]++
 	}
 	return tc, admitted, nil
 }
@@ -263,8 +317,8 @@ func (s *Server) release(c *trackedConn) {
 	defer s.mu.Unlock()
 	delete(s.conns, c)
 	if c.ip.IsValid() {
-		if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
-			delete(s.perIP, c.ip)
+		if s.perIP[c.key]--; s.perIP[c.key] <= 0 {
+			delete(s.perIP, c.key)
 		}
 	}
 	if s.slotFreed != nil {
@@ -275,7 +329,7 @@ func (s *Server) release(c *trackedConn) {
 }
 
 // rejectTimeout bounds the TLS handshake and the write of a rejection.
-const rejectTimeout = 10 * time.Second
+const rejectTimeout = 5 * time.Second
 
 // reject answers a connection over a limit with 421 (RFC 5321 §3.1: a
 // server may refuse a connection with 421 in place of its greeting) and

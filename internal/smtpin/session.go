@@ -281,10 +281,10 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 			// user's own is not supported: a failed login, which the
 			// guard refuses, counts and delays like a wrong password.
 			if g := s.opts.Guard; g != nil && identity != "" && identity != username {
-				if blocked, _ := g.Blocked(s.tc.RemoteAddr()); blocked {
+				if ok, _ := g.Begin(s.tc.RemoteAddr()); !ok {
 					return s.fail(errAuthBlocked, true, refusal{from: username, reason: "login refused: too many failed logins from this address", warn: true})
 				}
-				authguard.Wait(s.ctx, g.Failure(s.tc.RemoteAddr(), username))
+				authguard.Wait(s.ctx, g.EndFailure(s.tc.RemoteAddr(), username))
 			}
 			if identity != "" && identity != username {
 				return s.fail(errAuthInvalid, true, refusal{from: username, reason: "login failed: authorization identity " + strconv.Quote(identity) + " is not the user", warn: true})
@@ -304,16 +304,22 @@ func (s *session) authenticate(username, password string) error {
 	g := s.opts.Guard
 	remote := s.tc.RemoteAddr()
 	if g != nil {
-		if blocked, _ := g.Blocked(remote); blocked {
+		// The attempt is counted as in progress until it ends, so that
+		// guesses sent in parallel cannot all be checked before the
+		// first failure is counted.
+		if ok, _ := g.Begin(remote); !ok {
 			return s.fail(errAuthBlocked, true, refusal{from: username, reason: "login refused: too many failed logins from this address", warn: true})
 		}
 	}
 	user, err := s.opts.Users.Authenticate(s.ctx, username, password)
-	if g != nil && err == nil {
-		g.Success(remote, user)
-	}
-	if g != nil && errors.Is(err, auth.ErrInvalidCredentials) {
-		authguard.Wait(s.ctx, g.Failure(remote, username))
+	switch {
+	case g == nil:
+	case err == nil:
+		g.EndSuccess(remote, user)
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		authguard.Wait(s.ctx, g.EndFailure(remote, username))
+	default:
+		g.Abandon(remote) // nothing was learnt about the password
 	}
 	switch {
 	case err == nil:
