@@ -75,6 +75,16 @@ func runServe(env *cmdEnv, args []string) int {
 		serveError(env, cfg, logger, err)
 		return exitConfigError
 	}
+	// Signals are caught from here on, before the listeners open: a
+	// SIGTERM sent as soon as the banner is out (or even before) is a
+	// graceful stop, never the default action that kills the process.
+	sigs := env.signals
+	if sigs == nil {
+		c := make(chan os.Signal, 4)
+		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		defer signal.Stop(c)
+		sigs = c
+	}
 	srv, err := server.Build(cfg, logger)
 	if err != nil {
 		serveError(env, cfg, logger, err)
@@ -89,13 +99,6 @@ func runServe(env *cmdEnv, args []string) int {
 	srv.Start()
 	printBanner(env, srv, cfg, common.source, logger)
 
-	sigs := env.signals
-	if sigs == nil {
-		c := make(chan os.Signal, 4)
-		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-		defer signal.Stop(c)
-		sigs = c
-	}
 	for {
 		select {
 		case err := <-srv.Failed():
