@@ -686,8 +686,8 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		if err != nil && !errors.Is(err, delivery.ErrStore) {
 			return nil, err // the message itself was not received
 		}
-		if norm.bare > 0 {
-			s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.bare)
+		if norm.Bare() > 0 {
+			s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.Bare())
 		}
 		if err != nil {
 			s.log.Error("smtp: storing message", "id", tx.id, "mailbox", t.Mailbox, "err", err)
@@ -699,8 +699,8 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		return nil, err
 	}
 	defer sp.Close()
-	if norm.bare > 0 {
-		s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.bare)
+	if norm.Bare() > 0 {
+		s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.Bare())
 	}
 	s.mu.Lock()
 	user := s.user
