@@ -605,6 +605,8 @@ func (s *session) dataError(err error) *smtp.SMTPError {
 		return errEmpty
 	case errors.Is(err, delivery.ErrOverQuota):
 		return errMailboxFull
+	case errors.As(err, new(*fromNotOwnedError)):
+		return errFromNotOwned
 	}
 	return errReceiving
 }
@@ -673,7 +675,10 @@ func deliveryError(err error) *smtp.SMTPError {
 func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, error) {
 	d := s.srv.opts.Deliverer
 	norm := newNormalizer(r)
-	if t, rc, ok := singleLocal(tx); ok && !bdat {
+	// With the sender check on, a submitted message's header is read
+	// from the spool before anything is stored, so it is not streamed.
+	checkFrom := s.srv.opts.Role == RoleSubmission && !s.srv.opts.AllowAnySender
+	if t, rc, ok := singleLocal(tx); ok && !bdat && !checkFrom {
 		// One copy to make: stream it straight into the mailbox instead
 		// of spooling it first (half the files created and written). The
 		// store shows it only once it is complete and durable. Not for
@@ -705,6 +710,11 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 	s.mu.Lock()
 	user := s.user
 	s.mu.Unlock()
+	if checkFrom {
+		if err := s.checkHeaderFrom(user, sp.Reader()); err != nil {
+			return nil, err
+		}
+	}
 	out := &outcome{local: make(map[string]error)}
 	over, copies := s.overQuota(tx, sp)
 	if len(over) > 0 && (len(over) == copies || s.srv.opts.Relay == nil) {
