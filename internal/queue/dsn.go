@@ -158,8 +158,13 @@ func (q *Queue) buildDSN(ctx context.Context, e *Entry, action dsnAction, rcpts 
 	rand.Read(b[:])
 	boundary := "=_postino_" + hex.EncodeToString(b[:])
 
-	// The original message: all of it, or its header section.
-	full := action == actionFailed && e.Return == "FULL" && e.Size <= q.opts.BounceSizeLimit
+	// The original message: all of it, or its header section. RFC 3461
+	// §4.3: RET=FULL is a request. A DSN is postino's own message, signed
+	// as ours, so it returns the whole text only of mail a user of ours
+	// submitted; mail from anyone else (the MX) gets its header section,
+	// as RET=HDRS, or a bounce would have us sign text of the sender's
+	// choosing.
+	full := action == actionFailed && e.Return == "FULL" && e.AuthUser != "" && e.Size <= q.opts.BounceSizeLimit
 	var orig bytes.Buffer
 	if rc, err := q.store.OpenMessage(ctx, e.MessageID); err == nil {
 		if full {
