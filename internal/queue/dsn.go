@@ -11,6 +11,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/postino-mail/postino/internal/crlf"
 )
 
 // dsnAction is the kind of a delivery status notification.
@@ -104,6 +106,13 @@ func (q *Queue) enqueueDSN(ctx context.Context, id, to string, body []byte) erro
 		return nil
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
+	}
+	// RFC 5321 §2.3.8: the returned header or message comes from the
+	// queue's copy, which a message queued by an older version may hold
+	// with bare CR or LF; the DSN is normalised, as Enqueue does, before
+	// it is signed.
+	if norm, err := io.ReadAll(crlf.NewNormalizer(bytes.NewReader(body), false)); err == nil {
+		body = norm
 	}
 	if sig := q.sign(ctx, q.dsnDomain(), bytes.NewReader(body)); sig != "" {
 		body = append([]byte(sig), body...)

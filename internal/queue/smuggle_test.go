@@ -118,3 +118,28 @@ func TestEnqueueNormalizesLineEnds(t *testing.T) {
 		})
 	}
 }
+
+// TestDSNNormalizesLineEnds: a DSN, which returns the header or the text
+// of a queued message (one queued by an older version may hold bare CR
+// or LF), is queued with CRLF line ends only.
+func TestDSNNormalizesLineEnds(t *testing.T) {
+	e := newEnv(t, nil)
+	id := newMessageID(e.clock.Now())
+	body := "From: MAILER-DAEMON@postino.test\r\nSubject: bounce\r\n\r\nreturned\r.\r\nMAIL FROM:<ceo@bank.example>\n.\n"
+	if err := e.q.enqueueDSN(context.Background(), id, "bob@remote.test", []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := e.q.Message(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	stored, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCRLF(t, stored)
+	if !bytes.Contains(stored, []byte("returned\r\n.\r\nMAIL FROM:<ceo@bank.example>\r\n.\r\n")) {
+		t.Fatalf("stored %q", stored)
+	}
+}
