@@ -252,10 +252,10 @@ func quotaOrNone(q auth.Quota) string {
 	return q.String()
 }
 
-// purgeUser deletes the user and its mailbox, once confirmed. The mailbox
-// is removed under the maildrop lock first, so that a user logged in over
-// POP3 keeps both; then the user goes (no more deliveries or logins); then
-// whatever was delivered in between is removed too.
+// purgeUser deletes the user and its mailbox, once confirmed. Both happen
+// under the maildrop lock, the user first: a user logged in over POP3
+// keeps both, a login in between cannot take the lock, and if the user
+// cannot be deleted the mailbox stays. All or nothing.
 func purgeUser(env *cmdEnv, mailDir string, db *auth.DB, addr string, yes bool) int {
 	ctx := context.Background()
 	u, exists := db.Lookup(addr)
@@ -288,27 +288,16 @@ func purgeUser(env *cmdEnv, mailDir string, db *auth.DB, addr string, yes bool) 
 			return exitError
 		}
 	}
-	remove := func() int {
-		err := st.RemoveMailbox(ctx, addr)
-		if errors.Is(err, store.ErrLocked) {
-			errorf(env, "the mailbox of %s is in use (the user is logged in over POP3): nothing removed, try again later", addr)
-			return exitTempFail
-		}
-		if err != nil {
-			errorf(env, "%v", err)
-			return exitError
-		}
-		return exitOK
+	err = st.RemoveMailboxWith(ctx, addr, func(ctx context.Context) error {
+		return db.Delete(ctx, addr)
+	})
+	if errors.Is(err, store.ErrLocked) {
+		errorf(env, "the mailbox of %s is in use (the user is logged in over POP3): nothing removed, try again later", addr)
+		return exitTempFail
 	}
-	if code := remove(); code != exitOK {
-		return code
-	}
-	if err := db.Delete(ctx, addr); err != nil {
-		errorf(env, "%v", err)
+	if err != nil {
+		errorf(env, "%v (nothing removed)", err)
 		return exitError
-	}
-	if code := remove(); code != exitOK {
-		return code
 	}
 	fmt.Fprintf(env.stdout, "deleted %s and its mailbox (%d messages, %d octets)\n", addr, n, size)
 	return exitOK

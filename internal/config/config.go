@@ -127,7 +127,7 @@ type SMTPConfig struct {
 	PlusSeparator       string               `toml:"plus_separator" comment:"Separator for address extensions: user+tag@domain is delivered to user@domain. Empty disables extensions."`
 	AliasesFile         string               `toml:"aliases_file" comment:"Aliases file; empty means DATA/aliases."`
 	PlaintextAuth       pop3.PlaintextPolicy `toml:"plaintext_auth" comment:"Whether submission offers AUTH on a connection without TLS: never, loopback (only from 127.0.0.0/8 and ::1) or always."`
-	RestrictSender      bool                 `toml:"restrict_sender" comment:"On submission, let an authenticated user send only as their own address, its plus-addresses, an alias that reaches them, or <>."`
+	RestrictSender      bool                 `toml:"restrict_sender" comment:"On submission, let an authenticated user send only as their own address, its plus-addresses, an alias that reaches them, or <>, in MAIL FROM and in the header From and Sender."`
 	Postmaster          string               `toml:"postmaster" comment:"Address that receives mail for \"postmaster\" (without a domain, RFC 5321) and postmaster@ each local domain when that domain has no user or alias of that name. Empty: only a postmaster alias or user of the primary domain (the first of local_domains) receives it."`
 	SRS                 bool                 `toml:"srs" comment:"Rewrite the envelope sender of mail forwarded to remote addresses with the Sender Rewriting Scheme (SRS0=...@primary domain; secret in DATA/srs.key) and route bounces to such addresses back to the original sender."`
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/postino-mail/postino/internal/crlf"
 )
 
 // This file is the SMTP client. go-smtp's client neither pipelines nor
@@ -488,7 +490,12 @@ func (c *client) lost(results []rcptResult, err error) []rcptResult {
 // folds a message for a remote domain before signing it, so this changes
 // only messages queued otherwise). Each write has the command timeout.
 func (c *client) writeData(body io.Reader) error {
-	br := bufio.NewReaderSize(newFolder(body), 32*1024)
+	// RFC 5321 §2.3.8: no bare CR or LF is ever sent, whatever the stored
+	// message holds (Enqueue normalises already; a message stored by an
+	// older version or another writer of the store may not be). Every line
+	// then ends in CRLF, so a '.' after an LF is the only one that starts a
+	// line and needs stuffing: "\r.\r\n" cannot pass as the end of data.
+	br := bufio.NewReaderSize(newFolder(crlf.NewNormalizer(body, false)), 32*1024)
 	bol := true // at the beginning of a line
 	last := byte('\n')
 	for {

@@ -11,6 +11,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/postino-mail/postino/internal/crlf"
 )
 
 // dsnAction is the kind of a delivery status notification.
@@ -105,6 +107,13 @@ func (q *Queue) enqueueDSN(ctx context.Context, id, to string, body []byte) erro
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
 	}
+	// RFC 5321 §2.3.8: the returned header or message comes from the
+	// queue's copy, which a message queued by an older version may hold
+	// with bare CR or LF; the DSN is normalised, as Enqueue does, before
+	// it is signed.
+	if norm, err := io.ReadAll(crlf.NewNormalizer(bytes.NewReader(body), false)); err == nil {
+		body = norm
+	}
 	if sig := q.sign(ctx, q.dsnDomain(), bytes.NewReader(body)); sig != "" {
 		body = append([]byte(sig), body...)
 	}
@@ -158,8 +167,13 @@ func (q *Queue) buildDSN(ctx context.Context, e *Entry, action dsnAction, rcpts 
 	rand.Read(b[:])
 	boundary := "=_postino_" + hex.EncodeToString(b[:])
 
-	// The original message: all of it, or its header section.
-	full := action == actionFailed && e.Return == "FULL" && e.Size <= q.options().BounceSizeLimit
+	// The original message: all of it, or its header section. RFC 3461
+	// §4.3: RET=FULL is a request. A DSN is postino's own message, signed
+	// as ours, so it returns the whole text only of mail a user of ours
+	// submitted; mail from anyone else (the MX) gets its header section,
+	// as RET=HDRS, or a bounce would have us sign text of the sender's
+	// choosing.
+	full := action == actionFailed && e.Return == "FULL" && e.AuthUser != "" && e.Size <= q.options().BounceSizeLimit
 	var orig bytes.Buffer
 	if rc, err := q.store.OpenMessage(ctx, e.MessageID); err == nil {
 		if full {

@@ -38,6 +38,13 @@ fwd@example.test: gone@refuse.test
 
 func newOrigin(t *testing.T) *origin {
 	t.Helper()
+	return newOriginWith(t, nil)
+}
+
+// newOriginWith is newOrigin with mod applied to the options of each
+// front end.
+func newOriginWith(t *testing.T, mod func(*smtpin.Options)) *origin {
+	t.Helper()
 	keys := filepath.Join(t.TempDir(), "dkim")
 	// One key: a message signed once carries exactly one signature.
 	rec, err := dkim.Keygen(keys, localDomain, dkim.AlgoRSA, "")
@@ -85,8 +92,10 @@ func newOrigin(t *testing.T) *origin {
 		so.AllowAnySender = true // restrict_sender = false
 		so.Users, so.Deliverer, so.Aliases, so.Relay, so.SRS = db, d, tab, o.e.q, rw
 		so.Logger = testLogger(t)
+		if mod != nil {
+			mod(&so)
+		}
 		srv, err := smtpin.New(so)
-
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postino-mail/postino/internal/crlf"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/fsutil"
 )
@@ -145,6 +146,11 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 	if len(params.Recipients) != 0 && len(params.Recipients) != len(rcpts) {
 		return "", errors.New("queue: DSN parameters do not match the recipients")
 	}
+	// RFC 5321 §2.3.8: a bare CR or LF must not be sent in SMTP data;
+	// every message queued (SMTP intake, deliver, forwarding, DSNs) has
+	// them rewritten as CRLF before it is signed and stored, as the
+	// intake does, so no next hop reads a line end we did not.
+	msg = crlf.NewNormalizer(msg, false)
 	if anyRemote(rcpts, q.options().IsLocalDomain) {
 		// Lines over 998 octets are folded (see folder) before the
 		// message is signed, so the DKIM signature covers what is sent.

@@ -343,7 +343,8 @@ func TestBounces(t *testing.T) {
 	}
 }
 
-// TestDSNParams: RET=FULL returns the message, ENVID and ORCPT are echoed,
+// TestDSNParams: RET=FULL returns the message (of an authenticated
+// submitter), ENVID and ORCPT are echoed,
 // NOTIFY=NEVER and NOTIFY=SUCCESS,DELAY suppress the failure DSN, and
 // parameters are passed to a DSN-capable server.
 func TestDSNParams(t *testing.T) {
@@ -355,7 +356,7 @@ func TestDSNParams(t *testing.T) {
 		return "550 5.1.1 unknown"
 	}})
 	e.route("remote.test", srv)
-	params := envelope.DSNParams{Return: "FULL", EnvelopeID: "env-42", Recipients: []envelope.RecipientDSN{
+	params := envelope.DSNParams{Return: "FULL", AuthUser: "alice@example.test", EnvelopeID: "env-42", Recipients: []envelope.RecipientDSN{
 		{OriginalRecipientType: "rfc822", OriginalRecipient: "Bob@Alias.test"},
 		{Notify: []string{"NEVER"}},
 		{Notify: []string{"SUCCESS", "DELAY"}},

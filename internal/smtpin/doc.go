@@ -8,8 +8,9 @@
 //   - RoleSubmission (587 with STARTTLS, 465 with implicit TLS through
 //     ServeTLS; RFC 6409, RFC 8314): AUTH PLAIN or LOGIN is required before
 //     MAIL, and is offered only over TLS unless the PlaintextAuth policy
-//     allows it (from loopback by default). The sender must be an address
-//     of the authenticated user unless AllowAnySender is set. Remote
+//     allows it (from loopback by default). The sender, and every address
+//     of the header From and Sender, must be an address of the
+//     authenticated user unless AllowAnySender is set. Remote
 //     recipients go to the Relay (the outbound queue).
 //   - RoleLMTP (RFC 2033): final delivery for another MTA, with one reply
 //     per recipient after the message.

@@ -145,7 +145,8 @@ type Options struct {
 	// AllowAnySender lifts the submission sender check. By default
 	// (RestrictSender) an authenticated user may use as MAIL FROM only
 	// their own address, its plus-addresses, an alias that expands to
-	// them, or the null sender <>.
+	// them, or the null sender <>, and every address of the message's
+	// header From and Sender fields must be one of theirs too.
 	AllowAnySender bool
 
 	// Logger receives connection and delivery events (default: discard).

@@ -63,11 +63,18 @@ func TestPythonSmtplib(t *testing.T) {
 	}
 	msg := "From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: from python\r\n\r\nLine one.\r\n.A line starting with a dot\r\n\r\nLast line.\r\n"
 
+	// carol's own message: submission refuses a header From the user
+	// does not own.
+	msgCarol := strings.Replace(msg, "Alice <alice@example.test>", "Carol <carol@other.test>", 1)
+
 	run := func(mode, addr, ca, user, pw, from, rcpt string) pyResult {
 		t.Helper()
 		host, port, _ := strings.Cut(addr, ":")
 		cmd := exec.Command(py, "-c", pythonClient, mode, host, port, ca, user, pw, from, rcpt)
 		cmd.Stdin = strings.NewReader(msg)
+		if user == "carol@other.test" {
+			cmd.Stdin = strings.NewReader(msgCarol)
+		}
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
@@ -103,7 +110,7 @@ func TestPythonSmtplib(t *testing.T) {
 	r2 := run("tls", sub.tlsAddr, cafile, "carol@other.test", "carol-pw", "carol@other.test", "bob@example.test")
 	got := sub.messages("bob@example.test")
 	want1 := header(r1, "alice@example.test", "bob@example.test", "ESMTPSA", "alice@example.test") + msg
-	want2 := header(r2, "carol@other.test", "bob@example.test", "ESMTPSA", "carol@other.test") + msg
+	want2 := header(r2, "carol@other.test", "bob@example.test", "ESMTPSA", "carol@other.test") + msgCarol
 	if len(got) != 2 || got[0] != want1 || got[1] != want2 {
 		t.Fatalf("submission: stored\n%q\nwant\n%q\n%q", got, want1, want2)
 	}

@@ -618,6 +618,8 @@ func (s *session) dataError(err error) *smtp.SMTPError {
 		return errEmpty
 	case errors.Is(err, delivery.ErrOverQuota):
 		return errMailboxFull
+	case errors.As(err, new(*fromNotOwnedError)):
+		return errFromNotOwned
 	}
 	return errReceiving
 }
@@ -686,7 +688,10 @@ func deliveryError(err error) *smtp.SMTPError {
 func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, error) {
 	d := s.opts.Deliverer
 	norm := newNormalizer(r)
-	if t, rc, ok := singleLocal(tx); ok && !bdat {
+	// With the sender check on, a submitted message's header is read
+	// from the spool before anything is stored, so it is not streamed.
+	checkFrom := s.opts.Role == RoleSubmission && !s.opts.AllowAnySender
+	if t, rc, ok := singleLocal(tx); ok && !bdat && !checkFrom {
 		// One copy to make: stream it straight into the mailbox instead
 		// of spooling it first (half the files created and written). The
 		// store shows it only once it is complete and durable. Not for
@@ -699,8 +704,8 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		if err != nil && !errors.Is(err, delivery.ErrStore) {
 			return nil, err // the message itself was not received
 		}
-		if norm.bare > 0 {
-			s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.bare)
+		if norm.Bare() > 0 {
+			s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.Bare())
 		}
 		if err != nil {
 			s.log.Error("smtp: storing message", "id", tx.id, "mailbox", t.Mailbox, "err", err)
@@ -712,12 +717,17 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 		return nil, err
 	}
 	defer sp.Close()
-	if norm.bare > 0 {
-		s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.bare)
+	if norm.Bare() > 0 {
+		s.log.Info("smtp: bare CR or LF in message rewritten as CRLF", "id", tx.id, "count", norm.Bare())
 	}
 	s.mu.Lock()
 	user := s.user
 	s.mu.Unlock()
+	if checkFrom {
+		if err := s.checkHeaderFrom(user, sp.Reader()); err != nil {
+			return nil, err
+		}
+	}
 	out := &outcome{local: make(map[string]error)}
 	over, copies := s.overQuota(tx, sp)
 	if len(over) > 0 && (len(over) == copies || s.opts.Relay == nil) {

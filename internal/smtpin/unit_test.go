@@ -102,8 +102,8 @@ func TestNormalizer(t *testing.T) {
 			}
 			n := newNormalizer(r)
 			got, err := io.ReadAll(n)
-			if !errors.Is(err, tt.err) || (tt.err == nil && (string(got) != tt.want || n.bare != tt.bare)) {
-				t.Errorf("normalize(%q, oneByte=%v) = %q, %d, %v; want %q, %d, %v", tt.in, oneByte, got, n.bare, err, tt.want, tt.bare, tt.err)
+			if !errors.Is(err, tt.err) || (tt.err == nil && (string(got) != tt.want || n.Bare() != tt.bare)) {
+				t.Errorf("normalize(%q, oneByte=%v) = %q, %d, %v; want %q, %d, %v", tt.in, oneByte, got, n.Bare(), err, tt.want, tt.bare, tt.err)
 			}
 		}
 	}

@@ -95,4 +95,9 @@ type MailboxRemover interface {
 	// RemoveMailbox deletes the mailbox and everything in it. It returns
 	// ErrLocked while a session holds the mailbox lock.
 	RemoveMailbox(ctx context.Context, mailbox string) error
+	// RemoveMailboxWith runs before under the mailbox lock and then,
+	// only if before succeeded, deletes the mailbox, the lock held
+	// throughout: all or nothing. It returns ErrLocked, without running
+	// before, while a session holds the lock.
+	RemoveMailboxWith(ctx context.Context, mailbox string, before func(context.Context) error) error
 }

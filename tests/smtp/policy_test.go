@@ -531,7 +531,6 @@ func TestSmuggling(t *testing.T) {
 	accepted := 0
 	var wantMsgs []string
 	for _, end := range ends {
-		data := "From: mallory@remote.test\r\nSubject: smuggling " + strings.NewReplacer("\r", "CR", "\n", "LF", "\x00", "NUL").Replace(end) + "\r\n\r\nfirst" + end + hidden
 		for _, addr := range []string{s.smtp, s.sub} {
 			rc := dialRaw(t, addr)
 			rc.ehlo("smuggler.test")
@@ -545,6 +544,9 @@ func TestSmuggling(t *testing.T) {
 			if addr == s.sub {
 				from = alice
 			}
+			// The header From is the envelope sender's: submission
+			// refuses a From the user does not own.
+			data := "From: " + from + "\r\nSubject: smuggling " + strings.NewReplacer("\r", "CR", "\n", "LF", "\x00", "NUL").Replace(end) + "\r\n\r\nfirst" + end + hidden
 			rc.send("MAIL FROM:<" + from + ">\r\nRCPT TO:<" + alice + ">\r\nDATA\r\n")
 			rc.expect("250")
 			rc.expect("250")
@@ -575,7 +577,7 @@ func TestSmuggling(t *testing.T) {
 		// header ends up in its body.
 		prefix := "Return-Path: <" + from + ">\r\nDelivered-To: " + alice + "\r\nReceived: "
 		head, body, _ := strings.Cut(string(got[i]), "\r\n\r\n")
-		if !strings.HasPrefix(head, prefix) || !strings.Contains(head, "\r\nFrom: mallory@remote.test\r\nSubject: smuggling ") ||
+		if !strings.HasPrefix(head, prefix) || !strings.Contains(head, "\r\nFrom: "+from+"\r\nSubject: smuggling ") ||
 			!strings.HasPrefix(body, "first\r\n") || !strings.HasSuffix(body, "\r\nMAIL FROM:<admin@example.test>\r\nRCPT TO:<"+bob+">\r\nDATA\r\nFrom: admin@example.test\r\nSubject: smuggled\r\n\r\nevil\r\n") {
 			t.Errorf("message %d is not the whole first message:\n%q", i+1, got[i])
 		}
@@ -600,7 +602,6 @@ func TestSmuggling(t *testing.T) {
 func TestDotCRLine(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, serverOpts{})
-	data := "From: mallory@remote.test\r\nSubject: dot CR\r\n\r\nfirst\r\n.\rsecond\r\n.\r\r\n"
 	for _, mode := range []string{"MX", "submission-STARTTLS", "submissions-TLS"} {
 		var rc *rawConn
 		from := alice
@@ -617,6 +618,9 @@ func TestDotCRLine(t *testing.T) {
 			rc = dialRawTLS(t, s.subs, s.tlsConfig())
 		}
 		rc.ehlo("dotcr.test")
+		// The header From is the envelope sender's: submission refuses
+		// a From the user does not own.
+		data := "From: " + from + "\r\nSubject: dot CR\r\n\r\nfirst\r\n.\rsecond\r\n.\r\r\n"
 		if mode != "MX" {
 			rc.send("AUTH PLAIN " + plainIR(alice, passwd) + "\r\n")
 			rc.expect("235")
@@ -631,7 +635,7 @@ func TestDotCRLine(t *testing.T) {
 		rc.expect("221")
 		rc.expectEOF()
 		got := s.mustCount(t, bob, 1)
-		want := "From: mallory@remote.test\r\nSubject: dot CR\r\n\r\nfirst\r\n\r\nsecond\r\n\r\n\r\n"
+		want := "From: " + from + "\r\nSubject: dot CR\r\n\r\nfirst\r\n\r\nsecond\r\n\r\n\r\n"
 		if w := normalizeEOL(unstuffDots(data)); w != want {
 			t.Fatalf("%s: unstuffDots and normalizeEOL make %q", mode, w)
 		}

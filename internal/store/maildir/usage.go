@@ -202,6 +202,16 @@ func (s *Store) forgetUsage(dir string) {
 // directory are store.ErrNoMailbox. A mailbox that does not exist is not
 // an error.
 func (s *Store) RemoveMailbox(ctx context.Context, mailbox string) error {
+	return s.RemoveMailboxWith(ctx, mailbox, nil)
+}
+
+// RemoveMailboxWith is RemoveMailbox that first runs before (when not nil)
+// while it holds the maildrop lock: the mailbox is removed only if before
+// succeeds, and no POP3 session can open it in between (RFC 1939 §8: the
+// lock is exclusive), so the two happen together or not at all. With the
+// lock held by a session it returns store.ErrLocked without running
+// before. A mailbox that does not exist is not an error; before runs.
+func (s *Store) RemoveMailboxWith(ctx context.Context, mailbox string, before func(context.Context) error) error {
 	dir, err := mailboxDir(mailbox)
 	if err != nil {
 		return err
@@ -209,9 +219,14 @@ func (s *Store) RemoveMailbox(ctx context.Context, mailbox string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if before == nil {
+		before = func(context.Context) error { return nil }
+	}
 	userDir := path.Dir(dir)
 	if _, err := s.root.Lstat(userDir); errors.Is(err, fs.ErrNotExist) {
-		return nil
+		// No mailbox: nothing to lock (the lock file of other systems
+		// than Linux lives in the Maildir) and nothing to remove.
+		return before(ctx)
 	}
 	unlock, err := s.lockMailbox(dir)
 	if err != nil {
@@ -221,6 +236,9 @@ func (s *Store) RemoveMailbox(ctx context.Context, mailbox string) error {
 		return fmt.Errorf("maildir: locking %s: %w", dir, err)
 	}
 	defer unlock()
+	if err := before(ctx); err != nil {
+		return err
+	}
 	s.forgetUsage(dir)
 	s.scans.mu.Lock()
 	delete(s.scans.m, dir)

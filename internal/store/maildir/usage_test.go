@@ -198,3 +198,58 @@ func TestUsageConcurrent(t *testing.T) {
 		t.Errorf("cached %d, %d; fresh %d, %d", n2, b2, n, b)
 	}
 }
+
+// TestRemoveMailboxWith: the callback (the user's deletion) and the
+// removal happen under one hold of the maildrop lock. A session holding
+// it refuses both; a failing callback removes nothing; a login attempted
+// while the callback runs is refused, so the mailbox cannot be half
+// removed; a missing mailbox still runs the callback.
+func TestRemoveMailboxWith(t *testing.T) {
+	s, root := newTestStore(t)
+	ctx := context.Background()
+	mustDeliver(t, s, testBox, "x\n")
+	userDir := filepath.Join(root, "example.test", "alice")
+
+	md := openMD(t, s, testBox)
+	ran := false
+	err := s.RemoveMailboxWith(ctx, testBox, func(context.Context) error { ran = true; return nil })
+	if !errors.Is(err, store.ErrLocked) || ran {
+		t.Fatalf("with a session open: err %v, callback ran %v; want ErrLocked and not run", err, ran)
+	}
+	md.Close()
+
+	errDB := errors.New("users file not writable")
+	if err := s.RemoveMailboxWith(ctx, testBox, func(context.Context) error { return errDB }); !errors.Is(err, errDB) {
+		t.Fatalf("failing callback: %v", err)
+	}
+	if n, _ := mustUsage(t, s, testBox); n != 1 {
+		t.Fatalf("a failing callback removed the mailbox: %d messages", n)
+	}
+
+	var loginErr error
+	err = s.RemoveMailboxWith(ctx, testBox, func(ctx context.Context) error {
+		// A POP3 login between the user's deletion and the removal.
+		md, err := s.OpenMaildrop(ctx, testBox)
+		if err == nil {
+			md.Close()
+		}
+		loginErr = err
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(loginErr, store.ErrLocked) {
+		t.Fatalf("login during the removal: %v, want ErrLocked", loginErr)
+	}
+	if _, err := os.Stat(userDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("user directory still there: %v", err)
+	}
+	// The lock is released: a new session opens the (empty) mailbox.
+	openMD(t, s, testBox).Close()
+
+	ran = false
+	if err := s.RemoveMailboxWith(ctx, "nobody@example.test", func(context.Context) error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("missing mailbox: err %v, callback ran %v", err, ran)
+	}
+}
