@@ -1,7 +1,6 @@
 package blackbox
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,85 +16,6 @@ import (
 	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/pop3"
 )
-
-// sinkSMTP is a loopback SMTP server that accepts every message and
-// records its recipients: the next hop of a queue.routes entry.
-type sinkSMTP struct {
-	l     net.Listener
-	mu    sync.Mutex
-	rcpts []string
-}
-
-func newSink(t *testing.T) *sinkSMTP {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &sinkSMTP{l: l}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
-	return s
-}
-
-func (s *sinkSMTP) addr() string { return s.l.Addr().String() }
-
-func (s *sinkSMTP) serve(c net.Conn) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	r := bufio.NewReader(c)
-	fmt.Fprintf(c, "220 sink.test ESMTP\r\n")
-	var rcpts []string
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		cmd := strings.ToUpper(strings.TrimRight(line, "\r\n"))
-		switch {
-		case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
-			fmt.Fprintf(c, "250-sink.test\r\n250 8BITMIME\r\n")
-		case strings.HasPrefix(cmd, "RCPT TO:"):
-			rcpts = append(rcpts, strings.Trim(strings.TrimSpace(line[len("RCPT TO:"):]), "<>"))
-			fmt.Fprintf(c, "250 ok\r\n")
-		case cmd == "DATA":
-			fmt.Fprintf(c, "354 go\r\n")
-			for {
-				l, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if l == ".\r\n" {
-					break
-				}
-			}
-			s.mu.Lock()
-			s.rcpts = append(s.rcpts, rcpts...)
-			s.mu.Unlock()
-			rcpts = nil
-			fmt.Fprintf(c, "250 accepted\r\n")
-		case cmd == "QUIT":
-			fmt.Fprintf(c, "221 bye\r\n")
-			return
-		default:
-			fmt.Fprintf(c, "250 ok\r\n")
-		}
-	}
-}
-
-func (s *sinkSMTP) received() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.rcpts...)
-}
 
 // reloadConfig is the configuration file of TestReload: the listeners and
 // the keys each step changes.
@@ -146,7 +65,7 @@ func TestReload(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(data, "aliases-2"), []byte("team@example.test: alice@example.test\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	oldSink, newSink := newSink(t), newSink(t)
+	oldSink, newSink := testutil.NewSMTPSink(t), testutil.NewSMTPSink(t)
 	conf := filepath.Join(data, "postino.toml")
 	var cfg reloadConfig
 	var newListen string
@@ -154,7 +73,7 @@ func TestReload(t *testing.T) {
 		Bin: binPath, FreeAddrs: 6, Retry: true,
 		Setup: func(free []string) ([]string, map[string]string) {
 			cfg = reloadConfig{pop3: free[0], pop3s: free[1], mx: free[2], sub: free[3], subs: free[4],
-				route: oldSink.addr(), maxRcpt: 100, logLevel: "info", aliases: "aliases", plaintext: "loopback"}
+				route: oldSink.Addr, maxRcpt: 100, logLevel: "info", aliases: "aliases", plaintext: "loopback"}
 			newListen = free[5]
 			cfg.write(t, conf)
 			return []string{"serve", "--config", conf, "--data", data},
@@ -173,14 +92,14 @@ func TestReload(t *testing.T) {
 	c.cmd("RCPT TO:<team@example.test>", "550")
 	c.cmd("QUIT", "221")
 	submit(t, cfg.sub, "bob@routed.test")
-	testutil.WaitFor(t, 15*time.Second, "delivery to the old route", func() bool { return len(oldSink.received()) == 1 })
+	testutil.WaitFor(t, 15*time.Second, "delivery to the old route", func() bool { return len(oldSink.Recipients()) == 1 })
 	if strings.Contains(srv.Stderr.String(), "level=DEBUG") {
 		t.Fatal("debug lines at log_level = info")
 	}
 
 	// The reload.
 	next := cfg
-	next.route, next.maxRcpt, next.logLevel, next.aliases, next.plaintext = newSink.addr(), 2, "debug", "aliases-2", "never"
+	next.route, next.maxRcpt, next.logLevel, next.aliases, next.plaintext = newSink.Addr, 2, "debug", "aliases-2", "never"
 	next.mx = newListen
 	next.write(t, conf)
 	hup := func(wantLine string) {
@@ -206,8 +125,8 @@ func TestReload(t *testing.T) {
 
 	// queue.routes: the new route receives the next message.
 	submit(t, cfg.sub, "carol@routed.test")
-	testutil.WaitFor(t, 15*time.Second, "delivery to the new route", func() bool { return len(newSink.received()) == 1 })
-	if got := oldSink.received(); len(got) != 1 {
+	testutil.WaitFor(t, 15*time.Second, "delivery to the new route", func() bool { return len(newSink.Recipients()) == 1 })
+	if got := oldSink.Recipients(); len(got) != 1 {
 		t.Errorf("the old route received %v after the reload", got)
 	}
 	// smtp.listen: still the old port; the new one is not opened.
@@ -256,7 +175,7 @@ func TestReload(t *testing.T) {
 		t.Errorf("the refusal does not name smtp.max_recipients:\n%s", logs)
 	}
 	submit(t, cfg.sub, "dave@routed.test")
-	testutil.WaitFor(t, 15*time.Second, "delivery to the new route after refusals", func() bool { return len(newSink.received()) == 2 })
+	testutil.WaitFor(t, 15*time.Second, "delivery to the new route after refusals", func() bool { return len(newSink.Recipients()) == 2 })
 }
 
 // submit sends a message from alice to rcpt through submission (AUTH in
