@@ -24,8 +24,7 @@ func runBlock(env *cmdEnv, args []string) int {
 		"an account's failures, at once. Both ask the running server, through the\n"+
 		"admin socket "+authguard.AdminSocketName+" in the data folder: run them as root or as\n"+
 		"the server's user (run_as).")
-	var common commonFlags
-	common.register(fs)
+	common := &fs.common
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code

@@ -137,8 +137,7 @@ func runConfig(env *cmdEnv, args []string) int {
 		"DKIM keys, listener addresses (each is bound for an instant) and users\n"+
 		"outside smtp.local_domains; it exits 78 if there is any error (warnings\n"+
 		"do not change the exit code).")
-	var common commonFlags
-	common.register(fs)
+	common := &fs.common
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
@@ -165,7 +164,7 @@ func runConfig(env *cmdEnv, args []string) int {
 		case len(pos) == 2:
 			common.configFile = pos[1]
 		}
-		return checkConfig(env, &common)
+		return checkConfig(env, common)
 	}
 	return fs.usageError("unknown config command %q (default, check)", pos[0])
 }
@@ -174,8 +173,7 @@ func runInit(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "init", "init [--config FILE] [--data DIR]\n\n"+
 		"Creates the data folder of the configuration (data_dir, or --data), which\n"+
 		"the other commands, except serve, require to exist.")
-	var common commonFlags
-	common.register(fs)
+	common := &fs.common
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code

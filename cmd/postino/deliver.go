@@ -28,8 +28,7 @@ func normalizeAddress(addr string) string {
 
 func runDeliver(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "deliver", "deliver [--from SENDER] [--data DIR] [--config FILE] ADDRESS... < message")
-	var common commonFlags
-	common.register(fs)
+	common := &fs.common
 	from := fs.String("from", "", "envelope sender, written to Return-Path (empty: <>)")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {

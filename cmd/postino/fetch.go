@@ -22,7 +22,7 @@ import (
 
 // fetchFlags are the flags of "postino fetch".
 type fetchFlags struct {
-	common commonFlags
+	common *commonFlags
 
 	// One account from flags.
 	name, server, security, fingerprint, caFile, user, passwordCommand string
@@ -49,7 +49,7 @@ func runFetch(env *cmdEnv, args []string) int {
 		"server error, 3 authentication failed, 4 protocol error, 5 TLS or certificate\n"+
 		"failure, 6 delivery failed, 7 account or mailbox locked, 64 usage, 78 config.")
 	var ff fetchFlags
-	ff.common.register(fs)
+	ff.common = &fs.common
 	fs.StringVar(&ff.server, "server", "", "fetch one account from `HOST[:PORT]` given by flags instead of the configuration")
 	fs.StringVar(&ff.name, "name", "", "account `NAME` for --server (names its state file; default: USER_HOST with other characters as _)")
 	fs.IntVar(&ff.port, "port", 0, "server `PORT` (default 995 for tls, 110 otherwise)")

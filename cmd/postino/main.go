@@ -168,8 +168,6 @@ Global flags, before or after the command:
 
 func runHelp(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "help", "help [COMMAND]")
-	var common commonFlags
-	common.register(fs)
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
@@ -183,8 +181,6 @@ func runHelp(env *cmdEnv, args []string) int {
 
 func runVersion(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "version", "version")
-	var common commonFlags
-	common.register(fs)
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
@@ -262,6 +258,9 @@ type cmdFlags struct {
 	*flag.FlagSet
 	env       *cmdEnv
 	usageLine string
+	// common holds the global flags (--config, --data), which every
+	// command accepts.
+	common commonFlags
 }
 
 // newFlags makes the flag set of a subcommand; usageLine follows
@@ -270,7 +269,9 @@ func newFlags(env *cmdEnv, name, usageLine string) *cmdFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	fs.Usage = func() {} // parseFlags prints the usage where it belongs
-	return &cmdFlags{FlagSet: fs, env: env, usageLine: usageLine}
+	c := &cmdFlags{FlagSet: fs, env: env, usageLine: usageLine}
+	c.common.register(c)
+	return c
 }
 
 // printUsage writes the usage line and the flags to w.

@@ -15,8 +15,7 @@ import (
 
 func runQueue(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "queue", "queue list | show ID | retry [ID] | delete ID  [--data DIR] [--config FILE]")
-	var common commonFlags
-	common.register(fs)
+	common := &fs.common
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
@@ -173,8 +172,7 @@ func truncate(s string, n int) string {
 
 func runDKIM(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "dkim", "dkim keygen DOMAIN [--algo ed25519|rsa] [--selector NAME] [--data DIR] [--config FILE]")
-	var common commonFlags
-	common.register(fs)
+	common := &fs.common
 	algo := fs.String("algo", "", "only this key type: ed25519 or rsa (default: both)")
 	selector := fs.String("selector", "", "selector `NAME` (default: the key type and the month)")
 	pos, code, ok := parseFlags(fs, args)

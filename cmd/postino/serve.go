@@ -13,8 +13,7 @@ import (
 
 func runServe(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "serve", "serve [flags]")
-	var common commonFlags
-	common.register(fs)
+	common := &fs.common
 	pop3Addr := fs.String("pop3", "", "POP3 listen `ADDR` (host:port; \"\" disables; overrides pop3.listen)")
 	pop3sAddr := fs.String("pop3s", "", "POP3 over implicit TLS listen `ADDR` (overrides pop3.listen_tls)")
 	hostname := fs.String("hostname", "", "server host `NAME` (overrides hostname)")
@@ -107,7 +106,7 @@ func runServe(env *cmdEnv, args []string) int {
 			return exitError
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(srv, &common, override, level, logger)
+				reload(srv, common, override, level, logger)
 				continue
 			}
 			logger.Info("shutting down", "signal", sig.String())

@@ -42,8 +42,7 @@ applies).`
 
 func runUser(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "user", userUsage)
-	var common commonFlags
-	common.register(fs)
+	common := &fs.common
 	stdinPw := fs.Bool("password-stdin", false, "read the password from standard input")
 	force := fs.Bool("force", false, "user add: add the user even if its domain is not in smtp.local_domains")
 	scheme := fs.String("scheme", "ARGON2ID", "password `SCHEME` for new hashes: ARGON2ID, or SCRAM-SHA-256 (enables AUTH SCRAM-SHA-256 for this user)")
