@@ -93,3 +93,14 @@ func (g *SyncGroup) Sync(key string, sync func() error) error {
 	g.mu.Unlock()
 	return err
 }
+
+// Callers returns how many callers are in Sync for key: the one running
+// its sync, if any, and those waiting for it or for the next one.
+func (g *SyncGroup) Callers(key string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st := g.dirs[key]; st != nil {
+		return st.users
+	}
+	return 0
+}

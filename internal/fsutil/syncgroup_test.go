@@ -8,16 +8,6 @@ import (
 	"time"
 )
 
-// waiters returns how many callers are in g.Sync for key.
-func waiters(g *SyncGroup, key string) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if st := g.dirs[key]; st != nil {
-		return st.users
-	}
-	return 0
-}
-
 // waitFor polls cond for up to 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -114,7 +104,7 @@ func TestSyncGroupLateArrivalsShareTheNextSync(t *testing.T) {
 	for range late {
 		go func() { errs <- g.Sync("d", fake) }()
 	}
-	waitFor(t, "the late callers to wait", func() bool { return waiters(&g, "d") == late+1 })
+	waitFor(t, "the late callers to wait", func() bool { return g.Callers("d") == late+1 })
 	select {
 	case <-errs:
 		t.Fatal("a late caller returned while the sync begun before its call still ran")
@@ -154,7 +144,7 @@ func TestSyncGroupErrorReachesEveryWaiter(t *testing.T) {
 	for range 5 {
 		go func() { errs <- g.Sync("d", fake) }()
 	}
-	waitFor(t, "the late callers to wait", func() bool { return waiters(&g, "d") == 6 })
+	waitFor(t, "the late callers to wait", func() bool { return g.Callers("d") == 6 })
 	close(release)
 	if err := <-first; err != nil {
 		t.Fatalf("first caller: %v", err)

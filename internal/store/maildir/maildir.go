@@ -450,7 +450,11 @@ var syncDirFunc = syncRootDir
 // duration rather than N times, and no delivery returns before its own
 // rename is durable.
 func syncNewDir(root *os.Root, rel string) error {
-	return newDirSyncs.Sync(path.Join(root.Name(), rel), func() error { return syncDirFunc(root, rel) })
+	key := path.Join(root.Name(), rel)
+	return newDirSyncs.Sync(key, func() error {
+		debugSyncPoint(key)
+		return syncDirFunc(root, rel)
+	})
 }
 
 // writeHooks are the optional hooks of writeMessage.
