@@ -28,7 +28,12 @@
 # 100), SIZE (10240), PERCONN (messages per connection, 0: one connection
 # per sender for the whole run), IN_FLOW_DELAY (Postfix's in_flow_delay;
 # 0s here, because Postfix's default of 1s measured slower end to end on
-# this test: 385 vs 630 messages/s), KEEP=1 keeps the temporary folder,
+# this test: 385 vs 630 messages/s), MAILBOXES (64: the messages go
+# round-robin to u0..u(MAILBOXES-1); 1 sends them all into one mailbox),
+# PF_LIMITS (off: Postfix's per-client anvil limits are lifted for CONC
+# senders from one address; default: Postfix's defaults, 50 connections per
+# client, no rate limits), TARGET (2: the postino ÷ Postfix ratio of
+# durable messages/s the table checks), KEEP=1 keeps the temporary folder,
 # RECORD=0 only prints the table (nothing written to bench/).
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -36,14 +41,19 @@ source "$(dirname "$0")/lib.sh"
 
 # The command as run, for the report: knobs set in the environment.
 CMD="bench/compare/smtp.sh"
-for v in ROUNDS CONC COUNT SIZE PERCONN IN_FLOW_DELAY; do if [ -n "${!v:-}" ]; then CMD="$v=${!v} $CMD"; fi; done
+for v in ROUNDS CONC COUNT SIZE PERCONN IN_FLOW_DELAY MAILBOXES PF_LIMITS TARGET; do if [ -n "${!v:-}" ]; then CMD="$v=${!v} $CMD"; fi; done
 ROUNDS=${ROUNDS:-3}
 CONC=${CONC:-100}
 COUNT=${COUNT:-100}
 SIZE=${SIZE:-10240}
 PERCONN=${PERCONN:-0}
 IN_FLOW_DELAY=${IN_FLOW_DELAY:-0s}
+MAILBOXES=${MAILBOXES:-64}
+PF_LIMITS=${PF_LIMITS:-off}
+TARGET=${TARGET:-2}
 NUSERS=64
+[ "$MAILBOXES" -ge 1 ] && [ "$MAILBOXES" -le "$NUSERS" ] || { echo "MAILBOXES: 1 to $NUSERS" >&2; exit 1; }
+case $PF_LIMITS in off | default) ;; *) echo "PF_LIMITS: off or default" >&2; exit 1 ;; esac
 PASS='bench-Pa55word'
 VUID=5000 # owner of Postfix's virtual mailboxes
 
@@ -167,8 +177,11 @@ virtual_minimum_uid = $VUID
 smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_recipient_restrictions = permit_mynetworks, reject
 
-# Limits raised for $CONC concurrent senders from one address.
 default_process_limit = $PF_PROCS
+EOF
+if [ "$PF_LIMITS" = off ]; then
+	cat >>"$PF/conf/main.cf" <<EOF
+# Per-client limits lifted for $CONC concurrent senders from one address.
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0
@@ -176,6 +189,9 @@ smtpd_client_recipient_rate_limit = 0
 smtpd_client_new_tls_session_rate_limit = 0
 smtpd_client_auth_rate_limit = 0
 smtpd_client_event_limit_exceptions = 127.0.0.0/8
+EOF
+fi
+cat >>"$PF/conf/main.cf" <<EOF
 # Parallel delivery into the Maildirs (recipient limit 1: one destination
 # per recipient; the default concurrency per destination is 20).
 virtual_destination_concurrency_limit = $PF_VCONC
@@ -225,7 +241,7 @@ run() {
 	postino) port=$PM dirs=$P_NEW ;;
 	postfix) port=$FM dirs=$F_NEW ;;
 	esac
-	out=$("$LOAD" -addr "127.0.0.1:$port" -users 'u%d@bench.test' -nusers "$NUSERS" -size "$SIZE" \
+	out=$("$LOAD" -addr "127.0.0.1:$port" -users 'u%d@bench.test' -nusers "$MAILBOXES" -size "$SIZE" \
 		-per-conn "$PERCONN" -maildirs "$dirs" -json -label "$label" "$@")
 	echo "$out" | jq -c --arg s "$server" --arg la "$(cut -d' ' -f1 /proc/loadavg)" '. + {server: $s, loadavg: $la}' >>"$RES"
 	echo "$out" | jq -r --arg s "$server" '"  \(.label) \($s): \(.messages) msgs, 250s at \(.msgs_per_s|floor)/s, durable \(.durable_msgs_per_s|floor)/s (last file at \(.durable.seconds*100|floor/100)s, drain \(.durable.drain_s*100|floor/100)s\(if .durable.timed_out then " TIMED OUT" else "" end)), p50 \(.p50_ms) p99 \(.p99_ms) ms, errors \(.errors) \(.error_kinds // [] | map("\(.count)x \(.text)") | join("; "))"' >&2
@@ -278,7 +294,7 @@ row() { # description field [target-op target | noratio]
 	fi
 	rows+=("| $1 | $(fmt "$p") | $(fmt "$f") | $r | $tgt | $ok |")
 }
-row "**durably delivered messages/s** (sent ÷ time until the last is in new/)" durable_msgs_per_s ">=" 2
+row "**durably delivered messages/s** (sent ÷ time until the last is in new/)" durable_msgs_per_s ">=" "$TARGET"
 row "intake messages/s (250 after DATA ÷ send time)" msgs_per_s
 row "p50 per-message latency, ms (MAIL .. 250 after DATA)" p50_ms
 row "p99 per-message latency, ms" p99_ms
@@ -303,11 +319,11 @@ fi
 	echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (shared machine; the client runs on the same cores)."
 	echo
 	echo "Client: bench/smtpload, $CONC concurrent senders x $COUNT messages of $SIZE octets, one recipient each (round-robin over"
-	echo "u0..u$((NUSERS - 1))@bench.test), MAIL/RCPT/DATA pipelined, one connection per sender; $ROUNDS alternating rounds, medians shown."
+	echo "u0..u$((MAILBOXES - 1))@bench.test), MAIL/RCPT/DATA pipelined, one connection per sender; $ROUNDS alternating rounds, medians shown."
 	echo "Durable on both sides: postino fsyncs the message file and new/ before its 250; Postfix's cleanup fsyncs the queue file"
 	echo "before its 250 and virtual(8) fsyncs the Maildir file. \"Durably delivered\" = accepted ÷ time from the start of the run"
 	echo "until the last accepted message appeared in the Maildirs' new/ folders, measured the same way for both."
-	echo "Postfix: smtpd -> cleanup -> qmgr -> virtual(8), default_process_limit $PF_PROCS, anvil limits off,"
+	echo "Postfix: smtpd -> cleanup -> qmgr -> virtual(8), default_process_limit $PF_PROCS, anvil limits $PF_LIMITS,"
 	echo "virtual_destination_concurrency_limit $PF_VCONC, in_flow_delay $IN_FLOW_DELAY (default 1s: slower end to end here), other settings default."
 	echo
 	echo "| metric | postino | Postfix | postino ÷ Postfix | target | met |"

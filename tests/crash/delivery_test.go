@@ -7,10 +7,15 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/store/maildir"
 )
 
 // record is what the test knows about one message it tried to deliver.
@@ -324,6 +329,159 @@ func TestCrashDelivery(t *testing.T) {
 	if acked < min(minMessages, 500) {
 		t.Errorf("only %d messages acknowledged; the run proved little", acked)
 	}
+	srv.checkLogs()
+	srv.stop()
+}
+
+// TestCrashDuringSharedSync kills the server while several SMTP sessions
+// delivering into one mailbox wait on a shared fsync of its new/ (group
+// commit): the server's crash-test hook (maildir.DebugKillEnv) SIGKILLs it
+// at the start of an fsync of new/ once that many deliveries, each with its
+// message already renamed into new/ and not yet answered, wait for it or
+// for the next one. Over CRASH_SYNC_ROUNDS rounds (default 3) it proves
+// that every message whose 250 was received is present exactly once and
+// intact, a message whose session died before its reply is present at most
+// once, and one whose body was never sent is absent; and it checks that
+// each kill really came from the hook with the deliveries in flight: the
+// server died of SIGKILL after logging the hook's line, and at least that
+// many sessions had sent their message without getting a reply, their
+// messages being in new/ (a SIGKILL keeps the page cache: this proves
+// acknowledgement ordering and atomicity, not fsync against power loss).
+func TestCrashDuringSharedSync(t *testing.T) {
+	rounds := envInt(t, "CRASH_SYNC_ROUNDS", 3)
+	const (
+		sessions = 16
+		waiting  = 8 // deliveries sharing the fsync when the hook kills
+		rcpt     = "alice@crash.test"
+	)
+	data := t.TempDir()
+	addUser(t, data, rcpt, "ARGON2ID")
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	// armHook sets the hook for the next server process: the kill comes
+	// after a random number of fsyncs, so that messages are acknowledged
+	// first.
+	armHook := func() {
+		t.Setenv(maildir.DebugKillEnv, fmt.Sprintf("%d:%d", waiting, 20+rng.IntN(200)))
+	}
+	armHook()
+	srv := newServer(t, data)
+	run := fmt.Sprintf("s%x", time.Now().UnixNano())
+	led := &ledger{recs: map[int]*record{}}
+	var nextSeq atomic.Int64
+	inFlight := 0 // over all rounds: sessions that sent a message and got no reply
+
+	for round := 1; round <= rounds; round++ {
+		_, addr := srv.addrs()
+		var wg sync.WaitGroup
+		var uncertain atomic.Int64
+		for w := range sessions {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(seed, uint64(round*100+w)))
+				c, err := dialSMTP(addr)
+				if err != nil {
+					t.Errorf("round %d: session %d: %v", round, w, err)
+					return
+				}
+				defer c.Close()
+				for {
+					seq := int(nextSeq.Add(1))
+					led.add(seq, rcpt, "smtp")
+					res, err := c.send(sender, rcpt, makeMessage(rng, run, seq, rcpt, "smtp", true))
+					led.set(seq, res, err)
+					if res == sendUncertain {
+						uncertain.Add(1)
+					}
+					if res != sendAcked {
+						return
+					}
+				}
+			})
+		}
+		select {
+		case <-srv.proc.Done():
+		case <-time.After(60 * time.Second):
+			t.Fatalf("round %d: the server was not killed by its hook within 60 s", round)
+		}
+		wg.Wait()
+		// The kill came from the hook, at an fsync shared by enough
+		// deliveries.
+		ws, ok := srv.proc.Cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: the server ended with %v, want SIGKILL from its hook", round, srv.proc.Cmd.ProcessState)
+		}
+		log, _ := os.ReadFile(srv.logPath)
+		m := regexp.MustCompile(`killing the process during an fsync of \S+ shared by (\d+) deliveries`).FindSubmatch(log)
+		if m == nil {
+			t.Fatalf("round %d: the server's log lacks the hook's line:\n%s", round, lastLines(string(log), 20))
+		}
+		shared, _ := strconv.Atoi(string(m[1]))
+		if shared < waiting {
+			t.Fatalf("round %d: killed during an fsync shared by %d deliveries, want at least %d", round, shared, waiting)
+		}
+		if n := uncertain.Load(); n < int64(shared) {
+			t.Fatalf("round %d: %d sessions without a reply, but %d deliveries were waiting on the fsync", round, n, shared)
+		}
+		t.Logf("round %d: killed during an fsync shared by %d deliveries; %d sessions without a reply", round, shared, uncertain.Load())
+		inFlight += int(uncertain.Load())
+		srv.kill() // already dead: only the bookkeeping
+		if round == rounds {
+			os.Unsetenv(maildir.DebugKillEnv)
+		} else {
+			armHook()
+		}
+		if err := srv.start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	pop3Addr, _ := srv.addrs()
+	msgs, problems, err := download(pop3Addr, rcpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+	present := map[int]int{}
+	for _, m := range msgs {
+		c, err := verifyMessage(run, m.data)
+		if err != nil {
+			t.Errorf("message %s is damaged: %v", m.uid, err)
+			continue
+		}
+		present[c.seq]++
+	}
+	acked, uncertainPresent := 0, 0
+	for seq, rec := range led.recs {
+		n := present[seq]
+		switch {
+		case n > 1:
+			t.Errorf("seq %d is present %d times", seq, n)
+		case rec.state == sendAcked && n == 0:
+			t.Errorf("seq %d was acknowledged but is missing", seq)
+		case rec.state == sendNotSent && n > 0:
+			t.Errorf("seq %d is present although its body was never sent (%s)", seq, rec.err)
+		case rec.state == sendRejected:
+			t.Errorf("seq %d was refused: %s", seq, rec.err)
+		}
+		switch {
+		case rec.state == sendAcked:
+			acked++
+		case rec.state == sendUncertain && n > 0:
+			uncertainPresent++
+		}
+	}
+	// The deliveries waiting on the fsync had their messages in new/.
+	if uncertainPresent < rounds*waiting {
+		t.Errorf("%d unanswered messages present after %d kills, want at least %d (the deliveries waiting on the fsync)", uncertainPresent, rounds, rounds*waiting)
+	}
+	if acked < rounds*sessions {
+		t.Errorf("only %d messages acknowledged before the kills; the run proved little", acked)
+	}
+	report(t, "shared sync: %d rounds, %d messages acknowledged and present, %d sessions without a reply (%d of their messages present), %d messages in the mailbox",
+		rounds, acked, inFlight, uncertainPresent, len(msgs))
 	srv.checkLogs()
 	srv.stop()
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 )
 
@@ -96,4 +98,52 @@ func BenchmarkConvert(b *testing.B) {
 			b.Fatalf("read %d of %d: %v", n, size, err)
 		}
 	}
+}
+
+// BenchmarkDeliverConcurrent measures durable delivery of 10 KB messages
+// by 20 or 100 concurrent writers into one mailbox or spread over 64,
+// and reports the fsyncs of new/ per message (below 1 when deliveries
+// share them).
+func BenchmarkDeliverConcurrent(b *testing.B) {
+	for _, writers := range []int{20, 100} {
+		for _, boxes := range []int{1, 64} {
+			b.Run(fmt.Sprintf("writers=%d/mailboxes=%d", writers, boxes), func(b *testing.B) {
+				benchDeliverConcurrent(b, writers, boxes)
+			})
+		}
+	}
+}
+
+func benchDeliverConcurrent(b *testing.B, writers, boxes int) {
+	s, _ := newTestStore(b)
+	msg := bytes.ReplaceAll(benchMessage(10<<10), []byte("\n"), []byte("\r\n"))
+	mailboxes := make([]string, boxes)
+	for i := range mailboxes {
+		mailboxes[i] = fmt.Sprintf("u%d@example.test", i)
+		if _, err := s.Deliver(context.Background(), mailboxes[i], bytes.NewReader(msg)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var dirSyncs atomic.Int64
+	old := syncDirFunc
+	b.Cleanup(func() { syncDirFunc = old })
+	syncDirFunc = func(r *os.Root, rel string) error {
+		dirSyncs.Add(1)
+		return old(r, rel)
+	}
+	var next atomic.Int64
+	b.SetBytes(int64(len(msg)))
+	b.SetParallelism(max(writers/runtime.GOMAXPROCS(0), 1))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			mb := mailboxes[int(next.Add(1))%boxes]
+			if _, err := s.Deliver(context.Background(), mb, bytes.NewReader(msg)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(dirSyncs.Load())/float64(b.N), "dirsyncs/msg")
 }

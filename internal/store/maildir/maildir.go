@@ -18,7 +18,8 @@
 // "x\r\n"; bare CRs are not allowed in mail anyway). A message is
 // written to tmp/<unique>, fsync'd, renamed to
 // new/<unique>,S=<file size>,W=<wire size> and new/ is fsync'd before
-// Deliver returns. The unique part follows Dovecot:
+// Deliver returns (concurrent deliveries into one Maildir share that fsync,
+// each waiting for one begun after its own rename). The unique part follows Dovecot:
 //
 //	<unix secs>.M<usecs>P<pid>Q<counter>R<16 hex random>.<hostname>
 //
@@ -105,6 +106,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postino-mail/postino/internal/fsutil"
 	"github.com/postino-mail/postino/internal/store"
 )
 
@@ -415,7 +417,10 @@ func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.R
 	if err != nil {
 		return "", fmt.Errorf("maildir: renaming into %s: %w", newPath, err)
 	}
-	if err := syncRootDir(root, dir+"/new"); err != nil {
+	// The rename is durable once new/ is fsync'd; concurrent deliveries
+	// into this Maildir share that fsync (group commit), each waiting for
+	// one begun after its own rename.
+	if err := syncNewDir(root, dir+"/new"); err != nil {
 		// The message is in place but not known to be durable: take it
 		// back so that the sender retries.
 		if rerr := root.Remove(newPath); rerr != nil {
@@ -427,6 +432,29 @@ func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.R
 		h.synced(dir + "/new")
 	}
 	return name, nil
+}
+
+// newDirSyncs shares the fsyncs of new/ between concurrent deliveries
+// into one Maildir, keyed by the directory's path.
+var newDirSyncs fsutil.SyncGroup
+
+// syncDirFunc fsyncs the directory rel of root (replaced by tests that
+// count the syncs).
+var syncDirFunc = syncRootDir
+
+// syncNewDir returns once an fsync of the directory rel of root that began
+// after the call has completed. Concurrent callers for one directory share
+// one fsync (fsutil.SyncGroup): a delivery's rename into new/ is made
+// durable by any fsync of new/ begun after it, so with N sessions
+// delivering into one Maildir new/ is fsync'd about once per fsync
+// duration rather than N times, and no delivery returns before its own
+// rename is durable.
+func syncNewDir(root *os.Root, rel string) error {
+	key := path.Join(root.Name(), rel)
+	return newDirSyncs.Sync(key, func() error {
+		debugSyncPoint(key)
+		return syncDirFunc(root, rel)
+	})
 }
 
 // writeHooks are the optional hooks of writeMessage.
