@@ -121,4 +121,3 @@ func BenchmarkPollHandshake(b *testing.B) {
 		})
 	}
 }
-
