@@ -11,6 +11,13 @@ import (
 // completes the handshake, reads until the client closes, and is closed.
 func resumeServer(tb testing.TB, minVersion string) string {
 	tb.Helper()
+	return serveTLS(tb, serverConfig(tb, minVersion))
+}
+
+// serverConfig returns postino's server configuration over a fresh
+// self-signed certificate.
+func serverConfig(tb testing.TB, minVersion string) *tls.Config {
+	tb.Helper()
 	dir := filepath.Join(tb.TempDir(), "tls")
 	certFile, keyFile, _, err := EnsureSelfSigned(dir, "localhost")
 	if err != nil {
@@ -20,7 +27,14 @@ func resumeServer(tb testing.TB, minVersion string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", ServerConfig(r, minVersion))
+	return ServerConfig(r, minVersion)
+}
+
+// serveTLS serves cfg on a loopback listener (see resumeServer) until the
+// test ends, and returns its address.
+func serveTLS(tb testing.TB, cfg *tls.Config) string {
+	tb.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
