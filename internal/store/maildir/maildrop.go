@@ -40,8 +40,9 @@ type Maildrop struct {
 	shared    bool // msgs belongs to the scan cache: copy before changing
 	infos     []store.MessageInfo
 	committed bool
-	pending   bool     // a durable journal could not be completed yet
-	box       *os.Root // the Maildir itself, opened at the first Open
+	pending   bool        // a durable journal could not be completed yet
+	box       *os.Root    // the Maildir itself, opened at the first Open
+	subs      [2]*os.Root // its new/ and cur/, opened at their first Open
 }
 
 var _ store.Maildrop = (*Maildrop)(nil)
@@ -366,8 +367,9 @@ func (md *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		// then resolves two path components, not the whole path.
 		md.box, _ = md.s.root.OpenRoot(md.dir)
 	}
-	if md.box != nil {
-		if f, err := md.box.Open(m.sub + "/" + m.name); err == nil {
+	if sub := md.subRoot(m.sub); sub != nil {
+		// One path component per message: a single openat(2).
+		if f, err := sub.Open(m.name); err == nil {
 			return newWireReader(f, m.sub+"/"+m.name, m.size), nil
 		}
 	}
@@ -382,6 +384,24 @@ func (md *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		md.msgs[i] = m
 	}
 	return newWireReader(f, m.sub+"/"+m.name, m.size), nil
+}
+
+// subRoot returns the session's handle on the Maildir's new/ or cur/
+// folder (sub), opening it at the first use, or nil when it cannot be
+// opened (the caller then resolves the whole path).
+func (md *Maildrop) subRoot(sub string) *os.Root {
+	i := 0
+	switch sub {
+	case "new":
+	case "cur":
+		i = 1
+	default:
+		return nil
+	}
+	if md.subs[i] == nil && md.box != nil {
+		md.subs[i], _ = md.box.OpenRoot(sub)
+	}
+	return md.subs[i]
 }
 
 // Commit durably deletes the messages with the given 0-based indexes, all
@@ -447,6 +467,12 @@ func (md *Maildrop) Close() error {
 	}
 	err := md.unlock()
 	md.unlock = nil
+	for i, r := range md.subs {
+		if r != nil {
+			r.Close()
+			md.subs[i] = nil
+		}
+	}
 	if md.box != nil {
 		md.box.Close()
 		md.box = nil
