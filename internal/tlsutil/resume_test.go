@@ -2,6 +2,8 @@ package tlsutil
 
 import (
 	"crypto/tls"
+	"io"
+	"net"
 	"path/filepath"
 	"testing"
 )
@@ -133,5 +135,64 @@ func BenchmarkPollHandshake(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// recordCounter counts the TLS records (RFC 8446 §5.1) read through it.
+type recordCounter struct {
+	net.Conn
+	buf     []byte
+	records int
+}
+
+func (r *recordCounter) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.buf = append(r.buf, p[:n]...)
+	for len(r.buf) >= 5 {
+		l := int(r.buf[3])<<8 | int(r.buf[4])
+		if len(r.buf) < 5+l {
+			break
+		}
+		r.records++
+		r.buf = r.buf[5+l:]
+	}
+	return n, err
+}
+
+// TestFullSizeRecords: a message of 256 KB goes out in records of 16 KB
+// from the start, not in the records of ~1.2 KB, 2.4 KB, ... with which
+// crypto/tls's dynamic sizing starts every connection.
+func TestFullSizeRecords(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const size = 256 << 10
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		tc := tls.Server(c, serverConfig(t, "1.2"))
+		tc.Write(make([]byte, size))
+		tc.Close()
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &recordCounter{Conn: raw}
+	c := tls.Client(rc, &tls.Config{InsecureSkipVerify: true})
+	defer c.Close()
+	n, err := io.Copy(io.Discard, c)
+	if err != nil || n != size {
+		t.Fatalf("read %d of %d: %v", n, size, err)
+	}
+	// 16 full records of data, plus the handshake's and the close's
+	// (about 7); dynamic sizing adds about 7 more while it ramps up.
+	if rc.records > size/(16<<10)+10 {
+		t.Fatalf("%d records for %d octets: small records in use", rc.records, size)
 	}
 }
