@@ -145,14 +145,17 @@ func (t *TicketKeys) rotate() (bool, error) {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%d %s\n", k.created.Unix(), hex.EncodeToString(k.key[:]))
 	}
-	// Written before use: a ticket is never issued under a key that a
-	// restart would forget.
-	if err := fsutil.WriteFile(t.path, []byte(b.String()), 0o600); err != nil {
-		return false, fmt.Errorf("%w: writing %s: %w", ErrTicketKeys, t.path, err)
-	}
+	// Written before use, so a restart does not forget a key that
+	// issued tickets. If the file cannot be written the new key is used
+	// all the same: an old key must not go on protecting new sessions
+	// (forward secrecy); only resumption across a restart is lost.
+	werr := fsutil.WriteFile(t.path, []byte(b.String()), 0o600)
 	t.keys = keys
 	for _, c := range t.cfgs {
 		c.SetSessionTicketKeys(t.raw())
+	}
+	if werr != nil {
+		return true, fmt.Errorf("%w: writing %s: %w", ErrTicketKeys, t.path, werr)
 	}
 	return true, nil
 }
@@ -178,7 +181,7 @@ func (t *TicketKeys) Apply(cfg *tls.Config) {
 
 // Watch rotates the keys when the current one is older than
 // TicketKeyPeriod, checking every interval (an hour if not positive). A
-// failed rotation is logged and the previous keys stay in use. It returns
+// failure to save the keys is logged; the new key is used all the same. It returns
 // when ctx is done.
 func (t *TicketKeys) Watch(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
@@ -193,7 +196,7 @@ func (t *TicketKeys) Watch(ctx context.Context, interval time.Duration) {
 		case <-tk.C:
 		}
 		if rotated, err := t.rotate(); err != nil {
-			t.logger.Error("tls: rotating session ticket keys failed; keeping the previous ones", "err", err)
+			t.logger.Error("tls: saving the session ticket keys failed; the new key is used in memory", "rotated", rotated, "err", err)
 		} else if rotated {
 			t.logger.Info("tls: session ticket key rotated", "file", t.path)
 		}

@@ -146,3 +146,32 @@ func TestTicketKeysMalformed(t *testing.T) {
 		t.Fatal("no error for an unwritable key file")
 	}
 }
+
+// TestTicketKeysRotateUnsaved: when the key file cannot be written at
+// rotation time, the new key still replaces the old one for new tickets
+// (an old key must not keep protecting sessions), and the error is told.
+func TestTicketKeysRotateUnsaved(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tls")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := NewTicketKeys(filepath.Join(dir, TicketKeysFileName), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := serverConfig(t, "1.2")
+	tk.Apply(cfg)
+	old := tk.keys[0].key
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now().Add(TicketKeyPeriod + time.Minute)
+	tk.now = func() time.Time { return clock }
+	rotated, err := tk.rotate()
+	if err == nil || !rotated {
+		t.Fatalf("rotated=%v err=%v, want a rotation and an error", rotated, err)
+	}
+	if tk.keys[0].key == old || len(tk.keys) != 2 {
+		t.Fatal("the new key is not in use")
+	}
+}
