@@ -41,7 +41,7 @@ type Maildrop struct {
 	infos     []store.MessageInfo
 	committed bool
 	pending   bool        // a durable journal could not be completed yet
-	box       *os.Root    // the Maildir itself, opened at the first Open
+	box       *os.Root    // the Maildir itself, opened at login or the first Open
 	subs      [2]*os.Root // its new/ and cur/, opened at their first Open
 }
 
