@@ -112,32 +112,6 @@ func TestSessionResumption(t *testing.T) {
 	}
 }
 
-// BenchmarkPollHandshake measures one POP3S poll's TLS handshake against
-// postino's server configuration (loopback, client and server CPU both
-// counted): full handshakes versus resumed ones.
-func BenchmarkPollHandshake(b *testing.B) {
-	for _, bc := range []struct {
-		name   string
-		resume bool
-	}{{"full", false}, {"resumed", true}} {
-		b.Run(bc.name, func(b *testing.B) {
-			addr := resumeServer(b, "1.2")
-			cfg := &tls.Config{InsecureSkipVerify: true}
-			if bc.resume {
-				cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
-				poll(b, addr, cfg)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if got := poll(b, addr, cfg); got != bc.resume {
-					b.Fatalf("resumed = %v", got)
-				}
-			}
-		})
-	}
-}
-
 // recordCounter counts the TLS records (RFC 8446 §5.1) read through it.
 type recordCounter struct {
 	net.Conn
