@@ -16,7 +16,10 @@
 # CONC (client
 # sessions in parallel, 16), IDLE (idle sessions, 1000), BIG ("1000 10000
 # 100000", sizes of the large mailboxes for login+STAT), KEEP=1 keeps the
-# temporary folder.
+# temporary folder. TUNED_ONLY=1 runs only the downloads against the tuned
+# Dovecot, plain and implicit TLS (phase 4b), prints the medians and leaves
+# bench/RESULTS.md alone; PERF=FILE records postino's CPU profile with perf(1)
+# during those downloads (perf report -i FILE).
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -27,6 +30,8 @@ ROUNDS_TLS=${ROUNDS_TLS:-2}
 CONC=${CONC:-16}
 IDLE=${IDLE:-1000}
 BIG=${BIG:-"1000 10000 100000"}
+TUNED_ONLY=${TUNED_ONLY:-0}
+if [ "$TUNED_ONLY" = 1 ]; then BIG="" IDLE=64; fi
 NUSERS=64
 PASS='bench-Pa55word'
 VUID=5000 # uid/gid of the virtual mail user (Dovecot refuses root)
@@ -283,6 +288,34 @@ load_rounds() { # label-suffix mode [flags] — ROUNDS x {postino, dovecot}, alt
 		done
 	done
 }
+
+if [ "$TUNED_ONLY" = 1 ]; then
+	log "downloads only: postino (cache on) vs Dovecot tuned, plain and implicit TLS"
+	start_postino "$T/postino-cache.toml"
+	start_dovecot "$T/dovecot-tuned.conf"
+	warm postino
+	warm dovecot
+	perf_pid=
+	if [ -n "${PERF:-}" ]; then
+		perf record -F 499 -g -o "$PERF" -p "$POSTINO_PID" >/dev/null 2>&1 &
+		perf_pid=$!
+	fi
+	load_rounds "-tuned" download
+	load_rounds "-tuned-tls" download -transport=tls
+	if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+	stop_postino
+	stop_dovecot
+	for l in download-tuned download-tuned-tls; do
+		for f in sessions_per_s mb_per_s p99_ms; do
+			p=$(jq -s --arg l "$l" --arg s postino --arg f "$f" '[.[] | select(.label==$l and .server==$s) | .[$f]] | sort | .[(length-1)/2|floor]' "$RES")
+			d=$(jq -s --arg l "$l" --arg s dovecot --arg f "$f" '[.[] | select(.label==$l and .server==$s) | .[$f]] | sort | .[(length-1)/2|floor]' "$RES")
+			echo "$l $f: postino $p dovecot $d ratio $(awk -v a="$p" -v b="$d" 'BEGIN { printf "%.2f", a/b }')"
+		done
+	done
+	echo "errors: $(jq -s '[.[] | .errors] | add' "$RES")"
+	echo "postino $BUILT_REV; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	exit 0
+fi
 
 log "phase 1: caches off (postino users.cache_ttl = 0s, Dovecot auth_cache_size = 0)"
 start_postino "$T/postino-nocache.toml"

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,7 @@ const shutdownGrace = 30 * time.Second
 // Server is a running postino: its listeners and the services behind them.
 type Server struct {
 	certs     *tlsutil.Reloader
+	tickets   *tlsutil.TicketKeys
 	users     *auth.DB
 	pop3      *pop3.Server
 	smtp      []*smtpin.Server
@@ -138,7 +140,18 @@ func (s *Server) openTLS(cfg *config.Config, logger *slog.Logger) (*tls.Config, 
 		return nil, err
 	}
 	s.certs = certs
-	return tlsutil.ServerConfig(certs, cfg.TLS.MinVersion), nil
+	tc := tlsutil.ServerConfig(certs, cfg.TLS.MinVersion)
+	// Session tickets under keys kept in the data directory: a polling
+	// client resumes its session across restarts (RFC 8446 §2.2).
+	if err := os.MkdirAll(cfg.TLSDir(), 0o700); err != nil {
+		return nil, err
+	}
+	s.tickets, err = tlsutil.NewTicketKeys(filepath.Join(cfg.TLSDir(), tlsutil.TicketKeysFileName), logger)
+	if err != nil {
+		return nil, err
+	}
+	s.tickets.Apply(tc)
+	return tc, nil
 }
 
 // tlsFiles returns the configured certificate files, or those of the
@@ -333,6 +346,9 @@ func (s *Server) startBackground() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.ctx, s.cancel = ctx, cancel
 	go s.certs.Watch(ctx, tlsutil.DefaultWatchInterval)
+	if s.tickets != nil {
+		go s.tickets.Watch(ctx, time.Hour)
+	}
 	go sweepGuard(ctx, s.guard)
 	if s.queue != nil {
 		// Started with the listeners, once privileges are dropped; it

@@ -15,8 +15,12 @@ func ServerConfig(r *Reloader, minVersion string) *tls.Config {
 		v = tls.VersionTLS13
 	}
 	return &tls.Config{
-		MinVersion:     v,
-		GetCertificate: r.GetCertificate,
+		// Mail is downloaded in bulk: full-size records (RFC 8446
+		// §5.1, 2^14 octets) from the first octet, not the small
+		// records crypto/tls starts a connection with for web pages.
+		DynamicRecordSizingDisabled: true,
+		MinVersion:                  v,
+		GetCertificate:              r.GetCertificate,
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,

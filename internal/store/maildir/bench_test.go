@@ -147,3 +147,31 @@ func benchDeliverConcurrent(b *testing.B, writers, boxes int) {
 	b.StopTimer()
 	b.ReportMetric(float64(dirSyncs.Load())/float64(b.N), "dirsyncs/msg")
 }
+
+// BenchmarkRetrSmall measures what a download session costs the store for
+// 20 messages of 4 KB: Open, read in wire form, Close, per message.
+func BenchmarkRetrSmall(b *testing.B) {
+	s, _ := newTestStore(b)
+	for range 20 {
+		if _, err := s.Deliver(context.Background(), testBox, bytes.NewReader(benchMessage(4<<10))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	md := openMD(b, s, testBox)
+	defer md.Close()
+	buf := make([]byte, 32<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		for i, m := range md.Messages() {
+			rc, err := md.Open(context.Background(), i)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{rc}, buf)
+			rc.Close()
+			if err != nil || n != m.Size {
+				b.Fatalf("read %d of %d: %v", n, m.Size, err)
+			}
+		}
+	}
+}

@@ -911,3 +911,50 @@ func TestMailboxConfinement(t *testing.T) {
 		mustDeliver(t, s, box, "x\n")
 	}
 }
+
+// TestOpenMaildropIncomplete: a Maildir missing a folder (made by hand,
+// or cur/ removed) or with a file in a folder's place is completed or
+// refused at login, and an existing message is still served.
+func TestOpenMaildropIncomplete(t *testing.T) {
+	s, root := newTestStore(t)
+	if _, err := s.Deliver(context.Background(), testBox, strings.NewReader("Subject: x\n\nbody\n")); err != nil {
+		t.Fatal(err)
+	}
+	dir := maildirPath(root)
+	for _, sub := range []string{"cur", "tmp"} {
+		if err := os.Remove(filepath.Join(dir, sub)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	md := openMD(t, s, testBox)
+	if got := string(readMsg(t, md, 0)); got != "Subject: x\r\n\r\nbody\r\n" {
+		t.Fatalf("message %q", got)
+	}
+	md.Close()
+	for _, sub := range []string{"cur", "tmp"} {
+		if fi, err := os.Stat(filepath.Join(dir, sub)); err != nil || !fi.IsDir() {
+			t.Fatalf("%s/ not made at login: %v", sub, err)
+		}
+	}
+	// A symlink in place of cur/ pointing outside the store is not
+	// followed out of it: the login fails or sees an empty cur/.
+	os.Remove(filepath.Join(dir, "cur"))
+	outside := t.TempDir()
+	os.WriteFile(filepath.Join(outside, "secret:2,"), []byte("secret\n"), 0o600)
+	if err := os.Symlink(outside, filepath.Join(dir, "cur")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.OpenMaildrop(context.Background(), testBox); err == nil {
+		for i := range m.Messages() {
+			rc, err := m.Open(context.Background(), i)
+			if err == nil {
+				b, _ := io.ReadAll(rc)
+				rc.Close()
+				if strings.Contains(string(b), "secret") {
+					t.Fatal("a message outside the store was served")
+				}
+			}
+		}
+		m.Close()
+	}
+}

@@ -40,8 +40,9 @@ type Maildrop struct {
 	shared    bool // msgs belongs to the scan cache: copy before changing
 	infos     []store.MessageInfo
 	committed bool
-	pending   bool     // a durable journal could not be completed yet
-	box       *os.Root // the Maildir itself, opened at the first Open
+	pending   bool        // a durable journal could not be completed yet
+	box       *os.Root    // the Maildir itself, opened at login or the first Open
+	subs      [2]*os.Root // its new/ and cur/, opened at their first Open
 }
 
 var _ store.Maildrop = (*Maildrop)(nil)
@@ -58,17 +59,25 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := s.ensureMaildir(dir); err != nil {
-		return nil, err
+	// The usual case, an existing Maildir, costs one handle and three
+	// fstatat(2); it is kept for Open. Otherwise the folders are made.
+	box := s.openMaildir(dir)
+	if box == nil {
+		if err := s.ensureMaildir(dir); err != nil {
+			return nil, err
+		}
 	}
 	unlock, err := s.lockMailbox(dir)
 	if err != nil {
+		if box != nil {
+			box.Close()
+		}
 		if errors.Is(err, errWouldBlock) {
 			return nil, store.ErrLocked
 		}
 		return nil, fmt.Errorf("maildir: locking %s: %w", dir, err)
 	}
-	md := &Maildrop{s: s, dir: dir, unlock: unlock}
+	md := &Maildrop{s: s, dir: dir, unlock: unlock, box: box}
 	s.cleanTmp(dir)
 	if err := s.recoverJournal(dir); err != nil {
 		md.Close()
@@ -79,6 +88,22 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 		return nil, err
 	}
 	return md, nil
+}
+
+// openMaildir returns a handle on the Maildir dir when it and its tmp/,
+// new/ and cur/ folders exist, and nil otherwise.
+func (s *Store) openMaildir(dir string) *os.Root {
+	box, err := s.root.OpenRoot(dir)
+	if err != nil {
+		return nil
+	}
+	for _, sub := range [...]string{"tmp", "new", "cur"} {
+		if fi, err := box.Lstat(sub); err != nil || !fi.IsDir() {
+			box.Close()
+			return nil
+		}
+	}
+	return box
 }
 
 // scan takes the snapshot.
@@ -366,8 +391,9 @@ func (md *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		// then resolves two path components, not the whole path.
 		md.box, _ = md.s.root.OpenRoot(md.dir)
 	}
-	if md.box != nil {
-		if f, err := md.box.Open(m.sub + "/" + m.name); err == nil {
+	if sub := md.subRoot(m.sub); sub != nil {
+		// One path component per message: a single openat(2).
+		if f, err := sub.Open(m.name); err == nil {
 			return newWireReader(f, m.sub+"/"+m.name, m.size), nil
 		}
 	}
@@ -382,6 +408,24 @@ func (md *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		md.msgs[i] = m
 	}
 	return newWireReader(f, m.sub+"/"+m.name, m.size), nil
+}
+
+// subRoot returns the session's handle on the Maildir's new/ or cur/
+// folder (sub), opening it at the first use, or nil when it cannot be
+// opened (the caller then resolves the whole path).
+func (md *Maildrop) subRoot(sub string) *os.Root {
+	i := 0
+	switch sub {
+	case "new":
+	case "cur":
+		i = 1
+	default:
+		return nil
+	}
+	if md.subs[i] == nil && md.box != nil {
+		md.subs[i], _ = md.box.OpenRoot(sub)
+	}
+	return md.subs[i]
 }
 
 // Commit durably deletes the messages with the given 0-based indexes, all
@@ -447,6 +491,12 @@ func (md *Maildrop) Close() error {
 	}
 	err := md.unlock()
 	md.unlock = nil
+	for i, r := range md.subs {
+		if r != nil {
+			r.Close()
+			md.subs[i] = nil
+		}
+	}
 	if md.box != nil {
 		md.box.Close()
 		md.box = nil
