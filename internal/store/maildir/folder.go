@@ -30,6 +30,31 @@ type FolderOptions struct {
 	DirSynced func(dir string)
 	// Logger receives warnings about clean-up failures; nil discards them.
 	Logger *slog.Logger
+	// DeferDirSync leaves out the fsync of new/ after the rename: the
+	// message file itself is fsync'd, but its name in new/ is durable only
+	// once the caller has called SyncFolder. A caller storing a batch of
+	// messages fsyncs new/ once for all of them, and must not rely on any
+	// of them (acknowledge, delete the source) before SyncFolder returns.
+	DeferDirSync bool
+}
+
+// SyncFolder fsyncs the new/ directory of the Maildir folder dir, making
+// the names of the messages DeliverFolder renamed into it durable (for
+// deliveries made with DeferDirSync). synced, when set, is told the
+// directory fsync'd.
+func SyncFolder(dir string, synced func(dir string)) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("maildir: opening %s: %w", dir, err)
+	}
+	defer root.Close()
+	if err := syncRootDir(root, "new"); err != nil {
+		return err
+	}
+	if synced != nil {
+		synced(filepath.Join(dir, "new"))
+	}
+	return nil
 }
 
 // DeliverFolder stores msg in the Maildir folder dir (any folder, not a
@@ -37,7 +62,8 @@ type FolderOptions struct {
 // itself fsync'd then) exactly as Store.Deliver does: the same
 // Dovecot-style unique name with ,S= and ,W= sizes and the same host name
 // escaping, LF line ends, written to tmp/, fsync'd, renamed into new/ and
-// new/ fsync'd before it returns. It returns the file name in new/.
+// new/ fsync'd before it returns (unless o.DeferDirSync). It returns the
+// file name in new/.
 func DeliverFolder(ctx context.Context, dir string, msg io.Reader, o FolderOptions) (string, error) {
 	for i := 0; i < len(o.Tag); i++ {
 		if c := o.Tag[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
@@ -80,7 +106,7 @@ func DeliverFolder(ctx context.Context, dir string, msg io.Reader, o FolderOptio
 		host = "localhost"
 	}
 	base := uniqueName(sanitizeHost(host), os.Getpid(), folderCounter.Add(1), o.Tag)
-	h := writeHooks{afterFirst: o.AfterFirstChunk}
+	h := writeHooks{afterFirst: o.AfterFirstChunk, noDirSync: o.DeferDirSync}
 	if o.DirSynced != nil {
 		h.synced = func(rel string) { o.DirSynced(filepath.Join(dir, rel)) }
 	}

@@ -73,3 +73,50 @@ func (f *failAfter) Read(p []byte) (int, error) {
 	f.n -= k
 	return k, err
 }
+
+// TestDeliverFolderDeferDirSync: with DeferDirSync, DeliverFolder fsyncs
+// no directory (the message is in new/ all the same), and SyncFolder then
+// fsyncs new/ once for every message of the batch.
+func TestDeliverFolderDeferDirSync(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// Create the subdirectories first: their creation is synced anyway.
+	if _, err := DeliverFolder(ctx, dir, strings.NewReader("Subject: first\r\n\r\nx\r\n"), FolderOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	record := func(d string) { synced = append(synced, d) }
+	var names []string
+	for i := range 3 {
+		name, err := DeliverFolder(ctx, dir, strings.NewReader("Subject: batch\r\n\r\nbody\r\n"), FolderOptions{Tag: "b" + string(rune('0'+i)), DirSynced: record, DeferDirSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	if len(synced) != 0 {
+		t.Fatalf("directories fsync'd during deferred deliveries: %v", synced)
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(dir, "new", n)); err != nil {
+			t.Errorf("deferred delivery not in new/: %v", err)
+		}
+	}
+	if err := SyncFolder(dir, record); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "new"); len(synced) != 1 || synced[0] != want {
+		t.Fatalf("SyncFolder fsync'd %v, want [%s]", synced, want)
+	}
+	// Without the option every delivery fsyncs new/ itself.
+	synced = nil
+	if _, err := DeliverFolder(ctx, dir, strings.NewReader("Subject: c\r\n\r\nx\r\n"), FolderOptions{DirSynced: record}); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 1 {
+		t.Fatalf("a delivery without DeferDirSync fsync'd %v, want new/", synced)
+	}
+	if err := SyncFolder(filepath.Join(dir, "missing"), nil); err == nil {
+		t.Error("SyncFolder of a missing folder succeeded")
+	}
+}

@@ -415,6 +415,9 @@ func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.R
 	if err != nil {
 		return "", fmt.Errorf("maildir: renaming into %s: %w", newPath, err)
 	}
+	if h.noDirSync {
+		return name, nil
+	}
 	if err := syncRootDir(root, dir+"/new"); err != nil {
 		// The message is in place but not known to be durable: take it
 		// back so that the sender retries.
@@ -440,6 +443,8 @@ type writeHooks struct {
 	// aroundRename, when set, performs the rename into new/ (under the
 	// name given) by calling rename, so that it can count the message.
 	aroundRename func(name string, rename func() error) error
+	// noDirSync leaves the fsync of new/ to the caller (DeferDirSync).
+	noDirSync bool
 }
 
 // hookWriter calls hook once, after its first write.
