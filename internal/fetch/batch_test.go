@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -104,5 +105,76 @@ func TestMaildirFindSyncs(t *testing.T) {
 	}
 	if got := syncs(); got != 1 {
 		t.Errorf("Find fsync'd new/ %d times, want once", got)
+	}
+}
+
+// failingMaildir is a Maildir whose failOn-th delivery fails.
+type failingMaildir struct {
+	*Maildir
+	failOn, n int
+}
+
+func (d *failingMaildir) DeliverDeferred(ctx context.Context, m *Message) (string, error) {
+	d.n++
+	if d.n == d.failOn {
+		return "", fmt.Errorf("%w: disk full (test)", ErrDestination)
+	}
+	return d.Maildir.DeliverDeferred(ctx, m)
+}
+
+// TestBatchDeliveryFails: the third delivery of a batch of five fails. The
+// two before it are synced and recorded as done, the others are abandoned
+// (none left pending), the run ends with the delivery exit code and
+// deletes nothing; the next run delivers the other three, each once.
+func TestBatchDeliveryFails(t *testing.T) {
+	for _, sec := range []Security{SecurityNone, SecurityStartTLS, SecurityTLS} {
+		t.Run(string(sec), func(t *testing.T) {
+			var msgs []fakeMsg
+			for i := 1; i <= 5; i++ {
+				msgs = append(msgs, fakeMsg{uidl: fmt.Sprintf("u%d", i), data: fakeMessage(fmt.Sprint(i))})
+			}
+			srv := startFakePOP(t, sec, msgs...)
+			dir, state := t.TempDir(), t.TempDir()
+			a := srv.account(sec, dir)
+			a.Delete = true
+			md := a.Dest.(*Maildir)
+			a.Dest = &failingMaildir{Maildir: md, failOn: 3}
+			syncs := countNewSyncs(t, filepath.Join(md.Dir, "new"))
+			var log bytes.Buffer
+			f := &Fetcher{StateDir: state, Logger: slog.New(slog.NewTextHandler(&log, nil))}
+			res, err := f.Run(context.Background(), a)
+			if code := ExitCode(res.New, err); code != ExitDelivery || res.New != 2 {
+				t.Fatalf("failing run: %+v, %v (exit %d), want 2 delivered and exit %d\n%s", res, err, code, ExitDelivery, log.String())
+			}
+			if srv.count() != 5 {
+				t.Fatalf("the failing run deleted %d messages", 5-srv.count())
+			}
+			if got := syncs(); got != 1 {
+				t.Errorf("new/ fsync'd %d times before the done records, want once", got)
+			}
+			st, err := OpenState(state, "acct")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, rec := range st.State.Messages {
+				want := k == "u1" || k == "u2"
+				if rec.Pending || rec.Delivered() != want {
+					t.Errorf("%s after the failure: %+v, delivered want %v, nothing pending", k, rec, want)
+				}
+			}
+			st.Close()
+			a.Dest = md
+			if res, log := runFetch(t, a, state, true); res.New != 3 || srv.count() != 0 {
+				t.Fatalf("second run: %+v, %d on the server\n%s", res, srv.count(), log)
+			}
+			for id, n := range subjects(t, dir) {
+				if n != 1 {
+					t.Errorf("message %s delivered %d times", id, n)
+				}
+			}
+			if got := len(subjects(t, dir)); got != 5 {
+				t.Errorf("%d distinct messages delivered, want 5", got)
+			}
+		})
 	}
 }

@@ -560,6 +560,7 @@ func (r *run) deliverBatch(ctx context.Context, ms []*Message) ([]*Message, erro
 	debugPoint("intent")
 	wheres := make([]string, 0, len(ms))
 	var derr error
+	unsettled := false // Find could not tell whether the failed one is there
 	for _, m := range ms {
 		var where string
 		var err error
@@ -576,6 +577,7 @@ func (r *run) deliverBatch(ctx context.Context, ms []*Message) ([]*Message, erro
 			if ferr == nil && found == Found {
 				where, err = w2, nil
 			}
+			unsettled = ferr != nil
 		}
 		if err != nil {
 			derr = err
@@ -599,7 +601,7 @@ func (r *run) deliverBatch(ctx context.Context, ms []*Message) ([]*Message, erro
 		}
 	}
 	for i, m := range ms[len(delivered):] {
-		if i == 0 && !errors.Is(derr, ErrDestination) {
+		if i == 0 && unsettled {
 			// The failing message, whose presence Find could not
 			// tell: left pending for the next run's recovery.
 			continue
