@@ -160,6 +160,8 @@ func fill(r io.Reader, buf []byte) (int, error) {
 // message, since rename is atomic.
 type Maildir struct {
 	Dir string
+
+	batch *maildir.Folder // open between DeliverDeferred and SyncBatch
 }
 
 func (d *Maildir) String() string { return "maildir:" + d.Dir }
@@ -186,31 +188,57 @@ func (d *Maildir) Deliver(ctx context.Context, m *Message) (string, error) {
 
 // DeliverDeferred implements batchDestination: the message file is
 // fsync'd, new/ is not (SyncBatch does it once for the batch).
+// The folder is opened (and created if missing) once per batch.
 func (d *Maildir) DeliverDeferred(ctx context.Context, m *Message) (string, error) {
-	return d.deliver(ctx, m, true)
+	if d.batch == nil {
+		if err := d.ensure(); err != nil {
+			return "", err
+		}
+		f, err := maildir.OpenFolder(d.Dir, dirSynced)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", ErrDestination, err)
+		}
+		d.batch = f
+	}
+	name, err := d.batch.Deliver(ctx, m.WithMarker(true), d.options(true, m))
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrDestination, err)
+	}
+	return "new/" + name, nil
 }
 
 // SyncBatch implements batchDestination: it fsyncs new/, making the names
 // of the messages delivered since the last SyncBatch durable.
 func (d *Maildir) SyncBatch(ctx context.Context) error {
-	if err := maildir.SyncFolder(d.Dir, dirSynced); err != nil {
+	if d.batch == nil {
+		return nil
+	}
+	err := d.batch.SyncNew(dirSynced)
+	d.batch.Close()
+	d.batch = nil
+	if err != nil {
 		return fmt.Errorf("%w: %v", ErrDestination, err)
 	}
 	return nil
 }
 
-func (d *Maildir) deliver(ctx context.Context, m *Message, deferSync bool) (string, error) {
-	if err := d.ensure(); err != nil {
-		return "", err
-	}
-	name, err := maildir.DeliverFolder(ctx, d.Dir, m.WithMarker(true), maildir.FolderOptions{
+// options returns the options of the Maildir writer for m.
+func (d *Maildir) options(deferSync bool, m *Message) maildir.FolderOptions {
+	return maildir.FolderOptions{
 		Tag: m.Token(),
 		// The deliver-partial crash-test step: killed here, the first
 		// chunk is already in tmp/, as a real crash would leave it.
 		AfterFirstChunk: func() { debugPoint("deliver-partial") },
 		DirSynced:       dirSynced,
 		DeferDirSync:    deferSync,
-	})
+	}
+}
+
+func (d *Maildir) deliver(ctx context.Context, m *Message, deferSync bool) (string, error) {
+	if err := d.ensure(); err != nil {
+		return "", err
+	}
+	name, err := maildir.DeliverFolder(ctx, d.Dir, m.WithMarker(true), d.options(deferSync, m))
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDestination, err)
 	}

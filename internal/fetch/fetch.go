@@ -587,7 +587,7 @@ func (r *run) deliverBatch(ctx context.Context, ms []*Message) ([]*Message, erro
 		debugPoint("delivered")
 	}
 	delivered := ms[:len(wheres)]
-	if deferred && len(delivered) > 0 {
+	if deferred {
 		if err := bd.SyncBatch(ctx); err != nil {
 			// Not known to be durable: the intents stay pending, and the
 			// next run's recovery looks for the messages.

@@ -120,3 +120,46 @@ func TestDeliverFolderDeferDirSync(t *testing.T) {
 		t.Error("SyncFolder of a missing folder succeeded")
 	}
 }
+
+// TestOpenFolder: a Folder opened once creates the subdirectories of a
+// new folder (fsyncing the folder), stores several messages with the names
+// DeliverFolder gives, refuses a hostile tag, and SyncNew fsyncs new/.
+func TestOpenFolder(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "f")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	record := func(d string) { synced = append(synced, d) }
+	f, err := OpenFolder(dir, record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if len(synced) != 1 || synced[0] != dir {
+		t.Fatalf("creating the subdirectories fsync'd %v, want [%s]", synced, dir)
+	}
+	synced = nil
+	for i := range 3 {
+		name, err := f.Deliver(ctx, strings.NewReader("Subject: a\r\n\r\nbody\r\n"), FolderOptions{Tag: "t" + string(rune('0'+i)), DeferDirSync: true, DirSynced: record})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := parseName(name); p.size != 17 || p.wire != 20 || !strings.Contains(name, "Xt"+string(rune('0'+i))+".") {
+			t.Errorf("name %q parsed as %+v", name, p)
+		}
+	}
+	if _, err := f.Deliver(ctx, strings.NewReader("x\n"), FolderOptions{Tag: "../x"}); err == nil {
+		t.Error("a tag with a path was accepted")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "new")); len(ents) != 3 {
+		t.Errorf("new/ holds %d messages, want 3", len(ents))
+	}
+	if err := f.SyncNew(record); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "new"); len(synced) != 1 || synced[0] != want {
+		t.Errorf("fsync'd %v, want [%s]", synced, want)
+	}
+}
