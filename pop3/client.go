@@ -670,6 +670,59 @@ func (c *Client) RetrAll(nums []int, fn func(n int, msg io.Reader, err error) er
 	return nil
 }
 
+// DeleAll marks the given messages as deleted, pipelining the DELE
+// commands when the server announced PIPELINING in the last CAPA (RFC 2449
+// §6.6: the client may send several commands at once and read the answers
+// in order), and calls fn, if set, after each answer in order. An *Error
+// for one message ends the exchange once the answers of the commands
+// already sent are read (the client and server stay in step); any other
+// error ends it at once. The deletions take effect only at QUIT
+// (RFC 1939 §6).
+func (c *Client) DeleAll(nums []int, fn func(n int) error) error {
+	if err := c.finishBody(); err != nil {
+		return err
+	}
+	window := 1
+	if c.HasCap("PIPELINING") {
+		window = 64
+	}
+	sent := 0
+	var first error
+	for done := 0; done < len(nums); done++ {
+		for first == nil && sent < len(nums) && sent-done < window {
+			c.w.WriteString("DELE " + strconv.Itoa(nums[sent]) + "\r\n")
+			sent++
+		}
+		if done >= sent {
+			break
+		}
+		if c.w.Buffered() > 0 {
+			c.deadline()
+			if err := c.w.Flush(); err != nil {
+				return err
+			}
+		}
+		_, err := c.readResponse("DELE")
+		var perr *Error
+		if err != nil && !errors.As(err, &perr) {
+			return err
+		}
+		if err != nil {
+			// Stop sending; the answers already due are still read.
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		if first == nil && fn != nil {
+			if ferr := fn(nums[done]); ferr != nil {
+				first = ferr
+			}
+		}
+	}
+	return first
+}
+
 // Dele sends DELE n.
 func (c *Client) Dele(n int) error {
 	_, err := c.Cmd("DELE %d", n)

@@ -16,22 +16,33 @@ import (
 // message passes them:
 //
 //	spooled          message downloaded to the spool, no intent yet
-//	intent           intent record durable
+//	                 (once per message)
+//	intent           the intent records of a batch durable, none of its
+//	                 messages delivered yet (once per batch)
 //	dot-lock         taking an mbox's dot-lock (each time, in Find and
 //	                 Deliver): its temporary file written, not yet linked
 //	deliver-partial  part of the message written at the destination: the
 //	                 first 32 KiB in a Maildir's tmp/ file or the mbox
 //	                 (flushed to the file); for a local mailbox, the
 //	                 message spooled and not yet stored
-//	delivered        message durable at the destination, no done record
-//	done             done record durable
-//	dele             DELE sent for a message (before QUIT)
+//	delivered        message stored at the destination, no done record
+//	                 (once per message); in a Maildir its file is
+//	                 fsync'd and renamed into new/, new/ not yet fsync'd
+//	synced           a Maildir's new/ fsync'd for the batch, no done
+//	                 record yet (once per batch, Maildir only)
+//	done             the done records of a batch durable (once per batch)
+//	dele             a DELE answered (before QUIT)
 //	quit             before QUIT
 //	snapshot-tmp     new snapshot written, not yet renamed
 //	snapshot         snapshot renamed into place, journal not yet removed
 //
 // It is for testing only; leave it unset.
 const DebugKillEnv = "POSTINO_FETCH_DEBUG_KILL"
+
+// DebugBatchEnv names the environment variable that sets, for crash
+// tests, the number of messages in a delivery batch (default 64), so that
+// a few messages make several batches. It is for testing only.
+const DebugBatchEnv = "POSTINO_FETCH_DEBUG_BATCH"
 
 var debug struct {
 	once  sync.Once

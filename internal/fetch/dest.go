@@ -31,6 +31,17 @@ type Destination interface {
 	Find(ctx context.Context, w Want) (FindResult, string, error)
 }
 
+// batchDestination is a Destination that can make a batch of deliveries
+// durable together: DeliverDeferred stores a message like Deliver, except
+// that the copy becomes durable only with the next SyncBatch (a Maildir
+// fsyncs each message file, and new/ once per batch). Nothing may rely on
+// a deferred delivery (a done record, a DELE) before SyncBatch returns.
+type batchDestination interface {
+	Destination
+	DeliverDeferred(ctx context.Context, m *Message) (string, error)
+	SyncBatch(ctx context.Context) error
+}
+
 // Want is what Destination.Find looks for: the message's ID and, from the
 // intent record, what a complete copy's body must be.
 type Want struct {
@@ -141,12 +152,16 @@ func fill(r io.Reader, buf []byte) (int, error) {
 // missing, with an fsync of the parent of each directory created) through
 // the Maildir writer of postino's own store (maildir.DeliverFolder): the
 // same Dovecot-compatible names with ,S= and ,W= sizes, LF line ends, the
-// message written to tmp/, fsync'd, renamed into new/ and new/ fsync'd.
+// message written to tmp/, fsync'd, renamed into new/ and new/ fsync'd
+// (once per batch of messages; Find fsyncs the directory where it finds
+// a message, whose name may not have been durable yet).
 // The unique part of the name carries the ID's token ("X" + token + "."),
 // so Find needs no file contents: a name in new/ or cur/ means a complete
 // message, since rename is atomic.
 type Maildir struct {
 	Dir string
+
+	batch *maildir.Folder // open between DeliverDeferred and SyncBatch
 }
 
 func (d *Maildir) String() string { return "maildir:" + d.Dir }
@@ -168,16 +183,62 @@ var dirSynced func(dir string)
 
 // Deliver implements Destination.
 func (d *Maildir) Deliver(ctx context.Context, m *Message) (string, error) {
-	if err := d.ensure(); err != nil {
-		return "", err
+	return d.deliver(ctx, m, false)
+}
+
+// DeliverDeferred implements batchDestination: the message file is
+// fsync'd, new/ is not (SyncBatch does it once for the batch).
+// The folder is opened (and created if missing) once per batch.
+func (d *Maildir) DeliverDeferred(ctx context.Context, m *Message) (string, error) {
+	if d.batch == nil {
+		if err := d.ensure(); err != nil {
+			return "", err
+		}
+		f, err := maildir.OpenFolder(d.Dir, dirSynced)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", ErrDestination, err)
+		}
+		d.batch = f
 	}
-	name, err := maildir.DeliverFolder(ctx, d.Dir, m.WithMarker(true), maildir.FolderOptions{
+	name, err := d.batch.Deliver(ctx, m.WithMarker(true), d.options(true, m))
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrDestination, err)
+	}
+	return "new/" + name, nil
+}
+
+// SyncBatch implements batchDestination: it fsyncs new/, making the names
+// of the messages delivered since the last SyncBatch durable.
+func (d *Maildir) SyncBatch(ctx context.Context) error {
+	if d.batch == nil {
+		return nil
+	}
+	err := d.batch.SyncNew(dirSynced)
+	d.batch.Close()
+	d.batch = nil
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrDestination, err)
+	}
+	return nil
+}
+
+// options returns the options of the Maildir writer for m.
+func (d *Maildir) options(deferSync bool, m *Message) maildir.FolderOptions {
+	return maildir.FolderOptions{
 		Tag: m.Token(),
 		// The deliver-partial crash-test step: killed here, the first
 		// chunk is already in tmp/, as a real crash would leave it.
 		AfterFirstChunk: func() { debugPoint("deliver-partial") },
 		DirSynced:       dirSynced,
-	})
+		DeferDirSync:    deferSync,
+	}
+}
+
+func (d *Maildir) deliver(ctx context.Context, m *Message, deferSync bool) (string, error) {
+	if err := d.ensure(); err != nil {
+		return "", err
+	}
+	name, err := maildir.DeliverFolder(ctx, d.Dir, m.WithMarker(true), d.options(deferSync, m))
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDestination, err)
 	}
@@ -205,6 +266,13 @@ func (d *Maildir) Find(ctx context.Context, w Want) (FindResult, string, error) 
 		}
 		for _, e := range ents {
 			if strings.Contains(e.Name(), tok) {
+				// The name may be there only in memory (a kill
+				// between the rename and the batch's fsync of new/):
+				// it must be durable before a done record allows a
+				// DELE.
+				if err := syncDir(filepath.Join(d.Dir, sub)); err != nil {
+					return NotFound, "", fmt.Errorf("%w: %v", ErrDestination, err)
+				}
 				return Found, sub + "/" + e.Name(), nil
 			}
 		}

@@ -75,34 +75,41 @@
 //
 // Every delivered message gets a first header field
 // "X-Postino-Fetch: ACCOUNT KEY SHA256", where SHA256 is the digest of the
-// message as downloaded. For each message:
+// message as downloaded. Messages are downloaded (RETR pipelined) and
+// delivered in batches of at most 64 messages and 8 MiB (a larger message
+// is a batch of its own), so that a crash costs at most one batch's
+// downloads; for each batch:
 //
-//  1. RETR into an unlinked spool file, hashing it (SHA-256 of the whole
-//     message, of its header section and of its body).
-//  2. Append and fsync the intent record (key, SHA-256, size, and the
-//     SHA-256 and length of the body with LF line ends).
-//  3. Deliver, durably: Maildir writes tmp/, fsyncs, renames into new/ and
-//     fsyncs the directory; mbox appends under an fcntl lock and a dot-lock
+//  1. RETR each message into the spool file (unlinked, so that a crash
+//     leaves nothing), hashing it (SHA-256 of the whole message, of its
+//     header section and of its body).
+//  2. Append the intent records of the batch (key, SHA-256, size, and the
+//     SHA-256 and length of the body with LF line ends) and fsync them
+//     once, with every line before them.
+//  3. Deliver each message, durably: Maildir writes tmp/, fsyncs the file
+//     and renames it into new/ (new/ is fsync'd once for the batch, after
+//     its last message); mbox appends under an fcntl lock and a dot-lock
 //     and fsyncs; local delivery fsyncs file and directory; an MDA's exit
 //     status 0 is taken as durable. A Maildir directory, a parent of it or
 //     an mbox file created on the way has its parent directory fsync'd, so
 //     that the copy cannot vanish in a power failure that the done record
 //     survives.
-//  4. Append the done record. It becomes durable with the next intent's
-//     fsync (one fsync per message for the journal), or with an explicit
-//     fsync before the first DELE; a done record lost in a crash leaves
-//     its intent, which recovery settles as in the next paragraph.
-//  5. Only then, with the delete policy, DELE (after a durable dele
-//     record); deletions take effect at QUIT, which RFC 1939 makes
-//     all-or-nothing on the server, and its +OK is recorded (expunged).
+//  4. Append the done records of the batch and fsync them once. A done
+//     record lost in a crash leaves its intent, which recovery settles as
+//     in the next paragraph.
+//  5. Once every batch is settled, with the delete policy, DELE (after
+//     durable dele records, pipelined when the server allows); deletions take effect at QUIT,
+//     which RFC 1939 makes all-or-nothing on the server, and its +OK is
+//     recorded (expunged).
 //
 // A kill before 2 leaves no trace: the message is downloaded again. A kill
 // between 2 and 4 (or a crash that loses an unsynced done record) leaves a
 // pending intent; the next run, before
 // connecting, asks the destination (Destination.Find) for the message's
 // marker: Maildir by the token of the ID in the file name (a name in new/
-// or cur/ is complete, rename being atomic; a leftover in tmp/ is
-// removed), mbox by scanning for the marker and checking that the entry
+// or cur/ is complete, rename being atomic, and its directory is fsync'd
+// before the done record, since a kill may have come before the batch's
+// fsync of new/; a leftover in tmp/ is removed), mbox by scanning for the marker and checking that the entry
 // decodes to the recorded SHA-256, or that its body has the recorded
 // length and SHA-256 (a mail reader may have rewritten the header); any
 // other entry with the marker is a partial copy, never taken as
@@ -148,7 +155,8 @@
 //
 // # Other behaviour
 //
-// RETR is pipelined when the server announces PIPELINING. Each command has
+// RETR and DELE are pipelined when the server announces PIPELINING
+// (RFC 2449 §6.6). Each command has
 // a timeout (Account.Timeout); a network error ends the session without
 // QUIT (so the server deletes nothing) and the run reconnects up to
 // Fetcher.Retries times, resuming where it stopped; so does an [IN-USE]

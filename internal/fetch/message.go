@@ -58,7 +58,9 @@ type Message struct {
 	// At is when the message was downloaded.
 	At time.Time
 
-	f *os.File
+	f   *os.File
+	off int64 // where the message starts in f
+	num int   // its number in the server's listing
 }
 
 // Want returns what Find checks a stored copy of m against.
@@ -67,7 +69,7 @@ func (m *Message) Want() Want {
 }
 
 // Open returns a reader over the message as downloaded (CRLF line ends).
-func (m *Message) Open() io.Reader { return io.NewSectionReader(m.f, 0, m.Size) }
+func (m *Message) Open() io.Reader { return io.NewSectionReader(m.f, m.off, m.Size) }
 
 // WithMarker returns the message with the marker header prepended, with
 // CRLF line ends, or with LF line ends when lf is set.
@@ -102,9 +104,11 @@ func (m *Message) ReturnPath() string {
 	}
 }
 
-// spooler downloads messages into one reusable temporary file.
+// spooler downloads the messages of a batch one after the other into one
+// reusable temporary file.
 type spooler struct {
-	f *os.File
+	f   *os.File
+	end int64 // where the next message goes
 }
 
 func newSpooler(dir string) (*spooler, error) {
@@ -118,19 +122,20 @@ func newSpooler(dir string) (*spooler, error) {
 
 func (s *spooler) close() { s.f.Close() }
 
-// spool reads a message into the spool file, computing its hashes. The
-// previous message in the file is overwritten.
+// reset empties the spool file: the messages spooled so far are no
+// longer needed.
+func (s *spooler) reset() error {
+	s.end = 0
+	return s.f.Truncate(0)
+}
+
+// spool reads a message into the spool file after the messages already
+// there, computing its hashes.
 func (s *spooler) spool(r io.Reader, progress func(int)) (*Message, error) {
-	if err := s.f.Truncate(0); err != nil {
-		return nil, err
-	}
-	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
 	full := sha256.New()
 	body := &lfHasher{h: sha256.New()}
 	hh := &headerHasher{h: sha256.New(), bol: true, body: body}
-	w := bufio.NewWriterSize(io.MultiWriter(s.f, full, hh), 64*1024)
+	w := bufio.NewWriterSize(io.MultiWriter(io.NewOffsetWriter(s.f, s.end), full, hh), 64*1024)
 	buf := make([]byte, 32*1024)
 	var n int64
 	for {
@@ -152,6 +157,8 @@ func (s *spooler) spool(r io.Reader, progress func(int)) (*Message, error) {
 	if err := w.Flush(); err != nil {
 		return nil, fmt.Errorf("spool file: %w", err)
 	}
+	off := s.end
+	s.end += n
 	return &Message{
 		ID:           ID{SHA256: hex.EncodeToString(full.Sum(nil))},
 		Size:         n,
@@ -160,6 +167,7 @@ func (s *spooler) spool(r io.Reader, progress func(int)) (*Message, error) {
 		BodySize:     body.n,
 		At:           time.Now(),
 		f:            s.f,
+		off:          off,
 	}, nil
 }
 

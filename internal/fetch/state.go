@@ -289,6 +289,19 @@ func (s *StateFile) Intent(key string, m *Message) error {
 		BodySHA256: m.BodySHA256, BodySize: m.BodySize}, true)
 }
 
+// Intents durably records, with one fsync, that the messages ms are about
+// to be delivered (each under its ID's key), as Intent does for one.
+func (s *StateFile) Intents(ms []*Message) error {
+	now := time.Now().UTC()
+	for _, m := range ms {
+		if err := s.append(journalEntry{Op: "intent", Key: m.Key, At: now, SHA256: m.SHA256, Size: m.Size,
+			BodySHA256: m.BodySHA256, BodySize: m.BodySize}, false); err != nil {
+			return err
+		}
+	}
+	return s.Sync()
+}
+
 // Done records that the message key is at the destination as dest. The
 // entry is written but becomes durable only with the next Intent, Sync or
 // Save: a done record lost in a crash leaves the intent, which recovery

@@ -2,6 +2,7 @@ package fetch_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -153,13 +154,25 @@ func ageState(t *testing.T, path string, d time.Duration, n int) {
 	}
 }
 
+// killBatch is the delivery batch of the crash tests (POSTINO_FETCH_DEBUG_BATCH):
+// five messages make the batches {1, 2}, {3, 4} and {5}.
+const killBatch = 2
+
+// batchEnv sets the crash tests' delivery batch.
+var batchEnv = "POSTINO_FETCH_DEBUG_BATCH=" + fmt.Sprint(killBatch)
+
 // TestKillAtEveryStep SIGKILLs the fetch at every step of the exactly-once
-// protocol (with the crash-test hook), for the first and a later message,
-// and checks that the next run leaves every message at the destination
-// exactly once and the server empty (delete policy).
+// protocol (with the crash-test hook), in batches of two messages: at the
+// per-message steps for the first message of the first batch, the last
+// message of a batch and the first of a later batch, and at the per-batch
+// steps (intents durable, Maildir new/ fsync'd, done records durable) for
+// the first and the last batch. It checks that the kill left the state the
+// step names (journal records, complete copies at the destination), and
+// that the next run leaves every message at the destination exactly once
+// and the server empty (delete policy).
 func TestKillAtEveryStep(t *testing.T) {
 	s := startPostino(t)
-	steps := []string{"spooled", "intent", "deliver-partial", "delivered", "done", "dele", "quit", "snapshot-tmp", "snapshot"}
+	steps := []string{"spooled", "intent", "deliver-partial", "delivered", "synced", "done", "dele", "quit", "snapshot-tmp", "snapshot"}
 	kinds := []string{"maildir", "mbox", "local", "mda"}
 	n := 0
 	type tc struct {
@@ -168,17 +181,31 @@ func TestKillAtEveryStep(t *testing.T) {
 	}
 	var cases []tc
 	for _, step := range steps {
-		for _, nth := range []int{1, 3} {
+		nths := []int{1, 3}
+		if step == "delivered" || step == "deliver-partial" {
+			nths = []int{1, 2, 3} // first, last and first of a later batch
+		}
+		for _, nth := range nths {
 			kind := kinds[n%len(kinds)]
 			n++
 			if (strings.HasPrefix(step, "snapshot") || step == "quit") && nth == 3 {
 				continue // one QUIT and at most two snapshots per run
 			}
-			if step == "deliver-partial" {
+			switch step {
+			case "deliver-partial":
 				// The destinations that can hold a partial copy, each
 				// of them after the first and a later message.
 				cases = append(cases, tc{step, "maildir", nth}, tc{step, "mbox", nth})
 				continue
+			case "synced":
+				kind = "maildir" // the only destination that defers
+			case "delivered":
+				// Maildir defers new/'s fsync to the batch: each
+				// position in a batch, and another destination.
+				cases = append(cases, tc{step, "maildir", nth})
+				if kind == "maildir" {
+					kind = "mbox"
+				}
 			}
 			cases = append(cases, tc{step, kind, nth})
 		}
@@ -195,16 +222,12 @@ func TestKillAtEveryStep(t *testing.T) {
 			d := newDestination(t, kind)
 			state := t.TempDir()
 			more := append(mdaCheck(d), "--delete")
-			r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step + ":" + fmt.Sprint(nth)}, a, d, state, more...)
+			r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step + ":" + fmt.Sprint(nth), batchEnv}, a, d, state, more...)
 			if r.Code != -1 {
 				t.Fatalf("the hooked run was not killed (exit %d):\n%s", r.Code, r.Output)
 			}
-			if step == "deliver-partial" {
-				// The kill must really leave a partial copy for
-				// recovery to repair.
-				checkPartialCopy(t, d, nth)
-			}
-			r = fetch(t, nil, a, d, state, more...)
+			checkKillState(t, step, nth, 5, d, state)
+			r = fetch(t, []string{batchEnv}, a, d, state, more...)
 			if r.Code != exitNewMail && r.Code != exitNoMail {
 				t.Fatalf("rerun: exit %d:\n%s", r.Code, r.Output)
 			}
@@ -214,6 +237,78 @@ func TestKillAtEveryStep(t *testing.T) {
 				t.Errorf("server has %d messages after the rerun, want 0", c)
 			}
 		})
+	}
+}
+
+// journalOps counts the records of each kind in the journal of the
+// account "acct" in state.
+func journalOps(t *testing.T, state string) map[string]int {
+	t.Helper()
+	ops := map[string]int{}
+	data, err := os.ReadFile(filepath.Join(state, "acct.journal"))
+	if errors.Is(err, os.ErrNotExist) {
+		return ops // nothing recorded yet
+	}
+	if err != nil {
+		t.Fatalf("journal after the kill: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		_, body, _ := strings.Cut(line, " ")
+		var e struct {
+			Op string `json:"op"`
+		}
+		if err := json.Unmarshal([]byte(body), &e); err != nil {
+			t.Fatalf("journal line %q: %v", line, err)
+		}
+		ops[e.Op]++
+	}
+	return ops
+}
+
+// checkKillState checks that a run of total messages killed at the nth
+// time it reached step, in batches of killBatch, left the state the step
+// names: the intent and done records of the batches before it (and of its
+// own batch, from the step on which they are durable) and the complete
+// copies at the destination.
+func checkKillState(t *testing.T, step string, nth, total int, d *destination, state string) {
+	t.Helper()
+	batchOf := func(msg int) int { return (msg + killBatch - 1) / killBatch }
+	upTo := func(batch int) int { return min(batch*killBatch, total) }
+	var intents, dones, copies int
+	switch step {
+	case "spooled": // message nth spooled: the batches before it settled
+		b := batchOf(nth)
+		intents, dones, copies = upTo(b-1), upTo(b-1), upTo(b-1)
+	case "intent": // batch nth's intents durable, none of it delivered
+		intents, dones, copies = upTo(nth), upTo(nth-1), upTo(nth-1)
+	case "deliver-partial": // message nth partly written
+		b := batchOf(nth)
+		intents, dones, copies = upTo(b), upTo(b-1), -1
+		checkPartialCopy(t, d, nth)
+	case "delivered": // message nth stored, its batch not settled
+		b := batchOf(nth)
+		intents, dones, copies = upTo(b), upTo(b-1), nth
+	case "synced": // batch nth's new/ fsync'd, no done records
+		intents, dones, copies = upTo(nth), upTo(nth-1), upTo(nth)
+	case "done": // batch nth settled
+		intents, dones, copies = upTo(nth), upTo(nth), upTo(nth)
+	default: // dele, quit, snapshot: every message settled
+		intents, dones, copies = total, total, total
+	}
+	ops := journalOps(t, state)
+	if ops["intent"] != intents || ops["done"] != dones {
+		t.Errorf("journal after the kill at %s:%d: %d intents and %d done records, want %d and %d", step, nth, ops["intent"], ops["done"], intents, dones)
+	}
+	if copies >= 0 {
+		if got := len(d.read(t)); got != copies {
+			t.Errorf("%s holds %d messages after the kill at %s:%d, want %d", d.kind, got, step, nth, copies)
+		}
+	}
+	if step == "dele" && ops["dele"] != total {
+		t.Errorf("journal after the kill at dele: %d dele records, want %d (all durable before the first DELE)", ops["dele"], total)
 	}
 }
 
@@ -284,7 +379,8 @@ func TestKillTakingMboxDotLock(t *testing.T) {
 }
 
 // TestKillRandom SIGKILLs fetches after random delays, again and again,
-// with and without the delete policy, until a run completes; then every
+// with and without the delete policy (with it, in delivery batches of four
+// messages; without, in one batch), until a run completes; then every
 // message must be at the destination exactly once.
 func TestKillRandom(t *testing.T) {
 	s := startPostino(t)
@@ -310,6 +406,12 @@ func TestKillRandom(t *testing.T) {
 				kills := 0
 				for attempt := 0; attempt < 40; attempt++ {
 					cmd := exec.Command(binPath, fetchArgs(a, d, state, more...)...)
+					if del {
+						// Batches of four: kills fall in every part
+						// of the batched protocol (without: one
+						// batch of 30 messages).
+						cmd.Env = append(os.Environ(), "POSTINO_FETCH_DEBUG_BATCH=4")
+					}
 					out := &testutil.SyncBuffer{}
 					cmd.Stdout, cmd.Stderr = out, out
 					if err := cmd.Start(); err != nil {
@@ -641,13 +743,13 @@ func TestDovecot(t *testing.T) {
 		ka := account{server: dv.pop3sAddr, user: user, pw: "secret", extra: a.extra}
 		d := newDestination(t, "mbox")
 		state := t.TempDir()
-		for _, step := range []string{"intent:2", "deliver-partial:3", "delivered:4", "dele:2", "quit"} {
-			r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step}, ka, d, state, "--delete")
+		for _, step := range []string{"intent:2", "deliver-partial:3", "delivered:3", "dele:2", "quit"} {
+			r := fetch(t, []string{"POSTINO_FETCH_DEBUG_KILL=" + step, batchEnv}, ka, d, state, "--delete")
 			if r.Code != -1 {
 				t.Fatalf("%s: not killed (exit %d):\n%s", step, r.Code, r.Output)
 			}
 		}
-		if r := fetch(t, nil, ka, d, state, "--delete"); r.Code != exitNewMail && r.Code != exitNoMail {
+		if r := fetch(t, []string{batchEnv}, ka, d, state, "--delete"); r.Code != exitNewMail && r.Code != exitNoMail {
 			t.Fatalf("exit %d:\n%s", r.Code, r.Output)
 		}
 		checkExactlyOnce(t, d, ids(1, 8))

@@ -73,3 +73,93 @@ func (f *failAfter) Read(p []byte) (int, error) {
 	f.n -= k
 	return k, err
 }
+
+// TestDeliverFolderDeferDirSync: with DeferDirSync, DeliverFolder fsyncs
+// no directory (the message is in new/ all the same), and SyncFolder then
+// fsyncs new/ once for every message of the batch.
+func TestDeliverFolderDeferDirSync(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// Create the subdirectories first: their creation is synced anyway.
+	if _, err := DeliverFolder(ctx, dir, strings.NewReader("Subject: first\r\n\r\nx\r\n"), FolderOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	record := func(d string) { synced = append(synced, d) }
+	var names []string
+	for i := range 3 {
+		name, err := DeliverFolder(ctx, dir, strings.NewReader("Subject: batch\r\n\r\nbody\r\n"), FolderOptions{Tag: "b" + string(rune('0'+i)), DirSynced: record, DeferDirSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	if len(synced) != 0 {
+		t.Fatalf("directories fsync'd during deferred deliveries: %v", synced)
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(dir, "new", n)); err != nil {
+			t.Errorf("deferred delivery not in new/: %v", err)
+		}
+	}
+	if err := SyncFolder(dir, record); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "new"); len(synced) != 1 || synced[0] != want {
+		t.Fatalf("SyncFolder fsync'd %v, want [%s]", synced, want)
+	}
+	// Without the option every delivery fsyncs new/ itself.
+	synced = nil
+	if _, err := DeliverFolder(ctx, dir, strings.NewReader("Subject: c\r\n\r\nx\r\n"), FolderOptions{DirSynced: record}); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 1 {
+		t.Fatalf("a delivery without DeferDirSync fsync'd %v, want new/", synced)
+	}
+	if err := SyncFolder(filepath.Join(dir, "missing"), nil); err == nil {
+		t.Error("SyncFolder of a missing folder succeeded")
+	}
+}
+
+// TestOpenFolder: a Folder opened once creates the subdirectories of a
+// new folder (fsyncing the folder), stores several messages with the names
+// DeliverFolder gives, refuses a hostile tag, and SyncNew fsyncs new/.
+func TestOpenFolder(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "f")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	record := func(d string) { synced = append(synced, d) }
+	f, err := OpenFolder(dir, record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if len(synced) != 1 || synced[0] != dir {
+		t.Fatalf("creating the subdirectories fsync'd %v, want [%s]", synced, dir)
+	}
+	synced = nil
+	for i := range 3 {
+		name, err := f.Deliver(ctx, strings.NewReader("Subject: a\r\n\r\nbody\r\n"), FolderOptions{Tag: "t" + string(rune('0'+i)), DeferDirSync: true, DirSynced: record})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := parseName(name); p.size != 17 || p.wire != 20 || !strings.Contains(name, "Xt"+string(rune('0'+i))+".") {
+			t.Errorf("name %q parsed as %+v", name, p)
+		}
+	}
+	if _, err := f.Deliver(ctx, strings.NewReader("x\n"), FolderOptions{Tag: "../x"}); err == nil {
+		t.Error("a tag with a path was accepted")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "new")); len(ents) != 3 {
+		t.Errorf("new/ holds %d messages, want 3", len(ents))
+	}
+	if err := f.SyncNew(record); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "new"); len(synced) != 1 || synced[0] != want {
+		t.Errorf("fsync'd %v, want [%s]", synced, want)
+	}
+}

@@ -417,6 +417,9 @@ func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.R
 	if err != nil {
 		return "", fmt.Errorf("maildir: renaming into %s: %w", newPath, err)
 	}
+	if h.noDirSync {
+		return name, nil
+	}
 	// The rename is durable once new/ is fsync'd; concurrent deliveries
 	// into this Maildir share that fsync (group commit), each waiting for
 	// one begun after its own rename.
@@ -468,6 +471,8 @@ type writeHooks struct {
 	// aroundRename, when set, performs the rename into new/ (under the
 	// name given) by calling rename, so that it can count the message.
 	aroundRename func(name string, rename func() error) error
+	// noDirSync leaves the fsync of new/ to the caller (DeferDirSync).
+	noDirSync bool
 }
 
 // hookWriter calls hook once, after its first write.
