@@ -175,3 +175,27 @@ func BenchmarkRetrSmall(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFolderDeliver stores 10 KiB messages into a Folder opened once,
+// new/ fsync'd once per 64 messages (a fetch batch).
+func BenchmarkFolderDeliver(b *testing.B) {
+	f, err := OpenFolder(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	msg := benchMessage(10 << 10)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if _, err := f.Deliver(context.Background(), bytes.NewReader(msg), FolderOptions{DeferDirSync: true}); err != nil {
+			b.Fatal(err)
+		}
+		if n++; n%64 == 0 {
+			if err := f.SyncNew(nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

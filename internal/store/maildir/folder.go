@@ -95,7 +95,17 @@ func checkTag(tag string) error {
 type Folder struct {
 	dir  string
 	root *os.Root
+	dirs folderDirs
 	host string
+}
+
+// folderDirs are the tmp/ and new/ of a Folder, opened once.
+type folderDirs interface {
+	msgDirs
+	// syncNewNow fsyncs new/ on its own (no group commit: SyncNew).
+	syncNewNow() error
+	// close releases what the directories hold open.
+	close() error
 }
 
 // OpenFolder opens the Maildir folder dir for deliveries, creating tmp/,
@@ -131,11 +141,22 @@ func OpenFolder(dir string, dirSynced func(dir string)) (*Folder, error) {
 	if err != nil || host == "" {
 		host = "localhost"
 	}
-	return &Folder{dir: dir, root: root, host: sanitizeHost(host)}, nil
+	dirs, err := openFolderDirs(root)
+	if err != nil {
+		root.Close()
+		return nil, fmt.Errorf("maildir: opening %s: %w", dir, err)
+	}
+	return &Folder{dir: dir, root: root, dirs: dirs, host: sanitizeHost(host)}, nil
 }
 
 // Close releases the folder.
-func (f *Folder) Close() error { return f.root.Close() }
+func (f *Folder) Close() error {
+	err := f.dirs.close()
+	if cerr := f.root.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // Deliver stores msg in the folder as DeliverFolder does, with the options
 // o (o.DirSynced is told the directories fsync'd).
@@ -155,13 +176,13 @@ func (f *Folder) Deliver(ctx context.Context, msg io.Reader, o FolderOptions) (s
 	if o.DirSynced != nil {
 		h.synced = func(rel string) { o.DirSynced(filepath.Join(f.dir, rel)) }
 	}
-	return writeMessage(ctx, f.root, ".", base, msg, h, logger)
+	return writeMessage(ctx, f.dirs, base, msg, h, logger)
 }
 
 // SyncNew fsyncs the folder's new/ directory, as SyncFolder does; synced,
 // when set, is told.
 func (f *Folder) SyncNew(synced func(dir string)) error {
-	if err := syncRootDir(f.root, "new"); err != nil {
+	if err := f.dirs.syncNewNow(); err != nil {
 		return err
 	}
 	if synced != nil {

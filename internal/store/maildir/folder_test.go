@@ -163,3 +163,77 @@ func TestOpenFolder(t *testing.T) {
 		t.Errorf("fsync'd %v, want [%s]", synced, want)
 	}
 }
+
+// TestFolderKeepsItsDirectories: a Folder writes through the tmp/ and new/
+// it opened. A hostile local user who, during a batch, moves them away and
+// puts symbolic links to a directory outside the folder in their place
+// gets nothing written outside: the messages go on landing in the opened
+// directories (now under their new names, inside the folder).
+func TestFolderKeepsItsDirectories(t *testing.T) {
+	ctx := context.Background()
+	base := t.TempDir()
+	dir := filepath.Join(base, "f")
+	outside := filepath.Join(base, "outside")
+	for _, d := range []string{dir, outside} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := OpenFolder(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Deliver(ctx, strings.NewReader("Subject: 1\r\n\r\nx\r\n"), FolderOptions{DeferDirSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"tmp", "new"} {
+		if err := os.Rename(filepath.Join(dir, sub), filepath.Join(dir, "old-"+sub)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(outside, filepath.Join(dir, sub)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name, err := f.Deliver(ctx, strings.NewReader("Subject: 2\r\n\r\nx\r\n"), FolderOptions{DeferDirSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SyncNew(nil); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("%d files written outside the folder", len(ents))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "old-new", name)); err != nil {
+		t.Errorf("message not in the opened new/: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "old-tmp")); len(ents) != 0 {
+		t.Errorf("opened tmp/ keeps %d files", len(ents))
+	}
+}
+
+// TestFolderSyncFailure: when the fsync of new/ after a delivery fails,
+// the message is taken back out of new/ (and nothing is left in tmp/), so
+// that the source keeps it.
+func TestFolderSyncFailure(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	f, err := OpenFolder(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	old := syncDirFunc
+	t.Cleanup(func() { syncDirFunc = old })
+	boom := errors.New("disk on fire")
+	syncDirFunc = func(*os.Root, string) error { return boom }
+	if _, err := f.Deliver(ctx, strings.NewReader("Subject: s\r\n\r\nx\r\n"), FolderOptions{}); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the sync failure", err)
+	}
+	for _, sub := range []string{"tmp", "new"} {
+		if ents, _ := os.ReadDir(filepath.Join(dir, sub)); len(ents) != 0 {
+			t.Errorf("%s/ keeps %d files after the failed sync", sub, len(ents))
+		}
+	}
+}

@@ -357,7 +357,7 @@ func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (uid
 		return "", err
 	}
 	base := s.uniqueName()
-	name, err := writeMessage(ctx, s.root, dir, base, msg, writeHooks{aroundRename: s.usage.countRename(s, dir)}, s.logger)
+	name, err := writeMessage(ctx, rootDirs{root: s.root, dir: dir}, base, msg, writeHooks{aroundRename: s.usage.countRename(s, dir)}, s.logger)
 	if err != nil {
 		return "", err
 	}
@@ -366,13 +366,54 @@ func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (uid
 	return uid, nil
 }
 
-// writeMessage writes msg into the Maildir dir of root under the unique
-// name base: to tmp/base, fsync'd, renamed to new/base,S=...,W=... and
-// new/ fsync'd. It returns the name in new/. On any error nothing is left
-// behind.
-func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.Reader, h writeHooks, logger *slog.Logger) (name string, err error) {
-	tmpPath := dir + "/tmp/" + base
-	f, err := root.OpenFile(tmpPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
+// msgDirs are the tmp/ and new/ directories of one Maildir, as
+// writeMessage uses them. The names given are generated (unique names),
+// never taken from input, and are single path elements.
+type msgDirs interface {
+	// createTmp creates tmp/base exclusively, for writing.
+	createTmp(base string) (*os.File, error)
+	// removeTmp removes tmp/base.
+	removeTmp(base string) error
+	// rename renames tmp/base to new/name.
+	rename(base, name string) error
+	// removeNew removes new/name.
+	removeNew(name string) error
+	// syncNew fsyncs new/ (group commit with concurrent deliveries).
+	syncNew() error
+	// rel returns the path of sub/name relative to the root the hooks
+	// and the error messages speak of (name may be empty).
+	rel(sub, name string) string
+}
+
+// rootDirs are the tmp/ and new/ of the Maildir dir of root, resolved
+// through root on every call (Store.Deliver: any mailbox of the store).
+type rootDirs struct {
+	root *os.Root
+	dir  string
+}
+
+func (d rootDirs) createTmp(base string) (*os.File, error) {
+	return d.root.OpenFile(d.rel("tmp", base), os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
+}
+func (d rootDirs) removeTmp(base string) error { return d.root.Remove(d.rel("tmp", base)) }
+func (d rootDirs) rename(base, name string) error {
+	return d.root.Rename(d.rel("tmp", base), d.rel("new", name))
+}
+func (d rootDirs) removeNew(name string) error { return d.root.Remove(d.rel("new", name)) }
+func (d rootDirs) syncNew() error              { return syncNewDir(d.root, d.rel("new", "")) }
+func (d rootDirs) rel(sub, name string) string {
+	if name == "" {
+		return d.dir + "/" + sub
+	}
+	return d.dir + "/" + sub + "/" + name
+}
+
+// writeMessage writes msg into the Maildir d under the unique name base:
+// to tmp/base, fsync'd, renamed to new/base,S=...,W=... and new/ fsync'd.
+// It returns the name in new/. On any error nothing is left behind.
+func writeMessage(ctx context.Context, d msgDirs, base string, msg io.Reader, h writeHooks, logger *slog.Logger) (name string, err error) {
+	tmpPath := d.rel("tmp", base)
+	f, err := d.createTmp(base)
 	if err != nil {
 		return "", fmt.Errorf("maildir: creating %s: %w", tmpPath, err)
 	}
@@ -381,7 +422,7 @@ func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.R
 			f.Close()
 		}
 		if err != nil {
-			if rerr := root.Remove(tmpPath); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			if rerr := d.removeTmp(base); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 				logger.Warn("maildir: removing temporary file", "path", tmpPath, "err", rerr)
 			}
 		}
@@ -407,8 +448,8 @@ func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.R
 		return "", fmt.Errorf("maildir: closing %s: %w", tmpPath, err)
 	}
 	name = formatName(base, wc.stored, wc.wire())
-	newPath := dir + "/new/" + name
-	rename := func() error { return root.Rename(tmpPath, newPath) }
+	newPath := d.rel("new", name)
+	rename := func() error { return d.rename(base, name) }
 	if h.aroundRename != nil {
 		err = h.aroundRename(name, rename)
 	} else {
@@ -423,16 +464,16 @@ func writeMessage(ctx context.Context, root *os.Root, dir, base string, msg io.R
 	// The rename is durable once new/ is fsync'd; concurrent deliveries
 	// into this Maildir share that fsync (group commit), each waiting for
 	// one begun after its own rename.
-	if err := syncNewDir(root, dir+"/new"); err != nil {
+	if err := d.syncNew(); err != nil {
 		// The message is in place but not known to be durable: take it
 		// back so that the sender retries.
-		if rerr := root.Remove(newPath); rerr != nil {
+		if rerr := d.removeNew(name); rerr != nil {
 			logger.Error("maildir: removing undurable message", "path", newPath, "err", rerr)
 		}
 		return "", err
 	}
 	if h.synced != nil {
-		h.synced(dir + "/new")
+		h.synced(d.rel("new", ""))
 	}
 	return name, nil
 }
