@@ -97,6 +97,7 @@ type Folder struct {
 	root *os.Root
 	dirs folderDirs
 	host string
+	pid  int // the process ID of the unique names, read once
 }
 
 // folderDirs are the tmp/ and new/ of a Folder, opened once.
@@ -146,7 +147,7 @@ func OpenFolder(dir string, dirSynced func(dir string)) (*Folder, error) {
 		root.Close()
 		return nil, fmt.Errorf("maildir: opening %s: %w", dir, err)
 	}
-	return &Folder{dir: dir, root: root, dirs: dirs, host: sanitizeHost(host)}, nil
+	return &Folder{dir: dir, root: root, dirs: dirs, host: sanitizeHost(host), pid: os.Getpid()}, nil
 }
 
 // Close releases the folder.
@@ -171,7 +172,7 @@ func (f *Folder) Deliver(ctx context.Context, msg io.Reader, o FolderOptions) (s
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	base := uniqueName(f.host, os.Getpid(), folderCounter.Add(1), o.Tag)
+	base := uniqueName(f.host, f.pid, folderCounter.Add(1), o.Tag)
 	h := writeHooks{afterFirst: o.AfterFirstChunk, noDirSync: o.DeferDirSync}
 	if o.DirSynced != nil {
 		h.synced = func(rel string) { o.DirSynced(filepath.Join(f.dir, rel)) }
