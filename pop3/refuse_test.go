@@ -1,52 +1,12 @@
 package pop3
 
 import (
-	"errors"
-	"io"
-	"net"
-	"os"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
-)
 
-// silentFlood opens n TCP connections to addr that send nothing, and
-// returns how many of them the server closed within limit and how many
-// of those at once (within a second).
-func silentFlood(t *testing.T, addr string, n int, limit time.Duration) (closed, atOnce int) {
-	t.Helper()
-	conns := make([]net.Conn, n)
-	for i := range conns {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		conns[i] = c
-	}
-	start := time.Now()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		wg.Go(func() {
-			c.SetReadDeadline(start.Add(limit))
-			// A refusal in the clear is read first; then the end.
-			_, err := io.Copy(io.Discard, c)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			closed++
-			if time.Since(start) < time.Second {
-				atOnce++
-			}
-		})
-	}
-	wg.Wait()
-	return closed, atOnce
-}
+	"github.com/postino-mail/postino/internal/testutil"
+)
 
 // TestRefusedSilentConnections: with every session in use, connections
 // that send nothing, not even a ClientHello on the implicit-TLS port,
@@ -67,7 +27,7 @@ func TestRefusedSilentConnections(t *testing.T) {
 			}
 			before := runtime.NumGoroutine()
 			const n = 200
-			closed, atOnce := silentFlood(t, addr, n, refuseTimeout+3*time.Second)
+			closed, atOnce := testutil.SilentFlood(t, addr, n, refuseTimeout+3*time.Second)
 			t.Logf("%d of %d silent connections closed, %d at once", closed, n, atOnce)
 			if closed != n {
 				t.Fatalf("%d of %d silent connections closed within %v", closed, n, refuseTimeout+3*time.Second)

@@ -23,9 +23,7 @@ func TestReloadQueue(t *testing.T) {
 	srv, addr, _ := startForReload(t, cfg, logger)
 	cl := &clients{t: t}
 	submit := func(subject string) {
-		c := cl.dial(addr["submission"], false, "")
-		c.expect("220", c.line())
-		c.expect("250", c.cmd("EHLO client.example.test"))
+		c := cl.ehlo(addr["submission"])
 		c.expect("235", c.cmd("AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00alice-pw"))))
 		c.expect("250", c.cmd("MAIL FROM:<alice@example.test>"))
 		c.expect("250", c.cmd("RCPT TO:<bob@routed.test>"))

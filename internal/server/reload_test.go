@@ -136,9 +136,7 @@ func TestReloadAppliesPolicies(t *testing.T) {
 	}
 
 	// MX: a third recipient is refused in a new session.
-	c = cl.dial(addr["smtp"], false, "")
-	c.expect("220", c.line())
-	c.expect("250", c.cmd("EHLO client.example.test"))
+	c = cl.ehlo(addr["smtp"])
 	c.expect("250", c.cmd("MAIL FROM:<bob@remote.example>"))
 	c.expect("250", c.cmd("RCPT TO:<alice@example.test>"))
 	c.expect("250", c.cmd("RCPT TO:<alice+a@example.test>"))
@@ -219,9 +217,7 @@ func TestReloadRefusesWhole(t *testing.T) {
 		t.Errorf("max_recipients = %d after a refused reload", srv.Config().SMTP.MaxRecipients)
 	}
 	cl := &clients{t: t}
-	c := cl.dial(addr["smtp"], false, "")
-	c.expect("220", c.line())
-	c.expect("250", c.cmd("EHLO client.example.test"))
+	c := cl.ehlo(addr["smtp"])
 	c.expect("250", c.cmd("MAIL FROM:<bob@remote.example>"))
 	c.expect("250", c.cmd("RCPT TO:<alice@example.test>"))
 	c.expect("250", c.cmd("RCPT TO:<alice+a@example.test>"))
@@ -248,9 +244,7 @@ func TestReloadWhileServing(t *testing.T) {
 					return
 				default:
 				}
-				c := cl.dial(addr["smtp"], false, "")
-				c.expect("220", c.line())
-				c.expect("250", c.cmd("EHLO client.example.test"))
+				c := cl.ehlo(addr["smtp"])
 				c.expect("250", c.cmd("MAIL FROM:<bob@remote.example>"))
 				// Either limit (1 or 100) lets one recipient through.
 				c.expect("250", c.cmd("RCPT TO:<alice@example.test>"))
@@ -306,18 +300,10 @@ func TestReloadUsersFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := &clients{t: t}
-	c := cl.dial(addr["pop3"], false, "")
-	c.expect("+OK", c.line())
-	c.expect("+OK", c.cmd("USER alice@example.test"))
-	c.expect("-ERR", c.cmd("PASS alice-pw"))
-	c = cl.dial(addr["pop3"], false, "")
-	c.expect("+OK", c.line())
-	c.expect("+OK", c.cmd("USER bob@example.test"))
-	c.expect("+OK", c.cmd("PASS bob-pw"))
+	cl.pop3Login(addr["pop3"], "alice@example.test", "alice-pw", "-ERR")
+	c := cl.pop3Login(addr["pop3"], "bob@example.test", "bob-pw", "+OK")
 	c.expect("+OK", c.cmd("QUIT"))
-	c = cl.dial(addr["smtp"], false, "")
-	c.expect("220", c.line())
-	c.expect("250", c.cmd("EHLO client.example.test"))
+	c = cl.ehlo(addr["smtp"])
 	c.expect("250", c.cmd("MAIL FROM:<x@remote.example>"))
 	c.expect("550", c.cmd("RCPT TO:<alice@example.test>"))
 	c.expect("250", c.cmd("RCPT TO:<bob@example.test>"))

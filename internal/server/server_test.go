@@ -119,6 +119,26 @@ func (cl *clients) dial(addr string, implicitTLS bool, fingerprint string) *conn
 	return c
 }
 
+// ehlo dials a plain SMTP listener, reads the greeting and says EHLO.
+func (cl *clients) ehlo(addr string) *conn {
+	cl.t.Helper()
+	c := cl.dial(addr, false, "")
+	c.expect("220", c.line())
+	c.expect("250", c.cmd("EHLO client.example.test"))
+	return c
+}
+
+// pop3Login dials a plain POP3 listener and sends USER and PASS; the PASS
+// reply must start with want.
+func (cl *clients) pop3Login(addr, user, pass, want string) *conn {
+	cl.t.Helper()
+	c := cl.dial(addr, false, "")
+	c.expect("+OK", c.line())
+	c.expect("+OK", c.cmd("USER %s", user))
+	c.expect(want, c.cmd("PASS %s", pass))
+	return c
+}
+
 // TestBuildServesEveryListener builds a whole server from a configuration
 // in-process and drives each listener: mail delivered over LMTP is
 // retrieved over POP3 (plain, STLS and implicit TLS), the MX refuses to
@@ -187,10 +207,7 @@ func TestBuildServesEveryListener(t *testing.T) {
 		c.expect("+OK", c.cmd("QUIT"))
 	}
 	// A forged login is refused.
-	c = cl.dial(addr["pop3"], false, "")
-	c.expect("+OK", c.line())
-	c.expect("+OK", c.cmd("USER alice@example.test"))
-	c.expect("-ERR", c.cmd("PASS guessed"))
+	cl.pop3Login(addr["pop3"], "alice@example.test", "guessed", "-ERR")
 
 	// The MX is no open relay.
 	c = cl.dial(addr["smtp"], false, "")
@@ -201,9 +218,7 @@ func TestBuildServesEveryListener(t *testing.T) {
 
 	// Submission: STARTTLS on one port, implicit TLS on the other, AUTH
 	// offered once encrypted.
-	c = cl.dial(addr["submission"], false, "")
-	c.expect("220", c.line())
-	c.expect("250", c.cmd("EHLO client.example.test"))
+	c = cl.ehlo(addr["submission"])
 	c.expect("220", c.cmd("STARTTLS"))
 	c.startTLS(fp)
 	c.expect("250", c.cmd("EHLO client.example.test"))

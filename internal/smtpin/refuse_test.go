@@ -2,17 +2,16 @@ package smtpin
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // TestRefusedSilentConnections: with every connection slot in use,
@@ -34,39 +33,11 @@ func TestRefusedSilentConnections(t *testing.T) {
 			}
 			before := runtime.NumGoroutine()
 			const n = 200
-			conns := make([]net.Conn, n)
-			for i := range conns {
-				c, err := net.Dial("tcp", addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { c.Close() })
-				conns[i] = c
-			}
-			start := time.Now()
-			limit := start.Add(rejectTimeout + 3*time.Second)
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			closed, atOnce := 0, 0
-			for _, c := range conns {
-				wg.Go(func() {
-					c.SetReadDeadline(limit)
-					// A refusal in the clear is read first; then the end.
-					if _, err := io.Copy(io.Discard, c); errors.Is(err, os.ErrDeadlineExceeded) {
-						return
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					closed++
-					if time.Since(start) < time.Second {
-						atOnce++
-					}
-				})
-			}
-			wg.Wait()
+			limit := rejectTimeout + 3*time.Second
+			closed, atOnce := testutil.SilentFlood(t, addr, n, limit)
 			t.Logf("%d of %d silent connections closed, %d at once", closed, n, atOnce)
 			if closed != n {
-				t.Fatalf("%d of %d silent connections closed within %v", closed, n, limit.Sub(start))
+				t.Fatalf("%d of %d silent connections closed within %v", closed, n, limit)
 			}
 			if mode == "tls" && atOnce < n-maxRefusing {
 				t.Errorf("%d silent connections closed at once, want at least %d", atOnce, n-maxRefusing)
