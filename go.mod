@@ -8,10 +8,13 @@ require (
 	github.com/emersion/go-msgauth v0.7.0
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6
 	github.com/emersion/go-smtp v0.25.1
+	github.com/miekg/dns v1.1.73
 	golang.org/x/crypto v0.58.0
 	golang.org/x/sys v0.49.0
 	golang.org/x/term v0.47.0
 )
+
+require golang.org/x/net v0.60.0 // indirect
 
 // A patched copy of go-smtp v0.25.1: see third_party/go-smtp/POSTINO.md.
 replace github.com/emersion/go-smtp => ./third_party/go-smtp

@@ -22,7 +22,7 @@ func runServe(env *cmdEnv, args []string) int {
 	smtpAddr := fs.String("smtp", "", "SMTP (MX) listen `ADDR` (overrides smtp.listen)")
 	subAddr := fs.String("submission", "", "submission (STARTTLS) listen `ADDR` (overrides smtp.submission)")
 	subsAddr := fs.String("submissions", "", "submission over implicit TLS listen `ADDR` (overrides smtp.submissions)")
-	dnsServer := fs.String("dns-server", "", "DNS `ADDR` (host:port) for outbound MX lookups (overrides queue.dns_server)")
+	dnsServer := fs.String("dns-server", "", "DNS `ADDR` (host:port) for every lookup (overrides dns.server)")
 	lmtpAddr := fs.String("lmtp", "", "LMTP listen `ADDR`: host:port or a unix socket path (overrides smtp.lmtp)")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
@@ -45,7 +45,7 @@ func runServe(env *cmdEnv, args []string) int {
 			"submission":  func() { cfg.SMTP.Submission = *subAddr },
 			"submissions": func() { cfg.SMTP.Submissions = *subsAddr },
 			"lmtp":        func() { cfg.SMTP.LMTP = *lmtpAddr },
-			"dns-server":  func() { cfg.Queue.DNSServer = *dnsServer },
+			"dns-server":  func() { cfg.DNS.Server, cfg.Queue.DNSServer = *dnsServer, "" },
 		} {
 			if flagSet(fs, name) {
 				apply()

@@ -60,6 +60,7 @@ type Config struct {
 	SMTP     SMTPConfig     `toml:"smtp" comment:"SMTP intake, submission and LMTP."`
 	Queue    QueueConfig    `toml:"queue" comment:"Outbound queue: delivery of submitted mail to other domains, retries and bounces."`
 	Fetch    FetchConfig    `toml:"fetch" comment:"Downloading remote POP3 mailboxes with 'postino fetch'."`
+	DNS      DNSConfig      `toml:"dns" comment:"DNS lookups."`
 }
 
 // TLSConfig is the [tls] section.

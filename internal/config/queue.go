@@ -22,7 +22,7 @@ type QueueConfig struct {
 	STARTTLS            bool     `toml:"starttls" comment:"Use STARTTLS with remote servers that offer it (opportunistic: certificates are not verified, as with Postfix's 'may' level)."`
 	DKIMDir             string   `toml:"dkim_dir" comment:"Directory of DKIM signing keys (DIR/<domain>/), made by 'postino dkim keygen'; mail from a local domain with keys is signed. Empty means DATA/dkim."`
 	Routes              []string `toml:"routes" comment:"Static routes, like Postfix's transport map: \"domain=host:port\" sends that domain's mail to host:port instead of its MX hosts."`
-	DNSServer           string   `toml:"dns_server" comment:"DNS server (host:port) for MX and address lookups; empty: the system's resolver."`
+	DNSServer           string   `toml:"dns_server" reload:"restart" comment:"Older name of dns.server, still accepted."`
 	Smarthost           string   `toml:"smarthost" comment:"host:port of a relay host that receives all remote mail instead of the recipients' MX hosts; empty: deliver to MX hosts directly."`
 	SmarthostUsername   string   `toml:"smarthost_username" comment:"User name for AUTH at the relay host; empty: no AUTH."`
 	SmarthostPassword   string   `toml:"smarthost_password" comment:"Password for AUTH at the relay host (sent only over TLS or to loopback)."`

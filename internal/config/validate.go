@@ -289,5 +289,6 @@ func (c *Config) validate() []error {
 	// [fetch]
 	c.validateFetch(v)
 	c.validateQueue(v)
+	c.validateDNS(v)
 	return v.errs
 }

@@ -1,16 +1,15 @@
 package queue
 
 import (
-	"context"
 	"log/slog"
-	"net"
 
 	"github.com/postino-mail/postino/internal/config"
 )
 
 // ConfigOptions returns the outbound queue's settings from the
 // configuration, with logger. The caller adds what is not a setting:
-// IsLocalDomain, Local, Signer, DSNDomain and SRS.
+// IsLocalDomain, Local, Signer, DSNDomain, SRS and the Resolver (one
+// caching resolver for the whole server, from config.Config.Resolver).
 func ConfigOptions(c *config.Config, logger *slog.Logger) Options {
 	q := c.Queue
 	o := Options{
@@ -29,13 +28,6 @@ func ConfigOptions(c *config.Config, logger *slog.Logger) Options {
 		BounceSizeLimit: int64(q.BounceSizeLimit),
 		DisableSTARTTLS: !q.STARTTLS,
 		Routes:          c.QueueRoutes(),
-	}
-	if q.DNSServer != "" {
-		server := q.DNSServer
-		o.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, server)
-		}}
 	}
 	if q.Smarthost != "" {
 		o.Smarthost = &Smarthost{Addr: q.Smarthost, Username: q.SmarthostUsername,

@@ -28,11 +28,10 @@ func TestConfigOptions(t *testing.T) {
 	c.Queue.STARTTLS = false
 	c.Queue.Smarthost, c.Queue.SmarthostUsername = "127.0.0.1:2525", "relay"
 	c.Queue.Routes = []string{"Example.TEST=127.0.0.1:25"}
-	c.Queue.DNSServer = "127.0.0.1:53"
 	o := ConfigOptions(c, nil)
 	if o.Hostname != "mail.example.test" || o.MinBackoff != time.Minute || o.MaxPerDomain != 4 || o.BounceSizeLimit != 1000 ||
 		o.MaxMessageSize != 1<<20 || !o.DisableSTARTTLS || o.Smarthost == nil || o.Smarthost.Addr != "127.0.0.1:2525" ||
-		o.Smarthost.Username != "relay" || o.Routes["example.test"] != "127.0.0.1:25" || o.Resolver == nil {
+		o.Smarthost.Username != "relay" || o.Routes["example.test"] != "127.0.0.1:25" || o.Resolver != nil {
 		t.Errorf("ConfigOptions = %+v", o)
 	}
 

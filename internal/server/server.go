@@ -26,6 +26,7 @@ import (
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/internal/queue"
+	"github.com/postino-mail/postino/internal/resolver"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/srs"
 	"github.com/postino-mail/postino/internal/store/maildir"
@@ -39,13 +40,15 @@ const shutdownGrace = 30 * time.Second
 
 // Server is a running postino: its listeners and the services behind them.
 type Server struct {
-	certs     *tlsutil.Reloader
-	tickets   *tlsutil.TicketKeys
-	users     *auth.DB
-	pop3      *pop3.Server
-	smtp      []*smtpin.Server
-	queue     *queue.Queue
-	guard     *authguard.Guard
+	certs   *tlsutil.Reloader
+	tickets *tlsutil.TicketKeys
+	users   *auth.DB
+	pop3    *pop3.Server
+	smtp    []*smtpin.Server
+	queue   *queue.Queue
+	guard   *authguard.Guard
+	// resolver answers every DNS lookup (dns.server), with one cache.
+	resolver  *resolver.Resolver
 	ctx       context.Context // cancelled at shutdown
 	listeners []Listener
 	starts    []func() // serve the opened listeners, once privileges are dropped
@@ -92,6 +95,9 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	}
 	s.tlsCfg = tlsCfg
 	s.guard = cfg.Guard(logger)
+	if s.resolver, err = cfg.Resolver(); err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
+	}
 	s.users = cfg.OpenUsers(logger)
 	deliverer, st, err := openStore(cfg, s.users, logger)
 	if err != nil {
@@ -271,6 +277,7 @@ func (s *Server) smtpOptions(cfg *config.Config, r smtpRole, logger *slog.Logger
 	o.Users = users
 	o.Aliases = al
 	o.Guard = s.guard
+	o.Resolver = s.resolver
 	o.Relay = s.queue
 	o.SRS = rw
 	if r.withTLS {
@@ -286,6 +293,7 @@ func (s *Server) queueOptions(cfg *config.Config, logger *slog.Logger, deliverer
 	qo := queue.ConfigOptions(cfg, logger.With("component", "queue"))
 	qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, users, al, logger)
 	qo.Local = deliverer
+	qo.Resolver = s.resolver
 	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
 	qo.DSNDomain = dsnDomain(cfg)
 	if rw != nil {

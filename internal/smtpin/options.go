@@ -11,6 +11,8 @@ import (
 
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/resolver"
 	"github.com/postino-mail/postino/pop3"
 
 	"github.com/postino-mail/postino/internal/auth"
@@ -162,6 +164,15 @@ type Options struct {
 	// Guard delays and refuses password guessing; nil: no protection
 	// beyond the error limit. Share one Guard with the POP3 server.
 	Guard *authguard.Guard
+	// Checks judge mail arriving on the MX (RoleMX only): sender
+	// authentication, blocklists, filters (package inbound). nil: none,
+	// and single-recipient messages are streamed straight into the
+	// mailbox.
+	Checks []inbound.Check
+	// Resolver answers the checks' DNS lookups (one resolver and cache
+	// for the server: config.Config.Resolver). nil when no check needs
+	// DNS.
+	Resolver *resolver.Resolver
 	// Relay takes messages for remote recipients from authenticated
 	// submission and for aliases that forward to remote addresses. nil:
 	// such recipients are refused with a temporary error.

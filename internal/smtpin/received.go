@@ -19,6 +19,9 @@ type trace struct {
 	id       string               // our message id
 	rcpt     string               // "for" clause, or "" to leave it out
 	date     time.Time
+	// checks are the header fields the inbound checks add, placed above
+	// Received (RFC 8601 §5: Authentication-Results at the top).
+	checks string
 }
 
 // maxHeloInHeader bounds the HELO name recorded (a domain is at most 253
@@ -61,6 +64,7 @@ func (t *trace) protocol() string {
 // cannot end the line or the comment.
 func (t *trace) header() string {
 	var b strings.Builder
+	b.WriteString(t.checks)
 	b.WriteString("Received: from ")
 	b.WriteString(sanitizeHelo(t.helo))
 	if t.remote.IsValid() {

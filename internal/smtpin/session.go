@@ -20,6 +20,7 @@ import (
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/inbound"
 	"github.com/postino-mail/postino/internal/srs"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -90,6 +91,11 @@ type session struct {
 	mu   sync.Mutex
 	user string       // authenticated user, or ""
 	tx   *transaction // current transaction, nil before MAIL
+
+	// The inbound checks (checks.go), on the MX only.
+	iconn       *inbound.Conn
+	connVerdict *inbound.Verdict // what the checks found of the session
+	checks      []checkSession
 }
 
 // transaction is the envelope of one message.
@@ -102,6 +108,8 @@ type transaction struct {
 	envid string
 	size  int64 // declared with MAIL FROM SIZE= (RFC 1870), 0 when not
 	rcpts []*recipient
+	// verdict is what the inbound checks found (nil without checks).
+	verdict *inbound.Verdict
 }
 
 // recipient is one accepted RCPT.
@@ -148,6 +156,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	}
 	ss.log = cur.opts.Logger.With("role", cur.opts.Role.String(), "remote", c.Conn().RemoteAddr().String(), "tls", ss.tls != nil)
 	ss.log.Debug("smtp: session", "id", ss.id, "helo", c.Hostname())
+	ss.beginChecks()
 	return ss, nil
 }
 
@@ -392,6 +401,7 @@ func (s *session) Reset() {
 
 // Logout ends the session.
 func (s *session) Logout() error {
+	s.endChecks()
 	s.cancel()
 	return nil
 }
@@ -431,6 +441,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			return s.fail(errSenderNotOwned, true, refusal{from: a.String(), reason: "sender address not owned by user " + user, warn: true})
 		}
 		tx.from = a.String()
+	}
+	if e, reason := s.mailChecks(tx); e != nil {
+		return s.fail(e, true, refusal{from: tx.from, reason: reason, warn: true})
 	}
 	s.mu.Lock()
 	s.tx = tx
@@ -493,6 +506,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		// Authenticated submission (Mail requires AUTH) to a remote
 		// address.
 		res = delivery.Resolution{Remote: []string{a.String()}}
+	}
+	if e, reason := s.rcptChecks(tx, rcpt, res); e != nil {
+		return s.fail(e, true, refusal{rcpt: rcpt, reason: reason, warn: true})
 	}
 	if e := s.quotaAtRcpt(tx, res); e != nil {
 		return s.fail(e, true, refusal{rcpt: rcpt, reason: "mailbox over quota"})
@@ -621,6 +637,9 @@ func (s *session) dataError(err error) *smtp.SMTPError {
 	case errors.As(err, new(*fromNotOwnedError)):
 		return errFromNotOwned
 	}
+	if e, ok := asCheckRefusal(err); ok {
+		return e
+	}
 	return errReceiving
 }
 
@@ -691,7 +710,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 	// With the sender check on, a submitted message's header is read
 	// from the spool before anything is stored, so it is not streamed.
 	checkFrom := s.opts.Role == RoleSubmission && !s.opts.AllowAnySender
-	if t, rc, ok := singleLocal(tx); ok && !bdat && !checkFrom {
+	if t, rc, ok := singleLocal(tx); ok && !bdat && !checkFrom && tx.verdict == nil {
 		// One copy to make: stream it straight into the mailbox instead
 		// of spooling it first (half the files created and written). The
 		// store shows it only once it is complete and durable. Not for
@@ -726,6 +745,17 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 	if checkFrom {
 		if err := s.checkHeaderFrom(user, sp.Reader()); err != nil {
 			return nil, err
+		}
+	}
+	if tx.verdict != nil {
+		// The checks read the whole message before any copy is stored.
+		judged, err := s.dataChecks(tx, sp)
+		if err != nil {
+			return nil, err
+		}
+		if judged != sp {
+			defer judged.Close()
+			sp = judged
 		}
 	}
 	out := &outcome{local: make(map[string]error)}
@@ -901,7 +931,17 @@ func (s *session) trace(tx *transaction, user, rcpt string) *trace {
 		id:       tx.id,
 		rcpt:     rcpt,
 		date:     s.srv.now(),
+		checks:   tx.checkHeaders(),
 	}
+}
+
+// checkHeaders returns the header fields the inbound checks add
+// (Authentication-Results...), "" without checks.
+func (tx *transaction) checkHeaders() string {
+	if tx.verdict == nil {
+		return ""
+	}
+	return tx.verdict.Headers()
 }
 
 // newID returns a new session or message id (envelope.NewMessageID): a
