@@ -24,6 +24,7 @@ import (
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/inbound"
 	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/resolver"
@@ -48,7 +49,9 @@ type Server struct {
 	queue   *queue.Queue
 	guard   *authguard.Guard
 	// resolver answers every DNS lookup (dns.server), with one cache.
-	resolver  *resolver.Resolver
+	resolver *resolver.Resolver
+	// checks judge mail arriving on the MX (inboundChecks).
+	checks    []inbound.Check
 	ctx       context.Context // cancelled at shutdown
 	listeners []Listener
 	starts    []func() // serve the opened listeners, once privileges are dropped
@@ -99,6 +102,9 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	s.users = cfg.OpenUsers(logger)
+	if s.checks, err = s.inboundChecks(cfg, logger); err != nil {
+		return nil, err
+	}
 	deliverer, st, err := openStore(cfg, s.users, logger)
 	if err != nil {
 		return nil, err
@@ -278,6 +284,9 @@ func (s *Server) smtpOptions(cfg *config.Config, r smtpRole, logger *slog.Logger
 	o.Aliases = al
 	o.Guard = s.guard
 	o.Resolver = s.resolver
+	if r.role == smtpin.RoleMX {
+		o.Checks = s.checks
+	}
 	o.Relay = s.queue
 	o.SRS = rw
 	if r.withTLS {
@@ -493,6 +502,10 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 			return ch, err
 		}
 	}
+	checks, err := s.inboundChecks(eff, logger)
+	if err != nil {
+		return ch, err
+	}
 	certFile, keyFile, selfSigned, err := tlsFiles(eff, logger)
 	if err == nil {
 		err = s.certs.SetFiles(certFile, keyFile)
@@ -502,7 +515,7 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	}
 	s.selfSign = selfSigned
 	// Then the swaps, which cannot fail on a validated configuration.
-	s.users, s.aliases = users, al
+	s.users, s.aliases, s.checks = users, al, checks
 	s.guard.SetLimits(eff.Guard(logger))
 	deliverer := eff.Deliverer(s.store, users, logger)
 	s.pop3.Update(eff.POP3Server(s.pop3Backend(eff, users, logger), s.tlsCfg, logger))

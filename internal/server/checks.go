@@ -1,0 +1,16 @@
+package server
+
+import (
+	"log/slog"
+
+	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/inbound"
+)
+
+// inboundChecks returns the checks that judge mail arriving on the MX,
+// in the order they run at each stage (package inbound), as the
+// configuration turns them on. The resolver is s.resolver.
+func (s *Server) inboundChecks(cfg *config.Config, logger *slog.Logger) ([]inbound.Check, error) {
+	var checks []inbound.Check
+	return checks, nil
+}
