@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // zone is a tiny authoritative server on loopback (UDP and TCP on the
@@ -272,5 +273,41 @@ func TestCacheBounded(t *testing.T) {
 	r.mu.Unlock()
 	if n > 10 {
 		t.Fatalf("cache holds %d entries, bound 10", n)
+	}
+}
+
+// TestAgainstNSD asks a real authoritative server (NSD) for every record
+// type the resolver decodes.
+func TestAgainstNSD(t *testing.T) {
+	srv := testutil.StartDNS(t, map[string]string{
+		"example.test": `@ MX 10 mx
+@ TXT "v=spf1 ip4:127.0.0.1 -all"
+mx A 127.0.0.1
+mx AAAA ::1
+long TXT "` + strings.Repeat("a", 200) + `" "` + strings.Repeat("b", 200) + `"
+`,
+		"0.0.127.in-addr.arpa": `1 PTR mx.example.test.
+`,
+	})
+	r, err := New(srv.Addr, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if mx, err := r.LookupMX(ctx, "example.test"); err != nil || len(mx) != 1 || mx[0].Host != "mx.example.test." {
+		t.Fatalf("MX %v %v", mx, err)
+	}
+	if txt, err := r.LookupTXT(ctx, "long.example.test"); err != nil || len(txt) != 1 || len(txt[0]) != 400 {
+		t.Fatalf("TXT %v %v", txt, err)
+	}
+	if ips, err := r.LookupIPAddr(ctx, "mx.example.test"); err != nil || len(ips) != 2 {
+		t.Fatalf("IP %v %v", ips, err)
+	}
+	if names, err := r.LookupAddr(ctx, "127.0.0.1"); err != nil || len(names) != 1 || names[0] != "mx.example.test." {
+		t.Fatalf("PTR %v %v", names, err)
+	}
+	var de *net.DNSError
+	if _, err := r.LookupTXT(ctx, "nx.example.test"); !errors.As(err, &de) || !de.IsNotFound {
+		t.Fatalf("NXDOMAIN %#v", err)
 	}
 }
