@@ -34,6 +34,22 @@ type DNSServer struct {
 // CI=true and skips it elsewhere.
 func StartDNS(t testing.TB, zones map[string]string) *DNSServer {
 	t.Helper()
+	files := make(map[string]string, len(zones))
+	for origin, records := range zones {
+		origin = strings.TrimSuffix(origin, ".")
+		files[origin] = ZoneFile(origin, records)
+	}
+	return StartDNSZoneFiles(t, files)
+}
+
+// StartDNSZoneFiles is StartDNS for complete zone files (a signed zone
+// from SignZone, for instance): each value is served as it is.
+func StartDNSZoneFiles(t testing.TB, files map[string]string) *DNSServer {
+	t.Helper()
+	zones := make(map[string]string, len(files))
+	for o, text := range files {
+		zones[strings.TrimSuffix(o, ".")] = text
+	}
 	nsd := NeedProgram(t, "nsd")
 	dir := t.TempDir()
 	// NSD drops privileges to its user "nsd" when started as root; the
@@ -71,7 +87,7 @@ remote-control:
 	for _, origin := range origins {
 		origin = strings.TrimSuffix(origin, ".")
 		file := filepath.Join(dir, origin+".zone")
-		if err := os.WriteFile(file, []byte(ZoneFile(origin, zones[origin])), 0o644); err != nil {
+		if err := os.WriteFile(file, []byte(zones[origin]), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&conf, "zone:\n\tname: %q\n\tzonefile: %q\n", origin, file)
