@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/postino-mail/postino/internal/tlsrpt"
 )
 
 // failure is why an attempt could not reach or use a server: permanent
@@ -149,6 +151,7 @@ func (q *Queue) hostAddrs(ctx context.Context, host string) ([]string, *failure)
 func (q *Queue) connect(ctx context.Context, domain string) (*client, *failure) {
 	port := strconv.Itoa(q.options().Port)
 	var hosts []mxHost
+	var ds *domainSec // the MX hosts' security; nil for fixed routes
 	sh := q.options().Smarthost
 	if route, ok := q.options().Routes[strings.ToLower(domain)]; ok {
 		// A static route (Postfix transport map): this host instead of
@@ -169,10 +172,21 @@ func (q *Queue) connect(ctx context.Context, domain string) (*client, *failure) 
 		if hosts, f = q.lookupMX(ctx, domain); f != nil {
 			return nil, f
 		}
+		ds = q.lookupDomainSec(ctx, domain)
 	}
 	var last *failure
 	allNotFound := true
 	for _, h := range hosts {
+		var hs *hostSec
+		if ds != nil {
+			// DANE or MTA-STS may forbid this host, or demand TLS.
+			hs = q.hostSecurity(ctx, ds, h.name)
+			if hs.skip != nil {
+				q.options().Logger.Warn("queue: MX host refused by policy", "domain", domain, "host", h.name, "reason", hs.skip.text)
+				last, allNotFound = hs.skip, false
+				continue
+			}
+		}
 		addrs, f := q.hostAddrs(ctx, h.name)
 		if f != nil {
 			last = f
@@ -183,7 +197,7 @@ func (q *Queue) connect(ctx context.Context, domain string) (*client, *failure) 
 		}
 		allNotFound = false
 		for _, a := range addrs {
-			c, f := q.dialHost(ctx, h.name, net.JoinHostPort(a, port), true)
+			c, f := q.dialHost(ctx, h.name, net.JoinHostPort(a, port), true, hs)
 			if f == nil {
 				return c, nil
 			}
@@ -209,7 +223,12 @@ func (q *Queue) connect(ctx context.Context, domain string) (*client, *failure) 
 // negotiates TLS: opportunistic with MX hosts (a failed handshake retries
 // in cleartext once), mandatory with a smarthost that RequireTLS, and
 // authenticates with the smarthost.
-func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool) (*client, *failure) {
+//
+// hs, for an MX host, is its security policy (DANE, MTA-STS): STARTTLS
+// is then mandatory (or its failures reported, in MTA-STS testing mode)
+// and the certificate is checked under the policy before any mail is
+// sent.
+func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool, hs *hostSec) (*client, *failure) {
 	dctx, cancel := context.WithTimeout(ctx, q.options().ConnectTimeout)
 	conn, err := q.options().Dialer.DialContext(dctx, "tcp", addr)
 	cancel()
@@ -253,6 +272,35 @@ func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool) (*
 				return fail("AUTH", err)
 			}
 		}
+	case tryTLS && hs != nil && hs.mode != secNone && !q.options().DisableSTARTTLS:
+		if !c.has("STARTTLS") {
+			if f := q.tlsFailed(hs, host, addr, tlsrpt.ResultSTARTTLSNotSupported, "STARTTLS not offered"); f != nil {
+				c.close()
+				return nil, f
+			}
+			break // MTA-STS testing: on in cleartext
+		}
+		// The certificate is checked by checkPeer, under the policy
+		// (RFC 7672 §8.1: SNI names the MX host).
+		cfg := &tls.Config{ServerName: host, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+		if err := c.startTLS(ctx, cfg, q.options().Hostname); err != nil {
+			c.broken = true
+			c.close()
+			if f := q.tlsFailed(hs, host, addr, tlsrpt.ResultValidationFailure, "STARTTLS: "+shortErr(err)); f != nil {
+				return nil, f
+			}
+			q.options().Logger.Info("queue: STARTTLS failed, retrying without TLS (MTA-STS testing)", "host", host, "addr", addr, "err", err)
+			return q.dialHost(ctx, host, addr, false, hs)
+		}
+		tc, _ := c.conn.(*tls.Conn)
+		if tc == nil {
+			c.close()
+			return nil, &failure{enhanced: "4.7.5", text: "no TLS connection after STARTTLS", host: host}
+		}
+		if f := q.checkPeer(hs, host, addr, tc.ConnectionState()); f != nil {
+			c.close()
+			return nil, f
+		}
 	case tryTLS && !q.options().DisableSTARTTLS && c.has("STARTTLS"):
 		cfg := q.options().TLS.Clone()
 		if cfg.ServerName == "" {
@@ -264,7 +312,13 @@ func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool) (*
 			c.broken = true
 			c.close()
 			q.options().Logger.Info("queue: STARTTLS failed, retrying without TLS", "host", host, "addr", addr, "err", err)
-			return q.dialHost(ctx, host, addr, false)
+			if hs != nil {
+				q.tlsFailed(hs, host, addr, tlsrpt.ResultValidationFailure, "STARTTLS: "+shortErr(err))
+			}
+			return q.dialHost(ctx, host, addr, false, nil)
+		}
+		if hs != nil {
+			q.recordTLS(tlsrpt.Result{Policy: hs.policy}) // no policy: a success
 		}
 	}
 	return c, nil

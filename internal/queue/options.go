@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -124,8 +125,26 @@ type Options struct {
 	// only push the message into cleartext). A handshake failure falls
 	// back to a cleartext connection.
 	TLS *tls.Config
-	// DisableSTARTTLS never uses STARTTLS with MX hosts.
+	// DisableSTARTTLS never uses STARTTLS with MX hosts (and so neither
+	// DANE nor MTA-STS).
 	DisableSTARTTLS bool
+	// DANE authenticates MX hosts that publish DNSSEC-validated TLSA
+	// records (RFC 7672): STARTTLS is then mandatory and the certificate
+	// must match a record. It takes effect only when Resolver is a
+	// SecureResolver asking a DNSSEC-validating server.
+	DANE bool
+	// MTASTS finds the MTA-STS policies of destination domains (RFC
+	// 8461): under "enforce" mail goes only to MX hosts the policy lists,
+	// over TLS with a certificate that verifies (TLSRoots); under
+	// "testing" failures are only reported. nil: MTA-STS is off. DANE
+	// takes precedence for hosts with TLSA records.
+	MTASTS STSPolicies
+	// TLSRoots verify MX certificates under MTA-STS (nil: the system's
+	// roots).
+	TLSRoots *x509.CertPool
+	// TLSReports records the result of each TLS session with an MX host
+	// for TLS-RPT (RFC 8460); nil: nothing is recorded.
+	TLSReports TLSRecorder
 	// Smarthost, when set, receives all remote mail.
 	Smarthost *Smarthost
 	// Routes send the mail of some domains (lower case) to a fixed
