@@ -27,6 +27,11 @@ type QueueConfig struct {
 	SmarthostUsername   string   `toml:"smarthost_username" comment:"User name for AUTH at the relay host; empty: no AUTH."`
 	SmarthostPassword   string   `toml:"smarthost_password" comment:"Password for AUTH at the relay host (sent only over TLS or to loopback)."`
 	SmarthostRequireTLS bool     `toml:"smarthost_require_tls" comment:"Refuse to send to the relay host without TLS (its certificate is verified)."`
+	MTASTS              bool     `toml:"mta_sts" comment:"Apply the MTA-STS policies of recipient domains (RFC 8461): a domain that publishes mode enforce gets mail only over TLS with a valid certificate to the MX hosts its policy lists (otherwise the mail waits and is retried). Policies are cached in DATA/mta-sts. Needs starttls."`
+	DANE                bool     `toml:"dane" comment:"Authenticate MX hosts with DNSSEC-validated TLSA records (DANE, RFC 7672); it takes precedence over MTA-STS. Effective only when dns.server is a DNSSEC-validating resolver (it must set the AD bit). Needs starttls."`
+	TLSRPT              bool     `toml:"tls_rpt" comment:"Record the outcome of each TLS session with MX hosts per recipient domain (DATA/tlsrpt) and send daily aggregate reports (RFC 8460) to the addresses of domains that publish a _smtp._tls record."`
+	TLSRPTSubmitter     string   `toml:"tls_rpt_submitter" comment:"Name of the organisation in TLS reports (and the domain of their sender, tlsrpt-noreply@...); empty: the host name."`
+	TLSCAFile           string   `toml:"tls_ca_file" comment:"PEM file of extra certification authorities trusted for MX hosts under MTA-STS and for MTA-STS policy servers, besides the system's; empty: the system's only."`
 }
 
 // defaultQueue is the default [queue] section: Postfix's values where
@@ -49,6 +54,9 @@ func defaultQueue() QueueConfig {
 		BounceSizeLimit: 50000, // Postfix bounce_size_limit
 		STARTTLS:        true,
 		Routes:          []string{},
+		MTASTS:          true,
+		DANE:            true,
+		TLSRPT:          true,
 	}
 }
 
@@ -77,6 +85,9 @@ func (c *Config) validateQueue(v *validator) {
 		if _, _, err := net.SplitHostPort(q.DNSServer); err != nil {
 			v.add("queue.dns_server", "must be host:port (got %q)", q.DNSServer)
 		}
+	}
+	if q.TLSRPTSubmitter != "" && (strings.ContainsAny(q.TLSRPTSubmitter, " \t\r\n@<>/!") || len(q.TLSRPTSubmitter) > 253) {
+		v.add("queue.tls_rpt_submitter", "must be a domain name (got %q)", q.TLSRPTSubmitter)
 	}
 	if q.Smarthost != "" {
 		if _, _, err := net.SplitHostPort(q.Smarthost); err != nil {

@@ -27,6 +27,7 @@ func ConfigOptions(c *config.Config, logger *slog.Logger) Options {
 		MaxMessageSize:  int64(c.SMTP.MaxMessageSize),
 		BounceSizeLimit: int64(q.BounceSizeLimit),
 		DisableSTARTTLS: !q.STARTTLS,
+		DANE:            q.DANE && q.STARTTLS,
 		Routes:          c.QueueRoutes(),
 	}
 	if q.Smarthost != "" {

@@ -68,6 +68,10 @@ type Server struct {
 	aliases   *aliases.Reloading
 	srs       *srs.Rewriter // loaded once smtp.srs is on
 	smtpRoles []smtpRole    // of each server in smtp
+
+	// outbound is what the queue's MTA-STS, DANE and TLS-RPT keep
+	// (outbound.go).
+	outbound outboundSec
 }
 
 // smtpRole is what an SMTP server serves: its role, and whether it offers
@@ -305,6 +309,7 @@ func (s *Server) queueOptions(cfg *config.Config, logger *slog.Logger, deliverer
 	qo.Resolver = s.resolver
 	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
 	qo.DSNDomain = dsnDomain(cfg)
+	s.outboundSecurity(cfg, logger.With("component", "queue"), &qo)
 	if rw != nil {
 		qo.SRS = rw
 	}
@@ -375,6 +380,7 @@ func (s *Server) startBackground() {
 			defer s.wg.Done()
 			s.queue.Run(ctx)
 		})
+		go s.runTLSReports(ctx)
 	}
 }
 
