@@ -64,7 +64,20 @@ func newSecWorld(t *testing.T) *secWorld {
 		// wins (RFC 8461 §2).
 		"both MX 10 mx-both", "mx-both A 127.0.0.9", "_25._tcp.mx-both " + tlsa, "_smtp._tls.both " + rua,
 		`_mta-sts.both TXT "v=STSv1; id=1"`, "mta-sts.both A 127.0.0.1",
+		// An attacker's TLSA record (below: its data is changed after
+		// signing, so that it matches the attacker's certificate).
+		"forged MX 10 mx-forged", "mx-forged A 127.0.0.11", "_25._tcp.mx-forged " + tlsa, "_smtp._tls.forged " + rua,
 	}, "\n"))
+	lines := strings.Split(signed.Text, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "_25._tcp.mx-forged.") && strings.Contains(l, "\tTLSA\t") {
+			lines[i] = strings.Replace(l, spkiSHA256(good), spkiSHA256(wrong), 1)
+			if lines[i] == l {
+				t.Fatalf("no TLSA data to forge in %q", l)
+			}
+		}
+	}
+	signed.Text = strings.Join(lines, "\n")
 	stsZone := strings.Join([]string{
 		"e1 MX 10 mx1", "mx1 A 127.0.0.5",
 		"e2 MX 10 mx2", "mx2 A 127.0.0.6",
@@ -133,15 +146,16 @@ func newSecWorld(t *testing.T) *secWorld {
 		ip   string
 		cert *testutil.Cert
 	}{
-		"mx-good.dane.test":  {"127.0.0.2", &good},
-		"mx-bad.dane.test":   {"127.0.0.3", &wrong},
-		"mx-notls.dane.test": {"127.0.0.4", nil},
-		"mx-both.dane.test":  {"127.0.0.9", &good},
-		"mx1.sts.test":       {"127.0.0.5", &mx1},
-		"mx2.sts.test":       {"127.0.0.6", &other},
-		"mx3.sts.test":       {"127.0.0.7", &other},
-		"mx4.sts.test":       {"127.0.0.8", &mx1},
-		"mx.insecure.test":   {"127.0.0.10", &wrong},
+		"mx-good.dane.test":   {"127.0.0.2", &good},
+		"mx-bad.dane.test":    {"127.0.0.3", &wrong},
+		"mx-notls.dane.test":  {"127.0.0.4", nil},
+		"mx-both.dane.test":   {"127.0.0.9", &good},
+		"mx-forged.dane.test": {"127.0.0.11", &wrong},
+		"mx1.sts.test":        {"127.0.0.5", &mx1},
+		"mx2.sts.test":        {"127.0.0.6", &other},
+		"mx3.sts.test":        {"127.0.0.7", &other},
+		"mx4.sts.test":        {"127.0.0.8", &mx1},
+		"mx.insecure.test":    {"127.0.0.10", &wrong},
 	} {
 		cfg := srvConfig{name: host}
 		if c.cert != nil {
@@ -173,7 +187,7 @@ func (w *secWorld) status(t *testing.T, domain string) (Status, string) {
 func TestTransportSecurity(t *testing.T) {
 	w := newSecWorld(t)
 	e := w.env
-	domains := []string{"good.dane.test", "bad.dane.test", "notls.dane.test", "both.dane.test", "insecure.test", "e1.sts.test", "e2.sts.test", "e3.sts.test", "e4.sts.test"}
+	domains := []string{"forged.dane.test", "good.dane.test", "bad.dane.test", "notls.dane.test", "both.dane.test", "insecure.test", "e1.sts.test", "e2.sts.test", "e3.sts.test", "e4.sts.test"}
 	for _, d := range domains {
 		e.enqueue("alice@example.test", []string{"rcpt@" + d}, envelope.DSNParams{}, simpleMsg("to-"+strings.ReplaceAll(d, ".", "-")))
 	}
@@ -196,23 +210,27 @@ func TestTransportSecurity(t *testing.T) {
 	// without STARTTLS, a certificate for another name under enforce, an
 	// MX host the policy does not list.
 	for d, want := range map[string]string{
-		"bad.dane.test":   "4.7.5",
-		"notls.dane.test": "4.7.4",
-		"e2.sts.test":     "4.7.5",
-		"e4.sts.test":     "4.7.5",
+		"bad.dane.test":    "4.7.5",
+		"forged.dane.test": "4.7.5",
+		"notls.dane.test":  "4.7.4",
+		"e2.sts.test":      "4.7.5",
+		"e4.sts.test":      "4.7.5",
 	} {
 		st, reply := w.status(t, d)
 		if st != StatusPending || !strings.Contains(reply, want) {
 			t.Errorf("%s: %v %q, want deferred with %s", d, st, reply, want)
 		}
 	}
-	for _, host := range []string{"mx-bad.dane.test", "mx-notls.dane.test", "mx2.sts.test", "mx4.sts.test"} {
+	for _, host := range []string{"mx-forged.dane.test", "mx-bad.dane.test", "mx-notls.dane.test", "mx2.sts.test", "mx4.sts.test"} {
 		if got(host) != 0 {
 			t.Errorf("%s got a message", host)
 		}
 	}
 	if slices.Contains(e.net.dialed(), "127.0.0.8:25") {
 		t.Error("the MX host outside the MTA-STS policy was connected to")
+	}
+	if slices.Contains(e.net.dialed(), "127.0.0.11:25") {
+		t.Error("the MX host with a forged TLSA record was connected to")
 	}
 	// A second attempt, the same outcome, counted again.
 	e.clock.Advance(time.Hour)
@@ -243,15 +261,16 @@ func TestTransportSecurity(t *testing.T) {
 		resultCount int64
 	}
 	want := map[string]count{
-		"good.dane.test":  {typ: "tlsa", ok: 1},
-		"both.dane.test":  {typ: "tlsa", ok: 1},
-		"bad.dane.test":   {typ: "tlsa", fail: 2, result: "validation-failure", resultCount: 2},
-		"notls.dane.test": {typ: "tlsa", fail: 2, result: "starttls-not-supported", resultCount: 2},
-		"insecure.test":   {typ: "no-policy-found", ok: 1},
-		"e1.sts.test":     {typ: "sts", ok: 1},
-		"e2.sts.test":     {typ: "sts", fail: 2, result: "certificate-host-mismatch", resultCount: 2},
-		"e3.sts.test":     {typ: "sts", fail: 1, result: "certificate-host-mismatch", resultCount: 1},
-		"e4.sts.test":     {typ: "sts", fail: 2, result: "validation-failure", resultCount: 2},
+		"good.dane.test":   {typ: "tlsa", ok: 1},
+		"both.dane.test":   {typ: "tlsa", ok: 1},
+		"bad.dane.test":    {typ: "tlsa", fail: 2, result: "validation-failure", resultCount: 2},
+		"forged.dane.test": {typ: "tlsa", fail: 2, result: "dnssec-invalid", resultCount: 2},
+		"notls.dane.test":  {typ: "tlsa", fail: 2, result: "starttls-not-supported", resultCount: 2},
+		"insecure.test":    {typ: "no-policy-found", ok: 1},
+		"e1.sts.test":      {typ: "sts", ok: 1},
+		"e2.sts.test":      {typ: "sts", fail: 2, result: "certificate-host-mismatch", resultCount: 2},
+		"e3.sts.test":      {typ: "sts", fail: 1, result: "certificate-host-mismatch", resultCount: 1},
+		"e4.sts.test":      {typ: "sts", fail: 2, result: "validation-failure", resultCount: 2},
 	}
 	if len(reports) != len(want) {
 		t.Errorf("reports for %d domains, want %d: %v", len(reports), len(want), keys(reports))
