@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -196,5 +197,42 @@ func TestClientRefusals(t *testing.T) {
 	dns.txtEr = map[string]error{"_mta-sts.sts.test": &net.DNSError{Err: "SERVFAIL", IsTemporary: true}}
 	if p, err := c.Get(ctx, "sts.test"); p != nil || !errors.As(err, &fe) || fe.ResultType != ResultFetchError {
 		t.Errorf("temporary: %+v %v", p, err)
+	}
+}
+
+// TestClientHostileServer: a policy server that never answers is given
+// up after the timeout; one that sends more than 64 KiB is refused.
+func TestClientHostileServer(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	dns := &fakeDNS{txt: map[string][]string{"_mta-sts.sts.test": {"v=STSv1; id=one"}}, hosts: map[string]bool{"mta-sts.sts.test": true}}
+	ps, cert := newPolicyServer(t, "mta-sts.sts.test", enforcePolicy+strings.Repeat("x: y\r\n", 20000))
+	c := newTestClient(t, dns, ps, cert, "", &now)
+	var fe *FetchError
+	if p, err := c.Get(ctx, "sts.test"); p != nil || !errors.As(err, &fe) || fe.ResultType != ResultPolicyError {
+		t.Fatalf("huge policy: %+v %v", p, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close() // silent: no TLS handshake
+		}
+	}()
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	port, _ := strconv.Atoi(p)
+	c, err = New(Options{Resolver: dns, Roots: cert.Pool(), Port: port, Timeout: 300 * time.Millisecond, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.Get(ctx, "sts.test"); p != nil || !errors.As(err, &fe) || fe.ResultType != ResultFetchError {
+		t.Fatalf("silent server: %+v %v", p, err)
 	}
 }

@@ -172,7 +172,9 @@ func (q *Queue) connect(ctx context.Context, domain string) (*client, *failure) 
 		if hosts, f = q.lookupMX(ctx, domain); f != nil {
 			return nil, f
 		}
-		ds = q.lookupDomainSec(ctx, domain)
+		if !strings.HasPrefix(domain, "[") {
+			ds = q.lookupDomainSec(ctx, domain) // no policy for address literals
+		}
 	}
 	var last *failure
 	allNotFound := true
@@ -274,7 +276,7 @@ func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool, hs
 		}
 	case tryTLS && hs != nil && hs.mode != secNone && !q.options().DisableSTARTTLS:
 		if !c.has("STARTTLS") {
-			if f := q.tlsFailed(hs, host, addr, tlsrpt.ResultSTARTTLSNotSupported, "STARTTLS not offered"); f != nil {
+			if f := q.tlsFailed(hs, host, addr, localIP(conn), tlsrpt.ResultSTARTTLSNotSupported, "STARTTLS not offered"); f != nil {
 				c.close()
 				return nil, f
 			}
@@ -286,7 +288,7 @@ func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool, hs
 		if err := c.startTLS(ctx, cfg, q.options().Hostname); err != nil {
 			c.broken = true
 			c.close()
-			if f := q.tlsFailed(hs, host, addr, tlsrpt.ResultValidationFailure, "STARTTLS: "+shortErr(err)); f != nil {
+			if f := q.tlsFailed(hs, host, addr, localIP(conn), tlsrpt.ResultValidationFailure, "STARTTLS: "+shortErr(err)); f != nil {
 				return nil, f
 			}
 			q.options().Logger.Info("queue: STARTTLS failed, retrying without TLS (MTA-STS testing)", "host", host, "addr", addr, "err", err)
@@ -297,7 +299,7 @@ func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool, hs
 			c.close()
 			return nil, &failure{enhanced: "4.7.5", text: "no TLS connection after STARTTLS", host: host}
 		}
-		if f := q.checkPeer(hs, host, addr, tc.ConnectionState()); f != nil {
+		if f := q.checkPeer(hs, host, addr, localIP(conn), tc.ConnectionState()); f != nil {
 			c.close()
 			return nil, f
 		}
@@ -313,12 +315,12 @@ func (q *Queue) dialHost(ctx context.Context, host, addr string, tryTLS bool, hs
 			c.close()
 			q.options().Logger.Info("queue: STARTTLS failed, retrying without TLS", "host", host, "addr", addr, "err", err)
 			if hs != nil {
-				q.tlsFailed(hs, host, addr, tlsrpt.ResultValidationFailure, "STARTTLS: "+shortErr(err))
+				q.tlsFailed(hs, host, addr, localIP(conn), tlsrpt.ResultValidationFailure, "STARTTLS: "+shortErr(err))
 			}
 			return q.dialHost(ctx, host, addr, false, nil)
 		}
 		if hs != nil {
-			q.recordTLS(tlsrpt.Result{Policy: hs.policy}) // no policy: a success
+			q.recordTLS(tlsrpt.Result{Policy: hs.policy}) // no policy: a success (no details kept)
 		}
 	}
 	return c, nil

@@ -284,7 +284,7 @@ func verifyWebPKI(roots *x509.CertPool, chain []*x509.Certificate, host string, 
 // checkPeer verifies the TLS session of a host under its policy and
 // records the result. It returns a failure when the host must not be
 // used.
-func (q *Queue) checkPeer(hs *hostSec, host, addr string, state tls.ConnectionState) *failure {
+func (q *Queue) checkPeer(hs *hostSec, host, addr, local string, state tls.ConnectionState) *failure {
 	now := time.Now() // certificates are checked against the real time
 	var f *tlsrpt.Failure
 	switch hs.mode {
@@ -294,8 +294,7 @@ func (q *Queue) checkPeer(hs *hostSec, host, addr string, state tls.ConnectionSt
 		f = verifyWebPKI(q.options().TLSRoots, state.PeerCertificates, host, now)
 	}
 	if f != nil {
-		f.ReceivingMX = host
-		f.ReceivingIP = ipOf(addr)
+		f.ReceivingMX, f.ReceivingIP, f.SendingIP = host, ipOf(addr), local
 	}
 	q.recordTLS(tlsrpt.Result{Policy: hs.policy, Failure: f})
 	if f == nil || !hs.required() {
@@ -311,8 +310,8 @@ func (q *Queue) checkPeer(hs *hostSec, host, addr string, state tls.ConnectionSt
 // tlsFailed records a failed STARTTLS (not offered, or a failed
 // handshake) under a host's policy and returns the failure when TLS was
 // required.
-func (q *Queue) tlsFailed(hs *hostSec, host, addr, result, reason string) *failure {
-	q.recordTLS(tlsrpt.Result{Policy: hs.policy, Failure: &tlsrpt.Failure{ResultType: result, ReceivingMX: host, ReceivingIP: ipOf(addr), Reason: truncate(reason, 200)}})
+func (q *Queue) tlsFailed(hs *hostSec, host, addr, local, result, reason string) *failure {
+	q.recordTLS(tlsrpt.Result{Policy: hs.policy, Failure: &tlsrpt.Failure{ResultType: result, SendingIP: local, ReceivingMX: host, ReceivingIP: ipOf(addr), Reason: truncate(reason, 200)}})
 	if !hs.required() {
 		return nil
 	}
@@ -328,6 +327,14 @@ func (q *Queue) recordTLS(r tlsrpt.Result) {
 	if err := rec.Add(r); err != nil {
 		q.options().Logger.Warn("queue: recording TLS result", "domain", r.Policy.Domain, "err", err)
 	}
+}
+
+// localIP is the address our end of conn has (TLS-RPT's sending-mta-ip).
+func localIP(conn net.Conn) string {
+	if conn == nil || conn.LocalAddr() == nil {
+		return ""
+	}
+	return ipOf(conn.LocalAddr().String())
 }
 
 func ipOf(addr string) string {

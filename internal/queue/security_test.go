@@ -296,6 +296,12 @@ func TestTransportSecurity(t *testing.T) {
 			t.Errorf("%s: date range %+v", d, rep.DateRange)
 		}
 	}
+	if p := reports["bad.dane.test"]; p != nil && len(p.Policies) == 1 && len(p.Policies[0].Details) == 1 {
+		d := p.Policies[0].Details[0]
+		if d.ReceivingMX != "mx-bad.dane.test" || d.ReceivingIP != "127.0.0.3" || d.SendingIP != "127.0.0.1" {
+			t.Errorf("failure details %+v", d)
+		}
+	}
 	if p := reports["e1.sts.test"]; p != nil && !slices.Contains(p.Policies[0].Policy.Strings, "mode: enforce") {
 		t.Errorf("policy-string %q", p.Policies[0].Policy.Strings)
 	}
