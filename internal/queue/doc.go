@@ -49,6 +49,23 @@
 //     pipelining and no context. Replies that are not SMTP, a connection
 //     that drops or hangs, are temporary failures.
 //
+// # Transport security
+//
+// For MX hosts (not fixed routes nor the smarthost), security.go applies
+// the recipient domain's policy: DANE (RFC 7672) when the MX answer and
+// the host's TLSA records are DNSSEC-validated (the AD bit of a
+// SecureResolver), else MTA-STS (RFC 8461, Options.MTASTS), else
+// opportunistic STARTTLS. Under DANE or an MTA-STS policy in enforce mode
+// STARTTLS is mandatory, the certificate is checked after the handshake
+// and before any mail is sent (TLSA match; WebPKI against Options.TLSRoots
+// for the MX host name), and a host that fails is skipped with a
+// temporary failure (4.7.4, 4.7.5): the mail waits for a host that
+// passes. In MTA-STS testing mode the failures are only reported. Each
+// session's outcome goes to Options.TLSReports for TLS-RPT (RFC 8460).
+// RFC 7672 §2.2.2's check that the MX host's address records are
+// themselves validated is not made: the TLSA records live under the
+// host's name and are validated on their own.
+//
 // # Retries and bounces
 //
 // 4xx replies and connection failures leave a recipient pending; the next
