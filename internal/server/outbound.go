@@ -95,8 +95,10 @@ func (s *Server) sendTLSReports(ctx context.Context, cfg *config.Config, logger 
 	if st == nil || s.queue == nil || s.resolver == nil {
 		return
 	}
+	roots, _ := cfg.QueueTLSRoots() // an error was logged with the queue's options
 	r, err := tlsrpt.NewReporter(tlsrpt.ReporterOptions{Store: st, Resolver: s.resolver, Relay: s.queue,
-		Submitter: cfg.TLSRPTSubmitter(), Logger: logger.With("component", "tlsrpt")})
+		Submitter: cfg.TLSRPTSubmitter(), Logger: logger.With("component", "tlsrpt"),
+		HTTP: tlsrpt.NewHTTPClient(s.resolver, roots, time.Minute)})
 	if err == nil {
 		err = r.SendDue(ctx)
 	}

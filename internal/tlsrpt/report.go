@@ -5,6 +5,8 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/mail"
 	"strings"
 	"time"
@@ -149,6 +152,9 @@ type ReporterOptions struct {
 	Now func() time.Time
 	// Logger receives report events (default: discard).
 	Logger *slog.Logger
+	// HTTP posts reports to https: rua URIs (RFC 8460 §5.4); nil: those
+	// are skipped. NewHTTPClient makes one.
+	HTTP *http.Client
 }
 
 // Reporter sends the daily reports.
@@ -235,15 +241,17 @@ func (r *Reporter) send(ctx context.Context, day, domain string) error {
 		}
 		rua = u
 	}
-	var to []string
+	var to, posts []string
 	for _, u := range rua {
 		if a := mailtoAddr(u); a != "" {
 			to = append(to, a)
+		} else if strings.HasPrefix(strings.ToLower(u), "https://") && r.o.HTTP != nil {
+			posts = append(posts, u)
 		} else {
-			r.o.Logger.Info("tlsrpt: rua not used (only mailto: is)", "domain", domain, "rua", u)
+			r.o.Logger.Info("tlsrpt: rua not used", "domain", domain, "rua", u)
 		}
 	}
-	if len(to) == 0 {
+	if len(to) == 0 && len(posts) == 0 {
 		r.o.Logger.Debug("tlsrpt: no report address", "domain", domain, "day", day)
 		return nil
 	}
@@ -258,6 +266,18 @@ func (r *Reporter) send(ctx context.Context, day, domain string) error {
 		Contact:      r.o.Contact,
 		ReportID:     fmt.Sprintf("%s_%s_%s", day, domain, randHex(6)),
 		Policies:     results,
+	}
+	for _, u := range posts {
+		// A failed POST is logged, not retried: the mail addresses, if
+		// any, still get the report.
+		if err := r.post(ctx, u, rep); err != nil {
+			r.o.Logger.Warn("tlsrpt: posting report", "domain", domain, "rua", u, "err", err)
+		} else {
+			r.o.Logger.Info("tlsrpt: report posted", "domain", domain, "day", day, "rua", u)
+		}
+	}
+	if len(to) == 0 {
+		return nil
 	}
 	msg, err := r.Message(rep, domain)
 	if err != nil {
@@ -274,6 +294,83 @@ func (r *Reporter) send(ctx context.Context, day, domain string) error {
 	return nil
 }
 
+// post sends a report to an https: rua (RFC 8460 §5.4): a POST of the
+// gzipped JSON as application/tlsrpt+gzip; any 2xx status is success.
+func (r *Reporter) post(ctx context.Context, uri string, rep *Report) error {
+	gz, err := gzipJSON(rep)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, uri, bytes.NewReader(gz))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/tlsrpt+gzip")
+	resp, err := r.o.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("HTTP status %s", resp.Status)
+	}
+	return nil
+}
+
+// IPResolver looks up host addresses; *resolver.Resolver implements it.
+type IPResolver interface {
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+}
+
+// NewHTTPClient returns a client for https: rua URIs that finds hosts
+// through res (the server's one resolver), verifies certificates against
+// roots (nil: the system's), never uses a proxy from the environment nor
+// follows redirects, and gives up after timeout.
+func NewHTTPClient(res IPResolver, roots *x509.CertPool, timeout time.Duration) *http.Client {
+	var d net.Dialer
+	tr := &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			ips, err := res.LookupIPAddr(ctx, host)
+			if err != nil {
+				return nil, err
+			}
+			var last error = fmt.Errorf("no address for %s", host)
+			for _, ip := range ips {
+				c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip.IP.String(), port))
+				if err == nil {
+					return c, nil
+				}
+				last = err
+			}
+			return nil, last
+		},
+		TLSClientConfig:   &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		DisableKeepAlives: true,
+	}
+	return &http.Client{Transport: tr, Timeout: timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func gzipJSON(rep *Report) ([]byte, error) {
+	js, err := json.Marshal(rep)
+	if err != nil {
+		return nil, err
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(js)
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return gz.Bytes(), nil
+}
+
 func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -284,14 +381,8 @@ func randHex(n int) string {
 // multipart/report of report-type tlsrpt whose second part is the JSON
 // report, gzipped, as application/tlsrpt+gzip.
 func (r *Reporter) Message(rep *Report, domain string) ([]byte, error) {
-	js, err := json.Marshal(rep)
+	gz, err := gzipJSON(rep)
 	if err != nil {
-		return nil, err
-	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(js)
-	if err := zw.Close(); err != nil {
 		return nil, err
 	}
 	boundary := "tlsrpt-" + randHex(12)
@@ -323,7 +414,7 @@ func (r *Reporter) Message(rep *Report, domain string) ([]byte, error) {
 	h("Content-Transfer-Encoding: base64")
 	h(`Content-Disposition: attachment; filename="%s"`, fname)
 	h("")
-	enc := base64.StdEncoding.EncodeToString(gz.Bytes())
+	enc := base64.StdEncoding.EncodeToString(gz)
 	for len(enc) > 76 {
 		h("%s", enc[:76])
 		enc = enc[76:]

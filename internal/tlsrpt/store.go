@@ -12,8 +12,9 @@
 //     queue worker).
 //   - A day's file is removed once its report was queued (or when the
 //     domain publishes no rua): a report is sent once.
-//   - Only mailto: rua addresses are used; https: ones (§3) are logged
-//     and skipped.
+//   - mailto: rua addresses get the report by mail, through the queue;
+//     https: ones by POST (§5.4) when ReporterOptions.HTTP is set. A failed
+//     POST is logged and not retried.
 package tlsrpt
 
 import (

@@ -9,6 +9,8 @@ import (
 	"mime"
 	"mime/multipart"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/mail"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 func TestParseRecord(t *testing.T) {
@@ -200,5 +203,65 @@ func TestDailyReports(t *testing.T) {
 	}
 	if l, err := s.Results(want.Start, "tempfail.test"); err != nil || len(l) != 1 {
 		t.Errorf("tempfail.test: %v %v", l, err)
+	}
+}
+
+type loopbackIPs struct{}
+
+func (loopbackIPs) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	if host == "reports.example.test" {
+		return []net.IPAddr{{IP: net.IPv4(127, 0, 0, 1)}}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// TestPostReport: an https: rua gets the gzipped report by POST (RFC 8460
+// §5.4), with a verified certificate, next to the mailto: one.
+func TestPostReport(t *testing.T) {
+	cert := testutil.NewCert(t, "reports.example.test")
+	var got []*Report
+	var ctype string
+	var mu sync.Mutex
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rep, err := DecodeReport(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil || r.Method != http.MethodPost {
+			http.Error(w, "bad", http.StatusBadRequest)
+			return
+		}
+		ctype = r.Header.Get("Content-Type")
+		got = append(got, rep)
+	}))
+	hs.TLS = cert.Config()
+	hs.StartTLS()
+	defer hs.Close()
+	_, port, _ := net.SplitHostPort(hs.Listener.Addr().String())
+
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s, _ := OpenStore(t.TempDir(), func() time.Time { return now }, nil)
+	s.Add(Result{Policy: PolicyDesc{Type: PolicySTS, Domain: "example.test"}})
+	s.Add(Result{Policy: PolicyDesc{Type: PolicySTS, Domain: "untrusted.test"}})
+	rl := &relay{}
+	r, err := NewReporter(ReporterOptions{Store: s, Relay: rl, Submitter: "postino.test", Now: func() time.Time { return now },
+		HTTP: NewHTTPClient(loopbackIPs{}, cert.Pool(), 5*time.Second),
+		Resolver: fakeTXT{
+			"_smtp._tls.example.test":   {"v=TLSRPTv1; rua=https://reports.example.test:" + port + "/v1,mailto:tls@example.test"},
+			"_smtp._tls.untrusted.test": {"v=TLSRPTv1; rua=https://elsewhere.test:" + port + "/v1"},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(24 * time.Hour)
+	if err := r.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || ctype != "application/tlsrpt+gzip" || got[0].Policies[0].Summary.Successes != 1 || got[0].Policies[0].Policy.Domain != "example.test" {
+		t.Fatalf("posted %d reports (%q): %+v", len(got), ctype, got)
+	}
+	if len(rl.msgs) != 1 || rl.msgs[0].to[0] != "tls@example.test" {
+		t.Fatalf("mailed %+v", rl.msgs)
 	}
 }
