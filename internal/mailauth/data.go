@@ -100,10 +100,12 @@ func (s *session) Data(ctx context.Context, env *inbound.Envelope, msg inbound.M
 // identity as smtp.mailfrom, or smtp.helo for the null sender.
 func spfInfo(sc *spfCheck, r spf.Result, err error) resinfo {
 	ri := resinfo{method: "spf", result: string(r)}
-	if r == spf.PermError || r == spf.TempError {
-		if err != nil {
-			ri.comment = err.Error()
-		}
+	// The comment names what went wrong, but not the DNS server.
+	switch {
+	case r == spf.PermError && err != nil:
+		ri.comment = err.Error()
+	case r == spf.TempError:
+		ri.comment = "DNS error"
 	}
 	if sc.helo {
 		ri.props = [][2]string{{"smtp.helo", sc.domain}}

@@ -68,12 +68,13 @@ func verifyDKIM(ctx context.Context, res Resolver, h *header, msg io.Reader) []d
 			out[i].domain = strings.ToLower(v.Domain)
 		case msgdkim.IsTempFail(v.Err):
 			// RFC 8601 §2.7.1: the key could not be fetched.
-			out[i].result, out[i].reason = "temperror", v.Err.Error()
+			// The reason does not name the DNS server.
+			out[i].result, out[i].reason = "temperror", "key unavailable"
 		case msgdkim.IsPermFail(v.Err):
-			out[i].result, out[i].reason = "permerror", v.Err.Error()
+			out[i].result, out[i].reason = "permerror", strings.TrimPrefix(v.Err.Error(), "dkim: ")
 		default:
 			// The signature or the body hash did not verify.
-			out[i].result, out[i].reason = "fail", v.Err.Error()
+			out[i].result, out[i].reason = "fail", strings.TrimPrefix(v.Err.Error(), "dkim: ")
 		}
 	}
 	return out

@@ -1,0 +1,62 @@
+package mailauth
+
+import (
+	"strings"
+	"testing"
+)
+
+// FuzzParseAuthservID feeds Authentication-Results values to the parser:
+// it must not panic, and an id it returns is non-empty and has no
+// character that could end it.
+func FuzzParseAuthservID(f *testing.F) {
+	for _, s := range []string{
+		"mx.example.org; spf=pass smtp.mailfrom=a@b",
+		"(comment) mx.example.org 1; none",
+		`"quoted id"; dkim=pass`,
+		"((a)(b)) x;",
+		`"\"`, "(\\", "", ";", "a\r\n\tb",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ParseAuthservID(s)
+		if err != nil {
+			return
+		}
+		if id == "" {
+			t.Fatalf("empty id from %q", s)
+		}
+		if !strings.HasPrefix(strings.TrimLeft(s, " \t\r\n"), "\"") && !isToken(id) {
+			t.Fatalf("token id %q from %q is not a token", id, s)
+		}
+	})
+}
+
+// FuzzReadHeader feeds messages to the header reader: it must not panic,
+// and the fields and the end it returns are exactly the header block.
+func FuzzReadHeader(f *testing.F) {
+	for _, s := range []string{
+		"From: a@b\r\nSubject: x\r\n\r\nbody\r\n",
+		"A: 1\r\n folded\r\n\r\n",
+		"no header",
+		"X: y",
+		" starts folded\r\n\r\n",
+		"A: 1\n\nbody",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := readHeader(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		var b strings.Builder
+		for _, fl := range h.fields {
+			b.Write(fl.raw)
+		}
+		b.Write(h.end)
+		if b.String() != s[:h.size] {
+			t.Fatalf("header block %q is not the message's first %d octets of %q", b.String(), h.size, s)
+		}
+	})
+}
