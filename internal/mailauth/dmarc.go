@@ -53,11 +53,11 @@ func authorDomain(h *header) (string, error) {
 	for _, a := range addrs {
 		at := strings.LastIndexByte(a, '@')
 		if at < 0 || at == len(a)-1 {
-			return "", errors.New("From address without a domain")
+			return "", errors.New("an address of the From field has no domain")
 		}
 		d := strings.ToLower(strings.TrimSuffix(a[at+1:], "."))
 		if domain != "" && d != domain {
-			return "", errors.New("From addresses in several domains")
+			return "", errors.New("the From field has addresses in several domains")
 		}
 		domain = d
 	}

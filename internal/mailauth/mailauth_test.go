@@ -226,7 +226,7 @@ func TestSPFAndDMARCResults(t *testing.T) {
 			[]string{"spf=pass smtp.helo=mail.pass.test", "dmarc=pass"}, ""},
 		// RFC 7489 §6.6.1: no single author domain.
 		{"two from domains", "x", "alice@pass.test", "a@pass.test, b@fail.test",
-			[]string{"dmarc=permerror (From addresses in several domains)"}, "reject 550 5.7.1"},
+			[]string{"dmarc=permerror (the From field has addresses in several domains)"}, "reject 550 5.7.1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -402,11 +402,11 @@ func TestHeaderLimits(t *testing.T) {
 
 func TestParseAuthservID(t *testing.T) {
 	for in, want := range map[string]string{
-		"mx.example.org; spf=pass":                  "mx.example.org",
+		"mx.example.org; spf=pass":                   "mx.example.org",
 		"  (c (nested) \\) ) mx.example.org 1; none": "mx.example.org",
-		`"quoted\"id"; none`:                          `quoted"id`,
-		"mx.example.org":                            "mx.example.org",
-		"\r\n\tmx.example.org;\r\n\tspf=pass":       "mx.example.org",
+		`"quoted\"id"; none`:                         `quoted"id`,
+		"mx.example.org":                             "mx.example.org",
+		"\r\n\tmx.example.org;\r\n\tspf=pass":        "mx.example.org",
 	} {
 		got, err := ParseAuthservID(in)
 		if err != nil || got != want {
