@@ -305,6 +305,7 @@ func (s *Server) queueOptions(cfg *config.Config, logger *slog.Logger, deliverer
 	qo.Resolver = s.resolver
 	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
 	qo.DSNDomain = dsnDomain(cfg)
+	qo.Owns = senderOwns(cfg, deliverer, al, qo.IsLocalDomain)
 	if rw != nil {
 		qo.SRS = rw
 	}
