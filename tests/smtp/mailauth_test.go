@@ -181,7 +181,7 @@ _dmarc TXT "v=DMARC1; p=quarantine"
 			msg := testMessage("mailauth "+name, c.from, alice)
 			if c.refused != "" {
 				r := run(t, nil, nil, swaks, append([]string{"--timeout", "30", "--data", swaksData(t, msg)}, args...)...)
-				if !regexp.MustCompile(`(?m)^<[~*]\* +` + regexp.QuoteMeta(c.refused) + ` `).MatchString(r.Output) || !strings.Contains(r.Output, "DMARC policy of fail.test") {
+				if !regexp.MustCompile(`(?m)^<[~*]\* +`+regexp.QuoteMeta(c.refused)+` `).MatchString(r.Output) || !strings.Contains(r.Output, "DMARC policy of fail.test") {
 					t.Errorf("%s: not refused with %s after DATA:\n%s", name, c.refused, r)
 				}
 				continue
