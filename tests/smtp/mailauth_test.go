@@ -331,3 +331,35 @@ _dmarc TXT "v=DMARC1; p=none"
 		}
 	}
 }
+
+// TestSPFFailRefused: with spf_fail = "mail" an SPF fail refuses MAIL
+// FROM, with "rcpt" each RCPT TO, with 550 5.7.23 (RFC 7372); for the
+// null sender the HELO name is checked. A pass goes through.
+func TestSPFFailRefused(t *testing.T) {
+	swaks := needSwaks(t)
+	dns := testutil.StartDNS(t, map[string]string{
+		"fail.test": `@ TXT "v=spf1 ip4:192.0.2.1 -all"
+mx TXT "v=spf1 -all"
+`,
+		"pass.test": `@ TXT "v=spf1 ip4:127.0.0.1 -all"
+mx TXT "v=spf1 ip4:127.0.0.1 -all"
+`,
+	})
+	for _, stage := range []string{"mail", "rcpt"} {
+		s := startServer(t, serverOpts{dnsServer: dns.Addr, extraConfig: "[mailauth]\nenabled = true\nspf_fail = \"" + stage + "\"\n"})
+		for _, c := range []struct{ name, ehlo, from string }{
+			{"envelope", "client.test", "eve@fail.test"},
+			{"null sender", "mx.fail.test", "<>"},
+		} {
+			r := run(t, nil, nil, swaks, "--timeout", "30", "--server", s.smtp, "--ehlo", c.ehlo, "--from", c.from, "--to", alice, "--quit-after", "RCPT")
+			cmd := map[string]string{"mail": "MAIL FROM", "rcpt": "RCPT TO"}[stage]
+			if !regexp.MustCompile(`(?s)-> ` + cmd + `:[^\n]*\n<\*\* +550 5\.7\.23 SPF check failed: `).MatchString(r.Output) {
+				t.Errorf("spf_fail=%s, %s: not refused at %s with 550 5.7.23:\n%s", stage, c.name, cmd, r)
+			}
+		}
+		swaksOK(t, swaks, "--server", s.smtp, "--ehlo", "mx.pass.test", "--from", "<>", "--to", alice, "--data", swaksData(t, testMessage("bounce", "mailer-daemon@pass.test", alice)))
+		if ar := authResults(s.mustCount(t, alice, 1)[0]); len(ar) != 1 || !strings.Contains(ar[0], "spf=pass smtp.helo=mx.pass.test") {
+			t.Errorf("spf_fail=%s: null sender from a passing HELO: %q", stage, ar)
+		}
+	}
+}
