@@ -48,7 +48,7 @@ func ParseAuthservID(v string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if id == "" {
+	if strings.TrimSpace(id) == "" {
 		return "", &AuthResError{Reason: "empty authserv-id"}
 	}
 	// What follows is a version, a ";" or the end.
@@ -183,6 +183,15 @@ func pvalue(s string) string {
 	if at := strings.LastIndexByte(s, '@'); at >= 0 && isDotAtom(s[:at], true) && isDotAtom(s[at+1:], false) {
 		return s
 	}
+	return value(s)
+}
+
+// value formats an RFC 2045 value: a token as it is, anything else as a
+// quoted-string (control characters dropped).
+func value(s string) string {
+	if isToken(s) {
+		return s
+	}
 	var b strings.Builder
 	b.WriteByte('"')
 	for i := 0; i < len(s); i++ {
@@ -237,7 +246,7 @@ type resinfo struct {
 func formatAuthRes(authservID string, infos []resinfo) string {
 	var b strings.Builder
 	b.WriteString("Authentication-Results: ")
-	b.WriteString(pvalue(authservID))
+	b.WriteString(value(authservID))
 	if len(infos) == 0 {
 		b.WriteString("; none")
 		return b.String()
