@@ -48,9 +48,12 @@ func verifyDKIM(ctx context.Context, res Resolver, h *header, msg io.Reader) []d
 		LookupTXT:        func(name string) ([]string, error) { return res.LookupTXT(ctx, name) },
 		MaxVerifications: MaxSignatures,
 	})
-	if err != nil && !errors.Is(err, msgdkim.ErrTooManySignatures) && len(verifs) == 0 {
+	if err != nil && !errors.Is(err, msgdkim.ErrTooManySignatures) {
 		// The message could not be read as a whole (a header without
-		// its end, a broken body): no signature can pass.
+		// its end, a broken body), or a signature failed in a way the
+		// library does not classify — it then clears that signature's
+		// error, so none of its verifications is trusted: no signature
+		// passes.
 		for i := range out {
 			out[i].result, out[i].reason = "permerror", err.Error()
 		}

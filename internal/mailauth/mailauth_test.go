@@ -301,6 +301,29 @@ func TestDKIMVerification(t *testing.T) {
 	}
 }
 
+// TestDKIMLimits: at most MaxSignatures signatures are verified (RFC
+// 6376 §6.1), and a message that cannot be read whole has no passing
+// signature.
+func TestDKIMLimits(t *testing.T) {
+	w := newWorld(t)
+	c := w.check(Options{DMARC: true})
+	msg := message("alice@pass.test", "")
+	for range 5 { // 2 signatures each
+		msg = w.sign(t, "pass.test", msg)
+	}
+	ar := unfold(run(t, c, "x", "alice@pass.test", msg).header)
+	if n := strings.Count(ar, "dkim="); n != MaxSignatures {
+		t.Errorf("%d dkim results for 10 signatures, want %d: %q", n, MaxSignatures, ar)
+	}
+	// All header: no empty line, so no body to hash.
+	hdrOnly := bytes.TrimSuffix(w.sign(t, "pass.test", message("alice@pass.test", "")), []byte("\r\nHello, world.\r\n"))
+	hdrOnly = bytes.TrimSuffix(hdrOnly, []byte("\r\n"))
+	ar = unfold(run(t, c, "x", "eve@fail.test", hdrOnly).header)
+	if strings.Contains(ar, "dkim=pass") || !strings.Contains(ar, "dkim=permerror") {
+		t.Errorf("header-only message: %q", ar)
+	}
+}
+
 func TestSPFFailPolicies(t *testing.T) {
 	w := newWorld(t)
 	msg := message("eve@fail.test", "")
