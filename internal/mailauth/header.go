@@ -78,7 +78,7 @@ func (h *header) get(name string) []field {
 // over MaxHeaderBytes or MaxHeaderFields, or a line that is neither a
 // field nor its continuation.
 func readHeader(r io.Reader) (*header, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufio.NewReaderSize(r, 4<<10)
 	h := &header{}
 	for {
 		line, err := readLine(br, MaxHeaderBytes-h.size)

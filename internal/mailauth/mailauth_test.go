@@ -75,6 +75,7 @@ _dmarc TXT "v=DMARC1; p=quarantine"
 		"perm.test": `@ TXT "v=spf1` + limit + ` -all"
 _dmarc TXT "v=DMARC1; p=none"
 syntax TXT "v=spf1 bogus:thing -all"
+void TXT "v=spf1 a:n1.perm.test a:n2.perm.test a:n3.perm.test -all"
 ` + hosts,
 		"strict.test": `@ TXT "v=spf1 ip4:127.0.0.1 -all"
 mail TXT "v=spf1 ip4:127.0.0.1 -all"
@@ -199,6 +200,9 @@ func TestSPFAndDMARCResults(t *testing.T) {
 		// RFC 7208 §4.6.4: 11 DNS-querying terms exceed the limit of 10.
 		{"permerror lookup limit", "x", "joe@perm.test", "joe@perm.test",
 			[]string{"spf=permerror", "lookup limit", "dmarc=fail (p=none dis=NONE)"}, ""},
+		// RFC 7208 §4.6.4: more than 2 lookups that find nothing.
+		{"permerror void lookups", "x", "joe@void.perm.test", "joe@perm.test",
+			[]string{"spf=permerror (void lookup limit reached) smtp.mailfrom=joe@void.perm.test"}, ""},
 		{"permerror syntax", "x", "joe@syntax.perm.test", "joe@perm.test",
 			[]string{"spf=permerror", "smtp.mailfrom=joe@syntax.perm.test"}, ""},
 		// gone.test is not served: REFUSED, a temporary error.
