@@ -21,6 +21,7 @@ type AuthResError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *AuthResError) Error() string { return "authentication-results: " + e.Reason }
 
 // ParseAuthservID returns the authserv-id of an Authentication-Results

@@ -222,4 +222,5 @@ func (m *stripped) Size() int64 { return m.orig.Size() - m.skip + int64(len(m.he
 // errReader fails every read.
 type errReader struct{ err error }
 
+// Read implements io.Reader.
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }

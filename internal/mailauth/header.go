@@ -24,6 +24,7 @@ type HeaderError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *HeaderError) Error() string { return "mailauth: message header: " + e.Reason }
 
 // field is one header field as it is in the message.
