@@ -3,9 +3,11 @@ package mailauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/mail"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-msgauth/dmarc"
 	"golang.org/x/net/publicsuffix"
@@ -56,6 +58,9 @@ func authorDomain(h *header) (string, error) {
 			return "", errors.New("an address of the From field has no domain")
 		}
 		d := strings.ToLower(strings.TrimSuffix(a[at+1:], "."))
+		if !validDomain(d) {
+			return "", fmt.Errorf("invalid domain %q in the From field", d)
+		}
 		if domain != "" && d != domain {
 			return "", errors.New("the From field has addresses in several domains")
 		}
@@ -65,6 +70,26 @@ func authorDomain(h *header) (string, error) {
 		return "", errors.New("no From address")
 	}
 	return domain, nil
+}
+
+// validDomain reports whether d looks like a domain name: dot-separated
+// labels of letters, digits, hyphens and non-ASCII characters (IDNs),
+// at most 253 octets.
+func validDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r >= 0x80 && r != utf8.RuneError) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // fromAddresses reads the addresses of a From field value. What net/mail

@@ -67,3 +67,36 @@ func FuzzReadHeader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAuthorDomain feeds header blocks to the author-domain reader of
+// DMARC (RFC 7489 §6.6.1) and DKIM-Signature fields to the tag reader:
+// no panic, and a domain found is lower case, without white space or @.
+func FuzzAuthorDomain(f *testing.F) {
+	for _, s := range []string{
+		"From: Alice <alice@Example.ORG>\r\n\r\n",
+		"From: a@b.example, c@b.example\r\n\r\n",
+		"From: a@x.example\r\nFrom: b@y.example\r\n\r\n",
+		"From: \"weird <x@y>\" <real@z.example>\r\n\r\n",
+		"From: undisclosed-recipients:;\r\n\r\n",
+		"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=sel;\r\n b=abc def; bh=x\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := readHeader(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		for _, fl := range h.get("DKIM-Signature") {
+			tagList(fl.value())
+		}
+		d, err := authorDomain(h)
+		if err != nil {
+			return
+		}
+		if d == "" || d != strings.ToLower(d) || strings.ContainsAny(d, "@ \t\r\n") {
+			t.Fatalf("author domain %q from %q", d, s)
+		}
+		orgDomain(d)
+	})
+}
