@@ -178,8 +178,7 @@ func Default() *Config {
 		Delivery: DeliveryConfig{
 			MaxMessageSize: defaultMaxMessageSize,
 		},
-		Queue:    defaultQueue(),
-		MailAuth: defaultMailAuth(),
+		Queue: defaultQueue(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",
@@ -198,6 +197,7 @@ func Default() *Config {
 			RestrictSender:      true,
 			SRS:                 true,
 		},
+		MailAuth: defaultMailAuth(),
 	}
 }
 
