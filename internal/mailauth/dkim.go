@@ -74,7 +74,12 @@ func verifyDKIM(ctx context.Context, res Resolver, h *header, msg io.Reader) []d
 			// The reason does not name the DNS server.
 			out[i].result, out[i].reason = "temperror", "key unavailable"
 		case msgdkim.IsPermFail(v.Err):
-			out[i].result, out[i].reason = "permerror", strings.TrimPrefix(v.Err.Error(), "dkim: ")
+			reason := strings.TrimPrefix(v.Err.Error(), "dkim: ")
+			if strings.HasPrefix(reason, "no key for signature") {
+				// Not the DNS error's text, which names our DNS server.
+				reason = "no key for signature"
+			}
+			out[i].result, out[i].reason = "permerror", reason
 		default:
 			// The signature or the body hash did not verify.
 			out[i].result, out[i].reason = "fail", strings.TrimPrefix(v.Err.Error(), "dkim: ")
