@@ -3,6 +3,7 @@ module github.com/postino-mail/postino
 go 1.26.8
 
 require (
+	blitiri.com.ar/go/spf v1.6.0
 	github.com/BurntSushi/toml v1.6.0
 	github.com/emersion/go-message v0.18.2
 	github.com/emersion/go-msgauth v0.7.0
@@ -10,11 +11,10 @@ require (
 	github.com/emersion/go-smtp v0.25.1
 	github.com/miekg/dns v1.1.73
 	golang.org/x/crypto v0.58.0
+	golang.org/x/net v0.60.0
 	golang.org/x/sys v0.49.0
 	golang.org/x/term v0.47.0
 )
-
-require golang.org/x/net v0.60.0 // indirect
 
 // A patched copy of go-smtp v0.25.1: see third_party/go-smtp/POSTINO.md.
 replace github.com/emersion/go-smtp => ./third_party/go-smtp

@@ -61,6 +61,7 @@ type Config struct {
 	Queue    QueueConfig    `toml:"queue" comment:"Outbound queue: delivery of submitted mail to other domains, retries and bounces."`
 	Fetch    FetchConfig    `toml:"fetch" comment:"Downloading remote POP3 mailboxes with 'postino fetch'."`
 	DNS      DNSConfig      `toml:"dns" comment:"DNS lookups."`
+	MailAuth MailAuthConfig `toml:"mailauth" comment:"Sender authentication of mail received on the MX: SPF, DKIM, DMARC and Authentication-Results."`
 }
 
 // TLSConfig is the [tls] section.
@@ -196,6 +197,7 @@ func Default() *Config {
 			RestrictSender:      true,
 			SRS:                 true,
 		},
+		MailAuth: defaultMailAuth(),
 	}
 }
 

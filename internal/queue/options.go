@@ -106,9 +106,14 @@ type Options struct {
 	Local LocalDeliverer
 	// Signer signs, at enqueue time, the mail that postino originates:
 	// messages submitted by an authenticated user of a local domain (as
-	// that domain) and the DSNs the queue generates (as DSNDomain). nil:
-	// none.
+	// the From domain when Owns allows it, else the user's domain) and
+	// the DSNs the queue generates (as DSNDomain). nil: none.
 	Signer Signer
+	// Owns reports whether user may send as addr (own address, its
+	// plus-addresses, an alias reaching the user): a submitted message
+	// whose From address the user owns in another local domain is signed
+	// as that domain. nil: always as the user's domain.
+	Owns func(user, addr string) bool
 	// DSNDomain is the domain DSNs are signed as. Default: Hostname or
 	// its nearest parent domain that is local at the time (mail.example.org
 	// signs as example.org); unsigned when there is no such domain.

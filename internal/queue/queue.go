@@ -135,8 +135,9 @@ func isASCII(s string) bool {
 // Enqueue implements envelope.Relay: it stores the message durably, one
 // entry per destination domain, and returns the message id. The message
 // is signed (Options.Signer) only when postino originates it: when a user
-// of a local domain submitted it (params.AuthUser), and then as that
-// user's domain. Relayed and forwarded mail is never signed, whatever its
+// of a local domain submitted it (params.AuthUser), and then as the
+// domain of its From address when the user owns that address, else as
+// the user's domain. Relayed and forwarded mail is never signed, whatever its
 // envelope sender or From field claim. Recipients in local domains are
 // delivered locally by the worker, without leaving the machine.
 func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params envelope.DSNParams, msg io.Reader) (string, error) {
@@ -162,8 +163,13 @@ func (q *Queue) Enqueue(ctx context.Context, from string, rcpts []string, params
 	}
 	defer sp.f.Close()
 	// RFC 6376 §1.1: the signer takes responsibility for the message, so
-	// only the submitter's authenticated identity names the domain.
-	sig := q.sign(ctx, domainOf(params.AuthUser), io.NewSectionReader(sp.f, 0, sp.size))
+	// only the submitter's authenticated identity names the domain: the
+	// user's, or the author's when the user may send as the author
+	// (signingDomain).
+	var sig string
+	if params.AuthUser != "" {
+		sig = q.sign(ctx, q.signingDomain(params.AuthUser, io.NewSectionReader(sp.f, 0, sp.size)), io.NewSectionReader(sp.f, 0, sp.size))
+	}
 	now := q.options().Clock.Now()
 	// One id for the message everywhere: the intake's, which its reply
 	// and log lines already show, when it is one of ours.

@@ -5,6 +5,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/mailauth"
 )
 
 // inboundChecks returns the checks that judge mail arriving on the MX,
@@ -12,5 +13,11 @@ import (
 // configuration turns them on. The resolver is s.resolver.
 func (s *Server) inboundChecks(cfg *config.Config, logger *slog.Logger) ([]inbound.Check, error) {
 	var checks []inbound.Check
+	if cfg.MailAuth.Enabled {
+		checks = append(checks, mailauth.New(mailauth.Options{
+			Resolver: s.resolver, AuthservID: cfg.MailAuthServID(), SPFFail: mailauth.SPFPolicy(cfg.MailAuth.SPFFail),
+			DMARC: cfg.MailAuth.DMARC, Timeout: cfg.MailAuth.Timeout.Duration, Logger: logger,
+		}))
+	}
 	return checks, nil
 }

@@ -310,6 +310,7 @@ func (s *Server) queueOptions(cfg *config.Config, logger *slog.Logger, deliverer
 	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
 	qo.DSNDomain = dsnDomain(cfg)
 	s.outboundSecurity(cfg, logger.With("component", "queue"), &qo)
+	qo.Owns = senderOwns(cfg, deliverer, al, qo.IsLocalDomain)
 	if rw != nil {
 		qo.SRS = rw
 	}

@@ -128,6 +128,9 @@ type serverOpts struct {
 	extraConfig  string
 	// beforeStart runs on the data folder before the server starts.
 	beforeStart func(data string)
+	// dnsServer answers the server's DNS lookups; empty: a loopback port
+	// where no DNS server answers.
+	dnsServer string
 }
 
 // startServer creates the test users and aliases in a new data folder,
@@ -164,6 +167,9 @@ func startServer(t testing.TB, o serverOpts) *server {
 		t.Fatalf("config check:\n%s\nconfig:\n%s", r, toml)
 	}
 	s := &server{t: t, data: data, certFile: filepath.Join(data, "tls", "cert.pem")}
+	if o.dnsServer == "" {
+		o.dnsServer = "127.0.0.1:9"
+	}
 	s.Serve = testutil.StartServe(t, testutil.ServeConfig{
 		Bin:       binPath,
 		FreeAddrs: 5,
@@ -177,7 +183,7 @@ func startServer(t testing.TB, o serverOpts) *server {
 				"--smtp", s.smtp, "--submission", s.sub, "--submissions", s.subs, "--lmtp", s.lmtp,
 				// Outbound MX lookups go to a loopback port where no DNS
 				// server answers: nothing leaves the machine.
-				"--dns-server", "127.0.0.1:9"}
+				"--dns-server", o.dnsServer}
 			return args, map[string]string{"pop3": s.pop3, "smtp": s.smtp, "submission": s.sub, "submissions": s.subs, "lmtp": s.lmtp}
 		},
 	})
