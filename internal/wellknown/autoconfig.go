@@ -63,8 +63,8 @@ func AutoconfigFor(s Server, domain, user string) ClientConfig {
 // autoconfig serves /mail/config-v1.1.xml on autoconfig.DOMAIN and
 // /.well-known/autoconfig/mail/config-v1.1.xml on DOMAIN. Thunderbird adds
 // ?emailaddress=ADDRESS; its domain then chooses the document.
-func (h *Handler) autoconfig(w http.ResponseWriter, r *http.Request, host string) {
-	if !h.onlyGet(w, r) {
+func (o *Options) autoconfig(w http.ResponseWriter, r *http.Request, host string) {
+	if !o.onlyGet(w, r) {
 		return
 	}
 	domain := strings.TrimPrefix(host, "autoconfig.")
@@ -72,16 +72,16 @@ func (h *Handler) autoconfig(w http.ResponseWriter, r *http.Request, host string
 	if q := r.URL.Query(); q.Has("emailaddress") {
 		addr, d, err := ParseAddress(q.Get("emailaddress"))
 		if err != nil {
-			h.refuse(w, r, http.StatusBadRequest, err)
+			o.refuse(w, r, http.StatusBadRequest, err)
 			return
 		}
 		domain, user = d, addr
 	}
-	if !h.o.IsLocal(domain) {
-		h.refuse(w, r, http.StatusNotFound, fmt.Errorf("domain %q is not local", domain))
+	if !o.IsLocal(domain) {
+		o.refuse(w, r, http.StatusNotFound, fmt.Errorf("domain %q is not local", domain))
 		return
 	}
-	writeXML(w, "application/xml", AutoconfigFor(h.o.Server, domain, user))
+	writeXML(w, "application/xml", AutoconfigFor(o.Server, domain, user))
 }
 
 // writeXML writes v as an XML document.

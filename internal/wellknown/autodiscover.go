@@ -142,22 +142,22 @@ func AutodiscoverFor(s Server, addr string) AutodiscoverResponse {
 }
 
 // autodiscover answers Outlook's POST to /autodiscover/autodiscover.xml.
-func (h *Handler) autodiscover(w http.ResponseWriter, r *http.Request) {
+func (o *Options) autodiscover(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		h.refuse(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s", r.Method))
+		o.refuse(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s", r.Method))
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, MaxRequestBody+1)
 	addr, err := ParseAutodiscoverRequest(body)
 	if err != nil {
-		h.refuse(w, r, http.StatusBadRequest, err)
+		o.refuse(w, r, http.StatusBadRequest, err)
 		return
 	}
 	_, domain, _ := ParseAddress(addr)
-	if !h.o.IsLocal(domain) {
-		h.refuse(w, r, http.StatusNotFound, fmt.Errorf("domain %q is not local", domain))
+	if !o.IsLocal(domain) {
+		o.refuse(w, r, http.StatusNotFound, fmt.Errorf("domain %q is not local", domain))
 		return
 	}
-	writeXML(w, "application/xml", AutodiscoverFor(h.o.Server, addr))
+	writeXML(w, "application/xml", AutodiscoverFor(o.Server, addr))
 }

@@ -111,20 +111,20 @@ func MobileconfigFor(s Server, addr string) []byte {
 // mobileconfig serves /mobileconfig?email=ADDRESS for an address of a
 // local domain. It does not say whether the user exists: the profile only
 // describes the server.
-func (h *Handler) mobileconfig(w http.ResponseWriter, r *http.Request) {
-	if !h.onlyGet(w, r) {
+func (o *Options) mobileconfig(w http.ResponseWriter, r *http.Request) {
+	if !o.onlyGet(w, r) {
 		return
 	}
 	addr, domain, err := ParseAddress(r.URL.Query().Get("email"))
 	if err != nil {
-		h.refuse(w, r, http.StatusBadRequest, err)
+		o.refuse(w, r, http.StatusBadRequest, err)
 		return
 	}
-	if !h.o.IsLocal(domain) {
-		h.refuse(w, r, http.StatusNotFound, fmt.Errorf("domain %q is not local", domain))
+	if !o.IsLocal(domain) {
+		o.refuse(w, r, http.StatusNotFound, fmt.Errorf("domain %q is not local", domain))
 		return
 	}
 	w.Header().Set("Content-Type", MobileconfigContentType)
 	w.Header().Set("Content-Disposition", `attachment; filename="postino.mobileconfig"`)
-	w.Write(MobileconfigFor(h.o.Server, addr))
+	w.Write(MobileconfigFor(o.Server, addr))
 }

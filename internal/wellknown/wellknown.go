@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 )
 
 // Limits on what clients send.
@@ -55,13 +56,21 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Handler serves the documents.
+// Handler serves the documents. SetOptions changes what it serves while
+// it runs (a configuration reload).
 type Handler struct {
-	o Options
+	opts atomic.Pointer[Options]
 }
 
 // NewHandler returns the handler for o.
 func NewHandler(o Options) *Handler {
+	h := &Handler{}
+	h.SetOptions(o)
+	return h
+}
+
+// SetOptions replaces the options for the requests that begin afterwards.
+func (h *Handler) SetOptions(o Options) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -71,7 +80,7 @@ func NewHandler(o Options) *Handler {
 	if o.IsLocal == nil {
 		o.IsLocal = func(string) bool { return false }
 	}
-	return &Handler{o: o}
+	h.opts.Store(&o)
 }
 
 // requestHost returns the request's host name, lower-case, without port
@@ -86,58 +95,59 @@ func requestHost(r *http.Request) string {
 
 // ServeHTTP routes a request to its document.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o := h.opts.Load()
 	path := strings.ToLower(r.URL.Path)
 	host := requestHost(r)
 	switch {
 	case path == "/.well-known/mta-sts.txt":
-		h.mtaSTS(w, r, host)
+		o.mtaSTS(w, r, host)
 	case path == "/mail/config-v1.1.xml" || path == "/.well-known/autoconfig/mail/config-v1.1.xml":
-		h.autoconfig(w, r, host)
+		o.autoconfig(w, r, host)
 	case path == "/autodiscover/autodiscover.xml":
-		h.autodiscover(w, r)
+		o.autodiscover(w, r)
 	case path == "/mobileconfig":
-		h.mobileconfig(w, r)
+		o.mobileconfig(w, r)
 	default:
-		h.o.Fallback.ServeHTTP(w, r)
+		o.Fallback.ServeHTTP(w, r)
 	}
 }
 
 // refuse answers an error status with a short plain text that reveals
 // nothing of the configuration.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, why error) {
-	h.o.Logger.Debug("http: request refused", "path", r.URL.Path, "host", r.Host,
+func (o *Options) refuse(w http.ResponseWriter, r *http.Request, status int, why error) {
+	o.Logger.Debug("http: request refused", "path", r.URL.Path, "host", r.Host,
 		"remote", r.RemoteAddr, "status", status, "why", why)
 	http.Error(w, http.StatusText(status), status)
 }
 
 // onlyGet refuses other methods than GET and HEAD; it reports whether the
 // request may go on.
-func (h *Handler) onlyGet(w http.ResponseWriter, r *http.Request) bool {
+func (o *Options) onlyGet(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return true
 	}
 	w.Header().Set("Allow", "GET, HEAD")
-	h.refuse(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s", r.Method))
+	o.refuse(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s", r.Method))
 	return false
 }
 
 // mtaSTS serves the MTA-STS policy of mta-sts.DOMAIN for a local DOMAIN.
-func (h *Handler) mtaSTS(w http.ResponseWriter, r *http.Request, host string) {
-	if !h.onlyGet(w, r) {
+func (o *Options) mtaSTS(w http.ResponseWriter, r *http.Request, host string) {
+	if !o.onlyGet(w, r) {
 		return
 	}
 	domain, ok := strings.CutPrefix(host, "mta-sts.")
 	// RFC 8461 §3.3: the policy is fetched over HTTPS from
 	// mta-sts.DOMAIN; plain HTTP does not count.
-	if h.o.Policy == nil || r.TLS == nil || !ok || !h.o.IsLocal(domain) {
-		h.refuse(w, r, http.StatusNotFound, fmt.Errorf("no policy for host %q", host))
+	if o.Policy == nil || r.TLS == nil || !ok || !o.IsLocal(domain) {
+		o.refuse(w, r, http.StatusNotFound, fmt.Errorf("no policy for host %q", host))
 		return
 	}
 	// RFC 8461 §3.3: media type text/plain; redirects are not followed,
 	// so the answer is the policy itself.
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
-	fmt.Fprint(w, h.o.Policy.Text())
+	fmt.Fprint(w, o.Policy.Text())
 }
 
 // ParseAddress checks an e-mail address a client sent and returns it with
