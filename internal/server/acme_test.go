@@ -1,0 +1,114 @@
+package server
+
+import (
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
+)
+
+// TestACMEWithPebble builds a server with tls.acme against pebble, which
+// validates over the server's own HTTPS listener (TLS-ALPN-01): POP3S
+// then presents a certificate chaining to pebble's root for the host name,
+// with SNI and without; the HTTPS listener serves the MTA-STS policy under
+// a certificate for mta-sts.DOMAIN, and orders the one of
+// autoconfig.DOMAIN on its first handshake. No self-signed certificate is
+// made.
+func TestACMEWithPebble(t *testing.T) {
+	cfg := testConfig(t)
+	a := testutil.FreeAddrs(t, 2)
+	cfg.HTTPS.Listen, cfg.HTTP.Listen = a[0], a[1]
+	p := testutil.StartPebble(t, testutil.PebbleOptions{TLSPort: testutil.Port(t, a[0]), HTTPPort: testutil.Port(t, a[1])})
+	cfg.TLS.ACME = true
+	cfg.TLS.ACMEEmail = "postmaster@example.test"
+	cfg.TLS.ACMEDirectory = p.Directory
+	cfg.TLS.ACMECAFile = p.CAFile(t, t.TempDir())
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testutil.SyncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, nil))
+	srv, err := Build(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer func() {
+		srv.Shutdown(logger)
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	}()
+	addr := map[string]string{}
+	for _, l := range srv.Listeners() {
+		addr[l.Name] = l.Addr
+	}
+	roots := p.Roots(t)
+	testutil.WaitFor(t, 90*time.Second, "the ACME certificate on POP3S", func() bool {
+		_, err := tlsLeaf(t, "implicit", addr["pop3s"], &tls.Config{ServerName: "mail.example.test", RootCAs: roots})
+		return err == nil
+	})
+	// Without SNI: the host name's certificate.
+	leaf, err := tlsLeaf(t, "implicit", addr["pop3s"], &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leaf.VerifyHostname("mail.example.test"); err != nil {
+		t.Errorf("no SNI: %v", err)
+	}
+	// STLS too.
+	if _, err := tlsLeaf(t, "stls", addr["pop3"], &tls.Config{ServerName: "mail.example.test", RootCAs: roots}); err != nil {
+		t.Errorf("STLS: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.TLSDir(), "cert.pem")); err == nil {
+		t.Error("a self-signed certificate was generated with tls.acme")
+	}
+
+	// HTTPS with certificates for the well-known names.
+	fetch := func(host, path string) (int, string) {
+		t.Helper()
+		tr := &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots},
+			Dial:            func(network, _ string) (net.Conn, error) { return net.Dial(network, addr["https"]) },
+		}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 2 * time.Minute}).Get("https://" + host + path)
+		if err != nil {
+			t.Fatalf("https://%s%s: %v", host, path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	var code int
+	var body string
+	testutil.WaitFor(t, 60*time.Second, "the mta-sts certificate", func() bool {
+		_, err := tlsLeaf(t, "implicit", addr["https"], &tls.Config{ServerName: "mta-sts.example.test", RootCAs: roots})
+		return err == nil
+	})
+	code, body = fetch("mta-sts.example.test", "/.well-known/mta-sts.txt")
+	if code != 200 || body != "version: STSv1\r\nmode: testing\r\nmx: mail.example.test\r\nmax_age: 604800\r\n" {
+		t.Errorf("policy: %d %q", code, body)
+	}
+	// Ordered on demand, during the first handshake.
+	if code, _ = fetch("autoconfig.example.test", "/mail/config-v1.1.xml"); code != 200 {
+		t.Errorf("autoconfig: %d", code)
+	}
+	// A name that is not ours gets no certificate (and no order).
+	if _, err := tlsLeaf(t, "implicit", addr["https"], &tls.Config{ServerName: "autoconfig.elsewhere.example", RootCAs: roots}); err == nil {
+		t.Error("a certificate verified for a foreign name")
+	}
+	// The certificates are kept in the data folder.
+	for _, name := range []string{"mail.example.test", "mta-sts.example.test", "autoconfig.example.test"} {
+		if _, err := os.Stat(filepath.Join(cfg.ACMEDir(), name)); err != nil {
+			t.Errorf("certificate of %s not stored: %v", name, err)
+		}
+	}
+}
