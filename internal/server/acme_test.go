@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -76,7 +77,9 @@ func TestACMEWithPebble(t *testing.T) {
 		t.Helper()
 		tr := &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: roots},
-			Dial:            func(network, _ string) (net.Conn, error) { return net.Dial(network, addr["https"]) },
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr["https"])
+			},
 		}
 		defer tr.CloseIdleConnections()
 		resp, err := (&http.Client{Transport: tr, Timeout: 2 * time.Minute}).Get("https://" + host + path)

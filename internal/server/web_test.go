@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/xml"
@@ -163,7 +164,9 @@ func TestWellKnownDocumentsFromConfig(t *testing.T) {
 		}
 		tr := &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: cert.Pool(), ServerName: host},
-			Dial:            func(network, _ string) (net.Conn, error) { return net.Dial(network, listen) },
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, listen)
+			},
 		}
 		defer tr.CloseIdleConnections()
 		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(scheme + "://" + host + path)
