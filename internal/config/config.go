@@ -13,7 +13,8 @@
 // default.
 //
 // Relative file paths in the configuration (users.file, smtp.aliases_file,
-// tls.cert, tls.key) are relative to data_dir; data_dir itself is relative to
+// tls.cert, tls.key, tls.certificate, tls.acme_ca_file) are relative to
+// data_dir; data_dir itself is relative to
 // the working directory.
 package config
 

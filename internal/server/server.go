@@ -74,7 +74,7 @@ type smtpRole struct {
 }
 
 // Listener is one open listener: its name (pop3, pop3s, smtp, submission,
-// submissions, lmtp) and its address.
+// submissions, lmtp, http, https) and its address.
 type Listener struct {
 	Name string
 	Addr string

@@ -202,3 +202,72 @@ func TestWellKnownDocumentsFromConfig(t *testing.T) {
 		t.Errorf("autoconfig of a foreign domain: %d, want 404", code)
 	}
 }
+
+// TestReloadAddsCertificate: a [[tls.certificate]] added to the
+// configuration is served by SNI after Reload, without a restart, and a
+// changed MTA-STS mode is served at once.
+func TestReloadAddsCertificate(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HTTPS.Listen = "127.0.0.1:0"
+	primary := testutil.NewCert(t, "mail.example.test", "mta-sts.example.test")
+	cfg.TLS.Cert, cfg.TLS.Key = writeCert(t, cfg.DataDir, primary)
+	logger := slog.New(slog.DiscardHandler)
+	srv, err := Build(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Shutdown(logger)
+	addr := map[string]string{}
+	for _, l := range srv.Listeners() {
+		addr[l.Name] = l.Addr
+	}
+	other := testutil.NewCert(t, "pop.example.net")
+	sniLeaf := func() *x509.Certificate {
+		t.Helper()
+		leaf, err := tlsLeaf(t, "implicit", addr["pop3s"], &tls.Config{ServerName: "pop.example.net", InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf
+	}
+	if sniLeaf().Equal(other.Leaf) {
+		t.Fatal("served before it is configured")
+	}
+	next := *srv.Config()
+	c, k := writeCert(t, cfg.DataDir, other)
+	next.TLS.Certificates = []config.CertificateFiles{{Cert: c, Key: k}}
+	next.MTASTS.Mode = "enforce"
+	if _, err := srv.Reload(&next, logger); err != nil {
+		t.Fatal(err)
+	}
+	if !sniLeaf().Equal(other.Leaf) {
+		t.Error("the added certificate is not served after Reload")
+	}
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: primary.Pool()},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr["https"])
+		},
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://mta-sts.example.test/.well-known/mta-sts.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "mode: enforce\r\n") {
+		t.Errorf("policy after Reload: %q", body)
+	}
+	// Oversized headers are refused.
+	req, _ := http.NewRequest("GET", "https://mta-sts.example.test/.well-known/mta-sts.txt", nil)
+	req.Header.Set("X-Big", strings.Repeat("x", 64<<10))
+	resp, err = (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("64 KiB header: %s", resp.Status)
+		}
+	}
+}
