@@ -26,6 +26,7 @@ type fixture struct {
 	https  string // address of the TLS listener
 	pebble *testutil.Pebble
 	dir    string
+	logs   *testutil.SyncBuffer
 }
 
 // newFixture starts pebble and the listeners: withTLS and withHTTP choose
@@ -68,7 +69,7 @@ func newFixture(t *testing.T, withTLS, withHTTP bool, validity time.Duration, na
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{mg: mg, https: tlsL.Addr().String(), pebble: p, dir: dir}
+	f := &fixture{mg: mg, https: tlsL.Addr().String(), pebble: p, dir: dir, logs: logs}
 	if withTLS {
 		cfg := &tls.Config{GetCertificate: mg.GetCertificate, NextProtos: []string{"http/1.1", acme.ALPNProto}}
 		srv := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: 10 * time.Second}
@@ -200,6 +201,10 @@ func TestHostileNames(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("second handshake waited %v", d)
+	}
+	// The log says why there is no certificate.
+	if l := f.logs.String(); !strings.Contains(l, "no certificate for this name yet") || !strings.Contains(l, "name=mail.postino.test") {
+		t.Errorf("the failure is not logged:\n%s", l)
 	}
 	if strings.Contains(f.pebble.Log.String(), "evil.example.com") {
 		t.Error("an order was placed for a name not configured")

@@ -95,6 +95,11 @@ func (c *Config) validateWeb(v *validator) {
 		if !strings.Contains(strings.Trim(c.Hostname, "."), ".") {
 			v.add("hostname", "must be a public host name (with a dot) with tls.acme (got %q)", c.Hostname)
 		}
+		for i, n := range c.TLS.Names {
+			if !strings.Contains(strings.Trim(n, "."), ".") {
+				v.add(fmt.Sprintf("tls.names[%d]", i), "must be a public host name (with a dot) with tls.acme (got %q)", n)
+			}
+		}
 		if c.HTTP.Listen == "" && c.HTTPS.Listen == "" {
 			v.add("tls.acme", "needs https.listen (port 443, TLS-ALPN-01) or http.listen (port 80, HTTP-01) for the CA to check control of the names")
 		}

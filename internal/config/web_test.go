@@ -75,6 +75,7 @@ func TestWebValidation(t *testing.T) {
 		{"hostname = \"localhost\"\n[https]\nlisten = \":443\"\n[tls]\nacme = true\nacme_email = \"a@example.org\"", "hostname: must be a public host name"},
 		{"hostname = \"mail.example.org\"\n[https]\nlisten = \":443\"\n[tls]\nacme = true\nacme_email = \"a@example.org\"\nacme_directory = \"http://ca.example/dir\"", "tls.acme_directory"},
 		{"[tls]\nnames = [\"bad name\"]", "tls.names[0]"},
+		{"hostname = \"mail.example.org\"\n[https]\nlisten = \":443\"\n[tls]\nacme = true\nacme_email = \"a@example.org\"\nnames = [\"mail.example.net\", \"intranet\"]", "tls.names[1]: must be a public host name"},
 		{"[[tls.certificate]]\ncert = \"x\"", "tls.certificate[0]"},
 		{"[mta_sts]\nmode = \"strict\"", "mta_sts.mode"},
 		{"[mta_sts]\nmax_age = \"9000h\"", "mta_sts.max_age"},
