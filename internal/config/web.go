@@ -1,11 +1,15 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/postino-mail/postino/internal/tlsutil"
 )
 
 // HTTPConfig is the [http] section.
@@ -21,7 +25,7 @@ type HTTPSConfig struct {
 // MTASTSConfig is the [mta_sts] section.
 type MTASTSConfig struct {
 	Mode   string   `toml:"mode" comment:"Policy mode: testing (senders report failures but deliver anyway), enforce (senders deliver only over verified TLS to the mx names) or none (withdraws a policy)."`
-	MX     []string `toml:"mx" comment:"Host names senders may deliver to (\\"*.example.org\\" patterns allowed): the names in the MX records of the local domains. Empty: hostname and tls.names."`
+	MX     []string `toml:"mx" comment:"Host names senders may deliver to (\"*.example.org\" patterns allowed): the names in the MX records of the local domains. Empty: hostname and tls.names."`
 	MaxAge Duration `toml:"max_age" comment:"How long senders keep the policy (whole seconds, at most 8766h = one year, RFC 8461 §3.2)."`
 }
 
@@ -114,6 +118,33 @@ func (c *Config) validateWeb(v *validator) {
 		// RFC 8461 §3.2: an mx pattern is a host name, or "*." and one.
 		if msg := checkDomain(strings.TrimPrefix(mx, "*.")); msg != "" {
 			v.add(fmt.Sprintf("mta_sts.mx[%d]", i), "%s", msg)
+		}
+	}
+}
+
+// checkWebFiles checks the files of each [[tls.certificate]] (as tls.cert
+// and tls.key are checked) and tls.acme_ca_file.
+func (k *checker) checkWebFiles(c *Config, now time.Time) {
+	for i, p := range c.TLS.Certificates {
+		if p.Cert == "" || p.Key == "" {
+			continue // validate reported it
+		}
+		key := fmt.Sprintf("tls.certificate[%d]", i)
+		pc := tlsutil.CheckPair(c.ResolvePath(p.Cert), c.ResolvePath(p.Key), "", now)
+		for _, e := range pc.Errors {
+			k.conf(SeverityError, key+"."+e.Which, "%v", e.Err)
+		}
+		for _, w := range pc.Warnings {
+			k.conf(SeverityWarning, key+"."+w.Which, "%v", w.Err)
+		}
+	}
+	if f := c.TLS.ACMECAFile; f != "" {
+		data, err := os.ReadFile(c.ResolvePath(f))
+		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(data) {
+			err = fmt.Errorf("%s holds no PEM certificate", c.ResolvePath(f))
+		}
+		if err != nil {
+			k.conf(SeverityError, "tls.acme_ca_file", "%v", err)
 		}
 	}
 }

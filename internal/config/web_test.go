@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -89,6 +90,27 @@ func TestWebValidation(t *testing.T) {
 		_, err := loadString(t, tc.text)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want it to mention %q", tc.text, err, tc.want)
+		}
+	}
+}
+
+// TestCheckWebFiles: postino config check reads the files of each
+// [[tls.certificate]] and tls.acme_ca_file.
+func TestCheckWebFiles(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.pem")
+	os.WriteFile(bad, []byte("not PEM\n"), 0o600)
+	res, _ := checkFile(t, quietListeners+fmt.Sprintf(`
+[tls]
+acme_ca_file = %q
+[[tls.certificate]]
+cert = %q
+key = "/nonexistent/key.pem"
+`, bad, bad))
+	got := findings(res)
+	for _, w := range []string{"tls.certificate[0].cert: ", "tls.certificate[0].key: ", "tls.acme_ca_file: " + bad + " holds no PEM certificate"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing %q in:\n%s", w, got)
 		}
 	}
 }
