@@ -157,15 +157,33 @@ func (s *CertSet) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 }
 
 // covering returns the certificate of the first reloader whose leaf is
-// valid for name (its DNS names, wildcards included), or nil.
+// valid for name (a lower-case host name), or nil.
 func covering(rs []*Reloader, name string) *tls.Certificate {
 	for _, r := range rs {
 		c := r.cert.Load()
-		if c != nil && c.Leaf != nil && c.Leaf.VerifyHostname(name) == nil {
+		if c != nil && c.Leaf != nil && covers(c.Leaf.DNSNames, name) {
 			return c
 		}
 	}
 	return nil
+}
+
+// covers reports whether one of a certificate's DNS names matches name,
+// without allocating: equal ignoring case, or a wildcard "*.rest" that
+// stands for exactly the left-most label (RFC 6125 §6.4.3).
+func covers(dnsNames []string, name string) bool {
+	_, parent, hasDot := strings.Cut(name, ".")
+	for _, n := range dnsNames {
+		n = strings.TrimSuffix(n, ".")
+		if strings.EqualFold(n, name) {
+			return true
+		}
+		if rest, ok := strings.CutPrefix(n, "*."); ok && hasDot && parent != "" &&
+			strings.Contains(rest, ".") && strings.EqualFold(rest, parent) {
+			return true
+		}
+	}
+	return false
 }
 
 // Primary returns the first certificate file pair's Reloader, or nil when

@@ -3,6 +3,7 @@ package tlsutil
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,7 +12,7 @@ import (
 )
 
 // writePair writes a test certificate for names and returns its files.
-func writeSNIPair(t *testing.T, names ...string) (Pair, testutil.Cert) {
+func writeSNIPair(t testing.TB, names ...string) (Pair, testutil.Cert) {
 	t.Helper()
 	c := testutil.NewCert(t, names...)
 	certPEM, keyPEM := c.PEM(t)
@@ -151,6 +152,23 @@ func TestCertSetSetPairsKeepsOldOnError(t *testing.T) {
 	}
 }
 
+func TestCovers(t *testing.T) {
+	names := []string{"mail.example.org", "*.example.net", "Pop.Example.COM."}
+	for name, want := range map[string]bool{
+		"mail.example.org": true, "x.mail.example.org": false, "example.org": false,
+		"pop.example.net": true, "a.pop.example.net": false, "example.net": false,
+		"pop.example.com": true, "": false, "*.example.net": true,
+	} {
+		if got := covers(names, name); got != want {
+			t.Errorf("covers(%q) = %v, want %v", name, got, want)
+		}
+	}
+	// A wildcard over a single label ("*.org") matches nothing.
+	if covers([]string{"*.org"}, "example.org") {
+		t.Error("*.org covers example.org")
+	}
+}
+
 // TestCertSetHandshake runs real handshakes with and without SNI.
 func TestCertSetHandshake(t *testing.T) {
 	a, ca := writeSNIPair(t, "mail.example.org")
@@ -191,6 +209,27 @@ func TestCertSetHandshake(t *testing.T) {
 		c.Close()
 		if !got.Equal(tc.want.Leaf) {
 			t.Errorf("SNI %q: got %v", tc.sni, got.DNSNames)
+		}
+	}
+}
+
+// BenchmarkCertSetGetCertificate measures the choice among 20 certificate
+// files for a name covered by the last one (the worst case).
+func BenchmarkCertSetGetCertificate(b *testing.B) {
+	var pairs []Pair
+	for i := range 20 {
+		p, _ := writeSNIPair(b, fmt.Sprintf("mail%d.example.org", i))
+		pairs = append(pairs, p)
+	}
+	s, err := NewCertSet("mail0.example.org", pairs, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hello := &tls.ClientHelloInfo{ServerName: "mail19.example.org"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.GetCertificate(hello); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
