@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,5 +116,87 @@ func TestACMEWithPebble(t *testing.T) {
 			_, err := os.Stat(filepath.Join(cfg.ACMEDir(), name))
 			return err == nil
 		})
+	}
+}
+
+// TestACMEOverHTTP01Only: with only http.listen, pebble's TLS-ALPN-01
+// port is closed and the certificate is obtained over HTTP-01 on the HTTP
+// listener; POP3S then serves it.
+func TestACMEOverHTTP01Only(t *testing.T) {
+	cfg := testConfig(t)
+	a := testutil.FreeAddrs(t, 2)
+	closedTLS := a[0] // nothing listens there
+	cfg.HTTP.Listen = a[1]
+	p := testutil.StartPebble(t, testutil.PebbleOptions{TLSPort: testutil.Port(t, closedTLS), HTTPPort: testutil.Port(t, a[1])})
+	cfg.TLS.ACME = true
+	cfg.TLS.ACMEEmail = "postmaster@example.test"
+	cfg.TLS.ACMEDirectory = p.Directory
+	cfg.TLS.ACMECAFile = p.CAFile(t, t.TempDir())
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testutil.SyncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, nil))
+	srv, err := Build(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer func() {
+		srv.Shutdown(logger)
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	}()
+	var pop3s string
+	for _, l := range srv.Listeners() {
+		if l.Name == "pop3s" {
+			pop3s = l.Addr
+		}
+	}
+	roots := p.Roots(t)
+	testutil.WaitFor(t, 90*time.Second, "the ACME certificate on POP3S", func() bool {
+		_, err := tlsLeaf(t, "implicit", pop3s, &tls.Config{ServerName: "mail.example.test", RootCAs: roots})
+		return err == nil
+	})
+}
+
+// TestACMENothingServedUntilObtained: while the CA cannot validate (its
+// validation ports lead nowhere), TLS handshakes on POP3S fail, with SNI
+// or without; nothing self-signed is served in the meantime, and the log
+// says why.
+func TestACMENothingServedUntilObtained(t *testing.T) {
+	cfg := testConfig(t)
+	a := testutil.FreeAddrs(t, 3)
+	cfg.HTTPS.Listen = a[0]
+	p := testutil.StartPebble(t, testutil.PebbleOptions{TLSPort: testutil.Port(t, a[1]), HTTPPort: testutil.Port(t, a[2])})
+	cfg.TLS.ACME = true
+	cfg.TLS.ACMEEmail = "postmaster@example.test"
+	cfg.TLS.ACMEDirectory = p.Directory
+	cfg.TLS.ACMECAFile = p.CAFile(t, t.TempDir())
+	logs := &testutil.SyncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, nil))
+	srv, err := Build(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Shutdown(logger)
+	var pop3s string
+	for _, l := range srv.Listeners() {
+		if l.Name == "pop3s" {
+			pop3s = l.Addr
+		}
+	}
+	testutil.WaitFor(t, 60*time.Second, "the failed order in the log", func() bool {
+		return strings.Contains(logs.String(), "no certificate for this name yet")
+	})
+	for _, sni := range []string{"mail.example.test", ""} {
+		if leaf, err := tlsLeaf(t, "implicit", pop3s, &tls.Config{ServerName: sni, InsecureSkipVerify: true}); err == nil {
+			t.Errorf("SNI %q: a certificate was served before one was obtained: %v", sni, leaf.Subject)
+		}
+	}
+	if _, ok := srv.SelfSigned(); ok {
+		t.Error("the server reports a self-signed certificate with tls.acme")
 	}
 }
