@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -197,6 +198,39 @@ func TestWellKnownDocumentsFromConfig(t *testing.T) {
 			out[0].Port != listenerPort(cfg.SMTP.Submissions) || out[1].Port != listenerPort(cfg.SMTP.Submission) {
 			t.Errorf("%s autoconfig: %+v", scheme, cc.Provider)
 		}
+	}
+	// With curl, as a client would: autodiscover (POST) and the profile.
+	curl := testutil.NeedProgram(t, "curl")
+	caPEM, _ := cert.PEM(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rn := testutil.Runner{Timeout: 30 * time.Second, Split: true}
+	httpsPort := listenerPort(cfg.HTTPS.Listen)
+	r := rn.Run(t, nil, nil, curl, "-sS", "--fail", "--cacert", caFile,
+		"--resolve", fmt.Sprintf("mail.example.test:%d:127.0.0.1", httpsPort),
+		"-H", "Content-Type: text/xml", "--data-binary",
+		"<Autodiscover><Request><EMailAddress>alice@example.test</EMailAddress></Request></Autodiscover>",
+		fmt.Sprintf("https://mail.example.test:%d/autodiscover/autodiscover.xml", httpsPort))
+	if r.Code != 0 {
+		t.Fatalf("curl autodiscover: %s", r)
+	}
+	var ad wellknown.AutodiscoverResponse
+	if err := xml.Unmarshal([]byte(r.Stdout), &ad); err != nil {
+		t.Fatalf("autodiscover: %v\n%s", err, r.Stdout)
+	}
+	ps := ad.Response.Account.Protocols
+	if len(ps) != 2 || ps[0].Type != "POP3" || ps[0].Port != listenerPort(cfg.POP3.ListenTLS) || ps[0].Server != cfg.Hostname ||
+		ps[1].Type != "SMTP" || ps[1].Port != listenerPort(cfg.SMTP.Submissions) || ps[0].LoginName != "alice@example.test" {
+		t.Errorf("autodiscover: %+v", ps)
+	}
+	r = rn.Run(t, nil, nil, curl, "-sS", "--fail", "--cacert", caFile, "-D", "-",
+		"--resolve", fmt.Sprintf("mail.example.test:%d:127.0.0.1", httpsPort),
+		fmt.Sprintf("https://mail.example.test:%d/mobileconfig?email=alice%%40example.test", httpsPort))
+	if r.Code != 0 || !strings.Contains(r.Stdout, "application/x-apple-aspen-config") ||
+		!strings.Contains(r.Stdout, fmt.Sprintf("<integer>%d</integer>", listenerPort(cfg.POP3.ListenTLS))) {
+		t.Errorf("curl mobileconfig: %s", r)
 	}
 	if code, _ := get("http", "autoconfig.elsewhere.example", "/mail/config-v1.1.xml"); code != 404 {
 		t.Errorf("autoconfig of a foreign domain: %d, want 404", code)
