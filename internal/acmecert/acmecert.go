@@ -29,9 +29,6 @@ import (
 	"golang.org/x/crypto/acme/autocert"
 )
 
-// LetsEncrypt is the directory URL of Let's Encrypt's production CA.
-const LetsEncrypt = autocert.DefaultACMEDirectory
-
 // Retry bounds: after a failed order, a name is tried again after
 // retryMin (more than the minute autocert itself keeps a failure), then twice as long each time, up to retryMax. Handshakes for
 // it in between fail at once with the last error, so that clients cannot
@@ -49,7 +46,7 @@ var ErrNotObtained = errors.New("acme: no certificate obtained yet")
 type Options struct {
 	// Email is the contact address of the ACME account (RFC 8555 §7.3).
 	Email string
-	// DirectoryURL is the CA's directory; empty means LetsEncrypt.
+	// DirectoryURL is the CA's directory (RFC 8555 §7.1.1); required.
 	DirectoryURL string
 	// HTTPClient talks to the CA; nil means http.DefaultClient. Use
 	// HTTPClientWithCA for a private CA.
@@ -90,7 +87,7 @@ type failure struct {
 }
 
 // New returns a Manager for o. It fails on a name autocert cannot order
-// (no dot, such as "localhost") or a missing Cache.
+// (no dot, such as "localhost"), a missing Cache or directory URL.
 func New(o Options) (*Manager, error) {
 	if o.Cache == nil {
 		return nil, errors.New("acme: no certificate cache")
@@ -101,7 +98,7 @@ func New(o Options) (*Manager, error) {
 	}
 	dir := o.DirectoryURL
 	if dir == "" {
-		dir = LetsEncrypt
+		return nil, errors.New("acme: no directory URL")
 	}
 	mg := &Manager{
 		names: map[string]bool{}, allow: o.Allow, logger: logger,

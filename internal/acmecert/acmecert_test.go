@@ -212,11 +212,14 @@ func TestHostileNames(t *testing.T) {
 }
 
 func TestNewRefusesBareNames(t *testing.T) {
-	if _, err := New(Options{Cache: DirCache(t.TempDir()), Names: []string{"localhost"}}); err == nil {
+	if _, err := New(Options{Cache: DirCache(t.TempDir()), DirectoryURL: "https://ca.example/dir", Names: []string{"localhost"}}); err == nil {
 		t.Error("New accepted localhost")
 	}
-	if _, err := New(Options{Names: []string{"mail.example.org"}}); err == nil {
+	if _, err := New(Options{Names: []string{"mail.example.org"}, DirectoryURL: "https://ca.example/dir"}); err == nil {
 		t.Error("New accepted no cache")
+	}
+	if _, err := New(Options{Names: []string{"mail.example.org"}, Cache: DirCache(t.TempDir())}); err == nil {
+		t.Error("New accepted no directory URL")
 	}
 }
 

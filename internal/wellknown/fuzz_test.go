@@ -2,12 +2,9 @@ package wellknown
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"testing"
 )
-
-func writeFile(path string, data []byte) error { return os.WriteFile(path, data, 0o644) }
 
 // FuzzParseAutodiscoverRequest: any body either yields an address that
 // ParseAddress accepts, or an ErrBadRequest/ErrBadAddress error; it never

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -226,7 +227,7 @@ func TestDocumentsOverHTTPWithCurl(t *testing.T) {
 	_, port, _ = strings.Cut(port, ":")
 	caPEM, _ := cert.PEM(t)
 	caFile := t.TempDir() + "/ca.pem"
-	if err := writeFile(caFile, caPEM); err != nil {
+	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	rn := testutil.Runner{Timeout: 30 * time.Second, Split: true}
