@@ -1,7 +1,8 @@
 // Package server assembles a running postino from its configuration: the
-// TLS certificates, the user database, the mail store, the POP3 server,
-// the SMTP servers (MX, submission, LMTP), the outbound queue and the
-// failed-login guard with its admin socket.
+// TLS certificates (files chosen by SNI, or ACME), the user database, the
+// mail store, the POP3 server, the SMTP servers (MX, submission, LMTP), the
+// HTTP(S) listeners, the outbound queue and the failed-login guard with its
+// admin socket.
 package server
 
 import (
