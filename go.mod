@@ -16,5 +16,10 @@ require (
 	golang.org/x/term v0.47.0
 )
 
+require (
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+)
+
 // A patched copy of go-smtp v0.25.1: see third_party/go-smtp/POSTINO.md.
 replace github.com/emersion/go-smtp => ./third_party/go-smtp

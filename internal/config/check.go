@@ -182,6 +182,7 @@ func Check(ctx context.Context, path string, opts CheckOptions) *CheckResult {
 		now = time.Now()
 	}
 	k.checkTLS(c, now)
+	k.checkWebFiles(c, now)
 	users := k.checkUsers(c)
 	domains := k.checkAliases(c)
 	local := c.SMTP.LocalDomains
@@ -527,6 +528,7 @@ func (k *checker) checkListeners(ctx context.Context, c *Config) {
 		{"pop3.listen", c.POP3.Listen}, {"pop3.listen_tls", c.POP3.ListenTLS},
 		{"smtp.listen", c.SMTP.Listen}, {"smtp.submission", c.SMTP.Submission},
 		{"smtp.submissions", c.SMTP.Submissions}, {"smtp.lmtp", c.SMTP.LMTP},
+		{"http.listen", c.HTTP.Listen}, {"https.listen", c.HTTPS.Listen},
 	} {
 		if l.addr == "" {
 			continue

@@ -13,7 +13,8 @@
 // default.
 //
 // Relative file paths in the configuration (users.file, smtp.aliases_file,
-// tls.cert, tls.key) are relative to data_dir; data_dir itself is relative to
+// tls.cert, tls.key, tls.certificate, tls.acme_ca_file) are relative to
+// data_dir; data_dir itself is relative to
 // the working directory.
 package config
 
@@ -62,6 +63,9 @@ type Config struct {
 	Fetch    FetchConfig    `toml:"fetch" comment:"Downloading remote POP3 mailboxes with 'postino fetch'."`
 	DNS      DNSConfig      `toml:"dns" comment:"DNS lookups."`
 	MailAuth MailAuthConfig `toml:"mailauth" comment:"Sender authentication of mail received on the MX: SPF, DKIM, DMARC and Authentication-Results."`
+	HTTP     HTTPConfig     `toml:"http" comment:"Plain HTTP listener: ACME HTTP-01 challenges and the client autoconfiguration documents."`
+	HTTPS    HTTPSConfig    `toml:"https" comment:"HTTPS listener: ACME TLS-ALPN-01 challenges, the MTA-STS policy and the client autoconfiguration documents."`
+	MTASTS   MTASTSConfig   `toml:"mta_sts" comment:"MTA-STS policy (RFC 8461) served on https://mta-sts.DOMAIN/.well-known/mta-sts.txt for each local domain when https.listen is set."`
 }
 
 // TLSConfig is the [tls] section.
@@ -69,6 +73,19 @@ type TLSConfig struct {
 	Cert       string `toml:"cert" comment:"PEM certificate chain file. When cert and key are both empty, a self-signed certificate is generated in DATA/tls on first start. Both files are watched and reloaded when they change."`
 	Key        string `toml:"key" comment:"PEM private key file matching cert."`
 	MinVersion string `toml:"min_version" reload:"restart" comment:"Oldest TLS version accepted: \"1.2\" or \"1.3\"."`
+
+	Names         []string           `toml:"names" reload:"restart" comment:"Further public host names of this server besides hostname (e.g. the MX and POP3 names of other domains); with acme, a certificate is obtained for each."`
+	ACME          bool               `toml:"acme" reload:"restart" comment:"Obtain and renew certificates automatically from an ACME certificate authority (Let's Encrypt by default) for hostname and names (and, with https.listen, mta-sts.D, autoconfig.D and autodiscover.D of each local domain D). Needs https.listen on port 443 (TLS-ALPN-01) or http.listen on port 80 (HTTP-01), reachable from the Internet. Certificates are kept in DATA/tls/acme. Files in cert/key and [[tls.certificate]] still win for the names they cover."`
+	ACMEEmail     string             `toml:"acme_email" reload:"restart" comment:"Contact address of the ACME account (expiry and policy notices); required with acme."`
+	ACMEDirectory string             `toml:"acme_directory" reload:"restart" comment:"Directory URL of the ACME certificate authority. For tests against Let's Encrypt use https://acme-staging-v02.api.letsencrypt.org/directory."`
+	ACMECAFile    string             `toml:"acme_ca_file" reload:"restart" comment:"PEM file of the root that signs the ACME directory's own HTTPS certificate, for a private CA; empty: the system roots."`
+	Certificates  []CertificateFiles `toml:"certificate" comment:"Further certificates, each a [[tls.certificate]] table, for the other host names this server answers as: every TLS listener picks the certificate whose names match the name the client asks for (SNI); a client that asks for none gets the one of hostname. None by default. An example follows."`
+}
+
+// CertificateFiles is one [[tls.certificate]] table.
+type CertificateFiles struct {
+	Cert string `toml:"cert" example:"/etc/postino/mail.example.net.crt" comment:"PEM certificate chain file; watched and reloaded when it changes."`
+	Key  string `toml:"key" example:"/etc/postino/mail.example.net.key" comment:"PEM private key file matching cert."`
 }
 
 // POP3Config is the [pop3] section.
@@ -148,7 +165,14 @@ func Default() *Config {
 		LogLevel:  "info",
 		LogFormat: "text",
 		TLS: TLSConfig{
-			MinVersion: "1.2",
+			MinVersion:    "1.2",
+			Names:         []string{},
+			ACMEDirectory: "https://acme-v02.api.letsencrypt.org/directory",
+		},
+		MTASTS: MTASTSConfig{
+			Mode:   "testing",
+			MX:     []string{},
+			MaxAge: D(7 * 24 * time.Hour),
 		},
 		POP3: POP3Config{
 			Listen:              "127.0.0.1:1110",
@@ -424,7 +448,8 @@ func (c *Config) AliasesFile() string {
 }
 
 // TLSFiles returns tls.cert and tls.key resolved against data_dir. Both are
-// empty when a self-signed certificate should be used.
+// empty when a self-signed certificate (or, with tls.acme, ACME) should be
+// used.
 func (c *Config) TLSFiles() (certFile, keyFile string) {
 	return c.ResolvePath(c.TLS.Cert), c.ResolvePath(c.TLS.Key)
 }

@@ -50,11 +50,12 @@ func TestRestartKeys(t *testing.T) {
 	}
 	want := []string{
 		"hostname", "data_dir", "log_format", "run_as",
-		"tls.min_version",
+		"tls.min_version", "tls.names", "tls.acme", "tls.acme_email", "tls.acme_directory", "tls.acme_ca_file",
 		"pop3.listen", "pop3.listen_tls", "pop3.dovecot_uidl_format",
 		"smtp.listen", "smtp.submission", "smtp.submissions", "smtp.lmtp",
 		"smtp.max_message_size", "smtp.command_timeout",
 		"queue.dns_server", "dns.server",
+		"http.listen", "https.listen",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("restart-only keys = %v\nwant %v", got, want)

@@ -268,6 +268,7 @@ func (c *Config) validate() []error {
 		{"pop3.listen", p.Listen}, {"pop3.listen_tls", p.ListenTLS},
 		{"smtp.listen", s.Listen}, {"smtp.submission", s.Submission},
 		{"smtp.submissions", s.Submissions}, {"smtp.lmtp", s.LMTP},
+		{"http.listen", c.HTTP.Listen}, {"https.listen", c.HTTPS.Listen},
 	}
 	used := map[string]string{}
 	for _, l := range listeners {
@@ -285,6 +286,8 @@ func (c *Config) validate() []error {
 		}
 		used[norm] = l.key
 	}
+
+	c.validateWeb(v)
 
 	// [fetch]
 	c.validateFetch(v)

@@ -1,7 +1,8 @@
 // Package server assembles a running postino from its configuration: the
-// TLS certificates, the user database, the mail store, the POP3 server,
-// the SMTP servers (MX, submission, LMTP), the outbound queue and the
-// failed-login guard with its admin socket.
+// TLS certificates (files chosen by SNI, or ACME), the user database, the
+// mail store, the POP3 server, the SMTP servers (MX, submission, LMTP), the
+// HTTP(S) listeners, the outbound queue and the failed-login guard with its
+// admin socket.
 package server
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,7 +43,8 @@ const shutdownGrace = 30 * time.Second
 
 // Server is a running postino: its listeners and the services behind them.
 type Server struct {
-	certs   *tlsutil.Reloader
+	certs   *tlsutil.CertSet
+	web     webState
 	tickets *tlsutil.TicketKeys
 	users   *auth.DB
 	pop3    *pop3.Server
@@ -82,7 +85,7 @@ type smtpRole struct {
 }
 
 // Listener is one open listener: its name (pop3, pop3s, smtp, submission,
-// submissions, lmtp) and its address.
+// submissions, lmtp, http, https) and its address.
 type Listener struct {
 	Name string
 	Addr string
@@ -124,6 +127,8 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	}
 	smtpWant, err := s.buildSMTP(cfg, logger, deliverer, tlsCfg)
 	if err == nil {
+		s.setLocal(cfg, logger)
+		smtpWant = append(smtpWant, s.buildWeb(cfg, logger)...)
 		err = s.openListeners(append(want, smtpWant...))
 	}
 	if err != nil {
@@ -143,15 +148,22 @@ type pending struct {
 	serve      func(net.Listener) error
 }
 
-// openTLS loads the configured certificate, or generates (once) and loads
-// the self-signed one, and returns the server TLS configuration over it.
+// openTLS loads the configured certificates, or generates (once) and loads
+// the self-signed one, sets up ACME when configured, and returns the server
+// TLS configuration over them, choosing the certificate by SNI.
 func (s *Server) openTLS(cfg *config.Config, logger *slog.Logger) (*tls.Config, error) {
-	certFile, keyFile, selfSigned, err := tlsFiles(cfg, logger)
+	pairs, selfSigned, err := certPairs(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
 	s.selfSign = selfSigned
-	certs, err := tlsutil.NewReloader(certFile, keyFile, logger)
+	var issuer tlsutil.Issuer
+	if s.web.acme, err = s.newACME(cfg, logger); err != nil {
+		return nil, err
+	} else if s.web.acme != nil {
+		issuer = s.web.acme
+	}
+	certs, err := tlsutil.NewCertSet(cfg.Hostname, pairs, issuer, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +366,7 @@ func (s *Server) openListeners(want []pending) error {
 		s.listeners = append(s.listeners, Listener{p.name, l.Addr().String()})
 		s.starts = append(s.starts, func() {
 			defer s.wg.Done()
-			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) && !errors.Is(err, smtpin.ErrServerClosed) {
+			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) && !errors.Is(err, smtpin.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
 				s.failed <- fmt.Errorf("%s on %s: %w", p.name, p.addr, err)
 			}
 		})
@@ -383,6 +395,7 @@ func (s *Server) startBackground() {
 		})
 		go s.runTLSReports(ctx)
 	}
+	s.startACME(ctx)
 }
 
 // guardSweepInterval is how often expired login blocks are noticed (and
@@ -513,9 +526,9 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	if err != nil {
 		return ch, err
 	}
-	certFile, keyFile, selfSigned, err := tlsFiles(eff, logger)
+	pairs, selfSigned, err := certPairs(eff, logger)
 	if err == nil {
-		err = s.certs.SetFiles(certFile, keyFile)
+		err = s.certs.SetPairs(pairs)
 	}
 	if err != nil {
 		return ch, err
@@ -526,6 +539,10 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	s.guard.SetLimits(eff.Guard(logger))
 	deliverer := eff.Deliverer(s.store, users, logger)
 	s.pop3.Update(eff.POP3Server(s.pop3Backend(eff, users, logger), s.tlsCfg, logger))
+	s.setLocal(eff, logger)
+	if s.web.docs != nil {
+		s.web.docs.SetOptions(s.docsOptions(eff, logger))
+	}
 	var errs []error
 	if s.queue != nil {
 		errs = append(errs, s.queue.SetOptions(s.queueOptions(eff, logger, deliverer, users, al, rw)))
@@ -603,6 +620,7 @@ func (s *Server) Shutdown(logger *slog.Logger) bool {
 	for range len(s.smtp) + 1 {
 		err = errors.Join(err, <-errs)
 	}
+	err = errors.Join(err, s.shutdownWeb(ctx))
 	s.cancel() // no more mail can arrive: stop the queue worker and the watcher
 	s.wg.Wait()
 	if s.queue != nil {

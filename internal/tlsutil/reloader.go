@@ -221,18 +221,23 @@ func (r *Reloader) Watch(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		if !r.changed() {
-			continue
-		}
-		certFile, keyFile := r.Files()
-		if err := r.Reload(); err != nil {
-			r.logger.Error("tls: reloading certificate failed; keeping the previous one",
-				"cert", certFile, "key", keyFile, "err", err)
-			continue
-		}
-		r.logger.Info("tls: certificate reloaded",
-			"cert", certFile, "key", keyFile, "sha256", r.Fingerprint())
+		r.poll()
 	}
+}
+
+// poll reloads the files if they changed, logging the outcome.
+func (r *Reloader) poll() {
+	if !r.changed() {
+		return
+	}
+	certFile, keyFile := r.Files()
+	if err := r.Reload(); err != nil {
+		r.logger.Error("tls: reloading certificate failed; keeping the previous one",
+			"cert", certFile, "key", keyFile, "err", err)
+		return
+	}
+	r.logger.Info("tls: certificate reloaded",
+		"cert", certFile, "key", keyFile, "sha256", r.Fingerprint())
 }
 
 // changed reports whether either file differs from when it was last loaded.
