@@ -178,6 +178,7 @@ func Default() *Config {
 			MaxMessageSize: defaultMaxMessageSize,
 		},
 		Queue: defaultQueue(),
+		DNS:   DNSConfig{PublicAddresses: []string{}},
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",

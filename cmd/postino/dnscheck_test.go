@@ -1,0 +1,236 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
+)
+
+// longCert writes a self-signed certificate for names valid for 90 days
+// (so that "check" does not warn about its expiry) and returns the
+// paths of the certificate and key files.
+func longCert(t *testing.T, dir string, names ...string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), 0o600)
+	return certFile, keyFile
+}
+
+// mailHost is a postino serving in-process for the DNS and POP3 checks.
+type mailHost struct {
+	config, certFile string
+	addr             map[string]string // pop3, pop3s, smtp, submission, submissions
+}
+
+// startMailHost writes a configuration for mail.example.test on free
+// loopback ports with a 90-day certificate, creates the data folder, a
+// user alice@example.test (password "secret") with DKIM keys for
+// example.test, and serves it until the test ends. extra is appended to
+// the [pop3] section.
+func startMailHost(t *testing.T, pop3Extra string) *mailHost {
+	t.Helper()
+	t.Setenv("POSTINO_CONFIG", "")
+	dir := t.TempDir()
+	certFile, keyFile := longCert(t, dir, "mail.example.test", "127.0.0.1")
+	free := testutil.FreeAddrs(t, 5)
+	h := &mailHost{config: filepath.Join(dir, "postino.toml"), certFile: certFile, addr: map[string]string{
+		"pop3": free[0], "pop3s": free[1], "smtp": free[2], "submission": free[3], "submissions": free[4],
+	}}
+	conf := fmt.Sprintf(`hostname = "mail.example.test"
+data_dir = %q
+[tls]
+cert = %q
+key = %q
+[pop3]
+listen = %q
+listen_tls = %q
+%s
+[smtp]
+listen = %q
+submission = %q
+submissions = %q
+local_domains = ["example.test"]
+[dns]
+public_addresses = ["127.0.0.1"]
+`, filepath.Join(dir, "data"), certFile, keyFile, h.addr["pop3"], h.addr["pop3s"], pop3Extra, h.addr["smtp"], h.addr["submission"], h.addr["submissions"])
+	if err := os.WriteFile(h.config, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"init"}, {"dkim", "keygen", "example.test"},
+	} {
+		if code, out, errs := runCmd(t, "", append(args, "--config", h.config)...); code != exitOK {
+			t.Fatalf("postino %v = %d\n%s%s", args, code, out, errs)
+		}
+	}
+	if code, out, errs := runCmd(t, "secret\n", "user", "add", "alice@example.test", "--password-stdin", "--config", h.config); code != exitOK {
+		t.Fatalf("user add = %d\n%s%s", code, out, errs)
+	}
+	var stdout, stderr testutil.SyncBuffer
+	sigs := make(chan os.Signal, 1)
+	env := &cmdEnv{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, signals: sigs}
+	done := make(chan int, 1)
+	go func() { done <- run(env, []string{"serve", "--config", h.config}) }()
+	t.Cleanup(func() {
+		sigs <- syscall.SIGTERM
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
+	testutil.WaitFor(t, 30*time.Second, "the listeners", func() bool {
+		for _, a := range h.addr {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err != nil {
+				return false
+			}
+			c.Close()
+		}
+		return true
+	})
+	return h
+}
+
+// splitZone sorts the record lines of "postino dns" into zones.
+func splitZone(t *testing.T, text string, origins ...string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, l := range strings.Split(text, "\n") {
+		if l == "" || strings.HasPrefix(l, ";") {
+			continue
+		}
+		owner := strings.Fields(l)[0]
+		found := false
+		for _, o := range origins {
+			if strings.HasSuffix(owner, "."+o+".") || owner == o+"." {
+				out[o] += l + "\n"
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Fatalf("record %q is in none of %q", l, origins)
+		}
+	}
+	return out
+}
+
+// TestDNSAndCheckDomain: "postino dns" prints a zone; served by a real
+// NSD, "postino check" finds every record, the ports, the certificates
+// and reverse DNS right and exits 0; a broken zone gives FAIL lines with
+// the fix and exit status 1.
+func TestDNSAndCheckDomain(t *testing.T) {
+	h := startMailHost(t, `plaintext_auth = "never"`)
+	code, zone, errs := runCmd(t, "", "dns", "example.test", "--config", h.config)
+	if code != exitOK {
+		t.Fatalf("dns = %d\n%s", code, errs)
+	}
+	_, pop3sPort, _ := net.SplitHostPort(h.addr["pop3s"])
+	for _, want := range []string{
+		"example.test. 3600 IN MX 10 mail.example.test.",
+		"_pop3s._tcp.example.test. 3600 IN SRV 0 1 " + pop3sPort + " mail.example.test.",
+		"1.0.0.127.in-addr.arpa. 3600 IN PTR mail.example.test.",
+		"._domainkey.example.test. 3600 IN TXT \"v=DKIM1; k=ed25519; p=",
+		"; warning: smtp.listen is port",
+	} {
+		if !strings.Contains(zone, want) {
+			t.Errorf("dns output lacks %q:\n%s", want, zone)
+		}
+	}
+	zones := splitZone(t, zone, "example.test", "127.in-addr.arpa")
+	zones["bl.test"] = ""
+	good := testutil.StartDNS(t, zones)
+	code, out, errs := runCmd(t, "", "check", "example.test", "--config", h.config, "--dns", good.Addr, "--ca", h.certFile, "--dnsbl", "bl.test")
+	if code != exitOK || strings.Contains(out, "FAIL ") || strings.Contains(out, "WARN ") {
+		t.Fatalf("check on the correct zone = %d\n%s%s", code, out, errs)
+	}
+	t.Logf("postino check on the correct zone:\n%s", out)
+	for _, want := range []string{"OK   TLS        pop3s 127.0.0.1:", "OK   TLS        smtp 127.0.0.1:", "OK   PORT       submission 127.0.0.1:", "OK   FCrDNS", "0 WARN, 0 FAIL"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// A broken zone: wrong MX, no SPF, wrong SRV port, PTR elsewhere.
+	var broken strings.Builder
+	for _, l := range strings.Split(zones["example.test"], "\n") {
+		switch {
+		case strings.Contains(l, " IN MX "):
+			l = "example.test. 3600 IN MX 10 mx.example.test."
+		case strings.Contains(l, "v=spf1"):
+			continue
+		case strings.HasPrefix(l, "_pop3s._tcp."):
+			l = "_pop3s._tcp.example.test. 3600 IN SRV 0 1 995 mail.example.test."
+		}
+		broken.WriteString(l + "\n")
+	}
+	bad := testutil.StartDNS(t, map[string]string{
+		"example.test":     broken.String(),
+		"127.in-addr.arpa": "1.0.0 PTR localhost.\n",
+	})
+	// Without --ca the test certificate is not trusted: each TLS port fails.
+	code, out, _ = runCmd(t, "", "check", "example.test", "--config", h.config, "--dns", bad.Addr, "--dnsbl", "")
+	if code != exitError {
+		t.Errorf("check on the broken zone = %d, want %d", code, exitError)
+	}
+	for _, want := range []string{
+		"FAIL MX         example.test: MX is 10 mx.example.test., not mail.example.test.\n     fix: publish example.test. 3600 IN MX 10 mail.example.test.",
+		"FAIL SPF        example.test: no record published\n     fix: publish example.test. 3600 IN TXT \"v=spf1 mx -all\"",
+		"FAIL SRV        _pop3s._tcp.example.test: SRV 0 1 995 mail.example.test., want port " + pop3sPort,
+		"FAIL PTR        127.0.0.1: PTR localhost., not mail.example.test.",
+		"FAIL TLS        pop3s " + h.addr["pop3s"] + ": TLS handshake: tls: failed to verify certificate",
+		"FAIL TLS        smtp " + h.addr["smtp"] + ": TLS handshake: tls: failed to verify certificate",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("broken check lacks %q:\n%s", want, out)
+		}
+	}
+	// Without public addresses, nothing is guessed.
+	code, _, errs = runCmd(t, "", "dns", "example.test", "--config", h.config, "--ipv4", "2001:db8::1")
+	if code != exitConfigError || !strings.Contains(errs, "--ipv4 2001:db8::1 is not an IPv4 address") {
+		t.Errorf("dns --ipv4 IPv6 = %d, %q", code, errs)
+	}
+}
