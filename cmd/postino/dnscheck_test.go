@@ -234,3 +234,50 @@ func TestDNSAndCheckDomain(t *testing.T) {
 		t.Errorf("dns --ipv4 IPv6 = %d, %q", code, errs)
 	}
 }
+
+// TestCheckPOP3Postino audits postino's own POP3 with "postino check
+// pop3://" (STLS) and "pop3s://" (implicit TLS), logged in: nothing
+// fails. With plaintext_auth = "always" the audit flags USER/PASS before
+// TLS and exits 1.
+func TestCheckPOP3Postino(t *testing.T) {
+	h := startMailHost(t, `plaintext_auth = "never"`)
+	for _, msg := range []string{"Subject: one\n\nhello\n.leading dot\n", "Subject: two\r\n\r\n" + strings.Repeat("x\r\n", 300)} {
+		if code, _, errs := runCmd(t, msg, "deliver", "alice@example.test", "--config", h.config); code != exitOK {
+			t.Fatalf("deliver = %d: %s", code, errs)
+		}
+	}
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("secret\n"), 0o600)
+	for _, u := range []string{"pop3://" + h.addr["pop3"], "pop3s://" + h.addr["pop3s"]} {
+		code, out, errs := runCmd(t, "", "check", u, "--ca", h.certFile, "--user", "alice@example.test", "--password-file", pw)
+		t.Logf("postino check %s:\n%s", u, out)
+		if code != exitOK || strings.Contains(out, "FAIL ") {
+			t.Errorf("check %s = %d\n%s%s", u, code, out, errs)
+		}
+		for _, want := range []string{"OK   CODES", "OK   SIZE", "2 messages downloaded", "OK   UIDL", "stable across two sessions", "OK   CERT", "TLS 1.1 refused"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("check %s lacks %q", u, want)
+			}
+		}
+		if strings.HasPrefix(u, "pop3://") && !strings.Contains(out, "OK   PLAINTEXT") {
+			t.Errorf("check %s: no OK PLAINTEXT", u)
+		}
+	}
+
+	open := startMailHost(t, `plaintext_auth = "always"`)
+	code, out, _ := runCmd(t, "", "check", "pop3://"+open.addr["pop3"], "--ca", open.certFile)
+	if code != exitError || !strings.Contains(out, "FAIL PLAINTEXT") {
+		t.Errorf("check with plaintext allowed = %d\n%s", code, out)
+	}
+	// A certificate that does not verify: no password is sent.
+	code, out, _ = runCmd(t, "", "check", "pop3s://"+open.addr["pop3s"], "--user", "alice@example.test", "--password-file", pw)
+	if code != exitError || !strings.Contains(out, "FAIL CERT") || !strings.Contains(out, "credentials not sent") || strings.Contains(out, "OK   LOGIN") {
+		t.Errorf("check with an untrusted certificate = %d\n%s", code, out)
+	}
+	for _, c := range []cliCase{
+		{"bad url", []string{"check", "pop3://"}, "", exitUsage, "", "want pop3://HOST[:PORT]"},
+		{"user without password", []string{"check", "pop3://127.0.0.1:1", "--user", "a"}, "", exitUsage, "", "--user needs --password-file"},
+	} {
+		c.check(t)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -282,35 +283,89 @@ func (c *checker) spf(ctx context.Context) {
 	c.add(st, KindSPF, d, c.fix(KindSPF, ""), "%q %s", rec, why)
 }
 
+// spfTerm is one term of an SPF record (RFC 7208 §4.6.1): a qualifier,
+// a mechanism or modifier name and its argument.
+type spfTerm struct {
+	qual byte   // '+', '-', '~' or '?'
+	name string // lower case: "ip4", "mx", "include", "redirect="...
+	arg  string // after ':' (or after '=' for a modifier), CIDR suffix cut
+}
+
+// Limits on SPF records read from DNS.
+const (
+	maxSPFLen   = 4096
+	maxSPFTerms = 64
+)
+
+// parseSPF splits an SPF record into terms (RFC 7208 §4.6.1). It accepts
+// only records starting with "v=spf1" and within maxSPFLen octets and
+// maxSPFTerms terms.
+func parseSPF(rec string) ([]spfTerm, error) {
+	if len(rec) > maxSPFLen {
+		return nil, fmt.Errorf("record longer than %d octets", maxSPFLen)
+	}
+	f := strings.Fields(rec)
+	if len(f) == 0 || !strings.EqualFold(f[0], "v=spf1") {
+		return nil, errors.New(`record does not start with "v=spf1"`)
+	}
+	if len(f)-1 > maxSPFTerms {
+		return nil, fmt.Errorf("more than %d terms", maxSPFTerms)
+	}
+	out := make([]spfTerm, 0, len(f)-1)
+	for _, t := range f[1:] {
+		term := spfTerm{qual: '+'}
+		// RFC 7208 §4.6.2: the qualifier defaults to "+".
+		if strings.IndexByte("+-~?", t[0]) >= 0 {
+			term.qual, t = t[0], t[1:]
+		}
+		t = strings.ToLower(t)
+		if name, arg, ok := strings.Cut(t, "="); ok && !strings.Contains(name, ":") {
+			term.name, term.arg = name+"=", arg
+			out = append(out, term)
+			continue
+		}
+		name, arg, _ := strings.Cut(t, ":")
+		if name == "a" || name == "mx" {
+			// RFC 7208 §5.3, §5.4: a dual-cidr-length may follow.
+			if i := strings.IndexByte(arg, '/'); i >= 0 {
+				arg = arg[:i]
+			}
+			if i := strings.IndexByte(name, '/'); i >= 0 {
+				name = name[:i]
+			}
+		}
+		if n, _, ok := strings.Cut(name, "/"); ok {
+			name = n
+		}
+		term.name, term.arg = name, arg
+		out = append(out, term)
+	}
+	return out, nil
+}
+
 // spfCovers evaluates the mechanisms of an SPF record that can be decided
 // without recursion (ip4, ip6, a, mx, all) for each public address.
 func (c *checker) spfCovers(ctx context.Context, rec string) (Status, string) {
 	authorized := map[netip.Addr]bool{}
 	unsure := false
 	var all string
-	terms := strings.Fields(rec)[1:]
-	if len(terms) > 40 {
-		return Fail, "has too many terms"
+	terms, err := parseSPF(rec)
+	if err != nil {
+		return Fail, "is invalid: " + err.Error()
 	}
 	for _, t := range terms {
-		q := byte('+')
-		if strings.IndexByte("+-~?", t[0]) >= 0 {
-			q, t = t[0], t[1:]
-		}
-		mech, arg, _ := strings.Cut(strings.ToLower(t), ":")
-		mech, cidr, _ := strings.Cut(mech, "/")
-		_ = cidr
 		var match func(netip.Addr) bool
-		switch mech {
+		switch t.name {
 		case "all":
-			all = string(q)
+			all = string(t.qual)
 			match = func(netip.Addr) bool { return true }
 		case "ip4", "ip6":
-			pfx, err := netip.ParsePrefix(arg)
+			// RFC 7208 §5.6: an address or a network.
+			pfx, err := netip.ParsePrefix(t.arg)
 			if err != nil {
-				a, err2 := netip.ParseAddr(arg)
+				a, err2 := netip.ParseAddr(t.arg)
 				if err2 != nil {
-					return Fail, "has an invalid " + mech + " term " + t
+					return Fail, "has an invalid " + t.name + " term " + strconv.Quote(t.arg)
 				}
 				pfx = netip.PrefixFrom(a, a.BitLen())
 			}
@@ -319,31 +374,28 @@ func (c *checker) spfCovers(ctx context.Context, rec string) (Status, string) {
 			// RFC 7208 §5.3, §5.4: the domain's (or arg's) A/AAAA, or
 			// those of its MX hosts.
 			target := c.p.Domain
-			if arg != "" {
-				target = arg
+			if t.arg != "" {
+				target = t.arg
 			}
 			var addrs []netip.Addr
-			if mech == "a" {
+			if t.name == "a" {
 				addrs, _ = c.addrsOf(ctx, target)
 			} else if mxs, err := c.r.LookupMX(ctx, target); err == nil {
-				for _, mx := range mxs {
+				for _, mx := range mxs[:min(len(mxs), 10)] { // RFC 7208 §4.6.4: at most 10 MX names
 					as, _ := c.addrsOf(ctx, mx.Host)
 					addrs = append(addrs, as...)
 				}
 			}
 			match = func(a netip.Addr) bool { return slices.Contains(addrs, a) }
-		case "include", "exists", "ptr":
+		case "include", "exists", "ptr", "redirect=":
 			unsure = true
 			continue
 		default:
-			if strings.HasPrefix(mech, "redirect=") {
-				unsure = true
-			}
 			continue
 		}
 		for _, a := range c.p.Addrs {
 			if _, done := authorized[a]; !done && match(a) {
-				authorized[a] = q == '+'
+				authorized[a] = t.qual == '+'
 			}
 		}
 	}

@@ -272,7 +272,8 @@ func (a *auditor) ciphers(ctx context.Context) {
 			continue
 		}
 		switch {
-		case s.Insecure:
+		case strings.Contains(s.Name, "RC4") || strings.Contains(s.Name, "3DES") || strings.Contains(s.Name, "NULL"):
+			// RFC 7465 (RC4), RFC 9325 §4.1 (3DES, NULL): never.
 			weak = append(weak, s.Name)
 		case !strings.HasPrefix(s.Name, "TLS_ECDHE_"):
 			nofs = append(nofs, s.Name)
@@ -282,7 +283,7 @@ func (a *auditor) ciphers(ctx context.Context) {
 	}
 	switch {
 	case len(weak) > 0:
-		a.add(dnscheck.Fail, "CIPHERS", "disable the weak suites (RC4, 3DES, CBC-SHA256, NULL)", "TLS 1.2 accepts weak suites: %s", strings.Join(weak, ", "))
+		a.add(dnscheck.Fail, "CIPHERS", "disable the weak suites (RC4, 3DES, NULL)", "TLS 1.2 accepts weak suites: %s", strings.Join(weak, ", "))
 	case len(nofs) > 0:
 		a.add(dnscheck.Warn, "CIPHERS", "prefer ECDHE suites: RSA key exchange has no forward secrecy", "TLS 1.2 accepts suites without forward secrecy: %s", strings.Join(nofs, ", "))
 	case len(good) > 0:
