@@ -62,14 +62,20 @@ func longCert(t *testing.T, dir string, names ...string) (certFile, keyFile stri
 type mailHost struct {
 	config, certFile string
 	addr             map[string]string // pop3, pop3s, smtp, submission, submissions
+	logs             *testutil.SyncBuffer
+}
+
+// hostConf is more configuration of a mailHost: lines for the [pop3] and
+// [smtp] sections, and more sections.
+type hostConf struct {
+	pop3, smtp, sections string
 }
 
 // startMailHost writes a configuration for mail.example.test on free
 // loopback ports with a 90-day certificate, creates the data folder, a
 // user alice@example.test (password "secret") with DKIM keys for
-// example.test, and serves it until the test ends. extra is appended to
-// the [pop3] section.
-func startMailHost(t *testing.T, pop3Extra string) *mailHost {
+// example.test, and serves it until the test ends.
+func startMailHost(t *testing.T, hc hostConf) *mailHost {
 	t.Helper()
 	t.Setenv("POSTINO_CONFIG", "")
 	dir := t.TempDir()
@@ -92,9 +98,11 @@ listen = %q
 submission = %q
 submissions = %q
 local_domains = ["example.test"]
+%s
 [dns]
 public_addresses = ["127.0.0.1"]
-`, filepath.Join(dir, "data"), certFile, keyFile, h.addr["pop3"], h.addr["pop3s"], pop3Extra, h.addr["smtp"], h.addr["submission"], h.addr["submissions"])
+%s
+`, filepath.Join(dir, "data"), certFile, keyFile, h.addr["pop3"], h.addr["pop3s"], hc.pop3, h.addr["smtp"], h.addr["submission"], h.addr["submissions"], hc.smtp, hc.sections)
 	if err := os.WriteFile(h.config, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -108,9 +116,10 @@ public_addresses = ["127.0.0.1"]
 	if code, out, errs := runCmd(t, "secret\n", "user", "add", "alice@example.test", "--password-stdin", "--config", h.config); code != exitOK {
 		t.Fatalf("user add = %d\n%s%s", code, out, errs)
 	}
-	var stdout, stderr testutil.SyncBuffer
+	var stdout testutil.SyncBuffer
+	h.logs = &testutil.SyncBuffer{}
 	sigs := make(chan os.Signal, 1)
-	env := &cmdEnv{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, signals: sigs}
+	env := &cmdEnv{stdin: strings.NewReader(""), stdout: &stdout, stderr: h.logs, signals: sigs}
 	done := make(chan int, 1)
 	go func() { done <- run(env, []string{"serve", "--config", h.config}) }()
 	t.Cleanup(func() {
@@ -163,7 +172,7 @@ func splitZone(t *testing.T, text string, origins ...string) map[string]string {
 // and reverse DNS right and exits 0; a broken zone gives FAIL lines with
 // the fix and exit status 1.
 func TestDNSAndCheckDomain(t *testing.T) {
-	h := startMailHost(t, `plaintext_auth = "never"`)
+	h := startMailHost(t, hostConf{pop3: `plaintext_auth = "never"`})
 	code, zone, errs := runCmd(t, "", "dns", "example.test", "--config", h.config)
 	if code != exitOK {
 		t.Fatalf("dns = %d\n%s", code, errs)
@@ -240,7 +249,7 @@ func TestDNSAndCheckDomain(t *testing.T) {
 // fails. With plaintext_auth = "always" the audit flags USER/PASS before
 // TLS and exits 1.
 func TestCheckPOP3Postino(t *testing.T) {
-	h := startMailHost(t, `plaintext_auth = "never"`)
+	h := startMailHost(t, hostConf{pop3: `plaintext_auth = "never"`})
 	for _, msg := range []string{"Subject: one\n\nhello\n.leading dot\n", "Subject: two\r\n\r\n" + strings.Repeat("x\r\n", 300)} {
 		if code, _, errs := runCmd(t, msg, "deliver", "alice@example.test", "--config", h.config); code != exitOK {
 			t.Fatalf("deliver = %d: %s", code, errs)
@@ -264,7 +273,7 @@ func TestCheckPOP3Postino(t *testing.T) {
 		}
 	}
 
-	open := startMailHost(t, `plaintext_auth = "always"`)
+	open := startMailHost(t, hostConf{pop3: `plaintext_auth = "always"`})
 	code, out, _ := runCmd(t, "", "check", "pop3://"+open.addr["pop3"], "--ca", open.certFile)
 	if code != exitError || !strings.Contains(out, "FAIL PLAINTEXT") {
 		t.Errorf("check with plaintext allowed = %d\n%s", code, out)

@@ -61,6 +61,7 @@ type Config struct {
 	Queue    QueueConfig    `toml:"queue" comment:"Outbound queue: delivery of submitted mail to other domains, retries and bounces."`
 	Fetch    FetchConfig    `toml:"fetch" comment:"Downloading remote POP3 mailboxes with 'postino fetch'."`
 	DNS      DNSConfig      `toml:"dns" comment:"DNS lookups."`
+	Proxy    ProxyConfig    `toml:"proxy" comment:"PROXY protocol from TCP load balancers."`
 }
 
 // TLSConfig is the [tls] section.
@@ -179,6 +180,7 @@ func Default() *Config {
 		},
 		Queue: defaultQueue(),
 		DNS:   DNSConfig{PublicAddresses: []string{}},
+		Proxy: defaultProxy(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",

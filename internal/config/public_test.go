@@ -26,3 +26,31 @@ func TestPublicAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyTrusted: proxy.trusted takes networks and addresses, rejects
+// the rest, and proxy.header_timeout has a floor.
+func TestProxyTrusted(t *testing.T) {
+	c := Default()
+	if len(c.ProxyTrusted()) != 0 {
+		t.Fatal("the PROXY protocol is on by default")
+	}
+	c.Proxy.Trusted = []string{"10.0.0.0/8", "127.0.0.3"}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.3/32")}
+	if got := c.ProxyTrusted(); !slices.Equal(got, want) {
+		t.Fatalf("ProxyTrusted = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"10.0.0.1/8", "haproxy.example.org", "::ffff:10.0.0.1"} {
+		c.Proxy.Trusted = []string{bad}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "proxy.trusted") {
+			t.Errorf("trusted %q: Validate = %v", bad, err)
+		}
+	}
+	c.Proxy.Trusted = nil
+	c.Proxy.HeaderTimeout = D(0)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "proxy.header_timeout: must be at least") {
+		t.Errorf("header_timeout 0: Validate = %v", err)
+	}
+}

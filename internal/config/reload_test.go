@@ -55,6 +55,7 @@ func TestRestartKeys(t *testing.T) {
 		"smtp.listen", "smtp.submission", "smtp.submissions", "smtp.lmtp",
 		"smtp.max_message_size", "smtp.command_timeout",
 		"queue.dns_server", "dns.server",
+		"proxy.trusted", "proxy.header_timeout",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("restart-only keys = %v\nwant %v", got, want)
