@@ -124,7 +124,8 @@ func TestHAProxyPROXYProtocol(t *testing.T) {
 	})
 	front := startHAProxy(t, map[string]string{
 		"pop3":  h.addr["pop3"] + " send-proxy-v2",
-		"pop3s": h.addr["pop3s"] + " send-proxy-v2",
+		// Health checks carry a v2 LOCAL header, which postino accepts.
+		"pop3s": h.addr["pop3s"] + " send-proxy-v2 check check-send-proxy inter 100ms",
 		"smtp":  h.addr["smtp"] + " send-proxy",
 	})
 	pem, _ := os.ReadFile(h.certFile)
@@ -175,6 +176,7 @@ func TestHAProxyPROXYProtocol(t *testing.T) {
 			t.Fatalf("%s: Received header does not name the client 127.0.0.2 alone:\n%s", m.mode, recv)
 		}
 	}
+	t.Logf("logs:\n%s", h.logs)
 	testutil.WaitFor(t, 5*time.Second, "log lines with the client address", func() bool {
 		return strings.Contains(h.logs.String(), "remote=127.0.0.2:")
 	})
@@ -201,6 +203,10 @@ func TestHAProxyPROXYProtocol(t *testing.T) {
 	code, out, errs := runCmd(t, "", "block", "list", "--config", h.config)
 	if code != exitOK || !strings.Contains(out, "127.0.0.2") || strings.Contains(out, "127.0.0.3") {
 		t.Errorf("block list = %d\n%s%s", code, out, errs)
+	}
+
+	if l := h.logs.String(); strings.Contains(l, "connection from a trusted address refused") {
+		t.Errorf("HAProxy's connections (health checks?) refused:\n%s", l)
 	}
 
 	// Attacks: a forged header from an untrusted address, and HAProxy's
