@@ -263,7 +263,7 @@ func TestCheckPOP3Postino(t *testing.T) {
 		if code != exitOK || strings.Contains(out, "FAIL ") {
 			t.Errorf("check %s = %d\n%s%s", u, code, out, errs)
 		}
-		for _, want := range []string{"OK   CODES", "OK   SIZE", "2 messages downloaded", "OK   UIDL", "stable across two sessions", "OK   CERT", "TLS 1.1 refused"} {
+		for _, want := range []string{"OK   CODES", "OK   SIZE", "2 messages downloaded", "OK   UIDL", "stable across two sessions", "OK   CERT", "TLS 1.1 refused", "OK   LOCK"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("check %s lacks %q", u, want)
 			}
@@ -286,6 +286,30 @@ func TestCheckPOP3Postino(t *testing.T) {
 	for _, c := range []cliCase{
 		{"bad url", []string{"check", "pop3://"}, "", exitUsage, "", "want pop3://HOST[:PORT]"},
 		{"user without password", []string{"check", "pop3://127.0.0.1:1", "--user", "a"}, "", exitUsage, "", "--user needs --password-file"},
+	} {
+		c.check(t)
+	}
+}
+
+// TestDNSCheckArguments: the argument errors of "dns" and "check".
+func TestDNSCheckArguments(t *testing.T) {
+	t.Setenv("POSTINO_CONFIG", "")
+	t.Chdir(t.TempDir())
+	if code, _, errs := runCmd(t, "", "init"); code != exitOK {
+		t.Fatal(errs)
+	}
+	for _, c := range []cliCase{
+		{"dns without domain", []string{"dns"}, "", exitUsage, "", "dns: missing DOMAIN"},
+		{"dns two domains", []string{"dns", "a.test", "b.test"}, "", exitUsage, "", `unexpected argument "b.test"`},
+		{"dns bad flag", []string{"dns", "a.test", "--ipv4", "mail.a.test"}, "", exitUsage, "", "not an IP address"},
+		{"dns no addresses", []string{"dns", "a.test"}, "", exitConfigError, "", "public addresses of the server are unknown"},
+		{"dns bad domain", []string{"dns", "a b", "--ipv4", "192.0.2.1"}, "", exitConfigError, "", `invalid domain "a b"`},
+		{"dns ipv6 as ipv4", []string{"dns", "a.test", "--ipv6", "192.0.2.1"}, "", exitConfigError, "", "--ipv6 192.0.2.1 is not an IPv6 address"},
+		{"dns ok", []string{"dns", "a.test", "--ipv4", "192.0.2.1", "--ipv6", "2001:db8::1", "--host", "mx.a.test"}, "", exitOK, "mx.a.test. 3600 IN AAAA 2001:db8::1", ""},
+		{"dns no dkim", []string{"dns", "a.test", "--ipv4", "192.0.2.1"}, "", exitOK, `; DKIM: no keys in`, ""},
+		{"check without target", []string{"check"}, "", exitUsage, "", "missing DOMAIN or pop3://HOST"},
+		{"check bad ca", []string{"check", "a.test", "--ca", "/nonexistent"}, "", exitUsage, "", "no such file"},
+		{"check help", []string{"check", "--help"}, "", exitOK, "Usage: postino check DOMAIN | pop3://HOST", ""},
 	} {
 		c.check(t)
 	}

@@ -169,6 +169,9 @@ func TestAuditDovecot(t *testing.T) {
 			want := map[string]dnscheck.Status{
 				"GREETING": dnscheck.OK, "CAPA": dnscheck.OK, "CERT": dnscheck.OK, "CODES": dnscheck.OK,
 				"LOGIN": dnscheck.OK, "STAT": dnscheck.OK, "UIDL": dnscheck.OK, "SIZE": dnscheck.OK,
+				// Dovecot does not lock the maildrop by default
+				// (pop3_lock_session = no).
+				"LOCK": dnscheck.Warn,
 			}
 			if !implicit {
 				want["STLS"] = dnscheck.OK

@@ -404,6 +404,7 @@ func (a *auditor) maildrop(ctx context.Context) {
 	}
 	a.uidlFormat(s1.uidl, s1.count)
 	a.sizes(c, s1.list)
+	a.lock(ctx)
 	c.Cmd("QUIT")
 	c.Close()
 
@@ -438,6 +439,27 @@ func (a *auditor) maildrop(ctx context.Context) {
 		a.add(dnscheck.Fail, "UIDL", "keep each message's unique-id forever", "unique-ids changed between two sessions: %s", strings.Join(changed, ", "))
 	} else {
 		a.add(dnscheck.OK, "UIDL", "", "stable across two sessions")
+	}
+}
+
+// lock logs in a second time while the first session is open: RFC 1939
+// §8 asks for an exclusive lock on the maildrop, refused with -ERR
+// [IN-USE] (RFC 2449 §8.1.2), so that two sessions cannot delete the same
+// messages or see them renumbered.
+func (a *auditor) lock(ctx context.Context) {
+	c, err := a.login(ctx)
+	var pe *pop3.Error
+	switch {
+	case err == nil:
+		c.Cmd("QUIT")
+		c.Close()
+		a.add(dnscheck.Warn, "LOCK", "lock the maildrop for the length of a session (Dovecot: pop3_lock_session = yes)", "a second session was let in while the first was open (RFC 1939 §8 asks for an exclusive lock)")
+	case errors.As(err, &pe) && pe.Code == pop3.CodeInUse:
+		a.add(dnscheck.OK, "LOCK", "", "a second session at once is refused with -ERR [IN-USE]")
+	case errors.As(err, &pe):
+		a.add(dnscheck.Warn, "LOCK", "answer a locked maildrop with -ERR [IN-USE] (RFC 2449 §8.1.2)", "a second session at once got %q: clients cannot tell it from a wrong password", err.Error())
+	default:
+		a.add(dnscheck.Warn, "LOCK", "", "second session at once: %v", err)
 	}
 }
 
