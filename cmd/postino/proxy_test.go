@@ -123,7 +123,7 @@ func TestHAProxyPROXYProtocol(t *testing.T) {
 		sections: "[users]\nmax_failures = 3\nfailure_delay = \"0s\"\n[proxy]\ntrusted = [\"127.0.0.3\"]\nheader_timeout = \"1s\"",
 	})
 	front := startHAProxy(t, map[string]string{
-		"pop3":  h.addr["pop3"] + " send-proxy-v2",
+		"pop3": h.addr["pop3"] + " send-proxy-v2",
 		// Health checks carry a v2 LOCAL header, which postino accepts.
 		"pop3s": h.addr["pop3s"] + " send-proxy-v2 check check-send-proxy inter 100ms",
 		"smtp":  h.addr["smtp"] + " send-proxy",
