@@ -114,7 +114,8 @@ func pop3From(t *testing.T, from, addr, mode string, roots *x509.CertPool, user,
 // and POP3S, send-proxy for SMTP) in front of postino, which trusts only
 // HAProxy's source address 127.0.0.3: clients from 127.0.0.2 appear as
 // 127.0.0.2 in the logs and the Received header, over plain POP3, STLS
-// and implicit TLS; failed logins through HAProxy block 127.0.0.2 and
+// and implicit TLS, and SMTP in the clear, with STARTTLS and over
+// implicit TLS; failed logins through HAProxy block 127.0.0.2 and
 // not HAProxy; a forged PROXY header from an untrusted address and a
 // headerless connection from HAProxy's address are refused.
 func TestHAProxyPROXYProtocol(t *testing.T) {
@@ -125,38 +126,54 @@ func TestHAProxyPROXYProtocol(t *testing.T) {
 	front := startHAProxy(t, map[string]string{
 		"pop3": h.addr["pop3"] + " send-proxy-v2",
 		// Health checks carry a v2 LOCAL header, which postino accepts.
-		"pop3s": h.addr["pop3s"] + " send-proxy-v2 check check-send-proxy inter 100ms",
-		"smtp":  h.addr["smtp"] + " send-proxy",
+		"pop3s":       h.addr["pop3s"] + " send-proxy-v2 check check-send-proxy inter 100ms",
+		"smtp":        h.addr["smtp"] + " send-proxy",
+		"submissions": h.addr["submissions"] + " send-proxy",
 	})
 	pem, _ := os.ReadFile(h.certFile)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
 
-	// Mail through HAProxy (PROXY v1) from 127.0.0.2: the Received
-	// header names 127.0.0.2, not HAProxy.
-	conn := dialFrom(t, "127.0.0.2", front["smtp"])
-	sc, err := smtp.NewClient(conn, "mail.example.test")
-	if err != nil {
-		t.Fatal(err)
+	// Mail through HAProxy (PROXY v1) from 127.0.0.2, to the MX in the
+	// clear and with STARTTLS, and to submissions (implicit TLS, AUTH):
+	// each Received header names 127.0.0.2, not HAProxy.
+	for i, mode := range []string{"plain", "starttls", "implicit"} {
+		conn := dialFrom(t, "127.0.0.2", front["smtp"])
+		if mode == "implicit" {
+			conn = tls.Client(dialFrom(t, "127.0.0.2", front["submissions"]), &tls.Config{ServerName: "mail.example.test", RootCAs: roots})
+		}
+		sc, err := smtp.NewClient(conn, "mail.example.test")
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if err := sc.Hello("client.example.net"); err != nil {
+			t.Fatal(err)
+		}
+		from := "bob@example.net"
+		switch mode {
+		case "starttls":
+			if err := sc.StartTLS(&tls.Config{ServerName: "mail.example.test", RootCAs: roots}); err != nil {
+				t.Fatalf("STARTTLS through HAProxy: %v", err)
+			}
+		case "implicit":
+			if err := sc.Auth(smtp.PlainAuth("", "alice@example.test", "secret", "mail.example.test")); err != nil {
+				t.Fatalf("AUTH through HAProxy: %v", err)
+			}
+			from = "alice@example.test"
+		}
+		if err := sc.Mail(from); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if err := sc.Rcpt("alice@example.test"); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		w, _ := sc.Data()
+		fmt.Fprintf(w, "From: %s\r\nTo: alice@example.test\r\nSubject: via haproxy %d\r\n\r\nhello\r\n", from, i+1)
+		if err := w.Close(); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		sc.Quit()
 	}
-	if err := sc.Hello("client.example.net"); err != nil {
-		t.Fatal(err)
-	}
-	if err := sc.StartTLS(&tls.Config{ServerName: "mail.example.test", RootCAs: roots}); err != nil {
-		t.Fatalf("STARTTLS through HAProxy: %v", err)
-	}
-	if err := sc.Mail("bob@example.net"); err != nil {
-		t.Fatal(err)
-	}
-	if err := sc.Rcpt("alice@example.test"); err != nil {
-		t.Fatal(err)
-	}
-	w, _ := sc.Data()
-	fmt.Fprintf(w, "From: bob@example.net\r\nTo: alice@example.test\r\nSubject: via haproxy\r\n\r\nhello\r\n")
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	sc.Quit()
 
 	// POP3 through HAProxy (PROXY v2) from 127.0.0.2, in the three modes.
 	for _, m := range []struct{ front, mode string }{{"pop3", "plain"}, {"pop3", "stls"}, {"pop3s", "implicit"}} {
@@ -164,17 +181,19 @@ func TestHAProxyPROXYProtocol(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s login through HAProxy: %v", m.mode, err)
 		}
-		r, err := c.Retr(1)
-		if err != nil {
-			t.Fatal(err)
+		for n := 1; n <= 3; n++ {
+			r, err := c.Retr(n)
+			if err != nil {
+				t.Fatalf("RETR %d: %v", n, err)
+			}
+			msg, _ := io.ReadAll(r)
+			recv, _, _ := strings.Cut(string(msg), "Subject:")
+			if !strings.Contains(recv, "127.0.0.2") || strings.Contains(recv, "127.0.0.3") {
+				t.Fatalf("%s: Received header of message %d does not name the client 127.0.0.2 alone:\n%s", m.mode, n, recv)
+			}
 		}
-		msg, _ := io.ReadAll(r)
 		c.Cmd("QUIT")
 		c.Close()
-		recv, _, _ := strings.Cut(string(msg), "Subject:")
-		if !strings.Contains(recv, "127.0.0.2") || strings.Contains(recv, "127.0.0.3") {
-			t.Fatalf("%s: Received header does not name the client 127.0.0.2 alone:\n%s", m.mode, recv)
-		}
 	}
 	t.Logf("logs:\n%s", h.logs)
 	testutil.WaitFor(t, 5*time.Second, "log lines with the client address", func() bool {
