@@ -16,9 +16,9 @@ import (
 // header.
 const DefaultHeaderTimeout = 5 * time.Second
 
-// maxPending bounds the trusted connections whose header is being read
-// at a time; more are closed at once.
-const maxPending = 256
+// DefaultMaxPending bounds the trusted connections whose header is being
+// read at a time; more are closed at once.
+const DefaultMaxPending = 256
 
 // Options configure a Listener.
 type Options struct {
@@ -29,6 +29,10 @@ type Options struct {
 	// HeaderTimeout bounds the reading of a header (DefaultHeaderTimeout
 	// when 0).
 	HeaderTimeout time.Duration
+	// MaxPending bounds the connections whose header is being read at a
+	// time (DefaultMaxPending when 0); more are closed at once, so that
+	// stalled connections cannot pile up.
+	MaxPending int
 	// Logger reports refused connections; nil discards.
 	Logger *slog.Logger
 }
@@ -56,12 +60,15 @@ func NewListener(l net.Listener, o Options) net.Listener {
 	if o.HeaderTimeout <= 0 {
 		o.HeaderTimeout = DefaultHeaderTimeout
 	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	pl := &Listener{Listener: l, opts: o, log: log, ready: make(chan net.Conn), errs: make(chan error),
-		done: make(chan struct{}), sem: make(chan struct{}, maxPending)}
+		done: make(chan struct{}), sem: make(chan struct{}, o.MaxPending)}
 	go pl.acceptLoop()
 	return pl
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -208,5 +209,32 @@ func TestListenerUntrusted(t *testing.T) {
 		if _, err := c.Read(make([]byte, 64)); !errors.Is(err, ErrSpoofed) {
 			t.Errorf("forged header: read err = %v, want ErrSpoofed", err)
 		}
+	}
+}
+
+// TestListenerMaxPending: connections from a trusted address that stall
+// before their header cannot pile up: beyond MaxPending, one is closed at
+// once, and the listener serves again when they time out.
+func TestListenerMaxPending(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewListener(inner, Options{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")}, HeaderTimeout: time.Second, MaxPending: 2})
+	defer l.Close()
+	dialFrom(t, l, "127.0.0.3", []byte("PRO"))
+	dialFrom(t, l, "127.0.0.3", []byte("PRO"))
+	time.Sleep(100 * time.Millisecond) // both are being read
+	third := dialFrom(t, l, "127.0.0.3", AppendV1(nil, Header{Source: src4, Dest: dst4}))
+	// Closed before the header timeout could have ended it.
+	third.SetReadDeadline(time.Now().Add(900 * time.Millisecond))
+	if _, err := third.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection over MaxPending: read err %v, want it closed at once", err)
+	}
+	// Once the stalled ones time out, a new connection is served.
+	time.Sleep(1200 * time.Millisecond)
+	dialFrom(t, l, "127.0.0.3", AppendV1(nil, Header{Source: src4, Dest: dst4}))
+	if c := accept(t, l); c == nil || c.RemoteAddr().String() != src4.String() {
+		t.Fatalf("after the timeouts: %v", c)
 	}
 }
