@@ -161,6 +161,7 @@ func runCheck(env *cmdEnv, args []string) int {
 	user := fs.String("user", "", "pop3: log in as `USER` to check UIDL and LIST")
 	passFile := fs.String("password-file", "", "pop3: read the password from `FILE` (first line)")
 	timeout := fs.Duration("timeout", dnscheck.DefaultTimeout, "time allowed for each connection")
+	httpsPort := fs.Int("https-port", 443, "`PORT` of the HTTPS server of the MTA-STS policy")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
@@ -213,7 +214,7 @@ func runCheck(env *cmdEnv, args []string) int {
 		}
 	}
 	fmt.Fprintf(env.stdout, "Checking %s (server %s, %s) with DNS server %s\n\n", p.Domain, p.Host, joinAddrList(p.Addrs), strings.Join(r.Servers(), ", "))
-	findings := dnscheck.Check(ctx, p, dnscheck.Options{Resolver: r, Roots: roots, DNSBL: zones, Timeout: *timeout, Now: time.Now})
+	findings := dnscheck.Check(ctx, p, dnscheck.Options{Resolver: r, Roots: roots, DNSBL: zones, Timeout: *timeout, Now: time.Now, HTTPSPort: *httpsPort})
 	return report(env, findings)
 }
 

@@ -4,12 +4,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,9 +64,10 @@ func longCert(t *testing.T, dir string, names ...string) (certFile, keyFile stri
 
 // mailHost is a postino serving in-process for the DNS and POP3 checks.
 type mailHost struct {
-	config, certFile string
-	addr             map[string]string // pop3, pop3s, smtp, submission, submissions
-	logs             *testutil.SyncBuffer
+	config            string
+	certFile, keyFile string
+	addr              map[string]string // pop3, pop3s, smtp, submission, submissions
+	logs              *testutil.SyncBuffer
 }
 
 // hostConf is more configuration of a mailHost: lines for the [pop3] and
@@ -79,9 +84,9 @@ func startMailHost(t *testing.T, hc hostConf) *mailHost {
 	t.Helper()
 	t.Setenv("POSTINO_CONFIG", "")
 	dir := t.TempDir()
-	certFile, keyFile := longCert(t, dir, "mail.example.test", "127.0.0.1")
+	certFile, keyFile := longCert(t, dir, "mail.example.test", "mta-sts.example.test", "127.0.0.1")
 	free := testutil.FreeAddrs(t, 5)
-	h := &mailHost{config: filepath.Join(dir, "postino.toml"), certFile: certFile, addr: map[string]string{
+	h := &mailHost{config: filepath.Join(dir, "postino.toml"), certFile: certFile, keyFile: keyFile, addr: map[string]string{
 		"pop3": free[0], "pop3s": free[1], "smtp": free[2], "submission": free[3], "submissions": free[4],
 	}}
 	conf := fmt.Sprintf(`hostname = "mail.example.test"
@@ -143,6 +148,29 @@ public_addresses = ["127.0.0.1"]
 	return h
 }
 
+// startPolicyServer serves an MTA-STS policy over HTTPS with the host's
+// certificate on a free loopback port, and returns the port.
+func startPolicyServer(t *testing.T, h *mailHost, policy string) string {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(h.certFile, h.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "mta-sts.example.test" || r.URL.Path != "/.well-known/mta-sts.txt" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, policy)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	return port
+}
+
 // splitZone sorts the record lines of "postino dns" into zones.
 func splitZone(t *testing.T, text string, origins ...string) map[string]string {
 	t.Helper()
@@ -192,12 +220,23 @@ func TestDNSAndCheckDomain(t *testing.T) {
 	zones := splitZone(t, zone, "example.test", "127.in-addr.arpa")
 	zones["bl.test"] = ""
 	good := testutil.StartDNS(t, zones)
-	code, out, errs := runCmd(t, "", "check", "example.test", "--config", h.config, "--dns", good.Addr, "--ca", h.certFile, "--dnsbl", "bl.test")
+	// The MTA-STS policy, served as "postino dns" prints it.
+	var policy strings.Builder
+	for _, l := range strings.Split(zone, "\n") {
+		if p, ok := strings.CutPrefix(l, ";   "); ok {
+			policy.WriteString(p + "\r\n")
+		}
+	}
+	if !strings.HasPrefix(policy.String(), "version: STSv1\r\nmode: testing\r\nmx: mail.example.test\r\n") {
+		t.Fatalf("policy in the dns output: %q", policy.String())
+	}
+	https := startPolicyServer(t, h, policy.String())
+	code, out, errs := runCmd(t, "", "check", "example.test", "--config", h.config, "--dns", good.Addr, "--ca", h.certFile, "--dnsbl", "bl.test", "--https-port", https)
 	if code != exitOK || strings.Contains(out, "FAIL ") || strings.Contains(out, "WARN ") {
 		t.Fatalf("check on the correct zone = %d\n%s%s", code, out, errs)
 	}
 	t.Logf("postino check on the correct zone:\n%s", out)
-	for _, want := range []string{"OK   TLS        pop3s 127.0.0.1:", "OK   TLS        smtp 127.0.0.1:", "OK   PORT       submission 127.0.0.1:", "OK   FCrDNS", "0 WARN, 0 FAIL"} {
+	for _, want := range []string{"OK   MTA-STS    https://mta-sts.example.test/.well-known/mta-sts.txt: policy mode testing", "OK   TLS        pop3s 127.0.0.1:", "OK   TLS        smtp 127.0.0.1:", "OK   PORT       submission 127.0.0.1:", "OK   FCrDNS", "0 WARN, 0 FAIL"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
@@ -221,7 +260,7 @@ func TestDNSAndCheckDomain(t *testing.T) {
 		"127.in-addr.arpa": "1.0.0 PTR localhost.\n",
 	})
 	// Without --ca the test certificate is not trusted: each TLS port fails.
-	code, out, _ = runCmd(t, "", "check", "example.test", "--config", h.config, "--dns", bad.Addr, "--dnsbl", "")
+	code, out, _ = runCmd(t, "", "check", "example.test", "--config", h.config, "--dns", bad.Addr, "--dnsbl", "", "--https-port", https)
 	if code != exitError {
 		t.Errorf("check on the broken zone = %d, want %d", code, exitError)
 	}
@@ -232,6 +271,7 @@ func TestDNSAndCheckDomain(t *testing.T) {
 		"FAIL PTR        127.0.0.1: PTR localhost., not mail.example.test.",
 		"FAIL TLS        pop3s " + h.addr["pop3s"] + ": TLS handshake: tls: failed to verify certificate",
 		"FAIL TLS        smtp " + h.addr["smtp"] + ": TLS handshake: tls: failed to verify certificate",
+		"FAIL MTA-STS    https://mta-sts.example.test/.well-known/mta-sts.txt: cannot fetch the policy",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("broken check lacks %q:\n%s", want, out)

@@ -95,9 +95,12 @@ type Options struct {
 	ExpiryWarn time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
-	// SkipPorts leaves out the port and certificate checks (only DNS is
-	// consulted).
+	// SkipPorts leaves out the port and certificate checks and the
+	// fetch of the MTA-STS policy (only DNS is consulted).
 	SkipPorts bool
+	// HTTPSPort is the port the MTA-STS policy is fetched from (443 when
+	// 0; another only in tests).
+	HTTPSPort int
 }
 
 // Check compares what is published for the plan's domain with what
@@ -510,11 +513,15 @@ func (c *checker) mtasts(ctx context.Context) {
 		c.add(OK, KindMTASTS, name, "", "%q", recs[0])
 	}
 	host := "mta-sts." + d
-	if _, err := c.addrsOf(ctx, host); err != nil {
+	addrs, err := c.addrsOf(ctx, host)
+	if err != nil {
 		msg, _ := lookupErr(err)
 		c.add(Fail, KindMTASTS, host, c.fix(KindMTASTS, host), "%s: senders cannot fetch the policy", msg)
-	} else {
-		c.add(OK, KindMTASTS, host, "", "resolves")
+		return
+	}
+	c.add(OK, KindMTASTS, host, "", "resolves")
+	if !c.o.SkipPorts {
+		c.policy(ctx, host, addrs)
 	}
 }
 

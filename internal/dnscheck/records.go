@@ -204,6 +204,12 @@ func (p *Plan) Zone() string {
 		}
 		last = r.Kind
 		fmt.Fprintf(&b, "; %s: %s\n%s\n", r.Kind, r.Comment, r)
+		if r.Kind == KindMTASTS && r.Type == "TXT" {
+			fmt.Fprintf(&b, "; the policy that id stands for, to serve at https://mta-sts.%s/.well-known/mta-sts.txt:\n", p.Domain)
+			for _, l := range strings.Split(strings.TrimRight(p.MTASTS.Text(), "\r\n"), "\r\n") {
+				fmt.Fprintf(&b, ";   %s\n", l)
+			}
+		}
 	}
 	return b.String()
 }
