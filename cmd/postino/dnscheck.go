@@ -147,6 +147,15 @@ func runDNS(env *cmdEnv, args []string) int {
 	if port := p.Port(dnscheck.SvcSMTP); port != 25 {
 		fmt.Fprintf(env.stdout, "\n; warning: smtp.listen is port %d, but other servers deliver to port 25 only\n", port)
 	}
+	for _, l := range []struct{ key, addr string }{
+		{"smtp.listen", cfg.SMTP.Listen}, {"smtp.submission", cfg.SMTP.Submission}, {"smtp.submissions", cfg.SMTP.Submissions},
+		{"pop3.listen", cfg.POP3.Listen}, {"pop3.listen_tls", cfg.POP3.ListenTLS},
+	} {
+		host, _, err := net.SplitHostPort(l.addr)
+		if a, perr := netip.ParseAddr(host); err == nil && perr == nil && a.IsLoopback() {
+			fmt.Fprintf(env.stdout, "; warning: %s = %q listens on loopback only: the Internet cannot reach it\n", l.key, l.addr)
+		}
+	}
 	return exitOK
 }
 

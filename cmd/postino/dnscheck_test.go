@@ -212,6 +212,7 @@ func TestDNSAndCheckDomain(t *testing.T) {
 		"1.0.0.127.in-addr.arpa. 3600 IN PTR mail.example.test.",
 		"._domainkey.example.test. 3600 IN TXT \"v=DKIM1; k=ed25519; p=",
 		"; warning: smtp.listen is port",
+		"; warning: pop3.listen_tls = \"" + h.addr["pop3s"] + "\" listens on loopback only",
 	} {
 		if !strings.Contains(zone, want) {
 			t.Errorf("dns output lacks %q:\n%s", want, zone)
