@@ -324,6 +324,11 @@ func TestCheckPOP3Postino(t *testing.T) {
 	if code != exitError || !strings.Contains(out, "FAIL CERT") || !strings.Contains(out, "credentials not sent") || strings.Contains(out, "OK   LOGIN") {
 		t.Errorf("check with an untrusted certificate = %d\n%s", code, out)
 	}
+	// --insecure: the certificate still fails, but the audit goes on.
+	code, out, _ = runCmd(t, "", "check", "pop3s://"+open.addr["pop3s"], "--insecure", "--user", "alice@example.test", "--password-file", pw)
+	if code != exitError || !strings.Contains(out, "FAIL CERT") || !strings.Contains(out, "OK   LOGIN") || !strings.Contains(out, "OK   SIZE") {
+		t.Errorf("check --insecure = %d\n%s", code, out)
+	}
 	for _, c := range []cliCase{
 		{"bad url", []string{"check", "pop3://"}, "", exitUsage, "", "want pop3://HOST[:PORT]"},
 		{"user without password", []string{"check", "pop3://127.0.0.1:1", "--user", "a"}, "", exitUsage, "", "--user needs --password-file"},
