@@ -23,7 +23,7 @@ func testPlan(t *testing.T) *Plan {
 	return &Plan{
 		Domain: "example.test",
 		Host:   "mail.example.test",
-		Addrs:  []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+		Addrs:  []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")},
 		DKIM:   recs,
 		MTASTS: mtasts.Policy{Mode: mtasts.ModeTesting, MX: []string{"mail.example.test"}, MaxAge: mtasts.DefaultMaxAge},
 		Services: []Service{
@@ -91,6 +91,8 @@ func TestRecordsZone(t *testing.T) {
 		"autoconfig.example.test. 3600 IN CNAME mail.example.test.",
 		"autodiscover.example.test. 3600 IN CNAME mail.example.test.",
 		"1.0.0.127.in-addr.arpa. 3600 IN PTR mail.example.test.",
+		"mail.example.test. 3600 IN AAAA ::1",
+		"1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa. 3600 IN PTR mail.example.test.",
 	} {
 		if !strings.Contains(z, want+"\n") {
 			t.Errorf("zone lacks %q:\n%s", want, z)
@@ -113,7 +115,7 @@ func TestRecordsZone(t *testing.T) {
 // a real NSD, passes every DNS check.
 func TestCheckCorrectZone(t *testing.T) {
 	p := testPlan(t)
-	zones := splitZones(t, p.Zone(), "example.test", "127.in-addr.arpa")
+	zones := splitZones(t, p.Zone(), "example.test", "127.in-addr.arpa", "ip6.arpa")
 	zones["bl.test"] = "" // a blocklist listing nothing
 	srv := testutil.StartDNS(t, zones)
 	fs := Check(context.Background(), p, Options{Resolver: newResolver(t, srv), SkipPorts: true, DNSBL: []string{"bl.test"}})
@@ -143,7 +145,7 @@ func TestCheckBrokenZone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := splitZones(t, p.Zone(), "example.test", "127.in-addr.arpa")
+	good := splitZones(t, p.Zone(), "example.test", "127.in-addr.arpa", "ip6.arpa")
 	var broken strings.Builder
 	for _, l := range strings.Split(good["example.test"], "\n") {
 		switch {
@@ -166,7 +168,8 @@ func TestCheckBrokenZone(t *testing.T) {
 	srv := testutil.StartDNS(t, map[string]string{
 		"example.test":     broken.String(),
 		"127.in-addr.arpa": "1.0.0 PTR other.example.test.\n",
-		"bl.test":          "1.0.0.127 A 127.0.0.2\n1.0.0.127 TXT \"listed for testing\"\n",
+		"ip6.arpa":         good["ip6.arpa"],
+		"bl.test":          "1.0.0.127 A 127.0.0.2\n1.0.0.127 TXT \"listed for testing\"\n1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0 A 127.0.0.4\n",
 	})
 	fs := Check(context.Background(), p, Options{Resolver: newResolver(t, srv), SkipPorts: true, DNSBL: []string{"bl.test", "unserved.test"}})
 	t.Logf("\n%s", join(fs))
@@ -187,6 +190,9 @@ func TestCheckBrokenZone(t *testing.T) {
 		{Fail, "FCrDNS", "127.0.0.1", "other.example.test. does not resolve back to 127.0.0.1", "resolve to 127.0.0.1"},
 		{Fail, "DNSBL", "127.0.0.1", "listed in bl.test (127.0.0.2): listed for testing", "delisting"},
 		{Warn, "DNSBL", "127.0.0.1", "unserved.test could not be asked", ""},
+		{Fail, "DNSBL", "::1", "listed in bl.test (127.0.0.4)", "delisting"},
+		{OK, KindPTR, "::1", "PTR mail.example.test.", ""},
+		{OK, "FCrDNS", "::1", "mail.example.test. resolves back to ::1", ""},
 	} {
 		found := false
 		for _, f := range fs {
