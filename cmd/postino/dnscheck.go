@@ -163,7 +163,7 @@ func runCheck(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "check", "check DOMAIN | pop3://HOST[:PORT] | pop3s://HOST[:PORT] [flags]")
 	var pf planFlags
 	pf.register(fs)
-	dnsServer := fs.String("dns", "", "DNS server `ADDR` (host:port) to ask (default: dns.server)")
+	dnsServer := fs.String("dns", "", "DNS server `ADDR` (host:port) to ask (default: dns.server; for pop3://, /etc/resolv.conf)")
 	dnsbl := fs.String("dnsbl", strings.Join(dnscheck.DefaultDNSBL, ","), "DNS blocklist `ZONES`, comma-separated (empty: none)")
 	caFile := fs.String("ca", "", "verify certificates with the CA certificates in `FILE` (PEM) instead of the system's")
 	insecure := fs.Bool("insecure", false, "pop3: report certificate problems but go on")
@@ -196,7 +196,7 @@ func runCheck(env *cmdEnv, args []string) int {
 	}
 	ctx := context.Background()
 	if strings.HasPrefix(pos[0], "pop3://") || strings.HasPrefix(pos[0], "pop3s://") {
-		return runCheckPOP3(ctx, env, fs, pos[0], pop3CheckFlags{roots: roots, insecure: *insecure, user: *user, passFile: *passFile, timeout: *timeout})
+		return runCheckPOP3(ctx, env, fs, pos[0], pop3CheckFlags{roots: roots, insecure: *insecure, user: *user, passFile: *passFile, timeout: *timeout, dns: *dnsServer})
 	}
 	cfg, code := fs.common.loadExisting(env)
 	if cfg == nil {
@@ -254,6 +254,7 @@ type pop3CheckFlags struct {
 	user     string
 	passFile string
 	timeout  time.Duration
+	dns      string // --dns; empty: /etc/resolv.conf
 }
 
 // runCheckPOP3 audits the POP3 server of a pop3:// or pop3s:// URL.
@@ -272,6 +273,14 @@ func runCheckPOP3(ctx context.Context, env *cmdEnv, fs *cmdFlags, target string,
 		addr = net.JoinHostPort(u.Hostname(), port)
 	}
 	o := pop3check.Options{Addr: addr, Host: u.Hostname(), Implicit: implicit, Roots: f.roots, Insecure: f.insecure, User: f.user, Timeout: f.timeout}
+	if _, err := netip.ParseAddr(u.Hostname()); err != nil {
+		r, err := resolver.New(f.dns, resolver.Options{})
+		if err != nil {
+			errorf(env, "check: %v", err)
+			return exitConfigError
+		}
+		o.Resolver = r
+	}
 	if f.user != "" {
 		if f.passFile == "" {
 			return fs.usageError("--user needs --password-file")

@@ -314,8 +314,20 @@ func TestCheckPOP3Postino(t *testing.T) {
 		}
 	}
 
+	// By name: looked up through --dns, the certificate checked for the name.
+	dns := testutil.StartDNS(t, map[string]string{"example.test": "mail A 127.0.0.1\n"})
+	_, port, _ := net.SplitHostPort(h.addr["pop3s"])
+	code, out, _ := runCmd(t, "", "check", "pop3s://mail.example.test:"+port, "--dns", dns.Addr, "--ca", h.certFile)
+	if code != exitOK || !strings.Contains(out, "OK   CONNECT    mail.example.test:"+port+": mail.example.test is 127.0.0.1") || !strings.Contains(out, "OK   CERT       127.0.0.1:"+port+": valid for mail.example.test") {
+		t.Errorf("check by name = %d\n%s", code, out)
+	}
+	code, out, _ = runCmd(t, "", "check", "pop3s://nosuch.example.test:"+port, "--dns", dns.Addr, "--ca", h.certFile)
+	if code != exitError || !strings.Contains(out, "FAIL CONNECT    nosuch.example.test:"+port+": looking up nosuch.example.test") {
+		t.Errorf("check of an unknown name = %d\n%s", code, out)
+	}
+
 	open := startMailHost(t, hostConf{pop3: `plaintext_auth = "always"`})
-	code, out, _ := runCmd(t, "", "check", "pop3://"+open.addr["pop3"], "--ca", open.certFile)
+	code, out, _ = runCmd(t, "", "check", "pop3://"+open.addr["pop3"], "--ca", open.certFile)
 	if code != exitError || !strings.Contains(out, "FAIL PLAINTEXT") {
 		t.Errorf("check with plaintext allowed = %d\n%s", code, out)
 	}

@@ -17,18 +17,24 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/postino-mail/postino/internal/dnscheck"
+	"github.com/postino-mail/postino/internal/resolver"
 	"github.com/postino-mail/postino/pop3"
 )
 
 // Options say which server to audit and how.
 type Options struct {
-	// Addr is the server's host:port.
+	// Addr is the server's host:port. A host name is looked up with
+	// Resolver.
 	Addr string
+	// Resolver looks up a host name in Addr; required unless Addr holds
+	// an IP address.
+	Resolver *resolver.Resolver
 	// Host is the name its certificate must carry (the host of Addr
 	// when empty).
 	Host string
@@ -80,7 +86,7 @@ func Audit(ctx context.Context, o Options) []dnscheck.Finding {
 		o.Now = time.Now
 	}
 	a := &auditor{o: o}
-	if !a.plain(ctx) {
+	if !a.resolve(ctx) || !a.plain(ctx) {
 		return a.out
 	}
 	tlsOK := a.versions(ctx)
@@ -97,6 +103,31 @@ func Audit(ctx context.Context, o Options) []dnscheck.Finding {
 		a.add(dnscheck.Warn, "LOGIN", "fix the certificate, or pass --insecure (--ca FILE for a private CA)", "credentials not sent: TLS could not be verified")
 	}
 	return a.out
+}
+
+// resolve replaces a host name in Addr by its first address, looked up
+// through the resolver (the name stays in Host, for the certificate).
+func (a *auditor) resolve(ctx context.Context) bool {
+	host, port, err := net.SplitHostPort(a.o.Addr)
+	if err != nil {
+		a.add(dnscheck.Fail, "CONNECT", "", "%v", err)
+		return false
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	if a.o.Resolver == nil {
+		a.add(dnscheck.Fail, "CONNECT", "", "no resolver to look up %s", host)
+		return false
+	}
+	ips, err := a.o.Resolver.LookupIPAddr(ctx, host)
+	if err != nil || len(ips) == 0 {
+		a.add(dnscheck.Fail, "CONNECT", "publish an address for "+host, "looking up %s: %v", host, err)
+		return false
+	}
+	a.add(dnscheck.OK, "CONNECT", "", "%s is %s", host, ips[0].IP)
+	a.o.Addr = net.JoinHostPort(ips[0].IP.String(), port)
+	return true
 }
 
 // dial opens a session: plain (and not yet STLS) or implicit TLS with cfg.
