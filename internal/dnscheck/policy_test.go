@@ -49,7 +49,9 @@ func TestPolicyFetch(t *testing.T) {
 		{"other mx", text("text/plain", strings.Replace(pol.Text(), "mail.example.test", "mx.example.test", 1)), true, Fail, "mx mx.example.test"},
 		{"html", text("text/html", pol.Text()), true, Fail, `Content-Type "text/html", want text/plain`},
 		{"not found", http.NotFound, true, Fail, "HTTP status 404"},
-		{"redirect", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "https://elsewhere.test/", http.StatusFound) }, true, Fail, "HTTP status 302"},
+		{"redirect", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "https://elsewhere.test/", http.StatusFound)
+		}, true, Fail, "HTTP status 302"},
 		{"garbage", text("text/plain", "mode: testing\n"), true, Fail, `invalid policy: the first line must be "version: STSv1"`},
 		{"untrusted certificate", text("text/plain", pol.Text()), false, Fail, "failed to verify certificate"},
 	} {
