@@ -3,12 +3,12 @@ package proxyproto
 import (
 	"bufio"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -205,35 +205,52 @@ type guardConn struct {
 	log     *slog.Logger
 	checked bool
 	pending []byte // bytes read while deciding, not yet returned
+	// rd is the read deadline the server set, in Unix nanoseconds (0:
+	// none); the server may set it from another goroutine.
+	rd atomic.Int64
+}
+
+func (g *guardConn) setRD(t time.Time) {
+	if t.IsZero() {
+		g.rd.Store(0)
+	} else {
+		g.rd.Store(t.UnixNano())
+	}
+}
+
+func (g *guardConn) readDeadline() time.Time {
+	if n := g.rd.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// headerGap is how long the guard waits for the rest of what could be a
+// PROXY header: a balancer sends a header in one piece, so a client whose
+// first bytes only look like its start (a blank line: "\r\n" begins the
+// v2 signature) is served after this pause.
+const headerGap = 500 * time.Millisecond
+
+// SetDeadline sets the deadlines, remembered for the guard's own reads.
+func (g *guardConn) SetDeadline(t time.Time) error {
+	g.setRD(t)
+	return g.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline, remembered for the guard's own
+// reads.
+func (g *guardConn) SetReadDeadline(t time.Time) error {
+	g.setRD(t)
+	return g.Conn.SetReadDeadline(t)
 }
 
 // Read checks the first bytes the client sends. As long as they could be
-// the start of a header, it reads on (a header is sent at once, so this
-// costs nothing to an honest client, whose first line is not a prefix of
-// "PROXY " or the v2 signature).
+// the start of a header, it reads on for up to headerGap; a header is cut
+// off with ErrSpoofed.
 func (g *guardConn) Read(p []byte) (int, error) {
 	if !g.checked {
-		buf := make([]byte, 0, len(v2Sig))
-		for {
-			tmp := make([]byte, cap(buf)-len(buf))
-			n, err := g.Conn.Read(tmp)
-			buf = append(buf, tmp[:n]...)
-			if !MayBeHeader(buf) {
-				g.checked, g.pending = true, buf
-				break
-			}
-			if len(buf) >= len(v1Prefix) && (len(buf) == cap(buf) || string(buf[:len(v1Prefix)]) == string(v1Prefix)) {
-				g.log.Warn("proxy: PROXY header from an untrusted address refused", "remote", g.Conn.RemoteAddr().String())
-				g.Conn.Close()
-				return 0, ErrSpoofed
-			}
-			if err != nil {
-				g.checked, g.pending = true, buf
-				if len(buf) == 0 {
-					return 0, err
-				}
-				break
-			}
+		if err := g.check(); err != nil {
+			return 0, err
 		}
 	}
 	if len(g.pending) > 0 {
@@ -244,4 +261,44 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	return g.Conn.Read(p)
 }
 
-var _ io.Reader = (*guardConn)(nil)
+func (g *guardConn) check() error {
+	buf := make([]byte, 0, len(v2Sig))
+	tmp := make([]byte, len(v2Sig))
+	for {
+		if len(buf) > 0 {
+			// The rest of a header would follow at once.
+			dl := time.Now().Add(headerGap)
+			if rd := g.readDeadline(); !rd.IsZero() && rd.Before(dl) {
+				dl = rd
+			}
+			g.Conn.SetReadDeadline(dl)
+		}
+		n, err := g.Conn.Read(tmp[:cap(buf)-len(buf)])
+		buf = append(buf, tmp[:n]...)
+		if len(buf) > 0 {
+			g.Conn.SetReadDeadline(g.readDeadline())
+		}
+		if !MayBeHeader(buf) {
+			g.checked, g.pending = true, buf
+			return nil
+		}
+		if len(buf) >= len(v1Prefix) && (len(buf) == cap(buf) || string(buf[:len(v1Prefix)]) == string(v1Prefix)) {
+			g.log.Warn("proxy: PROXY header from an untrusted address refused", "remote", g.Conn.RemoteAddr().String())
+			g.Conn.Close()
+			return ErrSpoofed
+		}
+		if err != nil {
+			var ne net.Error
+			if len(buf) > 0 && errors.As(err, &ne) && ne.Timeout() && (g.readDeadline().IsZero() || time.Now().Before(g.readDeadline())) {
+				// Not a header: nothing followed in headerGap.
+				g.checked, g.pending = true, buf
+				return nil
+			}
+			g.checked, g.pending = true, buf
+			if len(buf) == 0 {
+				return err
+			}
+			return nil
+		}
+	}
+}

@@ -238,3 +238,37 @@ func TestListenerMaxPending(t *testing.T) {
 		t.Fatalf("after the timeouts: %v", c)
 	}
 }
+
+// TestListenerBlankLine: an untrusted client whose first bytes only look
+// like the start of a v2 header (a blank line) is served, not held until
+// it sends more.
+func TestListenerBlankLine(t *testing.T) {
+	l := startListener(t, "127.0.0.3/32")
+	dialFrom(t, l, "127.0.0.2", []byte("\r\n"))
+	c := accept(t, l)
+	if c == nil {
+		t.Fatal("not accepted")
+	}
+	// No read deadline: without the guard's own pause the read would
+	// wait for bytes that never come.
+	buf := make([]byte, 2)
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(c, buf)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil || string(buf) != "\r\n" {
+			t.Fatalf("blank line = %q, %v", buf, err)
+		}
+	case <-time.After(10 * time.Second):
+		c.Close()
+		t.Fatal("the blank line is held back")
+	}
+	// The server's own deadline still holds afterwards.
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after the blank line: %v, want the deadline", err)
+	}
+}
