@@ -209,6 +209,12 @@ func orDefault[T int | time.Duration](v, def T) T {
 // Serve accepts connections on l and serves each in its own goroutine. If
 // l yields *tls.Conn connections (tls.NewListener), they are served as
 // implicit TLS (RFC 8314). Serve returns ErrServerClosed after Shutdown.
+//
+// The client's address is the connection's RemoteAddr: per-address limits,
+// the plaintext policy, logs and the Backend (ConnInfo) use it. Behind a
+// load balancer, pass a listener that returns connections whose RemoteAddr
+// is the real client's (one that reads the PROXY protocol header, below
+// any tls.NewListener).
 func (s *Server) Serve(l net.Listener) error {
 	if !s.track(l) {
 		l.Close()

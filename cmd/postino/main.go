@@ -12,6 +12,8 @@
 //	postino block list|remove ADDR     see and lift failed-login blocks
 //	postino dkim keygen DOMAIN         make DKIM keys
 //	postino fetch [ACCOUNT...]         download remote POP3 mailboxes
+//	postino dns DOMAIN                 print the DNS records to publish
+//	postino check DOMAIN|pop3://HOST   check DNS, ports, certificates; audit POP3
 //	postino config default|check       print or validate configuration
 //	postino version                    print the version
 //
@@ -85,6 +87,8 @@ func init() {
 		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
 		{"block", "list | remove ADDRESS|ACCOUNT", "see and lift blocks after failed logins", runBlock},
 		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},
+		{"dns", "DOMAIN [--ipv4 ADDR] [--ipv6 ADDR]", "print the DNS records to publish for a domain", runDNS},
+		{"check", "DOMAIN | pop3://HOST | pop3s://HOST", "check a domain's DNS, ports and certificates, or audit a POP3 server", runCheck},
 		{"config", "default | check [FILE]", "print the commented default configuration, or check one", runConfig},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "show help", runHelp},

@@ -66,6 +66,7 @@ type Config struct {
 	HTTP     HTTPConfig     `toml:"http" comment:"Plain HTTP listener: ACME HTTP-01 challenges and the client autoconfiguration documents."`
 	HTTPS    HTTPSConfig    `toml:"https" comment:"HTTPS listener: ACME TLS-ALPN-01 challenges, the MTA-STS policy and the client autoconfiguration documents."`
 	MTASTS   MTASTSConfig   `toml:"mta_sts" comment:"MTA-STS policy (RFC 8461) served on https://mta-sts.DOMAIN/.well-known/mta-sts.txt for each local domain when https.listen is set."`
+	Proxy    ProxyConfig    `toml:"proxy" comment:"PROXY protocol from TCP load balancers."`
 }
 
 // TLSConfig is the [tls] section.
@@ -203,6 +204,8 @@ func Default() *Config {
 			MaxMessageSize: defaultMaxMessageSize,
 		},
 		Queue: defaultQueue(),
+		DNS:   DNSConfig{PublicAddresses: []string{}},
+		Proxy: defaultProxy(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",

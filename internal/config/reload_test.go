@@ -56,6 +56,7 @@ func TestRestartKeys(t *testing.T) {
 		"smtp.max_message_size", "smtp.command_timeout",
 		"queue.dns_server", "dns.server",
 		"http.listen", "https.listen",
+		"proxy.trusted", "proxy.header_timeout",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("restart-only keys = %v\nwant %v", got, want)

@@ -294,5 +294,6 @@ func (c *Config) validate() []error {
 	c.validateQueue(v)
 	c.validateDNS(v)
 	c.validateMailAuth(v)
+	c.validateProxy(v)
 	return v.errs
 }

@@ -129,7 +129,7 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if err == nil {
 		s.setLocal(cfg, logger)
 		smtpWant = append(smtpWant, s.buildWeb(cfg, logger)...)
-		err = s.openListeners(append(want, smtpWant...))
+		err = s.openListeners(append(want, smtpWant...), proxyWrap(cfg, logger))
 	}
 	if err != nil {
 		if s.queue != nil {
@@ -351,8 +351,9 @@ func (s *Server) srsFor(cfg *config.Config) (*srs.Rewriter, error) {
 }
 
 // openListeners opens every listener in want, or none: on error those
-// already open are closed. Each is served by a start function.
-func (s *Server) openListeners(want []pending) error {
+// already open are closed. Each is served by a start function, through
+// wrap (the PROXY protocol).
+func (s *Server) openListeners(want []pending, wrap func(net.Listener) net.Listener) error {
 	var opened []net.Listener
 	for _, p := range want {
 		l, err := listen(p.addr)
@@ -362,6 +363,7 @@ func (s *Server) openListeners(want []pending) error {
 			}
 			return fmt.Errorf("%s: cannot listen on %s: %w", p.name, p.addr, err)
 		}
+		l = wrap(l)
 		opened = append(opened, l)
 		s.listeners = append(s.listeners, Listener{p.name, l.Addr().String()})
 		s.starts = append(s.starts, func() {
