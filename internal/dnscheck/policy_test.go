@@ -52,7 +52,7 @@ func TestPolicyFetch(t *testing.T) {
 		{"redirect", func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "https://elsewhere.test/", http.StatusFound)
 		}, true, Fail, "HTTP status 302"},
-		{"garbage", text("text/plain", "mode: testing\n"), true, Fail, `invalid policy: the first line must be "version: STSv1"`},
+		{"garbage", text("text/plain", "mode: testing\n"), true, Fail, `invalid policy: mta-sts: invalid policy: no version`},
 		{"untrusted certificate", text("text/plain", pol.Text()), false, Fail, "failed to verify certificate"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
