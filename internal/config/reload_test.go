@@ -54,6 +54,7 @@ func TestRestartKeys(t *testing.T) {
 		"pop3.listen", "pop3.listen_tls", "pop3.dovecot_uidl_format",
 		"smtp.listen", "smtp.submission", "smtp.submissions", "smtp.lmtp",
 		"smtp.max_message_size", "smtp.command_timeout",
+		"admin.listen",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("restart-only keys = %v\nwant %v", got, want)

@@ -268,6 +268,7 @@ func (c *Config) validate() []error {
 		{"pop3.listen", p.Listen}, {"pop3.listen_tls", p.ListenTLS},
 		{"smtp.listen", s.Listen}, {"smtp.submission", s.Submission},
 		{"smtp.submissions", s.Submissions}, {"smtp.lmtp", s.LMTP},
+		{"admin.listen", c.Admin.Listen},
 	}
 	used := map[string]string{}
 	for _, l := range listeners {
@@ -289,5 +290,6 @@ func (c *Config) validate() []error {
 	// [fetch]
 	c.validateFetch(v)
 	c.validateQueue(v)
+	c.validateAdmin(v)
 	return v.errs
 }

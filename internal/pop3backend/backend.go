@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/store"
@@ -28,6 +29,8 @@ type POP3Backend struct {
 	// LoginDelay, when positive, refuses a login by a user who logged in
 	// less than this long ago (RFC 2449 §6.8, LOGIN-DELAY).
 	LoginDelay time.Duration
+	// Metrics counts logins and failed commits; nil: none.
+	Metrics *metrics.Metrics
 
 	mu        sync.Mutex
 	lastLogin map[string]time.Time
@@ -65,6 +68,7 @@ func (b *POP3Backend) LoginAllowed(ctx context.Context, ci *pop3.ConnInfo) error
 	}
 	if ok, _ := b.Guard.Begin(ci.RemoteAddr); !ok {
 		// The POP3 session logs the refusal (one line, at Warn).
+		b.Metrics.Login("pop3", metrics.ResultBlocked)
 		return errBlocked
 	}
 	return nil
@@ -74,6 +78,7 @@ func (b *POP3Backend) LoginAllowed(ctx context.Context, ci *pop3.ConnInfo) error
 // long as the Guard says (pop3.LoginGuard). Unknown users and wrong
 // passwords wait alike.
 func (b *POP3Backend) LoginFailed(ctx context.Context, ci *pop3.ConnInfo, username string) {
+	b.Metrics.Login("pop3", metrics.ResultFailed)
 	if b.Guard != nil {
 		authguard.Wait(ctx, b.Guard.EndFailure(ci.RemoteAddr, username))
 	}
@@ -82,6 +87,7 @@ func (b *POP3Backend) LoginFailed(ctx context.Context, ci *pop3.ConnInfo, userna
 // LoginSucceeded ends the attempt and forgets the account's failures
 // (pop3.LoginGuard).
 func (b *POP3Backend) LoginSucceeded(ctx context.Context, ci *pop3.ConnInfo, user string) {
+	b.Metrics.Login("pop3", metrics.ResultOK)
 	if b.Guard != nil {
 		b.Guard.EndSuccess(ci.RemoteAddr, user)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/delivery"
 )
 
@@ -85,6 +86,8 @@ type Options struct {
 	Hostname string
 	// Logger receives queue and delivery events (default: discard).
 	Logger *slog.Logger
+	// Metrics counts delivery attempts and remote deliveries; nil: none.
+	Metrics *metrics.Metrics
 
 	// Resolver looks up MX and address records (default: net.Resolver).
 	Resolver Resolver

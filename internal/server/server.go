@@ -24,6 +24,7 @@ import (
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/smtpin"
@@ -46,6 +47,7 @@ type Server struct {
 	smtp      []*smtpin.Server
 	queue     *queue.Queue
 	guard     *authguard.Guard
+	metrics   *metrics.Metrics
 	ctx       context.Context // cancelled at shutdown
 	listeners []Listener
 	starts    []func() // serve the opened listeners, once privileges are dropped
@@ -85,18 +87,20 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data folder: %w", err)
 	}
-	s := &Server{failed: make(chan error, 8), cfg: cfg}
+	s := &Server{failed: make(chan error, 8), cfg: cfg, metrics: metrics.New()}
 	tlsCfg, err := s.openTLS(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
 	s.tlsCfg = tlsCfg
 	s.guard = cfg.Guard(logger)
+	s.guard.Metrics = s.metrics
 	s.users = cfg.OpenUsers(logger)
 	deliverer, st, err := openStore(cfg, s.users, logger)
 	if err != nil {
 		return nil, err
 	}
+	deliverer.Metrics = s.metrics
 	s.store = st
 	s.pop3 = cfg.POP3Server(s.pop3Backend(cfg, s.users, logger), tlsCfg, logger)
 	var want []pending
@@ -117,6 +121,8 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.startBackground()
+	s.watchQueue()
+	s.openAdmin(cfg, logger)
 	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
 	return s, nil
 }
@@ -176,7 +182,7 @@ func tlsFiles(cfg *config.Config, logger *slog.Logger) (certFile, keyFile string
 func (s *Server) pop3Backend(cfg *config.Config, users *auth.DB, logger *slog.Logger) *pop3backend.POP3Backend {
 	return &pop3backend.POP3Backend{
 		Users: users, Store: s.store, Logger: logger, Guard: s.guard,
-		LoginDelay: cfg.POP3.LoginDelay.Duration,
+		LoginDelay: cfg.POP3.LoginDelay.Duration, Metrics: s.metrics,
 	}
 }
 
@@ -273,6 +279,7 @@ func (s *Server) smtpOptions(cfg *config.Config, r smtpRole, logger *slog.Logger
 	o.Guard = s.guard
 	o.Relay = s.queue
 	o.SRS = rw
+	o.Metrics = s.metrics
 	if r.withTLS {
 		o.TLS = s.tlsCfg
 	}
@@ -288,6 +295,7 @@ func (s *Server) queueOptions(cfg *config.Config, logger *slog.Logger, deliverer
 	qo.Local = deliverer
 	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
 	qo.DSNDomain = dsnDomain(cfg)
+	qo.Metrics = s.metrics
 	if rw != nil {
 		qo.SRS = rw
 	}
@@ -329,6 +337,7 @@ func (s *Server) openListeners(want []pending) error {
 		}
 		opened = append(opened, l)
 		s.listeners = append(s.listeners, Listener{p.name, l.Addr().String()})
+		l = s.metrics.CountingListener(l, p.name)
 		s.starts = append(s.starts, func() {
 			defer s.wg.Done()
 			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) && !errors.Is(err, smtpin.ErrServerClosed) {
@@ -497,6 +506,7 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	s.users, s.aliases = users, al
 	s.guard.SetLimits(eff.Guard(logger))
 	deliverer := eff.Deliverer(s.store, users, logger)
+	deliverer.Metrics = s.metrics
 	s.pop3.Update(eff.POP3Server(s.pop3Backend(eff, users, logger), s.tlsCfg, logger))
 	var errs []error
 	if s.queue != nil {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/pop3"
@@ -151,6 +152,8 @@ type Options struct {
 
 	// Logger receives connection and delivery events (default: discard).
 	Logger *slog.Logger
+	// Metrics counts logins, messages received and refusals; nil: none.
+	Metrics *metrics.Metrics
 	// Deliverer stores local copies (required). Its Users resolves
 	// recipient addresses to mailboxes.
 	Deliverer *delivery.Deliverer

@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-sasl"
 	smtp "github.com/emersion/go-smtp"
 
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
@@ -209,6 +210,7 @@ func (s *session) logRefusal(e *smtp.SMTPError, r refusal) {
 		r.reason = e.Message
 	}
 	s.log.Log(s.ctx, level, "smtp: refused", "id", id, "from", r.from, "rcpt", r.rcpt, "code", replyCode(e), "reason", r.reason)
+	s.opts.Metrics.Refused(s.opts.Role.String(), replyCode(e))
 }
 
 // replyCode returns the basic and enhanced status codes of a reply, for
@@ -327,10 +329,12 @@ func (s *session) authenticate(username, password string) error {
 		s.user = user
 		s.mu.Unlock()
 		s.log.Info("smtp: authenticated", "user", user)
+		s.opts.Metrics.Login("smtp", metrics.ResultOK)
 		return nil
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		// The cause (unknown user or wrong password) is for the log
 		// only: the client gets the same reply for both.
+		s.opts.Metrics.Login("smtp", metrics.ResultFailed)
 		return s.fail(errAuthInvalid, true, refusal{from: username, reason: "login failed: " + auth.FailureReason(err), warn: true})
 	default:
 		s.log.Error("smtp: authentication error", "user", username, "err", err)
@@ -562,6 +566,7 @@ func (s *session) Data(r io.Reader) error {
 	if rc, err := out.firstError(tx); err != nil {
 		return s.fail(err, !bdat, refusal{rcpt: rc.canon, reason: "message not stored"})
 	}
+	s.opts.Metrics.Received(s.opts.Role.String())
 	return smtpErr(250, 2, 0, 0, "OK: queued as "+tx.id)
 }
 
@@ -592,6 +597,7 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 			status.SetStatus(rc.addr, smtpErr(250, 2, 0, 0, "OK: delivered as "+tx.id))
 		}
 	}
+	s.opts.Metrics.Received(s.opts.Role.String())
 	return nil
 }
 

@@ -1,0 +1,200 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postino-mail/postino/internal/auth"
+)
+
+// scrape fetches url and returns its body and status.
+func scrape(t *testing.T, url string) (int, string) {
+	t.Helper()
+	cl := &http.Client{Timeout: 10 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// samples parses the Prometheus text format into "name{labels}" -> value.
+func samples(t *testing.T, text string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			t.Fatalf("bad sample line %q", l)
+		}
+		out[l[:i]] = v
+	}
+	return out
+}
+
+// TestAdminMetricsAfterTraffic builds a server with the admin listener,
+// sends real traffic (LMTP and MX deliveries, a refused relay attempt,
+// a good and two forged POP3 logins) and checks the scraped values (the
+// queue gauges are 0: nothing is queued); then /healthz and /readyz,
+// and /readyz again once the user database is unreadable and once the
+// mail folder is gone.
+func TestAdminMetricsAfterTraffic(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Admin.Listen = "127.0.0.1:0"
+	logger := slog.New(slog.DiscardHandler)
+	srv, err := Build(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(logger) })
+	addr := map[string]string{}
+	for _, l := range srv.Listeners() {
+		addr[l.Name] = l.Addr
+	}
+	if addr["admin"] == "" {
+		t.Fatalf("no admin listener in %v", srv.Listeners())
+	}
+	base := "http://" + addr["admin"]
+	db := srv.Users()
+	db.Argon2 = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+	h, err := db.HashPassword("alice-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Add(context.Background(), "alice@example.test", h); err != nil {
+		t.Fatal(err)
+	}
+	cl := &clients{t: t}
+
+	// Two messages over LMTP, one over the MX.
+	c := cl.dial(addr["lmtp"], false, "")
+	c.expect("220", c.line())
+	c.expect("250", c.cmd("LHLO client.example.test"))
+	for range 2 {
+		c.expect("250", c.cmd("MAIL FROM:<bob@remote.example>"))
+		c.expect("250", c.cmd("RCPT TO:<alice@example.test>"))
+		c.expect("354", c.cmd("DATA"))
+		c.expect("250", c.cmd("Subject: hello\r\n\r\nbody\r\n."))
+	}
+	c = cl.ehlo(addr["smtp"])
+	c.expect("250", c.cmd("MAIL FROM:<bob@remote.example>"))
+	c.expect("250", c.cmd("RCPT TO:<alice@example.test>"))
+	c.expect("354", c.cmd("DATA"))
+	c.expect("250", c.cmd("Subject: hi\r\n\r\nbody\r\n."))
+	// An attacker: a relay attempt and an unknown user are refused.
+	c.expect("250", c.cmd("MAIL FROM:<spam@attacker.example>"))
+	c.expect("554 5.7.1", c.cmd("RCPT TO:<victim@elsewhere.example>"))
+	c.expect("550 5.1.1", c.cmd("RCPT TO:<nobody@example.test>"))
+	// POP3: one good login, two forged.
+	p := cl.pop3Login(addr["pop3"], "alice@example.test", "alice-pw", "+OK")
+	p.expect("+OK", p.cmd("QUIT"))
+	cl.pop3Login(addr["pop3"], "alice@example.test", "guessed", "-ERR")
+	cl.pop3Login(addr["pop3"], "mallory@example.test", "guessed", "-ERR")
+
+	code, text := scrape(t, base+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	got := samples(t, text)
+	want := map[string]float64{
+		`postino_connections_total{listener="lmtp"}`:                 1,
+		`postino_connections_total{listener="smtp"}`:                 1,
+		`postino_connections_total{listener="pop3"}`:                 3,
+		`postino_messages_received_total{role="lmtp"}`:               2,
+		`postino_messages_received_total{role="mx"}`:                 1,
+		`postino_messages_delivered_total{destination="local"}`:      3,
+		`postino_logins_total{protocol="pop3",result="ok"}`:          1,
+		`postino_logins_total{protocol="pop3",result="failed"}`:      2,
+		`postino_messages_refused_total{code="550 5.1.1",role="mx"}`: 1,
+		`postino_queue_messages`:                                     0,
+		`postino_queue_oldest_seconds`:                               0,
+	}
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
+	}
+	relay := 0.0
+	for k, v := range got {
+		if strings.HasPrefix(k, `postino_messages_refused_total{code="554 5.7.1"`) {
+			relay += v
+		}
+	}
+	if relay != 1 {
+		t.Errorf("relay refusals = %v, want 1", relay)
+	}
+	for k := range got {
+		if strings.Contains(k, "alice") || strings.Contains(k, "127.0.0.1") {
+			t.Errorf("unbounded label in %s", k)
+		}
+	}
+
+	if code, body := scrape(t, base+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	if code, body := scrape(t, base+"/readyz"); code != 200 || body != "ready\n" {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+	if code, _ := scrape(t, base+"/nothing"); code != 404 {
+		t.Errorf("/nothing = %d, want 404", code)
+	}
+	resp, err := http.Post(base+"/metrics", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics = %d, want 405", resp.StatusCode)
+	}
+
+	// The user database becomes unreadable: not ready, and why.
+	users := cfg.UsersFile()
+	if err := os.Rename(users, users+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(users, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	code, body := scrape(t, base+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "users: ") || strings.Contains(body, "storage") {
+		t.Errorf("/readyz with unreadable users = %d %q", code, body)
+	}
+	os.Remove(users)
+	if err := os.Rename(users+".away", users); err != nil {
+		t.Fatal(err)
+	}
+	// The mail folder disappears (a failed mount): not ready either.
+	mail := cfg.MailDir()
+	if err := os.Rename(mail, filepath.Join(cfg.DataDir, "mail.away")); err != nil {
+		t.Fatal(err)
+	}
+	code, body = scrape(t, base+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "storage: mail folder unreachable") {
+		t.Errorf("/readyz without the mail folder = %d %q", code, body)
+	}
+	if code, _ := scrape(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d while not ready, want 200", code)
+	}
+}
