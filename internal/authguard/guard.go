@@ -533,4 +533,3 @@ func (g *Guard) SetLimits(from *Guard) {
 	g.Trusted = from.Trusted
 	g.Logger = from.Logger
 }
-

@@ -20,8 +20,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/fsutil"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/store"
 )
 

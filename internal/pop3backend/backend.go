@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/pop3"
 )

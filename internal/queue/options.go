@@ -9,8 +9,8 @@ import (
 	"net"
 	"time"
 
-	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/metrics"
 )
 
 // DefaultPollInterval is how often the worker looks for changes made by

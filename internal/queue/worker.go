@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/metrics"
 )
 
 // Run works the queue until ctx ends: it delivers due entries, with at

@@ -9,9 +9,9 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/pop3"
 
 	"github.com/postino-mail/postino/internal/auth"

@@ -16,11 +16,11 @@ import (
 	"github.com/emersion/go-sasl"
 	smtp "github.com/emersion/go-smtp"
 
-	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/srs"
 	"github.com/postino-mail/postino/pop3"
 )
