@@ -42,8 +42,8 @@ type Maildrop struct {
 	committed bool
 	gone      map[string]struct{} // bases Commit removed (or moved to the vault)
 	pending   bool                // a durable journal could not be completed yet
-	box       *os.Root    // the Maildir itself, opened at login or the first Open
-	subs      [2]*os.Root // its new/ and cur/, opened at their first Open
+	box       *os.Root            // the Maildir itself, opened at login or the first Open
+	subs      [2]*os.Root         // its new/ and cur/, opened at their first Open
 }
 
 var _ store.Maildrop = (*Maildrop)(nil)
