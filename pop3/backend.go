@@ -56,3 +56,15 @@ type Maildrop interface {
 	// Close releases the lock without removing anything.
 	Close() error
 }
+
+// UpdateNotifier is an optional interface of a Maildrop. When a session
+// ends with QUIT in the TRANSACTION state, the server calls Updated once
+// its deletions are committed (or when there are none), before Close,
+// with the 0-based indexes of the messages it sent whole (RETR, or TOP
+// with at least as many lines as the body has) and did not delete: the
+// backend can record them as downloaded, for EXPIRE (RFC 2449 §6.7). An
+// error is logged; the client still gets +OK, since the deletions were
+// made.
+type UpdateNotifier interface {
+	Updated(ctx context.Context, retrieved []int) error
+}

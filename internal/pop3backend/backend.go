@@ -135,7 +135,9 @@ func (b *POP3Backend) OpenMaildrop(ctx context.Context, ci *pop3.ConnInfo, user 
 	if err != nil {
 		return nil, err
 	}
-	return NewMaildrop(md), nil
+	drop := NewMaildrop(md).(*maildrop)
+	drop.metrics = b.Metrics
+	return drop, nil
 }
 
 // maildrop is a store.Maildrop seen as a pop3.Maildrop: the snapshot's
@@ -143,8 +145,30 @@ func (b *POP3Backend) OpenMaildrop(ctx context.Context, ci *pop3.ConnInfo, user 
 // rest is the store's own.
 type maildrop struct {
 	store.Maildrop
-	msgs []pop3.MessageInfo
+	msgs    []pop3.MessageInfo
+	metrics *metrics.Metrics
 }
+
+// Commit passes the deletions to the store, counting a failure.
+func (m *maildrop) Commit(ctx context.Context, deleted []int) error {
+	err := m.Maildrop.Commit(ctx, deleted)
+	if err != nil {
+		m.metrics.StorageError("commit")
+	}
+	return err
+}
+
+// Updated records the messages the session downloaded when the store
+// keeps such a record (pop3.UpdateNotifier; store.DownloadRecorder).
+func (m *maildrop) Updated(ctx context.Context, retrieved []int) error {
+	r, ok := m.Maildrop.(store.DownloadRecorder)
+	if !ok {
+		return nil
+	}
+	return r.RecordDownloads(ctx, retrieved)
+}
+
+var _ pop3.UpdateNotifier = (*maildrop)(nil)
 
 // NewMaildrop returns md as a pop3.Maildrop: Messages converted once to
 // the POP3 package's type, the rest passed through.

@@ -123,6 +123,7 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.startBackground()
 	s.watchQueue()
 	s.openAdmin(cfg, logger)
+	s.startRetention(logger)
 	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
 	return s, nil
 }
@@ -505,6 +506,7 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	// Then the swaps, which cannot fail on a validated configuration.
 	s.users, s.aliases = users, al
 	s.guard.SetLimits(eff.Guard(logger))
+	s.store.SetVault(eff.POP3.VaultDays > 0)
 	deliverer := eff.Deliverer(s.store, users, logger)
 	deliverer.Metrics = s.metrics
 	s.pop3.Update(eff.POP3Server(s.pop3Backend(eff, users, logger), s.tlsCfg, logger))
