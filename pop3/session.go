@@ -162,7 +162,7 @@ type session struct {
 	// retrieved marks the messages sent whole (RETR, or a TOP that
 	// reached the end), for UpdateNotifier.
 	retrieved []bool
-	nDeleted int
+	nDeleted  int
 
 	quit bool // the session ends after the current reply
 
