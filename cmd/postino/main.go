@@ -10,6 +10,7 @@
 //	postino deliver [--from S] ADDR... store a message from standard input
 //	postino queue list|show|retry|delete  inspect the outbound queue
 //	postino block list|remove ADDR     see and lift failed-login blocks
+//	postino vault list|restore ADDR    see and restore deleted messages
 //	postino dkim keygen DOMAIN         make DKIM keys
 //	postino fetch [ACCOUNT...]         download remote POP3 mailboxes
 //	postino config default|check       print or validate configuration
@@ -84,6 +85,7 @@ func init() {
 		{"fetch", "[flags] [ACCOUNT...]", "download remote POP3 mailboxes", runFetch},
 		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
 		{"block", "list | remove ADDRESS|ACCOUNT", "see and lift blocks after failed logins", runBlock},
+		{"vault", "list ADDRESS | restore ADDRESS (UIDL...|--all)", "see and restore messages deleted over POP3", runVault},
 		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},
 		{"config", "default | check [FILE]", "print the commented default configuration, or check one", runConfig},
 		{"version", "", "print the version", runVersion},
