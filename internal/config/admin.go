@@ -30,6 +30,7 @@ func (c *Config) validateAdmin(v *validator) {
 			v.add("admin.listen", "must name an address to bind, such as 127.0.0.1:9110 (got %q, every interface): the listener has no authentication", c.Admin.Listen)
 		}
 	}
+	v.addr("fetch.metrics_listen", c.Fetch.MetricsListen)
 	v.intRange("pop3.vault_days", c.POP3.VaultDays, 0, maxVaultDays)
 	v.minDuration("pop3.sweep_interval", c.POP3.SweepInterval, time.Minute)
 }
