@@ -78,7 +78,7 @@ func New() *Metrics {
 		blocks:        single("login_blocks_total", "Addresses blocked after too many failed logins."),
 		storageErrors: counter("storage_errors_total", "Mail store operations that failed, by operation (deliver, commit, retention).", "op"),
 		expired:       single("retention_expired_total", "Downloaded messages removed by the retention sweep (pop3.expire)."),
-		vaulted:       single("vault_moved_total", "Messages deleted over POP3 moved into the deleted-mail vault (pop3.vault_days)."),
+		vaulted:       single("vault_moved_total", "Messages deleted over POP3 or by the retention sweep moved into the deleted-mail vault (pop3.vault_days)."),
 		vaultPurged:   single("vault_purged_total", "Messages removed from the deleted-mail vault once older than pop3.vault_days."),
 		sweeps:        counter("retention_sweeps_total", "Mailboxes visited by the retention sweep, by result (ok, locked: skipped during a session, error).", "result"),
 	}

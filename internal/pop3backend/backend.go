@@ -154,6 +154,8 @@ func (m *maildrop) Commit(ctx context.Context, deleted []int) error {
 	err := m.Maildrop.Commit(ctx, deleted)
 	if err != nil {
 		m.metrics.StorageError("commit")
+	} else if v, ok := m.Maildrop.(interface{ Vaulted() int }); ok {
+		m.metrics.Vaulted(v.Vaulted())
 	}
 	return err
 }

@@ -107,6 +107,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (Totals, error) {
 		t.Purged += res.Purged
 		s.Metrics.Expired(res.Expired)
 		s.Metrics.VaultPurged(res.Purged)
+		s.Metrics.Vaulted(res.Vaulted)
 		switch {
 		case errors.Is(err, store.ErrLocked):
 			t.Locked++

@@ -41,6 +41,7 @@ type Maildrop struct {
 	infos     []store.MessageInfo
 	committed bool
 	gone      map[string]struct{} // bases Commit removed (or moved to the vault)
+	vaulted   int                 // how many of them went to the vault
 	pending   bool                // a durable journal could not be completed yet
 	box       *os.Root            // the Maildir itself, opened at login or the first Open
 	subs      [2]*os.Root         // its new/ and cur/, opened at their first Open
@@ -475,6 +476,9 @@ func (md *Maildrop) Commit(ctx context.Context, deleted []int) error {
 		return err
 	}
 	md.gone = set
+	if vaultAt > 0 {
+		md.vaulted = len(bases)
+	}
 	// RFC 1939 §6: once the journal is durable the deletions will
 	// happen, so the UPDATE has succeeded: a failure from here on is
 	// retried by Close, by the next OpenMaildrop and by RecoverJournals.

@@ -264,6 +264,9 @@ func (md *Maildrop) RecordDownloads(ctx context.Context, indexes []int) error {
 	return md.s.saveDownloads(md.dir, d)
 }
 
+// Vaulted returns how many messages Commit moved into the vault.
+func (md *Maildrop) Vaulted() int { return md.vaulted }
+
 // SweepPolicy is what Sweep applies to one mailbox.
 type SweepPolicy struct {
 	// Expire is how long a downloaded message is kept; negative: for
@@ -281,6 +284,8 @@ type SweepResult struct {
 	Expired int
 	// Purged is the number of vault entries removed for good.
 	Purged int
+	// Vaulted is how many of the Expired went into the vault.
+	Vaulted int
 }
 
 // Sweep applies the policy to the mailbox: the messages downloaded at
@@ -321,7 +326,7 @@ func (s *Store) Sweep(ctx context.Context, mailbox string, p SweepPolicy) (Sweep
 			if err := md.Commit(ctx, del); err != nil {
 				return res, err
 			}
-			res.Expired = len(del)
+			res.Expired, res.Vaulted = len(del), md.Vaulted()
 			// Forget the removed messages; a crash before this only
 			// leaves entries that name nothing.
 			if err := md.RecordDownloads(ctx, nil); err != nil {

@@ -167,6 +167,9 @@ func TestVault(t *testing.T) {
 	if err := md.Commit(ctx, []int{0, 2}); err != nil {
 		t.Fatal(err)
 	}
+	if md.Vaulted() != 2 {
+		t.Errorf("Vaulted = %d, want 2", md.Vaulted())
+	}
 	md.Close()
 	if n, _, err := s.Usage(ctx, testBox); err != nil || n != 1 {
 		t.Fatalf("Usage = %d, %v: the vault must not count", n, err)
