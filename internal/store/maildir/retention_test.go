@@ -472,3 +472,30 @@ func TestSweepCrash(t *testing.T) {
 		t.Error("no round killed the sweep")
 	}
 }
+
+// FuzzParseJournal: the commit journal parser (v1, v2 and the vault's v3)
+// never panics, and a journal it accepts names a valid Maildir (or none,
+// for v1) and non-empty unique parts, with a positive vault time or none.
+func FuzzParseJournal(f *testing.F) {
+	f.Add([]byte(journalHeader + "\ndir \"example.test/alice/Maildir\"\n\"a\"\nend\n"))
+	f.Add([]byte(journalHeaderVault + "\ndir \"example.test/alice/Maildir\"\nvault 1700000000\n\"a\"\n\"b\"\nend\n"))
+	f.Add([]byte(journalHeaderV1 + "\n\"a\"\nend\n"))
+	f.Add([]byte(journalHeaderVault + "\ndir \"../x/Maildir\"\nvault 1\nend\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir, bases, vaultAt, ok := parseJournal(data)
+		if !ok {
+			return
+		}
+		if dir != "" && !validMaildirDir(dir) {
+			t.Fatalf("accepted Maildir %q", dir)
+		}
+		if vaultAt < 0 || (vaultAt > 0 && !strings.HasPrefix(string(data), journalHeaderVault)) {
+			t.Fatalf("vault time %d", vaultAt)
+		}
+		for b := range bases {
+			if b == "" {
+				t.Fatal("empty unique part accepted")
+			}
+		}
+	})
+}
