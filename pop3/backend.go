@@ -68,3 +68,12 @@ type Maildrop interface {
 type UpdateNotifier interface {
 	Updated(ctx context.Context, retrieved []int) error
 }
+
+// ExpirePolicy is an optional interface of a Backend whose EXPIRE value
+// (RFC 2449 §6.7) varies by user: CAPA then shows "EXPIRE <Server.Expire>
+// USER" before login and the user's own value after it.
+type ExpirePolicy interface {
+	// UserExpire returns the EXPIRE argument of the logged-in user
+	// ("NEVER" or a number of days), or "" for Server.Expire.
+	UserExpire(ctx context.Context, user string) string
+}

@@ -877,6 +877,15 @@ func (s *session) cmdCAPA([]string) error {
 	if expire == "" {
 		expire = "NEVER"
 	}
+	if ep, ok := s.cfg.Backend.(ExpirePolicy); ok {
+		// RFC 2449 §6.7: before login, USER says that the value may
+		// vary by user; after it, the user's own value.
+		if s.state == stateAuthorization {
+			expire += " USER"
+		} else if v := ep.UserExpire(s.ctx, s.authUser); v != "" {
+			expire = v
+		}
+	}
 	caps = append(caps,
 		"EXPIRE "+expire,
 		"LOGIN-DELAY "+strconv.Itoa(s.cfg.LoginDelay),

@@ -3,6 +3,7 @@ package pop3
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,5 +82,38 @@ func TestUpdatedReportsRetrieved(t *testing.T) {
 	testutil.WaitFor(t, 5*time.Second, "unlock", func() bool { return !ts.be.isLocked("alice@example.test") })
 	if got := nb.updates(); len(got) != 2 || len(got[1]) != 0 {
 		t.Fatalf("Updated calls = %v, want a second, empty one", got)
+	}
+}
+
+// expireBackend is memBackend with a per-user EXPIRE.
+type expireBackend struct{ *memBackend }
+
+func (expireBackend) UserExpire(ctx context.Context, user string) string {
+	if user == "alice@example.test" {
+		return "5"
+	}
+	return ""
+}
+
+// TestCapaExpirePerUser: with an ExpirePolicy backend CAPA says
+// "EXPIRE 30 USER" before login (RFC 2449 §6.7) and the user's own value,
+// or the server's, after it.
+func TestCapaExpirePerUser(t *testing.T) {
+	ts := startServer(t, func(s *Server) {
+		s.Backend = expireBackend{s.Backend.(*memBackend)}
+		s.Expire = "30"
+	})
+	ts.be.users["bob@example.test"] = "bob pass"
+	tr := ts.dial(t)
+	if body := tr.multi("CAPA"); !strings.Contains(body, "\r\nEXPIRE 30 USER\r\n") {
+		t.Errorf("CAPA before login:\n%s", body)
+	}
+	tr = ts.loggedIn(t, "alice@example.test", "secret pass")
+	if body := tr.multi("CAPA"); !strings.Contains(body, "\r\nEXPIRE 5\r\n") {
+		t.Errorf("CAPA of alice:\n%s", body)
+	}
+	tr = ts.loggedIn(t, "bob@example.test", "bob pass")
+	if body := tr.multi("CAPA"); !strings.Contains(body, "\r\nEXPIRE 30\r\n") {
+		t.Errorf("CAPA of bob:\n%s", body)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -199,3 +200,26 @@ func (b *POP3Backend) SCRAMCredentials(ctx context.Context, ci *pop3.ConnInfo, u
 	}
 	return u.Address, pop3.SCRAMCredentials{Iterations: iter, Salt: salt, StoredKey: storedKey, ServerKey: serverKey}, nil
 }
+
+// UserExpire returns the user's own retention from the userdb_pop3_expire
+// extra field, as CAPA shows it (pop3.ExpirePolicy), or "" when the user
+// has none. A value that cannot be parsed shows NEVER: the retention
+// sweep keeps that user's mail.
+func (b *POP3Backend) UserExpire(ctx context.Context, user string) string {
+	u, ok := b.Users.Lookup(user)
+	if !ok {
+		return ""
+	}
+	days, ok, err := u.Expire()
+	switch {
+	case err != nil:
+		return "NEVER" // the sweep keeps this user's mail
+	case !ok:
+		return ""
+	case days < 0:
+		return "NEVER"
+	}
+	return strconv.Itoa(days)
+}
+
+var _ pop3.ExpirePolicy = (*POP3Backend)(nil)
