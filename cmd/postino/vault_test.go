@@ -97,3 +97,16 @@ func TestCLIVault(t *testing.T) {
 		t.Errorf("mailbox after restore: %v, want the old UIDLs back in order", got)
 	}
 }
+
+// TestListenAddrsIncludeAdmin: the admin listener is one of the addresses
+// that root may serve only on loopback without run_as.
+func TestListenAddrsIncludeAdmin(t *testing.T) {
+	cfg := config.Default()
+	cfg.POP3.Listen, cfg.POP3.ListenTLS = "", ""
+	cfg.SMTP.Listen, cfg.SMTP.Submission, cfg.SMTP.Submissions, cfg.SMTP.LMTP = "", "", "", ""
+	cfg.Admin.Listen = "192.0.2.1:9110"
+	got := listenAddrs(cfg)
+	if len(got) != 1 || got[0] != "192.0.2.1:9110" || isLoopbackAddr(got[0]) {
+		t.Fatalf("listenAddrs = %v", got)
+	}
+}
