@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/postino-mail/postino/internal/auth"
 )
 
@@ -197,4 +199,73 @@ func TestAdminMetricsAfterTraffic(t *testing.T) {
 	if code, _ := scrape(t, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz = %d while not ready, want 200", code)
 	}
+}
+
+// TestReloadTurnsVaultOn: pop3.vault_days applies on reload: a POP3
+// deletion before it is gone, one after it is in the vault.
+func TestReloadTurnsVaultOn(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Admin.Listen = ""
+	logger := slog.New(slog.DiscardHandler)
+	srv, err := Build(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(logger) })
+	addr := map[string]string{}
+	for _, l := range srv.Listeners() {
+		addr[l.Name] = l.Addr
+	}
+	db := srv.Users()
+	db.Argon2 = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+	h, _ := db.HashPassword("alice-pw")
+	if err := db.Add(context.Background(), "alice@example.test", h); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for range 2 {
+		if _, err := srv.store.Deliver(ctx, "alice@example.test", strings.NewReader("Subject: x\n\nbody\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := &clients{t: t}
+	deleteOne := func() {
+		c := cl.pop3Login(addr["pop3"], "alice@example.test", "alice-pw", "+OK")
+		c.expect("+OK", c.cmd("DELE 1"))
+		c.expect("+OK", c.cmd("QUIT"))
+	}
+	deleteOne()
+	if l, err := srv.store.VaultList(ctx, "alice@example.test"); err != nil || len(l) != 0 {
+		t.Fatalf("vault without vault_days: %v, %v", l, err)
+	}
+	next := *srv.Config()
+	next.POP3.VaultDays = 3
+	if _, err := srv.Reload(&next, logger); err != nil {
+		t.Fatal(err)
+	}
+	deleteOne()
+	if l, err := srv.store.VaultList(ctx, "alice@example.test"); err != nil || len(l) != 1 {
+		t.Fatalf("vault after reload: %v, %v", l, err)
+	}
+	if got := testutilToFloat(t, srv.Metrics(), "postino_vault_moved_total"); got != 1 {
+		t.Errorf("postino_vault_moved_total = %v", got)
+	}
+}
+
+// testutilToFloat returns the value of a metric without labels.
+func testutilToFloat(t *testing.T, m interface {
+	Registry() *prometheus.Registry
+}, name string) float64 {
+	t.Helper()
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return -1
 }
