@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/config"
 )
 
 // scrape fetches url and returns its body and status.
@@ -64,6 +66,11 @@ func samples(t *testing.T, text string) map[string]float64 {
 func TestAdminMetricsAfterTraffic(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Admin.Listen = "127.0.0.1:0"
+	// Loopback is not trusted here, so that the guard blocks it after
+	// three failed logins, without delays.
+	cfg.SMTP.TrustedNetworks = nil
+	cfg.Users.MaxFailures = 3
+	cfg.Users.FailureDelay = config.D(0)
 	logger := slog.New(slog.DiscardHandler)
 	srv, err := Build(cfg, logger)
 	if err != nil {
@@ -114,6 +121,17 @@ func TestAdminMetricsAfterTraffic(t *testing.T) {
 	p.expect("+OK", p.cmd("QUIT"))
 	cl.pop3Login(addr["pop3"], "alice@example.test", "guessed", "-ERR")
 	cl.pop3Login(addr["pop3"], "mallory@example.test", "guessed", "-ERR")
+	// SMTP AUTH on submission (in the clear from loopback): one good, a
+	// third failure that blocks the address, and a refused attempt.
+	plain := func(user, pw string) string {
+		return base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pw))
+	}
+	sub := cl.ehlo(addr["submission"])
+	sub.expect("235", sub.cmd("AUTH PLAIN %s", plain("alice@example.test", "alice-pw")))
+	sub = cl.ehlo(addr["submission"])
+	sub.expect("535", sub.cmd("AUTH PLAIN %s", plain("alice@example.test", "guessed")))
+	sub = cl.ehlo(addr["submission"])
+	sub.expect("4", sub.cmd("AUTH PLAIN %s", plain("alice@example.test", "alice-pw")))
 
 	code, text := scrape(t, base+"/metrics")
 	if code != http.StatusOK {
@@ -124,6 +142,11 @@ func TestAdminMetricsAfterTraffic(t *testing.T) {
 		`postino_connections_total{listener="lmtp"}`:                 1,
 		`postino_connections_total{listener="smtp"}`:                 1,
 		`postino_connections_total{listener="pop3"}`:                 3,
+		`postino_connections_total{listener="submission"}`:           3,
+		`postino_logins_total{protocol="smtp",result="ok"}`:          1,
+		`postino_logins_total{protocol="smtp",result="failed"}`:      1,
+		`postino_logins_total{protocol="smtp",result="blocked"}`:     1,
+		`postino_login_blocks_total`:                                 1,
 		`postino_messages_received_total{role="lmtp"}`:               2,
 		`postino_messages_received_total{role="mx"}`:                 1,
 		`postino_messages_delivered_total{destination="local"}`:      3,

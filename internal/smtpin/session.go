@@ -310,6 +310,7 @@ func (s *session) authenticate(username, password string) error {
 		// guesses sent in parallel cannot all be checked before the
 		// first failure is counted.
 		if ok, _ := g.Begin(remote); !ok {
+			s.opts.Metrics.Login("smtp", metrics.ResultBlocked)
 			return s.fail(errAuthBlocked, true, refusal{from: username, reason: "login refused: too many failed logins from this address", warn: true})
 		}
 	}
