@@ -227,6 +227,9 @@ func (md *Maildrop) RecordDownloads(ctx context.Context, indexes []int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if len(indexes) == 0 && len(md.gone) == 0 {
+		return nil // nothing to add, nothing to forget: the usual QUIT
+	}
 	d, err := md.s.loadDownloads(md.dir)
 	if err != nil {
 		return err
