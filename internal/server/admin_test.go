@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // scrape fetches url and returns its body and status.
@@ -291,4 +293,120 @@ func testutilToFloat(t *testing.T, m interface {
 		}
 	}
 	return -1
+}
+
+// TestAdminQueueMetrics: a message submitted for a remote domain whose
+// route (on loopback) refuses connections stays queued: the scrape shows
+// one queue entry with an age, a deferred attempt, and no remote
+// delivery; once the route's server answers, the message is delivered
+// and the queue gauges drop to 0.
+func TestAdminQueueMetrics(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Admin.Listen = "127.0.0.1:0"
+	// A port that refuses connections for now.
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := hold.Addr().String()
+	hold.Close()
+	cfg.Queue.Routes = []string{"remote.example=" + remote}
+	cfg.Queue.MinBackoff = config.D(time.Second)
+	cfg.Queue.MaxBackoff = config.D(time.Second)
+	cfg.Queue.STARTTLS = false
+	logger := slog.New(slog.DiscardHandler)
+	srv, err := Build(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(logger) })
+	addr := map[string]string{}
+	for _, l := range srv.Listeners() {
+		addr[l.Name] = l.Addr
+	}
+	db := srv.Users()
+	db.Argon2 = auth.Argon2Parameters{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+	h, _ := db.HashPassword("alice-pw")
+	if err := db.Add(context.Background(), "alice@example.test", h); err != nil {
+		t.Fatal(err)
+	}
+	cl := &clients{t: t}
+	c := cl.ehlo(addr["submission"])
+	c.expect("235", c.cmd("AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00alice-pw"))))
+	c.expect("250", c.cmd("MAIL FROM:<alice@example.test>"))
+	c.expect("250", c.cmd("RCPT TO:<bob@remote.example>"))
+	c.expect("354", c.cmd("DATA"))
+	c.expect("250", c.cmd("From: alice@example.test\r\nSubject: out\r\n\r\nbody\r\n."))
+
+	base := "http://" + addr["admin"] + "/metrics"
+	var got map[string]float64
+	testutil.WaitFor(t, 20*time.Second, "a deferred attempt and an aged queue entry", func() bool {
+		_, text := scrape(t, base)
+		got = samples(t, text)
+		return got[`postino_delivery_attempts_total{result="deferred"}`] >= 1 && got[`postino_queue_oldest_seconds`] > 0
+	})
+	if got[`postino_queue_messages`] != 1 || got[`postino_messages_received_total{role="submission"}`] != 1 || got[`postino_queue_scrape_errors`] != 0 {
+		t.Fatalf("queue metrics: %v", got)
+	}
+	if _, ok := got[`postino_messages_delivered_total{destination="remote"}`]; ok {
+		t.Fatalf("remote delivery counted: %v", got)
+	}
+
+	// The route's server comes up: a minimal SMTP server that takes it.
+	l, err := net.Listen("tcp", remote)
+	if err != nil {
+		t.Fatalf("route port taken meanwhile: %v", err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go fakeSMTP(nc)
+		}
+	}()
+	testutil.WaitFor(t, 30*time.Second, "the queued message delivered", func() bool {
+		_, text := scrape(t, base)
+		got = samples(t, text)
+		return got[`postino_messages_delivered_total{destination="remote"}`] == 1
+	})
+	if got[`postino_queue_messages`] != 0 || got[`postino_queue_oldest_seconds`] != 0 || got[`postino_delivery_attempts_total{result="delivered"}`] != 1 {
+		t.Fatalf("after delivery: %v", got)
+	}
+}
+
+// fakeSMTP accepts one message on nc and answers everything with success.
+func fakeSMTP(nc net.Conn) {
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(nc)
+	io.WriteString(nc, "220 remote.example ESMTP\r\n")
+	data := false
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		l = strings.TrimRight(l, "\r\n")
+		switch {
+		case data:
+			if l == "." {
+				data = false
+				io.WriteString(nc, "250 2.0.0 queued\r\n")
+			}
+		case strings.HasPrefix(strings.ToUpper(l), "EHLO"):
+			io.WriteString(nc, "250-remote.example\r\n250 8BITMIME\r\n")
+		case strings.ToUpper(l) == "DATA":
+			data = true
+			io.WriteString(nc, "354 go ahead\r\n")
+		case strings.ToUpper(l) == "QUIT":
+			io.WriteString(nc, "221 bye\r\n")
+			return
+		default:
+			io.WriteString(nc, "250 2.0.0 ok\r\n")
+		}
+	}
 }
