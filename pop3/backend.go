@@ -56,3 +56,24 @@ type Maildrop interface {
 	// Close releases the lock without removing anything.
 	Close() error
 }
+
+// UpdateNotifier is an optional interface of a Maildrop. When a session
+// ends with QUIT in the TRANSACTION state, the server calls Updated once
+// its deletions are committed (or when there are none), before Close,
+// with the 0-based indexes of the messages it sent whole (RETR, or TOP
+// with at least as many lines as the body has) and did not delete: the
+// backend can record them as downloaded, for EXPIRE (RFC 2449 §6.7). An
+// error is logged; the client still gets +OK, since the deletions were
+// made.
+type UpdateNotifier interface {
+	Updated(ctx context.Context, retrieved []int) error
+}
+
+// ExpirePolicy is an optional interface of a Backend whose EXPIRE value
+// (RFC 2449 §6.7) varies by user: CAPA then shows "EXPIRE <Server.Expire>
+// USER" before login and the user's own value after it.
+type ExpirePolicy interface {
+	// UserExpire returns the EXPIRE argument of the logged-in user
+	// ("NEVER" or a number of days), or "" for Server.Expire.
+	UserExpire(ctx context.Context, user string) string
+}

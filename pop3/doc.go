@@ -46,6 +46,12 @@
 // None of these ends a session with UPDATE: a dropped, timed-out or
 // refused session never deletes anything.
 //
+// Optional Backend features are found by type assertion: LoginGuard
+// (brute-force protection around every mechanism), SCRAMBackend,
+// ExpirePolicy (an EXPIRE value per user, RFC 2449 §6.7) and, on a
+// Maildrop, UpdateNotifier (told at QUIT which messages were downloaded
+// whole, for retention).
+//
 // Client side, Client speaks the same commands, pipelines RETR when the
 // server offers PIPELINING (Client.RetrAll), and returns each -ERR as an
 // *Error carrying its response code. It bounds what a hostile server can

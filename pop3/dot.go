@@ -55,14 +55,15 @@ func (d *dotWriter) Close() error {
 }
 
 // copyTop copies the header of a wire-form message, the empty line after
-// it, and at most bodyLines lines of its body (RFC 1939 §7, TOP).
-func copyTop(dst io.Writer, src io.Reader, bodyLines int64) (int64, error) {
+// it, and at most bodyLines lines of its body (RFC 1939 §7, TOP). whole
+// reports that this was all of the message.
+func copyTop(dst io.Writer, src io.Reader, bodyLines int64) (n int64, whole bool, err error) {
 	br := bufio.NewReaderSize(src, 4096)
-	var n int64
 	inHeader, atLineStart := true, true
 	for {
 		if !inHeader && atLineStart && bodyLines <= 0 {
-			return n, nil
+			_, perr := br.Peek(1)
+			return n, perr == io.EOF, nil
 		}
 		chunk, err := br.ReadSlice('\n')
 		if len(chunk) > 0 {
@@ -75,7 +76,7 @@ func copyTop(dst io.Writer, src io.Reader, bodyLines int64) (int64, error) {
 			m, werr := dst.Write(chunk)
 			n += int64(m)
 			if werr != nil {
-				return n, werr
+				return n, false, werr
 			}
 			atLineStart = complete
 		}
@@ -83,10 +84,10 @@ func copyTop(dst io.Writer, src io.Reader, bodyLines int64) (int64, error) {
 			continue
 		}
 		if err == io.EOF {
-			return n, nil
+			return n, true, nil
 		}
 		if err != nil {
-			return n, err
+			return n, false, err
 		}
 	}
 }

@@ -159,7 +159,10 @@ type session struct {
 	drop     Maildrop
 	msgs     []MessageInfo
 	deleted  []bool
-	nDeleted int
+	// retrieved marks the messages sent whole (RETR, or a TOP that
+	// reached the end), for UpdateNotifier.
+	retrieved []bool
+	nDeleted  int
 
 	quit bool // the session ends after the current reply
 
@@ -592,6 +595,7 @@ func (s *session) openMaildrop(user string) error {
 	s.authUser, s.drop = user, drop
 	s.msgs = drop.Messages()
 	s.deleted = make([]bool, len(s.msgs))
+	s.retrieved = make([]bool, len(s.msgs))
 	s.state = stateTransaction
 	s.log = s.log.With("user", user)
 	n, size := s.total()
@@ -659,6 +663,17 @@ func (s *session) cmdQUIT([]string) error {
 			// RFC 1939 §6: "-ERR some deleted messages not removed".
 			s.reply("-ERR [SYS/TEMP] Some deleted messages not removed.")
 			return nil
+		}
+	}
+	if u, ok := s.drop.(UpdateNotifier); ok {
+		var got []int
+		for i, r := range s.retrieved {
+			if r && !s.deleted[i] {
+				got = append(got, i)
+			}
+		}
+		if err := u.Updated(context.WithoutCancel(s.ctx), got); err != nil {
+			s.log.Error("recording the session's downloads failed", "err", err)
 		}
 	}
 	// The lock is released before the answer, so that a client that
@@ -798,13 +813,15 @@ func (s *session) sendMessage(i int, bodyLines int64) error {
 	}
 	dw := newDotWriter(out)
 	var n int64
-	if bodyLines < 0 {
+	whole := bodyLines < 0
+	if whole {
 		n, err = copyBuffered(dw, rc)
 		if err == nil && n != s.msgs[i].Size {
 			err = fmt.Errorf("message %d: read %d octets, listed %d", i+1, n, s.msgs[i].Size)
 		}
 	} else {
-		_, err = copyTop(dw, rc, bodyLines)
+		// fetchmail's TOP n 99999999 downloads the message too.
+		_, whole, err = copyTop(dw, rc, bodyLines)
 	}
 	if err != nil {
 		// The +OK is out and part of the message may be too: the only
@@ -817,6 +834,9 @@ func (s *session) sendMessage(i int, bodyLines int64) error {
 	}
 	if out != s.w && out.Flush() != nil {
 		return errAbort
+	}
+	if whole {
+		s.retrieved[i] = true
 	}
 	return nil
 }
@@ -856,6 +876,15 @@ func (s *session) cmdCAPA([]string) error {
 	expire := s.cfg.Expire
 	if expire == "" {
 		expire = "NEVER"
+	}
+	if ep, ok := s.cfg.Backend.(ExpirePolicy); ok {
+		// RFC 2449 §6.7: before login, USER says that the value may
+		// vary by user; after it, the user's own value.
+		if s.state == stateAuthorization {
+			expire += " USER"
+		} else if v := ep.UserExpire(s.ctx, s.authUser); v != "" {
+			expire = v
+		}
 	}
 	caps = append(caps,
 		"EXPIRE "+expire,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/fetch"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/tlsutil"
 )
 
@@ -112,10 +114,21 @@ func runFetch(env *cmdEnv, args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	var m *metrics.Metrics
+	if ff.daemon > 0 && cfg.Fetch.MetricsListen != "" {
+		m = metrics.New()
+		if err := serveFetchMetrics(ctx, env, cfg.Fetch.MetricsListen, m, logger); err != nil {
+			errorf(env, "fetch: fetch.metrics_listen: %v", err)
+			return exitConfigError
+		}
+	}
 	once := func() int {
 		result := fetch.ExitNoMail
 		for _, a := range accounts {
 			res, err := f.Run(ctx, a)
+			if ctx.Err() == nil {
+				m.FetchRun(map[bool]string{true: metrics.ResultOK, false: metrics.ResultError}[err == nil])
+			}
 			c := fetch.ExitCode(res.New, err)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -310,4 +323,16 @@ func contains(list []string, s string) bool {
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// serveFetchMetrics serves the metrics of "fetch --daemon" on addr until
+// ctx ends.
+func serveFetchMetrics(ctx context.Context, env *cmdEnv, addr string, m *metrics.Metrics, logger *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stderr, "fetch: metrics on http://%s/metrics\n", l.Addr())
+	go metrics.Serve(ctx, l, m.Handler(nil, logger), logger)
+	return nil
 }

@@ -20,7 +20,7 @@ import (
 // listenAddrs returns every configured listener address.
 func listenAddrs(cfg *config.Config) []string {
 	var out []string
-	for _, a := range []string{cfg.POP3.Listen, cfg.POP3.ListenTLS, cfg.SMTP.Listen, cfg.SMTP.Submission, cfg.SMTP.Submissions, cfg.SMTP.LMTP} {
+	for _, a := range []string{cfg.POP3.Listen, cfg.POP3.ListenTLS, cfg.SMTP.Listen, cfg.SMTP.Submission, cfg.SMTP.Submissions, cfg.SMTP.LMTP, cfg.Admin.Listen} {
 		if a != "" {
 			out = append(out, a)
 		}

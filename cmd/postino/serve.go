@@ -24,6 +24,7 @@ func runServe(env *cmdEnv, args []string) int {
 	subsAddr := fs.String("submissions", "", "submission over implicit TLS listen `ADDR` (overrides smtp.submissions)")
 	dnsServer := fs.String("dns-server", "", "DNS `ADDR` (host:port) for every lookup (overrides dns.server)")
 	lmtpAddr := fs.String("lmtp", "", "LMTP listen `ADDR`: host:port or a unix socket path (overrides smtp.lmtp)")
+	adminAddr := fs.String("admin", "", "admin HTTP listen `ADDR` for /metrics, /healthz and /readyz (overrides admin.listen)")
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
 		return code
@@ -46,6 +47,7 @@ func runServe(env *cmdEnv, args []string) int {
 			"submissions": func() { cfg.SMTP.Submissions = *subsAddr },
 			"lmtp":        func() { cfg.SMTP.LMTP = *lmtpAddr },
 			"dns-server":  func() { cfg.DNS.Server, cfg.Queue.DNSServer = *dnsServer, "" },
+			"admin":       func() { cfg.Admin.Listen = *adminAddr },
 		} {
 			if flagSet(fs, name) {
 				apply()

@@ -33,6 +33,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/postino-mail/postino/internal/metrics"
 )
 
 // Defaults for a zero Guard.
@@ -67,6 +69,8 @@ type Guard struct {
 	// Logger receives a line when a block starts and when it ends; nil
 	// logs nothing.
 	Logger *slog.Logger
+	// Metrics counts the blocks started; nil: none.
+	Metrics *metrics.Metrics
 
 	mu      sync.Mutex
 	records map[string]*record
@@ -291,6 +295,9 @@ func (g *Guard) failureLocked(addr net.Addr, user string) time.Duration {
 		if ipr.failures >= def(g.MaxFailures, DefaultMaxFailures) {
 			starts := ipr.blockedUntil.IsZero()
 			ipr.blockedUntil = now.Add(def(g.BlockFor, DefaultBlockFor))
+			if starts {
+				g.Metrics.Block()
+			}
 			if starts && g.Logger != nil {
 				g.Logger.Warn("login block started: too many failed logins from this address",
 					"address", displayKey(key), "failures", ipr.failures, "user", user,

@@ -67,6 +67,7 @@ type Config struct {
 	HTTPS    HTTPSConfig    `toml:"https" comment:"HTTPS listener: ACME TLS-ALPN-01 challenges, the MTA-STS policy and the client autoconfiguration documents."`
 	MTASTS   MTASTSConfig   `toml:"mta_sts" comment:"MTA-STS policy (RFC 8461) served on https://mta-sts.DOMAIN/.well-known/mta-sts.txt for each local domain when https.listen is set."`
 	Proxy    ProxyConfig    `toml:"proxy" comment:"PROXY protocol from TCP load balancers."`
+	Admin    AdminConfig    `toml:"admin" comment:"Admin HTTP listener: Prometheus metrics and health probes."`
 }
 
 // TLSConfig is the [tls] section.
@@ -101,7 +102,9 @@ type POP3Config struct {
 	MaxConnections      int                  `toml:"max_connections" comment:"Maximum number of simultaneous POP3 connections."`
 	MaxConnectionsPerIP int                  `toml:"max_connections_per_ip" comment:"Maximum number of simultaneous POP3 connections from one IP address."`
 	LoginDelay          Duration             `toml:"login_delay" comment:"Minimum time between logins by one user, advertised as the LOGIN-DELAY capability (RFC 2449); must be whole seconds. 0s disables it."`
-	Expire              string               `toml:"expire" comment:"Advertised EXPIRE capability (RFC 2449): NEVER, or the number of days the server keeps retrieved messages."`
+	Expire              string               `toml:"expire" comment:"EXPIRE capability (RFC 2449): NEVER, or the number of days the server keeps messages once a POP3 session that ended with QUIT has downloaded them (RETR, or TOP of the whole message); a background sweep then removes them. A user's userdb_pop3_expire extra field in the user database overrides it."`
+	VaultDays           int                  `toml:"vault_days" comment:"Days that messages deleted over POP3 (and by the EXPIRE sweep) are kept in the user's deleted-mail vault, from which 'postino vault restore' puts them back. 0: no vault, deleted messages are removed at once."`
+	SweepInterval       Duration             `toml:"sweep_interval" comment:"How often the retention sweep applies pop3.expire and pop3.vault_days to every mailbox. A mailbox in use by a session is skipped and visited at the next sweep."`
 	LineTimeout         Duration             `toml:"line_timeout" comment:"Time allowed for the rest of a command line once it has begun; a client dribbling bytes (slowloris) is cut off."`
 	MaxSessionTime      Duration             `toml:"max_session_time" comment:"Longest a session may last in all; it then ends without applying deletions. 0s: no limit."`
 	CommandsPerSecond   int                  `toml:"commands_per_second" comment:"Commands a session may send per second before it is slowed down (bursts of one second's worth pass). 0: no limit."`
@@ -187,6 +190,8 @@ func Default() *Config {
 			MaxConnectionsPerIP: 100,
 			LoginDelay:          D(0),
 			Expire:              ExpireNever,
+			VaultDays:           0,
+			SweepInterval:       D(time.Hour),
 			LineTimeout:         D(pop3.DefaultLineTimeout),
 			MaxSessionTime:      D(4 * time.Hour),
 			CommandsPerSecond:   500,
@@ -206,6 +211,7 @@ func Default() *Config {
 		Queue: defaultQueue(),
 		DNS:   DNSConfig{PublicAddresses: []string{}},
 		Proxy: defaultProxy(),
+		Admin: defaultAdmin(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",

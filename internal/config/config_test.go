@@ -523,3 +523,45 @@ func TestDefaultQuotaKeys(t *testing.T) {
 		t.Fatalf("default quotas %d, %d; want none", d.Users.DefaultQuota, d.Users.DefaultQuotaMessages)
 	}
 }
+
+// TestAdminAndRetentionKeys: admin.listen must name a host (an unauthenticated
+// listener on every interface is refused) and may be empty; pop3.vault_days
+// and pop3.sweep_interval have bounds; pop3.expire reads as days or never.
+func TestAdminAndRetentionKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+		want string
+	}{
+		{"default", func(*Config) {}, ""},
+		{"disabled", func(c *Config) { c.Admin.Listen = "" }, ""},
+		{"every interface", func(c *Config) { c.Admin.Listen = ":9110" }, "admin.listen: must name an address"},
+		{"bad address", func(c *Config) { c.Admin.Listen = "localhost" }, "admin.listen: "},
+		{"same as pop3", func(c *Config) { c.Admin.Listen = c.POP3.Listen }, "admin.listen: address"},
+		{"negative vault", func(c *Config) { c.POP3.VaultDays = -1 }, "pop3.vault_days: must be between 0 and"},
+		{"huge vault", func(c *Config) { c.POP3.VaultDays = 100000 }, "pop3.vault_days: must be between 0 and"},
+		{"fast sweep", func(c *Config) { c.POP3.SweepInterval = D(time.Second) }, "pop3.sweep_interval: must be at least"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			tc.set(c)
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	c := Default()
+	if c.Admin.Listen != DefaultAdminListen || c.POP3.VaultDays != 0 {
+		t.Errorf("defaults: admin.listen %q, vault_days %d", c.Admin.Listen, c.POP3.VaultDays)
+	}
+	for in, want := range map[string]int{"NEVER": -1, "0": 0, "30": 30} {
+		c.POP3.Expire = in
+		if got := c.POP3.ExpireDays(); got != want {
+			t.Errorf("ExpireDays(%q) = %d, want %d", in, got, want)
+		}
+	}
+}

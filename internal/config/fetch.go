@@ -26,8 +26,9 @@ var FetchAuthMethods = []string{"auto", "scram-sha-256", "plain", "login", "user
 // FetchConfig is the [fetch] section: the remote mailboxes `postino fetch`
 // downloads, each a [[fetch.account]] table.
 type FetchConfig struct {
-	StateDir string         `toml:"state_dir" comment:"Directory of the per-account state files (UIDLs seen and delivered); empty means DATA/fetch."`
-	Accounts []FetchAccount `toml:"account" comment:"Remote POP3 accounts, each a [[fetch.account]] table; none by default. An example with every key follows."`
+	StateDir      string         `toml:"state_dir" comment:"Directory of the per-account state files (UIDLs seen and delivered); empty means DATA/fetch."`
+	MetricsListen string         `toml:"metrics_listen" comment:"Address (host:port) where 'postino fetch --daemon' serves its Prometheus metrics (postino_fetch_runs_total) at /metrics, with /healthz and /readyz, as admin.listen does for the server. Empty: none."`
+	Accounts      []FetchAccount `toml:"account" comment:"Remote POP3 accounts, each a [[fetch.account]] table; none by default. An example with every key follows."`
 }
 
 // FetchAccount is one [[fetch.account]] table. Every zero value is a safe

@@ -57,6 +57,7 @@ func TestRestartKeys(t *testing.T) {
 		"queue.dns_server", "dns.server",
 		"http.listen", "https.listen",
 		"proxy.trusted", "proxy.header_timeout",
+		"admin.listen",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("restart-only keys = %v\nwant %v", got, want)

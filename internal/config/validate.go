@@ -269,6 +269,7 @@ func (c *Config) validate() []error {
 		{"smtp.listen", s.Listen}, {"smtp.submission", s.Submission},
 		{"smtp.submissions", s.Submissions}, {"smtp.lmtp", s.LMTP},
 		{"http.listen", c.HTTP.Listen}, {"https.listen", c.HTTPS.Listen},
+		{"admin.listen", c.Admin.Listen},
 	}
 	used := map[string]string{}
 	for _, l := range listeners {
@@ -295,5 +296,6 @@ func (c *Config) validate() []error {
 	c.validateDNS(v)
 	c.validateMailAuth(v)
 	c.validateProxy(v)
+	c.validateAdmin(v)
 	return v.errs
 }

@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/postino-mail/postino/internal/fsutil"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/store"
 )
 
@@ -68,6 +69,8 @@ type Deliverer struct {
 	Quotas Quotas
 	// Logger receives one line per stored copy.
 	Logger *slog.Logger
+	// Metrics counts stored copies and store failures; nil: none.
+	Metrics *metrics.Metrics
 }
 
 // Quotas gives the quota of each mailbox (auth.Quotas implements it).
@@ -246,8 +249,10 @@ func (d *Deliverer) DeliverSpooled(ctx context.Context, from, rcpt, mailbox stri
 		if errors.Is(err, store.ErrMalformed) {
 			return "", fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
+		d.Metrics.StorageError("deliver")
 		return "", fmt.Errorf("storing message for %s: %w", rcpt, err)
 	}
+	d.Metrics.Delivered("local")
 	if d.Logger != nil {
 		d.Logger.Info("delivered", "id", MessageID(ctx), "from", from, "rcpt", rcpt, "mailbox", mailbox, "uid", uid, "size", sp.size)
 	}
@@ -340,8 +345,10 @@ func (d *Deliverer) DeliverStream(ctx context.Context, from, rcpt, mailbox strin
 		return "", src.err
 	}
 	if err != nil {
+		d.Metrics.StorageError("deliver")
 		return "", fmt.Errorf("%w: storing message for %s: %w", ErrStore, rcpt, err)
 	}
+	d.Metrics.Delivered("local")
 	if d.Logger != nil {
 		d.Logger.Info("delivered", "id", MessageID(ctx), "from", from, "rcpt", rcpt, "mailbox", mailbox, "uid", uid, "size", src.n)
 	}

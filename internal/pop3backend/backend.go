@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -28,6 +30,8 @@ type POP3Backend struct {
 	// LoginDelay, when positive, refuses a login by a user who logged in
 	// less than this long ago (RFC 2449 §6.8, LOGIN-DELAY).
 	LoginDelay time.Duration
+	// Metrics counts logins and failed commits; nil: none.
+	Metrics *metrics.Metrics
 
 	mu        sync.Mutex
 	lastLogin map[string]time.Time
@@ -65,6 +69,7 @@ func (b *POP3Backend) LoginAllowed(ctx context.Context, ci *pop3.ConnInfo) error
 	}
 	if ok, _ := b.Guard.Begin(ci.RemoteAddr); !ok {
 		// The POP3 session logs the refusal (one line, at Warn).
+		b.Metrics.Login("pop3", metrics.ResultBlocked)
 		return errBlocked
 	}
 	return nil
@@ -74,6 +79,7 @@ func (b *POP3Backend) LoginAllowed(ctx context.Context, ci *pop3.ConnInfo) error
 // long as the Guard says (pop3.LoginGuard). Unknown users and wrong
 // passwords wait alike.
 func (b *POP3Backend) LoginFailed(ctx context.Context, ci *pop3.ConnInfo, username string) {
+	b.Metrics.Login("pop3", metrics.ResultFailed)
 	if b.Guard != nil {
 		authguard.Wait(ctx, b.Guard.EndFailure(ci.RemoteAddr, username))
 	}
@@ -82,6 +88,7 @@ func (b *POP3Backend) LoginFailed(ctx context.Context, ci *pop3.ConnInfo, userna
 // LoginSucceeded ends the attempt and forgets the account's failures
 // (pop3.LoginGuard).
 func (b *POP3Backend) LoginSucceeded(ctx context.Context, ci *pop3.ConnInfo, user string) {
+	b.Metrics.Login("pop3", metrics.ResultOK)
 	if b.Guard != nil {
 		b.Guard.EndSuccess(ci.RemoteAddr, user)
 	}
@@ -129,7 +136,9 @@ func (b *POP3Backend) OpenMaildrop(ctx context.Context, ci *pop3.ConnInfo, user 
 	if err != nil {
 		return nil, err
 	}
-	return NewMaildrop(md), nil
+	drop := NewMaildrop(md).(*maildrop)
+	drop.metrics = b.Metrics
+	return drop, nil
 }
 
 // maildrop is a store.Maildrop seen as a pop3.Maildrop: the snapshot's
@@ -137,8 +146,32 @@ func (b *POP3Backend) OpenMaildrop(ctx context.Context, ci *pop3.ConnInfo, user 
 // rest is the store's own.
 type maildrop struct {
 	store.Maildrop
-	msgs []pop3.MessageInfo
+	msgs    []pop3.MessageInfo
+	metrics *metrics.Metrics
 }
+
+// Commit passes the deletions to the store, counting a failure.
+func (m *maildrop) Commit(ctx context.Context, deleted []int) error {
+	err := m.Maildrop.Commit(ctx, deleted)
+	if err != nil {
+		m.metrics.StorageError("commit")
+	} else if v, ok := m.Maildrop.(interface{ Vaulted() int }); ok {
+		m.metrics.Vaulted(v.Vaulted())
+	}
+	return err
+}
+
+// Updated records the messages the session downloaded when the store
+// keeps such a record (pop3.UpdateNotifier; store.DownloadRecorder).
+func (m *maildrop) Updated(ctx context.Context, retrieved []int) error {
+	r, ok := m.Maildrop.(store.DownloadRecorder)
+	if !ok {
+		return nil
+	}
+	return r.RecordDownloads(ctx, retrieved)
+}
+
+var _ pop3.UpdateNotifier = (*maildrop)(nil)
 
 // NewMaildrop returns md as a pop3.Maildrop: Messages converted once to
 // the POP3 package's type, the rest passed through.
@@ -167,3 +200,26 @@ func (b *POP3Backend) SCRAMCredentials(ctx context.Context, ci *pop3.ConnInfo, u
 	}
 	return u.Address, pop3.SCRAMCredentials{Iterations: iter, Salt: salt, StoredKey: storedKey, ServerKey: serverKey}, nil
 }
+
+// UserExpire returns the user's own retention from the userdb_pop3_expire
+// extra field, as CAPA shows it (pop3.ExpirePolicy), or "" when the user
+// has none. A value that cannot be parsed shows NEVER: the retention
+// sweep keeps that user's mail.
+func (b *POP3Backend) UserExpire(ctx context.Context, user string) string {
+	u, ok := b.Users.Lookup(user)
+	if !ok {
+		return ""
+	}
+	days, ok, err := u.Expire()
+	switch {
+	case err != nil:
+		return "NEVER" // the sweep keeps this user's mail
+	case !ok:
+		return ""
+	case days < 0:
+		return "NEVER"
+	}
+	return strconv.Itoa(days)
+}
+
+var _ pop3.ExpirePolicy = (*POP3Backend)(nil)

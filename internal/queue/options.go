@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/metrics"
 )
 
 // DefaultPollInterval is how often the worker looks for changes made by
@@ -86,6 +87,8 @@ type Options struct {
 	Hostname string
 	// Logger receives queue and delivery events (default: discard).
 	Logger *slog.Logger
+	// Metrics counts delivery attempts and remote deliveries; nil: none.
+	Metrics *metrics.Metrics
 
 	// Resolver looks up MX and address records (default: net.Resolver).
 	Resolver Resolver

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/metrics"
 )
 
 // Run works the queue until ctx ends: it delivers due entries, with at
@@ -280,6 +281,10 @@ func (q *Queue) setRcpt(e *Entry, r *Recipient, st Status, code int, enhanced, t
 	}
 	event := map[Status]string{StatusSent: "queue: delivered", StatusFailed: "queue: bounced", StatusPending: "queue: deferred"}[st]
 	args := []any{"id", e.MessageID, "entry", e.ID, "from", e.From, "rcpt", r.Addr, "relay", host, "reply", r.Reply, "delay", now.Sub(e.Arrival).Round(time.Millisecond)}
+	q.options().Metrics.DeliveryAttempt(map[Status]string{StatusSent: metrics.ResultDelivered, StatusFailed: metrics.ResultBounced, StatusPending: metrics.ResultDeferred}[st])
+	if st == StatusSent && !e.Local {
+		q.options().Metrics.Delivered("remote") // local copies are counted by the Deliverer
+	}
 	if st == StatusPending {
 		q.options().Logger.Warn(event, args...)
 	} else {

@@ -27,6 +27,7 @@ import (
 	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/resolver"
@@ -51,6 +52,7 @@ type Server struct {
 	smtp    []*smtpin.Server
 	queue   *queue.Queue
 	guard   *authguard.Guard
+	metrics *metrics.Metrics
 	// resolver answers every DNS lookup (dns.server), with one cache.
 	resolver *resolver.Resolver
 	// checks judge mail arriving on the MX (inboundChecks).
@@ -98,7 +100,7 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data folder: %w", err)
 	}
-	s := &Server{failed: make(chan error, 8), cfg: cfg}
+	s := &Server{failed: make(chan error, 8), cfg: cfg, metrics: metrics.New()}
 	tlsCfg, err := s.openTLS(cfg, logger)
 	if err != nil {
 		return nil, err
@@ -108,6 +110,7 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if s.resolver, err = cfg.Resolver(); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
+	s.guard.Metrics = s.metrics
 	s.users = cfg.OpenUsers(logger)
 	if s.checks, err = s.inboundChecks(cfg, logger); err != nil {
 		return nil, err
@@ -116,6 +119,7 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	deliverer.Metrics = s.metrics
 	s.store = st
 	s.pop3 = cfg.POP3Server(s.pop3Backend(cfg, s.users, logger), tlsCfg, logger)
 	var want []pending
@@ -138,6 +142,9 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.startBackground()
+	s.watchQueue()
+	s.openAdmin(cfg, logger)
+	s.startRetention(logger)
 	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
 	return s, nil
 }
@@ -204,7 +211,7 @@ func tlsFiles(cfg *config.Config, logger *slog.Logger) (certFile, keyFile string
 func (s *Server) pop3Backend(cfg *config.Config, users *auth.DB, logger *slog.Logger) *pop3backend.POP3Backend {
 	return &pop3backend.POP3Backend{
 		Users: users, Store: s.store, Logger: logger, Guard: s.guard,
-		LoginDelay: cfg.POP3.LoginDelay.Duration,
+		LoginDelay: cfg.POP3.LoginDelay.Duration, Metrics: s.metrics,
 	}
 }
 
@@ -305,6 +312,7 @@ func (s *Server) smtpOptions(cfg *config.Config, r smtpRole, logger *slog.Logger
 	}
 	o.Relay = s.queue
 	o.SRS = rw
+	o.Metrics = s.metrics
 	if r.withTLS {
 		o.TLS = s.tlsCfg
 	}
@@ -323,6 +331,7 @@ func (s *Server) queueOptions(cfg *config.Config, logger *slog.Logger, deliverer
 	qo.DSNDomain = dsnDomain(cfg)
 	s.outboundSecurity(cfg, logger.With("component", "queue"), &qo)
 	qo.Owns = senderOwns(cfg, deliverer, al, qo.IsLocalDomain)
+	qo.Metrics = s.metrics
 	if rw != nil {
 		qo.SRS = rw
 	}
@@ -366,6 +375,7 @@ func (s *Server) openListeners(want []pending, wrap func(net.Listener) net.Liste
 		l = wrap(l)
 		opened = append(opened, l)
 		s.listeners = append(s.listeners, Listener{p.name, l.Addr().String()})
+		l = s.metrics.CountingListener(l, p.name)
 		s.starts = append(s.starts, func() {
 			defer s.wg.Done()
 			if err := p.serve(l); err != nil && !errors.Is(err, pop3.ErrServerClosed) && !errors.Is(err, smtpin.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
@@ -539,7 +549,9 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	// Then the swaps, which cannot fail on a validated configuration.
 	s.users, s.aliases, s.checks = users, al, checks
 	s.guard.SetLimits(eff.Guard(logger))
+	s.store.SetVault(eff.POP3.VaultDays > 0)
 	deliverer := eff.Deliverer(s.store, users, logger)
+	deliverer.Metrics = s.metrics
 	s.pop3.Update(eff.POP3Server(s.pop3Backend(eff, users, logger), s.tlsCfg, logger))
 	s.setLocal(eff, logger)
 	if s.web.docs != nil {

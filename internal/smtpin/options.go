@@ -13,6 +13,7 @@ import (
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/inbound"
 	"github.com/postino-mail/postino/internal/resolver"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/pop3"
 
 	"github.com/postino-mail/postino/internal/auth"
@@ -153,6 +154,8 @@ type Options struct {
 
 	// Logger receives connection and delivery events (default: discard).
 	Logger *slog.Logger
+	// Metrics counts logins, messages received and refusals; nil: none.
+	Metrics *metrics.Metrics
 	// Deliverer stores local copies (required). Its Users resolves
 	// recipient addresses to mailboxes.
 	Deliverer *delivery.Deliverer

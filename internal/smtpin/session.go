@@ -21,6 +21,7 @@ import (
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/srs"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -218,6 +219,7 @@ func (s *session) logRefusal(e *smtp.SMTPError, r refusal) {
 		r.reason = e.Message
 	}
 	s.log.Log(s.ctx, level, "smtp: refused", "id", id, "from", r.from, "rcpt", r.rcpt, "code", replyCode(e), "reason", r.reason)
+	s.opts.Metrics.Refused(s.opts.Role.String(), replyCode(e))
 }
 
 // replyCode returns the basic and enhanced status codes of a reply, for
@@ -317,6 +319,7 @@ func (s *session) authenticate(username, password string) error {
 		// guesses sent in parallel cannot all be checked before the
 		// first failure is counted.
 		if ok, _ := g.Begin(remote); !ok {
+			s.opts.Metrics.Login("smtp", metrics.ResultBlocked)
 			return s.fail(errAuthBlocked, true, refusal{from: username, reason: "login refused: too many failed logins from this address", warn: true})
 		}
 	}
@@ -336,10 +339,12 @@ func (s *session) authenticate(username, password string) error {
 		s.user = user
 		s.mu.Unlock()
 		s.log.Info("smtp: authenticated", "user", user)
+		s.opts.Metrics.Login("smtp", metrics.ResultOK)
 		return nil
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		// The cause (unknown user or wrong password) is for the log
 		// only: the client gets the same reply for both.
+		s.opts.Metrics.Login("smtp", metrics.ResultFailed)
 		return s.fail(errAuthInvalid, true, refusal{from: username, reason: "login failed: " + auth.FailureReason(err), warn: true})
 	default:
 		s.log.Error("smtp: authentication error", "user", username, "err", err)
@@ -578,6 +583,7 @@ func (s *session) Data(r io.Reader) error {
 	if rc, err := out.firstError(tx); err != nil {
 		return s.fail(err, !bdat, refusal{rcpt: rc.canon, reason: "message not stored"})
 	}
+	s.opts.Metrics.Received(s.opts.Role.String())
 	return smtpErr(250, 2, 0, 0, "OK: queued as "+tx.id)
 }
 
@@ -608,6 +614,7 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 			status.SetStatus(rc.addr, smtpErr(250, 2, 0, 0, "OK: delivered as "+tx.id))
 		}
 	}
+	s.opts.Metrics.Received(s.opts.Role.String())
 	return nil
 }
 

@@ -101,3 +101,14 @@ type MailboxRemover interface {
 	// before, while a session holds the lock.
 	RemoveMailboxWith(ctx context.Context, mailbox string, before func(context.Context) error) error
 }
+
+// DownloadRecorder is implemented by maildrops that keep when each
+// message was first downloaded, for the retention of downloaded mail
+// (RFC 2449 §6.7, EXPIRE).
+type DownloadRecorder interface {
+	// RecordDownloads durably records that the messages at the given
+	// 0-based indexes were sent whole to a client whose session ended
+	// with QUIT. It is called at most once, after Commit (if any) and
+	// before Close; messages Commit removed are ignored.
+	RecordDownloads(ctx context.Context, indexes []int) error
+}

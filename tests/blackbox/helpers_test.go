@@ -73,7 +73,7 @@ func startServer(t testing.TB, o serverOpts) *server {
 		Setup: func(free []string) ([]string, map[string]string) {
 			args := []string{"serve"}
 			if !o.noAddrs {
-				args = append(args, "--smtp", "", "--submission", "", "--submissions", "")
+				args = append(args, "--smtp", "", "--submission", "", "--submissions", "", "--admin", "")
 			}
 			if !o.noDataFlag {
 				args = append(args, "--data", s.data)

@@ -143,6 +143,11 @@ type Store struct {
 	importUIDLs bool
 
 	journalDirOK atomic.Bool // journalDir exists
+
+	// vault is on when commits move messages into the vault; clock
+	// tells the time of downloads and deletions (nil: time.Now).
+	vault atomic.Bool
+	clock func() time.Time
 }
 
 var _ store.Store = (*Store)(nil)

@@ -651,7 +651,7 @@ func TestJournalRecovery(t *testing.T) {
 	// Crash after the journal is durable, before any unlink: the commit
 	// must complete at the next open. One listed file is already gone (a
 	// crash in the middle of the unlinks) and one was moved by a MUA.
-	if err := s.writeJournal(dir, []string{uids[0], uids[2], uids[3]}); err != nil {
+	if err := s.writeJournal(dir, []string{uids[0], uids[2], uids[3]}, 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range dirNames(t, filepath.Join(root, dir, "new")) {
@@ -717,21 +717,21 @@ func TestJournalRecovery(t *testing.T) {
 
 func TestParseJournal(t *testing.T) {
 	good := journalHeader + "\ndir \"example.test/alice/Maildir\"\n\"a\"\n\"b c\\n\"\nend\n"
-	dir, bases, ok := parseJournal([]byte(good))
+	dir, bases, _, ok := parseJournal([]byte(good))
 	if !ok || len(bases) != 2 || dir != "example.test/alice/Maildir" {
 		t.Fatalf("parseJournal(good) = %q, %v, %v", dir, bases, ok)
 	}
 	if _, ok := bases["b c\n"]; !ok {
 		t.Errorf("quoted base not decoded: %v", bases)
 	}
-	if dir, bases, ok := parseJournal([]byte(journalHeaderV1 + "\n\"a\"\nend\n")); !ok || dir != "" || len(bases) != 1 {
+	if dir, bases, _, ok := parseJournal([]byte(journalHeaderV1 + "\n\"a\"\nend\n")); !ok || dir != "" || len(bases) != 1 {
 		t.Errorf("v1 journal: %q, %v, %v", dir, bases, ok)
 	}
 	for _, bad := range []string{"", journalHeader + "\n", journalHeader + "\nend", good[:len(good)-5], "x\nend\n",
 		journalHeader + "\ndir \"example.test/alice/Maildir\"\na\nend\n", journalHeader + "\ndir \"example.test/alice/Maildir\"\n\"\"\nend\n",
 		journalHeader + "\n\"a\"\nend\n", journalHeader + "\ndir \"../x/Maildir\"\n\"a\"\nend\n", journalHeader + "\ndir \"a/b/c\"\n\"a\"\nend\n",
 		journalHeaderV1 + "\ndir \"example.test/alice/Maildir\"\n\"a\"\nend\n"} {
-		if _, _, ok := parseJournal([]byte(bad)); ok {
+		if _, _, _, ok := parseJournal([]byte(bad)); ok {
 			t.Errorf("parseJournal(%q) accepted", bad)
 		}
 	}

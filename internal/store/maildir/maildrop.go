@@ -40,9 +40,11 @@ type Maildrop struct {
 	shared    bool // msgs belongs to the scan cache: copy before changing
 	infos     []store.MessageInfo
 	committed bool
-	pending   bool        // a durable journal could not be completed yet
-	box       *os.Root    // the Maildir itself, opened at login or the first Open
-	subs      [2]*os.Root // its new/ and cur/, opened at their first Open
+	gone      map[string]struct{} // bases Commit removed (or moved to the vault)
+	vaulted   int                 // how many of them went to the vault
+	pending   bool                // a durable journal could not be completed yet
+	box       *os.Root            // the Maildir itself, opened at login or the first Open
+	subs      [2]*os.Root         // its new/ and cur/, opened at their first Open
 }
 
 var _ store.Maildrop = (*Maildrop)(nil)
@@ -460,13 +462,27 @@ func (md *Maildrop) Commit(ctx context.Context, deleted []int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := md.s.writeJournal(md.dir, bases); err != nil {
+	// With the vault on, the journal says so and when: the messages are
+	// then moved into the vault rather than unlinked, by this commit or
+	// by whoever completes the journal after a crash.
+	var vaultAt int64
+	if md.s.vault.Load() {
+		vaultAt = md.s.now().Unix()
+		if err := md.s.ensureVault(md.dir); err != nil {
+			return err
+		}
+	}
+	if err := md.s.writeJournal(md.dir, bases, vaultAt); err != nil {
 		return err
+	}
+	md.gone = set
+	if vaultAt > 0 {
+		md.vaulted = len(bases)
 	}
 	// RFC 1939 §6: once the journal is durable the deletions will
 	// happen, so the UPDATE has succeeded: a failure from here on is
 	// retried by Close, by the next OpenMaildrop and by RecoverJournals.
-	err := md.s.applyJournal(md.dir, set)
+	err := md.s.applyJournal(md.dir, set, vaultAt)
 	md.s.forgetUsage(md.dir)
 	if err == nil {
 		err = md.s.removeJournal(md.dir)
@@ -505,10 +521,13 @@ func (md *Maildrop) Close() error {
 }
 
 // Journal formats: v2 names its Maildir and lives in the journal folder
-// of the root; v1 (written by earlier versions) lives in the Maildir.
+// of the root; v3 is v2 with a "vault <unix seconds>" line after the
+// Maildir, for a commit that moves the messages into the vault; v1
+// (written by earlier versions) lives in the Maildir.
 const (
-	journalHeader   = "postino-commit-journal v2"
-	journalHeaderV1 = "postino-commit-journal v1"
+	journalHeader      = "postino-commit-journal v2"
+	journalHeaderVault = "postino-commit-journal v3"
+	journalHeaderV1    = "postino-commit-journal v1"
 )
 
 // journalPath returns the path of the commit journal of the Maildir dir,
@@ -538,14 +557,22 @@ func (s *Store) ensureJournalDir() error {
 	return nil
 }
 
-// writeJournal durably records the bases to delete.
-func (s *Store) writeJournal(dir string, bases []string) error {
+// writeJournal durably records the bases to delete, or with vaultAt > 0
+// to move into the vault as deleted at that time (unix seconds).
+func (s *Store) writeJournal(dir string, bases []string, vaultAt int64) error {
 	if err := s.ensureJournalDir(); err != nil {
 		return err
 	}
 	var b bytes.Buffer
-	b.WriteString(journalHeader + "\n")
+	if vaultAt > 0 {
+		b.WriteString(journalHeaderVault + "\n")
+	} else {
+		b.WriteString(journalHeader + "\n")
+	}
 	b.WriteString("dir " + strconv.Quote(dir) + "\n")
+	if vaultAt > 0 {
+		b.WriteString("vault " + strconv.FormatInt(vaultAt, 10) + "\n")
+	}
 	for _, base := range bases {
 		b.WriteString(strconv.Quote(base))
 		b.WriteByte('\n')
@@ -581,36 +608,48 @@ func (s *Store) writeFileSync(p string, data []byte) error {
 }
 
 // parseJournal decodes a journal. dir is the Maildir it names ("" for a
-// v1 journal, which names none); ok is false when it is not complete.
-func parseJournal(data []byte) (dir string, bases map[string]struct{}, ok bool) {
+// v1 journal, which names none); vaultAt is when its messages were
+// deleted when they go to the vault (v3), else 0; ok is false when it is
+// not complete.
+func parseJournal(data []byte) (dir string, bases map[string]struct{}, vaultAt int64, ok bool) {
 	lines := strings.Split(string(data), "\n")
 	if len(lines) < 3 || lines[len(lines)-1] != "" || lines[len(lines)-2] != "end" {
-		return "", nil, false
+		return "", nil, 0, false
 	}
 	body := lines[1 : len(lines)-2]
 	switch lines[0] {
 	case journalHeaderV1:
-	case journalHeader:
+	case journalHeader, journalHeaderVault:
 		if len(body) == 0 || !strings.HasPrefix(body[0], "dir ") {
-			return "", nil, false
+			return "", nil, 0, false
 		}
 		d, err := strconv.Unquote(body[0][len("dir "):])
 		if err != nil || !validMaildirDir(d) {
-			return "", nil, false
+			return "", nil, 0, false
 		}
 		dir, body = d, body[1:]
+		if lines[0] == journalHeaderVault {
+			if len(body) == 0 || !strings.HasPrefix(body[0], "vault ") {
+				return "", nil, 0, false
+			}
+			t, err := strconv.ParseInt(body[0][len("vault "):], 10, 64)
+			if err != nil || t <= 0 {
+				return "", nil, 0, false
+			}
+			vaultAt, body = t, body[1:]
+		}
 	default:
-		return "", nil, false
+		return "", nil, 0, false
 	}
 	bases = make(map[string]struct{}, len(body))
 	for _, l := range body {
 		b, err := strconv.Unquote(l)
 		if err != nil || b == "" {
-			return "", nil, false
+			return "", nil, 0, false
 		}
 		bases[b] = struct{}{}
 	}
-	return dir, bases, true
+	return dir, bases, vaultAt, true
 }
 
 // validMaildirDir reports whether dir has the form mailboxDir gives.
@@ -644,7 +683,7 @@ func (s *Store) completeJournal(dir, p string, v2 bool) error {
 	if err != nil {
 		return fmt.Errorf("maildir: reading journal: %w", err)
 	}
-	jdir, bases, ok := parseJournal(data)
+	jdir, bases, vaultAt, ok := parseJournal(data)
 	if ok && v2 && jdir != dir {
 		// A hash collision cannot happen in practice; this is damage.
 		ok = false
@@ -656,7 +695,7 @@ func (s *Store) completeJournal(dir, p string, v2 bool) error {
 		s.logger.Error("maildir: discarding corrupt commit journal", "dir", dir)
 	} else {
 		s.logger.Warn("maildir: completing interrupted commit", "dir", dir, "messages", len(bases))
-		if err := s.applyJournal(dir, bases); err != nil {
+		if err := s.applyJournal(dir, bases, vaultAt); err != nil {
 			return err
 		}
 	}
@@ -667,9 +706,15 @@ func (s *Store) completeJournal(dir, p string, v2 bool) error {
 }
 
 // applyJournal unlinks every file of new/ and cur/ whose base is in bases,
-// then fsyncs both directories. Files already gone are ignored; a file
-// renamed by another program meanwhile is found again.
-func (s *Store) applyJournal(dir string, bases map[string]struct{}) error {
+// or with vaultAt > 0 renames it into the vault as deleted at vaultAt,
+// then fsyncs both directories (and the vault). Files already gone are
+// ignored; a file renamed by another program meanwhile is found again.
+func (s *Store) applyJournal(dir string, bases map[string]struct{}, vaultAt int64) error {
+	if vaultAt > 0 {
+		if err := s.ensureVault(dir); err != nil {
+			return err
+		}
+	}
 	for pass := 0; ; pass++ {
 		raced := false
 		for _, sub := range [...]string{"new", "cur"} {
@@ -682,7 +727,12 @@ func (s *Store) applyJournal(dir string, bases map[string]struct{}) error {
 					continue
 				}
 				p := dir + "/" + sub + "/" + n
-				err := s.root.Remove(p)
+				var err error
+				if vaultAt > 0 {
+					err = s.root.Rename(p, vaultDir(dir)+"/"+vaultName(vaultAt, n))
+				} else {
+					err = s.root.Remove(p)
+				}
 				if errors.Is(err, fs.ErrNotExist) {
 					raced = true
 					continue
@@ -694,6 +744,12 @@ func (s *Store) applyJournal(dir string, bases map[string]struct{}) error {
 		}
 		if !raced || pass >= 3 {
 			break
+		}
+	}
+	if vaultAt > 0 {
+		// The vault entries are durable before the journal goes.
+		if err := s.syncDir(vaultDir(dir)); err != nil {
+			return err
 		}
 	}
 	if err := s.syncDir(dir + "/new"); err != nil {

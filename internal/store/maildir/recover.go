@@ -61,7 +61,7 @@ func (s *Store) recoverOne(p string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("maildir: reading %s: %w", p, err)
 	}
-	dir, _, ok := parseJournal(data)
+	dir, _, _, ok := parseJournal(data)
 	if !ok || dir == "" || journalPath(dir) != p {
 		// Journals are renamed into place complete: this is damage
 		// from outside, and without a valid Maildir it names no lock

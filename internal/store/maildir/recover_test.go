@@ -61,7 +61,7 @@ func TestRecoverJournals(t *testing.T) {
 		dir, _ := mailboxDir(box)
 		md := openMD(t, s, box)
 		del := []string{uids[box][1], uids[box][2], uids[box][4]}
-		if err := s.writeJournal(dir, del); err != nil {
+		if err := s.writeJournal(dir, del, 0); err != nil {
 			t.Fatal(err)
 		}
 		// The crash came after the first unlink.
@@ -103,7 +103,7 @@ func TestRecoverJournals(t *testing.T) {
 		t.Fatalf("dave after OpenMaildrop: %v, want %v", got, want["dave@example.test"])
 	}
 	daveDir, _ := mailboxDir("dave@example.test")
-	if err := s2.writeJournal(daveDir, []string{uids["dave@example.test"][0]}); err != nil {
+	if err := s2.writeJournal(daveDir, []string{uids["dave@example.test"][0]}, 0); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s2.RecoverJournals(context.Background())
@@ -145,7 +145,7 @@ func TestRecoverJournalsNone(t *testing.T) {
 		t.Fatalf("RecoverJournals = %d, %v", n, err)
 	}
 	mustDeliver(t, s, "gone@example.test", "x\n")
-	if err := s.writeJournal("example.test/gone/Maildir", []string{"x"}); err != nil {
+	if err := s.writeJournal("example.test/gone/Maildir", []string{"x"}, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.RemoveAll(filepath.Join(root, "example.test", "gone")); err != nil {
@@ -158,7 +158,7 @@ func TestRecoverJournalsNone(t *testing.T) {
 		t.Fatalf("journals left: %v", j)
 	}
 	mustDeliver(t, s, testBox, "x\n")
-	if err := s.writeJournal("example.test/alice/Maildir", []string{"nothing"}); err != nil {
+	if err := s.writeJournal("example.test/alice/Maildir", []string{"nothing"}, 0); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
