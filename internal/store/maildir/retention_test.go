@@ -328,7 +328,7 @@ const sweepHelperEnv = "POSTINO_MAILDIR_SWEEP_HELPER"
 func TestSweepCrashHelper(t *testing.T) {
 	root := os.Getenv(sweepHelperEnv)
 	if root == "" {
-		t.Skip("helper process only")
+		return // only as TestSweepCrash's child process
 	}
 	s, err := New(root, nil)
 	if err != nil {
