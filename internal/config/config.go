@@ -61,6 +61,7 @@ type Config struct {
 	Queue    QueueConfig    `toml:"queue" comment:"Outbound queue: delivery of submitted mail to other domains, retries and bounces."`
 	Fetch    FetchConfig    `toml:"fetch" comment:"Downloading remote POP3 mailboxes with 'postino fetch'."`
 	DNS      DNSConfig      `toml:"dns" comment:"DNS lookups."`
+	Antispam AntispamConfig `toml:"antispam" comment:"Spam defence at the door of the MX (smtp.listen): DNS blocklists and allowlists, reverse DNS, HELO checks, clients that talk before the greeting, greylisting. Clients in smtp.trusted_networks are never judged."`
 }
 
 // TLSConfig is the [tls] section.
@@ -196,6 +197,7 @@ func Default() *Config {
 			RestrictSender:      true,
 			SRS:                 true,
 		},
+		Antispam: defaultAntispam(),
 	}
 }
 

@@ -290,5 +290,6 @@ func (c *Config) validate() []error {
 	c.validateFetch(v)
 	c.validateQueue(v)
 	c.validateDNS(v)
+	c.validateAntispam(v)
 	return v.errs
 }
