@@ -277,3 +277,17 @@ func (s *FileStore) Len() int {
 	defer s.mu.Unlock()
 	return len(s.entries)
 }
+
+// Path returns the store's file.
+func (s *FileStore) Path() string { return s.path }
+
+// SetMaxEntries changes the bound on the triplets (a reload); the store
+// shrinks at the next Put.
+func (s *FileStore) SetMaxEntries(n int) {
+	if n <= 0 {
+		n = DefaultMaxEntries
+	}
+	s.mu.Lock()
+	s.maxEntries = n
+	s.mu.Unlock()
+}

@@ -12,5 +12,10 @@ import (
 // configuration turns them on. The resolver is s.resolver.
 func (s *Server) inboundChecks(cfg *config.Config, logger *slog.Logger) ([]inbound.Check, error) {
 	var checks []inbound.Check
+	as, err := s.antispamChecks(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	checks = append(checks, as...)
 	return checks, nil
 }
