@@ -37,7 +37,7 @@ func TestAntispamChecksFromConfig(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 
 	// The defaults: HELO and reverse DNS scoring only.
-	srv, addr, _ := startForReload(t, cfg, logger)
+	srv, _, _ := startForReload(t, cfg, logger)
 	if got := checkNames(srv); !slices.Equal(got, []string{"helo", "fcrdns"}) {
 		t.Errorf("default checks %v", got)
 	}
@@ -48,7 +48,7 @@ func TestAntispamChecksFromConfig(t *testing.T) {
 	cfg.Antispam.DNSBLSites = []string{"bl.test*3"}
 	cfg.Antispam.FCrDNSScore = 0
 	cfg.Antispam.Greylist = true
-	srv, addr, _ = startForReload(t, cfg, logger)
+	srv, addr, _ := startForReload(t, cfg, logger)
 	if got := checkNames(srv); !slices.Equal(got, []string{"helo", "dnsbl", "greylist"}) {
 		t.Errorf("checks %v", got)
 	}
