@@ -144,7 +144,7 @@ func ParseSite(spec string) (Site, error) {
 	if zone == "" || len(zone) > maxZoneLen {
 		return bad("zone must be a domain name of 1 to %d octets", maxZoneLen)
 	}
-	if _, ok := dns.IsDomainName(zone); !ok || strings.Contains(zone, "..") || strings.ContainsAny(zone, " \t\\\"()[];@$") {
+	if !validZone(zone) {
 		return bad("invalid zone %q", zone)
 	}
 	site.Zone = zone
@@ -156,6 +156,23 @@ func ParseSite(spec string) (Site, error) {
 		site.Filter = f
 	}
 	return site, nil
+}
+
+// validZone reports whether zone is a domain name of letters, digits,
+// '-' and '_' in labels of 1 to 63 octets.
+func validZone(zone string) bool {
+	for l := range strings.SplitSeq(zone, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // parseFilter parses four octet patterns; it returns a reason on error.
