@@ -3,9 +3,11 @@ package antispam
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,6 +152,9 @@ func rcptVerdict(t *testing.T, c inbound.Check, ip string) *inbound.Verdict {
 func TestDNSBLAgainstNSD(t *testing.T) {
 	srv := testutil.StartDNS(t, dnsblZones())
 	d := newDNSBL(t, srv.Addr, "bl.test=127.0.0.[2..11]*3", "wl.test=127.0.[0..255].1*-5")
+	logs := &strings.Builder{}
+	var logMu sync.Mutex
+	d.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, logs}, nil))
 
 	v := rcptVerdict(t, d, "127.0.0.2")
 	r, ok := v.Strongest()
@@ -171,6 +176,13 @@ func TestDNSBLAgainstNSD(t *testing.T) {
 			t.Errorf("%s is blocked", ip)
 		}
 	}
+	// The refusal code is logged as a warning naming the list.
+	logMu.Lock()
+	if !strings.Contains(logs.String(), `level=WARN msg="dnsbl: the list refused the query; the client counts as not listed" id=t zone=bl.test answer=127.255.255.254`) {
+		t.Errorf("no warning for the refused query:\n%s", logs)
+	}
+	logMu.Unlock()
+
 	// Listed and allowlisted: -2 is under the threshold; the score
 	// goes to the message at DATA.
 	conn := &inbound.Conn{ID: "t", Remote: netip.MustParseAddr("127.0.0.4")}
@@ -224,6 +236,18 @@ func TestDNSBLServerDown(t *testing.T) {
 	if _, ok := rcptVerdict(t, d, "127.0.0.2").Strongest(); ok {
 		t.Error("blocked on a failing list")
 	}
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func FuzzParseSite(f *testing.F) {
