@@ -100,6 +100,13 @@ greylist_retry_window = "1h"
 		t.Errorf("pregreet refusal not logged:\n%s", s.Stderr)
 	}
 
+	// Each refusal is one "smtp: refused" line naming the check.
+	for _, want := range []string{"dnsbl: listed by bl.test*3", "greylist: greylisted for 1s", "the list refused the query"} {
+		if !strings.Contains(s.Stderr.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, s.Stderr)
+		}
+	}
+
 	cl := s.login("alice@example.test", "alice-pw")
 	defer cl.Quit()
 	if n, _, err := cl.Stat(); err != nil || n != 2 {
