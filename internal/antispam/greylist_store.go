@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,24 +212,42 @@ func (s *FileStore) Put(ctx context.Context, key string, e Entry) error {
 	return nil
 }
 
-// evict forgets the expired entries, or else the one used longest ago.
-// The caller holds mu.
+// evict makes room: it forgets the expired entries, or else a batch
+// (1% of the bound) of those used longest ago, triplets that never passed
+// first, so that a flood of new triplets (spamware that never retries)
+// does not push out the senders that did. The caller holds mu.
 func (s *FileStore) evict() {
 	now := s.now()
 	n := len(s.entries)
-	var oldest string
-	var oldestT time.Time
 	for k, e := range s.entries {
 		if !e.Expires.After(now) {
 			delete(s.entries, k)
-			continue
-		}
-		if oldest == "" || e.Last.Before(oldestT) {
-			oldest, oldestT = k, e.Last
 		}
 	}
-	if len(s.entries) == n && oldest != "" {
-		delete(s.entries, oldest)
+	if len(s.entries) < n {
+		return
+	}
+	type cand struct {
+		key    string
+		passed bool
+		last   time.Time
+	}
+	cands := make([]cand, 0, len(s.entries))
+	for k, e := range s.entries {
+		cands = append(cands, cand{k, e.Passed, e.Last})
+	}
+	slices.SortFunc(cands, func(a, b cand) int {
+		if a.passed != b.passed {
+			if a.passed {
+				return 1
+			}
+			return -1
+		}
+		return a.last.Compare(b.last)
+	})
+	batch := max(1, s.maxEntries/100)
+	for _, c := range cands[:min(batch, len(cands))] {
+		delete(s.entries, c.key)
 	}
 }
 

@@ -152,6 +152,37 @@ func TestFileStoreBounds(t *testing.T) {
 	}
 }
 
+// TestGreylistFloodKeepsPassed: an attacker who floods new triplets
+// (and never retries) fills the store, but the triplets that passed stay.
+func TestGreylistFloodKeepsPassed(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	st, err := OpenFileStore(filepath.Join(t.TempDir(), "greylist.db"), 200, clock.Now, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Greylist{Delay: time.Minute, RetryWindow: time.Hour, Expire: 24 * time.Hour, Store: st, Now: clock.Now, Logger: slog.New(slog.DiscardHandler)}
+	for i := range 10 {
+		from := fmt.Sprintf("real%d@sender.test", i)
+		attempt(g, "192.0.2.1", from, "u@example.test")
+		clock.Add(2 * time.Minute)
+		if a := attempt(g, "192.0.2.1", from, "u@example.test"); a != inbound.Accept {
+			t.Fatalf("retry: %v", a)
+		}
+	}
+	for i := range 5000 {
+		clock.Add(time.Millisecond)
+		attempt(g, fmt.Sprintf("198.51.%d.%d", i/256, i%256), fmt.Sprintf("spam%d@spam.test", i), "u@example.test")
+	}
+	if st.Len() > 200 {
+		t.Errorf("%d triplets kept, bound 200", st.Len())
+	}
+	for i := range 10 {
+		if a := attempt(g, "192.0.2.1", fmt.Sprintf("real%d@sender.test", i), "u@example.test"); a != inbound.Accept {
+			t.Errorf("passed triplet %d pushed out by the flood", i)
+		}
+	}
+}
+
 func FuzzParseStore(f *testing.F) {
 	f.Add([]byte("k1 1800000000 1800000000 0 1800003600\nk1 1800000000 1800000300 1 1900000000\n"))
 	f.Add([]byte("k1 1 2 1\n"))
