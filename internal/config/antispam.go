@@ -2,11 +2,14 @@ package config
 
 import (
 	"math"
+	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 
 	"github.com/postino-mail/postino/internal/antispam"
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/resolver"
 )
 
 // AntispamConfig is the [antispam] section: the MX's defences at the
@@ -79,6 +82,26 @@ func (c *Config) GreylistPath() string {
 func (a *AntispamConfig) Action(s string) inbound.Action {
 	act, _ := inbound.ParseAction(s)
 	return act
+}
+
+// checkAntispam warns about DNS lists asked through a resolver that is
+// not on this machine: most lists refuse queries from public resolvers
+// (Spamhaus answers 127.255.255.254), so that nothing is ever blocked.
+func (k *checker) checkAntispam(c *Config) {
+	if len(c.Antispam.DNSBLSites) == 0 || c.DNSServer() != "" {
+		return
+	}
+	r, err := resolver.New("", resolver.Options{})
+	if err != nil {
+		return
+	}
+	for _, srv := range r.Servers() {
+		host, _, err := net.SplitHostPort(srv)
+		if ip, perr := netip.ParseAddr(host); err == nil && perr == nil && !ip.IsLoopback() {
+			k.conf(SeverityWarning, "antispam.dnsbl_sites", "the lists are asked through %s (/etc/resolv.conf), not a resolver on this machine; most lists refuse queries from public resolvers: set dns.server to a resolver of your own (e.g. Unbound on 127.0.0.1:53)", host)
+			return
+		}
+	}
 }
 
 func (c *Config) validateAntispam(v *validator) {

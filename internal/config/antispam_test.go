@@ -1,12 +1,15 @@
 package config
 
 import (
+	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/resolver"
 )
 
 func TestAntispamLoad(t *testing.T) {
@@ -55,5 +58,41 @@ greylist_retry_window = "30m"`, "antispam.greylist_retry_window"},
 		if err == nil || !strings.Contains(err.Error(), tc.key+":") {
 			t.Errorf("%s: %v, want an error for %s", tc.toml, err, tc.key)
 		}
+	}
+}
+
+// TestAntispamCheckResolver: config check warns when the lists would be
+// asked through a resolver that is not on this machine.
+func TestAntispamCheckResolver(t *testing.T) {
+	warned := func(res *CheckResult) bool {
+		for _, f := range res.Findings {
+			if f.Key == "antispam.dnsbl_sites" && f.Severity == SeverityWarning && strings.Contains(f.Msg, "set dns.server") {
+				return true
+			}
+		}
+		return false
+	}
+	lists := quietListeners + "[antispam]\ndnsbl_sites = [\"zen.spamhaus.org\"]\n"
+	if res, _ := checkFile(t, lists+"[dns]\nserver = \"127.0.0.1:53\"\n"); warned(res) {
+		t.Errorf("warned with a resolver of our own: %v", res.Findings)
+	}
+	if res, _ := checkFile(t, quietListeners); warned(res) {
+		t.Errorf("warned without lists: %v", res.Findings)
+	}
+	// Without dns.server: a warning exactly when /etc/resolv.conf names
+	// a resolver off this machine.
+	r, err := resolver.New("", resolver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := false
+	for _, s := range r.Servers() {
+		host, _, _ := net.SplitHostPort(s)
+		if ip, err := netip.ParseAddr(host); err == nil && !ip.IsLoopback() {
+			remote = true
+		}
+	}
+	if res, _ := checkFile(t, lists); warned(res) != remote {
+		t.Errorf("resolvers %v: warned %v", r.Servers(), warned(res))
 	}
 }
