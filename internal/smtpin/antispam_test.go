@@ -2,6 +2,7 @@ package smtpin
 
 import (
 	"bufio"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -90,9 +91,11 @@ func TestPregreet(t *testing.T) {
 	}
 	c.closed()
 
-	// A client that waits is greeted and delivers.
+	// A client that waits is greeted and delivers, over STARTTLS.
 	c = e.dialFrom("127.0.0.3", e.addr)
 	c.expect(220, "mx.example.test")
+	c.ehlo()
+	c.startTLS()
 	c.ehlo()
 	c.send("x@remote.example", []string{"alice@example.test"}, "Subject: hi\r\n\r\nhi\r\n")
 	c.cmd(221, "", "QUIT")
@@ -212,10 +215,18 @@ func TestAntispamMX(t *testing.T) {
 		c.cmd(554, "blocked using bl.test", "RCPT TO:<bob@example.test>")
 		c.cmd(221, "", "QUIT")
 	}
+	// Over implicit TLS too.
+	c := e.dialFrom("127.0.0.2", e.tlsAddr)
+	c.conn = tls.Client(c.conn, &tls.Config{RootCAs: e.pool, ServerName: "localhost"})
+	c.r = bufio.NewReader(c.conn)
+	c.expect(220, "mx.example.test")
+	c.ehlo()
+	c.cmd(250, "", "MAIL FROM:<s@spam.example>")
+	c.cmd(554, "blocked using bl.test", "RCPT TO:<alice@example.test>")
 	e.expectNoMessages("alice@example.test")
 
 	// The list refused the query (127.255.255.254): not blocked.
-	c := e.dialFrom("127.0.0.3", e.addr)
+	c = e.dialFrom("127.0.0.3", e.addr)
 	c.expect(220, "")
 	c.ehlo()
 	c.send("a@sender.example", []string{"alice@example.test"}, msg)
