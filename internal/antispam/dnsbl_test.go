@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -292,4 +293,35 @@ func FuzzClassifyAnswers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDNSBLBlackhole: a list server that never answers (a hostile or
+// broken one) holds the RCPT no longer than the timeout, and blocks
+// nobody.
+func TestDNSBLBlackhole(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	d := newDNSBL(t, pc.LocalAddr().String(), "bl.test*10")
+	d.Timeout = 200 * time.Millisecond
+	done := make(chan *inbound.Verdict)
+	go func() { done <- rcptVerdict(t, d, "127.0.0.2") }()
+	select {
+	case v := <-done:
+		if _, ok := v.Strongest(); ok {
+			t.Errorf("blocked by a list that never answered: %+v", v.Results())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("RCPT still waiting for a list that never answers")
+	}
 }
