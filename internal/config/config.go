@@ -68,6 +68,7 @@ type Config struct {
 	MTASTS   MTASTSConfig   `toml:"mta_sts" comment:"MTA-STS policy (RFC 8461) served on https://mta-sts.DOMAIN/.well-known/mta-sts.txt for each local domain when https.listen is set."`
 	Proxy    ProxyConfig    `toml:"proxy" comment:"PROXY protocol from TCP load balancers."`
 	Admin    AdminConfig    `toml:"admin" comment:"Admin HTTP listener: Prometheus metrics and health probes."`
+	Antispam AntispamConfig `toml:"antispam" comment:"Spam defence at the door of the MX (smtp.listen): DNS blocklists and allowlists, reverse DNS, HELO checks, clients that talk before the greeting, greylisting. Clients in smtp.trusted_networks are never judged."`
 }
 
 // TLSConfig is the [tls] section.
@@ -231,6 +232,7 @@ func Default() *Config {
 			SRS:                 true,
 		},
 		MailAuth: defaultMailAuth(),
+		Antispam: defaultAntispam(),
 	}
 }
 

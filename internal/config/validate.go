@@ -297,5 +297,6 @@ func (c *Config) validate() []error {
 	c.validateMailAuth(v)
 	c.validateProxy(v)
 	c.validateAdmin(v)
+	c.validateAntispam(v)
 	return v.errs
 }

@@ -109,6 +109,8 @@ func tomlValue(v reflect.Value) (string, error) {
 		return strconv.FormatInt(v.Int(), 10), nil
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return strconv.FormatUint(v.Uint(), 10), nil
+	case reflect.Float32, reflect.Float64:
+		return strconv.FormatFloat(v.Float(), 'g', -1, 64), nil
 	case reflect.Slice:
 		parts := make([]string, v.Len())
 		for i := range parts {

@@ -19,5 +19,10 @@ func (s *Server) inboundChecks(cfg *config.Config, logger *slog.Logger) ([]inbou
 			DMARC: cfg.MailAuth.DMARC, Timeout: cfg.MailAuth.Timeout.Duration, Logger: logger,
 		}))
 	}
+	as, err := s.antispamChecks(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	checks = append(checks, as...)
 	return checks, nil
 }

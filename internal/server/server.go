@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/aliases"
+	"github.com/postino-mail/postino/internal/antispam"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/config"
@@ -57,6 +58,7 @@ type Server struct {
 	resolver *resolver.Resolver
 	// checks judge mail arriving on the MX (inboundChecks).
 	checks    []inbound.Check
+	greylist  *antispam.FileStore
 	ctx       context.Context // cancelled at shutdown
 	listeners []Listener
 	starts    []func() // serve the opened listeners, once privileges are dropped

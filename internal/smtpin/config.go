@@ -1,6 +1,10 @@
 package smtpin
 
-import "github.com/postino-mail/postino/internal/config"
+import (
+	"time"
+
+	"github.com/postino-mail/postino/internal/config"
+)
 
 // ConfigOptions returns the settings of an SMTP server of the given role
 // (MX, submission or LMTP) from the configuration. The caller adds what is
@@ -24,5 +28,15 @@ func ConfigOptions(c *config.Config, role Role) Options {
 		PlaintextAuth:       s.PlaintextAuth,
 		AllowAnySender:      !s.RestrictSender,
 		Postmaster:          s.Postmaster,
+		PregreetWait:        mxOnly(role, c.Antispam.PregreetWait.Duration),
+		PregreetPassTTL:     c.Antispam.PregreetPassTTL.Duration,
 	}
+}
+
+// mxOnly returns d for the MX and 0 for the other roles.
+func mxOnly(role Role, d time.Duration) time.Duration {
+	if role != RoleMX {
+		return 0
+	}
+	return d
 }

@@ -59,6 +59,10 @@
 //     the connection is closed.
 //   - Connection limits, total and per client IP, enforced by a wrapping
 //     net.Listener that answers "421 4.7.0 Too many connections".
+//   - The pregreet test of the MX (PregreetWait, pregreet.go): the same
+//     listener holds a new connection back from go-smtp, which writes the
+//     greeting as soon as it gets one, and refuses a client that talks
+//     meanwhile with "554 5.5.1"; go-smtp needs no change for it.
 //   - A DATA timeout distinct from the command timeout, and Shutdown that
 //     closes what is left when its context ends.
 //

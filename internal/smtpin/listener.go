@@ -100,7 +100,7 @@ func (l *limitListener) acceptLoop() {
 		tc, res, _ := l.srv.acquire(c, ip)
 		switch {
 		case res == admitted:
-			l.deliver(tc)
+			l.admit(tc)
 		case res == overIPLimit && l.addWaiter(ipKey(ip)):
 			go l.waitForSlot(c, ip)
 		case l.startRefusal():
@@ -185,7 +185,7 @@ func (l *limitListener) waitForSlot(c net.Conn, ip netip.Addr) {
 		tc, res, freed := l.srv.acquire(c, ip)
 		switch res {
 		case admitted:
-			l.deliver(tc)
+			l.admit(tc)
 			return
 		case overIPLimit:
 		default:

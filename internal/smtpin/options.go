@@ -132,6 +132,14 @@ type Options struct {
 	// relaying, no AUTH bypass, and their failed AUTH attempts count in
 	// Guard like any other. nil: none.
 	TrustedNetworks []netip.Prefix
+	// PregreetWait is how long the MX (Serve, RoleMX) waits before its
+	// greeting; a client that sends anything meanwhile is refused with
+	// 554 5.5.1 (Postfix's postscreen greet test). TrustedNetworks are
+	// greeted at once. 0: no wait.
+	PregreetWait time.Duration
+	// PregreetPassTTL is how long a client (ipKey) that waited is
+	// greeted at once afterwards. 0: every connection waits.
+	PregreetPassTTL time.Duration
 
 	// LocalDomains are the domains delivered locally; empty means the
 	// domains of the existing users and aliases.

@@ -39,6 +39,8 @@ type Server struct {
 	// slotFreed is closed when a connection slot is released, for the
 	// connections waiting for one (listener.go).
 	slotFreed chan struct{}
+	// pregreet remembers the clients that passed the pregreet test.
+	pregreet pregreetCache
 }
 
 // New checks opts, fills in defaults and returns a Server.
