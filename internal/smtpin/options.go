@@ -12,8 +12,8 @@ import (
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/inbound"
-	"github.com/postino-mail/postino/internal/resolver"
 	"github.com/postino-mail/postino/internal/metrics"
+	"github.com/postino-mail/postino/internal/resolver"
 	"github.com/postino-mail/postino/pop3"
 
 	"github.com/postino-mail/postino/internal/auth"
