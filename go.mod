@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/d--j/go-milter v0.10.1
 	github.com/emersion/go-message v0.18.2
 	github.com/emersion/go-msgauth v0.7.0
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6
@@ -14,7 +15,10 @@ require (
 	golang.org/x/term v0.47.0
 )
 
-require golang.org/x/net v0.60.0 // indirect
+require (
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+)
 
 // A patched copy of go-smtp v0.25.1: see third_party/go-smtp/POSTINO.md.
 replace github.com/emersion/go-smtp => ./third_party/go-smtp
