@@ -61,6 +61,8 @@ type Config struct {
 	Queue    QueueConfig    `toml:"queue" comment:"Outbound queue: delivery of submitted mail to other domains, retries and bounces."`
 	Fetch    FetchConfig    `toml:"fetch" comment:"Downloading remote POP3 mailboxes with 'postino fetch'."`
 	DNS      DNSConfig      `toml:"dns" comment:"DNS lookups."`
+	Milters  []MilterConfig `toml:"milter" comment:"External filters (milters) every message to the MX goes through, each a [[milter]] table, in order; none by default. An example with every key follows."`
+	Junk     JunkConfig     `toml:"junk" comment:"Spam handling for POP3 users: tagging, quarantine and refusal by score."`
 }
 
 // TLSConfig is the [tls] section.
@@ -178,6 +180,7 @@ func Default() *Config {
 			MaxMessageSize: defaultMaxMessageSize,
 		},
 		Queue: defaultQueue(),
+		Junk:  defaultJunk(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",

@@ -290,5 +290,7 @@ func (c *Config) validate() []error {
 	c.validateFetch(v)
 	c.validateQueue(v)
 	c.validateDNS(v)
+	c.validateMilters(v)
+	c.validateJunk(v)
 	return v.errs
 }

@@ -109,6 +109,13 @@ func tomlValue(v reflect.Value) (string, error) {
 		return strconv.FormatInt(v.Int(), 10), nil
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return strconv.FormatUint(v.Uint(), 10), nil
+	case reflect.Float64:
+		// TOML floats need a fraction or exponent: 5 is written 5.0.
+		f := strconv.FormatFloat(v.Float(), 'f', -1, 64)
+		if !strings.ContainsAny(f, ".eEnN") {
+			f += ".0"
+		}
+		return f, nil
 	case reflect.Slice:
 		parts := make([]string, v.Len())
 		for i := range parts {

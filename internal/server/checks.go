@@ -5,6 +5,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/milter"
 )
 
 // inboundChecks returns the checks that judge mail arriving on the MX,
@@ -12,5 +13,14 @@ import (
 // configuration turns them on. The resolver is s.resolver.
 func (s *Server) inboundChecks(cfg *config.Config, logger *slog.Logger) ([]inbound.Check, error) {
 	var checks []inbound.Check
+	// External filters ([[milter]]), in the order of the file.
+	for _, m := range cfg.Milters {
+		network, addr, err := milter.ParseAddress(m.Address)
+		if err != nil {
+			return nil, err
+		}
+		checks = append(checks, milter.New(milter.Config{Name: m.Name, Network: network, Address: addr,
+			AcceptOnFailure: m.AcceptOnFailure(), ConnectTimeout: m.ConnectTimeoutOrDefault(), Timeout: m.TimeoutOrDefault(), Logger: logger}))
+	}
 	return checks, nil
 }
