@@ -17,8 +17,9 @@ const MaxHeaderBytes = 1 << 20
 // fields of the sender's removed (so a spammer cannot pre-empt them), and
 // prefix put in front of the first Subject (unless it starts with it
 // already). It streams: only the header block is read ahead, up to
-// MaxHeaderBytes.
-func Tagged(msg io.Reader, score float64, prefix string) io.Reader {
+// MaxHeaderBytes. The caller closes it, which ends the copy when the
+// reader stops before the end.
+func Tagged(msg io.Reader, score float64, prefix string) io.ReadCloser {
 	pr, pw := io.Pipe()
 	go func() {
 		pw.CloseWithError(writeTagged(pw, msg, score, prefix))
