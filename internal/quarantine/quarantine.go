@@ -165,7 +165,7 @@ func (s *Store) Hold(ctx context.Context, m Meta, msg io.Reader) (string, error)
 		return "", fmt.Errorf("quarantine: %w", err)
 	}
 	head := fmt.Sprintf("%s: %s\r\n%s: %s\r\n%s: %s\r\n%s: <%s>\r\n%s: %s\r\n%s: %s\r\n%s: %s\r\n",
-		fID, id, fDate, now.UTC().Format(time.RFC3339), fUser, clean(m.User), fSender, clean(m.Sender),
+		fID, id, fDate, now.UTC().Format(time.RFC3339Nano), fUser, clean(m.User), fSender, clean(m.Sender),
 		fRecipient, clean(m.Recipient), fScore, strconv.FormatFloat(m.Score, 'f', 2, 64), fReasons, clean(m.Reasons))
 	tmp, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
@@ -251,7 +251,7 @@ func readEntry(p string) (Entry, error) {
 			case strings.EqualFold(name, fID):
 				e.ID = val
 			case strings.EqualFold(name, fDate):
-				e.Date, _ = time.Parse(time.RFC3339, val)
+				e.Date, _ = time.Parse(time.RFC3339Nano, val)
 			case strings.EqualFold(name, fUser):
 				e.User = val
 			case strings.EqualFold(name, fSender):
