@@ -10,6 +10,7 @@
 //	postino deliver [--from S] ADDR... store a message from standard input
 //	postino queue list|show|retry|delete  inspect the outbound queue
 //	postino block list|remove ADDR     see and lift failed-login blocks
+//	postino quarantine list|show|release|delete  manage mail held as spam
 //	postino dkim keygen DOMAIN         make DKIM keys
 //	postino fetch [ACCOUNT...]         download remote POP3 mailboxes
 //	postino config default|check       print or validate configuration
@@ -84,6 +85,7 @@ func init() {
 		{"fetch", "[flags] [ACCOUNT...]", "download remote POP3 mailboxes", runFetch},
 		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
 		{"block", "list | remove ADDRESS|ACCOUNT", "see and lift blocks after failed logins", runBlock},
+		{"quarantine", "list [USER] | show ID | release ID | delete ID | digest", "see, release and delete mail held as spam", runQuarantine},
 		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},
 		{"config", "default | check [FILE]", "print the commented default configuration, or check one", runConfig},
 		{"version", "", "print the version", runVersion},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"path/filepath"
 	"time"
 )
 
@@ -53,4 +54,31 @@ func (c *Config) validateJunk(v *validator) {
 			break
 		}
 	}
+}
+
+// QuarantineDir returns junk.quarantine_dir resolved against data_dir, or
+// DATA/quarantine.
+func (c *Config) QuarantineDir() string {
+	if c.Junk.QuarantineDir == "" {
+		return filepath.Join(c.DataDir, "quarantine")
+	}
+	return c.ResolvePath(c.Junk.QuarantineDir)
+}
+
+// DigestFrom returns junk.digest_from, or postmaster@ the primary domain
+// (the first of smtp.local_domains, else the host name).
+func (c *Config) DigestFrom() string {
+	if c.Junk.DigestFrom != "" {
+		return c.Junk.DigestFrom
+	}
+	if len(c.SMTP.LocalDomains) > 0 {
+		return "postmaster@" + c.SMTP.LocalDomains[0]
+	}
+	return "postmaster@" + c.Hostname
+}
+
+// QuarantineRetention returns how long quarantined messages are kept; 0
+// is forever.
+func (c *Config) QuarantineRetention() time.Duration {
+	return time.Duration(c.Junk.QuarantineDays) * 24 * time.Hour
 }

@@ -112,28 +112,6 @@ func (d *Digest) Run(ctx context.Context) (int, error) {
 	return n, fsutil.WriteFile(filepath.Join(d.Store.Dir, stateFile), []byte(now.UTC().Format(time.RFC3339Nano)+"\n"), 0o600)
 }
 
-// Loop runs until ctx ends: the retention sweep (maxAge; 0: none) at
-// start and then daily at the digest's time, with the digest when send
-// is set. report is told what each run did.
-func (d *Digest) Loop(ctx context.Context, send bool, maxAge time.Duration, report func(sent, expired int, err error)) {
-	for {
-		if maxAge > 0 {
-			n, err := d.Store.Sweep(maxAge)
-			report(0, n, err)
-		}
-		wait := d.Next(d.now()).Sub(d.now())
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		if send {
-			n, err := d.Run(ctx)
-			report(n, 0, err)
-		}
-	}
-}
-
 // Message returns the digest for user listing entries.
 func (d *Digest) Message(user string, entries []Entry, now time.Time) string {
 	var b strings.Builder

@@ -129,6 +129,7 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.startBackground()
+	go s.runJunk(s.ctx, logger)
 	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
 	return s, nil
 }
@@ -286,6 +287,7 @@ func (s *Server) smtpOptions(cfg *config.Config, r smtpRole, logger *slog.Logger
 	o.Resolver = s.resolver
 	if r.role == smtpin.RoleMX {
 		o.Checks = s.checks
+		o.Junk = junkFor(cfg, users, logger)
 	}
 	o.Relay = s.queue
 	o.SRS = rw

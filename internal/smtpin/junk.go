@@ -136,4 +136,3 @@ func (p *junkPlan) relayReader(sp *delivery.Spool, prefix string) (r io.Reader, 
 	tr := junk.Tagged(sp.Reader(), p.score, prefix)
 	return tr, func() { tr.Close() }
 }
-
