@@ -1,7 +1,9 @@
 package config
 
 import (
+	"net/mail"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -47,6 +49,11 @@ func (c *Config) validateJunk(v *validator) {
 	}
 	if _, err := time.Parse("15:04", j.DigestTime); err != nil {
 		v.add("junk.digest_time", "must be HH:MM (got %q)", j.DigestTime)
+	}
+	if j.DigestFrom != "" {
+		if _, err := mail.ParseAddress(j.DigestFrom); err != nil || strings.ContainsAny(j.DigestFrom, "<> \t\r\n") || !strings.Contains(j.DigestFrom, "@") {
+			v.add("junk.digest_from", "must be an address such as postmaster@example.org (got %q)", j.DigestFrom)
+		}
 	}
 	for _, r := range j.SubjectPrefix {
 		if r < 0x20 || r == 0x7f {

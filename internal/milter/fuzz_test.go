@@ -37,7 +37,9 @@ func FuzzHeaderChanges(f *testing.F) {
 	f.Add("X: 1\r\n", "a Bad Name:v\na Y:line1\nline2\r\n")
 	f.Add("no colon line\r\n", "c X:0:\n")
 	f.Fuzz(func(t *testing.T, hdr, script string) {
-		if len(hdr) > 1<<16 {
+		// The MX hands over messages with CRLF line ends only (bare CR
+		// and LF are rewritten on receipt).
+		if len(hdr) > 1<<16 || strings.Count(hdr, "\r") != strings.Count(hdr, "\r\n") || strings.Count(hdr, "\n") != strings.Count(hdr, "\r\n") {
 			return
 		}
 		h, err := readHeader(strings.NewReader(hdr))
