@@ -6,7 +6,7 @@
 //
 //	postino serve [flags]              run the server
 //	postino init                       create the data folder
-//	postino user add|passwd|del|list|quota   manage users
+//	postino user add|passwd|del|list|quota|junk   manage users
 //	postino deliver [--from S] ADDR... store a message from standard input
 //	postino queue list|show|retry|delete  inspect the outbound queue
 //	postino block list|remove ADDR     see and lift failed-login blocks
@@ -80,7 +80,7 @@ func init() {
 	commandTable = []cmd{
 		{"serve", "[flags]", "run the mail server", runServe},
 		{"init", "", "create the data folder", runInit},
-		{"user", "add|passwd|del|list|quota [flags] [ADDRESS]", "manage users", runUser},
+		{"user", "add|passwd|del|list|quota|junk [flags] [ADDRESS]", "manage users", runUser},
 		{"deliver", "[--from SENDER] ADDRESS... < message", "deliver a message from standard input", runDeliver},
 		{"fetch", "[flags] [ACCOUNT...]", "download remote POP3 mailboxes", runFetch},
 		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
