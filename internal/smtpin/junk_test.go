@@ -14,6 +14,12 @@ import (
 // ("score 7" adds 7) and demands quarantine for "Subject: virus"; the
 // users' choices are in choices.
 func junkEnv(t *testing.T, choices map[string]junk.Choice) (*env, *quarantine.Store) {
+	e, q, _ := junkEnvRelay(t, choices)
+	return e, q
+}
+
+func junkEnvRelay(t *testing.T, choices map[string]junk.Choice) (*env, *quarantine.Store, *fakeRelay) {
+	relay := &fakeRelay{}
 	q := &quarantine.Store{Dir: t.TempDir()}
 	c := &scriptedCheck{data: map[string]inbound.Result{
 		"score 7":  {Check: "scripted", Score: 7, Detail: "seven"},
@@ -25,13 +31,14 @@ func junkEnv(t *testing.T, choices map[string]junk.Choice) (*env, *quarantine.St
 	e := newEnv(t, RoleMX, func(ec *envConfig) {
 		ec.tls = true
 		ec.opts.Checks = []inbound.Check{c}
+		ec.opts.Relay = relay
 		ec.opts.Junk = &Junk{
 			Policy:     junk.Policy{TagScore: 5, QuarantineScore: 10, RejectScore: 15, Default: junk.Score, SubjectPrefix: "[SPAM]"},
 			Choice:     func(mb string) junk.Choice { return choices[mb] },
 			Quarantine: q,
 		}
 	})
-	return e, q
+	return e, q, relay
 }
 
 func held(t *testing.T, q *quarantine.Store, user string) []string {
@@ -144,4 +151,21 @@ func TestJunkPerUser(t *testing.T) {
 	cl.cmd(354, "", "DATA")
 	cl.write("Subject: score 7\r\n\r\nbuy\r\n.\r\n")
 	cl.expect(550, "5.7.1 Message refused as spam")
+}
+
+// TestJunkForwarded: a copy forwarded to a remote address is tagged (it
+// cannot be held for a remote user) while the local copy is quarantined.
+func TestJunkForwarded(t *testing.T) {
+	e, q, relay := junkEnvRelay(t, map[string]junk.Choice{"alice@example.test": junk.Quarantine})
+	cl := e.dial()
+	cl.ehlo()
+	cl.send("x@remote.example", []string{"fwd@example.test"}, "Subject: score 7\r\n\r\nbuy\r\n")
+	e.expectNoMessages("alice@example.test")
+	if h := held(t, q, "alice@example.test"); len(h) != 1 {
+		t.Errorf("alice: held %d", len(h))
+	}
+	calls := relay.get()
+	if len(calls) != 1 || !strings.Contains(calls[0].msg, "X-Spam: yes\r\nX-Spam-Score: 7\r\n") || !strings.Contains(calls[0].msg, "Subject: [SPAM] score 7") {
+		t.Errorf("relayed: %+v", calls)
+	}
 }
