@@ -272,6 +272,7 @@ func (s *session) Mail(ctx context.Context, from string, v *inbound.Verdict) {
 	if s.connAccepted {
 		return
 	}
+	reused := s.cs != nil
 	if s.cs == nil && s.connResult == nil {
 		if !s.open(ctx, v) {
 			return
@@ -288,6 +289,24 @@ func (s *session) Mail(ctx context.Context, from string, v *inbound.Verdict) {
 	s.macros.Set(gomilter.MacroMailHost, domainOf(from))
 	s.macros.Set(gomilter.MacroMailMailer, "esmtp")
 	act, err := s.cs.Mail(from, "")
+	if err != nil && reused {
+		// The filter may have closed a connection left idle between
+		// transactions (rspamd's proxy timeout): connect once more.
+		s.c.log.Debug("milter: connecting again", "id", s.conn.ID, "err", err)
+		s.cs.Close()
+		s.cs = nil
+		if !s.open(ctx, v) {
+			return
+		}
+		if s.connResult != nil {
+			v.Add(*s.connResult)
+			return
+		}
+		if s.connAccepted {
+			return
+		}
+		act, err = s.cs.Mail(from, "")
+	}
 	if err != nil {
 		s.fail(v, "mail", err)
 		return

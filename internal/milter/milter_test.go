@@ -336,3 +336,62 @@ func TestParseReply(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleConnectionClosed: a filter that closed the connection kept
+// between two transactions (its idle timeout) is connected to again, and
+// the second message is filtered, not tempfailed.
+func TestIdleConnectionClosed(t *testing.T) {
+	var mu sync.Mutex
+	var conns []net.Conn
+	srv := gomilter.NewServer(gomilter.WithMilter(func() gomilter.Milter { return &scripted{mu: &sync.Mutex{}, seen: &[]string{}} }))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(&trackingListener{Listener: ln, mu: &mu, conns: &conns})
+	t.Cleanup(func() { srv.Close() })
+	c := New(Config{Name: "idle", Network: "tcp", Address: ln.Addr().String(), Timeout: 5 * time.Second})
+	ctx := t.Context()
+	conn := &inbound.Conn{ID: "S", Helo: "h.example", Hostname: "mx.example.org"}
+	s := c.Begin(ctx, conn, &inbound.Verdict{})
+	defer s.(inbound.Ender).End()
+	for i := range 2 {
+		v := &inbound.Verdict{}
+		s.(inbound.MailStage).Mail(ctx, "s@example.net", v)
+		env := &inbound.Envelope{ID: "T"}
+		s.(inbound.RcptStage).Rcpt(ctx, env, "u@example.org", v)
+		if _, err := s.(inbound.DataStage).Data(ctx, env, stringMessage(testMessage("x", "y")), v); err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := v.Strongest(); ok {
+			t.Fatalf("message %d: %+v", i, r)
+		}
+		// The filter drops the idle connection.
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(conns) != 2 {
+		t.Errorf("%d connections to the filter, want 2", len(conns))
+	}
+}
+
+type trackingListener struct {
+	net.Listener
+	mu    *sync.Mutex
+	conns *[]net.Conn
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		*l.conns = append(*l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
