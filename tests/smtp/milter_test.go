@@ -34,7 +34,7 @@ func junkUser(t *testing.T, data, user, choice string) {
 
 // TestRspamdMilter sends real mail through the MX with rspamd as a
 // milter, with swaks and Python's smtplib, and reads it over POP3: GTUBE
-// is refused with rspamd's reply, spam is tagged for alice (X-Spam,
+// is refused with rspamd's reply (its "add header" variant tagged), spam is tagged for alice (X-Spam,
 // X-Spam-Score, subject prefix) and quarantined for bob (userdb_junk),
 // released with "postino quarantine release", and clean mail passes
 // untouched. Once rspamd is stopped, mail is tempfailed (451).
@@ -66,12 +66,18 @@ func TestRspamdMilter(t *testing.T) {
 	if rep.Error != "" || len(rep.Refused) != 0 {
 		t.Fatalf("spam not accepted:\n%s", r)
 	}
+	// rspamd's "add header" GTUBE: tagged, as rspamd's actions say.
+	gtubeTag := testMessage("gtube tag", sender, alice) + testutil.GTUBEAddHeader + "\n"
+	swaksOK(t, swaks, "--server", s.smtp, "--ehlo", "mx-client.test", "--from", sender, "--to", alice, "--data", swaksData(t, gtubeTag))
 	// Clean mail.
 	clean := testMessage("clean", sender, alice)
 	swaksOK(t, swaks, "--server", s.smtp, "--ehlo", "mx-client.test", "--from", sender, "--to", alice, "--data", swaksData(t, clean))
 
-	got := s.mustCount(t, alice, 2)
-	tagged, plain := got[0], got[1]
+	got := s.mustCount(t, alice, 3)
+	tagged, gtubeTagged, plain := got[0], got[1], got[2]
+	if !bytes.Contains(gtubeTagged, []byte("\r\nX-Spam: yes\r\n")) || !bytes.Contains(gtubeTagged, []byte("\r\nSubject: [SPAM] gtube tag\r\n")) {
+		t.Errorf("add-header GTUBE not tagged:\n%s", gtubeTagged)
+	}
 	if !regexp.MustCompile(`\r\nX-Spam: yes\r\nX-Spam-Score: [5-9](\.[0-9]+)?\r\n`).Match(tagged) || !bytes.Contains(tagged, []byte("\r\nSubject: [SPAM] offer rspamd-score-6\r\n")) ||
 		!bytes.Contains(tagged, []byte("X-Spam-Status: Yes, score=")) {
 		t.Errorf("tagged message:\n%s", tagged)
@@ -108,7 +114,7 @@ func TestRspamdMilter(t *testing.T) {
 	if r.Code == 0 || !regexp.MustCompile(`(?m)^<[~*]\* +451 4\.7\.1 `).MatchString(r.Output) {
 		t.Fatalf("rspamd down: not tempfailed:\n%s", r)
 	}
-	s.mustCount(t, alice, 2)
+	s.mustCount(t, alice, 3)
 }
 
 // TestMilterDownAccept: a filter with on_failure = "accept" that cannot be
