@@ -381,7 +381,9 @@ func (s *session) Data(ctx context.Context, env *inbound.Envelope, msg inbound.M
 	if err != nil {
 		return nil, fmt.Errorf("milter %s: reading the message: %w", s.c.cfg.Name, err)
 	}
+	start := time.Now()
 	mods, act, err := s.send(msg, h)
+	s.c.log.Debug("milter: message filtered", "id", s.conn.ID, "tx", env.ID, "ms", float64(time.Since(start).Microseconds())/1000, "err", err)
 	if err != nil {
 		s.fail(v, "data", err)
 		return nil, nil

@@ -401,3 +401,26 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 func startFilterB(b *testing.B) (*Check, *[]string) {
 	return startFilter(b, scripted{changes: func(m gomilter.Modifier) error { return m.AddHeader("X-Scanned", "yes") }})
 }
+
+// TestHeaderInjection: a value with line breaks (from a filter that copies
+// text of the message into a field) stays one field: every line after the
+// first is a continuation line.
+func TestHeaderInjection(t *testing.T) {
+	h, err := readHeader(strings.NewReader("Subject: a\r\n\r\nbody"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = h.apply([]gomilter.ModifyAction{
+		{Type: gomilter.ActionAddHeader, HeaderName: "X-Report", HeaderValue: "line one\nBcc: victim@example.net\r\nX-Spam: no\n\n"},
+		{Type: gomilter.ActionAddHeader, HeaderName: "Bad Name", HeaderValue: "x"},
+		{Type: gomilter.ActionAddHeader, HeaderName: "X-Nul", HeaderValue: "a\x00b"},
+		{Type: gomilter.ActionChangeHeader, HeaderName: "Subject", HeaderIndex: 1, HeaderValue: "b\rc"},
+	}, false)
+	if err == nil {
+		t.Error("no error for the invalid changes")
+	}
+	want := "Subject: a\r\nX-Report: line one\r\n\tBcc: victim@example.net\r\n\tX-Spam: no\r\n"
+	if got := string(h.bytes()); got != want {
+		t.Errorf("header:\n%q\nwant\n%q", got, want)
+	}
+}
