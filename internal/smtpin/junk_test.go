@@ -18,7 +18,7 @@ func junkEnv(t *testing.T, choices map[string]junk.Choice) (*env, *quarantine.St
 	return e, q
 }
 
-func junkEnvRelay(t *testing.T, choices map[string]junk.Choice) (*env, *quarantine.Store, *fakeRelay) {
+func junkEnvRelay(t *testing.T, choices map[string]junk.Choice, mods ...func(*envConfig)) (*env, *quarantine.Store, *fakeRelay) {
 	relay := &fakeRelay{}
 	q := &quarantine.Store{Dir: t.TempDir()}
 	c := &scriptedCheck{data: map[string]inbound.Result{
@@ -36,6 +36,9 @@ func junkEnvRelay(t *testing.T, choices map[string]junk.Choice) (*env, *quaranti
 			Policy:     junk.Policy{TagScore: 5, QuarantineScore: 10, RejectScore: 15, Default: junk.Score, SubjectPrefix: "[SPAM]"},
 			Choice:     func(mb string) junk.Choice { return choices[mb] },
 			Quarantine: q,
+		}
+		for _, m := range mods {
+			m(ec)
 		}
 	})
 	return e, q, relay
@@ -167,5 +170,17 @@ func TestJunkForwarded(t *testing.T) {
 	calls := relay.get()
 	if len(calls) != 1 || !strings.Contains(calls[0].msg, "X-Spam: yes\r\nX-Spam-Score: 7\r\n") || !strings.Contains(calls[0].msg, "Subject: [SPAM] score 7") {
 		t.Errorf("relayed: %+v", calls)
+	}
+}
+
+// TestJunkQuarantineOverQuota: a copy to be held does not need room in
+// the mailbox: a full mailbox does not refuse it.
+func TestJunkQuarantineOverQuota(t *testing.T) {
+	e, q, _ := junkEnvRelay(t, nil, func(c *envConfig) { c.quotas = byteQuotas{"alice@example.test": 10} })
+	cl := e.dial()
+	cl.ehlo()
+	cl.send("x@remote.example", []string{"alice@example.test"}, "Subject: score 12\r\n\r\nbuy more\r\n")
+	if h := held(t, q, "alice@example.test"); len(h) != 1 {
+		t.Errorf("held %d", len(h))
 	}
 }

@@ -764,6 +764,11 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 	}
 	out := &outcome{local: make(map[string]error)}
 	over, copies := s.overQuota(tx, sp)
+	for mb := range over {
+		if plan.action(mb) == inbound.Quarantine {
+			delete(over, mb) // held, not stored in the mailbox
+		}
+	}
 	if len(over) > 0 && (len(over) == copies || s.opts.Relay == nil) {
 		// Nothing is stored: the single reply refuses the whole message
 		// (552 5.2.2), rather than tell the sender of a failure that some
