@@ -17,6 +17,7 @@ type MilterConfig struct {
 	OnFailure      string   `toml:"on_failure" example:"tempfail" comment:"What happens to mail when the filter cannot be reached, times out or breaks the protocol: tempfail (451 4.7.1, the sender retries: nothing is lost; the default) or accept (the mail goes on without this filter). Empty means tempfail."`
 	ConnectTimeout Duration `toml:"connect_timeout" example:"10s" comment:"Time allowed to connect to the filter; 0s means 10s."`
 	Timeout        Duration `toml:"timeout" example:"30s" comment:"Time allowed for each reply of the filter (rspamd's scan of a message happens at the end of the message); 0s means 30s."`
+	Protocol       int      `toml:"protocol" example:"6" comment:"Highest milter protocol version offered, 2 to 6, as Postfix's milter_protocol (older filters may need 2); 0 means 6."`
 }
 
 // Values of MilterConfig.OnFailure.
@@ -47,6 +48,14 @@ func (m MilterConfig) TimeoutOrDefault() time.Duration {
 	return defaultMilterTimeout
 }
 
+// ProtocolOrDefault returns protocol, or its default (6).
+func (m MilterConfig) ProtocolOrDefault() int {
+	if m.Protocol == 0 {
+		return 6
+	}
+	return m.Protocol
+}
+
 // AcceptOnFailure reports whether mail goes on without the filter when it
 // fails.
 func (m MilterConfig) AcceptOnFailure() bool { return m.OnFailure == MilterAccept }
@@ -68,6 +77,9 @@ func (c *Config) validateMilters(v *validator) {
 		}
 		if m.OnFailure != "" {
 			v.oneOf(key+".on_failure", m.OnFailure, MilterTempfail, MilterAccept)
+		}
+		if m.Protocol != 0 && (m.Protocol < 2 || m.Protocol > 6) {
+			v.add(key+".protocol", "must be 2 to 6, or 0 for 6 (got %d)", m.Protocol)
 		}
 		if m.ConnectTimeout.Duration < 0 || m.Timeout.Duration < 0 {
 			v.add(key, "timeouts must not be negative")

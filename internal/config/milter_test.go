@@ -49,6 +49,7 @@ timeout = "2m"
 		"[[milter]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\non_failure = \"drop\"":                               "milter[0].on_failure",
 		"[[milter]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[milter]]\nname = \"a\"\naddress = \"127.0.0.1:2\"": "milter[1].name",
 		"[[milter]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nbogus = 1":                                           "bogus",
+		"[[milter]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nprotocol = 7":                                        "milter[0].protocol",
 	} {
 		_, err := loadTOML(t, text)
 		if err == nil || !strings.Contains(err.Error(), want) {

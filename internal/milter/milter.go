@@ -31,6 +31,9 @@ type Config struct {
 	// Timeout bounds each exchange with the filter (reading its reply
 	// to one command, or writing one packet).
 	Timeout time.Duration
+	// MaxVersion is the highest milter protocol version offered (2 to
+	// 6; 0 means 6).
+	MaxVersion int
 	// Logger receives the filter's failures and ignored changes.
 	Logger *slog.Logger
 }
@@ -67,6 +70,9 @@ func New(cfg Config) *Check {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if cfg.MaxVersion < 2 || cfg.MaxVersion > int(gomilter.MaxClientProtocolVersion) {
+		cfg.MaxVersion = int(gomilter.MaxClientProtocolVersion)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -89,6 +95,10 @@ func (c *Check) client(ctx context.Context) *gomilter.Client {
 		gomilter.WithDialer(ctxDialer{ctx: ctx, timeout: c.cfg.ConnectTimeout}),
 		gomilter.WithReadTimeout(c.cfg.Timeout),
 		gomilter.WithWriteTimeout(c.cfg.Timeout),
+		gomilter.WithMaximumVersion(uint32(c.cfg.MaxVersion)),
+		// Every protocol feature the library has for that version (the
+		// default set is version 6's, which older versions refuse).
+		gomilter.WithProtocols(0),
 		// Filters such as rspamd refuse an MTA that does not offer every
 		// action; recipient and sender changes are then logged, not
 		// applied (see the package doc).

@@ -424,3 +424,23 @@ func TestHeaderInjection(t *testing.T) {
 		t.Errorf("header:\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestProtocolVersion2: with protocol = 2 (older filters) a message is
+// filtered and changed as with version 6.
+func TestProtocolVersion2(t *testing.T) {
+	c, seen := startFilter(t, scripted{eom: mustReply(t, 550, "5.7.1 version two says no")})
+	c.cfg.MaxVersion = 2
+	v, _ := runTx(t, c, "s@example.net", []string{"u@example.org"}, testMessage("x", "y"))
+	if r, ok := v.Strongest(); !ok || r.Code != 550 || r.Reply != "version two says no" {
+		t.Fatalf("got %+v %v", r, ok)
+	}
+	if !strings.Contains(strings.Join(*seen, "\n"), "body y") {
+		t.Errorf("body not sent: %q", *seen)
+	}
+	c2, _ := startFilter(t, scripted{changes: func(m gomilter.Modifier) error { return m.AddHeader("X-V2", "ok") }})
+	c2.cfg.MaxVersion = 2
+	_, out := runTx(t, c2, "s@example.net", []string{"u@example.org"}, testMessage("x", "y"))
+	if !strings.Contains(out, "X-V2: ok\r\n") {
+		t.Errorf("version 2 change not applied:\n%s", out)
+	}
+}

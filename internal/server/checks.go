@@ -20,7 +20,7 @@ func (s *Server) inboundChecks(cfg *config.Config, logger *slog.Logger) ([]inbou
 			return nil, err
 		}
 		checks = append(checks, milter.New(milter.Config{Name: m.Name, Network: network, Address: addr,
-			AcceptOnFailure: m.AcceptOnFailure(), ConnectTimeout: m.ConnectTimeoutOrDefault(), Timeout: m.TimeoutOrDefault(), Logger: logger}))
+			AcceptOnFailure: m.AcceptOnFailure(), ConnectTimeout: m.ConnectTimeoutOrDefault(), Timeout: m.TimeoutOrDefault(), MaxVersion: m.ProtocolOrDefault(), Logger: logger}))
 	}
 	return checks, nil
 }
