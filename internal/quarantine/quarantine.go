@@ -389,22 +389,47 @@ func (s *Store) Release(ctx context.Context, id string, deliver func(ctx context
 // Sweep removes the messages held longer than maxAge and returns how many
 // it removed.
 func (s *Store) Sweep(maxAge time.Duration) (int, error) {
-	entries, err := s.List("")
-	if err != nil {
-		return 0, err
-	}
+	// The time a message was held is in its ID: no file is read.
 	cut := s.now().Add(-maxAge)
+	users, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("quarantine: %w", err)
+	}
 	n := 0
-	for _, e := range entries {
-		if e.Date.After(cut) {
-			break
+	for _, u := range users {
+		if !u.IsDir() {
+			continue
 		}
-		if err := s.Delete(e.ID); err != nil && !errors.Is(err, ErrNotFound) {
-			return n, err
+		dir := filepath.Join(s.Dir, u.Name())
+		files, err := os.ReadDir(dir)
+		if err != nil {
+			return n, fmt.Errorf("quarantine: %w", err)
 		}
-		n++
-		if s.Logger != nil {
-			s.Logger.Info("quarantine: expired", "id", e.ID, "user", e.User, "held", e.Date)
+		removed := false
+		for _, f := range files {
+			if checkID(f.Name()) != nil || !f.Type().IsRegular() {
+				continue
+			}
+			held, err := time.Parse("20060102T150405", f.Name()[:15])
+			if err != nil || held.After(cut) {
+				continue
+			}
+			if err := os.Remove(filepath.Join(dir, f.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return n, fmt.Errorf("quarantine: %w", err)
+			}
+			removed = true
+			n++
+			if s.Logger != nil {
+				s.Logger.Info("quarantine: expired", "id", f.Name(), "held", held)
+			}
+		}
+		if removed {
+			if err := fsutil.SyncDir(dir); err != nil {
+				return n, fmt.Errorf("quarantine: %w", err)
+			}
 		}
 	}
 	return n, nil
