@@ -67,7 +67,7 @@ func TestCLIArguments(t *testing.T) {
 
 		{"init extra", []string{"init", "x"}, "", exitUsage, "", `init: unexpected argument "x"`},
 
-		{"user no command", []string{"user"}, "", exitUsage, "", "user: missing command (add, passwd, del, list, quota)"},
+		{"user no command", []string{"user"}, "", exitUsage, "", "user: missing command (add, passwd, del, list, quota"},
 		{"user unknown", []string{"user", "rename"}, "", exitUsage, "", `unknown user command "rename"`},
 		{"user add no address", []string{"user", "add"}, "", exitUsage, "", "missing ADDRESS (user add ADDRESS)"},
 		{"user del two", []string{"user", "del", "a@x", "b@x"}, "", exitUsage, "", `unexpected argument "b@x"`},

@@ -6,11 +6,12 @@
 //
 //	postino serve [flags]              run the server
 //	postino init                       create the data folder
-//	postino user add|passwd|del|list|quota   manage users
+//	postino user add|passwd|del|list|quota|junk   manage users
 //	postino deliver [--from S] ADDR... store a message from standard input
 //	postino queue list|show|retry|delete  inspect the outbound queue
 //	postino block list|remove ADDR     see and lift failed-login blocks
 //	postino vault list|restore ADDR    see and restore deleted messages
+//	postino quarantine list|show|release|delete  manage mail held as spam
 //	postino dkim keygen DOMAIN         make DKIM keys
 //	postino fetch [ACCOUNT...]         download remote POP3 mailboxes
 //	postino dns DOMAIN                 print the DNS records to publish
@@ -82,12 +83,13 @@ func init() {
 	commandTable = []cmd{
 		{"serve", "[flags]", "run the mail server", runServe},
 		{"init", "", "create the data folder", runInit},
-		{"user", "add|passwd|del|list|quota [flags] [ADDRESS]", "manage users", runUser},
+		{"user", "add|passwd|del|list|quota|junk [flags] [ADDRESS]", "manage users", runUser},
 		{"deliver", "[--from SENDER] ADDRESS... < message", "deliver a message from standard input", runDeliver},
 		{"fetch", "[flags] [ACCOUNT...]", "download remote POP3 mailboxes", runFetch},
 		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
 		{"block", "list | remove ADDRESS|ACCOUNT", "see and lift blocks after failed logins", runBlock},
 		{"vault", "list ADDRESS | restore ADDRESS (UIDL...|--all)", "see and restore messages deleted over POP3", runVault},
+		{"quarantine", "list [USER] | show ID | release ID | delete ID | digest", "see, release and delete mail held as spam", runQuarantine},
 		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},
 		{"dns", "DOMAIN [--ipv4 ADDR] [--ipv6 ADDR]", "print the DNS records to publish for a domain", runDNS},
 		{"check", "DOMAIN | pop3://HOST | pop3s://HOST", "check a domain's DNS, ports and certificates, or audit a POP3 server", runCheck},

@@ -15,6 +15,7 @@ import (
 	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/junk"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
 )
@@ -25,6 +26,7 @@ const userUsage = `user add ADDRESS [--password-stdin] [--scheme ARGON2ID|SCRAM-
        postino user del ADDRESS [--purge [--yes]]
        postino user list
        postino user quota ADDRESS SIZE|default [--messages N]
+       postino user junk ADDRESS score|tag|quarantine|reject|off|default
 
 Every form also takes --config FILE and --data DIR. The password is asked
 for twice on a terminal, or read from the first line of standard input with
@@ -38,7 +40,8 @@ del --purge also removes the mailbox, after typing "yes" on a terminal or
 with --yes; a user logged in over POP3 keeps it locked and it is refused.
 quota sets the user's Dovecot userdb_quota_rule (SIZE such as 1G, 512M,
 1048576; 0 is no limit; "default" removes it so that users.default_quota
-applies).`
+applies). junk sets what happens to the user's spam (userdb_junk;
+"default" removes it so that junk.default_action applies).`
 
 func runUser(env *cmdEnv, args []string) int {
 	fs := newFlags(env, "user", userUsage)
@@ -54,7 +57,7 @@ func runUser(env *cmdEnv, args []string) int {
 		return code
 	}
 	if len(pos) == 0 {
-		return fs.missing("command (add, passwd, del, list, quota)")
+		return fs.missing("command (add, passwd, del, list, quota, junk)")
 	}
 	sub := pos[0]
 	pos = pos[1:]
@@ -77,8 +80,15 @@ func runUser(env *cmdEnv, args []string) int {
 		if len(pos) > 2 {
 			return fs.unexpected(pos[2])
 		}
+	case "junk":
+		if len(pos) < 2 {
+			return fs.missing("ADDRESS and CHOICE (user junk ADDRESS CHOICE)")
+		}
+		if len(pos) > 2 {
+			return fs.unexpected(pos[2])
+		}
 	default:
-		return fs.usageError("unknown user command %q (add, passwd, del, list, quota)", sub)
+		return fs.usageError("unknown user command %q (add, passwd, del, list, quota, junk)", sub)
 	}
 	cfg, code := common.loadAsOwner(env)
 	if cfg == nil {
@@ -147,6 +157,33 @@ func runUser(env *cmdEnv, args []string) int {
 			fmt.Fprintf(env.stdout, "quota of %s: the default (users.default_quota)\n", addr)
 		} else {
 			fmt.Fprintf(env.stdout, "quota of %s: %s\n", addr, q)
+		}
+		return exitOK
+	case "junk":
+		addr, ok := needAddr()
+		if !ok {
+			return exitUsage
+		}
+		choice := ""
+		if !strings.EqualFold(pos[1], "default") {
+			c, err := junk.ParseChoice(pos[1])
+			if err != nil {
+				errorf(env, "%v", err)
+				return exitUsage
+			}
+			choice = c.String()
+		}
+		if err := db.SetJunk(ctx, addr, choice); err != nil {
+			errorf(env, "%v", err)
+			if errors.Is(err, auth.ErrNoSuchUser) {
+				return exitNoUser
+			}
+			return exitCantCreate
+		}
+		if choice == "" {
+			fmt.Fprintf(env.stdout, "spam of %s: the default (junk.default_action)\n", addr)
+		} else {
+			fmt.Fprintf(env.stdout, "spam of %s: %s\n", addr, choice)
 		}
 		return exitOK
 	case "add", "passwd":

@@ -69,6 +69,8 @@ type Config struct {
 	Proxy    ProxyConfig    `toml:"proxy" comment:"PROXY protocol from TCP load balancers."`
 	Admin    AdminConfig    `toml:"admin" comment:"Admin HTTP listener: Prometheus metrics and health probes."`
 	Antispam AntispamConfig `toml:"antispam" comment:"Spam defence at the door of the MX (smtp.listen): DNS blocklists and allowlists, reverse DNS, HELO checks, clients that talk before the greeting, greylisting. Clients in smtp.trusted_networks are never judged."`
+	Milters  []MilterConfig `toml:"milter" comment:"External filters (milters) every message to the MX goes through, each a [[milter]] table, in order; none by default. An example with every key follows."`
+	Junk     JunkConfig     `toml:"junk" comment:"Spam handling for POP3 users: tagging, quarantine and refusal by score."`
 }
 
 // TLSConfig is the [tls] section.
@@ -213,6 +215,7 @@ func Default() *Config {
 		DNS:   DNSConfig{PublicAddresses: []string{}},
 		Proxy: defaultProxy(),
 		Admin: defaultAdmin(),
+		Junk:  defaultJunk(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",

@@ -298,5 +298,7 @@ func (c *Config) validate() []error {
 	c.validateProxy(v)
 	c.validateAdmin(v)
 	c.validateAntispam(v)
+	c.validateMilters(v)
+	c.validateJunk(v)
 	return v.errs
 }

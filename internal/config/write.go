@@ -110,7 +110,12 @@ func tomlValue(v reflect.Value) (string, error) {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return strconv.FormatUint(v.Uint(), 10), nil
 	case reflect.Float32, reflect.Float64:
-		return strconv.FormatFloat(v.Float(), 'g', -1, 64), nil
+		// TOML floats need a fraction or exponent: 5 is written 5.0.
+		f := strconv.FormatFloat(v.Float(), 'f', -1, 64)
+		if !strings.ContainsAny(f, ".eEnN") {
+			f += ".0"
+		}
+		return f, nil
 	case reflect.Slice:
 		parts := make([]string, v.Len())
 		for i := range parts {

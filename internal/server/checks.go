@@ -6,6 +6,7 @@ import (
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/inbound"
 	"github.com/postino-mail/postino/internal/mailauth"
+	"github.com/postino-mail/postino/internal/milter"
 )
 
 // inboundChecks returns the checks that judge mail arriving on the MX,
@@ -24,5 +25,14 @@ func (s *Server) inboundChecks(cfg *config.Config, logger *slog.Logger) ([]inbou
 		return nil, err
 	}
 	checks = append(checks, as...)
+	// External filters ([[milter]]), in the order of the file.
+	for _, m := range cfg.Milters {
+		network, addr, err := milter.ParseAddress(m.Address)
+		if err != nil {
+			return nil, err
+		}
+		checks = append(checks, milter.New(milter.Config{Name: m.Name, Network: network, Address: addr,
+			AcceptOnFailure: m.AcceptOnFailure(), ConnectTimeout: m.ConnectTimeoutOrDefault(), Timeout: m.TimeoutOrDefault(), MaxVersion: m.ProtocolOrDefault(), Logger: logger}))
+	}
 	return checks, nil
 }

@@ -147,6 +147,7 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.watchQueue()
 	s.openAdmin(cfg, logger)
 	s.startRetention(logger)
+	go s.runJunk(s.ctx, logger)
 	logger.Info("postino started", "data", cfg.DataDir, "hostname", cfg.Hostname)
 	return s, nil
 }
@@ -311,6 +312,7 @@ func (s *Server) smtpOptions(cfg *config.Config, r smtpRole, logger *slog.Logger
 	o.Resolver = s.resolver
 	if r.role == smtpin.RoleMX {
 		o.Checks = s.checks
+		o.Junk = junkFor(cfg, users, logger)
 	}
 	o.Relay = s.queue
 	o.SRS = rw

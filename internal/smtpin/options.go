@@ -180,6 +180,9 @@ type Options struct {
 	// and single-recipient messages are streamed straight into the
 	// mailbox.
 	Checks []inbound.Check
+	// Junk handles what the checks find to be spam (tag, quarantine,
+	// refuse: junk.go); nil delivers it as accepted.
+	Junk *Junk
 	// Resolver answers the checks' DNS lookups (one resolver and cache
 	// for the server: config.Config.Resolver). nil when no check needs
 	// DNS.

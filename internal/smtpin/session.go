@@ -754,6 +754,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 			return nil, err
 		}
 	}
+	var plan *junkPlan // what junk handling does to each copy
 	if tx.verdict != nil {
 		// The checks read the whole message before any copy is stored.
 		judged, err := s.dataChecks(tx, sp)
@@ -764,9 +765,17 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 			defer judged.Close()
 			sp = judged
 		}
+		if plan, err = s.planJunk(tx); err != nil {
+			return nil, err
+		}
 	}
 	out := &outcome{local: make(map[string]error)}
 	over, copies := s.overQuota(tx, sp)
+	for mb := range over {
+		if plan.action(mb) == inbound.Quarantine {
+			delete(over, mb) // held, not stored in the mailbox
+		}
+	}
 	if len(over) > 0 && (len(over) == copies || s.opts.Relay == nil) {
 		// Nothing is stored: the single reply refuses the whole message
 		// (552 5.2.2), rather than tell the sender of a failure that some
@@ -789,7 +798,7 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 				continue
 			}
 			hdr := s.trace(tx, user, rc.canon).header()
-			_, err := d.DeliverSpooled(delivery.WithMessageID(s.ctx, tx.id), tx.from, t.DeliveredTo, t.Mailbox, sp, hdr)
+			err := s.deliverLocal(tx, plan, t, sp, hdr)
 			out.local[t.Mailbox] = err
 			if err != nil {
 				failed = true
@@ -855,7 +864,13 @@ func (s *session) receive(r io.Reader, tx *transaction, bdat bool) (*outcome, er
 			// and of every log line about the message.
 			params.ID = tx.id
 			from := s.srv.forwardSender(tx.from, user, s.log)
-			_, err := s.opts.Relay.Enqueue(s.ctx, from, rcpts, params, io.MultiReader(strings.NewReader(hdr), sp.Reader()))
+			var prefix string
+			if s.opts.Junk != nil {
+				prefix = s.opts.Junk.Policy.SubjectPrefix
+			}
+			body, done := plan.relayReader(sp, prefix)
+			_, err := s.opts.Relay.Enqueue(s.ctx, from, rcpts, params, io.MultiReader(strings.NewReader(hdr), body))
+			done()
 			out.relayErr = err
 			if err != nil {
 				s.log.Error("smtp: queueing message", "id", tx.id, "err", err)

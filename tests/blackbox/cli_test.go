@@ -287,7 +287,7 @@ func TestUsageNamesMissingArgument(t *testing.T) {
 		want string
 	}{
 		{nil, "missing COMMAND"},
-		{[]string{"user"}, "missing command (add, passwd, del, list, quota)"},
+		{[]string{"user"}, "missing command (add, passwd, del, list, quota"},
 		{[]string{"user", "add"}, "missing ADDRESS"},
 		{[]string{"user", "passwd", "--password-stdin"}, "missing ADDRESS"},
 		{[]string{"user", "del"}, "missing ADDRESS"},
