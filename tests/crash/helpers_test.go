@@ -217,7 +217,7 @@ func (s *server) startOnce() (bindErr bool, err error) {
 	defer logFile.Close()
 	s.stdout = &testutil.SyncBuffer{}
 	cmd := exec.Command(binPath, "serve", "--config", s.cfgPath, "--data", s.data,
-		"--pop3", pop3Addr, "--pop3s", "", "--smtp", smtpAddr, "--submission", "", "--submissions", "")
+		"--pop3", pop3Addr, "--pop3s", "", "--smtp", smtpAddr, "--submission", "", "--submissions", "", "--admin", "")
 	cmd.Stdout = s.stdout
 	cmd.Stderr = logFile
 	setPdeathsig(cmd)

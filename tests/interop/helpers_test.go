@@ -64,7 +64,7 @@ func startServer(t testing.TB) *server {
 			_, s.pop3Port, _ = net.SplitHostPort(s.pop3Addr)
 			_, s.pop3sPort, _ = net.SplitHostPort(s.pop3sAddr)
 			return []string{"serve", "--data", s.data, "--pop3", s.pop3Addr, "--pop3s", s.pop3sAddr,
-				"--smtp", "", "--submission", "", "--submissions", ""}, map[string]string{"pop3": s.pop3Addr, "pop3s": s.pop3sAddr}
+				"--smtp", "", "--submission", "", "--submissions", "", "--admin", ""}, map[string]string{"pop3": s.pop3Addr, "pop3s": s.pop3sAddr}
 		},
 	})
 	t.Cleanup(func() { s.Stop(t, 10*time.Second, s.Stderr) })

@@ -183,7 +183,7 @@ func startServer(t testing.TB, o serverOpts) *server {
 				"--smtp", s.smtp, "--submission", s.sub, "--submissions", s.subs, "--lmtp", s.lmtp,
 				// Outbound MX lookups go to a loopback port where no DNS
 				// server answers: nothing leaves the machine.
-				"--dns-server", o.dnsServer}
+				"--dns-server", o.dnsServer, "--admin", ""}
 			return args, map[string]string{"pop3": s.pop3, "smtp": s.smtp, "submission": s.sub, "submissions": s.subs, "lmtp": s.lmtp}
 		},
 	})

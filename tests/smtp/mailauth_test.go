@@ -162,14 +162,17 @@ _dmarc TXT "v=DMARC1; p=quarantine"
 		name, from string
 		refused    string // the reply after DATA, "" when accepted
 		want       []string
+		// quarantined: DMARC p=quarantine holds the message in the
+		// quarantine (junk handling); it is released to be checked.
+		quarantined bool
 	}{
-		{"pass", "alice@pass.test", "", []string{"spf=pass smtp.mailfrom=alice@pass.test", "dkim=none", "dmarc=pass (p=reject dis=NONE) header.from=pass.test"}},
-		{"fail", "eve@fail.test", "550 5.7.1", nil},
-		{"softfail", "eve@soft.test", "", []string{"spf=softfail smtp.mailfrom=eve@soft.test", "dmarc=fail (p=quarantine dis=QUARANTINE) header.from=soft.test"}},
-		{"none", "joe@none.test", "", []string{"spf=none smtp.mailfrom=joe@none.test", "dmarc=none header.from=none.test"}},
-		{"permerror", "joe@perm.test", "", []string{"spf=permerror", "smtp.mailfrom=joe@perm.test", "dmarc=none"}},
+		{"pass", "alice@pass.test", "", []string{"spf=pass smtp.mailfrom=alice@pass.test", "dkim=none", "dmarc=pass (p=reject dis=NONE) header.from=pass.test"}, false},
+		{"fail", "eve@fail.test", "550 5.7.1", nil, false},
+		{"softfail", "eve@soft.test", "", []string{"spf=softfail smtp.mailfrom=eve@soft.test", "dmarc=fail (p=quarantine dis=QUARANTINE) header.from=soft.test"}, true},
+		{"none", "joe@none.test", "", []string{"spf=none smtp.mailfrom=joe@none.test", "dmarc=none header.from=none.test"}, false},
+		{"permerror", "joe@perm.test", "", []string{"spf=permerror", "smtp.mailfrom=joe@perm.test", "dmarc=none"}, false},
 		// gone.test is not served (REFUSED): a temporary error, noted.
-		{"temperror", "joe@gone.test", "", []string{"spf=temperror (DNS error) smtp.mailfrom=joe@gone.test", "dmarc=temperror"}},
+		{"temperror", "joe@gone.test", "", []string{"spf=temperror (DNS error) smtp.mailfrom=joe@gone.test", "dmarc=temperror"}, false},
 	} {
 		for _, tls := range []bool{false, true} {
 			name := c.name
@@ -187,6 +190,18 @@ _dmarc TXT "v=DMARC1; p=quarantine"
 				continue
 			}
 			swaksOK(t, swaks, append([]string{"--data", swaksData(t, msg)}, args...)...)
+			if c.quarantined {
+				s.mustCount(t, alice, delivered)
+				conf := filepath.Join(s.data, "postino.toml")
+				lr := run(t, nil, nil, binPath, "quarantine", "list", alice, "--config", conf, "--data", s.data)
+				ids := regexp.MustCompile(`\d{8}T\d{6}-[0-9a-f]{16}`).FindAllString(lr.Output, -1)
+				if lr.Code != 0 || len(ids) != 1 || !strings.Contains(lr.Output, "mailauth "+name) {
+					t.Fatalf("%s: quarantine list:\n%s", name, lr)
+				}
+				if rr := run(t, nil, nil, binPath, "quarantine", "release", ids[0], "--config", conf, "--data", s.data); rr.Code != 0 {
+					t.Fatalf("%s: quarantine release:\n%s", name, rr)
+				}
+			}
 			receive(name, c.want...)
 		}
 	}
