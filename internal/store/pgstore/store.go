@@ -227,16 +227,17 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, sp *spooled)
 		if err != nil {
 			return err
 		}
-		// IMAP UID and modseq from the folder, POP3 UIDL from the
-		// mailbox's counter: both rows locked until commit, so that
-		// deliveries to one mailbox are numbered in commit order.
+		// POP3 UIDL from the mailbox's counter, IMAP UID and modseq from
+		// the folder: both rows locked until commit, so that deliveries
+		// to one mailbox are numbered in commit order. Locks are taken
+		// in one order everywhere (blob, mailbox, folder): no deadlock.
+		var n int64
+		if err := tx.QueryRow(ctx, `UPDATE mailboxes SET uidl_next = uidl_next + 1 WHERE id = $1 RETURNING uidl_next - 1`, mbID).Scan(&n); err != nil {
+			return err
+		}
 		var uid, modseq int64
 		if err := tx.QueryRow(ctx, `UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
 			WHERE id = $1 RETURNING uidnext - 1, highestmodseq`, folderID).Scan(&uid, &modseq); err != nil {
-			return err
-		}
-		var n int64
-		if err := tx.QueryRow(ctx, `UPDATE mailboxes SET uidl_next = uidl_next + 1 WHERE id = $1 RETURNING uidl_next - 1`, mbID).Scan(&n); err != nil {
 			return err
 		}
 		uidl = makeUIDL(mbID, n)

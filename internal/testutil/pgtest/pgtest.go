@@ -27,12 +27,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/postino-mail/postino/internal/testutil"
 )
 
 // server is the one PostgreSQL of the test binary.
 type server struct {
-	bin  string // folder of initdb, pg_ctl, psql
+	bin  string // folder of initdb and pg_ctl
 	dir  string // temporary root: data, socket, log
 	port int
 	err  error
@@ -55,15 +57,20 @@ func Main(m *testing.M) int {
 
 // binDir finds the folder holding initdb and pg_ctl.
 func binDir() (string, error) {
-	if p, err := exec.LookPath("pg_ctl"); err == nil {
-		return filepath.Dir(p), nil
-	}
 	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_ctl")
 	sort.Strings(found)
-	if len(found) == 0 {
-		return "", fmt.Errorf("no pg_ctl in PATH nor in /usr/lib/postgresql/*/bin (Debian: postgresql)")
+	if len(found) > 0 {
+		return filepath.Dir(found[len(found)-1]), nil
 	}
-	return filepath.Dir(found[len(found)-1]), nil
+	p, err := exec.LookPath("pg_ctl")
+	if err != nil {
+		return "", fmt.Errorf("no pg_ctl in /usr/lib/postgresql/*/bin nor in PATH (Debian: postgresql)")
+	}
+	// A symbolic link into the installation's folder, or the folder.
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		p = real
+	}
+	return filepath.Dir(p), nil
 }
 
 // start initialises and starts the cluster.
@@ -205,11 +212,13 @@ func DSN(addr, name string) string {
 func psql(sql string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(srv.bin, "psql"), "-h", "127.0.0.1", "-p", strconv.Itoa(srv.port),
-		"-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql)
-	out, err := cmd.CombinedOutput()
+	c, err := pgx.Connect(ctx, DSN(net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.port)), "postgres"))
 	if err != nil {
-		return fmt.Errorf("psql %q: %w: %s", sql, err, out)
+		return err
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("%q: %w", sql, err)
 	}
 	return nil
 }
