@@ -29,6 +29,9 @@ const (
 	// DefaultBlobGrace is how long an unreferenced blob is kept after
 	// its last touch; it must exceed the longest delivery.
 	DefaultBlobGrace = time.Hour
+	// defaultConnectTimeout bounds a connection attempt when the DSN
+	// sets no connect_timeout.
+	defaultConnectTimeout = 5 * time.Second
 	// inbox is the folder POP3 sees.
 	inbox = "INBOX"
 	// maxDeliverAttempts bounds the retries of a delivery whose blob was
@@ -117,6 +120,11 @@ func NewPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, er
 	}
 	pc.MaxConns = maxConns
 	pc.MinConns = 0
+	if pc.ConnConfig.ConnectTimeout == 0 {
+		// An unreachable database must fail deliveries and logins
+		// promptly (451, [SYS/TEMP]), not hang them.
+		pc.ConnConfig.ConnectTimeout = defaultConnectTimeout
+	}
 	return pgxpool.NewWithConfig(ctx, pc)
 }
 

@@ -262,6 +262,7 @@ func TestDatabaseDown(t *testing.T) {
 	dsn := pgtest.NewDB(t)
 	p := pgtest.NewProxy(t, addr)
 	s := node(t, strings.Replace(dsn, addr, p.Addr(), 1), Options{})
+	t.Cleanup(p.Close) // before the pool closes: no connection left hanging
 	deliver(t, s, alice, "before\n")
 	p.Cut()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

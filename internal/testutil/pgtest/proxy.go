@@ -29,7 +29,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	}
 	p := &Proxy{l: l, target: target}
 	go p.serve()
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
 }
 
@@ -47,7 +47,8 @@ func (p *Proxy) Cut() {
 	p.conns = nil
 }
 
-func (p *Proxy) close() {
+// Close stops the proxy and drops every connection, relayed or held.
+func (p *Proxy) Close() {
 	p.l.Close()
 	p.Cut()
 }
