@@ -104,6 +104,11 @@ func (m *Maildrop) Commit(ctx context.Context, deleted []int) error {
 	if len(deleted) == 0 {
 		return nil
 	}
+	if context.Cause(m.ctx) != nil {
+		// The session was ended (its lease could not be renewed): it
+		// applies nothing, even if the lease might still be valid.
+		return ErrLockLost
+	}
 	ids := make([]int64, 0, len(deleted))
 	for _, i := range deleted {
 		if i < 0 || i >= len(m.ids) {
