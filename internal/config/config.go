@@ -60,6 +60,7 @@ type Config struct {
 	SMTP     SMTPConfig     `toml:"smtp" comment:"SMTP intake, submission and LMTP."`
 	Queue    QueueConfig    `toml:"queue" comment:"Outbound queue: delivery of submitted mail to other domains, retries and bounces."`
 	Fetch    FetchConfig    `toml:"fetch" comment:"Downloading remote POP3 mailboxes with 'postino fetch'."`
+	Storage  StorageConfig  `toml:"storage" reload:"restart" comment:"Where mailboxes are kept: Maildir folders in data_dir (one server), or PostgreSQL with message contents in PostgreSQL or an S3 bucket (several servers sharing the mailboxes)."`
 }
 
 // TLSConfig is the [tls] section.
@@ -176,7 +177,8 @@ func Default() *Config {
 		Delivery: DeliveryConfig{
 			MaxMessageSize: defaultMaxMessageSize,
 		},
-		Queue: defaultQueue(),
+		Queue:   defaultQueue(),
+		Storage: defaultStorage(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",

@@ -54,6 +54,9 @@ func TestRestartKeys(t *testing.T) {
 		"pop3.listen", "pop3.listen_tls", "pop3.dovecot_uidl_format",
 		"smtp.listen", "smtp.submission", "smtp.submissions", "smtp.lmtp",
 		"smtp.max_message_size", "smtp.command_timeout",
+		"storage.backend", "storage.postgres_dsn", "storage.blobs", "storage.s3_endpoint",
+		"storage.s3_bucket", "storage.s3_region", "storage.s3_access_key", "storage.s3_access_key_file",
+		"storage.s3_secret_key", "storage.s3_secret_key_file", "storage.lock_ttl", "storage.max_connections",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("restart-only keys = %v\nwant %v", got, want)

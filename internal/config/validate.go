@@ -289,5 +289,6 @@ func (c *Config) validate() []error {
 	// [fetch]
 	c.validateFetch(v)
 	c.validateQueue(v)
+	c.validateStorage(v)
 	return v.errs
 }
