@@ -86,6 +86,9 @@ func (c *Config) validateStorage(v *validator) {
 	}
 }
 
+// pgOpenTimeout bounds the connection and schema check of OpenDeliverer.
+const pgOpenTimeout = 30 * time.Second
+
 // UsesPostgres reports whether mailboxes are kept in PostgreSQL.
 func (c *Config) UsesPostgres() bool { return c.Storage.Backend == StoragePostgres }
 

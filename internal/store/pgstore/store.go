@@ -164,9 +164,22 @@ func newStore(pool *pgxpool.Pool, o Options) *Store {
 // Pool returns the store's connection pool.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
+// Closed reports whether Close was called.
+func (s *Store) Closed() bool {
+	select {
+	case <-s.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
 // Close stops the renewer, ends every session holding a lease and closes
 // the pool.
 func (s *Store) Close() {
+	if s.Closed() {
+		return
+	}
 	s.cancel()
 	<-s.stopped
 	s.locks.releaseAll()
