@@ -49,10 +49,17 @@ var (
 // started. Use it from TestMain: os.Exit(pgtest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
+	Stop()
+	return code
+}
+
+// Stop stops the server if one was started. A TestMain that runs the
+// tests otherwise (testutil.Main) calls it after them.
+func Stop() {
 	if srv.dir != "" {
 		srv.stop()
+		srv.dir = ""
 	}
-	return code
 }
 
 // binDir finds the folder holding initdb and pg_ctl.

@@ -1,0 +1,309 @@
+// Package cluster tests postino's cluster mode from the outside: several
+// "postino serve" processes of the real binary sharing one PostgreSQL
+// database (storage.backend = "postgres"), mail received by one and
+// downloaded through another, the maildrop lock held across them.
+package cluster
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
+	"github.com/postino-mail/postino/internal/testutil/pgtest"
+	"github.com/postino-mail/postino/pop3"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	code := testutil.Main(m, "cluster", &binPath, nil)
+	pgtest.Stop()
+	os.Exit(code)
+}
+
+const (
+	alice   = "alice@example.test"
+	alicePW = "alice password"
+	lockTTL = 3 * time.Second
+)
+
+var run = testutil.Runner{Timeout: time.Minute, Split: true}.Run
+
+func postino(t testing.TB, stdin []byte, args ...string) testutil.Result {
+	t.Helper()
+	return run(t, nil, stdin, binPath, args...)
+}
+
+// cluster is a database and the files the nodes share.
+type cluster struct {
+	dir   string
+	dsn   string
+	users string // the shared user database
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{dir: t.TempDir(), dsn: pgtest.NewDB(t)}
+	shared := filepath.Join(c.dir, "shared")
+	if r := postino(t, nil, "init", "--data", shared); r.Code != 0 {
+		t.Fatalf("init: %s", r)
+	}
+	if r := postino(t, []byte(alicePW+"\n"), "user", "add", alice, "--password-stdin", "--data", shared); r.Code != 0 {
+		t.Fatalf("user add: %s", r)
+	}
+	c.users = filepath.Join(shared, "users.passwd")
+	return c
+}
+
+// node is one running "postino serve".
+type node struct {
+	*testutil.Serve
+	config       string
+	pop3, smtp   string
+	killed, done bool
+}
+
+// config writes node name's configuration with the given DSN.
+func (c *cluster) config(t *testing.T, name, dsn, pop3Addr, smtpAddr string) string {
+	t.Helper()
+	data := filepath.Join(c.dir, name)
+	os.MkdirAll(data, 0o700)
+	cfg := fmt.Sprintf(`hostname = %q
+data_dir = %q
+[pop3]
+listen = %q
+listen_tls = ""
+[smtp]
+listen = %q
+submission = ""
+submissions = ""
+local_domains = ["example.test"]
+[users]
+file = %q
+[storage]
+backend = "postgres"
+postgres_dsn = %q
+lock_ttl = %q
+max_connections = 4
+`, name+".example.test", data, pop3Addr, smtpAddr, c.users, dsn, lockTTL.String())
+	path := filepath.Join(c.dir, name+".toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// start runs a node on dsn.
+func (c *cluster) start(t *testing.T, name, dsn string) *node {
+	t.Helper()
+	n := &node{}
+	n.Serve = testutil.StartServe(t, testutil.ServeConfig{
+		Bin: binPath, FreeAddrs: 2, Retry: true,
+		Setup: func(free []string) ([]string, map[string]string) {
+			n.pop3, n.smtp = free[0], free[1]
+			n.config = c.config(t, name, dsn, n.pop3, n.smtp)
+			return []string{"serve", "--config", n.config}, map[string]string{"pop3": n.pop3, "smtp": n.smtp}
+		},
+	})
+	t.Cleanup(func() {
+		if !n.killed && !n.done {
+			n.Stop(t, 15*time.Second, n.Stderr)
+		}
+	})
+	return n
+}
+
+func (n *node) kill9(t *testing.T) {
+	t.Helper()
+	n.killed = true
+	n.Process.Kill()
+	if _, ok := n.Wait(10 * time.Second); !ok {
+		t.Fatal("postino serve did not die after SIGKILL")
+	}
+}
+
+// login opens a POP3 session on the node.
+func (n *node) login(t *testing.T) (*pop3.Client, error) {
+	t.Helper()
+	c := mailtest.DialPOP3(t, n.pop3, 30*time.Second)
+	t.Cleanup(func() { c.Close() })
+	return c, c.Login(alice, alicePW)
+}
+
+// smtpSend runs an SMTP transaction and returns the reply to the end
+// of DATA (or the first failing reply).
+func smtpSend(t *testing.T, addr, rcpt, body string) string {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	r := bufio.NewReader(conn)
+	reply := func() string {
+		var last string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading SMTP reply: %v", err)
+			}
+			last = strings.TrimRight(line, "\r\n")
+			if len(last) < 4 || last[3] != '-' {
+				return last
+			}
+		}
+	}
+	if l := reply(); !strings.HasPrefix(l, "220") {
+		t.Fatalf("greeting %q", l)
+	}
+	for _, cmd := range []string{"EHLO client.example.test", "MAIL FROM:<bob@remote.example>", "RCPT TO:<" + rcpt + ">", "DATA"} {
+		fmt.Fprintf(conn, "%s\r\n", cmd)
+		l := reply()
+		if !strings.HasPrefix(l, "2") && !strings.HasPrefix(l, "354") {
+			return l
+		}
+	}
+	io.WriteString(conn, body+".\r\n")
+	l := reply()
+	fmt.Fprintf(conn, "QUIT\r\n")
+	return l
+}
+
+// message is a test message in SMTP form, larger than a blob chunk.
+func message(subject string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "From: bob@remote.example\r\nTo: %s\r\nSubject: %s\r\n\r\n", alice, subject)
+	for i := range 12000 {
+		fmt.Fprintf(&b, "line %05d of the body, with some text to make it long enough\r\n", i)
+	}
+	b.WriteString("..a line that starts with a dot\r\n")
+	return b.String()
+}
+
+// TestTwoNodes: mail received over SMTP by one node is downloaded byte
+// for byte through another; the maildrop lock holds across nodes; a node
+// killed with SIGKILL while holding the lock frees it within the lock
+// TTL, and the deletions its session marked are not applied.
+func TestTwoNodes(t *testing.T) {
+	c := newCluster(t)
+	// The schema, made by the CLI.
+	cfg := c.config(t, "admin", c.dsn, "127.0.0.1:0", "127.0.0.1:0")
+	if r := postino(t, nil, "db", "migrate", "--config", cfg); r.Code != 0 || !strings.Contains(r.Stdout, "applied schema version 1") {
+		t.Fatalf("db migrate: %s", r)
+	}
+	if r := postino(t, nil, "db", "migrate", "--config", cfg); r.Code != 0 || !strings.Contains(r.Stdout, "up to date") {
+		t.Fatalf("db migrate again: %s", r)
+	}
+	n1 := c.start(t, "node1", c.dsn)
+	n2 := c.start(t, "node2", c.dsn)
+
+	msg := message("through node 1")
+	if l := smtpSend(t, n1.smtp, alice, msg); !strings.HasPrefix(l, "250") {
+		t.Fatalf("SMTP via node 1: %q", l)
+	}
+	// "postino deliver" stores into the database as well.
+	if r := postino(t, []byte("Subject: by deliver\n\nhello\n"), "deliver", "--config", n1.config, "--from", "x@remote.example", alice); r.Code != 0 {
+		t.Fatalf("deliver: %s", r)
+	}
+
+	p2, err := n2.login(t)
+	if err != nil {
+		t.Fatalf("login on node 2: %v", err)
+	}
+	got := mailtest.RetrAll(t, p2, "node 2")
+	if len(got) != 2 {
+		t.Fatalf("node 2 sees %d messages, want 2", len(got))
+	}
+	// The stored message is the one sent, after the Received header
+	// node 1 added, and with the dot-stuffing undone.
+	want := strings.Replace(msg, "\r\n..a line", "\r\n.a line", 1)
+	if !strings.HasSuffix(string(got[0]), "\r\n"+want) || !strings.HasPrefix(string(got[0]), "Return-Path:") && !strings.HasPrefix(string(got[0]), "Received:") {
+		t.Fatalf("message differs: %d octets, want the %d sent plus trace headers; starts %q", len(got[0]), len(want), got[0][:min(200, len(got[0]))])
+	}
+	if !strings.HasSuffix(string(got[1]), "\r\n\r\nhello\r\n") {
+		t.Fatalf("delivered message reads %q", got[1])
+	}
+	uidls2 := mailtest.UIDLs(t, p2)
+
+	// The lock holds across nodes (RFC 1939 §4, RFC 2449 [IN-USE]).
+	if _, err := n1.login(t); err == nil || !strings.Contains(err.Error(), "IN-USE") {
+		t.Fatalf("second session on node 1: %v, want -ERR [IN-USE]", err)
+	}
+	// Node 2 marks a deletion, then dies without QUIT.
+	if _, err := p2.Cmd("DELE 1"); err != nil {
+		t.Fatal(err)
+	}
+	n2.kill9(t)
+	start := time.Now()
+	var p1 *pop3.Client
+	for {
+		p1, err = n1.login(t)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "IN-USE") {
+			t.Fatalf("login on node 1 after the kill: %v", err)
+		}
+		if time.Since(start) > lockTTL+2*time.Second {
+			t.Fatalf("lock still held %v after node 2 died (lock_ttl %v)", time.Since(start), lockTTL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("lock freed %v after SIGKILL (lock_ttl %v)", time.Since(start), lockTTL)
+	got1 := mailtest.RetrAll(t, p1, "node 1")
+	if len(got1) != 2 || string(got1[0]) != string(got[0]) {
+		t.Fatalf("node 1 sees %d messages (want 2, the first byte-identical): the dead session's deletion was applied?", len(got1))
+	}
+	if u := mailtest.UIDLs(t, p1); strings.Join(u, " ") != strings.Join(uidls2, " ") {
+		t.Fatalf("UIDLs on node 1 %v, on node 2 %v", u, uidls2)
+	}
+	// A QUIT by the lock holder applies its deletions.
+	if _, err := p1.Cmd("DELE 2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p1.Cmd("QUIT"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := n1.login(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := p.Stat(); n != 1 {
+		t.Fatalf("%d messages after QUIT, want 1", n)
+	}
+	p.Cmd("QUIT")
+}
+
+// TestDatabaseDown: a node cut off from PostgreSQL answers SMTP with
+// 451 4.3.0 and POP3 logins with -ERR [SYS/TEMP]; "postino deliver"
+// exits 75 (EX_TEMPFAIL). Nothing is lost: once the database is back
+// mail flows again.
+func TestDatabaseDown(t *testing.T) {
+	c := newCluster(t)
+	addr := pgtest.Addr(t)
+	proxy := pgtest.NewProxy(t, addr)
+	n := c.start(t, "node1", strings.Replace(c.dsn, addr, proxy.Addr(), 1))
+	t.Cleanup(proxy.Close)
+	if l := smtpSend(t, n.smtp, alice, message("before")); !strings.HasPrefix(l, "250") {
+		t.Fatalf("SMTP before the cut: %q", l)
+	}
+	proxy.Cut()
+	if l := smtpSend(t, n.smtp, alice, message("during")); !strings.HasPrefix(l, "451 4.3.0") {
+		t.Fatalf("SMTP with the database down: %q, want 451 4.3.0", l)
+	}
+	if _, err := n.login(t); err == nil || !strings.Contains(err.Error(), "SYS/TEMP") {
+		t.Fatalf("POP3 login with the database down: %v, want -ERR [SYS/TEMP]", err)
+	}
+	if r := postino(t, []byte("Subject: x\n\nx\n"), "deliver", "--config", n.config, "--from", "x@remote.example", alice); r.Code != 75 {
+		t.Fatalf("deliver with the database down: %s, want exit 75", r)
+	}
+}
