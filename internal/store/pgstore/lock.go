@@ -70,7 +70,7 @@ func (l *locker) acquire(ctx context.Context, mailbox string) (*lease, context.C
 	}
 	sctx, cancel := context.WithCancelCause(context.Background())
 	ls := &lease{mailbox: mailbox, token: token, cancel: cancel}
-	ls.timer = time.AfterFunc(start.Add(l.ttl-l.margin()).Sub(time.Now()), func() { l.lost(ls) })
+	ls.timer = time.AfterFunc(time.Until(start.Add(l.ttl-l.margin())), func() { l.lost(ls) })
 	l.mu.Lock()
 	l.leases[token] = ls
 	l.mu.Unlock()
