@@ -16,7 +16,6 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/store"
-	"github.com/postino-mail/postino/internal/store/maildir"
 )
 
 // userUsage is the usage of "postino user".
@@ -101,7 +100,7 @@ func runUser(env *cmdEnv, args []string) int {
 			errorf(env, "%v", err)
 			return exitError
 		}
-		st, err := maildir.New(cfg.MailDir(), nil)
+		st, err := openUserStore(cfg)
 		if err != nil {
 			errorf(env, "%v", err)
 			return exitError
@@ -209,7 +208,7 @@ func runUser(env *cmdEnv, args []string) int {
 			return exitUsage
 		}
 		if *purge {
-			return purgeUser(env, cfg.MailDir(), db, addr, *yes)
+			return purgeUser(env, cfg, db, addr, *yes)
 		}
 		if err := db.Delete(ctx, addr); err != nil {
 			errorf(env, "%v", err)
@@ -255,7 +254,7 @@ func quotaOrNone(q auth.Quota) string {
 // under the maildrop lock, the user first: a user logged in over POP3
 // keeps both, a login in between cannot take the lock, and if the user
 // cannot be deleted the mailbox stays. All or nothing.
-func purgeUser(env *cmdEnv, mailDir string, db *auth.DB, addr string, yes bool) int {
+func purgeUser(env *cmdEnv, cfg *config.Config, db *auth.DB, addr string, yes bool) int {
 	ctx := context.Background()
 	u, exists := db.Lookup(addr)
 	if !exists {
@@ -263,7 +262,7 @@ func purgeUser(env *cmdEnv, mailDir string, db *auth.DB, addr string, yes bool) 
 		return exitNoUser
 	}
 	addr = u.Address
-	st, err := maildir.New(mailDir, nil)
+	st, err := openUserStore(cfg)
 	if err != nil {
 		errorf(env, "%v", err)
 		return exitError

@@ -277,10 +277,16 @@ func TestTwoNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, _, _ := p.Stat(); n != 1 {
+	n, size, _ := p.Stat()
+	if n != 1 {
 		t.Fatalf("%d messages after QUIT, want 1", n)
 	}
 	p.Cmd("QUIT")
+	// "postino user list" reports the usage kept in the database.
+	r := postino(t, nil, "user", "list", "--config", n2.config)
+	if want := fmt.Sprintf("%s\t", alice); r.Code != 0 || !strings.Contains(r.Stdout, want) || !strings.Contains(r.Stdout, fmt.Sprintf("\t1\t%d", size)) {
+		t.Fatalf("user list: %s, want %s with 1 message of %d octets", r, alice, size)
+	}
 }
 
 // TestDatabaseDown: a node cut off from PostgreSQL answers SMTP with

@@ -278,3 +278,36 @@ func TestDatabaseDown(t *testing.T) {
 		t.Fatal("Open succeeded with the database down")
 	}
 }
+
+// TestRemoveMailbox: removal waits for no session (ErrLocked while one,
+// on any node, holds the mailbox), runs before under the lock, and
+// leaves nothing when before fails.
+func TestRemoveMailbox(t *testing.T) {
+	dsn := pgtest.NewDB(t)
+	a, b := node(t, dsn, Options{NodeID: "a"}), node(t, dsn, Options{NodeID: "b"})
+	deliver(t, a, alice, "one\n")
+	md, _ := a.OpenMaildrop(context.Background(), alice)
+	ran := false
+	if err := b.RemoveMailboxWith(context.Background(), alice, func(context.Context) error { ran = true; return nil }); !errors.Is(err, store.ErrLocked) || ran {
+		t.Fatalf("remove during a session: %v (before ran: %v)", err, ran)
+	}
+	md.Close()
+	boom := errors.New("boom")
+	if err := b.RemoveMailboxWith(context.Background(), alice, func(context.Context) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("remove with a failing before: %v", err)
+	}
+	if n, _, _ := a.Usage(context.Background(), alice); n != 1 {
+		t.Fatalf("%d messages after a failed removal, want 1", n)
+	}
+	if err := b.RemoveMailbox(context.Background(), alice); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := a.Usage(context.Background(), alice); n != 0 {
+		t.Fatalf("%d messages after removal", n)
+	}
+	if md, err := a.OpenMaildrop(context.Background(), alice); err != nil || len(md.Messages()) != 0 {
+		t.Fatalf("after removal: %v", err)
+	} else {
+		md.Close()
+	}
+}
