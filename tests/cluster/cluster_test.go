@@ -289,10 +289,11 @@ func TestTwoNodes(t *testing.T) {
 	}
 }
 
-// TestDatabaseDown: a node cut off from PostgreSQL answers SMTP with
-// 451 4.3.0 and POP3 logins with -ERR [SYS/TEMP]; "postino deliver"
-// exits 75 (EX_TEMPFAIL). Nothing is lost: once the database is back
-// mail flows again.
+// TestDatabaseDown: a node cut off from PostgreSQL ends its POP3
+// session in progress with -ERR [SYS/TEMP] without applying its
+// deletions, while another node takes the lock after lock_ttl; it
+// answers SMTP with 451 4.3.0 and POP3 logins with -ERR [SYS/TEMP], and
+// "postino deliver" exits 75 (EX_TEMPFAIL).
 func TestDatabaseDown(t *testing.T) {
 	c := newCluster(t)
 	addr := pgtest.Addr(t)
@@ -302,7 +303,37 @@ func TestDatabaseDown(t *testing.T) {
 	if l := smtpSend(t, n.smtp, alice, message("before")); !strings.HasPrefix(l, "250") {
 		t.Fatalf("SMTP before the cut: %q", l)
 	}
+	// A session in progress on the node that loses the database.
+	held, err := n.login(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.Cmd("DELE 1"); err != nil {
+		t.Fatal(err)
+	}
 	proxy.Cut()
+	// Another node, still connected, gets the lock once the lease has
+	// expired, and finds the marked message still there.
+	other := c.start(t, "node2", c.dsn)
+	start := time.Now()
+	for {
+		p, err := other.login(t)
+		if err == nil {
+			if k, _, _ := p.Stat(); k != 1 {
+				t.Fatalf("%d messages on the other node, want 1: the cut session's deletion was applied", k)
+			}
+			p.Cmd("QUIT")
+			break
+		}
+		if time.Since(start) > lockTTL+3*time.Second {
+			t.Fatalf("lock of the cut node not free after %v: %v", time.Since(start), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The cut node ended its session by itself, with [SYS/TEMP].
+	if _, err := held.Cmd("NOOP"); err == nil || !strings.Contains(err.Error(), "SYS/TEMP") {
+		t.Fatalf("session on the cut node: %v, want it ended with -ERR [SYS/TEMP]", err)
+	}
 	if l := smtpSend(t, n.smtp, alice, message("during")); !strings.HasPrefix(l, "451 4.3.0") {
 		t.Fatalf("SMTP with the database down: %q, want 451 4.3.0", l)
 	}
