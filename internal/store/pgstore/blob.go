@@ -53,16 +53,16 @@ func (b *PGBlobs) Has(ctx context.Context, key string) (bool, error) {
 // not at all, and durable once it commits.
 func (b *PGBlobs) Put(ctx context.Context, key string, size int64, r io.Reader) error {
 	return pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM blob_chunks WHERE key = $1`, key); err != nil {
-			return err
-		}
 		buf := make([]byte, ChunkSize)
 		var total int64
 		for seq := 0; ; seq++ {
 			n, err := io.ReadFull(r, buf)
 			if n > 0 {
 				total += int64(n)
-				if _, err := tx.Exec(ctx, `INSERT INTO blob_chunks (key, seq, data) VALUES ($1, $2, $3)`, key, seq, buf[:n]); err != nil {
+				// Content-addressed: a chunk another delivery of the same
+				// content stored meanwhile is the same octets.
+				if _, err := tx.Exec(ctx, `INSERT INTO blob_chunks (key, seq, data) VALUES ($1, $2, $3)
+					ON CONFLICT (key, seq) DO NOTHING`, key, seq, buf[:n]); err != nil {
 					return err
 				}
 			}
@@ -81,16 +81,14 @@ func (b *PGBlobs) Put(ctx context.Context, key string, size int64, r io.Reader) 
 }
 
 // Get streams the blob chunk by chunk: one query per chunk, so that no
-// connection is held between reads.
+// connection is held between reads. The first chunk is read at once, so
+// that a missing blob is reported before anything is sent.
 func (b *PGBlobs) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	ok, err := b.Has(ctx, key)
-	if err != nil {
+	r := &chunkReader{ctx: ctx, pool: b.pool, key: key}
+	if err := r.next(); err != nil {
 		return nil, err
 	}
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrBlobMissing, key)
-	}
-	return &chunkReader{ctx: ctx, pool: b.pool, key: key}, nil
+	return r, nil
 }
 
 // Delete removes the blob's chunks.
@@ -114,27 +112,35 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 		if r.eof {
 			return 0, io.EOF
 		}
-		var data []byte
-		err := r.pool.QueryRow(r.ctx, `SELECT data FROM blob_chunks WHERE key = $1 AND seq = $2`, r.key, r.seq).Scan(&data)
-		if errors.Is(err, pgx.ErrNoRows) {
-			if r.seq == 0 {
-				return 0, fmt.Errorf("%w: %s", ErrBlobMissing, r.key)
-			}
-			r.eof = true
-			continue
-		}
-		if err != nil {
+		if err := r.next(); err != nil {
 			return 0, err
-		}
-		r.seq++
-		r.buf = data
-		if len(data) < ChunkSize {
-			r.eof = true
 		}
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
 	return n, nil
+}
+
+// next reads the next chunk into buf; after the last, eof is set.
+func (r *chunkReader) next() error {
+	var data []byte
+	err := r.pool.QueryRow(r.ctx, `SELECT data FROM blob_chunks WHERE key = $1 AND seq = $2`, r.key, r.seq).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if r.seq == 0 {
+			return fmt.Errorf("%w: %s", ErrBlobMissing, r.key)
+		}
+		r.eof = true
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	r.seq++
+	r.buf = data
+	if len(data) < ChunkSize {
+		r.eof = true
+	}
+	return nil
 }
 
 func (r *chunkReader) Close() error { r.buf = nil; r.eof = true; return nil }
