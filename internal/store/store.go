@@ -90,6 +90,16 @@ type UsageReporter interface {
 	Usage(ctx context.Context, mailbox string) (count int, bytes int64, err error)
 }
 
+// PrefixDeliverer is implemented by stores that keep the header lines
+// added for one recipient (Return-Path, Delivered-To, Received) apart
+// from the content every recipient shares, so that a message for many
+// mailboxes is stored once.
+type PrefixDeliverer interface {
+	// DeliverPrefixed stores prefix followed by body, exactly as Deliver
+	// stores their concatenation, and returns its UID once durable.
+	DeliverPrefixed(ctx context.Context, mailbox string, prefix []byte, body io.Reader) (uid string, err error)
+}
+
 // MailboxRemover is implemented by stores that can delete a mailbox.
 type MailboxRemover interface {
 	// RemoveMailbox deletes the mailbox and everything in it. It returns

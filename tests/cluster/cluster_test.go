@@ -6,6 +6,7 @@ package cluster
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/internal/testutil/mailtest"
@@ -31,6 +34,7 @@ func TestMain(m *testing.M) {
 
 const (
 	alice   = "alice@example.test"
+	carol   = "carol@example.test"
 	alicePW = "alice password"
 	lockTTL = 3 * time.Second
 )
@@ -56,8 +60,10 @@ func newCluster(t *testing.T) *cluster {
 	if r := postino(t, nil, "init", "--data", shared); r.Code != 0 {
 		t.Fatalf("init: %s", r)
 	}
-	if r := postino(t, []byte(alicePW+"\n"), "user", "add", alice, "--password-stdin", "--data", shared); r.Code != 0 {
-		t.Fatalf("user add: %s", r)
+	for _, u := range []string{alice, carol} {
+		if r := postino(t, []byte(alicePW+"\n"), "user", "add", u, "--password-stdin", "--data", shared); r.Code != 0 {
+			t.Fatalf("user add: %s", r)
+		}
 	}
 	c.users = filepath.Join(shared, "users.passwd")
 	return c
@@ -140,7 +146,7 @@ func (n *node) login(t *testing.T) (*pop3.Client, error) {
 
 // smtpSend runs an SMTP transaction and returns the reply to the end
 // of DATA (or the first failing reply).
-func smtpSend(t *testing.T, addr, rcpt, body string) string {
+func smtpSend(t *testing.T, addr, body string, rcpts ...string) string {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
@@ -165,7 +171,11 @@ func smtpSend(t *testing.T, addr, rcpt, body string) string {
 	if l := reply(); !strings.HasPrefix(l, "220") {
 		t.Fatalf("greeting %q", l)
 	}
-	for _, cmd := range []string{"EHLO client.example.test", "MAIL FROM:<bob@remote.example>", "RCPT TO:<" + rcpt + ">", "DATA"} {
+	cmds := []string{"EHLO client.example.test", "MAIL FROM:<bob@remote.example>"}
+	for _, r := range rcpts {
+		cmds = append(cmds, "RCPT TO:<"+r+">")
+	}
+	for _, cmd := range append(cmds, "DATA") {
 		fmt.Fprintf(conn, "%s\r\n", cmd)
 		l := reply()
 		if !strings.HasPrefix(l, "2") && !strings.HasPrefix(l, "354") {
@@ -207,7 +217,7 @@ func TestTwoNodes(t *testing.T) {
 	n2 := c.start(t, "node2", c.dsn)
 
 	msg := message("through node 1")
-	if l := smtpSend(t, n1.smtp, alice, msg); !strings.HasPrefix(l, "250") {
+	if l := smtpSend(t, n1.smtp, msg, alice, carol); !strings.HasPrefix(l, "250") {
 		t.Fatalf("SMTP via node 1: %q", l)
 	}
 	// "postino deliver" stores into the database as well.
@@ -233,6 +243,18 @@ func TestTwoNodes(t *testing.T) {
 		t.Fatalf("delivered message reads %q", got[1])
 	}
 	uidls2 := mailtest.UIDLs(t, p2)
+	// The message for alice and carol is stored once: three messages,
+	// two contents.
+	var messages, blobs int
+	db, err := pgx.Connect(context.Background(), c.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM blobs)`).Scan(&messages, &blobs)
+	db.Close(context.Background())
+	if messages != 3 || blobs != 2 {
+		t.Fatalf("%d messages in %d blobs, want 3 in 2", messages, blobs)
+	}
 
 	// The lock holds across nodes (RFC 1939 §4, RFC 2449 [IN-USE]).
 	if _, err := n1.login(t); err == nil || !strings.Contains(err.Error(), "IN-USE") {
@@ -300,7 +322,7 @@ func TestDatabaseDown(t *testing.T) {
 	proxy := pgtest.NewProxy(t, addr)
 	n := c.start(t, "node1", strings.Replace(c.dsn, addr, proxy.Addr(), 1))
 	t.Cleanup(proxy.Close)
-	if l := smtpSend(t, n.smtp, alice, message("before")); !strings.HasPrefix(l, "250") {
+	if l := smtpSend(t, n.smtp, message("before"), alice); !strings.HasPrefix(l, "250") {
 		t.Fatalf("SMTP before the cut: %q", l)
 	}
 	// A session in progress on the node that loses the database.
@@ -334,7 +356,7 @@ func TestDatabaseDown(t *testing.T) {
 	if _, err := held.Cmd("NOOP"); err == nil || !strings.Contains(err.Error(), "SYS/TEMP") {
 		t.Fatalf("session on the cut node: %v, want it ended with -ERR [SYS/TEMP]", err)
 	}
-	if l := smtpSend(t, n.smtp, alice, message("during")); !strings.HasPrefix(l, "451 4.3.0") {
+	if l := smtpSend(t, n.smtp, message("during"), alice); !strings.HasPrefix(l, "451 4.3.0") {
 		t.Fatalf("SMTP with the database down: %q, want 451 4.3.0", l)
 	}
 	if _, err := n.login(t); err == nil || !strings.Contains(err.Error(), "SYS/TEMP") {

@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ type Maildrop struct {
 	msgs  []store.MessageInfo
 	ids   []int64  // message row ids, in snapshot order
 	keys  []string // blob keys
+	pre   []bool   // whether the message has a prefix
 	done  bool     // Commit was called
 }
 
@@ -39,7 +41,7 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 	md := &Maildrop{s: s, lease: ls, ctx: lctx}
 	// The snapshot: messages of INBOX in delivery order. Mail delivered
 	// after this query is seen by the next session.
-	rows, err := s.pool.Query(ctx, `SELECT m.id, m.pop3_uidl, m.size, m.blob_key FROM messages m
+	rows, err := s.pool.Query(ctx, `SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0 FROM messages m
 		JOIN folders f ON f.id = m.folder_id AND f.name = $2
 		JOIN mailboxes b ON b.id = m.mailbox_id AND b.name = $1
 		ORDER BY m.uid`, mailbox, inbox)
@@ -47,11 +49,13 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 		for rows.Next() {
 			var id, size int64
 			var uidl, key string
-			if err = rows.Scan(&id, &uidl, &size, &key); err != nil {
+			var pre bool
+			if err = rows.Scan(&id, &uidl, &size, &key, &pre); err != nil {
 				break
 			}
 			md.ids = append(md.ids, id)
 			md.keys = append(md.keys, key)
+			md.pre = append(md.pre, pre)
 			md.msgs = append(md.msgs, store.MessageInfo{UID: uidl, Size: size})
 		}
 		rows.Close()
@@ -84,10 +88,20 @@ func (m *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		return nil, err
 	}
 	rctx, cancel := mergeCancel(ctx, m.ctx)
+	var prefix []byte
+	if m.pre[i] {
+		if err := m.s.pool.QueryRow(rctx, `SELECT prefix FROM messages WHERE id = $1`, m.ids[i]).Scan(&prefix); err != nil {
+			cancel()
+			return nil, fmt.Errorf("pgstore: reading message %d: %w", i, err)
+		}
+	}
 	rc, err := m.s.blobs.Get(rctx, m.keys[i])
 	if err != nil {
 		cancel()
 		return nil, err
+	}
+	if len(prefix) > 0 {
+		rc = prefixed{Reader: io.MultiReader(bytes.NewReader(prefix), rc), Closer: rc}
 	}
 	return &sizedReader{rc: rc, left: m.msgs[i].Size, cancel: cancel}, nil
 }
@@ -156,6 +170,12 @@ func (m *Maildrop) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.s.locks.ttl)
 	defer cancel()
 	return m.s.locks.release(ctx, m.lease)
+}
+
+// prefixed is a message's prefix followed by its blob.
+type prefixed struct {
+	io.Reader
+	io.Closer
 }
 
 // sizedReader passes exactly the recorded size on, failing if the blob

@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -82,8 +83,9 @@ type Store struct {
 }
 
 var (
-	_ store.Store         = (*Store)(nil)
-	_ store.UsageReporter = (*Store)(nil)
+	_ store.Store           = (*Store)(nil)
+	_ store.UsageReporter   = (*Store)(nil)
+	_ store.PrefixDeliverer = (*Store)(nil)
 )
 
 // Open connects to the database, checks (or, with o.Migrate, brings up
@@ -189,16 +191,39 @@ func (s *Store) Close() {
 // Deliver stores msg into the mailbox and returns its POP3 UIDL once the
 // blob is durable and the metadata transaction has committed.
 func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (string, error) {
+	return s.DeliverPrefixed(ctx, mailbox, nil, msg)
+}
+
+// maxPrefix bounds the per-recipient header lines kept in the message
+// row; a longer prefix is stored with the content.
+const maxPrefix = 64 << 10
+
+// DeliverPrefixed stores prefix followed by body (store.PrefixDeliverer):
+// the body's content in the blob store, shared by every message with the
+// same body, and prefix, the recipient's own header lines, in the
+// message's row.
+func (s *Store) DeliverPrefixed(ctx context.Context, mailbox string, prefix []byte, body io.Reader) (string, error) {
 	if err := checkMailbox(mailbox); err != nil {
 		return "", err
 	}
-	sp, err := spool(s.spool, msg)
+	if len(prefix) > maxPrefix || (len(prefix) > 0 && prefix[len(prefix)-1] != '\n') {
+		// Not a sequence of whole lines: the wire form of the whole is
+		// not that of its parts. Kept together.
+		return s.DeliverPrefixed(ctx, mailbox, nil, io.MultiReader(bytes.NewReader(prefix), body))
+	}
+	wprefix := wireBytes(prefix)
+	sp, err := spool(s.spool, body)
+	if errors.Is(err, store.ErrMalformed) && len(prefix) > 0 {
+		// Nothing but the header lines: they are the message.
+		wprefix = nil
+		sp, err = spool(s.spool, bytes.NewReader(prefix))
+	}
 	if err != nil {
 		return "", err
 	}
 	defer sp.close()
 	for attempt := 1; ; attempt++ {
-		uid, err := s.deliverSpooled(ctx, mailbox, sp)
+		uid, err := s.deliverSpooled(ctx, mailbox, wprefix, sp)
 		if !errors.Is(err, errBlobCollected) || attempt == maxDeliverAttempts {
 			return uid, err
 		}
@@ -211,7 +236,7 @@ func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (str
 var errBlobCollected = errors.New("pgstore: blob collected during delivery")
 
 // deliverSpooled runs one attempt of a delivery.
-func (s *Store) deliverSpooled(ctx context.Context, mailbox string, sp *spooled) (string, error) {
+func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byte, sp *spooled) (string, error) {
 	// 1. Touch the blob row (creating it): from now on the collector
 	// leaves it alone for the grace period.
 	if _, err := s.pool.Exec(ctx, `INSERT INTO blobs (key, size) VALUES ($1, $2)
@@ -267,8 +292,11 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, sp *spooled)
 		if _, err := tx.Exec(ctx, `INSERT INTO pop3_uidls (mailbox_id, uidl) VALUES ($1, $2)`, mbID, uidl); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO messages (mailbox_id, folder_id, uid, pop3_uidl, size, modseq, blob_key)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`, mbID, folderID, uid, uidl, sp.size, modseq, sp.key)
+		if prefix == nil {
+			prefix = []byte{}
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO messages (mailbox_id, folder_id, uid, pop3_uidl, size, modseq, prefix, blob_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, mbID, folderID, uid, uidl, int64(len(prefix))+sp.size, modseq, prefix, sp.key)
 		return err
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/testutil/pgtest"
 )
@@ -184,13 +185,23 @@ func TestUsage(t *testing.T) {
 	}
 }
 
-// TestStoredOnce: a message delivered to several mailboxes is one blob.
+// TestStoredOnce: a message delivered to several mailboxes, each copy
+// with its own header lines, is one blob; each mailbox reads its header
+// lines and the shared content, in wire form.
 func TestStoredOnce(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, newNode func(Options) *Store) {
 		s := newNode(Options{})
-		msg := "Subject: to all\n\nhello\n"
-		for _, mb := range []string{"a@example.test", "b@example.test", "c@example.test"} {
-			deliver(t, s, mb, msg)
+		d := &delivery.Deliverer{Store: s, SpoolDir: t.TempDir()}
+		sp, err := d.Spool(context.Background(), strings.NewReader("Subject: to all\n\nhello\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sp.Close()
+		mbs := []string{"a@example.test", "b@example.test", "c@example.test"}
+		for _, mb := range mbs {
+			if _, err := d.DeliverSpooled(context.Background(), "x@remote.example", mb, mb, sp, "Received: for "+mb+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
 		}
 		var blobs, chunks int
 		s.Pool().QueryRow(context.Background(), `SELECT (SELECT count(*) FROM blobs), (SELECT count(*) FROM blob_chunks)`).Scan(&blobs, &chunks)
@@ -200,7 +211,49 @@ func TestStoredOnce(t *testing.T) {
 		if _, isS3 := s.blobs.(*S3Blobs); !isS3 && chunks != 1 {
 			t.Fatalf("%d chunks, want 1", chunks)
 		}
+		for _, mb := range mbs {
+			md, err := s.OpenMaildrop(context.Background(), mb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "Return-Path: <x@remote.example>\r\nDelivered-To: " + mb + "\r\nReceived: for " + mb + "\r\nSubject: to all\r\n\r\nhello\r\n"
+			if got := readMsg(t, md, 0); got != want || md.Messages()[0].Size != int64(len(want)) {
+				t.Fatalf("%s reads %q (size %d), want %q", mb, got, md.Messages()[0].Size, want)
+			}
+			md.Close()
+		}
 	})
+}
+
+// TestDeliverPrefixed: the stored message is always the wire form of
+// prefix and body together, whatever their shapes.
+func TestDeliverPrefixed(t *testing.T) {
+	s := node(t, pgtest.NewDB(t), Options{})
+	cases := []struct{ prefix, body, wire string }{
+		{"A: 1\n", "B: 2\n\nx", "A: 1\r\nB: 2\r\n\r\nx\r\n"},
+		{"A: 1\r\n", "\nbody\n", "A: 1\r\n\r\nbody\r\n"},
+		{"A: 1", "\nbody", "A: 1\r\nbody\r\n"},                                                // prefix not a whole line
+		{"A: 1\r", "\nbody\r\n", "A: 1\r\nbody\r\n"},                                          // CR and LF split
+		{"A: 1\n", "", "A: 1\r\n"},                                                            // only the prefix
+		{strings.Repeat("H: x\n", 20000), "b\n", strings.Repeat("H: x\r\n", 20000) + "b\r\n"}, // over maxPrefix
+	}
+	for i, c := range cases {
+		mb := fmt.Sprintf("p%d@example.test", i)
+		if _, err := s.DeliverPrefixed(context.Background(), mb, []byte(c.prefix), strings.NewReader(c.body)); err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		md, err := s.OpenMaildrop(context.Background(), mb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readMsg(t, md, 0); got != c.wire || md.Messages()[0].Size != int64(len(c.wire)) {
+			t.Errorf("case %d: got %q (size %d), want %q", i, got, md.Messages()[0].Size, c.wire)
+		}
+		md.Close()
+	}
+	if _, err := s.DeliverPrefixed(context.Background(), alice, nil, strings.NewReader("")); !errors.Is(err, store.ErrMalformed) {
+		t.Fatalf("empty message: %v", err)
+	}
 }
 
 // TestConcurrentDeliveries: parallel deliveries to one mailbox, from two

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -93,4 +94,17 @@ func (w *wireWriter) finish() error {
 		w.n += 2
 	}
 	return w.w.Flush()
+}
+
+// wireBytes returns the wire form of b, which ends in LF (or is empty):
+// no CRLF is appended.
+func wireBytes(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	var out bytes.Buffer
+	w := &wireWriter{w: bufio.NewWriter(&out)}
+	w.Write(b)
+	w.w.Flush()
+	return out.Bytes()
 }

@@ -45,7 +45,9 @@ CREATE TABLE blob_chunks (
 
 -- Messages. uid is the IMAP UID in its folder, assigned at delivery;
 -- pop3_uidl the POP3 unique-id (RFC 1939 §7), unique in the mailbox;
--- size the exact wire size in octets.
+-- size the exact wire size in octets. The message is prefix (the header
+-- lines added for this recipient, in wire form) followed by the blob,
+-- which every recipient of the message shares.
 CREATE TABLE messages (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     mailbox_id    bigint      NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
@@ -56,6 +58,7 @@ CREATE TABLE messages (
     internal_date timestamptz NOT NULL DEFAULT now(),
     flags         text[]      NOT NULL DEFAULT '{}',
     modseq        bigint      NOT NULL,
+    prefix        bytea       NOT NULL DEFAULT '',
     blob_key      text        NOT NULL REFERENCES blobs (key),
     UNIQUE (folder_id, uid),
     UNIQUE (mailbox_id, pop3_uidl)
