@@ -223,7 +223,7 @@ func (s *Store) DeliverPrefixed(ctx context.Context, mailbox string, prefix []by
 	}
 	defer sp.close()
 	for attempt := 1; ; attempt++ {
-		uid, err := s.deliverSpooled(ctx, mailbox, wprefix, sp)
+		uid, err := s.deliverSpooled(ctx, mailbox, wprefix, sp, meta{})
 		if !errors.Is(err, errBlobCollected) || attempt == maxDeliverAttempts {
 			return uid, err
 		}
@@ -236,7 +236,22 @@ func (s *Store) DeliverPrefixed(ctx context.Context, mailbox string, prefix []by
 var errBlobCollected = errors.New("pgstore: blob collected during delivery")
 
 // deliverSpooled runs one attempt of a delivery.
-func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byte, sp *spooled) (string, error) {
+// meta is what an import keeps of a message: its UIDL and internal
+// date. Zero values: a new UIDL, now.
+type meta struct {
+	uidl string
+	date time.Time
+}
+
+// ErrUIDLUsed is returned by Import when the mailbox has, or had, a
+// message with that UIDL (RFC 1939 §7: never reused).
+var ErrUIDLUsed = errors.New("pgstore: UIDL already used in this mailbox")
+
+// maxUIDLSkips bounds the generated UIDLs skipped because an imported
+// message took them.
+const maxUIDLSkips = 100
+
+func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byte, sp *spooled, m meta) (string, error) {
 	// 1. Touch the blob row (creating it): from now on the collector
 	// leaves it alone for the grace period.
 	if _, err := s.pool.Exec(ctx, `INSERT INTO blobs (key, size) VALUES ($1, $2)
@@ -277,26 +292,45 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 		// the folder: both rows locked until commit, so that deliveries
 		// to one mailbox are numbered in commit order. Locks are taken
 		// in one order everywhere (blob, mailbox, folder): no deadlock.
-		var n int64
-		if err := tx.QueryRow(ctx, `UPDATE mailboxes SET uidl_next = uidl_next + 1 WHERE id = $1 RETURNING uidl_next - 1`, mbID).Scan(&n); err != nil {
-			return err
+		uidl = m.uidl
+		for skips := 0; ; skips++ {
+			if m.uidl == "" {
+				var n int64
+				if err := tx.QueryRow(ctx, `UPDATE mailboxes SET uidl_next = uidl_next + 1 WHERE id = $1 RETURNING uidl_next - 1`, mbID).Scan(&n); err != nil {
+					return err
+				}
+				uidl = makeUIDL(mbID, n)
+			}
+			// RFC 1939 §7: a UIDL is never reused; pop3_uidls remembers
+			// it after its message is gone.
+			tag, err := tx.Exec(ctx, `INSERT INTO pop3_uidls (mailbox_id, uidl) VALUES ($1, $2) ON CONFLICT DO NOTHING`, mbID, uidl)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 1 {
+				break
+			}
+			if m.uidl != "" {
+				return fmt.Errorf("%w: %q", ErrUIDLUsed, m.uidl)
+			}
+			if skips == maxUIDLSkips {
+				return fmt.Errorf("pgstore: no free UIDL after %d tries", skips)
+			}
 		}
 		var uid, modseq int64
 		if err := tx.QueryRow(ctx, `UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
 			WHERE id = $1 RETURNING uidnext - 1, highestmodseq`, folderID).Scan(&uid, &modseq); err != nil {
 			return err
 		}
-		uidl = makeUIDL(mbID, n)
-		// RFC 1939 §7: a UIDL is never reused; pop3_uidls remembers it
-		// after its message is gone.
-		if _, err := tx.Exec(ctx, `INSERT INTO pop3_uidls (mailbox_id, uidl) VALUES ($1, $2)`, mbID, uidl); err != nil {
-			return err
-		}
 		if prefix == nil {
 			prefix = []byte{}
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO messages (mailbox_id, folder_id, uid, pop3_uidl, size, modseq, prefix, blob_key)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, mbID, folderID, uid, uidl, int64(len(prefix))+sp.size, modseq, prefix, sp.key)
+		date := m.date
+		if date.IsZero() {
+			date = time.Now()
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO messages (mailbox_id, folder_id, uid, pop3_uidl, size, internal_date, modseq, prefix, blob_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, mbID, folderID, uid, uidl, int64(len(prefix))+sp.size, date, modseq, prefix, sp.key)
 		return err
 	})
 	if err != nil {
