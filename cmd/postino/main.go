@@ -85,7 +85,7 @@ func init() {
 		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
 		{"block", "list | remove ADDRESS|ACCOUNT", "see and lift blocks after failed logins", runBlock},
 		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},
-		{"db", "migrate | version", "create or upgrade the PostgreSQL schema (storage.backend = \"postgres\")", runDB},
+		{"db", "migrate | version | import [ADDRESS...]", "create or upgrade the PostgreSQL schema, import Maildirs (storage.backend = \"postgres\")", runDB},
 		{"config", "default | check [FILE]", "print the commented default configuration, or check one", runConfig},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "show help", runHelp},

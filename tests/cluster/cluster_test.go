@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/internal/testutil/mailtest"
 	"github.com/postino-mail/postino/internal/testutil/pgtest"
@@ -365,4 +366,65 @@ func TestDatabaseDown(t *testing.T) {
 	if r := postino(t, []byte("Subject: x\n\nx\n"), "deliver", "--config", n.config, "--from", "x@remote.example", alice); r.Code != 75 {
 		t.Fatalf("deliver with the database down: %s, want exit 75", r)
 	}
+}
+
+// TestImportMaildir: "postino db import" moves the Maildirs of a server
+// that ran with storage.backend = "maildir" into PostgreSQL: the same
+// messages, byte for byte, under the same UIDLs, so POP3 clients that
+// leave mail on the server download nothing again.
+func TestImportMaildir(t *testing.T) {
+	c := newCluster(t)
+	pgCfg := c.config(t, "node1", c.dsn, "127.0.0.1:0", "127.0.0.1:0")
+	b, _ := os.ReadFile(pgCfg)
+	mdCfg := filepath.Join(c.dir, "node1-maildir.toml")
+	os.WriteFile(mdCfg, []byte(strings.Replace(string(b), `backend = "postgres"`, `backend = "maildir"`, 1)), 0o600)
+	for i := range 3 {
+		if r := postino(t, []byte(fmt.Sprintf("Subject: %d\n\nbody %d\n", i, i)), "deliver", "--config", mdCfg, "--from", "x@remote.example", alice); r.Code != 0 {
+			t.Fatalf("deliver into the Maildir: %s", r)
+		}
+	}
+	src, err := maildir.New(filepath.Join(c.dir, "node1", "mail"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := mailtest.StoreMessages(t, src, alice)
+	md, err := src.OpenMaildrop(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantUIDLs []string
+	for _, m := range md.Messages() {
+		wantUIDLs = append(wantUIDLs, m.UID)
+	}
+	md.Close()
+	src.Close()
+
+	if r := postino(t, nil, "db", "import", "--config", pgCfg); r.Code == 0 {
+		t.Fatalf("import before migrate succeeded: %s", r)
+	}
+	if r := postino(t, nil, "db", "migrate", "--config", pgCfg); r.Code != 0 {
+		t.Fatalf("db migrate: %s", r)
+	}
+	r := postino(t, nil, "db", "import", "--config", pgCfg)
+	if r.Code != 0 || !strings.Contains(r.Stdout, alice+": 3 messages imported") || !strings.Contains(r.Stdout, carol+": 0 messages imported") {
+		t.Fatalf("db import: %s", r)
+	}
+	if r := postino(t, nil, "db", "import", "--config", pgCfg, alice); r.Code != 0 || !strings.Contains(r.Stdout, alice+": 0 messages imported") {
+		t.Fatalf("db import again: %s", r)
+	}
+	n := c.start(t, "node1", c.dsn)
+	p, err := n.login(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mailtest.UIDLs(t, p); strings.Join(got, " ") != strings.Join(wantUIDLs, " ") {
+		t.Fatalf("UIDLs after import %v, in the Maildir %v", got, wantUIDLs)
+	}
+	got := mailtest.RetrAll(t, p, "imported")
+	for i := range want {
+		if string(got[i]) != want[i] {
+			t.Fatalf("message %d after import %q, in the Maildir %q", i+1, got[i], want[i])
+		}
+	}
+	p.Cmd("QUIT")
 }
