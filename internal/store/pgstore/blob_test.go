@@ -69,3 +69,35 @@ func TestPGBlobShortPut(t *testing.T) {
 		t.Fatal("a short Put left a blob")
 	}
 }
+
+// TestCorruptBlobFailsRead: content changed in the blob store behind
+// postino's back (same length) fails the read at its end, so a POP3
+// transfer is cut before its terminating dot.
+func TestCorruptBlobFailsRead(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newNode func(Options) *Store) {
+		s := newNode(Options{})
+		deliver(t, s, alice, "Subject: pay\n\nto account 1111\n")
+		md, err := s.OpenMaildrop(context.Background(), alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer md.Close()
+		key := md.(*Maildrop).keys[0]
+		forged := "Subject: pay\r\n\r\nto account 6666\r\n"
+		if _, isS3 := s.blobs.(*S3Blobs); isS3 {
+			if err := s.blobs.Put(context.Background(), key, int64(len(forged)), strings.NewReader(forged)); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := s.Pool().Exec(context.Background(), `UPDATE blob_chunks SET data = $2 WHERE key = $1`, key, []byte(forged)); err != nil {
+			t.Fatal(err)
+		}
+		rc, err := md.Open(context.Background(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		if _, err := io.ReadAll(rc); !errors.Is(err, ErrBlobCorrupt) {
+			t.Fatalf("reading a forged blob: %v, want ErrBlobCorrupt", err)
+		}
+	})
+}

@@ -3,6 +3,9 @@ package pgstore
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
 	"errors"
 	"fmt"
 	"io"
@@ -100,6 +103,10 @@ func (m *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		cancel()
 		return nil, err
 	}
+	// The blob is checked against its key as it streams: content changed
+	// in the blob store fails the transfer before its end, so a client
+	// never gets it as a complete message.
+	rc = prefixed{Reader: &verifier{r: rc, h: sha256.New(), key: m.keys[i]}, Closer: rc}
 	if len(prefix) > 0 {
 		rc = prefixed{Reader: io.MultiReader(bytes.NewReader(prefix), rc), Closer: rc}
 	}
@@ -178,6 +185,27 @@ type prefixed struct {
 	io.Closer
 }
 
+// ErrBlobCorrupt is returned when a blob's content does not match its
+// key (the SHA-256 of what was stored).
+var ErrBlobCorrupt = errors.New("pgstore: blob content does not match its key")
+
+// verifier hashes what it reads and fails at the end if the hash is not
+// key.
+type verifier struct {
+	r   io.Reader
+	h   hash.Hash
+	key string
+}
+
+func (v *verifier) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	if err == io.EOF && hex.EncodeToString(v.h.Sum(nil)) != v.key {
+		return n, fmt.Errorf("%w: %s", ErrBlobCorrupt, v.key)
+	}
+	return n, err
+}
+
 // sizedReader passes exactly the recorded size on, failing if the blob
 // is shorter or longer (it never is unless the store was tampered with).
 type sizedReader struct {
@@ -193,8 +221,12 @@ var ErrSizeMismatch = errors.New("pgstore: blob does not match the recorded size
 func (r *sizedReader) Read(p []byte) (int, error) {
 	if r.left == 0 {
 		var one [1]byte
-		if n, _ := r.rc.Read(one[:]); n > 0 {
+		n, err := r.rc.Read(one[:])
+		if n > 0 {
 			return 0, ErrSizeMismatch
+		}
+		if err != nil && err != io.EOF {
+			return 0, err // a corrupt blob, found at its end
 		}
 		return 0, io.EOF
 	}

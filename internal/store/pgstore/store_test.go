@@ -295,9 +295,18 @@ func TestConcurrentDeliveries(t *testing.T) {
 	}
 }
 
-// TestMailboxNames: names that cannot be addresses are refused.
+// TestMailboxNames: names that cannot be addresses are refused; a name
+// written to break SQL is only a name.
 func TestMailboxNames(t *testing.T) {
 	s := node(t, pgtest.NewDB(t), Options{})
+	hostile := `o'brien"; DROP TABLE messages; --@example.test`
+	deliver(t, s, hostile, "x\n")
+	if n, _, err := s.Usage(context.Background(), hostile); err != nil || n != 1 {
+		t.Fatalf("hostile name: %d messages, %v", n, err)
+	}
+	if n, _, _ := s.Usage(context.Background(), "o'brien@example.test"); n != 0 {
+		t.Fatal("hostile name reached another mailbox")
+	}
 	for _, mb := range []string{"", "a\nb@x", strings.Repeat("a", 400)} {
 		if _, err := s.Deliver(context.Background(), mb, strings.NewReader("x\n")); !errors.Is(err, store.ErrNoMailbox) {
 			t.Errorf("Deliver(%q) = %v", mb, err)
