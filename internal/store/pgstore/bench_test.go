@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
@@ -107,8 +108,17 @@ func (b benchBackend) OpenMaildrop(ctx context.Context, _ *pop3.ConnInfo, user s
 // for PostgreSQL, statements (round trips) per session.
 func BenchmarkPOP3(b *testing.B) {
 	for _, s := range benchStores(b) {
+		d := &delivery.Deliverer{Store: s.st, SpoolDir: b.TempDir()}
 		for _, m := range corpus() {
-			if _, err := s.st.Deliver(context.Background(), "alice@example.test", strings.NewReader(m)); err != nil {
+			// As SMTP stores it: Return-Path, Delivered-To and Received
+			// added for the recipient.
+			sp, err := d.Spool(context.Background(), strings.NewReader(m))
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, err = d.DeliverSpooled(context.Background(), "bob@example.test", "alice@example.test", "alice@example.test", sp, "Received: from client by bench\r\n")
+			sp.Close()
+			if err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -92,16 +92,23 @@ func (m *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	}
 	rctx, cancel := mergeCancel(ctx, m.ctx)
 	var prefix []byte
-	if m.pre[i] {
-		if err := m.s.pool.QueryRow(rctx, `SELECT prefix FROM messages WHERE id = $1`, m.ids[i]).Scan(&prefix); err != nil {
-			cancel()
-			return nil, fmt.Errorf("pgstore: reading message %d: %w", i, err)
+	var rc io.ReadCloser
+	var err error
+	switch pg, isPG := m.s.blobs.(*PGBlobs); {
+	case m.pre[i] && isPG:
+		// The prefix and the first chunk in one round trip.
+		prefix, rc, err = pg.getWithPrefix(rctx, m.ids[i], m.keys[i])
+	case m.pre[i]:
+		err = m.s.pool.QueryRow(rctx, `SELECT prefix FROM messages WHERE id = $1`, m.ids[i]).Scan(&prefix)
+		if err == nil {
+			rc, err = m.s.blobs.Get(rctx, m.keys[i])
 		}
+	default:
+		rc, err = m.s.blobs.Get(rctx, m.keys[i])
 	}
-	rc, err := m.s.blobs.Get(rctx, m.keys[i])
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, fmt.Errorf("pgstore: reading message %d: %w", i+1, err)
 	}
 	// The blob is checked against its key as it streams: content changed
 	// in the blob store fails the transfer before its end, so a client
