@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/postino-mail/postino/internal/store/pgstore"
 )
 
@@ -146,4 +148,32 @@ func (c *Config) secret(value, file string) (string, error) {
 		return "", fmt.Errorf("%s: empty", file)
 	}
 	return line, nil
+}
+
+// checkStorage checks what [storage] names beyond its values: that the
+// DSN can be parsed and the S3 key files read. It does not connect.
+func (k *checker) checkStorage(c *Config) {
+	s := &c.Storage
+	if s.Backend != StoragePostgres {
+		return
+	}
+	if s.PostgresDSN != "" {
+		if _, err := pgxpool.ParseConfig(s.PostgresDSN); err != nil {
+			k.conf(SeverityError, "storage.postgres_dsn", "%v", err)
+		}
+	}
+	if s.Blobs != BlobsS3 {
+		return
+	}
+	for _, f := range []struct{ key, file string }{
+		{"storage.s3_access_key_file", s.S3AccessKeyFile},
+		{"storage.s3_secret_key_file", s.S3SecretKeyFile},
+	} {
+		if f.file == "" {
+			continue
+		}
+		if _, err := c.secret("", f.file); err != nil {
+			k.conf(SeverityError, f.key, "%v", err)
+		}
+	}
 }

@@ -70,3 +70,35 @@ func TestStorageSecretFile(t *testing.T) {
 		t.Fatalf("inline secret = %q", got)
 	}
 }
+
+// TestCheckStorage: config check reports an unparsable DSN and an S3 key
+// file it cannot read, at their keys.
+func TestCheckStorage(t *testing.T) {
+	res, _ := checkFile(t, quietListeners+`
+[storage]
+backend = "postgres"
+postgres_dsn = "postgres://x:s3cr3tpw@host:notaport/db"
+blobs = "s3"
+s3_endpoint = "https://s3.example.test"
+s3_bucket = "mail"
+s3_access_key = "id"
+s3_secret_key_file = "missing.secret"
+`)
+	got := findings(res)
+	if strings.Contains(got, "s3cr3tpw") {
+		t.Errorf("the DSN's password is in the findings:\n%s", got)
+	}
+	for _, key := range []string{"storage.postgres_dsn", "storage.s3_secret_key_file"} {
+		if !strings.Contains(got, key) {
+			t.Errorf("no finding for %s:\n%s", key, got)
+		}
+	}
+	res, _ = checkFile(t, quietListeners+`
+[storage]
+backend = "postgres"
+postgres_dsn = "postgres://postino@127.0.0.1/postino"
+`)
+	if len(res.Findings) != 0 {
+		t.Fatalf("findings on a clean postgres configuration:\n%s", findings(res))
+	}
+}
