@@ -204,3 +204,28 @@ func BenchmarkDeliver(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRenew10k measures the one statement that renews 10,000
+// maildrop leases of a node (every lock_ttl/3), through a pool of 4
+// connections.
+func BenchmarkRenew10k(b *testing.B) {
+	s := node(b, pgtest.NewDB(b), Options{MaxConns: 4})
+	var mds []store.Maildrop
+	for i := range 10000 {
+		md, err := s.OpenMaildrop(context.Background(), fmt.Sprintf("u%d@example.test", i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		mds = append(mds, md)
+	}
+	for b.Loop() {
+		s.locks.renew(context.Background())
+	}
+	b.StopTimer()
+	if c := s.Pool().Stat().TotalConns(); c > 4 {
+		b.Fatalf("%d connections", c)
+	}
+	for _, md := range mds {
+		md.Close()
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -36,6 +37,7 @@ type lease struct {
 	token   string
 	cancel  context.CancelCauseFunc
 	timer   *time.Timer // ends the session at its local deadline
+	gone    atomic.Bool // lost: the row is expired or another's
 }
 
 func newLocker(pool *pgxpool.Pool, node string, ttl time.Duration, log *slog.Logger) *locker {
@@ -85,6 +87,7 @@ func (l *locker) lost(ls *lease) {
 	l.mu.Unlock()
 	if held {
 		l.log.Warn("pgstore: maildrop lock lost, ending the session", "mailbox", ls.mailbox)
+		ls.gone.Store(true)
 		ls.cancel(ErrLockLost)
 	}
 }
@@ -96,6 +99,11 @@ func (l *locker) release(ctx context.Context, ls *lease) error {
 	delete(l.leases, ls.token)
 	l.mu.Unlock()
 	ls.cancel(context.Canceled)
+	if ls.gone.Load() {
+		// Expiring or taken over: nothing to delete, and the database
+		// may well be out of reach (the usual reason for the loss).
+		return nil
+	}
 	_, err := l.pool.Exec(ctx, `DELETE FROM maildrop_locks WHERE mailbox = $1 AND token = $2`, ls.mailbox, ls.token)
 	if err != nil {
 		// The row expires by itself within the TTL.
@@ -151,8 +159,11 @@ func (l *locker) renew(ctx context.Context) {
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, l.ttl/3)
 	defer cancel()
-	rows, err := l.pool.Query(rctx, `UPDATE maildrop_locks SET expires_at = now() + make_interval(secs => $3)
-		WHERE node_id = $1 AND token = ANY($2) AND expires_at > now() RETURNING token`, l.node, tokens, l.ttl.Seconds())
+	// A join with the tokens (hashed), not token = ANY($2), which
+	// compares every row with every token.
+	rows, err := l.pool.Query(rctx, `UPDATE maildrop_locks l SET expires_at = now() + make_interval(secs => $3)
+		FROM unnest($2::text[]) AS t(token)
+		WHERE l.token = t.token AND l.node_id = $1 AND l.expires_at > now() RETURNING l.token`, l.node, tokens, l.ttl.Seconds())
 	if err != nil {
 		l.log.Error("pgstore: renewing maildrop locks", "locks", len(tokens), "err", err)
 		return

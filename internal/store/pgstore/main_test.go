@@ -18,7 +18,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // node opens a Store (one cluster node) on dsn with its own pool.
-func node(t *testing.T, dsn string, o Options) *Store {
+func node(t testing.TB, dsn string, o Options) *Store {
 	t.Helper()
 	o.DSN = dsn
 	o.Migrate = true
