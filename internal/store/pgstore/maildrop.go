@@ -5,9 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"hash"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"slices"
 
