@@ -7,6 +7,8 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -80,6 +82,11 @@ type node struct {
 
 // config writes node name's configuration with the given DSN.
 func (c *cluster) config(t *testing.T, name, dsn, pop3Addr, smtpAddr string) string {
+	return c.configTLS(t, name, dsn, pop3Addr, "", smtpAddr)
+}
+
+// configTLS is config with POP3 over implicit TLS on pop3sAddr too.
+func (c *cluster) configTLS(t *testing.T, name, dsn, pop3Addr, pop3sAddr, smtpAddr string) string {
 	t.Helper()
 	data := filepath.Join(c.dir, name)
 	os.MkdirAll(data, 0o700)
@@ -87,7 +94,7 @@ func (c *cluster) config(t *testing.T, name, dsn, pop3Addr, smtpAddr string) str
 data_dir = %q
 [pop3]
 listen = %q
-listen_tls = ""
+listen_tls = %q
 [smtp]
 listen = %q
 submission = ""
@@ -100,7 +107,7 @@ backend = "postgres"
 postgres_dsn = %q
 lock_ttl = %q
 max_connections = 4
-`, name+".example.test", data, pop3Addr, smtpAddr, c.users, dsn, lockTTL.String())
+`, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, c.users, dsn, lockTTL.String())
 	path := filepath.Join(c.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -427,4 +434,69 @@ func TestImportMaildir(t *testing.T) {
 		}
 	}
 	p.Cmd("QUIT")
+}
+
+// TestTLSTransports: a mailbox in PostgreSQL is served alike in plain,
+// with STLS and over implicit TLS, and the lock holds across transports
+// and nodes.
+func TestTLSTransports(t *testing.T) {
+	c := newCluster(t)
+	n := &node{}
+	var pop3s string
+	n.Serve = testutil.StartServe(t, testutil.ServeConfig{
+		Bin: binPath, FreeAddrs: 3, Retry: true,
+		Setup: func(free []string) ([]string, map[string]string) {
+			n.pop3, pop3s, n.smtp = free[0], free[1], free[2]
+			n.config = c.configTLS(t, "node1", c.dsn, n.pop3, pop3s, n.smtp)
+			return []string{"serve", "--config", n.config}, map[string]string{"pop3": n.pop3, "pop3s": pop3s, "smtp": n.smtp}
+		},
+	})
+	t.Cleanup(func() { n.Stop(t, 15*time.Second, n.Stderr) })
+	if l := smtpSend(t, n.smtp, message("tls"), alice); !strings.HasPrefix(l, "250") {
+		t.Fatalf("SMTP: %q", l)
+	}
+	pem, err := os.ReadFile(filepath.Join(c.dir, "node1", "tls", "cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	tc := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	other := c.start(t, "node2", c.dsn)
+
+	var want []byte
+	for _, mode := range []string{"plain", "stls", "tls"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var p *pop3.Client
+		if mode == "tls" {
+			p, err = pop3.DialTLS(ctx, pop3s, tc)
+		} else {
+			p, err = pop3.Dial(ctx, n.pop3)
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		p.Timeout = 30 * time.Second
+		if mode == "stls" {
+			if err := p.StartTLS(tc); err != nil {
+				t.Fatalf("STLS: %v", err)
+			}
+		}
+		if err := p.Login(alice, alicePW); err != nil {
+			t.Fatalf("%s login: %v", mode, err)
+		}
+		if _, err := other.login(t); err == nil || !strings.Contains(err.Error(), "IN-USE") {
+			t.Fatalf("%s: other node's login %v, want -ERR [IN-USE]", mode, err)
+		}
+		got := mailtest.RetrAll(t, p, mode)
+		if len(got) != 1 || (want != nil && string(got[0]) != string(want)) {
+			t.Fatalf("%s: %d messages, or a different one", mode, len(got))
+		}
+		want = got[0]
+		if _, err := p.Cmd("QUIT"); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+	}
 }
