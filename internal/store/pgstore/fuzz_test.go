@@ -58,6 +58,10 @@ func FuzzWireForm(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if in[len(in)-1] == '\n' && !bytes.Equal(wireBytes(in), want) {
+			// A prefix of whole lines: its wire form alone.
+			t.Fatalf("wireBytes(%q) = %q, want %q", in, wireBytes(in), want)
+		}
 		sum := sha256.Sum256(want)
 		if !bytes.Equal(got, want) || sp.size != int64(len(want)) || sp.key != hex.EncodeToString(sum[:]) {
 			t.Fatalf("in %q: got %q (size %d, key %s), want %q", in, got, sp.size, sp.key, want)
