@@ -1,6 +1,6 @@
 // Package store defines the storage contract that every postino mailbox
-// backend honours. The backend today is Maildir (internal/store/maildir);
-// a backend for several nodes must honour the same contract.
+// backend honours: Maildir (internal/store/maildir) for one server, and
+// PostgreSQL (internal/store/pgstore) for several sharing the mailboxes.
 //
 // The contract, which the POP3 server and local delivery rely on:
 //
@@ -20,7 +20,8 @@
 //   - Commit removes the given messages all-or-nothing and durably: after a
 //     crash at any instant either every one is gone or none is.
 //   - Deliver returns only once the message is durable (for Maildir: the
-//     file and its directory fsync'd).
+//     file and its directory fsync'd; for PostgreSQL: the content stored
+//     and the metadata transaction committed).
 package store
 
 import (
