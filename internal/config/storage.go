@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -76,6 +77,10 @@ func (c *Config) validateStorage(v *validator) {
 		v.add("storage.s3_endpoint", "must be set with blobs = \"s3\"")
 	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || (u.Path != "" && u.Path != "/"):
 		v.add("storage.s3_endpoint", "must be https://host[:port] (got %q)", s.S3Endpoint)
+	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+		// The credentials sign requests, but the mail would cross the
+		// network in the clear.
+		v.add("storage.s3_endpoint", "http:// only for a service on loopback; use https:// (got %q)", s.S3Endpoint)
 	}
 	if s.S3Bucket == "" {
 		v.add("storage.s3_bucket", "must be set with blobs = \"s3\"")
@@ -176,4 +181,13 @@ func (k *checker) checkStorage(c *Config) {
 			k.conf(SeverityError, f.key, "%v", err)
 		}
 	}
+}
+
+// isLoopbackHost reports whether host is localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

@@ -409,7 +409,13 @@ func (s *Store) CollectBlobs(ctx context.Context, limit int) (int, error) {
 			return err
 		}
 		for _, k := range keys {
-			if err := s.blobs.Delete(ctx, k); err != nil {
+			if _, isPG := s.blobs.(*PGBlobs); isPG {
+				// In the same transaction: one connection, and the
+				// octets go with the row or stay with it.
+				if _, err := tx.Exec(ctx, `DELETE FROM blob_chunks WHERE key = $1`, k); err != nil {
+					return err
+				}
+			} else if err := s.blobs.Delete(ctx, k); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, `DELETE FROM blobs WHERE key = $1`, k); err != nil {
