@@ -115,6 +115,7 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		if s.queue != nil {
 			s.queue.Close()
 		}
+		closeStore(s.store)
 		return nil, err
 	}
 	s.startBackground()
