@@ -99,6 +99,7 @@ listen_tls = %q
 listen = %q
 submission = ""
 submissions = ""
+lmtp = %q
 local_domains = ["example.test"]
 [users]
 file = %q
@@ -107,7 +108,7 @@ backend = "postgres"
 postgres_dsn = %q
 lock_ttl = %q
 max_connections = 4
-`, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, c.users, dsn, lockTTL.String())
+`, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, filepath.Join(data, "lmtp.sock"), c.users, dsn, lockTTL.String())
 	path := filepath.Join(c.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -499,4 +500,65 @@ func TestTLSTransports(t *testing.T) {
 		}
 		p.Close()
 	}
+}
+
+// TestLMTP: LMTP (RFC 2033) delivers into PostgreSQL with one reply per
+// recipient, the message stored once for both.
+func TestLMTP(t *testing.T) {
+	c := newCluster(t)
+	n := c.start(t, "node1", c.dsn)
+	sock := filepath.Join(c.dir, "node1", "lmtp.sock")
+	conn, err := net.DialTimeout("unix", sock, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(conn)
+	expect := func(prefix string) {
+		t.Helper()
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("LMTP: %v", err)
+			}
+			if !strings.HasPrefix(line, prefix) {
+				t.Fatalf("LMTP reply %q, want %s", line, prefix)
+			}
+			if len(line) < 4 || line[3] != '-' {
+				return
+			}
+		}
+	}
+	expect("220")
+	for _, cmd := range []string{"LHLO mx.example.test", "MAIL FROM:<bob@remote.example>", "RCPT TO:<" + alice + ">", "RCPT TO:<" + carol + ">", "DATA"} {
+		fmt.Fprintf(conn, "%s\r\n", cmd)
+		if cmd == "DATA" {
+			expect("354")
+		} else {
+			expect("250")
+		}
+	}
+	io.WriteString(conn, "Subject: by LMTP\r\n\r\nhello\r\n.\r\n")
+	expect("250") // RFC 2033 §4.2: one reply per recipient
+	expect("250")
+	fmt.Fprintf(conn, "QUIT\r\n")
+	var messages, blobs int
+	db, err := pgx.Connect(context.Background(), c.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	db.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM blobs)`).Scan(&messages, &blobs)
+	if messages != 2 || blobs != 1 {
+		t.Fatalf("%d messages in %d blobs, want 2 in 1", messages, blobs)
+	}
+	p, err := n.login(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mailtest.RetrAll(t, p, "lmtp"); len(got) != 1 || !strings.HasSuffix(string(got[0]), "Subject: by LMTP\r\n\r\nhello\r\n") {
+		t.Fatalf("alice's mailbox: %q", got)
+	}
+	p.Cmd("QUIT")
 }
