@@ -222,6 +222,9 @@ func TestTwoNodes(t *testing.T) {
 	if r := postino(t, nil, "db", "migrate", "--config", cfg); r.Code != 0 || !strings.Contains(r.Stdout, "up to date") {
 		t.Fatalf("db migrate again: %s", r)
 	}
+	if r := postino(t, nil, "db", "version", "--config", cfg); r.Code != 0 || !strings.Contains(r.Stdout, "database up to date") {
+		t.Fatalf("db version: %s", r)
+	}
 	n1 := c.start(t, "node1", c.dsn)
 	n2 := c.start(t, "node2", c.dsn)
 
@@ -409,6 +412,9 @@ func TestImportMaildir(t *testing.T) {
 
 	if r := postino(t, nil, "db", "import", "--config", pgCfg); r.Code == 0 {
 		t.Fatalf("import before migrate succeeded: %s", r)
+	}
+	if r := postino(t, nil, "db", "version", "--config", pgCfg); r.Code != 1 || !strings.Contains(r.Stdout, "older than this postino") {
+		t.Fatalf("db version before migrate: %s", r)
 	}
 	if r := postino(t, nil, "db", "migrate", "--config", pgCfg); r.Code != 0 {
 		t.Fatalf("db migrate: %s", r)
