@@ -173,6 +173,7 @@ type session struct {
 
 	intMu       sync.Mutex
 	interrupted bool
+	revoked     bool // the maildrop's lock was lost (Revocable)
 }
 
 func newSession(srv *Server, c net.Conn) *session {
@@ -258,6 +259,10 @@ func (s *session) run() {
 // readFailed answers a failed read where there is still someone to answer.
 func (s *session) readFailed(err error) {
 	switch {
+	case s.isRevoked():
+		// RFC 3206 §4: a temporary failure; no UPDATE (RFC 1939 §6).
+		s.reply("-ERR [SYS/TEMP] Maildrop lock lost, closing connection.")
+		s.flush()
 	case s.srv.closing.Load() && s.isInterrupted():
 		s.reply("-ERR [SYS/TEMP] Server shutting down, try again later.")
 		s.flush()
@@ -303,6 +308,9 @@ func (s *session) readLine(max int) (string, error) {
 		s.conn.SetReadDeadline(idle)
 		if s.isInterrupted() {
 			return "", errInterrupted
+		}
+		if s.isRevoked() {
+			return "", errRevoked
 		}
 		if s.r.Buffered() == 0 {
 			// Wait for the line to begin (autologout applies), then give
@@ -593,6 +601,7 @@ func (s *session) openMaildrop(user string) error {
 		return e
 	}
 	s.authUser, s.drop = user, drop
+	s.watchRevocation(drop)
 	s.msgs = drop.Messages()
 	s.deleted = make([]bool, len(s.msgs))
 	s.retrieved = make([]bool, len(s.msgs))

@@ -99,6 +99,10 @@ func TestCLIArguments(t *testing.T) {
 		{"config unknown", []string{"config", "edit"}, "", exitUsage, "", `unknown config command "edit"`},
 		{"config check bad", []string{"config", "check", badConfig}, "", exitConfigError, "", "smtp.bogus"},
 		{"config check two", []string{"config", "check", badConfig, "--config", missing}, "", exitUsage, "", "not both"},
+		{"db no command", []string{"db"}, "", exitUsage, "", "missing command (migrate, version, import)"},
+		{"db unknown", []string{"db", "drop"}, "", exitUsage, "", `unknown db command "drop"`},
+		{"db migrate extra", []string{"db", "migrate", "x"}, "", exitUsage, "", `unexpected argument "x"`},
+		{"db on maildir", []string{"db", "migrate", "--data", t.TempDir()}, "", exitConfigError, "", `storage.backend is "maildir"`},
 		{"config default", []string{"config", "default"}, "", exitOK, "max_recipients = 100", ""},
 	} {
 		c.check(t)

@@ -17,7 +17,6 @@ import (
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/junk"
 	"github.com/postino-mail/postino/internal/store"
-	"github.com/postino-mail/postino/internal/store/maildir"
 )
 
 // userUsage is the usage of "postino user".
@@ -111,7 +110,7 @@ func runUser(env *cmdEnv, args []string) int {
 			errorf(env, "%v", err)
 			return exitError
 		}
-		st, err := maildir.New(cfg.MailDir(), nil)
+		st, err := openUserStore(cfg)
 		if err != nil {
 			errorf(env, "%v", err)
 			return exitError
@@ -246,7 +245,7 @@ func runUser(env *cmdEnv, args []string) int {
 			return exitUsage
 		}
 		if *purge {
-			return purgeUser(env, cfg.MailDir(), db, addr, *yes)
+			return purgeUser(env, cfg, db, addr, *yes)
 		}
 		if err := db.Delete(ctx, addr); err != nil {
 			errorf(env, "%v", err)
@@ -292,7 +291,7 @@ func quotaOrNone(q auth.Quota) string {
 // under the maildrop lock, the user first: a user logged in over POP3
 // keeps both, a login in between cannot take the lock, and if the user
 // cannot be deleted the mailbox stays. All or nothing.
-func purgeUser(env *cmdEnv, mailDir string, db *auth.DB, addr string, yes bool) int {
+func purgeUser(env *cmdEnv, cfg *config.Config, db *auth.DB, addr string, yes bool) int {
 	ctx := context.Background()
 	u, exists := db.Lookup(addr)
 	if !exists {
@@ -300,7 +299,7 @@ func purgeUser(env *cmdEnv, mailDir string, db *auth.DB, addr string, yes bool) 
 		return exitNoUser
 	}
 	addr = u.Address
-	st, err := maildir.New(mailDir, nil)
+	st, err := openUserStore(cfg)
 	if err != nil {
 		errorf(env, "%v", err)
 		return exitError

@@ -197,6 +197,7 @@ func Check(ctx context.Context, path string, opts CheckOptions) *CheckResult {
 	k.checkDKIM(c, local)
 	k.checkFetch(c, users)
 	k.checkAntispam(c)
+	k.checkStorage(c)
 	k.checkListeners(ctx, c)
 	return k.res
 }

@@ -71,6 +71,7 @@ type Config struct {
 	Antispam AntispamConfig `toml:"antispam" comment:"Spam defence at the door of the MX (smtp.listen): DNS blocklists and allowlists, reverse DNS, HELO checks, clients that talk before the greeting, greylisting. Clients in smtp.trusted_networks are never judged."`
 	Milters  []MilterConfig `toml:"milter" comment:"External filters (milters) every message to the MX goes through, each a [[milter]] table, in order; none by default. An example with every key follows."`
 	Junk     JunkConfig     `toml:"junk" comment:"Spam handling for POP3 users: tagging, quarantine and refusal by score."`
+	Storage  StorageConfig  `toml:"storage" reload:"restart" comment:"Where mailboxes are kept: Maildir folders in data_dir (one server), or PostgreSQL with message contents in PostgreSQL or an S3 bucket (several servers sharing the mailboxes)."`
 }
 
 // TLSConfig is the [tls] section.
@@ -211,11 +212,12 @@ func Default() *Config {
 		Delivery: DeliveryConfig{
 			MaxMessageSize: defaultMaxMessageSize,
 		},
-		Queue: defaultQueue(),
-		DNS:   DNSConfig{PublicAddresses: []string{}},
-		Proxy: defaultProxy(),
-		Admin: defaultAdmin(),
-		Junk:  defaultJunk(),
+		Queue:   defaultQueue(),
+		DNS:     DNSConfig{PublicAddresses: []string{}},
+		Proxy:   defaultProxy(),
+		Admin:   defaultAdmin(),
+		Junk:    defaultJunk(),
+		Storage: defaultStorage(),
 		SMTP: SMTPConfig{
 			Listen:              "127.0.0.1:2525",
 			Submission:          "127.0.0.1:1587",

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/pop3"
 )
@@ -78,13 +80,25 @@ func (c *Config) POP3Server(backend pop3.Backend, tlsConfig *tls.Config, logger 
 // DATA/mail and DATA/spool), with the users, quotas and plus-addressing of
 // the configuration; the caller sets Resolver to the full resolution
 // (aliases, catch-alls, postmaster, SRS) where it needs it.
-func (cfg *Config) OpenDeliverer(users *auth.DB, logger *slog.Logger) (*delivery.Deliverer, *maildir.Store, error) {
-	st, err := maildir.New(cfg.MailDir(), logger)
-	if err != nil {
-		return nil, nil, err
-	}
+//
+// With storage.backend = "postgres" the store is PostgreSQL's, whose
+// schema must be the one this build knows (postino db migrate).
+func (cfg *Config) OpenDeliverer(users *auth.DB, logger *slog.Logger) (*delivery.Deliverer, store.Store, error) {
 	spool := filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(spool, 0o700); err != nil {
+		return nil, nil, err
+	}
+	if cfg.UsesPostgres() {
+		ctx, cancel := context.WithTimeout(context.Background(), pgOpenTimeout)
+		defer cancel()
+		st, err := cfg.OpenPGStore(ctx, false, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		return cfg.Deliverer(st, users, logger), st, nil
+	}
+	st, err := maildir.New(cfg.MailDir(), logger)
+	if err != nil {
 		return nil, nil, err
 	}
 	return cfg.Deliverer(st, users, logger), st, nil
@@ -94,7 +108,7 @@ func (cfg *Config) OpenDeliverer(users *auth.DB, logger *slog.Logger) (*delivery
 // its locks exclude each other only within one Store), with the users,
 // quotas and plus-addressing of the configuration; a reload builds a new
 // one over the same store.
-func (cfg *Config) Deliverer(st *maildir.Store, users *auth.DB, logger *slog.Logger) *delivery.Deliverer {
+func (cfg *Config) Deliverer(st store.Store, users *auth.DB, logger *slog.Logger) *delivery.Deliverer {
 	return &delivery.Deliverer{
 		Store:    st,
 		Users:    users,

@@ -300,5 +300,6 @@ func (c *Config) validate() []error {
 	c.validateAntispam(v)
 	c.validateMilters(v)
 	c.validateJunk(v)
+	c.validateStorage(v)
 	return v.errs
 }

@@ -244,7 +244,7 @@ func (d *Deliverer) DeliverSpooled(ctx context.Context, from, rcpt, mailbox stri
 	if err := d.CheckQuota(ctx, mailbox, sp.size+hdr.Size()); err != nil {
 		return "", err
 	}
-	uid, err := d.Store.Deliver(ctx, mailbox, io.MultiReader(hdr, sp.Reader()))
+	uid, err := deliverCopy(ctx, d.Store, mailbox, hdr, sp)
 	if err != nil {
 		if errors.Is(err, store.ErrMalformed) {
 			return "", fmt.Errorf("%w: %v", ErrMalformed, err)

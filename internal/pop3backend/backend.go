@@ -187,6 +187,17 @@ func NewMaildrop(md store.Maildrop) pop3.Maildrop {
 // Messages returns the snapshot in message-number order.
 func (m *maildrop) Messages() []pop3.MessageInfo { return m.msgs }
 
+// Done passes on the store's signal that the maildrop's lock was lost
+// (pop3.Revocable); nil, never closed, for stores whose locks cannot be.
+func (m *maildrop) Done() <-chan struct{} {
+	if r, ok := m.Maildrop.(pop3.Revocable); ok {
+		return r.Done()
+	}
+	return nil
+}
+
+var _ pop3.Revocable = (*maildrop)(nil)
+
 // SCRAMCredentials returns the SCRAM-SHA-256 secrets of a user whose
 // stored password is a {SCRAM-SHA-256} one (pop3.SCRAMBackend).
 func (b *POP3Backend) SCRAMCredentials(ctx context.Context, ci *pop3.ConnInfo, username string) (string, pop3.SCRAMCredentials, error) {

@@ -39,7 +39,12 @@ func (s *Server) openAdmin(cfg *config.Config, logger *slog.Logger) {
 // the user database can be read.
 func (s *Server) readinessChecks() []metrics.Check {
 	return []metrics.Check{
-		{Name: "storage", Run: s.store.Check},
+		{Name: "storage", Run: func(ctx context.Context) error {
+			if c, ok := s.store.(interface{ Check(context.Context) error }); ok {
+				return c.Check(ctx)
+			}
+			return nil
+		}},
 		{Name: "users", Run: func(ctx context.Context) error {
 			s.mu.Lock()
 			users := s.users

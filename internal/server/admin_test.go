@@ -19,6 +19,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/internal/testutil"
 )
 
@@ -249,6 +250,7 @@ func TestReloadTurnsVaultOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	md := srv.store.(*maildir.Store)
 	for range 2 {
 		if _, err := srv.store.Deliver(ctx, "alice@example.test", strings.NewReader("Subject: x\n\nbody\n")); err != nil {
 			t.Fatal(err)
@@ -261,7 +263,7 @@ func TestReloadTurnsVaultOn(t *testing.T) {
 		c.expect("+OK", c.cmd("QUIT"))
 	}
 	deleteOne()
-	if l, err := srv.store.VaultList(ctx, "alice@example.test"); err != nil || len(l) != 0 {
+	if l, err := md.VaultList(ctx, "alice@example.test"); err != nil || len(l) != 0 {
 		t.Fatalf("vault without vault_days: %v, %v", l, err)
 	}
 	next := *srv.Config()
@@ -270,7 +272,7 @@ func TestReloadTurnsVaultOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	deleteOne()
-	if l, err := srv.store.VaultList(ctx, "alice@example.test"); err != nil || len(l) != 1 {
+	if l, err := md.VaultList(ctx, "alice@example.test"); err != nil || len(l) != 1 {
 		t.Fatalf("vault after reload: %v, %v", l, err)
 	}
 	if got := testutilToFloat(t, srv.Metrics(), "postino_vault_moved_total"); got != 1 {

@@ -34,6 +34,7 @@ import (
 	"github.com/postino-mail/postino/internal/resolver"
 	"github.com/postino-mail/postino/internal/smtpin"
 	"github.com/postino-mail/postino/internal/srs"
+	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
 	"github.com/postino-mail/postino/internal/tlsutil"
 	"github.com/postino-mail/postino/pop3"
@@ -70,7 +71,7 @@ type Server struct {
 	// What Reload builds the services' options from.
 	mu        sync.Mutex     // serializes Reload
 	cfg       *config.Config // the configuration in force
-	store     *maildir.Store
+	store     store.Store
 	tlsCfg    *tls.Config
 	aliases   *aliases.Reloading
 	srs       *srs.Rewriter // loaded once smtp.srs is on
@@ -141,6 +142,7 @@ func Build(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		if s.queue != nil {
 			s.queue.Close()
 		}
+		closeStore(s.store)
 		return nil, err
 	}
 	s.startBackground()
@@ -220,11 +222,15 @@ func (s *Server) pop3Backend(cfg *config.Config, users *auth.DB, logger *slog.Lo
 
 // openStore opens the mail store and local delivery, and completes what a
 // crash left unfinished.
-func openStore(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*delivery.Deliverer, *maildir.Store, error) {
-	deliverer, st, err := cfg.OpenDeliverer(users, logger)
+func openStore(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*delivery.Deliverer, store.Store, error) {
+	if cfg.UsesPostgres() {
+		return openPGStore(cfg, users, logger)
+	}
+	deliverer, mst, err := cfg.OpenDeliverer(users, logger)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening mail store: %w", err)
 	}
+	st := mst.(*maildir.Store)
 	// Mailboxes moved from Dovecot keep Dovecot's UIDLs (RFC 1939 §7: a
 	// UIDL never changes, or clients download everything again).
 	if err := st.SetDovecotUIDLFormat(cfg.POP3.DovecotUIDLFormat); err != nil {
@@ -553,7 +559,7 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	// Then the swaps, which cannot fail on a validated configuration.
 	s.users, s.aliases, s.checks = users, al, checks
 	s.guard.SetLimits(eff.Guard(logger))
-	s.store.SetVault(eff.POP3.VaultDays > 0)
+	s.setVault(eff.POP3.VaultDays > 0)
 	deliverer := eff.Deliverer(s.store, users, logger)
 	deliverer.Metrics = s.metrics
 	s.pop3.Update(eff.POP3Server(s.pop3Backend(eff, users, logger), s.tlsCfg, logger))
@@ -644,6 +650,7 @@ func (s *Server) Shutdown(logger *slog.Logger) bool {
 	if s.queue != nil {
 		s.queue.Close()
 	}
+	closeStore(s.store)
 	if err != nil {
 		logger.Warn("sessions did not end in time; connections closed", "err", err)
 		return false

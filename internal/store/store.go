@@ -1,6 +1,6 @@
 // Package store defines the storage contract that every postino mailbox
-// backend honours. The backend today is Maildir (internal/store/maildir);
-// a backend for several nodes must honour the same contract.
+// backend honours: Maildir (internal/store/maildir) for one server, and
+// PostgreSQL (internal/store/pgstore) for several sharing the mailboxes.
 //
 // The contract, which the POP3 server and local delivery rely on:
 //
@@ -20,7 +20,8 @@
 //   - Commit removes the given messages all-or-nothing and durably: after a
 //     crash at any instant either every one is gone or none is.
 //   - Deliver returns only once the message is durable (for Maildir: the
-//     file and its directory fsync'd).
+//     file and its directory fsync'd; for PostgreSQL: the content stored
+//     and the metadata transaction committed).
 package store
 
 import (
@@ -88,6 +89,16 @@ type UsageReporter interface {
 	// stored size in octets. A mailbox that has never received mail is
 	// empty. It is cheap enough to call before every delivery.
 	Usage(ctx context.Context, mailbox string) (count int, bytes int64, err error)
+}
+
+// PrefixDeliverer is implemented by stores that keep the header lines
+// added for one recipient (Return-Path, Delivered-To, Received) apart
+// from the content every recipient shares, so that a message for many
+// mailboxes is stored once.
+type PrefixDeliverer interface {
+	// DeliverPrefixed stores prefix followed by body, exactly as Deliver
+	// stores their concatenation, and returns its UID once durable.
+	DeliverPrefixed(ctx context.Context, mailbox string, prefix []byte, body io.Reader) (uid string, err error)
 }
 
 // MailboxRemover is implemented by stores that can delete a mailbox.

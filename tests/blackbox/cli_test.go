@@ -262,7 +262,7 @@ func TestGlobalFlagsAnywhere(t *testing.T) {
 // and exit status 0.
 func TestHelpEverywhere(t *testing.T) {
 	dir := t.TempDir()
-	for _, c := range []string{"serve", "init", "user", "deliver", "fetch", "queue", "block", "dkim", "config", "version", "help"} {
+	for _, c := range []string{"serve", "init", "user", "deliver", "fetch", "queue", "block", "dkim", "db", "config", "version", "help"} {
 		for _, args := range [][]string{{c, "--help"}, {c, "-h"}, {"help", c}, {"--config", "x.toml", c, "--help"}} {
 			r := inDir(t, dir, nil, nil, args...)
 			if r.Code != 0 || !strings.HasPrefix(r.Stdout, "Usage: postino "+c) || r.Stderr != "" {

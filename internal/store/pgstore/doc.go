@@ -1,0 +1,75 @@
+// Package pgstore is postino's mail store for a cluster: mailboxes in
+// PostgreSQL, message contents in a content-addressed blob store
+// (PostgreSQL itself or an S3 API), and the POP3 maildrop lock as a lease
+// row that holds across every node sharing the database. It honours the
+// contract of internal/store.
+//
+// # Schema
+//
+// The schema is created and upgraded by the versioned SQL files embedded
+// from migrations/ (NNNN_name.sql). Migrate applies those the database
+// lacks, each in its own transaction, under a PostgreSQL advisory lock so
+// that many nodes starting at once are safe; the applied versions are
+// rows of schema_version. A node refuses a database whose schema is newer
+// than the newest it knows (ErrSchemaTooNew).
+//
+// Version 1 holds:
+//
+//   - mailboxes: one row per mailbox (canonical address), with the
+//     counter of the POP3 UIDLs postino assigns;
+//   - folders: per mailbox (POP3 sees INBOX), with IMAP4rev2's
+//     UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, so that IMAP can be added
+//     without migrating existing data;
+//   - messages: folder, IMAP UID (assigned at delivery), POP3 UIDL
+//     (unique in the mailbox), exact wire size, internal date, flags,
+//     modseq and the key of the blob holding the octets;
+//   - pop3_uidls: every UIDL a mailbox ever had, so none is reused;
+//   - blobs and blob_chunks: blob keys (hex SHA-256 of the wire form),
+//     sizes and touch times; the octets in 256 KiB chunks when blobs are
+//     kept in PostgreSQL;
+//   - maildrop_locks: one lease row per locked mailbox (holder token,
+//     node, expiry).
+//
+// Planned for later versions, on the same database: users and aliases
+// (tables users, aliases, replacing the passwd file when the backend is
+// postgres), the outbound queue (queue_messages with a blob key, and
+// queue_recipients claimed with FOR UPDATE SKIP LOCKED and a lease with
+// expiry, next_attempt for delayed retries), login-failure state
+// (login_failures keyed by address prefix and account, with expiry) and
+// fetch state (fetch_seen: account, remote UIDL, first seen).
+//
+// # Delivery
+//
+// Deliver converts the message to its wire form while spooling it to a
+// temporary file, computing its size and SHA-256. It then touches the
+// blob row (inserting it if new), writes the octets to the blob store
+// unless they are already there, and only then runs the metadata
+// transaction: it touches the blob row again under its row lock, checking
+// that the row was touched within the grace period, assigns the IMAP UID
+// and the POP3 UIDL and inserts the message. A message delivered to many
+// mailboxes is stored once.
+//
+// # Blob collection
+//
+// CollectBlobs removes blobs no message references and nobody touched
+// for longer than the grace period. It locks each candidate row (FOR
+// UPDATE SKIP LOCKED), deletes the octets, then the row. A delivery in
+// flight has touched the row within the grace period, and its metadata
+// transaction takes the same row lock before it references the blob: it
+// either waits for the collector and finds the row gone (it then stores
+// the blob again), or touches it first so that the collector skips it.
+//
+// # Maildrop lock
+//
+// OpenMaildrop inserts a lease row for the mailbox, or takes over an
+// expired one, with an expiry of now() + LockTTL in the database's clock.
+// One renewer per Store extends all of the node's leases in a single
+// UPDATE every LockTTL/3, so sessions hold no database connection while
+// idle. A session whose lease has not been renewed by LockTTL minus a
+// margin, measured from the start of the last successful renewal, is
+// ended (its Maildrop's Done channel closes and its context is
+// cancelled) before the lease can expire in the database and pass to
+// another node. Commit deletes inside a transaction that first checks,
+// under the row's lock, that this session still holds an unexpired lease
+// (fencing); otherwise nothing is applied.
+package pgstore

@@ -1,0 +1,112 @@
+package pgstore
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postino-mail/postino/internal/testutil/pgtest"
+)
+
+// blobCount returns the rows of blobs and whether key's octets are stored.
+func blobState(t *testing.T, s *Store, key string) (rows int, stored bool) {
+	t.Helper()
+	s.Pool().QueryRow(context.Background(), `SELECT count(*) FROM blobs`).Scan(&rows)
+	stored, err := s.blobs.Has(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows, stored
+}
+
+// TestCollectBlobs: a blob is kept while a message refers to it or within
+// the grace period of its last touch, and collected after.
+func TestCollectBlobs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newNode func(Options) *Store) {
+		grace := time.Second
+		s := newNode(Options{BlobGrace: grace})
+		deliver(t, s, alice, "keep\n")
+		deliver(t, s, alice, "drop\n")
+		md, _ := s.OpenMaildrop(context.Background(), alice)
+		key := md.(*Maildrop).keys[1]
+		kept := md.(*Maildrop).keys[0]
+		if err := md.Commit(context.Background(), []int{1}); err != nil {
+			t.Fatal(err)
+		}
+		md.Close()
+		if n, err := s.CollectBlobs(context.Background(), 100); err != nil || n != 0 {
+			t.Fatalf("within the grace period: collected %d, %v", n, err)
+		}
+		time.Sleep(grace + 100*time.Millisecond)
+		if n, err := s.CollectBlobs(context.Background(), 100); err != nil || n != 1 {
+			t.Fatalf("after the grace period: collected %d, %v; want 1", n, err)
+		}
+		if rows, stored := blobState(t, s, key); rows != 1 || stored {
+			t.Fatalf("after collection: %d rows, octets stored %v", rows, stored)
+		}
+		if _, stored := blobState(t, s, kept); !stored {
+			t.Fatal("a referenced blob was collected")
+		}
+		md, _ = s.OpenMaildrop(context.Background(), alice)
+		defer md.Close()
+		if got := readMsg(t, md, 0); got != "keep\r\n" {
+			t.Fatalf("kept message reads %q", got)
+		}
+	})
+}
+
+// TestCollectDuringDelivery: the collector runs between a delivery's
+// blob write and its metadata transaction, once the blob has aged past
+// the grace period (a slow delivery): the delivery notices, stores the
+// blob again and the message is complete.
+func TestCollectDuringDelivery(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newNode func(Options) *Store) {
+		grace := 500 * time.Millisecond
+		s := newNode(Options{BlobGrace: grace})
+		collected := 0
+		var once sync.Once
+		s.afterBlobPut = func() {
+			once.Do(func() {
+				time.Sleep(grace + 100*time.Millisecond)
+				n, err := s.CollectBlobs(context.Background(), 100)
+				if err != nil {
+					t.Error(err)
+				}
+				collected = n
+			})
+		}
+		deliver(t, s, alice, "raced\n")
+		if collected != 1 {
+			t.Fatalf("collector removed %d blobs, want the in-flight one", collected)
+		}
+		md, err := s.OpenMaildrop(context.Background(), alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer md.Close()
+		if got := readMsg(t, md, 0); got != "raced\r\n" {
+			t.Fatalf("message reads %q", got)
+		}
+	})
+}
+
+// TestCollectorWaitsForDelivery: a collector running while a delivery's
+// metadata transaction holds the blob row skips it; the blob survives.
+func TestCollectorWaitsForDelivery(t *testing.T) {
+	s := node(t, pgtest.NewDB(t), Options{BlobGrace: time.Hour})
+	s.afterBlobPut = func() {
+		// Age the row as if the delivery were slow, but still within
+		// the grace period: the collector must leave it alone.
+		s.Pool().Exec(context.Background(), `UPDATE blobs SET touched_at = now() - interval '59 minutes'`)
+		if n, err := s.CollectBlobs(context.Background(), 100); err != nil || n != 0 {
+			t.Errorf("collector removed %d blobs (%v) of a delivery in flight", n, err)
+		}
+	}
+	deliver(t, s, alice, "safe\n")
+	md, _ := s.OpenMaildrop(context.Background(), alice)
+	defer md.Close()
+	if got := readMsg(t, md, 0); got != "safe\r\n" {
+		t.Fatalf("message reads %q", got)
+	}
+}

@@ -1,0 +1,167 @@
+package pgstore
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migrationLockKey is the pg_advisory_lock key held while migrating
+// ("postino" in ASCII).
+const migrationLockKey int64 = 0x706f7374696e6f
+
+// ErrSchemaTooNew is returned when the database's schema is newer than
+// the newest this build of postino knows: it must not run against it.
+var ErrSchemaTooNew = errors.New("pgstore: database schema is newer than this postino understands")
+
+// ErrSchemaTooOld is returned by CheckSchema when migrations are missing
+// ("postino db migrate" applies them).
+var ErrSchemaTooOld = errors.New("pgstore: database schema is older than this postino; run postino db migrate")
+
+// migration is one embedded schema version.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in version order.
+func migrations() ([]migration, error) {
+	ents, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range ents {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("pgstore: bad migration file name %q", e.Name())
+		}
+		b, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("pgstore: migrations not numbered 1, 2, ...: %s", m.name)
+		}
+	}
+	return ms, nil
+}
+
+// LatestVersion returns the newest schema version this build knows.
+func LatestVersion() int {
+	ms, err := migrations()
+	if err != nil {
+		panic(err) // the embedded files are checked by the tests
+	}
+	return len(ms)
+}
+
+const createVersionTable = `CREATE TABLE IF NOT EXISTS schema_version (
+	version    integer     PRIMARY KEY,
+	name       text        NOT NULL,
+	applied_at timestamptz NOT NULL DEFAULT now()
+)`
+
+// currentVersion returns the highest applied version, 0 for none.
+func currentVersion(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (int, error) {
+	var exists bool
+	if err := q.QueryRow(ctx, `SELECT to_regclass('schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, err
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v int
+	err := q.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_version`).Scan(&v)
+	return v, err
+}
+
+// CheckSchema returns nil when the database has exactly the schema this
+// build knows, ErrSchemaTooNew or ErrSchemaTooOld otherwise.
+func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	v, err := currentVersion(ctx, pool)
+	if err != nil {
+		return fmt.Errorf("pgstore: reading schema version: %w", err)
+	}
+	switch latest := LatestVersion(); {
+	case v > latest:
+		return fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooNew, v, latest)
+	case v < latest:
+		return fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooOld, v, latest)
+	}
+	return nil
+}
+
+// Migrate brings the database's schema to the newest version this build
+// knows and returns the versions it applied. It holds an advisory lock
+// meanwhile, so that nodes migrating at once apply each version once.
+// A schema newer than known is ErrSchemaTooNew, and nothing is changed.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied []int, err error) {
+	ms, err := migrations()
+	if err != nil {
+		return nil, err
+	}
+	// The fast path: nothing to do, no lock taken.
+	if v, err := currentVersion(ctx, pool); err == nil && v == len(ms) {
+		return nil, nil
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	defer conn.Release()
+	// A session-level advisory lock on one connection, released before
+	// the connection goes back to the pool.
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
+		return nil, fmt.Errorf("pgstore: migrate: taking the lock: %w", err)
+	}
+	defer func() {
+		if _, uerr := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockKey); uerr != nil {
+			// A connection that may still hold the lock must not be reused.
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if _, err := conn.Exec(ctx, createVersionTable); err != nil {
+		return nil, fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	v, err := currentVersion(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	if v > len(ms) {
+		return nil, fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooNew, v, len(ms))
+	}
+	for _, m := range ms[v:] {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, m.sql); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_version (version, name) VALUES ($1, $2)`, m.version, m.name)
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("pgstore: migration %s: %w", m.name, err)
+		}
+		applied = append(applied, m.version)
+	}
+	return applied, nil
+}

@@ -1,0 +1,459 @@
+package pgstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/postino-mail/postino/internal/store"
+)
+
+// Defaults of Options.
+const (
+	// DefaultLockTTL is how long a maildrop lease lasts without renewal:
+	// the longest a dead node's locks stay held.
+	DefaultLockTTL = 30 * time.Second
+	// DefaultMaxConns bounds the connection pool of a node.
+	DefaultMaxConns = 20
+	// DefaultBlobGrace is how long an unreferenced blob is kept after
+	// its last touch; it must exceed the longest delivery.
+	DefaultBlobGrace = time.Hour
+	// defaultConnectTimeout bounds a connection attempt when the DSN
+	// sets no connect_timeout.
+	defaultConnectTimeout = 5 * time.Second
+	// inbox is the folder POP3 sees.
+	inbox = "INBOX"
+	// maxDeliverAttempts bounds the retries of a delivery whose blob was
+	// collected under it.
+	maxDeliverAttempts = 3
+)
+
+// Options configure Open.
+type Options struct {
+	// DSN is the PostgreSQL connection string (URL or key=value; several
+	// hosts and target_session_attrs=read-write for a failover pair).
+	DSN string
+	// MaxConns bounds the pool; 0 means DefaultMaxConns.
+	MaxConns int32
+	// LockTTL is the maildrop lease length; 0 means DefaultLockTTL.
+	LockTTL time.Duration
+	// NodeID names this node in the lease rows; empty: host name and
+	// process ID.
+	NodeID string
+	// Blobs holds the message contents; nil: PostgreSQL (PGBlobs).
+	Blobs BlobStore
+	// BlobGrace is CollectBlobs' grace period; 0 means DefaultBlobGrace.
+	BlobGrace time.Duration
+	// SpoolDir holds the temporary files of deliveries; empty: the
+	// system's.
+	SpoolDir string
+	// Migrate applies missing migrations at Open; otherwise Open only
+	// checks that the schema is the one this build knows.
+	Migrate bool
+	// Logger receives the store's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is a store.Store in PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	pool    *pgxpool.Pool
+	blobs   BlobStore
+	locks   *locker
+	grace   time.Duration
+	spool   string
+	log     *slog.Logger
+	cancel  context.CancelFunc
+	stopped chan struct{}
+
+	// afterBlobPut, in tests, runs between the blob's write and the
+	// metadata transaction of a delivery.
+	afterBlobPut func()
+}
+
+var (
+	_ store.Store           = (*Store)(nil)
+	_ store.UsageReporter   = (*Store)(nil)
+	_ store.PrefixDeliverer = (*Store)(nil)
+)
+
+// Open connects to the database, checks (or, with o.Migrate, brings up
+// to date) its schema and starts the lease renewer. The pool connects
+// lazily, but the schema check needs the database: Open fails while it
+// is unreachable.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	pool, err := NewPool(ctx, o.DSN, o.MaxConns)
+	if err != nil {
+		return nil, err
+	}
+	if o.Migrate {
+		_, err = Migrate(ctx, pool)
+	} else {
+		err = CheckSchema(ctx, pool)
+	}
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return newStore(pool, o), nil
+}
+
+// NewPool returns a connection pool of at most maxConns connections
+// (0: DefaultMaxConns) to the database of dsn.
+func NewPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// The DSN may hold a password: pgx's error does not repeat it.
+		return nil, fmt.Errorf("pgstore: postgres_dsn: %w", err)
+	}
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	pc.MaxConns = maxConns
+	pc.MinConns = 0
+	if pc.ConnConfig.ConnectTimeout == 0 {
+		// An unreachable database must fail deliveries and logins
+		// promptly (451, [SYS/TEMP]), not hang them.
+		pc.ConnConfig.ConnectTimeout = defaultConnectTimeout
+	}
+	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+func newStore(pool *pgxpool.Pool, o Options) *Store {
+	s := &Store{pool: pool, blobs: o.Blobs, grace: o.BlobGrace, spool: o.SpoolDir, log: o.Logger, stopped: make(chan struct{})}
+	if s.blobs == nil {
+		s.blobs = NewPGBlobs(pool)
+	}
+	if s.grace <= 0 {
+		s.grace = DefaultBlobGrace
+	}
+	if s.spool == "" {
+		s.spool = os.TempDir()
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	ttl := o.LockTTL
+	if ttl <= 0 {
+		ttl = DefaultLockTTL
+	}
+	node := o.NodeID
+	if node == "" {
+		h, _ := os.Hostname()
+		node = h + ":" + strconv.Itoa(os.Getpid())
+	}
+	s.locks = newLocker(pool, node, ttl, s.log)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() {
+		defer close(s.stopped)
+		s.locks.run(ctx)
+	}()
+	return s
+}
+
+// Pool returns the store's connection pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Closed reports whether Close was called.
+func (s *Store) Closed() bool {
+	select {
+	case <-s.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close stops the renewer, ends every session holding a lease and closes
+// the pool.
+func (s *Store) Close() {
+	if s.Closed() {
+		return
+	}
+	s.cancel()
+	<-s.stopped
+	s.locks.releaseAll()
+	s.pool.Close()
+}
+
+// Deliver stores msg into the mailbox and returns its POP3 UIDL once the
+// blob is durable and the metadata transaction has committed.
+func (s *Store) Deliver(ctx context.Context, mailbox string, msg io.Reader) (string, error) {
+	return s.DeliverPrefixed(ctx, mailbox, nil, msg)
+}
+
+// maxPrefix bounds the per-recipient header lines kept in the message
+// row; a longer prefix is stored with the content.
+const maxPrefix = 64 << 10
+
+// DeliverPrefixed stores prefix followed by body (store.PrefixDeliverer):
+// the body's content in the blob store, shared by every message with the
+// same body, and prefix, the recipient's own header lines, in the
+// message's row.
+func (s *Store) DeliverPrefixed(ctx context.Context, mailbox string, prefix []byte, body io.Reader) (string, error) {
+	if err := checkMailbox(mailbox); err != nil {
+		return "", err
+	}
+	if len(prefix) > maxPrefix || (len(prefix) > 0 && prefix[len(prefix)-1] != '\n') {
+		// Not a sequence of whole lines: the wire form of the whole is
+		// not that of its parts. Kept together.
+		return s.DeliverPrefixed(ctx, mailbox, nil, io.MultiReader(bytes.NewReader(prefix), body))
+	}
+	wprefix := wireBytes(prefix)
+	sp, err := spool(s.spool, body)
+	if errors.Is(err, store.ErrMalformed) && len(prefix) > 0 {
+		// Nothing but the header lines: they are the message.
+		wprefix = nil
+		sp, err = spool(s.spool, bytes.NewReader(prefix))
+	}
+	if err != nil {
+		return "", err
+	}
+	defer sp.close()
+	for attempt := 1; ; attempt++ {
+		uid, err := s.deliverSpooled(ctx, mailbox, wprefix, sp, meta{})
+		if !errors.Is(err, errBlobCollected) || attempt == maxDeliverAttempts {
+			return uid, err
+		}
+		s.log.Info("pgstore: blob collected during delivery, storing it again", "mailbox", mailbox, "blob", sp.key)
+	}
+}
+
+// errBlobCollected: the blob row was collected, or is about to be,
+// between the write of the blob and the metadata transaction.
+var errBlobCollected = errors.New("pgstore: blob collected during delivery")
+
+// deliverSpooled runs one attempt of a delivery.
+// meta is what an import keeps of a message: its UIDL and internal
+// date. Zero values: a new UIDL, now.
+type meta struct {
+	uidl string
+	date time.Time
+}
+
+// ErrUIDLUsed is returned by Import when the mailbox has, or had, a
+// message with that UIDL (RFC 1939 §7: never reused).
+var ErrUIDLUsed = errors.New("pgstore: UIDL already used in this mailbox")
+
+// maxUIDLSkips bounds the generated UIDLs skipped because an imported
+// message took them.
+const maxUIDLSkips = 100
+
+func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byte, sp *spooled, m meta) (string, error) {
+	// 1. Touch the blob row (creating it): from now on the collector
+	// leaves it alone for the grace period.
+	if _, err := s.pool.Exec(ctx, `INSERT INTO blobs (key, size) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET touched_at = now()`, sp.key, sp.size); err != nil {
+		return "", fmt.Errorf("pgstore: deliver: %w", err)
+	}
+	// 2. The octets, unless already stored (another recipient's copy).
+	has, err := s.blobs.Has(ctx, sp.key)
+	if err != nil {
+		return "", fmt.Errorf("pgstore: deliver: %w", err)
+	}
+	if !has {
+		if err := s.blobs.Put(ctx, sp.key, sp.size, sp.reader()); err != nil {
+			return "", fmt.Errorf("pgstore: deliver: %w", err)
+		}
+	}
+	if s.afterBlobPut != nil {
+		s.afterBlobPut()
+	}
+	// 3. The metadata, in one transaction.
+	var uidl string
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The row lock excludes the collector; a row touched longer ago
+		// than the grace period may have lost its octets meanwhile.
+		tag, err := tx.Exec(ctx, `UPDATE blobs SET touched_at = now()
+			WHERE key = $1 AND touched_at > now() - make_interval(secs => $2)`, sp.key, s.grace.Seconds())
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return errBlobCollected
+		}
+		mbID, folderID, err := ensureMailbox(ctx, tx, mailbox)
+		if err != nil {
+			return err
+		}
+		// POP3 UIDL from the mailbox's counter, IMAP UID and modseq from
+		// the folder: both rows locked until commit, so that deliveries
+		// to one mailbox are numbered in commit order. Locks are taken
+		// in one order everywhere (blob, mailbox, folder): no deadlock.
+		uidl = m.uidl
+		for skips := 0; ; skips++ {
+			if m.uidl == "" {
+				var n int64
+				if err := tx.QueryRow(ctx, `UPDATE mailboxes SET uidl_next = uidl_next + 1 WHERE id = $1 RETURNING uidl_next - 1`, mbID).Scan(&n); err != nil {
+					return err
+				}
+				uidl = makeUIDL(mbID, n)
+			}
+			// RFC 1939 §7: a UIDL is never reused; pop3_uidls remembers
+			// it after its message is gone.
+			tag, err := tx.Exec(ctx, `INSERT INTO pop3_uidls (mailbox_id, uidl) VALUES ($1, $2) ON CONFLICT DO NOTHING`, mbID, uidl)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 1 {
+				break
+			}
+			if m.uidl != "" {
+				return fmt.Errorf("%w: %q", ErrUIDLUsed, m.uidl)
+			}
+			if skips == maxUIDLSkips {
+				return fmt.Errorf("pgstore: no free UIDL after %d tries", skips)
+			}
+		}
+		var uid, modseq int64
+		if err := tx.QueryRow(ctx, `UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
+			WHERE id = $1 RETURNING uidnext - 1, highestmodseq`, folderID).Scan(&uid, &modseq); err != nil {
+			return err
+		}
+		if prefix == nil {
+			prefix = []byte{}
+		}
+		date := m.date
+		if date.IsZero() {
+			date = time.Now()
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO messages (mailbox_id, folder_id, uid, pop3_uidl, size, internal_date, modseq, prefix, blob_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, mbID, folderID, uid, uidl, int64(len(prefix))+sp.size, date, modseq, prefix, sp.key)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, errBlobCollected) {
+			return "", err
+		}
+		return "", fmt.Errorf("pgstore: deliver to %s: %w", mailbox, err)
+	}
+	return uidl, nil
+}
+
+// makeUIDL returns the UIDL of the n-th message delivered to mailbox id
+// mb: the mailbox's identity is part of it, so a mailbox removed and
+// created again never repeats one (RFC 1939 §7).
+func makeUIDL(mb, n int64) string {
+	return "P" + strings.ToUpper(strconv.FormatInt(mb, 36)) + "." + strings.ToUpper(strconv.FormatInt(n, 36))
+}
+
+// ensureMailbox returns the ids of the mailbox and its INBOX, creating
+// them on first delivery.
+func ensureMailbox(ctx context.Context, tx pgx.Tx, mailbox string) (mbID, folderID int64, err error) {
+	err = tx.QueryRow(ctx, `SELECT m.id, f.id FROM mailboxes m JOIN folders f ON f.mailbox_id = m.id AND f.name = $2
+		WHERE m.name = $1`, mailbox, inbox).Scan(&mbID, &folderID)
+	if err == nil {
+		return mbID, folderID, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, err
+	}
+	// Concurrent first deliveries: ON CONFLICT makes the second wait for
+	// the first and then use its row.
+	if err := tx.QueryRow(ctx, `INSERT INTO mailboxes (name) VALUES ($1)
+		ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id`, mailbox).Scan(&mbID); err != nil {
+		return 0, 0, err
+	}
+	// RFC 9051 §2.3.1.1: UIDVALIDITY, here the folder's creation time in
+	// seconds, as Dovecot does.
+	uidvalidity := time.Now().Unix() & 0xffffffff
+	if uidvalidity == 0 {
+		uidvalidity = 1
+	}
+	err = tx.QueryRow(ctx, `INSERT INTO folders (mailbox_id, name, uidvalidity) VALUES ($1, $2, $3)
+		ON CONFLICT (mailbox_id, name) DO UPDATE SET name = excluded.name RETURNING id`, mbID, inbox, uidvalidity).Scan(&folderID)
+	return mbID, folderID, err
+}
+
+// Usage returns the number of messages of the mailbox and their total
+// wire size, from the metadata only.
+func (s *Store) Usage(ctx context.Context, mailbox string) (int, int64, error) {
+	var n int
+	var bytes int64
+	err := s.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(size), 0) FROM messages
+		WHERE mailbox_id = (SELECT id FROM mailboxes WHERE name = $1)`, mailbox).Scan(&n, &bytes)
+	if err != nil {
+		return 0, 0, fmt.Errorf("pgstore: usage of %s: %w", mailbox, err)
+	}
+	return n, bytes, nil
+}
+
+// CollectBlobs removes up to limit blobs that no message references and
+// that were not touched for the grace period, and returns how many it
+// removed. Each is locked (skipping those a delivery holds), its octets
+// deleted, then its row.
+func (s *Store) CollectBlobs(ctx context.Context, limit int) (int, error) {
+	removed := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT key FROM blobs b
+			WHERE touched_at < now() - make_interval(secs => $1)
+			  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob_key = b.key)
+			ORDER BY touched_at LIMIT $2 FOR UPDATE SKIP LOCKED`, s.grace.Seconds(), limit)
+		if err != nil {
+			return err
+		}
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if _, isPG := s.blobs.(*PGBlobs); isPG {
+				// In the same transaction: one connection, and the
+				// octets go with the row or stay with it.
+				if _, err := tx.Exec(ctx, `DELETE FROM blob_chunks WHERE key = $1`, k); err != nil {
+					return err
+				}
+			} else if err := s.blobs.Delete(ctx, k); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `DELETE FROM blobs WHERE key = $1`, k); err != nil {
+				return err
+			}
+			removed++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: collecting blobs: %w", err)
+	}
+	return removed, nil
+}
+
+// checkMailbox refuses names that cannot be a canonical address.
+func checkMailbox(mailbox string) error {
+	if mailbox == "" || len(mailbox) > 320 || strings.ContainsAny(mailbox, "\x00\r\n") {
+		return fmt.Errorf("%w: %q", store.ErrNoMailbox, mailbox)
+	}
+	return nil
+}
+
+// newToken returns a random lease token.
+func newToken() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Check reports whether the database answers (the admin listener's
+// /readyz).
+func (s *Store) Check(ctx context.Context) error {
+	if s.Closed() {
+		return errors.New("pgstore: closed")
+	}
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("pgstore: database unreachable: %w", err)
+	}
+	return nil
+}
