@@ -59,7 +59,12 @@ func startPostino(t testing.TB, pop3Extra ...string) *postinoServer {
 		// Other listeners are disabled with empty addresses in a config.
 		cfg := filepath.Join(data, "postino.toml")
 		extra := strings.Join(append(pop3Extra, ""), "\n")
-		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[pop3]\nlisten = %q\nlisten_tls = %q\n%s[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n[admin]\nlisten = \"\"\n", data, s.pop3Addr, s.pop3sAddr, extra)), 0o600)
+		// The admin listener is off unless the test configures it.
+		admin := "[admin]\nlisten = \"\"\n"
+		if strings.Contains(extra, "[admin]") {
+			admin = ""
+		}
+		os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[pop3]\nlisten = %q\nlisten_tls = %q\n%s[smtp]\nlisten = \"\"\nsubmission = \"\"\nsubmissions = \"\"\n%s", data, s.pop3Addr, s.pop3sAddr, extra, admin)), 0o600)
 		cmd := exec.Command(binPath, "serve", "--config", cfg)
 		cmd.Stdout, cmd.Stderr = s.out, s.out
 		p, err := testutil.StartProcess(cmd)
