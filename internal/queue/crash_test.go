@@ -13,6 +13,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/pgtest"
 )
 
 func TestMain(m *testing.M) {
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) {
 		helperMain(dir, os.Getenv("QUEUE_HELPER_SMTP"))
 		return
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m))
 }
 
 // helperMain is the subprocess of TestKill9: a queue worker delivering

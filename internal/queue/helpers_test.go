@@ -22,8 +22,10 @@ import (
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
+	"github.com/postino-mail/postino/internal/store/pgstore"
 	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/internal/testutil/mailtest"
+	"github.com/postino-mail/postino/internal/testutil/pgtest"
 )
 
 // ---- a scriptable loopback SMTP server ----
@@ -484,6 +486,8 @@ type env struct {
 	deliver *delivery.Deliverer
 	opts    Options
 	nextIP  int
+	pg      *pgstore.Store // the database of the queue, when onPostgres
+	dsn     string
 }
 
 const localDomain = "example.test"
@@ -519,7 +523,17 @@ func newEnv(t testing.TB, mod func(*Options)) *env {
 	if mod != nil {
 		mod(&e.opts)
 	}
-	e.q, err = Open(filepath.Join(dir, "queue"), e.opts)
+	if onPostgres {
+		e.dsn = pgEnvDSN
+		if e.dsn == "" {
+			e.dsn = pgtest.NewDB(t)
+		}
+		e.pg = openTestPG(t, e.dsn, dir)
+		pgEnvs.Add(1)
+		e.q, err = OpenPG(e.pg, e.opts)
+	} else {
+		e.q, err = Open(filepath.Join(dir, "queue"), e.opts)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -810,9 +810,14 @@ func TestInterruptedRecovery(t *testing.T) {
 	en.NextAttempt = t0.Add(time.Hour)
 	en.Attempts = []Attempt{{Start: t0}}
 	en.Recipients[1].Status = StatusSent
+	rel, err := e.q.store.Claim(ctx, en.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := e.q.store.Update(ctx, en); err != nil {
 		t.Fatal(err)
 	}
+	rel()
 	e.runOnce()
 	m := srv.messages()
 	if len(m) != 1 || strings.Join(m[0].rcpts, ",") != "bob@remote.test" {

@@ -28,6 +28,11 @@ func (q *Queue) Run(ctx context.Context) error {
 	var next, lastScan time.Time
 	lastSweep := clock.Now()
 	kicked := true
+	// A store shared by several machines announces their changes.
+	var notified <-chan struct{}
+	if n, ok := q.store.(interface{ Notify() <-chan struct{} }); ok {
+		notified = n.Notify()
+	}
 	for {
 		now := clock.Now()
 		if tok := q.store.Changed(); kicked || tok != lastTok || (!next.IsZero() && !now.Before(next)) || now.Sub(lastScan) >= time.Minute {
@@ -47,6 +52,8 @@ func (q *Queue) Run(ctx context.Context) error {
 			q.wg.Wait()
 			return nil
 		case <-q.kick:
+			kicked = true
+		case <-notified:
 			kicked = true
 		case <-clock.After(wait):
 		}

@@ -390,9 +390,9 @@ func (s *Store) Usage(ctx context.Context, mailbox string) (int, int64, error) {
 	return n, bytes, nil
 }
 
-// CollectBlobs removes up to limit blobs that no message references and
-// that were not touched for the grace period, and returns how many it
-// removed. Each is locked (skipping those a delivery holds), its octets
+// CollectBlobs removes up to limit blobs that no message (in a mailbox
+// or in the outbound queue) references and that were not touched for the
+// grace period, and returns how many it removed. Each is locked (skipping those a delivery holds), its octets
 // deleted, then its row.
 func (s *Store) CollectBlobs(ctx context.Context, limit int) (int, error) {
 	removed := 0
@@ -400,6 +400,7 @@ func (s *Store) CollectBlobs(ctx context.Context, limit int) (int, error) {
 		rows, err := tx.Query(ctx, `SELECT key FROM blobs b
 			WHERE touched_at < now() - make_interval(secs => $1)
 			  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob_key = b.key)
+			  AND NOT EXISTS (SELECT 1 FROM queue_messages q WHERE q.blob_key = b.key)
 			ORDER BY touched_at LIMIT $2 FOR UPDATE SKIP LOCKED`, s.grace.Seconds(), limit)
 		if err != nil {
 			return err

@@ -90,3 +90,15 @@ func (p *Proxy) relay(c net.Conn) {
 	io.Copy(c, u)
 	c.Close()
 }
+
+// Heal ends a partition made by Cut: the connections held silent are
+// dropped, and new ones are relayed again.
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = false
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
