@@ -43,12 +43,12 @@ func runQueue(env *cmdEnv, args []string) int {
 	if pos[0] == "retry" || pos[0] == "delete" {
 		logger = commandLogger(env, cfg, "queue "+pos[0])
 	}
-	q, err := queue.Open(cfg.QueueDir(), queue.ConfigOptions(cfg, logger))
+	q, closeQ, err := openQueueCmd(cfg, logger)
 	if err != nil {
 		errorf(env, "queue: %v", err)
 		return exitTempFail
 	}
-	defer q.Close()
+	defer closeQ()
 	ctx := context.Background()
 	switch pos[0] {
 	case "list":

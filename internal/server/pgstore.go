@@ -11,6 +11,7 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
+	"github.com/postino-mail/postino/internal/queue"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/pgstore"
 )
@@ -75,4 +76,13 @@ func closeStore(st store.Store) {
 	if pg, ok := st.(*pgstore.Store); ok {
 		pg.Close()
 	}
+}
+
+// openQueue opens the outbound queue: in PostgreSQL, worked by every
+// node, when the mail store is there; otherwise the queue folder.
+func openQueue(cfg *config.Config, st store.Store, opts queue.Options) (*queue.Queue, error) {
+	if pg, ok := st.(*pgstore.Store); ok {
+		return queue.OpenPG(pg, opts)
+	}
+	return queue.Open(cfg.QueueDir(), opts)
 }

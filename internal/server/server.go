@@ -264,7 +264,7 @@ func (s *Server) buildSMTP(cfg *config.Config, logger *slog.Logger, deliverer *d
 	if err != nil {
 		return nil, err
 	}
-	q, err := queue.Open(cfg.QueueDir(), s.queueOptions(cfg, logger, deliverer, s.users, al, rw))
+	q, err := openQueue(cfg, s.store, s.queueOptions(cfg, logger, deliverer, s.users, al, rw))
 	if err != nil {
 		return nil, fmt.Errorf("outbound queue: %w", err)
 	}
