@@ -18,6 +18,9 @@
 // flock(2) claims that the kernel drops when a process dies, so that a
 // kill -9 loses nothing and leaves nothing locked. Several processes can
 // share the folder (the server's worker and the `postino queue` commands).
+// PGStore keeps it in PostgreSQL for a cluster: every node works it, claims
+// are leases renewed while a delivery runs and taken over once expired,
+// and NOTIFY wakes the nodes when mail is queued.
 //
 // Delivery is at least once: an entry is written before a transaction
 // (InFlight) and after it (each recipient's outcome). A recipient is sent
@@ -91,6 +94,6 @@
 // converted to quoted-printable for servers without 8BITMIME (they
 // bounce). Connections are reused per destination domain, not across
 // domains that share an MX host. FileStore's claims work only between
-// processes of one machine. Run rereads every entry when the queue
+// processes of one machine (PGStore's across machines). Run rereads every entry when the queue
 // changed, which is fine for thousands of entries, not millions.
 package queue

@@ -404,3 +404,19 @@ func TestPGBodyStoredOnceNotCollected(t *testing.T) {
 		t.Fatalf("collected %d blobs after the message left: %v", n, err)
 	}
 }
+
+// BenchmarkPGEnqueue measures queueing a 10 KB message for two domains
+// in PostgreSQL (blob, message and entries committed, NOTIFY sent).
+func BenchmarkPGEnqueue(b *testing.B) {
+	onPostgres = true
+	e := newEnv(b, nil)
+	onPostgres = false
+	body := simpleMsg("bench") + strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n", 140)
+	b.SetBytes(int64(len(body)))
+	for i := 0; b.Loop(); i++ {
+		msg := strings.Replace(body, "Subject: bench", fmt.Sprintf("Subject: bench %d", i), 1)
+		if _, err := e.q.Enqueue(context.Background(), "alice@example.test", []string{"bob@remote.test", "carol@other.test"}, envelope.DSNParams{}, strings.NewReader(msg)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -26,14 +26,14 @@ var (
 	ErrNotFound = errors.New("queue: no such entry")
 )
 
-// Store holds the queue: message bodies and entries. FileStore, the one
-// implementation, keeps it in a folder.
+// Store holds the queue: message bodies and entries. FileStore keeps it
+// in a folder, PGStore in PostgreSQL (shared by the nodes of a cluster).
 //
 // The contract: AddMessage is durable when it returns, and makes the
 // entries visible only after the body is durable. Update replaces an entry
 // atomically and durably. Claim is exclusive across every process working
 // the queue, and a claim of a process that dies is released (never
-// left held).
+// left held; PGStore's after its lease expires).
 type Store interface {
 	// AddMessage stores a message body and its entries.
 	AddMessage(ctx context.Context, msgID string, body io.Reader, entries []*Entry) error

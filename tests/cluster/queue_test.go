@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/pgtest"
 )
 
 // slowSink is an SMTP server that accepts every recipient and holds the
@@ -125,7 +126,7 @@ func (s *slowSink) counts() map[string]int {
 // startForwarding runs a node whose aliases forward fwd@example.test to
 // three recipients at sink.test, routed to the sink, one delivery at a
 // time.
-func (c *cluster) startForwarding(t *testing.T, name, sink string) *node {
+func (c *cluster) startForwarding(t *testing.T, name, dsn, sink string) *node {
 	t.Helper()
 	data := filepath.Join(c.dir, name)
 	os.MkdirAll(data, 0o700)
@@ -137,7 +138,7 @@ func (c *cluster) startForwarding(t *testing.T, name, sink string) *node {
 		Bin: binPath, FreeAddrs: 2, Retry: true,
 		Setup: func(free []string) ([]string, map[string]string) {
 			n.pop3, n.smtp = free[0], free[1]
-			n.config = c.config(t, name, c.dsn, n.pop3, n.smtp)
+			n.config = c.config(t, name, dsn, n.pop3, n.smtp)
 			f, err := os.OpenFile(n.config, os.O_APPEND|os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -164,7 +165,7 @@ func (c *cluster) startForwarding(t *testing.T, name, sink string) *node {
 func TestQueueKill9(t *testing.T) {
 	c := newCluster(t)
 	sink := newSlowSink(t, 700*time.Millisecond)
-	a := c.startForwarding(t, "a", sink.ln.Addr().String())
+	a := c.startForwarding(t, "a", c.dsn, sink.ln.Addr().String())
 	const n = 5
 	for i := range n {
 		if rep := smtpSend(t, a.smtp, fmt.Sprintf("From: bob@remote.example\r\nSubject: m%d\r\n\r\nbody %d\r\n", i, i), "fwd@example.test"); !strings.HasPrefix(rep, "250") {
@@ -184,7 +185,7 @@ func TestQueueKill9(t *testing.T) {
 	if len(before) == 0 || len(before) == 3*n {
 		t.Fatalf("the kill did not interrupt the deliveries: %v", before)
 	}
-	b := c.startForwarding(t, "b", sink.ln.Addr().String())
+	b := c.startForwarding(t, "b", c.dsn, sink.ln.Addr().String())
 	deadline := time.Now().Add(90 * time.Second)
 	for len(sink.counts()) < 3*n {
 		if time.Now().After(deadline) {
@@ -214,5 +215,54 @@ func TestQueueKill9(t *testing.T) {
 	}
 	if !strings.Contains(b.Stderr.String(), "recovering interrupted attempt") {
 		t.Errorf("node B did not take over an interrupted attempt:\n%s", b.Stderr.String())
+	}
+}
+
+// TestQueueDatabaseDown: while the node cannot reach PostgreSQL, mail to
+// be relayed is refused with 451 4.3.0 (the sender keeps it); when the
+// database is back, the node queues and delivers again by itself.
+func TestQueueDatabaseDown(t *testing.T) {
+	c := newCluster(t)
+	addr := pgtest.Addr(t)
+	proxy := pgtest.NewProxy(t, addr)
+	sink := newSlowSink(t, 0)
+	a := c.startForwarding(t, "a", strings.Replace(c.dsn, addr, proxy.Addr(), 1), sink.ln.Addr().String())
+	send := func(subject string) string {
+		return smtpSend(t, a.smtp, "From: bob@remote.example\r\nSubject: "+subject+"\r\n\r\nbody\r\n", "fwd@example.test")
+	}
+	wait := func(key string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for sink.counts()[key] == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not received: %v\n%s", key, sink.counts(), a.Stderr.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if rep := send("before"); !strings.HasPrefix(rep, "250") {
+		t.Fatalf("before the cut: %s", rep)
+	}
+	wait("before r1@sink.test")
+	proxy.Cut()
+	if rep := send("during"); !strings.HasPrefix(rep, "451 4.3.0") {
+		t.Fatalf("with the database down: %q, want 451 4.3.0", rep)
+	}
+	time.Sleep(2 * time.Second)
+	proxy.Heal()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		rep := send("after")
+		if strings.HasPrefix(rep, "250") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the database returned: %s", rep)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	wait("after r3@sink.test")
+	if n := sink.counts()["during r1@sink.test"]; n != 0 {
+		t.Errorf("the refused message was delivered %d times", n)
 	}
 }

@@ -30,11 +30,16 @@
 //   - maildrop_locks: one lease row per locked mailbox (holder token,
 //     node, expiry).
 //
+// Version 2 holds the outbound queue, worked by every node (see
+// queue.PGStore): queue_messages (one per message, with the key of the
+// blob holding its body) and queue_entries (one per destination domain,
+// the entry as jsonb, next_attempt, and the claim as a lease: token,
+// node, expiry). The blob collector leaves blobs a queued message
+// references alone.
+//
 // Planned for later versions, on the same database: users and aliases
 // (tables users, aliases, replacing the passwd file when the backend is
-// postgres), the outbound queue (queue_messages with a blob key, and
-// queue_recipients claimed with FOR UPDATE SKIP LOCKED and a lease with
-// expiry, next_attempt for delayed retries), login-failure state
+// postgres), login-failure state
 // (login_failures keyed by address prefix and account, with expiry) and
 // fetch state (fetch_seen: account, remote UIDL, first seen).
 //
