@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 type slowSink struct {
 	ln      net.Listener
 	hold    time.Duration
+	refuse  atomic.Bool // answer RCPT with 451 4.3.0
 	holding chan struct{} // receives when a message's data is held
 
 	mu       sync.Mutex
@@ -67,6 +69,8 @@ func (s *slowSink) serve(c net.Conn) {
 		case strings.HasPrefix(cmd, "MAIL"):
 			rcpts = nil
 			io.WriteString(c, "250 2.1.0 ok\r\n")
+		case strings.HasPrefix(cmd, "RCPT") && s.refuse.Load():
+			io.WriteString(c, "451 4.3.0 try later\r\n")
 		case strings.HasPrefix(cmd, "RCPT"):
 			a := strings.TrimSpace(line[strings.Index(line, "<")+1 : strings.Index(line, ">")])
 			rcpts = append(rcpts, strings.ToLower(a))
@@ -264,5 +268,73 @@ func TestQueueDatabaseDown(t *testing.T) {
 	wait("after r3@sink.test")
 	if n := sink.counts()["during r1@sink.test"]; n != 0 {
 		t.Errorf("the refused message was delivered %d times", n)
+	}
+}
+
+// TestQueueCommands: "postino queue" run with the configuration of
+// another server sees and steers the cluster's queue: list, show, retry
+// (which wakes the server delivering) and delete.
+func TestQueueCommands(t *testing.T) {
+	c := newCluster(t)
+	sink := newSlowSink(t, 0)
+	sink.refuse.Store(true)
+	a := c.startForwarding(t, "a", c.dsn, sink.ln.Addr().String())
+	// Node b's configuration only: its server is not running.
+	bConfig := c.config(t, "b", c.dsn, "127.0.0.1:1", "127.0.0.1:2")
+	for _, subject := range []string{"kept", "dropped"} {
+		if rep := smtpSend(t, a.smtp, "From: bob@remote.example\r\nSubject: "+subject+"\r\n\r\nbody\r\n", "fwd@example.test"); !strings.HasPrefix(rep, "250") {
+			t.Fatalf("%s: %s", subject, rep)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var list testutil.Result
+	for {
+		list = postino(t, nil, "queue", "list", "--config", bConfig)
+		if list.Code == 0 && strings.Count(list.Stdout, "451 4.3.0 try later") >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue list from the other node: %s", list)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var ids []string
+	for _, l := range strings.Split(list.Stdout, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && strings.Contains(f[0], ".") && len(f[0]) > 10 {
+			ids = append(ids, f[0])
+		}
+	}
+	if len(ids) != 2 {
+		t.Fatalf("entry ids %q in:\n%s", ids, list.Stdout)
+	}
+	if r := postino(t, nil, "queue", "show", ids[1], "--config", bConfig); r.Code != 0 || !strings.Contains(r.Stdout, "r2@sink.test") {
+		t.Fatalf("queue show: %s", r)
+	}
+	for try := 0; ; try++ {
+		// Node a may be retrying it at this moment: busy, try again.
+		r := postino(t, nil, "queue", "delete", ids[1], "--config", bConfig)
+		if r.Code == 0 {
+			break
+		}
+		if try == 10 || !strings.Contains(r.Stderr, "being delivered") {
+			t.Fatalf("queue delete: %s", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sink.refuse.Store(false)
+	// min_backoff is 1s but the next attempt is later (backoff doubles):
+	// retry makes it due, and NOTIFY wakes node a.
+	if r := postino(t, nil, "queue", "retry", "--config", bConfig); r.Code != 0 {
+		t.Fatalf("queue retry: %s", r)
+	}
+	for len(sink.counts()) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("received %v\n%s", sink.counts(), a.Stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := sink.counts()
+	if len(got) != 3 || got["kept r1@sink.test"] != 1 || got["kept r3@sink.test"] != 1 {
+		t.Fatalf("received %v, want only the message not deleted", got)
 	}
 }
