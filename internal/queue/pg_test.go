@@ -169,6 +169,10 @@ func TestPGClaimLease(t *testing.T) {
 	if err != nil || got.Recipients[0].Status != StatusPending {
 		t.Fatalf("entry after the fenced update: %+v %v", got, err)
 	}
+	var addr, status string
+	if err := a.pool.QueryRow(ctx, `SELECT address, status FROM queue_recipients WHERE entry_id = $1`, en.ID).Scan(&addr, &status); err != nil || addr != "bob@remote.test" || status != "pending" {
+		t.Fatalf("queue_recipients: %q %q %v", addr, status, err)
+	}
 	if err := a.Remove(ctx, got); err != nil {
 		t.Fatal(err)
 	}

@@ -34,8 +34,9 @@
 // queue.PGStore): queue_messages (one per message, with the key of the
 // blob holding its body) and queue_entries (one per destination domain,
 // the entry as jsonb, next_attempt, and the claim as a lease: token,
-// node, expiry). The blob collector leaves blobs a queued message
-// references alone.
+// node, expiry), with the view queue_recipients (each recipient's
+// status and last reply). The blob collector leaves blobs a queued
+// message references alone.
 //
 // Planned for later versions, on the same database: users and aliases
 // (tables users, aliases, replacing the passwd file when the backend is

@@ -31,3 +31,11 @@ CREATE TABLE queue_entries (
 );
 CREATE INDEX queue_entries_message_id ON queue_entries (message_id);
 CREATE INDEX queue_entries_next_attempt ON queue_entries (next_attempt);
+
+-- Each recipient of each entry, with its status (pending, sent, failed)
+-- and last reply: a view of the entries, for monitoring in SQL.
+CREATE VIEW queue_recipients AS
+SELECT e.id AS entry_id, e.message_id, r.n AS position,
+       r.rcpt ->> 'addr' AS address, r.rcpt ->> 'status' AS status,
+       r.rcpt ->> 'reply' AS last_reply, (r.rcpt ->> 'updated')::timestamptz AS updated_at
+FROM queue_entries e, jsonb_array_elements(e.entry -> 'rcpts') WITH ORDINALITY AS r (rcpt, n);
