@@ -66,7 +66,7 @@ type PGStore struct {
 	node string
 
 	mu     sync.Mutex
-	claims map[string]string // entry id → lease token held by this process
+	claims map[string]*pgClaim // entry id → claim held by this process
 
 	changes  atomic.Int64 // notifications received, reconnections, busy claims
 	busy     atomic.Bool  // a claim found a live lease since the last tick
@@ -89,7 +89,7 @@ func NewPGStore(st *pgstore.Store, logger *slog.Logger) *PGStore {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &PGStore{
 		st: st, pool: st.Pool(), log: logger, ttl: st.LockTTL(), node: st.NodeID(),
-		claims: make(map[string]string),
+		claims: make(map[string]*pgClaim),
 		notify: make(chan struct{}, 1),
 		cancel: cancel,
 		done:   make(chan struct{}),
@@ -273,41 +273,72 @@ func (s *PGStore) Get(ctx context.Context, id string) (*Entry, error) {
 	return e, nil
 }
 
+// pgClaim is a claim this process holds.
+type pgClaim struct {
+	token  string
+	cancel context.CancelCauseFunc
+	timer  *time.Timer // cancels when the lease was not renewed in time
+}
+
+// margin is how long before its expiry a lease that could not be renewed
+// is given up: the delivery stops before another node may take the
+// entry.
+func (s *PGStore) margin() time.Duration { return s.ttl / 6 }
+
 // Claim implements Store with a lease: it takes an entry whose lease is
 // free or expired, in one UPDATE (the row lock and the re-check of the
 // condition make it exclusive across nodes). An entry that does not
 // exist gives a claim that holds nothing, and Get then says ErrNotFound,
 // as with FileStore.
 func (s *PGStore) Claim(ctx context.Context, id string) (func(), error) {
+	_, release, err := s.ClaimContext(context.Background(), id)
+	return release, err
+}
+
+// ClaimContext is Claim, and also returns a context derived from ctx
+// that is cancelled (with cause ErrLeaseLost) when the lease could not
+// be renewed until LockTTL/6 before its expiry, or was found taken over:
+// the worker's delivery then stops before another node may start one.
+func (s *PGStore) ClaimContext(ctx context.Context, id string) (context.Context, func(), error) {
 	token := newLeaseToken()
+	start := time.Now()
 	tag, err := s.pool.Exec(ctx, `UPDATE queue_entries
 		SET lease_token = $2, lease_node = $3, lease_until = now() + make_interval(secs => $4)
 		WHERE id = $1 AND (lease_until IS NULL OR lease_until < now())`, id, token, s.node, s.ttl.Seconds())
 	if err != nil {
-		return nil, fmt.Errorf("queue: claiming %s: %w", id, err)
+		return nil, nil, fmt.Errorf("queue: claiming %s: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
 		var exists bool
 		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue_entries WHERE id = $1)`, id).Scan(&exists); err != nil {
-			return nil, fmt.Errorf("queue: claiming %s: %w", id, err)
+			return nil, nil, fmt.Errorf("queue: claiming %s: %w", id, err)
 		}
 		if exists {
 			s.busy.Store(true)
-			return nil, ErrBusy
+			return nil, nil, ErrBusy
 		}
-		return func() {}, nil
+		return ctx, func() {}, nil
 	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	c := &pgClaim{token: token, cancel: cancel}
+	c.timer = time.AfterFunc(time.Until(start.Add(s.ttl-s.margin())), func() {
+		s.log.Warn("queue: claim not renewed in time; stopping the delivery", "entry", id)
+		cancel(ErrLeaseLost)
+	})
 	s.mu.Lock()
-	s.claims[id] = token
+	s.claims[id] = c
 	s.mu.Unlock()
-	return func() { s.release(id, token) }, nil
+	return cctx, func() { s.release(id, c) }, nil
 }
 
 // release ends a claim: the lease is cleared (if the database cannot be
 // reached, it expires).
-func (s *PGStore) release(id, token string) {
+func (s *PGStore) release(id string, c *pgClaim) {
+	c.timer.Stop()
+	c.cancel(context.Canceled)
+	token := c.token
 	s.mu.Lock()
-	if s.claims[id] == token {
+	if s.claims[id] == c {
 		delete(s.claims, id)
 	}
 	s.mu.Unlock()
@@ -322,11 +353,11 @@ func (s *PGStore) release(id, token string) {
 func (s *PGStore) token(id string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tok, ok := s.claims[id]
+	c, ok := s.claims[id]
 	if !ok {
 		return "", fmt.Errorf("queue: entry %s is not claimed", id)
 	}
-	return tok, nil
+	return c.token, nil
 }
 
 // Update implements Store, fenced by the claim's lease.
@@ -448,22 +479,59 @@ func (s *PGStore) renewer(ctx context.Context) {
 		if s.busy.Swap(false) {
 			s.changed()
 		}
-		s.mu.Lock()
-		tokens := make([]string, 0, len(s.claims))
-		for _, tok := range s.claims {
-			tokens = append(tokens, tok)
-		}
-		s.mu.Unlock()
-		if len(tokens) == 0 {
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, s.ttl/3)
-		_, err := s.pool.Exec(rctx, `UPDATE queue_entries q SET lease_until = now() + make_interval(secs => $2)
-			FROM unnest($1::text[]) AS t(token)
-			WHERE q.lease_token = t.token AND q.lease_until > now()`, tokens, s.ttl.Seconds())
-		cancel()
-		if err != nil {
-			s.log.Error("queue: renewing claims", "claims", len(tokens), "err", err)
+		s.renew(ctx)
+	}
+}
+
+// renew extends every lease of this process in one statement. A lease
+// the statement did not find was taken over: its delivery is stopped at
+// once. When the statement fails, each claim's timer stops its delivery
+// at its deadline unless a later renewal succeeds.
+func (s *PGStore) renew(ctx context.Context) {
+	s.mu.Lock()
+	tokens := make([]string, 0, len(s.claims))
+	for _, c := range s.claims {
+		tokens = append(tokens, c.token)
+	}
+	s.mu.Unlock()
+	if len(tokens) == 0 {
+		return
+	}
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, s.ttl/3)
+	defer cancel()
+	rows, err := s.pool.Query(rctx, `UPDATE queue_entries q SET lease_until = now() + make_interval(secs => $2)
+		FROM unnest($1::text[]) AS t(token)
+		WHERE q.lease_token = t.token AND q.lease_until > now() RETURNING q.lease_token`, tokens, s.ttl.Seconds())
+	if err != nil {
+		s.log.Error("queue: renewing claims", "claims", len(tokens), "err", err)
+		return
+	}
+	renewed, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		s.log.Error("queue: renewing claims", "claims", len(tokens), "err", err)
+		return
+	}
+	ok := make(map[string]bool, len(renewed))
+	for _, t := range renewed {
+		ok[t] = true
+	}
+	deadline := start.Add(s.ttl - s.margin())
+	asked := make(map[string]bool, len(tokens))
+	for _, t := range tokens {
+		asked[t] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, c := range s.claims {
+		switch {
+		case !asked[c.token]:
+			// claimed after the statement started
+		case ok[c.token]:
+			c.timer.Reset(time.Until(deadline))
+		default:
+			s.log.Warn("queue: claim taken over; stopping the delivery", "entry", id)
+			c.cancel(ErrLeaseLost)
 		}
 	}
 }

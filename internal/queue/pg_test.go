@@ -315,9 +315,7 @@ func TestPGDatabaseDown(t *testing.T) {
 	dsn := pgtest.NewDB(t)
 	proxy := pgtest.NewProxy(t, pgtest.Addr(t))
 	viaProxy := strings.Replace(dsn, pgtest.Addr(t), proxy.Addr(), 1) + "&connect_timeout=1"
-	onPostgres = true
-	e := newEnvDSN(t, viaProxy)
-	onPostgres = false
+	e := newEnvDSN(t, viaProxy, nil)
 	srv := newServer(t, srvConfig{})
 	e.route("remote.test", srv)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -354,11 +352,11 @@ func TestPGDatabaseDown(t *testing.T) {
 var pgEnvDSN string
 
 // newEnvDSN returns a queue env on PostgreSQL in the database dsn.
-func newEnvDSN(t *testing.T, dsn string) *env {
+func newEnvDSN(t *testing.T, dsn string, mod func(*Options)) *env {
 	t.Helper()
-	pgEnvDSN = dsn
-	defer func() { pgEnvDSN = "" }()
-	return newEnv(t, nil)
+	pgEnvDSN, onPostgres = dsn, true
+	defer func() { pgEnvDSN, onPostgres = "", false }()
+	return newEnv(t, mod)
 }
 
 func waitMessages(t *testing.T, srv *testServer, n int) {
@@ -422,5 +420,90 @@ func BenchmarkPGEnqueue(b *testing.B) {
 		if _, err := e.q.Enqueue(context.Background(), "alice@example.test", []string{"bob@remote.test", "carol@other.test"}, envelope.DSNParams{}, strings.NewReader(msg)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// cutDSN returns a new database and a DSN reaching it through a proxy
+// that can cut it off.
+func cutDSN(t *testing.T) (dsn, viaProxy string, proxy *pgtest.Proxy) {
+	dsn = pgtest.NewDB(t)
+	proxy = pgtest.NewProxy(t, pgtest.Addr(t))
+	return dsn, strings.Replace(dsn, pgtest.Addr(t), proxy.Addr(), 1) + "&connect_timeout=1", proxy
+}
+
+// TestPGClaimContext: the context of a claim lives while its lease is
+// renewed, and ends (cause ErrLeaseLost) before the lease expires when
+// the database cannot be reached to renew it.
+func TestPGClaimContext(t *testing.T) {
+	dsn, viaProxy, proxy := cutDSN(t)
+	ctx := context.Background()
+	a := NewPGStore(openTestPG(t, viaProxy, t.TempDir()), nil)
+	defer a.Close()
+	b := NewPGStore(openTestPG(t, dsn, t.TempDir()), nil)
+	defer b.Close()
+	en := testEntry("M1", "bob@remote.test")
+	if err := a.AddMessage(ctx, "M1", strings.NewReader("Subject: x\r\n\r\nhi\r\n"), []*Entry{en}); err != nil {
+		t.Fatal(err)
+	}
+	cctx, release, err := a.ClaimContext(ctx, en.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	time.Sleep(2 * pgTestTTL)
+	if err := cctx.Err(); err != nil {
+		t.Fatalf("claim context of a renewed lease: %v", err)
+	}
+	proxy.Cut()
+	select {
+	case <-cctx.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("claim context alive after its lease could not be renewed")
+	}
+	if !errors.Is(context.Cause(cctx), ErrLeaseLost) {
+		t.Fatalf("cause %v", context.Cause(cctx))
+	}
+	// It ended before the lease expired: the other node still finds it
+	// held, then takes it.
+	if _, err := b.Claim(ctx, en.ID); !errors.Is(err, ErrBusy) {
+		t.Fatalf("claim while the lost lease lasts: %v", err)
+	}
+	time.Sleep(pgTestTTL)
+	rel, err := b.Claim(ctx, en.ID)
+	if err != nil {
+		t.Fatalf("claim after the lease: %v", err)
+	}
+	rel()
+}
+
+// TestPGLeaseLostStopsDelivery: a node cut off from the database in the
+// middle of an SMTP transaction stops it (rather than waiting for the
+// remote server for the command timeout) before another node may take
+// the entry over.
+func TestPGLeaseLostStopsDelivery(t *testing.T) {
+	_, viaProxy, proxy := cutDSN(t)
+	e := newEnvDSN(t, viaProxy, func(o *Options) { o.CommandTimeout = 10 * time.Minute; o.DataDoneTimeout = 10 * time.Minute })
+	srv := newServer(t, srvConfig{hang: "data-done"})
+	e.route("remote.test", srv)
+	e.enqueue("alice@example.test", []string{"bob@remote.test"}, envelope.DSNParams{}, simpleMsg("cut"))
+	done := make(chan struct{})
+	go func() { e.runOnce(); close(done) }()
+	for i := 0; ; i++ {
+		srv.mu.Lock()
+		started := srv.dataStarted
+		srv.mu.Unlock()
+		if started > 0 {
+			break
+		}
+		if i > 1000 {
+			t.Fatal("the delivery did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	proxy.Cut()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the delivery went on after the claim was lost")
 	}
 }

@@ -196,7 +196,16 @@ func (q *Queue) worker(ctx context.Context, r *route, id string) {
 // the remote server took the message but its reply never arrived (RFC
 // 5321 §6.1 accepts such duplicates; RFC 1047).
 func (q *Queue) process(ctx context.Context, id string, cl **client) {
-	release, err := q.store.Claim(ctx, id)
+	var release func()
+	var err error
+	outer := ctx
+	cc, claimCtx := q.store.(contextClaimer)
+	if claimCtx {
+		// The delivery stops when the claim ends before its release.
+		ctx, release, err = cc.ClaimContext(ctx, id)
+	} else {
+		release, err = q.store.Claim(ctx, id)
+	}
 	if err != nil {
 		if !errors.Is(err, ErrBusy) && !errors.Is(err, ErrNotFound) {
 			q.options().Logger.Error("queue: claiming entry", "id", messageOf(id), "entry", id, "err", err)
@@ -204,6 +213,15 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 		return
 	}
 	defer release()
+	if claimCtx {
+		// Before the release ends the claim's context: a connection
+		// kept for the next entry no longer depends on it.
+		defer func() {
+			if c := *cl; c != nil {
+				c.watch(outer)
+			}
+		}()
+	}
 	e, err := q.store.Get(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return
@@ -259,6 +277,13 @@ func (q *Queue) process(ctx context.Context, id string, cl **client) {
 	if e.Pending() == 0 {
 		q.finish(ctx, e)
 	}
+}
+
+// contextClaimer is a Store whose claims can end before their release
+// (a lease that could not be renewed): ClaimContext is Claim, and returns
+// a context cancelled when the claim ends.
+type contextClaimer interface {
+	ClaimContext(ctx context.Context, id string) (context.Context, func(), error)
 }
 
 func summary(e *Entry) string {
@@ -357,6 +382,9 @@ func (q *Queue) deliverRemote(ctx context.Context, e *Entry, cl **client) string
 	if c != nil && (c.route != key || c.broken) {
 		c.close()
 		c = nil
+	}
+	if c != nil {
+		c.watch(ctx) // this attempt's context (its claim's) ends it
 	}
 	defer func() {
 		if c != nil && c.broken {
