@@ -47,7 +47,10 @@ const pgListenRetryMax = 30 * time.Second
 // LockTTL/3 while it delivers; a node that dies stops renewing, and
 // after LockTTL another node takes the entry over (its InFlight mark
 // says the attempt was interrupted) and resends only to the recipients
-// not recorded as sent. Update and Remove are fenced: they write only
+// not recorded as sent. A claim that could not be renewed until
+// LockTTL/6 before its expiry ends the context ClaimContext returned, so
+// that the worker stops the delivery before another node may take the
+// entry over. Update and Remove are fenced: they write only
 // while this claim's lease is unexpired, so that a node that lost its
 // lease (a partition) cannot overwrite the state of the node that took
 // the entry over.
