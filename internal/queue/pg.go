@@ -294,7 +294,7 @@ func (s *PGStore) margin() time.Duration { return s.ttl / 6 }
 // exist gives a claim that holds nothing, and Get then says ErrNotFound,
 // as with FileStore.
 func (s *PGStore) Claim(ctx context.Context, id string) (func(), error) {
-	_, release, err := s.ClaimContext(context.Background(), id)
+	_, release, err := s.ClaimContext(ctx, id)
 	return release, err
 }
 
