@@ -28,6 +28,8 @@ type Maildrop struct {
 	keys  []string // blob keys
 	pre   []bool   // whether the message has a prefix
 	done  bool     // Commit was called
+	// vaulted is how many messages Commit moved into the vault.
+	vaulted int
 }
 
 var _ store.Maildrop = (*Maildrop)(nil)
@@ -47,6 +49,7 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 	rows, err := s.pool.Query(ctx, `SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0 FROM messages m
 		JOIN folders f ON f.id = m.folder_id AND f.name = $2
 		JOIN mailboxes b ON b.id = m.mailbox_id AND b.name = $1
+		WHERE m.vaulted_at IS NULL
 		ORDER BY m.uid`, mailbox, inbox)
 	if err == nil {
 		for rows.Next() {
@@ -145,6 +148,7 @@ func (m *Maildrop) Commit(ctx context.Context, deleted []int) error {
 		ids = append(ids, m.ids[i])
 	}
 	slices.Sort(ids)
+	vault := m.s.vault.Load()
 	err := pgx.BeginFunc(ctx, m.s.pool, func(tx pgx.Tx) error {
 		var ok bool
 		// RFC 1939 §6: the UPDATE state, only by the lock's holder.
@@ -156,7 +160,12 @@ func (m *Maildrop) Commit(ctx context.Context, deleted []int) error {
 		if err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `DELETE FROM messages WHERE id = ANY($1)`, ids)
+		q := `DELETE FROM messages WHERE id = ANY($1) AND vaulted_at IS NULL`
+		if vault {
+			// Into the vault: kept, seen neither by POP3 nor the quota.
+			q = `UPDATE messages SET vaulted_at = now() WHERE id = ANY($1) AND vaulted_at IS NULL`
+		}
+		tag, err := tx.Exec(ctx, q, ids)
 		if err != nil {
 			return err
 		}
@@ -175,6 +184,9 @@ func (m *Maildrop) Commit(ctx context.Context, deleted []int) error {
 			return err
 		}
 		return fmt.Errorf("pgstore: commit on %s: %w", m.lease.mailbox, err)
+	}
+	if vault {
+		m.vaulted = len(ids)
 	}
 	return nil
 }

@@ -80,7 +80,8 @@ func TestMigrateMissingVersion(t *testing.T) {
 	ctx := context.Background()
 	s := node(t, dsn, Options{})
 	pool := s.Pool()
-	if _, err := pool.Exec(ctx, `DROP TABLE fetch_accounts, fetch_journal, fetch_leases; DELETE FROM schema_version WHERE version = 4`); err != nil {
+	if _, err := pool.Exec(ctx, `DROP TABLE fetch_accounts, fetch_journal, fetch_leases; ALTER TABLE messages DROP COLUMN downloaded_at, DROP COLUMN vaulted_at;
+		DELETE FROM schema_version WHERE version = 4`); err != nil {
 		t.Fatal(err)
 	}
 	if err := CheckSchema(ctx, pool); !errors.Is(err, ErrSchemaTooOld) {

@@ -34,3 +34,12 @@ CREATE TABLE fetch_leases (
     acquired_at timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz NOT NULL
 );
+
+-- Retention (pop3.expire) and the deleted-mail vault (pop3.vault_days),
+-- as the Maildir store keeps them: downloaded_at is when a POP3 session
+-- that ended with QUIT first sent the whole message; vaulted_at, when
+-- set, is when a commit moved the message into the vault (POP3 and the
+-- quota no longer see it; `postino vault restore` clears it, and the
+-- sweep deletes it pop3.vault_days later).
+ALTER TABLE messages ADD COLUMN downloaded_at timestamptz, ADD COLUMN vaulted_at timestamptz;
+CREATE INDEX messages_vaulted ON messages (mailbox_id, vaulted_at) WHERE vaulted_at IS NOT NULL;
