@@ -3,6 +3,7 @@ package maildir
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -165,4 +166,38 @@ func TestExportHostileList(t *testing.T) {
 	if _, err := ExportDir(root, "../x@example.test"); err == nil {
 		t.Fatal("ExportDir accepted a mailbox name with ..")
 	}
+}
+
+// FuzzExportList: any two UIDLs written into a dovecot-uidlist by an
+// export are read back as they were, under the file they name.
+func FuzzExportList(f *testing.F) {
+	f.Add("P1.1", "a:b,c/d")
+	f.Add(":x", "::")
+	f.Add("G1", "P2")
+	f.Fuzz(func(t *testing.T, u1, u2 string) {
+		if !validUID(u1) || !validUID(u2) || u1 == u2 {
+			return
+		}
+		dir := t.TempDir()
+		l := &uidList{version: 3, validity: 7, next: 3, entries: map[string]uidEntry{}}
+		for i, u := range []string{u1, u2} {
+			name := fmt.Sprintf("1.M1P1Q%dX%s.host,S=1,W=2", i, exportTag(u))
+			l.entries[parseName(name).base] = uidEntry{uid: uint32(i + 1), name: name, pop3: u}
+		}
+		if err := writeExportList(dir, l); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readExportList(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.entries) != 2 || got.validity != 7 || got.next != 3 {
+			t.Fatalf("read back %+v", got)
+		}
+		for base, e := range l.entries {
+			if g := got.entries[base]; g != e {
+				t.Fatalf("entry %+v read back as %+v", e, g)
+			}
+		}
+	})
 }
