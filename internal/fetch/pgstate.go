@@ -233,32 +233,45 @@ func (p *pgState) save(data []byte) error {
 
 // renew extends the lease every ttl/3 until close. A lease not renewed
 // for ttl minus a margin, counted from the start of the last successful
-// renewal, is given up (Lost closes) before it can expire in the
-// database and pass to another node.
+// renewal (the database set the expiry after that instant), is given up
+// (Lost closes) before it can expire in the database and pass to another
+// node.
 func (p *pgState) renew(last time.Time) {
 	defer close(p.done)
 	every := p.ttl / 3
 	margin := p.ttl / 4
+	giveUp := last.Add(p.ttl - margin)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	deadline := time.NewTimer(time.Until(giveUp))
+	defer deadline.Stop()
 	for {
 		select {
 		case <-p.stop:
 			return
+		case <-deadline.C:
+			p.markLost("lease not renewed in time")
+			return
 		case <-t.C:
 		}
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), every)
+		// A renewal that hangs must not outlive the deadline.
+		end := start.Add(every)
+		if giveUp.Before(end) {
+			end = giveUp
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), end)
 		tag, err := p.pool.Exec(ctx, `UPDATE fetch_leases SET expires_at = now() + make_interval(secs => $3)
 			WHERE account = $1 AND token = $2 AND expires_at > now()`, p.account, p.token, p.ttl.Seconds())
 		cancel()
 		switch {
 		case err == nil && tag.RowsAffected() == 1:
-			last = start
+			giveUp = start.Add(p.ttl - margin)
+			deadline.Reset(time.Until(giveUp))
 		case err == nil:
 			p.markLost("lease expired or taken over")
 			return
-		case time.Since(last) > p.ttl-margin:
+		case !time.Now().Before(giveUp):
 			p.markLost("lease not renewed in time: " + err.Error())
 			return
 		default:
