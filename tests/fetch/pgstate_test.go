@@ -111,3 +111,63 @@ func TestPGStateKillDaemon(t *testing.T) {
 		t.Errorf("server has %d messages, want 0", c)
 	}
 }
+
+// TestPGStateTwoDaemons: two nodes run `postino fetch --daemon` on one
+// account at the same time while mail arrives: the lease keeps them from
+// ever being on the remote mailbox together (the server would answer
+// [IN-USE]), and every message is delivered exactly once.
+func TestPGStateTwoDaemons(t *testing.T) {
+	s := startPostino(t)
+	const user = "pg2@example.test"
+	s.addUser(t, user, "pw")
+	dsn := pgtest.NewDB(t)
+	ttl := 3 * time.Second
+	cfgs := []string{pgNodeConfig(t, "a", dsn, ttl), pgNodeConfig(t, "b", dsn, ttl)}
+	if r := run(t, nil, nil, binPath, "db", "migrate", "--config", cfgs[0]); r.Code != 0 {
+		t.Fatalf("db migrate: %s", r.Output)
+	}
+	a := account{server: s.pop3sAddr, user: user, pw: "pw", extra: []string{"--fingerprint", s.fingerprint}}
+	d := newDestination(t, "maildir")
+	var cmds []*exec.Cmd
+	var outs []*testutil.SyncBuffer
+	var dones []chan error
+	for _, cfg := range cfgs {
+		args := append(fetchArgs(a, d, t.TempDir(), "--delete", "--daemon", "100ms"), "--config", cfg)
+		cmd := exec.Command(binPath, args...)
+		cmd.Env = append(os.Environ(), "POSTINO_FETCH_DEBUG_BATCH=3")
+		out := &testutil.SyncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		t.Cleanup(func() { cmd.Process.Kill() })
+		cmds, outs, dones = append(cmds, cmd), append(outs, out), append(dones, done)
+	}
+	const count = 24
+	for i := 1; i <= count; i++ {
+		s.deliver(t, user, testMessage(i, 2000+i*300))
+	}
+	testutil.WaitFor(t, 60*time.Second, "every message fetched", func() bool { return len(d.read(t)) >= count })
+	// Time for a duplicate, if there were to be one.
+	time.Sleep(500 * time.Millisecond)
+	locked := 0
+	for i, cmd := range cmds {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-dones[i]; err != nil {
+			t.Errorf("node %d exit: %v\n%s", i, err, outs[i])
+		}
+		if strings.Contains(outs[i].String(), "IN-USE") {
+			t.Errorf("node %d met the other on the server ([IN-USE]):\n%s", i, outs[i])
+		}
+		locked += strings.Count(outs[i].String(), "another postino fetch is running")
+	}
+	if locked == 0 {
+		t.Error("no node was ever refused the account: the two never ran at once")
+	}
+	checkExactlyOnce(t, d, ids(1, count))
+	if c := serverCount(t, s.pop3Addr, user, "pw"); c != 0 {
+		t.Errorf("server has %d messages, want 0", c)
+	}
+}
