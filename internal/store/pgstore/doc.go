@@ -30,6 +30,13 @@
 //   - maildrop_locks: one lease row per locked mailbox (holder token,
 //     node, expiry).
 //
+// Version 4 adds the state of `postino fetch` (fetch_accounts,
+// fetch_journal, fetch_leases; see internal/fetch, "State in
+// PostgreSQL") and, on messages, downloaded_at and vaulted_at for
+// pop3.expire and the deleted-mail vault (retention.go). Versions are
+// numbered per feature and depend on version 1 only: Migrate applies
+// every one the database lacks, in order.
+//
 // Planned for later versions, on the same database: users and aliases
 // (tables users, aliases, replacing the passwd file when the backend is
 // postgres), the outbound queue (queue_messages with a blob key, and
