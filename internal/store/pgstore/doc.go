@@ -41,9 +41,8 @@
 // (tables users, aliases, replacing the passwd file when the backend is
 // postgres), the outbound queue (queue_messages with a blob key, and
 // queue_recipients claimed with FOR UPDATE SKIP LOCKED and a lease with
-// expiry, next_attempt for delayed retries), login-failure state
-// (login_failures keyed by address prefix and account, with expiry) and
-// fetch state (fetch_seen: account, remote UIDL, first seen).
+// expiry, next_attempt for delayed retries) and login-failure state
+// (login_failures keyed by address prefix and account, with expiry).
 //
 // # Delivery
 //
