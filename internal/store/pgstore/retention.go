@@ -114,9 +114,13 @@ func (s *Store) Sweep(ctx context.Context, mailbox string, p maildir.SweepPolicy
 		if err != nil {
 			return res, fmt.Errorf("pgstore: sweep of %s: %w", mailbox, err)
 		}
+		expired := make(map[int64]bool, len(old))
+		for _, id := range old {
+			expired[id] = true
+		}
 		var del []int
 		for i, id := range md.ids {
-			if slices.Contains(old, id) {
+			if expired[id] {
 				del = append(del, i)
 			}
 		}
