@@ -29,12 +29,20 @@ import (
 // extension, so that this package (pop3.dovecot_uidl_format set, as by
 // default) and Dovecot itself both answer UIDL with the UIDL the message
 // had in the source. The list is written last (temporary file, fsync,
-// rename, directory fsync).
+// rename, directory fsync). A message file gets the time the message
+// arrived when the source knows it (PostgreSQL's internal date), as
+// Dovecot reads it.
 //
 // An export can be run again: a message whose UIDL the list has, and
 // whose file is still in new/ or cur/, is skipped; a message whose file
 // was written by an interrupted run (found by its tag) is listed without
 // being written again.
+
+// internalDater is implemented by maildrops that know when each message
+// arrived (pgstore's).
+type internalDater interface {
+	InternalDate(i int) time.Time
+}
 
 // ExportResult counts what ExportMaildrop did.
 type ExportResult struct {
@@ -128,6 +136,15 @@ func ExportMaildrop(ctx context.Context, dir string, src store.Maildrop) (Export
 			rc.Close()
 			if err != nil {
 				return res, fmt.Errorf("maildir: export of message %d: %w", i+1, err)
+			}
+			if d, ok := src.(internalDater); ok {
+				// The file's time is the message's arrival for Dovecot
+				// (its IMAP INTERNALDATE) and mail readers.
+				if t := d.InternalDate(i); !t.IsZero() {
+					if err := os.Chtimes(filepath.Join(dir, "new", name), t, t); err != nil {
+						return res, fmt.Errorf("maildir: export of message %d: %w", i+1, err)
+					}
+				}
 			}
 			res.Written++
 		} else {

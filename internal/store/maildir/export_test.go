@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postino-mail/postino/internal/store"
 )
@@ -16,8 +17,16 @@ import (
 // memDrop is a store.Maildrop held in memory: the source of an export,
 // with UIDLs no Maildir file name could carry.
 type memDrop struct {
-	uids []string
-	msgs [][]byte // wire form
+	uids  []string
+	msgs  [][]byte    // wire form
+	dates []time.Time // internal dates, when known
+}
+
+func (m *memDrop) InternalDate(i int) time.Time {
+	if i < len(m.dates) {
+		return m.dates[i]
+	}
+	return time.Time{}
 }
 
 func (m *memDrop) Messages() []store.MessageInfo {
@@ -89,12 +98,24 @@ func TestExportMaildrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := exportSource()
+	arrived := time.Date(2024, 2, 29, 12, 0, 0, 0, time.UTC)
+	src.dates = []time.Time{arrived}
 	res, err := ExportMaildrop(ctx, dir, src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Written != 4 || res.Skipped != 0 {
 		t.Fatalf("first export: %+v, want 4 written", res)
+	}
+	// The file of a message whose arrival is known has it as its time.
+	for _, n := range dirNames(t, filepath.Join(dir, "new")) {
+		fi, err := os.Stat(filepath.Join(dir, "new", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(n, exportTag("P1.1")) != fi.ModTime().Equal(arrived) {
+			t.Errorf("%s has time %v; only P1.1's is %v", n, fi.ModTime(), arrived)
+		}
 	}
 	checkExported(t, root, "alice@example.test", src)
 	list, err := os.ReadFile(filepath.Join(dir, uidlistName))
