@@ -243,3 +243,44 @@ func TestPGStateDatabaseCut(t *testing.T) {
 		t.Errorf("ExitCode(ErrLeaseLost) = %d, want %d", c, ExitLocked)
 	}
 }
+
+// BenchmarkPGStateBatch: the state commits of one batch of 64 messages
+// in PostgreSQL (intents, then done records), as a run makes them.
+func BenchmarkPGStateBatch(b *testing.B) {
+	ctx := context.Background()
+	pool, err := pgstore.NewPool(ctx, pgtest.NewDB(b), 4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pgstore.Migrate(ctx, pool); err != nil {
+		b.Fatal(err)
+	}
+	st, err := (&PGStates{Pool: pool, NodeID: "bench"}).OpenState(ctx, "acct")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	const batch = 64
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		ms := make([]*Message, batch)
+		for i := range ms {
+			n++
+			ms[i] = &Message{ID: ID{Key: fmt.Sprintf("u%d", n), SHA256: "aa"}, Size: 1000, BodySHA256: "bb", BodySize: 900}
+		}
+		if err := st.Intents(ms); err != nil {
+			b.Fatal(err)
+		}
+		for _, m := range ms {
+			if err := st.Done(m.Key, "d", m.SHA256, m.Size); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := st.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*batch), "µs/msg")
+}
