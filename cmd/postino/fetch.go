@@ -19,6 +19,7 @@ import (
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/fetch"
 	"github.com/postino-mail/postino/internal/metrics"
+	"github.com/postino-mail/postino/internal/store/pgstore"
 	"github.com/postino-mail/postino/internal/tlsutil"
 )
 
@@ -107,6 +108,28 @@ func runFetch(env *cmdEnv, args []string) int {
 	}
 	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 	f := &fetch.Fetcher{StateDir: stateDir, Logger: logger, Retries: ff.retries}
+	if cfg.Fetch.State == config.FetchStatePostgres {
+		// The state of every account in the database, leased per account
+		// so that the nodes of a cluster share the work exactly once.
+		pctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		pool, err := pgstore.NewPool(pctx, cfg.Storage.PostgresDSN, 4)
+		if err == nil {
+			err = pgstore.CheckSchema(pctx, pool)
+			if err != nil {
+				pool.Close()
+			}
+		}
+		cancel()
+		if err != nil {
+			errorf(env, "fetch: fetch.state = \"postgres\": %v", err)
+			if errors.Is(err, pgstore.ErrSchemaTooOld) || errors.Is(err, pgstore.ErrSchemaTooNew) {
+				return exitConfigError
+			}
+			return fetch.ExitNetwork
+		}
+		defer pool.Close()
+		f.States = &fetch.PGStates{Pool: pool, LeaseTTL: cfg.Storage.LockTTL.Duration, Logger: logger}
+	}
 	tty := isTerminal(env.stderr)
 	if tty && !ff.quiet {
 		f.Progress = &fetch.Bar{W: env.stderr}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/store"
 	"github.com/postino-mail/postino/internal/store/maildir"
 )
@@ -60,10 +61,10 @@ func runVault(env *cmdEnv, args []string) int {
 		return exitNoUser
 	}
 	addr = u.Address // the mailbox's name, as the database spells it
-	st, err := maildir.New(cfg.MailDir(), nil)
+	st, err := openVaultStore(cfg)
 	if err != nil {
 		errorf(env, "%v", err)
-		return exitError
+		return exitTempFail
 	}
 	defer st.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -99,4 +100,26 @@ func runVault(env *cmdEnv, args []string) int {
 	}
 	fmt.Fprintf(env.stdout, "%d messages restored to %s\n", len(done), addr)
 	return exitOK
+}
+
+// vaultStore is the vault of the configured mail store.
+type vaultStore interface {
+	VaultList(ctx context.Context, mailbox string) ([]maildir.VaultEntry, error)
+	VaultRestore(ctx context.Context, mailbox string, uids []string, all bool) ([]maildir.VaultEntry, error)
+	Close() error
+}
+
+// openVaultStore opens the configured mail store: the Maildirs of the
+// data folder, or PostgreSQL.
+func openVaultStore(cfg *config.Config) (vaultStore, error) {
+	if !cfg.UsesPostgres() {
+		return maildir.New(cfg.MailDir(), nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := cfg.OpenPGStore(ctx, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	return pgUserStore{st}, nil
 }

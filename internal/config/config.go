@@ -213,6 +213,7 @@ func Default() *Config {
 			MaxMessageSize: defaultMaxMessageSize,
 		},
 		Queue:   defaultQueue(),
+		Fetch:   FetchConfig{State: FetchStateFile},
 		DNS:     DNSConfig{PublicAddresses: []string{}},
 		Proxy:   defaultProxy(),
 		Admin:   defaultAdmin(),

@@ -300,6 +300,8 @@ func TestValidate(t *testing.T) {
 		{"pop3.expire word", func(c *Config) { c.POP3.Expire = "never" }, "pop3.expire: must be NEVER or a whole number of days"},
 		{"pop3.expire negative", func(c *Config) { c.POP3.Expire = "-1" }, "pop3.expire"},
 		{"pop3.expire empty", func(c *Config) { c.POP3.Expire = "" }, "pop3.expire"},
+		{"fetch.state unknown", func(c *Config) { c.Fetch.State = "redis" }, "fetch.state: "},
+		{"fetch.state postgres without the database", func(c *Config) { c.Fetch.State = FetchStatePostgres }, "fetch.state: \"postgres\" needs storage.backend"},
 		{"pop3.dovecot_uidl_format md5", func(c *Config) { c.POP3.DovecotUIDLFormat = "%m" }, "pop3.dovecot_uidl_format: maildir: invalid Dovecot pop3_uidl_format"},
 		{"pop3.dovecot_uidl_format unknown", func(c *Config) { c.POP3.DovecotUIDLFormat = "%08Xn" }, "pop3.dovecot_uidl_format: "},
 		{"pop3.dovecot_uidl_format constant", func(c *Config) { c.POP3.DovecotUIDLFormat = "uidl" }, "pop3.dovecot_uidl_format: "},

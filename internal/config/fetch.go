@@ -20,6 +20,14 @@ const (
 	FetchSecurityNone = "none"
 )
 
+// Accepted values of FetchConfig.State.
+const (
+	// FetchStateFile keeps each account's state in files of state_dir.
+	FetchStateFile = "file"
+	// FetchStatePostgres keeps it in PostgreSQL, shared by the nodes.
+	FetchStatePostgres = "postgres"
+)
+
 // Accepted values of FetchAccount.Auth.
 var FetchAuthMethods = []string{"auto", "scram-sha-256", "plain", "login", "user", "apop"}
 
@@ -27,6 +35,7 @@ var FetchAuthMethods = []string{"auto", "scram-sha-256", "plain", "login", "user
 // downloads, each a [[fetch.account]] table.
 type FetchConfig struct {
 	StateDir      string         `toml:"state_dir" comment:"Directory of the per-account state files (UIDLs seen and delivered); empty means DATA/fetch."`
+	State         string         `toml:"state" comment:"Where the accounts' state is kept: \"file\" (state files in state_dir) or \"postgres\" (in the database of storage.postgres_dsn, with storage.backend = \"postgres\": 'postino fetch' on several nodes never fetches one account at once, an account is leased for storage.lock_ttl and renewed while fetched, and every message is delivered once across nodes)."`
 	MetricsListen string         `toml:"metrics_listen" comment:"Address (host:port) where 'postino fetch --daemon' serves its Prometheus metrics (postino_fetch_runs_total) at /metrics, with /healthz and /readyz, as admin.listen does for the server. Empty: none."`
 	Accounts      []FetchAccount `toml:"account" comment:"Remote POP3 accounts, each a [[fetch.account]] table; none by default. An example with every key follows."`
 }
@@ -126,6 +135,10 @@ var (
 
 // validateFetch checks the [fetch] section.
 func (c *Config) validateFetch(v *validator) {
+	v.oneOf("fetch.state", c.Fetch.State, FetchStateFile, FetchStatePostgres)
+	if c.Fetch.State == FetchStatePostgres && !c.UsesPostgres() {
+		v.add("fetch.state", "\"postgres\" needs storage.backend = \"postgres\" (the database of storage.postgres_dsn)")
+	}
 	seen := map[string]int{}
 	for i, a := range c.Fetch.Accounts {
 		key := func(k string) string { return fmt.Sprintf("fetch.account[%d].%s", i, k) }

@@ -16,7 +16,8 @@
 //	   matching the pinned fingerprint
 //	6  delivery failed: the destination refused or failed to store a
 //	   message (it stays on the server)
-//	7  locked: another fetch of the account is running, or the server
+//	7  locked: another fetch of the account is running (or, with the
+//	   state in PostgreSQL, the run lost its lease), or the server
 //	   answered [IN-USE] or [LOGIN-DELAY]
 //	64 usage error, 78 configuration error
 //
@@ -152,6 +153,42 @@
 // Message-ID and Date fields, so they are unique in practice. Without TOP
 // as well, every message is downloaded on each run and identified by the
 // SHA-256 of its content. With such servers, delete = true is advisable.
+//
+// # State in PostgreSQL
+//
+// With fetch.state = "postgres", Fetcher.States is a PGStates and the
+// state of every account lives in the database of the cluster (schema
+// version 4 of internal/store/pgstore), keyed by the account's name, so
+// that `postino fetch --daemon` can run on every node:
+//
+//   - fetch_accounts holds the snapshot (the JSON document NAME.state
+//     holds otherwise), fetch_journal the records written since (the
+//     lines of NAME.journal: intent, done, abandon, dele, expunged), in
+//     order. A record that the file protocol fsyncs is committed at the
+//     same point instead; those it leaves unsynced are held in memory
+//     until the next commit. The snapshot is replaced, and the records it
+//     folds in deleted, in one transaction.
+//   - fetch_leases replaces NAME.lock: a run inserts the account's lease
+//     row (or takes over an expired one) with an expiry of the lease
+//     length (storage.lock_ttl) in the database's clock, else fails with
+//     ErrStateLocked (exit code 7). It renews the lease every third of its
+//     length and deletes the row at the end. A lease not renewed for its
+//     length minus a quarter, counted from the start of the last
+//     successful renewal, is given up: StateFile.Lost closes, the run's
+//     context is cancelled and it ends with ErrLeaseLost (exit code 7),
+//     before the lease can expire in the database and pass to another
+//     node. A dead node's lease expires; the next run to take it settles
+//     the intents the dead run left exactly as after a crash (Find at the
+//     destination).
+//   - Every commit first checks, in its transaction and under the lease
+//     row's lock, that the run's lease is still its own and unexpired
+//     (fencing): a run whose lease passed to another node commits nothing
+//     more, so it can neither start a delivery (no intent) nor send a
+//     DELE (no dele record) after the takeover.
+//
+// The delivery and its done record are not one transaction, even for a
+// local: destination in PostgreSQL: the intent protocol already covers
+// the gap between them, for every kind of destination alike.
 //
 // # Other behaviour
 //

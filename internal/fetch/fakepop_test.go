@@ -42,6 +42,11 @@ type fakePOP struct {
 	mu     sync.Mutex
 	msgs   []fakeMsg
 	noUIDL bool // UIDL and TOP answer -ERR
+
+	// active counts the open sessions, and maxActive the most open at
+	// once; retrDelay slows each RETR down.
+	active, maxActive int
+	retrDelay         time.Duration
 }
 
 // startFakePOP listens on 127.0.0.1 with security "none" (no STLS),
@@ -98,6 +103,16 @@ func (s *fakePOP) rename(from, to string) {
 
 func (s *fakePOP) serve(c net.Conn, stls bool, cfg *tls.Config) {
 	defer func() { c.Close() }()
+	s.mu.Lock()
+	s.active++
+	s.maxActive = max(s.maxActive, s.active)
+	retrDelay := s.retrDelay
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.active--
+		s.mu.Unlock()
+	}()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	br := bufio.NewReader(c)
 	w := bufio.NewWriter(c)
@@ -188,6 +203,7 @@ func (s *fakePOP) serve(c net.Conn, stls bool, cfg *tls.Config) {
 			body(b.Bytes())
 		case cmd == "RETR" && len(f) == 2:
 			if n, ok := get(f[1]); ok {
+				time.Sleep(retrDelay)
 				reply("+OK")
 				body(msgs[n-1].data)
 			}

@@ -66,7 +66,7 @@ func ExitCode(newMail int, err error) int {
 		// The server broke a limit (a line, a listing, a message larger
 		// than it announced): retrying would fetch the same.
 		return ExitProtocol
-	case errors.Is(err, ErrStateLocked):
+	case errors.Is(err, ErrStateLocked), errors.Is(err, ErrLeaseLost):
 		return ExitLocked
 	case errors.As(err, &te) || isTLSFailure(err):
 		return ExitTLS
@@ -123,8 +123,11 @@ func isDropped(err error) bool {
 
 // Fetcher downloads accounts.
 type Fetcher struct {
-	// StateDir holds the state files.
+	// StateDir holds the state files, and the spool of downloads.
 	StateDir string
+	// States, when set, keeps the accounts' state there instead of in
+	// StateDir's files (PGStates: shared by the nodes of a cluster).
+	States StateOpener
 	// Logger receives warnings and, at Info, one line per run and
 	// message; nil discards.
 	Logger *slog.Logger
@@ -177,11 +180,31 @@ func (f *Fetcher) Run(ctx context.Context, a *Account) (Result, error) {
 	if err := a.Check(); err != nil {
 		return res, err
 	}
-	st, err := OpenState(f.StateDir, a.Name)
+	var st *StateFile
+	var err error
+	if f.States != nil {
+		st, err = f.States.OpenState(ctx, a.Name)
+	} else {
+		st, err = OpenState(f.StateDir, a.Name)
+	}
 	if err != nil {
 		return res, err
 	}
 	defer st.Close()
+	if lost := st.Lost(); lost != nil {
+		// A lease that may pass to another node ends the run: nothing is
+		// delivered that its intent, now fenced, could not cover.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		go func() {
+			select {
+			case <-lost:
+				cancel(ErrLeaseLost)
+			case <-ctx.Done():
+			}
+		}()
+	}
 	st.State.Server = a.User + "@" + a.Addr()
 	r := &run{f: f, a: a, st: st, res: &res, log: f.log().With("account", a.Name), now: time.Now().UTC()}
 	if err := r.recover(ctx); err != nil {

@@ -101,6 +101,20 @@ type StateFile struct {
 	lock      *os.File
 	journal   *os.File
 	dirty     bool // entries written but not yet fsync'd
+
+	// pg, when set, keeps the state in PostgreSQL instead of files
+	// (OpenPGState).
+	pg *pgState
+}
+
+// Lost returns a channel closed when the state's lease is lost (the
+// state in PostgreSQL could not be renewed in time, or another node took
+// it over), or nil for a state file, whose lock cannot be lost.
+func (s *StateFile) Lost() <-chan struct{} {
+	if s.pg == nil {
+		return nil
+	}
+	return s.pg.lost
 }
 
 // ErrStateLocked is returned by OpenState when another process is fetching
@@ -239,6 +253,17 @@ func (s *StateFile) apply(e journalEntry) {
 // append writes one journal entry, waits for it (and every entry before
 // it) to be durable if sync is set, and applies it.
 func (s *StateFile) append(e journalEntry, sync bool) error {
+	if s.pg != nil {
+		s.pg.pending = append(s.pg.pending, e)
+		s.dirty = true
+		if sync {
+			if err := s.Sync(); err != nil {
+				return err
+			}
+		}
+		s.apply(e)
+		return nil
+	}
 	if s.journal == nil {
 		f, err := os.OpenFile(s.path(".journal"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
@@ -270,6 +295,16 @@ func (s *StateFile) append(e journalEntry, sync bool) error {
 
 // Sync makes every journal entry written so far durable.
 func (s *StateFile) Sync() error {
+	if s.pg != nil {
+		if !s.dirty {
+			return nil
+		}
+		if err := s.pg.flush(); err != nil {
+			return err
+		}
+		s.dirty = false
+		return nil
+	}
 	if !s.dirty || s.journal == nil {
 		return nil
 	}
@@ -345,6 +380,13 @@ func (s *StateFile) Save() error {
 	if err != nil {
 		return err
 	}
+	if s.pg != nil {
+		if err := s.pg.save(data); err != nil {
+			return err
+		}
+		s.dirty = false
+		return nil
+	}
 	data = append(data, '\n')
 	tmp := s.path(".state.tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -381,6 +423,11 @@ func (s *StateFile) Save() error {
 
 // Close releases the lock. It does not save.
 func (s *StateFile) Close() error {
+	if s.pg != nil {
+		p := s.pg
+		s.pg = nil
+		return p.close()
+	}
 	if s.journal != nil {
 		s.journal.Close()
 		s.journal = nil

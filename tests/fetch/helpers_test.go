@@ -26,13 +26,16 @@ import (
 
 	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/internal/testutil/mailtest"
+	"github.com/postino-mail/postino/internal/testutil/pgtest"
 	"github.com/postino-mail/postino/pop3"
 )
 
 var binPath string
 
 func TestMain(m *testing.M) {
-	os.Exit(testutil.Main(m, "fetch", &binPath, nil))
+	code := testutil.Main(m, "fetch", &binPath, nil)
+	pgtest.Stop()
+	os.Exit(code)
 }
 
 // run runs a command with extra environment and returns its exit code

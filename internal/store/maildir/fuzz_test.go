@@ -132,6 +132,7 @@ func FuzzParseUIDList(f *testing.F) {
 		"1 1200000000 3\n1 1199999999.P1.host:2,S\n2 1199999999.P2.host\n",
 		"2 V5 N3\n1 W10 :a\n2 P :b\n",
 		"3 V1 N1\n1 Pdup :a\n2 Pdup :b\n3 :a,S=1\n",
+		"3 V1 N3\n1 Pa:b,c :x,S=5:2,S\n2 P:: :y\n",
 		"3 V0 N1\n",
 		"3 V4294967295 N4294967295\n4294967295 G P W S :x:2,S\n",
 		"3 V5\nx :a\n0 :b\n5 no-colon\n6 :\n7 :a/b\n",

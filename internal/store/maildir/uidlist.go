@@ -348,7 +348,15 @@ func (l *uidList) parseLine(line string) (uidEntry, bool) {
 	if l.version == 1 {
 		e.name = rest
 	} else {
-		colon := strings.Index(rest, ":")
+		// The file name follows the first word that starts with ':', as
+		// Dovecot reads it: an extension's value (a POP3 UIDL) may
+		// contain ':' itself.
+		colon := -1
+		if strings.HasPrefix(rest, ":") {
+			colon = 0
+		} else if i := strings.Index(rest, " :"); i >= 0 {
+			colon = i + 1
+		}
 		if colon < 0 {
 			return e, false
 		}

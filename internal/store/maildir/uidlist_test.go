@@ -41,6 +41,16 @@ func TestParseUIDList(t *testing.T) {
 	if e := l.entries["1199999999.P1.host"]; e.uid != 1 || e.name != "1199999999.P1.host" {
 		t.Fatalf("v1 entry = %+v (the flags must not be part of the name)", e)
 	}
+
+	// A POP3 UIDL may contain ':': the name follows the word that starts
+	// with ':', as Dovecot reads it.
+	l, bad, err = parseUIDList(strings.NewReader("3 V1 N3\n1 Pa:b,c :1199999999.P1.host,S=5:2,S\n2 :1199999999.P2.host\n"), nil)
+	if err != nil || bad != 0 || len(l.entries) != 2 {
+		t.Fatalf("UIDL with ':': %+v, %d, %v", l, bad, err)
+	}
+	if e := l.entries["1199999999.P1.host"]; e.pop3 != "a:b,c" || e.name != "1199999999.P1.host,S=5" {
+		t.Fatalf("entry with ':' in its UIDL = %+v", e)
+	}
 }
 
 func TestParseUIDListMalformed(t *testing.T) {

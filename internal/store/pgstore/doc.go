@@ -38,11 +38,17 @@
 // status and last reply). The blob collector leaves blobs a queued
 // message references alone.
 //
+// Version 4 adds the state of `postino fetch` (fetch_accounts,
+// fetch_journal, fetch_leases; see internal/fetch, "State in
+// PostgreSQL") and, on messages, downloaded_at and vaulted_at for
+// pop3.expire and the deleted-mail vault (retention.go). Versions are
+// numbered per feature and depend on version 1 only: Migrate applies
+// every one the database lacks, in order.
+//
 // Planned for later versions, on the same database: users and aliases
 // (tables users, aliases, replacing the passwd file when the backend is
-// postgres), login-failure state
-// (login_failures keyed by address prefix and account, with expiry) and
-// fetch state (fetch_seen: account, remote UIDL, first seen).
+// postgres) and login-failure state (login_failures keyed by address
+// prefix and account, with expiry).
 //
 // # Delivery
 //

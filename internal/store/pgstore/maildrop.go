@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -24,10 +25,13 @@ type Maildrop struct {
 	lease *lease
 	ctx   context.Context // cancelled when the lease is lost or released
 	msgs  []store.MessageInfo
-	ids   []int64  // message row ids, in snapshot order
-	keys  []string // blob keys
-	pre   []bool   // whether the message has a prefix
-	done  bool     // Commit was called
+	ids   []int64     // message row ids, in snapshot order
+	keys  []string    // blob keys
+	pre   []bool      // whether the message has a prefix
+	dates []time.Time // internal dates
+	done  bool        // Commit was called
+	// vaulted is how many messages Commit moved into the vault.
+	vaulted int
 }
 
 var _ store.Maildrop = (*Maildrop)(nil)
@@ -44,21 +48,24 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 	md := &Maildrop{s: s, lease: ls, ctx: lctx}
 	// The snapshot: messages of INBOX in delivery order. Mail delivered
 	// after this query is seen by the next session.
-	rows, err := s.pool.Query(ctx, `SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0 FROM messages m
+	rows, err := s.pool.Query(ctx, `SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0, m.internal_date FROM messages m
 		JOIN folders f ON f.id = m.folder_id AND f.name = $2
 		JOIN mailboxes b ON b.id = m.mailbox_id AND b.name = $1
+		WHERE m.vaulted_at IS NULL
 		ORDER BY m.uid`, mailbox, inbox)
 	if err == nil {
 		for rows.Next() {
 			var id, size int64
 			var uidl, key string
 			var pre bool
-			if err = rows.Scan(&id, &uidl, &size, &key, &pre); err != nil {
+			var date time.Time
+			if err = rows.Scan(&id, &uidl, &size, &key, &pre, &date); err != nil {
 				break
 			}
 			md.ids = append(md.ids, id)
 			md.keys = append(md.keys, key)
 			md.pre = append(md.pre, pre)
+			md.dates = append(md.dates, date)
 			md.msgs = append(md.msgs, store.MessageInfo{UID: uidl, Size: size})
 		}
 		rows.Close()
@@ -72,6 +79,10 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 	}
 	return md, nil
 }
+
+// InternalDate returns when message i was delivered (or the date an
+// import kept).
+func (m *Maildrop) InternalDate(i int) time.Time { return m.dates[i] }
 
 // Messages returns the snapshot.
 func (m *Maildrop) Messages() []store.MessageInfo { return m.msgs }
@@ -145,6 +156,7 @@ func (m *Maildrop) Commit(ctx context.Context, deleted []int) error {
 		ids = append(ids, m.ids[i])
 	}
 	slices.Sort(ids)
+	vault := m.s.vault.Load()
 	err := pgx.BeginFunc(ctx, m.s.pool, func(tx pgx.Tx) error {
 		var ok bool
 		// RFC 1939 §6: the UPDATE state, only by the lock's holder.
@@ -156,7 +168,12 @@ func (m *Maildrop) Commit(ctx context.Context, deleted []int) error {
 		if err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `DELETE FROM messages WHERE id = ANY($1)`, ids)
+		q := `DELETE FROM messages WHERE id = ANY($1) AND vaulted_at IS NULL`
+		if vault {
+			// Into the vault: kept, seen neither by POP3 nor the quota.
+			q = `UPDATE messages SET vaulted_at = now() WHERE id = ANY($1) AND vaulted_at IS NULL`
+		}
+		tag, err := tx.Exec(ctx, q, ids)
 		if err != nil {
 			return err
 		}
@@ -175,6 +192,9 @@ func (m *Maildrop) Commit(ctx context.Context, deleted []int) error {
 			return err
 		}
 		return fmt.Errorf("pgstore: commit on %s: %w", m.lease.mailbox, err)
+	}
+	if vault {
+		m.vaulted = len(ids)
 	}
 	return nil
 }

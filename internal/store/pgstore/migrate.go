@@ -56,9 +56,11 @@ func migrations() ([]migration, error) {
 		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("pgstore: migrations not numbered 1, 2, ...: %s", m.name)
+	// Versions are fixed per feature, so a build may lack some (each
+	// migration depends on version 1 only): they must only be unique.
+	for i := 1; i < len(ms); i++ {
+		if ms[i].version == ms[i-1].version {
+			return nil, fmt.Errorf("pgstore: two migrations numbered %d: %s", ms[i].version, ms[i].name)
 		}
 	}
 	return ms, nil
@@ -70,7 +72,10 @@ func LatestVersion() int {
 	if err != nil {
 		panic(err) // the embedded files are checked by the tests
 	}
-	return len(ms)
+	if len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
 }
 
 const createVersionTable = `CREATE TABLE IF NOT EXISTS schema_version (
@@ -95,18 +100,61 @@ func currentVersion(ctx context.Context, q interface {
 	return v, err
 }
 
+// missing returns the migrations of ms the database lacks, given the
+// versions applied (appliedVersions), and the highest applied version.
+func missing(ms []migration, applied map[int]bool) (todo []migration, top int) {
+	for v := range applied {
+		top = max(top, v)
+	}
+	for _, m := range ms {
+		if !applied[m.version] {
+			todo = append(todo, m)
+		}
+	}
+	return todo, top
+}
+
+// appliedVersions returns the versions of schema_version (none when the
+// table does not exist).
+func appliedVersions(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) (map[int]bool, error) {
+	if v, err := currentVersion(ctx, q); err != nil || v == 0 {
+		return map[int]bool{}, err
+	}
+	rows, err := q.Query(ctx, `SELECT version FROM schema_version`)
+	if err != nil {
+		return nil, err
+	}
+	vs, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]bool, len(vs))
+	for _, v := range vs {
+		out[v] = true
+	}
+	return out, nil
+}
+
 // CheckSchema returns nil when the database has exactly the schema this
 // build knows, ErrSchemaTooNew or ErrSchemaTooOld otherwise.
 func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
-	v, err := currentVersion(ctx, pool)
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	applied, err := appliedVersions(ctx, pool)
 	if err != nil {
 		return fmt.Errorf("pgstore: reading schema version: %w", err)
 	}
+	todo, v := missing(ms, applied)
 	switch latest := LatestVersion(); {
 	case v > latest:
 		return fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooNew, v, latest)
-	case v < latest:
-		return fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooOld, v, latest)
+	case len(todo) > 0:
+		return fmt.Errorf("%w (database %d, postino %d, missing %s)", ErrSchemaTooOld, v, latest, todo[0].name)
 	}
 	return nil
 }
@@ -121,8 +169,10 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied []int, err error)
 		return nil, err
 	}
 	// The fast path: nothing to do, no lock taken.
-	if v, err := currentVersion(ctx, pool); err == nil && v == len(ms) {
-		return nil, nil
+	if applied, err := appliedVersions(ctx, pool); err == nil {
+		if todo, v := missing(ms, applied); len(todo) == 0 && v <= LatestVersion() {
+			return nil, nil
+		}
 	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -143,14 +193,15 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied []int, err error)
 	if _, err := conn.Exec(ctx, createVersionTable); err != nil {
 		return nil, fmt.Errorf("pgstore: migrate: %w", err)
 	}
-	v, err := currentVersion(ctx, conn)
+	done, err := appliedVersions(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: migrate: %w", err)
 	}
-	if v > len(ms) {
-		return nil, fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooNew, v, len(ms))
+	todo, v := missing(ms, done)
+	if v > LatestVersion() {
+		return nil, fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooNew, v, LatestVersion())
 	}
-	for _, m := range ms[v:] {
+	for _, m := range todo {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, m.sql); err != nil {
 				return err

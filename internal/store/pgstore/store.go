@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,6 +77,8 @@ type Store struct {
 	log     *slog.Logger
 	cancel  context.CancelFunc
 	stopped chan struct{}
+	// vault: Commit moves messages into the vault (SetVault).
+	vault atomic.Bool
 
 	// afterBlobPut, in tests, runs between the blob's write and the
 	// metadata transaction of a delivery.
@@ -383,7 +386,7 @@ func (s *Store) Usage(ctx context.Context, mailbox string) (int, int64, error) {
 	var n int
 	var bytes int64
 	err := s.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(size), 0) FROM messages
-		WHERE mailbox_id = (SELECT id FROM mailboxes WHERE name = $1)`, mailbox).Scan(&n, &bytes)
+		WHERE mailbox_id = (SELECT id FROM mailboxes WHERE name = $1) AND vaulted_at IS NULL`, mailbox).Scan(&n, &bytes)
 	if err != nil {
 		return 0, 0, fmt.Errorf("pgstore: usage of %s: %w", mailbox, err)
 	}
