@@ -54,6 +54,9 @@ type cluster struct {
 	dir   string
 	dsn   string
 	users string // the shared user database
+	extra string // TOML appended to every node's configuration
+	smtp  string // TOML added to every node's [smtp] section
+	user  string // TOML added to every node's [users] section
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -75,9 +78,10 @@ func newCluster(t *testing.T) *cluster {
 // node is one running "postino serve".
 type node struct {
 	*testutil.Serve
-	config       string
-	pop3, smtp   string
-	killed, done bool
+	name              string
+	config            string
+	pop3, pop3s, smtp string
+	killed, done      bool
 }
 
 // config writes node name's configuration with the given DSN.
@@ -101,14 +105,18 @@ submission = ""
 submissions = ""
 lmtp = %q
 local_domains = ["example.test"]
+%s
 [users]
 file = %q
+%s
 [storage]
 backend = "postgres"
 postgres_dsn = %q
 lock_ttl = %q
 max_connections = 4
-`, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, filepath.Join(data, "lmtp.sock"), c.users, dsn, lockTTL.String())
+[admin]
+listen = ""
+`, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, filepath.Join(data, "lmtp.sock"), c.smtp, c.users, c.user, dsn, lockTTL.String()) + c.extra
 	path := filepath.Join(c.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

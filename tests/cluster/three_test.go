@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
+)
+
+// crlf turns every line end of b into CRLF.
+func crlf(b string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(b, "\r\n", "\n"), "\n", "\r\n")
+}
+
+// dropFetchmailReceived removes the Received header field fetchmail
+// adds (with its continuation lines) from a message.
+func dropFetchmailReceived(m string) string {
+	lines := strings.SplitAfter(m, "\r\n")
+	for i := 0; i < len(lines); i++ {
+		if lines[i] == "\r\n" {
+			break
+		}
+		if !strings.HasPrefix(lines[i], "Received: ") {
+			continue
+		}
+		j := i + 1
+		for j < len(lines) && (strings.HasPrefix(lines[j], "\t") || strings.HasPrefix(lines[j], " ")) {
+			j++
+		}
+		if strings.Contains(strings.Join(lines[i:j], ""), "(fetchmail-") {
+			return strings.Join(append(lines[:i:i], lines[j:]...), "")
+		}
+	}
+	return m
+}
+
+// readDir returns the contents of every file in dir, sorted.
+func readDir(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestThreeNodes runs real clients against three nodes sharing one
+// database: swaks delivers through node 1 in the clear and through node
+// 2 with STARTTLS; mpop downloads through node 2 with STLS and fetchmail
+// through node 3 in the clear, each getting exactly what POP3 serves on
+// the other nodes, byte for byte. The maildrop lock holds across the
+// three nodes, and a node killed with SIGKILL while holding it frees it
+// within lock_ttl without applying the deletion its session marked.
+func TestThreeNodes(t *testing.T) {
+	swaks := testutil.NeedProgram(t, "swaks")
+	mpop := testutil.NeedProgram(t, "mpop")
+	fetchmail := testutil.NeedProgram(t, "fetchmail")
+	c := newCluster(t)
+	nodes := c.startNodes(t, 3, c.dsn)
+
+	// Delivery through nodes 1 and 2 (RFC 5321, RFC 3207 STARTTLS).
+	var sent []string
+	for i, tc := range []struct {
+		n    *node
+		args []string
+	}{{nodes[0], nil}, {nodes[1], []string{"--tls"}}} {
+		msg := smallMessage(alice, fmt.Sprintf("swaks through node %d", i+1))
+		file := filepath.Join(t.TempDir(), "msg.eml")
+		os.WriteFile(file, []byte(strings.TrimSuffix(strings.ReplaceAll(msg, "\r\n", "\n"), "\n")), 0o600)
+		r := run(t, nil, nil, swaks, append([]string{"--timeout", "30", "--server", tc.n.smtp, "--ehlo", "client.example.test",
+			"--from", "bob@remote.example", "--to", alice, "--data", "@" + file}, tc.args...)...)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "<-  250 2.0.0 OK") && !strings.Contains(r.Stdout, "<~  250 2.0.0 OK") {
+			t.Fatalf("swaks through node %d:\n%s", i+1, r)
+		}
+		if tc.args != nil && !strings.Contains(r.Stdout, "<~ ") {
+			t.Fatalf("swaks did not use STARTTLS:\n%s", r)
+		}
+		sent = append(sent, msg)
+	}
+
+	// What node 3 serves: the messages sent, after node 1's and node 2's
+	// trace headers.
+	p3, err := nodes[2].login(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := mailtest.RetrAll(t, p3, "node 3")
+	p3.Cmd("QUIT")
+	if len(served) != 2 {
+		t.Fatalf("node 3 serves %d messages, want 2", len(served))
+	}
+	var want []string
+	for i, m := range served {
+		if !strings.HasSuffix(string(m), "\r\n"+sent[i]) {
+			t.Fatalf("message %d as served by node 3:\n%q\nwant the end:\n%q", i+1, m, sent[i])
+		}
+		want = append(want, string(m))
+	}
+	sort.Strings(want)
+
+	// mpop through node 2 with STLS (RFC 2595), keeping the mail;
+	// "delivery exchange" writes the octets as received.
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	os.Mkdir(out, 0o700)
+	cfg := filepath.Join(dir, "mpoprc")
+	_, port, _ := strings.Cut(nodes[1].pop3, "127.0.0.1:")
+	os.WriteFile(cfg, fmt.Appendf(nil, "account test\nhost localhost\nport %s\nuser %s\npassword %s\nauth user\nkeep on\nreceived_header off\nuidls_file %s\ndelivery exchange %s\n",
+		port, alice, alicePW, filepath.Join(dir, "uidls"), out), 0o600)
+	r := run(t, []string{"HOME=" + dir}, nil, mpop, "-C", cfg, "--tls=on", "--tls-starttls=on",
+		"--tls-trust-file="+filepath.Join(c.dir, "node2", "tls", "cert.pem"), "-q", "test")
+	if r.Code != 0 {
+		t.Fatalf("mpop through node 2:\n%s", r)
+	}
+	if got := readDir(t, out); strings.Join(got, "\x00") != strings.Join(want, "\x00") {
+		t.Fatalf("mpop through node 2 got %d messages, different from what node 3 serves:\n%q\nwant\n%q", len(got), got, want)
+	}
+
+	// fetchmail through node 3 in the clear, keeping the mail; it adds
+	// a Received header of its own and may turn line ends into LF.
+	home := t.TempDir()
+	fout := filepath.Join(home, "out")
+	os.Mkdir(fout, 0o700)
+	_, port, _ = strings.Cut(nodes[2].pop3, "127.0.0.1:")
+	rc := filepath.Join(home, ".fetchmailrc")
+	os.WriteFile(rc, fmt.Appendf(nil, "set no syslog\nset no bouncemail\npoll 127.0.0.1 protocol pop3 port %s uidl\n  user %q there with password %q is %q here\n  sslproto \"\"\n  keep\n  no stripcr\n  mda \"cat > $(mktemp %s/msg.XXXXXX)\"\n",
+		port, alice, alicePW, "postino-test", fout), 0o600)
+	r = run(t, []string{"HOME=" + home}, nil, fetchmail, "--nodetach", "--fetchmailrc", rc,
+		"--idfile", filepath.Join(home, ".fetchids"), "--pidfile", filepath.Join(home, ".fetchmail.pid"))
+	if r.Code != 0 {
+		t.Fatalf("fetchmail through node 3:\n%s", r)
+	}
+	got := readDir(t, fout)
+	if len(got) != 2 {
+		t.Fatalf("fetchmail got %d messages, want 2:\n%s", len(got), r)
+	}
+	for _, g := range got {
+		g = dropFetchmailReceived(crlf(g))
+		found := false
+		for _, w := range want {
+			found = found || g == w
+		}
+		if !found {
+			t.Fatalf("fetchmail through node 3 got a message node 3 does not serve:\n%q", g)
+		}
+	}
+
+	// The lock holds across the three nodes (RFC 1939 §4: exclusive
+	// access; RFC 2449 §8.1.1 [IN-USE]).
+	held, err := nodes[0].login(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes[1:] {
+		if _, err := n.login(t); err == nil || !strings.Contains(err.Error(), "IN-USE") {
+			t.Fatalf("login on %s while node 1 holds the lock: %v, want -ERR [IN-USE]", n.name, err)
+		}
+	}
+	// Node 1 marks a deletion, then dies without QUIT.
+	if _, err := held.Cmd("DELE 2"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].kill9(t)
+	start := time.Now()
+	for {
+		p, err := nodes[2].login(t)
+		if err == nil {
+			if got := mailtest.RetrAll(t, p, "after the kill"); len(got) != 2 || string(got[0]) != string(served[0]) || string(got[1]) != string(served[1]) {
+				t.Fatalf("after the kill node 3 serves %d messages, want the same 2: the dead session's deletion was applied?", len(got))
+			}
+			p.Cmd("QUIT")
+			break
+		}
+		if !strings.Contains(err.Error(), "IN-USE") {
+			t.Fatalf("login on node 3 after the kill: %v", err)
+		}
+		if time.Since(start) > lockTTL+2*time.Second {
+			t.Fatalf("lock still held %v after node 1 died (lock_ttl %v)", time.Since(start), lockTTL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("lock freed %v after SIGKILL (lock_ttl %v)", time.Since(start), lockTTL)
+}
