@@ -160,6 +160,7 @@ type traffic struct {
 	replies map[string]int    // reply to the end of DATA or the first refusal, by its first 9 characters
 	errs    []string          // anything other than 250, 451 4.3.0 or a refused/broken connection
 	stop    chan struct{}
+	once    sync.Once
 	wg      sync.WaitGroup
 	seq     int
 }
@@ -239,7 +240,7 @@ func (tr *traffic) waitAcked(t *testing.T, n int, d time.Duration, what string) 
 
 // finish stops the senders and waits for them.
 func (tr *traffic) finish() {
-	close(tr.stop)
+	tr.once.Do(func() { close(tr.stop) })
 	tr.wg.Wait()
 }
 
