@@ -81,6 +81,7 @@ type node struct {
 	name              string
 	config            string
 	pop3, pop3s, smtp string
+	submissions       string
 	killed, done      bool
 }
 
@@ -92,6 +93,13 @@ func (c *cluster) config(t *testing.T, name, dsn, pop3Addr, smtpAddr string) str
 // configTLS is config with POP3 over implicit TLS on pop3sAddr too.
 func (c *cluster) configTLS(t *testing.T, name, dsn, pop3Addr, pop3sAddr, smtpAddr string) string {
 	t.Helper()
+	return c.configAll(t, name, dsn, pop3Addr, pop3sAddr, smtpAddr, "")
+}
+
+// configAll is configTLS with SMTP submission over implicit TLS on
+// submissionsAddr too.
+func (c *cluster) configAll(t *testing.T, name, dsn, pop3Addr, pop3sAddr, smtpAddr, submissionsAddr string) string {
+	t.Helper()
 	data := filepath.Join(c.dir, name)
 	os.MkdirAll(data, 0o700)
 	cfg := fmt.Sprintf(`hostname = %q
@@ -102,7 +110,7 @@ listen_tls = %q
 [smtp]
 listen = %q
 submission = ""
-submissions = ""
+submissions = %q
 lmtp = %q
 local_domains = ["example.test"]
 %s
@@ -116,7 +124,7 @@ lock_ttl = %q
 max_connections = 4
 [admin]
 listen = ""
-`, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, filepath.Join(data, "lmtp.sock"), c.smtp, c.users, c.user, dsn, lockTTL.String()) + c.extra
+`, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, submissionsAddr, filepath.Join(data, "lmtp.sock"), c.smtp, c.users, c.user, dsn, lockTTL.String()) + c.extra
 	path := filepath.Join(c.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -17,16 +17,17 @@ import (
 )
 
 // startTLS runs node name on dsn with plain POP3 (STLS), POP3 over
-// implicit TLS and SMTP, each on a free port.
+// implicit TLS, SMTP and SMTP submission over implicit TLS, each on a
+// free port.
 func (c *cluster) startTLS(t *testing.T, name, dsn string) *node {
 	t.Helper()
 	n := &node{}
 	n.Serve = testutil.StartServe(t, testutil.ServeConfig{
-		Bin: binPath, FreeAddrs: 3, Retry: true,
+		Bin: binPath, FreeAddrs: 4, Retry: true,
 		Setup: func(free []string) ([]string, map[string]string) {
-			n.pop3, n.pop3s, n.smtp = free[0], free[1], free[2]
-			n.config = c.configTLS(t, name, dsn, n.pop3, n.pop3s, n.smtp)
-			return []string{"serve", "--config", n.config}, map[string]string{"pop3": n.pop3, "pop3s": n.pop3s, "smtp": n.smtp}
+			n.pop3, n.pop3s, n.smtp, n.submissions = free[0], free[1], free[2], free[3]
+			n.config = c.configAll(t, name, dsn, n.pop3, n.pop3s, n.smtp, n.submissions)
+			return []string{"serve", "--config", n.config}, map[string]string{"pop3": n.pop3, "pop3s": n.pop3s, "smtp": n.smtp, "submissions": n.submissions}
 		},
 	})
 	n.name = name

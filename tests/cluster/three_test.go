@@ -60,10 +60,11 @@ func readDir(t *testing.T, dir string) []string {
 }
 
 // TestThreeNodes runs real clients against three nodes sharing one
-// database: swaks delivers through node 1 in the clear and through node
-// 2 with STARTTLS; mpop downloads through node 2 with STLS and fetchmail
-// through node 3 in the clear, each getting exactly what POP3 serves on
-// the other nodes, byte for byte. The maildrop lock holds across the
+// database: swaks delivers through node 1 in the clear, through node 2
+// with STARTTLS and through node 3's submission port over implicit TLS;
+// mpop downloads through node 2 with STLS and through node 3 over
+// implicit TLS, and fetchmail through node 3 in the clear, each getting
+// exactly what POP3 serves, byte for byte. The maildrop lock holds across the
 // three nodes, and a node killed with SIGKILL while holding it frees it
 // within lock_ttl without applying the deletion its session marked.
 func TestThreeNodes(t *testing.T) {
@@ -73,17 +74,23 @@ func TestThreeNodes(t *testing.T) {
 	c := newCluster(t)
 	nodes := c.startNodes(t, 3, c.dsn)
 
-	// Delivery through nodes 1 and 2 (RFC 5321, RFC 3207 STARTTLS).
+	// Delivery through node 1 in the clear, node 2 with STARTTLS (RFC
+	// 3207) and node 3's submission port over implicit TLS with AUTH
+	// (RFC 8314, RFC 4954).
 	var sent []string
 	for i, tc := range []struct {
-		n    *node
-		args []string
-	}{{nodes[0], nil}, {nodes[1], []string{"--tls"}}} {
-		msg := smallMessage(alice, fmt.Sprintf("swaks through node %d", i+1))
+		addr, from string
+		args       []string
+	}{
+		{nodes[0].smtp, "bob@remote.example", nil},
+		{nodes[1].smtp, "bob@remote.example", []string{"--tls"}},
+		{nodes[2].submissions, alice, []string{"--tls-on-connect", "--auth", "PLAIN", "--auth-user", alice, "--auth-password", alicePW}},
+	} {
+		msg := strings.Replace(smallMessage(alice, fmt.Sprintf("swaks through node %d", i+1)), "From: bob@remote.example", "From: "+tc.from, 1)
 		file := filepath.Join(t.TempDir(), "msg.eml")
 		os.WriteFile(file, []byte(strings.TrimSuffix(strings.ReplaceAll(msg, "\r\n", "\n"), "\n")), 0o600)
-		r := run(t, nil, nil, swaks, append([]string{"--timeout", "30", "--server", tc.n.smtp, "--ehlo", "client.example.test",
-			"--from", "bob@remote.example", "--to", alice, "--data", "@" + file}, tc.args...)...)
+		r := run(t, nil, nil, swaks, append([]string{"--timeout", "30", "--server", tc.addr, "--ehlo", "client.example.test",
+			"--from", tc.from, "--to", alice, "--data", "@" + file}, tc.args...)...)
 		if r.Code != 0 || !strings.Contains(r.Stdout, "<-  250 2.0.0 OK") && !strings.Contains(r.Stdout, "<~  250 2.0.0 OK") {
 			t.Fatalf("swaks through node %d:\n%s", i+1, r)
 		}
@@ -93,16 +100,16 @@ func TestThreeNodes(t *testing.T) {
 		sent = append(sent, msg)
 	}
 
-	// What node 3 serves: the messages sent, after node 1's and node 2's
-	// trace headers.
+	// What node 3 serves: the messages sent, after the receiving
+	// nodes' trace headers.
 	p3, err := nodes[2].login(t)
 	if err != nil {
 		t.Fatal(err)
 	}
 	served := mailtest.RetrAll(t, p3, "node 3")
 	p3.Cmd("QUIT")
-	if len(served) != 2 {
-		t.Fatalf("node 3 serves %d messages, want 2", len(served))
+	if len(served) != len(sent) {
+		t.Fatalf("node 3 serves %d messages, want %d", len(served), len(sent))
 	}
 	var want []string
 	for i, m := range served {
@@ -113,22 +120,29 @@ func TestThreeNodes(t *testing.T) {
 	}
 	sort.Strings(want)
 
-	// mpop through node 2 with STLS (RFC 2595), keeping the mail;
-	// "delivery exchange" writes the octets as received.
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	os.Mkdir(out, 0o700)
-	cfg := filepath.Join(dir, "mpoprc")
-	_, port, _ := strings.Cut(nodes[1].pop3, "127.0.0.1:")
-	os.WriteFile(cfg, fmt.Appendf(nil, "account test\nhost localhost\nport %s\nuser %s\npassword %s\nauth user\nkeep on\nreceived_header off\nuidls_file %s\ndelivery exchange %s\n",
-		port, alice, alicePW, filepath.Join(dir, "uidls"), out), 0o600)
-	r := run(t, []string{"HOME=" + dir}, nil, mpop, "-C", cfg, "--tls=on", "--tls-starttls=on",
-		"--tls-trust-file="+filepath.Join(c.dir, "node2", "tls", "cert.pem"), "-q", "test")
-	if r.Code != 0 {
-		t.Fatalf("mpop through node 2:\n%s", r)
-	}
-	if got := readDir(t, out); strings.Join(got, "\x00") != strings.Join(want, "\x00") {
-		t.Fatalf("mpop through node 2 got %d messages, different from what node 3 serves:\n%q\nwant\n%q", len(got), got, want)
+	// mpop through node 2 with STLS (RFC 2595) and through node 3 over
+	// implicit TLS (RFC 8314), keeping the mail; "delivery exchange"
+	// writes the octets as received.
+	for _, m := range []struct {
+		n        *node
+		addr     string
+		starttls string
+	}{{nodes[1], nodes[1].pop3, "on"}, {nodes[2], nodes[2].pop3s, "off"}} {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "out")
+		os.Mkdir(out, 0o700)
+		cfg := filepath.Join(dir, "mpoprc")
+		_, port, _ := strings.Cut(m.addr, "127.0.0.1:")
+		os.WriteFile(cfg, fmt.Appendf(nil, "account test\nhost localhost\nport %s\nuser %s\npassword %s\nauth user\nkeep on\nreceived_header off\nuidls_file %s\ndelivery exchange %s\n",
+			port, alice, alicePW, filepath.Join(dir, "uidls"), out), 0o600)
+		r := run(t, []string{"HOME=" + dir}, nil, mpop, "-C", cfg, "--tls=on", "--tls-starttls="+m.starttls,
+			"--tls-trust-file="+filepath.Join(c.dir, m.n.name, "tls", "cert.pem"), "-q", "test")
+		if r.Code != 0 {
+			t.Fatalf("mpop through %s (STLS %s):\n%s", m.n.name, m.starttls, r)
+		}
+		if got := readDir(t, out); strings.Join(got, "\x00") != strings.Join(want, "\x00") {
+			t.Fatalf("mpop through %s got %d messages, different from what node 3 serves:\n%q\nwant\n%q", m.n.name, len(got), got, want)
+		}
 	}
 
 	// fetchmail through node 3 in the clear, keeping the mail; it adds
@@ -136,18 +150,18 @@ func TestThreeNodes(t *testing.T) {
 	home := t.TempDir()
 	fout := filepath.Join(home, "out")
 	os.Mkdir(fout, 0o700)
-	_, port, _ = strings.Cut(nodes[2].pop3, "127.0.0.1:")
+	_, port, _ := strings.Cut(nodes[2].pop3, "127.0.0.1:")
 	rc := filepath.Join(home, ".fetchmailrc")
 	os.WriteFile(rc, fmt.Appendf(nil, "set no syslog\nset no bouncemail\npoll 127.0.0.1 protocol pop3 port %s uidl\n  user %q there with password %q is %q here\n  sslproto \"\"\n  keep\n  no stripcr\n  mda \"cat > $(mktemp %s/msg.XXXXXX)\"\n",
 		port, alice, alicePW, "postino-test", fout), 0o600)
-	r = run(t, []string{"HOME=" + home}, nil, fetchmail, "--nodetach", "--fetchmailrc", rc,
+	r := run(t, []string{"HOME=" + home}, nil, fetchmail, "--nodetach", "--fetchmailrc", rc,
 		"--idfile", filepath.Join(home, ".fetchids"), "--pidfile", filepath.Join(home, ".fetchmail.pid"))
 	if r.Code != 0 {
 		t.Fatalf("fetchmail through node 3:\n%s", r)
 	}
 	got := readDir(t, fout)
-	if len(got) != 2 {
-		t.Fatalf("fetchmail got %d messages, want 2:\n%s", len(got), r)
+	if len(got) != len(want) {
+		t.Fatalf("fetchmail got %d messages, want %d:\n%s", len(got), len(want), r)
 	}
 	for _, g := range got {
 		g = dropFetchmailReceived(crlf(g))
@@ -180,8 +194,9 @@ func TestThreeNodes(t *testing.T) {
 	for {
 		p, err := nodes[2].login(t)
 		if err == nil {
-			if got := mailtest.RetrAll(t, p, "after the kill"); len(got) != 2 || string(got[0]) != string(served[0]) || string(got[1]) != string(served[1]) {
-				t.Fatalf("after the kill node 3 serves %d messages, want the same 2: the dead session's deletion was applied?", len(got))
+			got := mailtest.RetrAll(t, p, "after the kill")
+			if len(got) != len(served) || string(got[1]) != string(served[1]) {
+				t.Fatalf("after the kill node 3 serves %d messages, want the same %d: the dead session's deletion was applied?", len(got), len(served))
 			}
 			p.Cmd("QUIT")
 			break
