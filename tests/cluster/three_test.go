@@ -210,4 +210,26 @@ func TestThreeNodes(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("lock freed %v after SIGKILL (lock_ttl %v)", time.Since(start), lockTTL)
+
+	// A node stopped with SIGTERM while a session holds the lock ends
+	// the session without applying its deletions and frees the lock at
+	// once, without waiting for lock_ttl.
+	held, err = nodes[1].login(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.Cmd("DELE 1"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].stop(t)
+	stopped := time.Now()
+	p, err := nodes[2].login(t)
+	if err != nil {
+		t.Fatalf("login on node 3 right after node 2 stopped: %v, want the lock free at once", err)
+	}
+	if got := mailtest.RetrAll(t, p, "after the stop"); len(got) != len(served) || string(got[0]) != string(served[0]) {
+		t.Fatalf("after node 2 stopped node 3 serves %d messages, want the same %d: the ended session's deletion was applied?", len(got), len(served))
+	}
+	p.Cmd("QUIT")
+	t.Logf("lock free %v after node 2 exited", time.Since(stopped))
 }
