@@ -110,10 +110,7 @@ func TestPostgresRestart(t *testing.T) {
 
 	// The session that was cut applied nothing: carol still has both
 	// messages from before, and the three sent after the restart.
-	p, err := nodes[2].loginAs(t, carol)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := nodes[2].loginWait(t, carol)
 	got := mailtest.RetrAll(t, p, "carol")
 	p.Cmd("QUIT")
 	if len(got) != 5 || !strings.Contains(string(got[0]), "Subject: before 0\r\n") {

@@ -64,6 +64,24 @@ func (n *node) loginAs(t *testing.T, user string) (*pop3.Client, error) {
 	return c, c.Login(user, alicePW)
 }
 
+// loginWait is loginAs retried while the mailbox is locked ([IN-USE]),
+// for up to lock_ttl and some: a lease left by a session that ended
+// while the database was unreachable expires by itself.
+func (n *node) loginWait(t *testing.T, user string) *pop3.Client {
+	t.Helper()
+	start := time.Now()
+	for {
+		c, err := n.loginAs(t, user)
+		if err == nil {
+			return c
+		}
+		if !strings.Contains(err.Error(), "IN-USE") || time.Since(start) > lockTTL+5*time.Second {
+			t.Fatalf("login on %s as %s: %v", n.name, user, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // smallMessage is a test message in SMTP form (CRLF, not dot-stuffed)
 // with a Subject that names it, a line starting with a dot and a lone
 // dot line.
