@@ -105,8 +105,8 @@ func TestPostgresRestart(t *testing.T) {
 	if tr.ackedCount() <= acked {
 		t.Fatal("nothing acknowledged after the restart")
 	}
-	total, present, dups := tr.verify(t, nodes[1].pop3, alice)
-	t.Logf("%d messages acknowledged, %d present (%d duplicates of a refused attempt); replies to the senders %v", total, present, dups, tr.replies)
+	total, present := tr.verify(t, nodes[1].pop3, alice)
+	t.Logf("%d messages acknowledged, %d present; replies to the senders %v", total, present, tr.replies)
 
 	// The session that was cut applied nothing: carol still has both
 	// messages from before, and the three sent after the restart.
@@ -146,6 +146,6 @@ func TestStandbyPromotion(t *testing.T) {
 	tr.waitAcked(t, 20, 60*time.Second, "mail acknowledged after the promotion")
 	t.Logf("mail acknowledged again %v after the primary died", time.Since(stopped))
 	tr.finish()
-	total, present, dups := tr.verify(t, nodes[1].pop3, alice)
-	t.Logf("%d messages acknowledged, %d present (%d duplicates of a refused attempt); replies to the senders %v", total, present, dups, tr.replies)
+	total, present := tr.verify(t, nodes[1].pop3, alice)
+	t.Logf("%d messages acknowledged, %d present; replies to the senders %v", total, present, tr.replies)
 }
