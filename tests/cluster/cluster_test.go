@@ -1,7 +1,21 @@
 // Package cluster tests postino's cluster mode from the outside: several
 // "postino serve" processes of the real binary sharing one PostgreSQL
 // database (storage.backend = "postgres"), mail received by one and
-// downloaded through another, the maildrop lock held across them.
+// downloaded through another by real clients, the maildrop lock held
+// across them, nodes killed, PostgreSQL stopped and started again under
+// traffic, a synchronous standby promoted while mail flows, and HAProxy
+// with the PROXY protocol in front.
+//
+// The harness: a cluster is a database and the files every node shares
+// (the user database); startNodes runs node1..nodeN, each with its own
+// data folder and free ports, and every node's configuration can be
+// extended (cluster.extra, .smtp, .user); a node is stopped (SIGTERM),
+// killed (SIGKILL) or logged in to; traffic sends SMTP mail from several
+// clients that retry refusals as an MTA does and checks at the end that
+// every acknowledged message is present once, byte for byte. PostgreSQL
+// is the shared server of internal/testutil/pgtest (pgtest.Halt and
+// pgtest.Restart), or instances of a test's own (pgtest.NewInstance,
+// Instance.NewStandby, Stop, Start, Promote).
 package cluster
 
 import (
