@@ -353,7 +353,9 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 		// The COMMIT was sent but its answer did not come: the
 		// transaction may have committed (the server, or a synchronous
 		// standby promoted since, has it). Answering a failure then
-		// would make the sender retry and store the message twice.
+		// would make the sender retry and store the message twice (RFC
+		// 5321 §4.2.5: a failure after the end of DATA means the message
+		// was not accepted).
 		if ok, cerr := s.committed(ctx, mbID, uidl, sp.key, prefix); cerr == nil && ok {
 			s.log.Warn("pgstore: delivery committed although its COMMIT failed", "mailbox", mailbox, "uidl", uidl, "err", err)
 			return uidl, nil
