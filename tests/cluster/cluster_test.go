@@ -1,7 +1,21 @@
 // Package cluster tests postino's cluster mode from the outside: several
 // "postino serve" processes of the real binary sharing one PostgreSQL
 // database (storage.backend = "postgres"), mail received by one and
-// downloaded through another, the maildrop lock held across them.
+// downloaded through another by real clients, the maildrop lock held
+// across them, nodes killed, PostgreSQL stopped and started again under
+// traffic, a synchronous standby promoted while mail flows, and HAProxy
+// with the PROXY protocol in front.
+//
+// The harness: a cluster is a database and the files every node shares
+// (the user database); startNodes runs node1..nodeN, each with its own
+// data folder and free ports, and every node's configuration can be
+// extended (cluster.extra, .smtp, .user); a node is stopped (SIGTERM),
+// killed (SIGKILL) or logged in to; traffic sends SMTP mail from several
+// clients that retry refusals as an MTA does and checks at the end that
+// every acknowledged message is present once, byte for byte. PostgreSQL
+// is the shared server of internal/testutil/pgtest (pgtest.Halt and
+// pgtest.Restart), or instances of a test's own (pgtest.NewInstance,
+// Instance.NewStandby, Stop, Start, Promote).
 package cluster
 
 import (
@@ -54,6 +68,9 @@ type cluster struct {
 	dir   string
 	dsn   string
 	users string // the shared user database
+	extra string // TOML appended to every node's configuration
+	smtp  string // TOML added to every node's [smtp] section
+	user  string // TOML added to every node's [users] section
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -75,9 +92,11 @@ func newCluster(t *testing.T) *cluster {
 // node is one running "postino serve".
 type node struct {
 	*testutil.Serve
-	config       string
-	pop3, smtp   string
-	killed, done bool
+	name              string
+	config            string
+	pop3, pop3s, smtp string
+	submissions       string
+	killed, done      bool
 }
 
 // config writes node name's configuration with the given DSN.
@@ -87,6 +106,13 @@ func (c *cluster) config(t *testing.T, name, dsn, pop3Addr, smtpAddr string) str
 
 // configTLS is config with POP3 over implicit TLS on pop3sAddr too.
 func (c *cluster) configTLS(t *testing.T, name, dsn, pop3Addr, pop3sAddr, smtpAddr string) string {
+	t.Helper()
+	return c.configAll(t, name, dsn, pop3Addr, pop3sAddr, smtpAddr, "")
+}
+
+// configAll is configTLS with SMTP submission over implicit TLS on
+// submissionsAddr too.
+func (c *cluster) configAll(t *testing.T, name, dsn, pop3Addr, pop3sAddr, smtpAddr, submissionsAddr string) string {
 	t.Helper()
 	data := filepath.Join(c.dir, name)
 	os.MkdirAll(data, 0o700)
@@ -98,17 +124,21 @@ listen_tls = %q
 [smtp]
 listen = %q
 submission = ""
-submissions = ""
+submissions = %q
 lmtp = %q
 local_domains = ["example.test"]
+%s
 [users]
 file = %q
+%s
 [storage]
 backend = "postgres"
 postgres_dsn = %q
 lock_ttl = %q
 max_connections = 4
-`, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, filepath.Join(data, "lmtp.sock"), c.users, dsn, lockTTL.String())
+[admin]
+listen = ""
+`, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, submissionsAddr, filepath.Join(data, "lmtp.sock"), c.smtp, c.users, c.user, dsn, lockTTL.String()) + c.extra
 	path := filepath.Join(c.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

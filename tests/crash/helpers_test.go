@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/postino-mail/postino/internal/testutil"
+	"github.com/postino-mail/postino/internal/testutil/pgtest"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -47,7 +48,29 @@ const cmdTimeout = 60 * time.Second
 const password = "crash-test-password"
 
 func TestMain(m *testing.M) {
-	os.Exit(testutil.Main(m, "crash", &binPath, nil))
+	code := testutil.Main(m, "crash", &binPath, nil)
+	pgtest.Stop()
+	os.Exit(code)
+}
+
+// backend is the mail store a crash test runs on.
+type backend string
+
+const (
+	backendMaildir  backend = "maildir"
+	backendPostgres backend = "postgres"
+)
+
+// storageConfig returns the configuration to append to serverConfig for
+// the backend: for PostgreSQL a fresh database of the test's own, with
+// the shortest lock_ttl so that a lock left by a killed server passes
+// soon.
+func storageConfig(t testing.TB, b backend) string {
+	t.Helper()
+	if b == backendMaildir {
+		return ""
+	}
+	return fmt.Sprintf("\n[storage]\nbackend = \"postgres\"\npostgres_dsn = %q\nlock_ttl = \"3s\"\nmax_connections = 12\n", pgtest.NewDB(t))
 }
 
 // envInt returns the positive integer in the environment variable name, or
@@ -143,9 +166,15 @@ type server struct {
 // loopback ports. At cleanup a running server is killed.
 func newServer(t testing.TB, data string) *server {
 	t.Helper()
+	return newServerWith(t, data, "")
+}
+
+// newServerWith is newServer with extra appended to the configuration.
+func newServerWith(t testing.TB, data, extra string) *server {
+	t.Helper()
 	s := &server{t: t, data: data, logDir: t.TempDir()}
 	s.cfgPath = filepath.Join(s.logDir, "postino.toml")
-	if err := os.WriteFile(s.cfgPath, []byte(serverConfig), 0o644); err != nil {
+	if err := os.WriteFile(s.cfgPath, []byte(serverConfig+extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s.pickPorts()
@@ -339,10 +368,15 @@ const (
 	deliverFailed                       // another exit code
 )
 
-// runDeliver runs "postino deliver" with msg on stdin. With killAfter > 0
-// the process is SIGKILLed after that long if it is still running.
-func runDeliver(data, from, rcpt string, msg []byte, killAfter time.Duration) (deliverOutcome, string) {
-	cmd := exec.Command(binPath, "deliver", "--data", data, "--from", from, rcpt)
+// runDeliver runs "postino deliver" with msg on stdin, with the
+// configuration file cfg unless it is empty. With killAfter > 0 the
+// process is SIGKILLed after that long if it is still running.
+func runDeliver(cfg, data, from, rcpt string, msg []byte, killAfter time.Duration) (deliverOutcome, string) {
+	args := []string{"deliver", "--data", data, "--from", from, rcpt}
+	if cfg != "" {
+		args = append([]string{"deliver", "--config", cfg}, args[1:]...)
+	}
+	cmd := exec.Command(binPath, args...)
 	cmd.Stdin = bytes.NewReader(msg)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb

@@ -80,9 +80,34 @@ type quitAttempt struct {
 // starts once 20 are done: default 40, or an hour when CRASH_ROUNDS is
 // set), CRASH_REPORT (file that receives the figures).
 func TestCrashQuit(t *testing.T) {
-	rounds := envInt(t, "CRASH_ROUNDS", 60)
-	mailboxSize := max(envInt(t, "CRASH_MAILBOX", 800), 100)
-	defSeconds := 40
+	testCrashQuit(t, backendMaildir)
+}
+
+// TestCrashQuitPostgres is TestCrashQuit with the mailboxes in
+// PostgreSQL (storage.backend = "postgres"), where a QUIT's deletions are
+// one transaction: a SIGKILL before its commit leaves every marked
+// message, after it none. The mailboxes are topped up over SMTP between
+// rounds, and a session killed holding the maildrop lock leaves it to
+// expire (lock_ttl 3s), so the defaults are smaller: 8 rounds of
+// mailboxes of 200 messages, 20 seconds; every round after the first
+// three is killed.
+func TestCrashQuitPostgres(t *testing.T) {
+	testCrashQuit(t, backendPostgres)
+}
+
+func testCrashQuit(t *testing.T, b backend) {
+	defRounds, defMailbox, defSeconds, coverRounds := 60, 800, 40, 20
+	if b == backendPostgres {
+		defRounds, defMailbox, defSeconds, coverRounds = 8, 200, 20, 8
+	}
+	// The chance that a round after the calibration is killed: every
+	// one of PostgreSQL's few rounds.
+	killChance := 0.85
+	if b == backendPostgres {
+		killChance = 1
+	}
+	rounds := envInt(t, "CRASH_ROUNDS", defRounds)
+	mailboxSize := max(envInt(t, "CRASH_MAILBOX", defMailbox), 100)
 	if os.Getenv("CRASH_ROUNDS") != "" {
 		defSeconds = 3600 // scaled up on purpose: let it run
 	}
@@ -91,9 +116,8 @@ func TestCrashQuit(t *testing.T) {
 		rounds = min(rounds, 15)
 	}
 	const (
-		calibration = 3    // first rounds: never killed, to measure QUIT
-		killChance  = 0.85 // later rounds
-		viaSMTP     = 50   // first messages of each mailbox
+		calibration = 3  // first rounds: never killed, to measure QUIT
+		viaSMTP     = 50 // first messages of each mailbox
 	)
 	users := []string{"q0@quit.test", "q1@quit.test", "q2@quit.test", "q3@quit.test"}
 
@@ -105,10 +129,10 @@ func TestCrashQuit(t *testing.T) {
 	for _, u := range users {
 		addUser(t, data, u, "SCRAM-SHA-256")
 	}
-	srv := newServer(t, data)
+	srv := newServerWith(t, data, storageConfig(t, b))
 	run := fmt.Sprintf("r%x", time.Now().UnixNano())
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	t.Logf("seed %d (%s)", seed, b)
 	rng := rand.New(rand.NewPCG(seed, 1))
 
 	// The first messages of every mailbox arrive over SMTP; none may fail.
@@ -131,9 +155,15 @@ func TestCrashQuit(t *testing.T) {
 	// topUp writes messages straight into the Maildirs, as another
 	// delivery agent would, until each holds mailboxSize messages (have
 	// gives the current counts). The new messages are added to model.
+	// In PostgreSQL they arrive over SMTP, and model is read back over
+	// POP3.
 	planted := 0
 	topUp := func(round int, have map[string]int, model map[string]map[string]int64) {
 		t.Helper()
+		if b == backendPostgres {
+			topUpSMTP(t, srv, run, seed, round, users, mailboxSize, have, model, &seq, &planted)
+			return
+		}
 		var wg sync.WaitGroup
 		var failed atomic.Bool
 		for i, u := range users {
@@ -300,7 +330,7 @@ func TestCrashQuit(t *testing.T) {
 				latency = (latency*3 + slowest) / 4
 			}
 		}
-		if kill {
+		if kill && b == backendMaildir {
 			// What the SIGKILL left on disk, before any login repairs it.
 			for _, a := range attempts {
 				dir := maildirOf(data, a.user)
@@ -314,6 +344,8 @@ func TestCrashQuit(t *testing.T) {
 					}
 				}
 			}
+		}
+		if kill {
 			if err := srv.start(); err != nil {
 				t.Fatalf("round %d: restarting: %v", round, err)
 			}
@@ -467,8 +499,8 @@ func TestCrashQuit(t *testing.T) {
 	if len(latencies) > 0 {
 		median = latencies[len(latencies)/2]
 	}
-	report(t, "quit: %d rounds in %v, %d sessions (%d killed), server SIGKILLed %d times (%d right after the write); %d messages marked, %d deleted, %d remain and are intact (%d via SMTP, %d written to Maildir)",
-		roundsDone, elapsed.Round(time.Millisecond), sessions, killedSessions, kills, earlyKills, markedTotal, deleted, remaining, viaSMTP*len(users), planted)
+	report(t, "quit (%s): %d rounds in %v, %d sessions (%d killed), server SIGKILLed %d times (%d right after the write); %d messages marked, %d deleted, %d remain and are intact (%d via SMTP, %d topping up)",
+		b, roundsDone, elapsed.Round(time.Millisecond), sessions, killedSessions, kills, earlyKills, markedTotal, deleted, remaining, viaSMTP*len(users), planted)
 	report(t, "quit: outcomes: %d QUIT +OK and all gone, %d no reply and all gone, %d no reply and none gone, %d violations", cleanQuits, goneNoReply, noneGone, violations)
 	report(t, "quit: kills during the commit: %d with the journal on disk (%d completed by the restart and login; %d recoveries logged), %d with only part of the marked files unlinked; median unkilled QUIT exchange %v",
 		journalHits, journalsCompleted, recoveries, partialOnDisk, median)
@@ -476,7 +508,7 @@ func TestCrashQuit(t *testing.T) {
 	if violations > 0 {
 		t.Errorf("%d sessions broke all-or-nothing", violations)
 	}
-	if roundsDone >= 20 && (cleanQuits == 0 || noneGone == 0 || kills == 0) {
+	if roundsDone >= coverRounds && (cleanQuits == 0 || noneGone == 0 || kills == 0) {
 		t.Errorf("the run did not cover both outcomes (%d clean, %d none gone, %d kills)", cleanQuits, noneGone, kills)
 	}
 	if recoveries < journalHits {
@@ -741,4 +773,59 @@ func TestQuitUnlinkFailure(t *testing.T) {
 	}
 	srv.checkLogs()
 	srv.stop()
+}
+
+// topUpSMTP is TestCrashQuitPostgres's top-up: it sends each user, over
+// SMTP, the messages that bring the mailbox back to size, then reads the
+// mailboxes over POP3 into model.
+func topUpSMTP(t *testing.T, srv *server, run string, seed uint64, round int, users []string, size int, have map[string]int, model map[string]map[string]int64, seq, planted *int) {
+	t.Helper()
+	pop3Addr, smtpAddr := srv.addrs()
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for i, u := range users {
+		n := size - have[u]
+		first := *seq + 1
+		*seq += n
+		*planted += n
+		r := rand.New(rand.NewPCG(seed, uint64(1_000_000+round*100+i)))
+		wg.Go(func() {
+			sc, err := dialSMTP(smtpAddr)
+			if err != nil {
+				t.Error(err)
+				failed.Store(true)
+				return
+			}
+			defer sc.Close()
+			for s := first; s < first+n; s++ {
+				if res, err := sc.send(sender, u, makeMessage(r, run, s, u, "smtp", true)); res != sendAcked {
+					t.Errorf("topping up %s over SMTP: %v", u, err)
+					failed.Store(true)
+					return
+				}
+			}
+			sc.cmd("QUIT")
+		})
+	}
+	wg.Wait()
+	if failed.Load() {
+		t.FailNow()
+	}
+	for _, u := range users {
+		c, err := popLogin(pop3Addr, u)
+		if err != nil {
+			t.Fatalf("reading %s after topping up: %v", u, err)
+		}
+		mb, err := listMailbox(c)
+		if err != nil {
+			t.Fatalf("reading %s after topping up: %v", u, err)
+		}
+		if err := c.Quit(); err != nil {
+			t.Fatalf("reading %s after topping up: QUIT: %v", u, err)
+		}
+		if len(mb.uids) != size {
+			t.Fatalf("%s holds %d messages after topping up, want %d", u, len(mb.uids), size)
+		}
+		model[u] = mb.sizes
+	}
 }

@@ -2,6 +2,12 @@
 // poplib) against the postino binary and compares what they download with
 // what postino delivered, byte for byte, after undoing exactly the changes
 // each client is documented to make.
+//
+// With POSTINO_TEST_BACKEND=postgres every test runs against the
+// PostgreSQL store instead of Maildir (storage.backend = "postgres", a
+// database of the test's own from internal/testutil/pgtest): the mail is
+// delivered by "postino deliver" processes and downloaded through the
+// server, as in a cluster where one node receives and another serves.
 package interop
 
 import (
@@ -20,6 +26,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/internal/testutil/mailtest"
+	"github.com/postino-mail/postino/internal/testutil/pgtest"
 	"github.com/postino-mail/postino/pop3"
 )
 
@@ -32,7 +39,34 @@ const extTimeout = 90 * time.Second
 func TestMain(m *testing.M) {
 	code := testutil.Main(m, "interop", &binPath, nil)
 	writeMatrix()
+	pgtest.Stop()
 	os.Exit(code)
+}
+
+// backendEnv names the environment variable that chooses the mail store.
+const backendEnv = "POSTINO_TEST_BACKEND"
+
+// storageArgs returns the command-line arguments that point postino at
+// the test's mail store: the data folder, and with backendEnv=postgres a
+// configuration file (written on first use) naming a new database.
+func (s *server) storageArgs(t testing.TB) []string {
+	t.Helper()
+	switch b := os.Getenv(backendEnv); b {
+	case "", "maildir":
+		return []string{"--data", s.data}
+	case "postgres":
+		if s.config == "" {
+			s.config = filepath.Join(t.TempDir(), "postino.toml")
+			cfg := fmt.Sprintf("[storage]\nbackend = \"postgres\"\npostgres_dsn = %q\n[admin]\nlisten = \"\"\n", pgtest.NewDB(t))
+			if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return []string{"--config", s.config, "--data", s.data}
+	default:
+		t.Fatalf("%s=%q: want maildir or postgres", backendEnv, b)
+		return nil
+	}
 }
 
 // server is a running "postino serve" on loopback.
@@ -45,6 +79,7 @@ type server struct {
 	pop3Port  string
 	pop3sPort string
 	certFile  string
+	config    string // the configuration file, if any (storageArgs)
 }
 
 // startServer runs "postino serve" with a new data folder and free loopback
@@ -63,8 +98,8 @@ func startServer(t testing.TB) *server {
 			s.pop3Addr, s.pop3sAddr = free[0], free[1]
 			_, s.pop3Port, _ = net.SplitHostPort(s.pop3Addr)
 			_, s.pop3sPort, _ = net.SplitHostPort(s.pop3sAddr)
-			return []string{"serve", "--data", s.data, "--pop3", s.pop3Addr, "--pop3s", s.pop3sAddr,
-				"--smtp", "", "--submission", "", "--submissions", "", "--admin", ""}, map[string]string{"pop3": s.pop3Addr, "pop3s": s.pop3sAddr}
+			return append(append([]string{"serve"}, s.storageArgs(t)...), "--pop3", s.pop3Addr, "--pop3s", s.pop3sAddr,
+				"--smtp", "", "--submission", "", "--submissions", "", "--admin", ""), map[string]string{"pop3": s.pop3Addr, "pop3s": s.pop3sAddr}
 		},
 	})
 	t.Cleanup(func() { s.Stop(t, 10*time.Second, s.Stderr) })
@@ -96,7 +131,7 @@ func (s *server) fill(t testing.TB, rcpt string, msgs []testMsg) map[int][]byte 
 	t.Helper()
 	want := map[int][]byte{}
 	for _, m := range msgs {
-		postino(t, m.raw, "deliver", "--data", s.data, "--from", sender, rcpt)
+		postino(t, m.raw, append(append([]string{"deliver"}, s.storageArgs(t)...), "--from", sender, rcpt)...)
 		want[m.id] = testutil.WireForm(sender, rcpt, m.raw)
 	}
 	return want

@@ -29,6 +29,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/testutil"
 	"github.com/postino-mail/postino/internal/testutil/mailtest"
+	"github.com/postino-mail/postino/internal/testutil/pgtest"
 )
 
 // binPath is the postino binary built by TestMain.
@@ -38,7 +39,29 @@ var binPath string
 const extTimeout = 60 * time.Second
 
 func TestMain(m *testing.M) {
-	os.Exit(testutil.Main(m, "smtp", &binPath, makeUsers))
+	code := testutil.Main(m, "smtp", &binPath, makeUsers)
+	pgtest.Stop()
+	os.Exit(code)
+}
+
+// backendEnv names the environment variable that chooses the mail store:
+// with POSTINO_TEST_BACKEND=postgres every server keeps its mailboxes in
+// PostgreSQL (a database of the test's own, internal/testutil/pgtest)
+// instead of Maildirs; the tests read mailboxes over POP3 either way.
+const backendEnv = "POSTINO_TEST_BACKEND"
+
+// storageConfig returns the [storage] section for the chosen backend.
+func storageConfig(t testing.TB) string {
+	t.Helper()
+	switch b := os.Getenv(backendEnv); b {
+	case "", "maildir":
+		return ""
+	case "postgres":
+		return fmt.Sprintf("\n[storage]\nbackend = \"postgres\"\npostgres_dsn = %q\n", pgtest.NewDB(t))
+	default:
+		t.Fatalf("%s=%q: want maildir or postgres", backendEnv, b)
+		return ""
+	}
 }
 
 // makeUsers makes the test users once with "postino user add" in dir
@@ -156,7 +179,7 @@ func startServer(t testing.TB, o serverOpts) *server {
 		domains = `["` + strings.Join(o.localDomains, `", "`) + `"]`
 	}
 	toml := "hostname = \"" + hostTag + "\"\nlog_level = \"debug\"\n\n[smtp]\n" +
-		"local_domains = " + domains + "\n" + o.smtpConfig + "\n" + o.extraConfig + "\n"
+		"local_domains = " + domains + "\n" + o.smtpConfig + "\n" + o.extraConfig + "\n" + storageConfig(t)
 	if o.beforeStart != nil {
 		o.beforeStart(data)
 	}

@@ -59,7 +59,11 @@
 // transaction: it touches the blob row again under its row lock, checking
 // that the row was touched within the grace period, assigns the IMAP UID
 // and the POP3 UIDL and inserts the message. A message delivered to many
-// mailboxes is stored once.
+// mailboxes is stored once. When the answer to the COMMIT is lost (the
+// server, or its connection, died after receiving it; a standby was
+// promoted), Deliver asks the database, for a bounded time, whether the
+// message row is there, and reports success if it is: a failure would
+// make the sender deliver the message again.
 //
 // # Blob collection
 //

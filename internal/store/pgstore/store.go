@@ -83,6 +83,11 @@ type Store struct {
 	// afterBlobPut, in tests, runs between the blob's write and the
 	// metadata transaction of a delivery.
 	afterBlobPut func()
+	// beforeCommit, in tests, runs just before a delivery's COMMIT;
+	// outcomeWait bounds the check of a COMMIT whose answer was lost
+	// (defaultOutcomeWait when zero).
+	beforeCommit func()
+	outcomeWait  time.Duration
 }
 
 var (
@@ -275,7 +280,11 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 		s.afterBlobPut()
 	}
 	// 3. The metadata, in one transaction.
-	var uidl string
+	var (
+		uidl       string
+		mbID       int64
+		committing bool // the transaction's work is done: the error is COMMIT's
+	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// The row lock excludes the collector; a row touched longer ago
 		// than the grace period may have lost its octets meanwhile.
@@ -287,7 +296,8 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 		if tag.RowsAffected() == 0 {
 			return errBlobCollected
 		}
-		mbID, folderID, err := ensureMailbox(ctx, tx, mailbox)
+		var folderID int64
+		mbID, folderID, err = ensureMailbox(ctx, tx, mailbox)
 		if err != nil {
 			return err
 		}
@@ -334,8 +344,28 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO messages (mailbox_id, folder_id, uid, pop3_uidl, size, internal_date, modseq, prefix, blob_key)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, mbID, folderID, uid, uidl, int64(len(prefix))+sp.size, date, modseq, prefix, sp.key)
+		if err == nil {
+			committing = true
+			if s.beforeCommit != nil {
+				s.beforeCommit()
+			}
+		}
 		return err
 	})
+	if err != nil && committing {
+		// The COMMIT was sent but its answer did not come: the
+		// transaction may have committed (the server, or a synchronous
+		// standby promoted since, has it). Answering a failure then
+		// would make the sender retry and store the message twice (RFC
+		// 5321 §4.2.5: a failure after the end of DATA means the message
+		// was not accepted).
+		if ok, cerr := s.committed(ctx, mbID, uidl, sp.key, prefix); cerr == nil && ok {
+			s.log.Warn("pgstore: delivery committed although its COMMIT failed", "mailbox", mailbox, "uidl", uidl, "err", err)
+			return uidl, nil
+		} else if cerr != nil {
+			err = fmt.Errorf("%w (whether it committed is unknown: %v)", err, cerr)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, errBlobCollected) {
 			return "", err

@@ -34,10 +34,11 @@ import (
 
 // server is the one PostgreSQL of the test binary.
 type server struct {
-	bin  string // folder of initdb and pg_ctl
-	dir  string // temporary root: data, socket, log
-	port int
-	err  error
+	bin   string // folder of initdb and pg_ctl
+	dir   string // temporary root: data, socket, log
+	port  int
+	extra string // appended to postgresql.conf
+	err   error
 }
 
 var (
@@ -119,32 +120,11 @@ func (s *server) start() error {
 			}
 		}
 	}
-	run := func(name string, args ...string) error {
-		path := filepath.Join(s.bin, name)
-		var cmd *exec.Cmd
-		if asPostgres {
-			cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-		} else {
-			cmd = exec.Command(path, args...)
-		}
-		// Never a pipe for the daemon's output: pg_ctl's server keeps
-		// it open and the wait would never end.
-		logf, err := os.OpenFile(filepath.Join(dir, name+".out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
-		if err != nil {
-			return err
-		}
-		defer logf.Close()
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Run(); err != nil {
-			out, _ := os.ReadFile(logf.Name())
-			return fmt.Errorf("%s: %w\n%s", name, err, out)
-		}
-		return nil
-	}
+	run := s.run
 	if err := run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"); err != nil {
 		return err
 	}
-	conf := fmt.Sprintf("\nport = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\nfsync = off\nmax_connections = 200\n", port, sock)
+	conf := fmt.Sprintf("\nport = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\nfsync = off\nmax_connections = 200\n%s", port, sock, s.extra)
 	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		return err
@@ -154,20 +134,49 @@ func (s *server) start() error {
 	if err != nil {
 		return err
 	}
-	return run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "server.log"), "-w", "-t", "60", "start")
+	return s.launch()
 }
 
-// stop stops the cluster and removes its folder.
-func (s *server) stop() {
-	path := filepath.Join(s.bin, "pg_ctl")
-	args := []string{"-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop"}
+// run runs one of the server's programs (as postgres when root), its
+// output to a file of the server's folder.
+func (s *server) run(name string, args ...string) error {
+	path := filepath.Join(s.bin, name)
 	var cmd *exec.Cmd
 	if os.Geteuid() == 0 {
 		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
 	} else {
 		cmd = exec.Command(path, args...)
 	}
-	cmd.Run()
+	// Never a pipe for the daemon's output: pg_ctl's server keeps it
+	// open and the wait would never end.
+	logf, err := os.OpenFile(filepath.Join(s.dir, name+".out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Run(); err != nil {
+		out, _ := os.ReadFile(logf.Name())
+		return fmt.Errorf("%s: %w\n%s", name, err, out)
+	}
+	return nil
+}
+
+// launch starts the initialised cluster and waits until it accepts
+// connections.
+func (s *server) launch() error {
+	return s.run("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-l", filepath.Join(s.dir, "server.log"), "-w", "-t", "60", "start")
+}
+
+// halt stops the server at once, as a crash would (pg_ctl stop -m
+// immediate: no checkpoint, recovery at the next start), keeping its data.
+func (s *server) halt() error {
+	return s.run("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "-t", "60", "stop")
+}
+
+// stop stops the cluster and removes its folder.
+func (s *server) stop() {
+	s.halt()
 	os.RemoveAll(s.dir)
 }
 
@@ -217,9 +226,14 @@ func DSN(addr, name string) string {
 
 // psql runs one SQL statement as postgres on the test server.
 func psql(sql string) error {
+	return psqlAt(net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.port)), sql)
+}
+
+// psqlAt runs one SQL statement as postgres on the server at addr.
+func psqlAt(addr, sql string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := pgx.Connect(ctx, DSN(net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.port)), "postgres"))
+	c, err := pgx.Connect(ctx, DSN(addr, "postgres"))
 	if err != nil {
 		return err
 	}
