@@ -156,10 +156,9 @@ func (p *Proxy) relay(c net.Conn) {
 // dropped, and new ones are relayed again.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.cut = false
-	for _, c := range p.conns {
-		c.Close()
+	p.mu.Unlock()
+	for _, l := range p.take() {
+		l.close()
 	}
-	p.conns = nil
 }
