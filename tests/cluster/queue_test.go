@@ -147,7 +147,7 @@ func (c *cluster) startForwarding(t *testing.T, name, dsn, sink string) *node {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fmt.Fprintf(f, "[admin]\nlisten = \"\"\n[queue]\nroutes = [\"sink.test=%s\"]\nmax_per_domain = 1\nmax_concurrent = 1\nmin_backoff = \"1s\"\n", sink)
+			fmt.Fprintf(f, "[queue]\nroutes = [\"sink.test=%s\"]\nmax_per_domain = 1\nmax_concurrent = 1\nmin_backoff = \"1s\"\n", sink)
 			f.Close()
 			return []string{"serve", "--config", n.config}, map[string]string{"pop3": n.pop3, "smtp": n.smtp}
 		},
