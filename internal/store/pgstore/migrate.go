@@ -56,10 +56,15 @@ func migrations() ([]migration, error) {
 		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	// Each version depends only on version 1, so a build may lack some
+	// numbers; none may appear twice.
 	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("pgstore: migrations not numbered 1, 2, ...: %s", m.name)
+		if i > 0 && m.version == ms[i-1].version {
+			return nil, fmt.Errorf("pgstore: two migrations numbered %d: %s", m.version, m.name)
 		}
+	}
+	if len(ms) == 0 || ms[0].version != 1 {
+		return nil, errors.New("pgstore: migration 1 is missing")
 	}
 	return ms, nil
 }
@@ -70,7 +75,43 @@ func LatestVersion() int {
 	if err != nil {
 		panic(err) // the embedded files are checked by the tests
 	}
-	return len(ms)
+	return ms[len(ms)-1].version
+}
+
+// appliedVersions returns the set of applied versions (empty when the
+// schema_version table does not exist yet).
+func appliedVersions(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) (map[int]bool, error) {
+	var exists bool
+	if err := q.QueryRow(ctx, `SELECT to_regclass('schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return nil, err
+	}
+	done := make(map[int]bool)
+	if !exists {
+		return done, nil
+	}
+	rows, err := q.Query(ctx, `SELECT version FROM schema_version`)
+	if err != nil {
+		return nil, err
+	}
+	vs, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	for _, v := range vs {
+		done[v] = true
+	}
+	return done, err
+}
+
+// missing returns the migrations of ms not in done.
+func missing(ms []migration, done map[int]bool) []migration {
+	var out []migration
+	for _, m := range ms {
+		if !done[m.version] {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 const createVersionTable = `CREATE TABLE IF NOT EXISTS schema_version (
@@ -108,6 +149,17 @@ func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
 	case v < latest:
 		return fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooOld, v, latest)
 	}
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	done, err := appliedVersions(ctx, pool)
+	if err != nil {
+		return fmt.Errorf("pgstore: reading schema version: %w", err)
+	}
+	if m := missing(ms, done); len(m) > 0 {
+		return fmt.Errorf("%w (database lacks %s)", ErrSchemaTooOld, m[0].name)
+	}
 	return nil
 }
 
@@ -121,7 +173,8 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied []int, err error)
 		return nil, err
 	}
 	// The fast path: nothing to do, no lock taken.
-	if v, err := currentVersion(ctx, pool); err == nil && v == len(ms) {
+	latest := ms[len(ms)-1].version
+	if done, err := appliedVersions(ctx, pool); err == nil && len(missing(ms, done)) == 0 && len(done) > 0 {
 		return nil, nil
 	}
 	conn, err := pool.Acquire(ctx)
@@ -147,10 +200,14 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied []int, err error)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: migrate: %w", err)
 	}
-	if v > len(ms) {
-		return nil, fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooNew, v, len(ms))
+	if v > latest {
+		return nil, fmt.Errorf("%w (database %d, postino %d)", ErrSchemaTooNew, v, latest)
 	}
-	for _, m := range ms[v:] {
+	done, err := appliedVersions(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: migrate: %w", err)
+	}
+	for _, m := range missing(ms, done) {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, m.sql); err != nil {
 				return err

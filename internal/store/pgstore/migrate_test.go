@@ -39,8 +39,12 @@ func TestMigrateConcurrent(t *testing.T) {
 	for v := range applied {
 		total += len(v)
 	}
-	if total != LatestVersion() {
-		t.Fatalf("%d migrations applied in all, want %d", total, LatestVersion())
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != len(ms) {
+		t.Fatalf("%d migrations applied in all, want %d", total, len(ms))
 	}
 	pool, _ := NewPool(ctx, dsn, 2)
 	defer pool.Close()
