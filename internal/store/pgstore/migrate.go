@@ -174,7 +174,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied []int, err error)
 	}
 	// The fast path: nothing to do, no lock taken.
 	latest := ms[len(ms)-1].version
-	if done, err := appliedVersions(ctx, pool); err == nil && len(missing(ms, done)) == 0 && len(done) > 0 {
+	if done, err := appliedVersions(ctx, pool); err == nil && len(missing(ms, done)) == 0 && len(done) == len(ms) {
 		return nil, nil
 	}
 	conn, err := pool.Acquire(ctx)
