@@ -93,7 +93,7 @@ func runUser(env *cmdEnv, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	db := auth.OpenDB(cfg.UsersFile())
+	db := cfg.OpenUsers(nil)
 	ctx := context.Background()
 	needAddr := func() (string, bool) {
 		a, err := auth.CanonicalAddress(pos[0])

@@ -53,7 +53,9 @@ func postino(t testing.TB, stdin []byte, args ...string) testutil.Result {
 type cluster struct {
 	dir   string
 	dsn   string
-	users string // the shared user database
+	users string // the users file of a single-node data folder
+
+	imported bool // the users are in the database (importUsers)
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -133,7 +135,21 @@ func (c *cluster) start(t *testing.T, name, dsn string) *node {
 			n.Stop(t, 15*time.Second, n.Stderr)
 		}
 	})
+	c.importUsers(t, n.config)
 	return n
+}
+
+// importUsers copies the users of c.users into the database once
+// ("postino db import"), as when moving a single server to a cluster.
+func (c *cluster) importUsers(t *testing.T, config string) {
+	t.Helper()
+	if c.imported {
+		return
+	}
+	c.imported = true
+	if r := postino(t, nil, "db", "import", "--config", config); r.Code != 0 || !strings.Contains(r.Stdout, "users: 2 imported") {
+		t.Fatalf("db import of the users: %s", r)
+	}
 }
 
 func (n *node) kill9(t *testing.T) {
@@ -420,10 +436,11 @@ func TestImportMaildir(t *testing.T) {
 		t.Fatalf("db migrate: %s", r)
 	}
 	r := postino(t, nil, "db", "import", "--config", pgCfg)
-	if r.Code != 0 || !strings.Contains(r.Stdout, alice+": 3 messages imported") || !strings.Contains(r.Stdout, carol+": 0 messages imported") {
+	c.imported = true
+	if r.Code != 0 || !strings.Contains(r.Stdout, "users: 2 imported") || !strings.Contains(r.Stdout, alice+": 3 messages imported") || !strings.Contains(r.Stdout, carol+": 0 messages imported") {
 		t.Fatalf("db import: %s", r)
 	}
-	if r := postino(t, nil, "db", "import", "--config", pgCfg, alice); r.Code != 0 || !strings.Contains(r.Stdout, alice+": 0 messages imported") {
+	if r := postino(t, nil, "db", "import", "--config", pgCfg, alice); r.Code != 0 || !strings.Contains(r.Stdout, alice+": 0 messages imported") || !strings.Contains(r.Stdout, "users: 0 imported, 1 already there") {
 		t.Fatalf("db import again: %s", r)
 	}
 	n := c.start(t, "node1", c.dsn)
@@ -459,6 +476,7 @@ func TestTLSTransports(t *testing.T) {
 		},
 	})
 	t.Cleanup(func() { n.Stop(t, 15*time.Second, n.Stderr) })
+	c.importUsers(t, n.config)
 	if l := smtpSend(t, n.smtp, message("tls"), alice); !strings.HasPrefix(l, "250") {
 		t.Fatalf("SMTP: %q", l)
 	}

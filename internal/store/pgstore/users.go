@@ -2,10 +2,13 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -17,20 +20,64 @@ import (
 // on any node at once.
 type Users struct {
 	pool *pgxpool.Pool
+
+	// With OpenUsers, the pool is made on first use.
+	dsn      string
+	maxConns int32
+	once     sync.Once
+	err      error
 }
 
 // NewUsers returns the users kept in the database of pool, whose schema
 // must be up to date (Migrate).
 func NewUsers(pool *pgxpool.Pool) *Users { return &Users{pool: pool} }
 
+// OpenUsers returns the users kept in the database of dsn, over a pool of
+// at most maxConns connections of their own made on first use (a bad
+// DSN is then the error of every method).
+func OpenUsers(dsn string, maxConns int32) *Users { return &Users{dsn: dsn, maxConns: maxConns} }
+
+// schemaErr tells an error of a database without the table users (not
+// migrated) as ErrSchemaTooOld.
+func schemaErr(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
+		return fmt.Errorf("%w (%s)", ErrSchemaTooOld, pe.Message)
+	}
+	return err
+}
+
+// db returns the pool, making it on first use.
+func (u *Users) db(ctx context.Context) (*pgxpool.Pool, error) {
+	u.once.Do(func() {
+		if u.pool == nil {
+			u.pool, u.err = NewPool(ctx, u.dsn, u.maxConns)
+		}
+	})
+	return u.pool, u.err
+}
+
+// Close closes a pool OpenUsers made; a pool given to NewUsers is its
+// owner's to close.
+func (u *Users) Close() {
+	u.once.Do(func() { u.err = errors.New("pgstore: users: closed") })
+	if u.dsn != "" && u.pool != nil {
+		u.pool.Close()
+	}
+}
+
 // Name describes where the users are.
 func (u *Users) Name() string { return "PostgreSQL table users" }
 
 // Version returns the users' change counter.
 func (u *Users) Version(ctx context.Context) (int64, error) {
+	pool, err := u.db(ctx)
+	if err != nil {
+		return 0, err
+	}
 	var v int64
-	err := u.pool.QueryRow(ctx, `SELECT version FROM users_version`).Scan(&v)
-	return v, err
+	err = pool.QueryRow(ctx, `SELECT version FROM users_version`).Scan(&v)
+	return v, schemaErr(err)
 }
 
 // userLines returns every user as a passwd-file line, sorted by address,
@@ -65,11 +112,15 @@ func joinLine(addr, pw string, extra []string) string {
 
 // Load returns every user as a passwd-file line and the version.
 func (u *Users) Load(ctx context.Context) (lines []string, version int64, err error) {
-	err = pgx.BeginTxFunc(ctx, u.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	pool, err := u.db(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	err = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		lines, version, err = userLines(ctx, tx)
 		return err
 	})
-	return lines, version, err
+	return lines, version, schemaErr(err)
 }
 
 // userRow is a user as stored.
@@ -101,7 +152,11 @@ func parseUserLine(line string) (addr string, r userRow, ok bool) {
 // row lock of users_version (which serialises the modifications of every
 // node), writes the difference to the table and bumps the version.
 func (u *Users) Modify(ctx context.Context, change func(lines []string) ([]string, error)) error {
-	return pgx.BeginFunc(ctx, u.pool, func(tx pgx.Tx) error {
+	pool, err := u.db(ctx)
+	if err != nil {
+		return err
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT version FROM users_version FOR UPDATE`); err != nil {
 			return err
 		}
@@ -149,6 +204,7 @@ func (u *Users) Modify(ctx context.Context, change func(lines []string) ([]strin
 		_, err = tx.Exec(ctx, `UPDATE users_version SET version = version + 1`)
 		return err
 	})
+	return schemaErr(err)
 }
 
 // sameExtra compares two extra-field lists, nil differing from empty.

@@ -1,0 +1,21 @@
+package config
+
+import (
+	"log/slog"
+
+	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/store/pgstore"
+)
+
+// usersMaxConns bounds the connections of a process's user database in
+// PostgreSQL (a version check per lookup, a full read only on change).
+const usersMaxConns = 4
+
+// openPGUsers opens the user database kept in PostgreSQL (storage.backend
+// = "postgres"): the table users of the schema, shared by every node.
+func (c *Config) openPGUsers(logger *slog.Logger) *auth.DB {
+	db := auth.OpenStoreDB(pgstore.OpenUsers(c.Storage.PostgresDSN, usersMaxConns))
+	db.CacheTTL = c.Users.CacheTTL.Duration
+	db.Logger = logger
+	return db
+}

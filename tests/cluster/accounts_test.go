@@ -1,0 +1,76 @@
+package cluster
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postino-mail/postino/internal/testutil/mailtest"
+)
+
+// TestUsersShared: with storage.backend = "postgres" the users are the
+// database's. A user added, given a new password or deleted with node
+// 1's "postino user" is seen at once by node 2, and a users file is not
+// read.
+func TestUsersShared(t *testing.T) {
+	c := newCluster(t)
+	n1 := c.start(t, "node1", c.dsn)
+	n2 := c.start(t, "node2", c.dsn)
+	const dave, davePW = "dave@example.test", "dave password"
+	login := func(n *node, user, pw string) error {
+		t.Helper()
+		p := mailtest.DialPOP3(t, n.pop3, 30*time.Second)
+		defer p.Close()
+		err := p.Login(user, pw)
+		if err == nil {
+			p.Cmd("QUIT")
+		}
+		return err
+	}
+	if err := login(n2, dave, davePW); err == nil {
+		t.Fatal("an unknown user logged in")
+	}
+	if r := postino(t, []byte(davePW+"\n"), "user", "add", dave, "--password-stdin", "--config", n1.config); r.Code != 0 {
+		t.Fatalf("user add on node 1: %s", r)
+	}
+	if err := login(n2, dave, davePW); err != nil {
+		t.Fatalf("node 2 login of the user node 1 added: %v", err)
+	}
+	// Mail to the new user is accepted by node 2's SMTP.
+	if l := smtpSend(t, n2.smtp, message("for dave"), dave); !strings.HasPrefix(l, "250") {
+		t.Fatalf("SMTP to the new user via node 2: %q", l)
+	}
+	if r := postino(t, []byte("new password\n"), "user", "passwd", dave, "--password-stdin", "--config", n2.config); r.Code != 0 {
+		t.Fatalf("user passwd on node 2: %s", r)
+	}
+	if err := login(n1, dave, davePW); err == nil {
+		t.Fatal("node 1 still takes the old password")
+	}
+	if err := login(n1, dave, "new password"); err != nil {
+		t.Fatalf("node 1 refuses the new password: %v", err)
+	}
+	if r := postino(t, nil, "user", "quota", dave, "10M", "--config", n1.config); r.Code != 0 {
+		t.Fatalf("user quota: %s", r)
+	}
+	r := postino(t, nil, "user", "list", "--config", n2.config)
+	if r.Code != 0 || !strings.Contains(r.Stdout, dave) || !strings.Contains(r.Stdout, alice) || !strings.Contains(r.Stdout, "10M") {
+		t.Fatalf("user list on node 2: %s", r)
+	}
+	if r := postino(t, nil, "user", "del", dave, "--config", n2.config); r.Code != 0 {
+		t.Fatalf("user del: %s", r)
+	}
+	if err := login(n1, dave, "new password"); err == nil {
+		t.Fatal("node 1 still takes the deleted user")
+	}
+	if l := smtpSend(t, n1.smtp, message("for dave"), dave); !strings.HasPrefix(l, "550") {
+		t.Fatalf("SMTP to the deleted user via node 1: %q, want 550", l)
+	}
+	// The users file of the data folder plays no part.
+	r = postino(t, []byte("x\n"), "user", "add", "eve@example.test", "--password-stdin", "--data", c.dir+"/shared")
+	if r.Code != 0 {
+		t.Fatalf("user add to the file: %s", r)
+	}
+	if err := login(n1, "eve@example.test", "x"); err == nil {
+		t.Fatal("a user of the users file logged in on a postgres node")
+	}
+}
