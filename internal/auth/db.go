@@ -201,9 +201,7 @@ func sameFile(a, b fs.FileInfo) bool {
 // when its inode, size or modification time changed.
 func (db *DB) current() (*snapshot, error) {
 	if db.store != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		defer cancel()
-		return db.currentStore(ctx)
+		return db.currentOrLast()
 	}
 	fi, err := os.Stat(db.path)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -40,6 +40,31 @@ func OpenStoreDB(st Store) *DB {
 	return db
 }
 
+// currentOrLast is current for a DB over a Store: when the store cannot
+// be reached it returns the entries last read, if any, so that lookups
+// (a recipient's mailbox, its quota) go on answering through a database
+// outage; what then needs the store (delivery, the maildrop) fails
+// temporarily on its own. Authenticate does not use it: a login needs
+// the current password.
+func (db *DB) currentOrLast() (*snapshot, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	s, err := db.currentStore(ctx)
+	if err == nil {
+		return s, nil
+	}
+	db.mu.RLock()
+	last := db.snap
+	db.mu.RUnlock()
+	if last == nil {
+		return nil, err
+	}
+	if db.Logger != nil {
+		db.Logger.Warn("auth: user database unreachable, using the users last read", "err", err)
+	}
+	return last, nil
+}
+
 // currentStore returns the snapshot of the store's entries, re-reading
 // them when their version changed.
 func (db *DB) currentStore(ctx context.Context) (*snapshot, error) {

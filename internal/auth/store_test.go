@@ -291,8 +291,22 @@ func TestStoreDBUnreachable(t *testing.T) {
 	if err := db.Add(ctx, "alice@example.com", "{PLAIN}pw"); err != nil {
 		t.Fatal(err)
 	}
+	if _, ok := db.Lookup("alice@example.com"); !ok {
+		t.Fatal("Lookup before the cut failed")
+	}
+	never := OpenStoreDB(pgstore.NewUsers(pool)) // has read nothing yet
 	px.Cut()
 	px.Close()
+	// Lookups answer from the users last read.
+	if u, ok := db.Lookup("alice@example.com"); !ok || u.Address != "alice@example.com" {
+		t.Errorf("Lookup with the database gone = %+v, %v; want the user last read", u, ok)
+	}
+	if _, ok := never.Lookup("alice@example.com"); ok {
+		t.Error("Lookup of a DB that never read the users succeeded")
+	}
+	if err := db.Add(ctx, "bob@example.com", "{PLAIN}pw"); err == nil {
+		t.Error("Add with the database gone succeeded")
+	}
 	actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 	defer acancel()
 	if _, err := db.Authenticate(actx, "alice@example.com", "pw"); err == nil || errors.Is(err, ErrInvalidCredentials) {
