@@ -4,12 +4,24 @@ import (
 	"log/slog"
 
 	"github.com/postino-mail/postino/internal/auth"
+	"github.com/postino-mail/postino/internal/authguard"
+	"github.com/postino-mail/postino/internal/authguard/pgguard"
 	"github.com/postino-mail/postino/internal/store/pgstore"
 )
 
 // usersMaxConns bounds the connections of a process's user database in
 // PostgreSQL (a version check per lookup, a full read only on change).
 const usersMaxConns = 4
+
+// guardMaxConns bounds the connections of a process's shared login
+// guard state (one round trip per login attempt and per failure).
+const guardMaxConns = 4
+
+// sharedGuardState is the failed-login state of every node, in
+// PostgreSQL (storage.backend = "postgres").
+func (c *Config) sharedGuardState() authguard.Shared {
+	return pgguard.Open(c.Storage.PostgresDSN, guardMaxConns)
+}
 
 // openPGUsers opens the user database kept in PostgreSQL (storage.backend
 // = "postgres"): the table users of the schema, shared by every node.

@@ -39,6 +39,9 @@ func (c *Config) Guard(logger *slog.Logger) *authguard.Guard {
 	if g.BaseDelay == 0 {
 		g.BaseDelay = -1 // 0s in the config disables delays; 0 in Guard is its default
 	}
+	if c.UsesPostgres() {
+		g.Shared = c.sharedGuardState()
+	}
 	return g
 }
 

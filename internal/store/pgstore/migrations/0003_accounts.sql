@@ -21,3 +21,16 @@ CREATE TABLE users_version (
     version bigint  NOT NULL
 );
 INSERT INTO users_version (id, version) VALUES (true, 1);
+
+-- Failed logins counted by every node (internal/authguard): one row per
+-- remote address ('ip:192.0.2.1', IPv6 by its /64 'ip:2001:db8::/64') or
+-- account ('user:alice@example.com'), with the failures of the window
+-- that started at window_start, and for an address the end of its
+-- block. Rows older than the window and not blocked are swept.
+CREATE TABLE login_failures (
+    key           text        PRIMARY KEY CHECK (key ~ '^(ip|user):' AND octet_length(key) <= 600),
+    failures      integer     NOT NULL CHECK (failures > 0),
+    window_start  timestamptz NOT NULL,
+    blocked_until timestamptz
+);
+CREATE INDEX login_failures_window_start ON login_failures (window_start);
