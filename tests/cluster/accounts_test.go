@@ -74,3 +74,56 @@ func TestUsersShared(t *testing.T) {
 		t.Fatal("a user of the users file logged in on a postgres node")
 	}
 }
+
+// TestBlockShared: failed logins from one address split across two nodes
+// add up to a block that both enforce; "postino block list" on either
+// node shows it, and "postino block remove" lifts it for both.
+func TestBlockShared(t *testing.T) {
+	c := newCluster(t)
+	c.tweak = func(cfg string) string {
+		cfg = strings.Replace(cfg, "[smtp]\n", "[smtp]\ntrusted_networks = []\n", 1)
+		return strings.Replace(cfg, "[users]\n", "[users]\nmax_failures = 4\nfailure_delay = \"0s\"\n", 1)
+	}
+	n1 := c.start(t, "node1", c.dsn)
+	n2 := c.start(t, "node2", c.dsn)
+	try := func(n *node, pw string) error {
+		t.Helper()
+		p := mailtest.DialPOP3(t, n.pop3, 30*time.Second)
+		defer p.Close()
+		return p.Login(alice, pw)
+	}
+	for i := range 4 {
+		n := n1
+		if i%2 == 1 {
+			n = n2
+		}
+		if err := try(n, "guess"); err == nil {
+			t.Fatalf("guess %d logged in", i+1)
+		}
+	}
+	// Both refuse the address now, even with the right password.
+	for name, n := range map[string]*node{"node1": n1, "node2": n2} {
+		if err := try(n, alicePW); err == nil {
+			t.Fatalf("%s let a blocked address log in", name)
+		}
+	}
+	r := postino(t, nil, "block", "list", "--config", n2.config)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "127.0.0.1") || !strings.Contains(r.Stdout, "blocked") {
+		t.Fatalf("block list on node 2: %s", r)
+	}
+	r = postino(t, nil, "block", "remove", "127.0.0.1", "--config", n1.config)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "unblocked (4 failed logins forgotten)") {
+		t.Fatalf("block remove on node 1: %s", r)
+	}
+	for name, n := range map[string]*node{"node1": n1, "node2": n2} {
+		p := mailtest.DialPOP3(t, n.pop3, 30*time.Second)
+		if err := p.Login(alice, alicePW); err != nil {
+			t.Fatalf("%s after the block was removed: %v", name, err)
+		}
+		p.Cmd("QUIT")
+		p.Close()
+	}
+	if r := postino(t, nil, "block", "remove", "127.0.0.1", "--config", n1.config); r.Code != 67 {
+		t.Fatalf("second block remove: %s, want exit 67 (nothing held)", r)
+	}
+}

@@ -56,6 +56,8 @@ type cluster struct {
 	users string // the users file of a single-node data folder
 
 	imported bool // the users are in the database (importUsers)
+	// tweak, when set, edits every node's configuration.
+	tweak func(cfg string) string
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -111,6 +113,9 @@ postgres_dsn = %q
 lock_ttl = %q
 max_connections = 4
 `, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, filepath.Join(data, "lmtp.sock"), c.users, dsn, lockTTL.String())
+	if c.tweak != nil {
+		cfg = c.tweak(cfg)
+	}
 	path := filepath.Join(c.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
