@@ -23,6 +23,7 @@ type importStep struct {
 // importSteps are run in order by "postino db import".
 var importSteps = []importStep{
 	{"users", importUsers},
+	{"aliases", importAliases},
 }
 
 // runImportSteps runs every import step; it returns the exit code of the

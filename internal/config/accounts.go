@@ -3,6 +3,7 @@ package config
 import (
 	"log/slog"
 
+	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/authguard/pgguard"
@@ -30,4 +31,18 @@ func (c *Config) openPGUsers(logger *slog.Logger) *auth.DB {
 	db.CacheTTL = c.Users.CacheTTL.Duration
 	db.Logger = logger
 	return db
+}
+
+// aliasesMaxConns bounds the connections of a process's aliases in
+// PostgreSQL (a version check at most once a second).
+const aliasesMaxConns = 2
+
+// OpenAliases opens the aliases: the file of [smtp] aliases_file, or with
+// storage.backend = "postgres" the aliases every node shares in the
+// database (the file is then not read).
+func (c *Config) OpenAliases(logger *slog.Logger) (*aliases.Reloading, error) {
+	if c.UsesPostgres() {
+		return aliases.NewSourceReloading(pgstore.OpenAliases(c.Storage.PostgresDSN, aliasesMaxConns), logger)
+	}
+	return aliases.NewReloading(c.AliasesFile(), logger)
 }

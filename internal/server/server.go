@@ -255,7 +255,7 @@ func (s *Server) buildSMTP(cfg *config.Config, logger *slog.Logger, deliverer *d
 	if cfg.SMTP.Listen == "" && cfg.SMTP.Submission == "" && cfg.SMTP.Submissions == "" && cfg.SMTP.LMTP == "" {
 		return nil, nil
 	}
-	al, err := aliases.NewReloading(cfg.AliasesFile(), logger)
+	al, err := cfg.OpenAliases(logger)
 	if err != nil {
 		return nil, fmt.Errorf("aliases: %w", err)
 	}
@@ -533,7 +533,7 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	al := s.aliases
 	if al != nil && eff.AliasesFile() != old.AliasesFile() {
 		var err error
-		if al, err = aliases.NewReloading(eff.AliasesFile(), logger); err != nil {
+		if al, err = eff.OpenAliases(logger); err != nil {
 			return ch, fmt.Errorf("aliases: %w", err)
 		}
 	}

@@ -34,3 +34,19 @@ CREATE TABLE login_failures (
     blocked_until timestamptz
 );
 CREATE INDEX login_failures_window_start ON login_failures (window_start);
+
+-- Aliases (internal/aliases): the key is "local@domain", or "@domain"
+-- for a domain's catch-all (one target); targets in their order. The
+-- whole table is checked (loops, depth) before a change is committed.
+CREATE TABLE aliases (
+    key        text        PRIMARY KEY CHECK (key <> '' AND position(':' IN key) = 0),
+    targets    text[]      NOT NULL CHECK (cardinality(targets) > 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The change counter of aliases, as users_version is of users.
+CREATE TABLE aliases_version (
+    id      boolean PRIMARY KEY DEFAULT true CHECK (id),
+    version bigint  NOT NULL
+);
+INSERT INTO aliases_version (id, version) VALUES (true, 1);
