@@ -7,6 +7,7 @@ import (
 
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
+	"github.com/postino-mail/postino/internal/dkim"
 )
 
 // importStep copies one kind of a single-node data folder's state into
@@ -24,6 +25,7 @@ type importStep struct {
 var importSteps = []importStep{
 	{"users", importUsers},
 	{"aliases", importAliases},
+	{"DKIM keys", importDKIM},
 }
 
 // runImportSteps runs every import step; it returns the exit code of the
@@ -86,4 +88,30 @@ func importUsers(ctx context.Context, env *cmdEnv, cfg *config.Config, addrs []s
 	}
 	fmt.Fprintf(env.stdout, "users: %d imported, %d already there\n", copied, there)
 	return skipped, nil
+}
+
+// importDKIM copies the DKIM keys of DATA/dkim into the database, so that
+// every node signs with them; a key whose selector the database already
+// has for the domain is left as it is there.
+func importDKIM(ctx context.Context, env *cmdEnv, cfg *config.Config, _ []string) (int, error) {
+	keys, err := dkim.FileKeys(cfg.DKIMDir())
+	if err != nil {
+		return 0, err
+	}
+	ks := cfg.DKIMKeyStore()
+	defer ks.Close()
+	copied, there := 0, 0
+	for _, k := range keys {
+		err := ks.Add(ctx, k)
+		switch {
+		case err == nil:
+			copied++
+		case errors.Is(err, dkim.ErrKeyExists):
+			there++
+		default:
+			return 0, err
+		}
+	}
+	fmt.Fprintf(env.stdout, "DKIM keys: %d imported, %d already there\n", copied, there)
+	return 0, nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/authguard/pgguard"
+	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/store/pgstore"
 )
 
@@ -45,4 +46,27 @@ func (c *Config) OpenAliases(logger *slog.Logger) (*aliases.Reloading, error) {
 		return aliases.NewSourceReloading(pgstore.OpenAliases(c.Storage.PostgresDSN, aliasesMaxConns), logger)
 	}
 	return aliases.NewReloading(c.AliasesFile(), logger)
+}
+
+// dkimMaxConns bounds the connections of a process's DKIM keys in
+// PostgreSQL (a version check per message signed).
+const dkimMaxConns = 2
+
+// DKIMKeyStore returns the DKIM keys every node shares in PostgreSQL
+// (storage.backend = "postgres"), or nil when they are the files of
+// DATA/dkim.
+func (c *Config) DKIMKeyStore() *pgstore.DKIMKeys {
+	if !c.UsesPostgres() {
+		return nil
+	}
+	return pgstore.OpenDKIMKeys(c.Storage.PostgresDSN, dkimMaxConns)
+}
+
+// DKIMSigner returns the signer of outgoing mail: over the keys of
+// DATA/dkim, or the database's with storage.backend = "postgres".
+func (c *Config) DKIMSigner() *dkim.Signer {
+	if ks := c.DKIMKeyStore(); ks != nil {
+		return dkim.NewStoreSigner(ks)
+	}
+	return dkim.NewSigner(c.DKIMDir())
 }

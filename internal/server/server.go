@@ -25,7 +25,6 @@ import (
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/inbound"
 	"github.com/postino-mail/postino/internal/metrics"
@@ -337,7 +336,7 @@ func (s *Server) queueOptions(cfg *config.Config, logger *slog.Logger, deliverer
 	qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, users, al, logger)
 	qo.Local = deliverer
 	qo.Resolver = s.resolver
-	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
+	qo.Signer = cfg.DKIMSigner()
 	qo.DSNDomain = dsnDomain(cfg)
 	s.outboundSecurity(cfg, logger.With("component", "queue"), &qo)
 	qo.Owns = senderOwns(cfg, deliverer, al, qo.IsLocalDomain)

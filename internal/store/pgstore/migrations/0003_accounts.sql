@@ -50,3 +50,20 @@ CREATE TABLE aliases_version (
     version bigint  NOT NULL
 );
 INSERT INTO aliases_version (id, version) VALUES (true, 1);
+
+-- DKIM signing keys (internal/dkim), so that every node signs with the
+-- same keys: PKCS#8 PEM, the selector naming the DNS record
+-- <selector>._domainkey.<domain>. dkim_version counts the changes.
+CREATE TABLE dkim_keys (
+    domain      text        NOT NULL CHECK (domain = lower(domain) AND domain <> ''),
+    selector    text        NOT NULL CHECK (selector <> ''),
+    private_key text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (domain, selector)
+);
+
+CREATE TABLE dkim_version (
+    id      boolean PRIMARY KEY DEFAULT true CHECK (id),
+    version bigint  NOT NULL
+);
+INSERT INTO dkim_version (id, version) VALUES (true, 1);
