@@ -1,8 +1,11 @@
 package config
 
 import (
+	"context"
+
 	"log/slog"
 
+	"github.com/postino-mail/postino/internal/acmecert"
 	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/authguard"
@@ -69,4 +72,20 @@ func (c *Config) DKIMSigner() *dkim.Signer {
 		return dkim.NewStoreSigner(ks)
 	}
 	return dkim.NewSigner(c.DKIMDir())
+}
+
+// acmeMaxConns bounds the connections of a process's ACME cache in
+// PostgreSQL (each name being ordered holds one for its lock).
+const acmeMaxConns = 4
+
+// ACMEStorage returns where ACME certificates and the account key are
+// kept: DATA/acme, or with storage.backend = "postgres" the database,
+// shared by every node, with the lock that lets one node at a time order
+// a name's certificate (nil for DATA/acme).
+func (c *Config) ACMEStorage() (acmecert.Cache, func(context.Context, string) (func(), error)) {
+	if !c.UsesPostgres() {
+		return acmecert.DirCache(c.ACMEDir()), nil
+	}
+	pc := pgstore.OpenACMECache(c.Storage.PostgresDSN, acmeMaxConns)
+	return pc, pc.Lock
 }

@@ -67,3 +67,14 @@ CREATE TABLE dkim_version (
     version bigint  NOT NULL
 );
 INSERT INTO dkim_version (id, version) VALUES (true, 1);
+
+-- The ACME cache (internal/acmecert, autocert's keys: the account key,
+-- each name's certificate and key, challenge tokens), shared so that a
+-- certificate one node obtained is served by all and a challenge token
+-- is answered by whichever node the CA reaches. An advisory lock per
+-- name lets one node order it at a time.
+CREATE TABLE acme_cache (
+    key        text        PRIMARY KEY CHECK (key <> ''),
+    data       bytea       NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
