@@ -30,12 +30,25 @@
 //   - maildrop_locks: one lease row per locked mailbox (holder token,
 //     node, expiry).
 //
-// Planned for later versions, on the same database: users and aliases
-// (tables users, aliases, replacing the passwd file when the backend is
-// postgres), the outbound queue (queue_messages with a blob key, and
+// Version 3 holds what the nodes share about accounts:
+//
+//   - users (Users, an auth.Store): one row per user with its password
+//     hash and the passwd-file's further fields, and users_version, a
+//     change counter each lookup reads first;
+//   - aliases and aliases_version (Aliases, an aliases.Source);
+//   - login_failures: failed logins per address and account with their
+//     window and block end (internal/authguard/pgguard);
+//   - dkim_keys and dkim_version (DKIMKeys, a dkim.KeyStore);
+//   - acme_cache (ACMECache, an autocert.Cache with a per-name advisory
+//     lock, Lock).
+//
+// Each version depends on version 1 only, so a build may lack some
+// numbers: Migrate applies every embedded version the database lacks, in
+// order.
+//
+// Planned for later versions, on the same database: the outbound queue (queue_messages with a blob key, and
 // queue_recipients claimed with FOR UPDATE SKIP LOCKED and a lease with
-// expiry, next_attempt for delayed retries), login-failure state
-// (login_failures keyed by address prefix and account, with expiry) and
+// expiry, next_attempt for delayed retries) and
 // fetch state (fetch_seen: account, remote UIDL, first seen).
 //
 // # Delivery
