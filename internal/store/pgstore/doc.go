@@ -46,10 +46,11 @@
 // numbers: Migrate applies every embedded version the database lacks, in
 // order.
 //
-// Planned for later versions, on the same database: the outbound queue (queue_messages with a blob key, and
-// queue_recipients claimed with FOR UPDATE SKIP LOCKED and a lease with
-// expiry, next_attempt for delayed retries) and
-// fetch state (fetch_seen: account, remote UIDL, first seen).
+// Planned for later versions, on the same database: the outbound queue
+// (queue_messages with a blob key, and queue_recipients claimed with FOR
+// UPDATE SKIP LOCKED and a lease with expiry, next_attempt for delayed
+// retries) and fetch state (fetch_seen: account, remote UIDL, first
+// seen).
 //
 // # Delivery
 //
