@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +127,73 @@ func TestBlockShared(t *testing.T) {
 	}
 	if r := postino(t, nil, "block", "remove", "127.0.0.1", "--config", n1.config); r.Code != 67 {
 		t.Fatalf("second block remove: %s, want exit 67 (nothing held)", r)
+	}
+}
+
+// TestImportAccounts: "postino db import" copies the users, the aliases
+// file and the DKIM keys of a single server's data folder into the
+// database, printing what it copied; a second run copies nothing twice.
+// Then aliases are edited with "postino alias" and used by a node, and
+// "postino dkim keygen" adds keys to the database.
+func TestImportAccounts(t *testing.T) {
+	c := newCluster(t)
+	pgCfg := c.config(t, "node1", c.dsn, "127.0.0.1:0", "127.0.0.1:0")
+	b, _ := os.ReadFile(pgCfg)
+	mdCfg := filepath.Join(c.dir, "node1-maildir.toml")
+	os.WriteFile(mdCfg, []byte(strings.Replace(string(b), `backend = "postgres"`, `backend = "maildir"`, 1)), 0o600)
+	os.WriteFile(filepath.Join(c.dir, "node1", "aliases"), []byte("sales@example.test: alice@example.test, carol@example.test\n@example.test: alice@example.test\n"), 0o600)
+	if r := postino(t, nil, "dkim", "keygen", "example.test", "--config", mdCfg); r.Code != 0 {
+		t.Fatalf("dkim keygen into the data folder: %s", r)
+	}
+	if r := postino(t, nil, "db", "migrate", "--config", pgCfg); r.Code != 0 {
+		t.Fatalf("db migrate: %s", r)
+	}
+	r := postino(t, nil, "db", "import", "--config", pgCfg)
+	for _, want := range []string{"users: 2 imported, 0 already there", "aliases: 2 imported, 0 already there", "DKIM keys: 2 imported, 0 already there"} {
+		if r.Code != 0 || !strings.Contains(r.Stdout, want) {
+			t.Fatalf("db import: %s, want %q", r, want)
+		}
+	}
+	c.imported = true
+	r = postino(t, nil, "db", "import", "--config", pgCfg)
+	for _, want := range []string{"users: 0 imported, 2 already there", "aliases: 0 imported, 2 already there", "DKIM keys: 0 imported, 2 already there"} {
+		if r.Code != 0 || !strings.Contains(r.Stdout, want) {
+			t.Fatalf("db import again: %s, want %q", r, want)
+		}
+	}
+	if r := postino(t, nil, "alias", "list", "--config", pgCfg); r.Code != 0 || !strings.Contains(r.Stdout, "sales@example.test: alice@example.test, carol@example.test") {
+		t.Fatalf("alias list: %s", r)
+	}
+	// A loop is refused; a new alias is in force on a running node.
+	if r := postino(t, nil, "alias", "set", "alice@example.test", "sales@example.test", "--config", pgCfg); r.Code == 0 {
+		t.Fatalf("alias making a loop accepted: %s", r)
+	}
+	if r := postino(t, nil, "alias", "del", "@example.test", "--config", pgCfg); r.Code != 0 {
+		t.Fatalf("alias del: %s", r)
+	}
+	n := c.start(t, "node1", c.dsn)
+	if l := smtpSend(t, n.smtp, message("to nobody"), "nobody@example.test"); !strings.HasPrefix(l, "550") {
+		t.Fatalf("SMTP to an unknown address after the catch-all was removed: %q", l)
+	}
+	if r := postino(t, nil, "alias", "set", "team@example.test", "carol@example.test", "--config", pgCfg); r.Code != 0 {
+		t.Fatalf("alias set: %s", r)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l := smtpSend(t, n.smtp, message("to team"), "team@example.test")
+		if strings.HasPrefix(l, "250") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SMTP to the new alias: %q", l)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r = postino(t, nil, "dkim", "keygen", "example.test", "--selector", "cluster1", "--algo", "ed25519", "--config", pgCfg)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "the database") || !strings.Contains(r.Stdout, "cluster1._domainkey.example.test") {
+		t.Fatalf("dkim keygen into the database: %s", r)
+	}
+	if r := postino(t, nil, "dkim", "keygen", "example.test", "--selector", "cluster1", "--algo", "ed25519", "--config", pgCfg); r.Code == 0 {
+		t.Fatalf("a second key with the same selector: %s", r)
 	}
 }
