@@ -137,23 +137,35 @@ func (u User) line() string {
 // database does (postino db import). It returns ErrUserExists when the
 // address is already a user, whatever its fields.
 func (db *DB) AddUser(ctx context.Context, u User) error {
-	addr, err := CanonicalAddress(u.Address)
+	u, err := checkUser(u)
 	if err != nil {
 		return err
 	}
-	if err := ValidateHash(u.Hash); err != nil {
-		return err
-	}
-	for _, f := range u.Extra {
-		if strings.ContainsAny(f, ":\r\n") {
-			return fmt.Errorf("auth: user %s: extra field %q holds ':' or a line break", addr, f)
-		}
-	}
-	u.Address = addr
+	addr := u.Address
 	return db.modify(ctx, func(lines []fileLine, s *snapshot) ([]fileLine, error) {
 		if _, ok := s.users[addr]; ok {
 			return nil, fmt.Errorf("%w: %s", ErrUserExists, addr)
 		}
 		return append(lines, fileLine{raw: u.line()}), nil
 	})
+}
+
+// checkUser checks a user to be stored as one line: a valid address
+// (returned canonical), a usable hash, extra fields without ':' or a
+// line break.
+func checkUser(u User) (User, error) {
+	addr, err := CanonicalAddress(u.Address)
+	if err != nil {
+		return User{}, err
+	}
+	if err := ValidateHash(u.Hash); err != nil {
+		return User{}, err
+	}
+	for _, f := range u.Extra {
+		if strings.ContainsAny(f, ":\r\n") {
+			return User{}, fmt.Errorf("auth: user %s: extra field %q holds ':' or a line break", addr, f)
+		}
+	}
+	u.Address = addr
+	return u, nil
 }
