@@ -140,8 +140,9 @@ type DB struct {
 	// before the first use.
 	Argon2 Argon2Parameters
 
-	path  string
-	store Store // nil: the file at path
+	path           string
+	store          Store     // nil: the file at path
+	storeDownUntil time.Time // see currentOrLast
 
 	mu   sync.RWMutex
 	snap *snapshot // nil: not loaded

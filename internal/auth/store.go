@@ -46,24 +46,39 @@ func OpenStoreDB(st Store) *DB {
 // outage; what then needs the store (delivery, the maildrop) fails
 // temporarily on its own. Authenticate does not use it: a login needs
 // the current password.
+//
+// After a failure the store is not asked again for storeRetry: lookups
+// meanwhile answer at once from the users last read, instead of each
+// waiting for the connection to time out.
 func (db *DB) currentOrLast() (*snapshot, error) {
+	db.mu.RLock()
+	last, down := db.snap, db.now().Before(db.storeDownUntil)
+	db.mu.RUnlock()
+	if down && last != nil {
+		return last, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	s, err := db.currentStore(ctx)
 	if err == nil {
 		return s, nil
 	}
-	db.mu.RLock()
-	last := db.snap
-	db.mu.RUnlock()
+	db.mu.Lock()
+	db.storeDownUntil = db.now().Add(storeRetry)
+	last = db.snap
+	db.mu.Unlock()
 	if last == nil {
 		return nil, err
 	}
 	if db.Logger != nil {
-		db.Logger.Warn("auth: user database unreachable, using the users last read", "err", err)
+		db.Logger.Warn("auth: user database unreachable, using the users last read", "err", err, "retry_in", storeRetry)
 	}
 	return last, nil
 }
+
+// storeRetry is how long lookups answer from the users last read after
+// the store could not be reached.
+const storeRetry = 5 * time.Second
 
 // currentStore returns the snapshot of the store's entries, re-reading
 // them when their version changed.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,5 +312,63 @@ func TestStoreDBUnreachable(t *testing.T) {
 	defer acancel()
 	if _, err := db.Authenticate(actx, "alice@example.com", "pw"); err == nil || errors.Is(err, ErrInvalidCredentials) {
 		t.Errorf("Authenticate with the database gone = %v; want a database error", err)
+	}
+}
+
+// failingStore is a Store that has answered once and then fails,
+// counting the calls.
+type failingStore struct {
+	calls atomic.Int32
+	up    atomic.Bool
+}
+
+func (f *failingStore) Version(context.Context) (int64, error) {
+	f.calls.Add(1)
+	if f.up.Load() {
+		return 1, nil
+	}
+	return 0, errors.New("connection refused")
+}
+
+func (f *failingStore) Load(context.Context) ([]string, int64, error) {
+	return []string{"alice@example.com:{PLAIN}pw"}, 1, nil
+}
+
+func (f *failingStore) Modify(context.Context, func([]string) ([]string, error)) error {
+	return errors.New("connection refused")
+}
+
+func (f *failingStore) Name() string { return "test store" }
+
+// TestStoreDBOutageBackoff: once the store failed, lookups answer from
+// the users last read without asking it again for storeRetry, then ask
+// again.
+func TestStoreDBOutageBackoff(t *testing.T) {
+	st := &failingStore{}
+	st.up.Store(true)
+	db := OpenStoreDB(st)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return now }
+	if _, ok := db.Lookup("alice@example.com"); !ok {
+		t.Fatal("first lookup failed")
+	}
+	st.up.Store(false)
+	before := st.calls.Load()
+	for range 5 {
+		if _, ok := db.Lookup("alice@example.com"); !ok {
+			t.Fatal("lookup in the outage failed")
+		}
+	}
+	if got := st.calls.Load() - before; got != 1 {
+		t.Errorf("%d calls to the store for 5 lookups in an outage; want 1", got)
+	}
+	now = now.Add(storeRetry)
+	db.Lookup("alice@example.com")
+	if got := st.calls.Load() - before; got != 2 {
+		t.Errorf("%d calls after storeRetry; want 2 (asked again)", got)
+	}
+	// Authenticate does not use the users last read.
+	if _, err := db.Authenticate(context.Background(), "alice@example.com", "pw"); err == nil || errors.Is(err, ErrInvalidCredentials) {
+		t.Errorf("Authenticate in an outage = %v; want the store's error", err)
 	}
 }
