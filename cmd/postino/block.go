@@ -23,7 +23,8 @@ func runBlock(env *cmdEnv, args []string) int {
 		"remove lifts an address's block (an IPv6 address lifts its /64) or forgets\n"+
 		"an account's failures, at once. Both ask the running server, through the\n"+
 		"admin socket "+authguard.AdminSocketName+" in the data folder: run them as root or as\n"+
-		"the server's user (run_as).")
+		"the server's user (run_as). With storage.backend = \"postgres\" they work on\n"+
+		"the state every node shares, in the database, from any machine.")
 	common := &fs.common
 	pos, code, ok := parseFlags(fs, args)
 	if !ok {
@@ -49,16 +50,21 @@ func runBlock(env *cmdEnv, args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sock := cfg.AdminSocket()
+	list, lift := authguard.AdminList, authguard.AdminLift
+	if cfg.UsesPostgres() {
+		// The state every node shares, in the database.
+		list, lift = sharedBlocks(cfg)
+	}
 	switch pos[0] {
 	case "list":
-		entries, err := authguard.AdminList(ctx, sock)
+		entries, err := list(ctx, sock)
 		if err != nil {
 			return blockError(env, err)
 		}
 		printBlocks(env.stdout, entries, time.Now())
 		return exitOK
 	default:
-		e, err := authguard.AdminLift(ctx, sock, pos[1])
+		e, err := lift(ctx, sock, pos[1])
 		if errors.Is(err, authguard.ErrNotFound) {
 			errorf(env, "block: nothing is held against %q (see postino block list)", pos[1])
 			return exitNoUser

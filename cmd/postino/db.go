@@ -20,7 +20,8 @@ func runDB(env *cmdEnv, args []string) int {
 		"once ('postino serve' does it at start too). version prints the schema\n"+
 		"version of the database and the newest this postino knows. A database\n"+
 		"newer than this postino is refused. import copies the Maildirs of the data\n"+
-		"folder (DATA/mail) of the given users, or of every user, into the database,\n"+
+		"folder (DATA/mail) of the given users, or of every user, into the database\n"+
+		"(and the users themselves, from users.file, with their passwords),\n"+
 		"each message with its UIDL (Dovecot's too, see pop3.dovecot_uidl_format),\n"+
 		"so that POP3 clients download nothing again; the Maildirs are left as they\n"+
 		"are, and a message already imported is skipped.")
@@ -93,6 +94,7 @@ func runDB(env *cmdEnv, args []string) int {
 // PostgreSQL store, keeping UIDLs.
 func dbImport(env *cmdEnv, cfg *config.Config, addrs []string) int {
 	ctx := context.Background()
+	named := addrs
 	if len(addrs) == 0 {
 		users, err := auth.OpenDB(cfg.UsersFile()).List()
 		if err != nil {
@@ -122,6 +124,10 @@ func dbImport(env *cmdEnv, cfg *config.Config, addrs []string) int {
 		return exitTempFail
 	}
 	defer dst.Close()
+	code := runImportSteps(ctx, env, cfg, named)
+	if code == exitTempFail {
+		return code
+	}
 	for _, a := range addrs {
 		addr, err := auth.CanonicalAddress(a)
 		if err != nil {
@@ -147,5 +153,5 @@ func dbImport(env *cmdEnv, cfg *config.Config, addrs []string) int {
 		}
 		fmt.Fprintf(env.stdout, "%s: %d messages imported\n", addr, n)
 	}
-	return exitOK
+	return code
 }

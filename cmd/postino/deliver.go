@@ -44,7 +44,7 @@ func runDeliver(env *cmdEnv, args []string) int {
 	// Every delivery is logged (configured format and level, standard
 	// error), with who ran the command and the message's id.
 	logger := commandLogger(env, cfg, "deliver")
-	users := auth.OpenDB(cfg.UsersFile())
+	users := cfg.OpenUsers(nil)
 	d, _, err := cfg.OpenDeliverer(users, logger)
 	if err != nil {
 		errorf(env, "deliver: %v", err)

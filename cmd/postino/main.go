@@ -88,6 +88,7 @@ func init() {
 		{"fetch", "[flags] [ACCOUNT...]", "download remote POP3 mailboxes", runFetch},
 		{"queue", "list | show ID | retry [ID] | delete ID", "inspect and steer the outbound queue", runQueue},
 		{"block", "list | remove ADDRESS|ACCOUNT", "see and lift blocks after failed logins", runBlock},
+		{"alias", "list | set KEY TARGET... | del KEY", "see and edit the aliases (in the database with storage.backend = \"postgres\")", runAlias},
 		{"vault", "list ADDRESS | restore ADDRESS (UIDL...|--all)", "see and restore messages deleted over POP3", runVault},
 		{"quarantine", "list [USER] | show ID | release ID | delete ID | digest", "see, release and delete mail held as spam", runQuarantine},
 		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},

@@ -57,7 +57,7 @@ func runQuarantine(env *cmdEnv, args []string) int {
 			}
 			user = u
 			// The user's mailbox name, as the user database spells it.
-			if found, ok := auth.OpenDB(cfg.UsersFile()).Lookup(u); ok {
+			if found, ok := cfg.OpenUsers(nil).Lookup(u); ok {
 				user = found.Address
 			}
 		}
@@ -83,7 +83,7 @@ func runQuarantine(env *cmdEnv, args []string) int {
 		}
 		return exitOK
 	case "release":
-		users := auth.OpenDB(cfg.UsersFile())
+		users := cfg.OpenUsers(nil)
 		d, _, err := cfg.OpenDeliverer(users, logger)
 		if err != nil {
 			errorf(env, "quarantine: %v", err)
@@ -113,7 +113,7 @@ func runQuarantine(env *cmdEnv, args []string) int {
 	case "digest":
 		// Now, rather than at junk.digest_time: what was held since the
 		// last digest.
-		users := auth.OpenDB(cfg.UsersFile())
+		users := cfg.OpenUsers(nil)
 		d, _, err := cfg.OpenDeliverer(users, logger)
 		if err != nil {
 			errorf(env, "quarantine: %v", err)

@@ -193,12 +193,24 @@ func runDKIM(env *cmdEnv, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	recs, err := dkim.Generate(cfg.DKIMDir(), pos[1], *algo, *selector)
+	where := cfg.DKIMDir()
+	var recs []dkim.Record
+	var err error
+	if ks := cfg.DKIMKeyStore(); ks != nil {
+		// Every node signs with the keys of the database.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		recs, err = dkim.GenerateStore(ctx, ks, pos[1], *algo, *selector)
+		cancel()
+		ks.Close()
+		where = "the database"
+	} else {
+		recs, err = dkim.Generate(cfg.DKIMDir(), pos[1], *algo, *selector)
+	}
 	if err != nil {
 		errorf(env, "dkim: %v", err)
 		return exitError
 	}
-	fmt.Fprintf(env.stdout, "Keys written to %s. Publish these DNS records:\n\n", cfg.DKIMDir())
+	fmt.Fprintf(env.stdout, "Keys written to %s. Publish these DNS records:\n\n", where)
 	for _, r := range recs {
 		fmt.Fprintln(env.stdout, r.String())
 	}

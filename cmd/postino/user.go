@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/postino-mail/postino/internal/aliases"
 	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/junk"
@@ -93,7 +92,7 @@ func runUser(env *cmdEnv, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	db := auth.OpenDB(cfg.UsersFile())
+	db := cfg.OpenUsers(nil)
 	ctx := context.Background()
 	needAddr := func() (string, bool) {
 		a, err := auth.CanonicalAddress(pos[0])
@@ -407,7 +406,7 @@ func localDomainOK(env *cmdEnv, cfg *config.Config, db *auth.DB, addr string, fo
 			return true
 		}
 	}
-	if t, err := aliases.Load(cfg.AliasesFile()); err == nil && slices.Contains(t.Domains(), domain) {
+	if al, err := cfg.OpenAliases(nil); err == nil && slices.Contains(al.Domains(), domain) {
 		return true
 	}
 	fmt.Fprintf(env.stderr, "postino: note: smtp.local_domains is empty, so the domains of the users and aliases are local: %s becomes a local domain\n", domain)

@@ -55,7 +55,7 @@ func runVault(env *cmdEnv, args []string) int {
 		errorf(env, "%v", err)
 		return exitDataErr
 	}
-	u, ok := auth.OpenDB(cfg.UsersFile()).Lookup(addr)
+	u, ok := cfg.OpenUsers(nil).Lookup(addr)
 	if !ok {
 		errorf(env, "no such user: %s", addr)
 		return exitNoUser

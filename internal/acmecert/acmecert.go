@@ -63,6 +63,11 @@ type Options struct {
 	RenewBefore time.Duration
 	// Logger receives what happens; nil discards it.
 	Logger *slog.Logger
+	// Lock, when set, is held for a name while its certificate is looked
+	// up and, if missing, ordered: with a Cache shared by several nodes
+	// (cluster mode), one node orders a name at a time and the others
+	// then find the certificate in the Cache.
+	Lock func(ctx context.Context, name string) (unlock func(), err error)
 }
 
 // Manager obtains, caches and renews certificates. It implements
@@ -73,6 +78,7 @@ type Manager struct {
 	list   []string
 	allow  func(string) bool
 	logger *slog.Logger
+	lock   func(context.Context, string) (func(), error)
 
 	mu     sync.Mutex
 	failed map[string]failure // names whose last order failed
@@ -102,7 +108,7 @@ func New(o Options) (*Manager, error) {
 	}
 	mg := &Manager{
 		names: map[string]bool{}, allow: o.Allow, logger: logger,
-		failed: map[string]failure{}, now: time.Now,
+		failed: map[string]failure{}, now: time.Now, lock: o.Lock,
 	}
 	for _, n := range o.Names {
 		n = normalize(n)
@@ -198,7 +204,7 @@ func (mg *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate,
 // obtain asks autocert for the certificate of name and keeps track of
 // failures, logging each.
 func (mg *Manager) obtain(hello *tls.ClientHelloInfo, name string) (*tls.Certificate, error) {
-	c, err := mg.m.GetCertificate(hello)
+	c, err := mg.lockedGet(hello, name)
 	mg.mu.Lock()
 	defer mg.mu.Unlock()
 	if err == nil {
@@ -212,6 +218,28 @@ func (mg *Manager) obtain(hello *tls.ClientHelloInfo, name string) (*tls.Certifi
 	mg.logger.Error("acme: no certificate for this name yet; its TLS handshakes fail until one is obtained",
 		"name", name, "err", err, "retry_in", f.retry)
 	return nil, err
+}
+
+// lockTimeout bounds the wait for another node's order of a name.
+const lockTimeout = 5 * time.Minute
+
+// lockedGet is autocert's GetCertificate under the name's Lock, if any.
+func (mg *Manager) lockedGet(hello *tls.ClientHelloInfo, name string) (*tls.Certificate, error) {
+	if mg.lock == nil {
+		return mg.m.GetCertificate(hello)
+	}
+	ctx := hello.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	unlock, err := mg.lock(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("acme: waiting for the order of %s on another node: %w", name, err)
+	}
+	defer unlock()
+	return mg.m.GetCertificate(hello)
 }
 
 // ecdsaHello is the handshake Run orders certificates as: a client that

@@ -22,7 +22,9 @@ type Reloading struct {
 	// Logger receives reload failures; nil discards them.
 	Logger *slog.Logger
 
-	path string
+	path    string
+	src     Source // nil: the file at path
+	version int64  // src's version of table
 
 	mu        sync.Mutex
 	table     *Table
@@ -65,6 +67,10 @@ func (r *Reloading) Table() *Table {
 		return r.table
 	}
 	r.lastCheck = now
+	if r.src != nil {
+		r.reloadSource()
+		return r.table
+	}
 	fi, err := os.Stat(r.path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		r.fail(err)

@@ -140,7 +140,9 @@ type DB struct {
 	// before the first use.
 	Argon2 Argon2Parameters
 
-	path string
+	path           string
+	store          Store     // nil: the file at path
+	storeDownUntil time.Time // see currentOrLast
 
 	mu   sync.RWMutex
 	snap *snapshot // nil: not loaded
@@ -158,6 +160,7 @@ type snapshot struct {
 	users    map[string]User
 	folded   map[string][]string // lower-cased address -> addresses
 	problems []Problem
+	version  int64 // the Store's version the entries are
 }
 
 // OpenDB returns the user database kept in the file at path. The file is
@@ -175,7 +178,8 @@ func (db *DB) HashPassword(password string) (string, error) {
 	return db.Argon2.Hash(password)
 }
 
-// Path returns the path of the database file.
+// Path returns the path of the database file (for a DB over a Store,
+// the Store's Name).
 func (db *DB) Path() string { return db.path }
 
 func (db *DB) now() time.Time {
@@ -197,6 +201,9 @@ func sameFile(a, b fs.FileInfo) bool {
 // current returns the snapshot of the file as it is now, re-reading it
 // when its inode, size or modification time changed.
 func (db *DB) current() (*snapshot, error) {
+	if db.store != nil {
+		return db.currentOrLast()
+	}
 	fi, err := os.Stat(db.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		fi, err = nil, nil
@@ -364,7 +371,12 @@ func (db *DB) Authenticate(ctx context.Context, username, password string) (cano
 	if password == "" {
 		return "", ErrEmptyPassword
 	}
-	s, err := db.current()
+	var s *snapshot
+	if db.store != nil {
+		s, err = db.currentStore(ctx)
+	} else {
+		s, err = db.current()
+	}
 	if err != nil {
 		return "", err
 	}
@@ -515,6 +527,9 @@ func (db *DB) Delete(ctx context.Context, address string) error {
 func (db *DB) modify(ctx context.Context, change func([]fileLine, *snapshot) ([]fileLine, error)) error {
 	db.writeMu.Lock()
 	defer db.writeMu.Unlock()
+	if db.store != nil {
+		return db.modifyStore(ctx, change)
+	}
 	lock, err := lockFile(ctx, db.path+".lock")
 	if err != nil {
 		return fmt.Errorf("auth: locking the user database: %w", err)

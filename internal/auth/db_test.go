@@ -101,48 +101,7 @@ func TestDBAuthenticate(t *testing.T) {
 	var logs bytes.Buffer
 	db := OpenDB(path)
 	db.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	ctx := context.Background()
-
-	tests := []struct {
-		user, password string
-		want           string
-		err            error
-	}{
-		{"alice@example.com", "alicepw", "alice@example.com", nil},
-		{"alice@EXAMPLE.COM", "alicepw", "alice@example.com", nil},
-		{"ALICE@example.com", "alicepw", "alice@example.com", nil}, // unique case-insensitive match
-		{"alice@example.com", "shadowed", "", ErrWrongPassword},
-		{"alice@example.com", "Alicepw", "", ErrWrongPassword},
-		{"alice@example.com", "", "", ErrEmptyPassword},
-		{"Bob@example.com", "Hello world!", "Bob@example.com", nil},
-		{"bob@example.com", "Hello world!", "Bob@example.com", nil},
-		{"bob@example.com", "hello world!", "", ErrWrongPassword},
-		{"carol@example.com", "carolpw", "carol@example.com", nil},
-		{"Frank@example.com", "bigfrank", "Frank@example.com", nil},
-		{"frank@example.com", "smallfrank", "frank@example.com", nil},
-		{"FRANK@example.com", "bigfrank", "", ErrUnknownUser}, // ambiguous
-		{"nobody@example.com", "alicepw", "", ErrUnknownUser},
-		{"alice", "alicepw", "", ErrUnknownUser},
-		{"../alice@example.com", "alicepw", "", ErrUnknownUser},
-		{"dave@example.com", "xyz", "", ErrUnknownScheme},
-		{"eve@example.com", "x", "", ErrMalformedHash},
-	}
-	for _, tc := range tests {
-		got, err := db.Authenticate(ctx, tc.user, tc.password)
-		if got != tc.want || !errors.Is(err, tc.err) {
-			t.Errorf("Authenticate(%q, %q) = %q, %v; want %q, %v", tc.user, tc.password, got, err, tc.want, tc.err)
-		}
-		// Every cause of a failed login is also the one error callers
-		// answer alike, so that the wire never tells them apart.
-		if (tc.err == ErrUnknownUser || tc.err == ErrWrongPassword || tc.err == ErrEmptyPassword) && !errors.Is(err, ErrInvalidCredentials) {
-			t.Errorf("Authenticate(%q, %q) = %v; want it to wrap ErrInvalidCredentials", tc.user, tc.password, err)
-		}
-		if tc.err == ErrUnknownScheme || tc.err == ErrMalformedHash {
-			if errors.Is(err, ErrInvalidCredentials) {
-				t.Errorf("Authenticate(%q): a malformed hash should be a distinct error, got %v", tc.user, err)
-			}
-		}
-	}
+	testAuthenticateTable(t, db)
 
 	problems := db.Problems()
 	var lines []int
@@ -182,6 +141,52 @@ func TestDBAuthenticate(t *testing.T) {
 	wantAddrs := []string{"Bob@example.com", "Frank@example.com", "alice@example.com", "carol@example.com", "dave@example.com", "eve@example.com", "frank@example.com"}
 	if !slices.Equal(addrs, wantAddrs) {
 		t.Errorf("List() = %v; want %v", addrs, wantAddrs)
+	}
+}
+
+// testAuthenticateTable checks logins against a DB holding sampleDB.
+func testAuthenticateTable(t *testing.T, db *DB) {
+	t.Helper()
+	ctx := context.Background()
+	tests := []struct {
+		user, password string
+		want           string
+		err            error
+	}{
+		{"alice@example.com", "alicepw", "alice@example.com", nil},
+		{"alice@EXAMPLE.COM", "alicepw", "alice@example.com", nil},
+		{"ALICE@example.com", "alicepw", "alice@example.com", nil}, // unique case-insensitive match
+		{"alice@example.com", "shadowed", "", ErrWrongPassword},
+		{"alice@example.com", "Alicepw", "", ErrWrongPassword},
+		{"alice@example.com", "", "", ErrEmptyPassword},
+		{"Bob@example.com", "Hello world!", "Bob@example.com", nil},
+		{"bob@example.com", "Hello world!", "Bob@example.com", nil},
+		{"bob@example.com", "hello world!", "", ErrWrongPassword},
+		{"carol@example.com", "carolpw", "carol@example.com", nil},
+		{"Frank@example.com", "bigfrank", "Frank@example.com", nil},
+		{"frank@example.com", "smallfrank", "frank@example.com", nil},
+		{"FRANK@example.com", "bigfrank", "", ErrUnknownUser}, // ambiguous
+		{"nobody@example.com", "alicepw", "", ErrUnknownUser},
+		{"alice", "alicepw", "", ErrUnknownUser},
+		{"../alice@example.com", "alicepw", "", ErrUnknownUser},
+		{"dave@example.com", "xyz", "", ErrUnknownScheme},
+		{"eve@example.com", "x", "", ErrMalformedHash},
+	}
+	for _, tc := range tests {
+		got, err := db.Authenticate(ctx, tc.user, tc.password)
+		if got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("Authenticate(%q, %q) = %q, %v; want %q, %v", tc.user, tc.password, got, err, tc.want, tc.err)
+		}
+		// Every cause of a failed login is also the one error callers
+		// answer alike, so that the wire never tells them apart.
+		if (tc.err == ErrUnknownUser || tc.err == ErrWrongPassword || tc.err == ErrEmptyPassword) && !errors.Is(err, ErrInvalidCredentials) {
+			t.Errorf("Authenticate(%q, %q) = %v; want it to wrap ErrInvalidCredentials", tc.user, tc.password, err)
+		}
+		if tc.err == ErrUnknownScheme || tc.err == ErrMalformedHash {
+			if errors.Is(err, ErrInvalidCredentials) {
+				t.Errorf("Authenticate(%q): a malformed hash should be a distinct error, got %v", tc.user, err)
+			}
+		}
 	}
 }
 

@@ -101,3 +101,36 @@ func FuzzVerifyPassword(f *testing.F) {
 		SCRAMCredentials(stored)
 	})
 }
+
+// FuzzStoredUser: a user accepted for a Store (postino db import,
+// AddUser) is one passwd-file line that parses back to exactly that
+// user, so that no field can add a user or change another's.
+func FuzzStoredUser(f *testing.F) {
+	f.Add("alice@example.com", "{PLAIN}pw", "1000", "userdb_quota_rule=*", 2)
+	f.Add("Bob@Example.COM", helloHash, "", "x\ny:z", 3)
+	f.Add("a@b", "{PLAIN}a:b", "c", "d", 1)
+	f.Add("a@b", "{PLAIN}x", "\r", "", 2)
+	f.Fuzz(func(t *testing.T, addr, hash, e1, e2 string, n int) {
+		var extra []string
+		switch n % 4 {
+		case 1:
+			extra = []string{e1}
+		case 2:
+			extra = []string{e1, e2}
+		case 3:
+			extra = []string{e1, e2, e1}
+		}
+		u, err := checkUser(User{Address: addr, Hash: hash, Extra: extra})
+		if err != nil {
+			return
+		}
+		line := u.line()
+		if strings.ContainsAny(line, "\r\n") {
+			t.Fatalf("line break in %q", line)
+		}
+		got, err := ParseLine(line)
+		if err != nil || !equalUser(got, u) {
+			t.Fatalf("%q parses as %+v, %v; want %+v", line, got, err, u)
+		}
+	})
+}

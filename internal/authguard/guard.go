@@ -71,6 +71,12 @@ type Guard struct {
 	Logger *slog.Logger
 	// Metrics counts the blocks started; nil: none.
 	Metrics *metrics.Metrics
+	// Shared, when set, is the failure state of every node of a cluster:
+	// each attempt reads its address's record from it first, and each
+	// failure is counted in it, so that failures on one node count on
+	// all and a block holds on every node. When it cannot be reached the
+	// Guard counts on this node alone. Set it before first use.
+	Shared Shared
 
 	mu      sync.Mutex
 	records map[string]*record
@@ -169,6 +175,7 @@ func accountKey(user string) string { return "user:" + strings.ToLower(user) }
 // Blocked reports whether logins from addr are refused now, and until
 // when.
 func (g *Guard) Blocked(addr net.Addr) (bool, time.Time) {
+	g.syncAddr(addr)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	key := AddrKey(addr)
@@ -197,6 +204,7 @@ func (g *Guard) Begin(addr net.Addr) (bool, time.Time) {
 	if g.trusted(addr) {
 		return true, time.Time{}
 	}
+	g.syncAddr(addr)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	key := AddrKey(addr)
@@ -249,19 +257,23 @@ func (g *Guard) Abandon(addr net.Addr) {
 // so that no other attempt can begin in between, it is counted as
 // Failure counts it. It returns how long the answer should be held back.
 func (g *Guard) EndFailure(addr net.Addr, user string) time.Duration {
+	ip, account := g.sharedFailure(addr, user)
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.endLocked(addr)
-	return g.failureLocked(addr, user)
+	d, key, until := g.failureLocked(addr, user, ip, account)
+	g.mu.Unlock()
+	g.sharedBlock(key, until)
+	return d
 }
 
 // EndSuccess ends an attempt Begin let through as a success, as Success
 // records one.
 func (g *Guard) EndSuccess(addr net.Addr, user string) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.endLocked(addr)
 	delete(g.records, accountKey(user))
+	g.mu.Unlock()
+	g.sharedForget(accountKey(user))
 }
 
 // InFlight returns the number of attempts begun and not yet ended, from
@@ -280,21 +292,34 @@ func (g *Guard) InFlight() int {
 // be held back. A trusted address is neither counted nor blocked; the
 // account is.
 func (g *Guard) Failure(addr net.Addr, user string) time.Duration {
+	ip, account := g.sharedFailure(addr, user)
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.failureLocked(addr, user)
+	d, key, until := g.failureLocked(addr, user, ip, account)
+	g.mu.Unlock()
+	g.sharedBlock(key, until)
+	return d
 }
 
-func (g *Guard) failureLocked(addr net.Addr, user string) time.Duration {
+// failureLocked counts a failure: with the Shared store's records ip and
+// account where they are known (the failure is already counted there),
+// else on this node. It returns the delay, and the key and end of the
+// block it set, if any, for the Shared store.
+func (g *Guard) failureLocked(addr net.Addr, user string, ip, account *SharedRecord) (d time.Duration, blockKey string, until time.Time) {
 	now := g.now()
 	n := 1
 	if !g.trusted(addr) {
 		key := AddrKey(addr)
-		ipr := g.bump(key, now)
+		var ipr *record
+		if ip != nil {
+			ipr = g.setLocked(key, *ip, true)
+		} else {
+			ipr = g.bump(key, now)
+		}
 		n = ipr.failures
 		if ipr.failures >= def(g.MaxFailures, DefaultMaxFailures) {
 			starts := ipr.blockedUntil.IsZero()
 			ipr.blockedUntil = now.Add(def(g.BlockFor, DefaultBlockFor))
+			blockKey, until = key, ipr.blockedUntil
 			if starts {
 				g.Metrics.Block()
 			}
@@ -306,14 +331,18 @@ func (g *Guard) failureLocked(addr net.Addr, user string) time.Duration {
 		}
 	}
 	if user != "" {
-		n = max(n, g.bump(accountKey(user), now).failures)
+		if account != nil {
+			n = max(n, g.setLocked(accountKey(user), *account, true).failures)
+		} else {
+			n = max(n, g.bump(accountKey(user), now).failures)
+		}
 	}
 	base := def(g.BaseDelay, DefaultBaseDelay)
 	if base < 0 {
-		return 0
+		return 0, blockKey, until
 	}
-	d := base << min(n-1, 16)
-	return min(d, def(g.MaxDelay, DefaultMaxDelay))
+	d = base << min(n-1, 16)
+	return min(d, def(g.MaxDelay, DefaultMaxDelay)), blockKey, until
 }
 
 // Success records a successful login: the account's failures are
@@ -321,8 +350,9 @@ func (g *Guard) failureLocked(addr net.Addr, user string) time.Duration {
 // address keep guessing others).
 func (g *Guard) Success(addr net.Addr, user string) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	delete(g.records, accountKey(user))
+	g.mu.Unlock()
+	g.sharedForget(accountKey(user))
 }
 
 func (g *Guard) bump(key string, now time.Time) *record {
@@ -390,6 +420,13 @@ func (g *Guard) end(key string, r *record, reason string) {
 // then, so that the end of a block is logged even when the address never
 // comes back.
 func (g *Guard) Sweep() {
+	if g.Shared != nil {
+		ctx, cancel := sharedCtx()
+		if err := g.Shared.Sweep(ctx, g.now(), def(g.Window, DefaultWindow)); err != nil {
+			g.sharedError("sweep", err)
+		}
+		cancel()
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
@@ -427,6 +464,15 @@ type Entry struct {
 // Blocks lists the addresses and accounts with failures held against
 // them now, blocked addresses first, each group by name.
 func (g *Guard) Blocks() []Entry {
+	if g.Shared != nil {
+		ctx, cancel := sharedCtx()
+		recs, err := g.Shared.List(ctx)
+		cancel()
+		if err == nil {
+			return g.SharedEntries(recs)
+		}
+		g.sharedError("list", err)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
@@ -448,6 +494,36 @@ func (g *Guard) Blocks() []Entry {
 		}
 		out = append(out, e)
 	}
+	sortEntries(out)
+	return out
+}
+
+// SharedEntries is Blocks from the Shared store's records recs.
+func (g *Guard) SharedEntries(recs []SharedRecord) []Entry {
+	now := g.now()
+	window := def(g.Window, DefaultWindow)
+	var out []Entry
+	for _, r := range recs {
+		e := Entry{Kind: KindAddress, Name: displayKey(r.Key), Failures: r.Failures}
+		if strings.HasPrefix(r.Key, "user:") {
+			e.Kind = KindAccount
+		}
+		switch {
+		case now.Before(r.BlockedUntil):
+			e.Blocked, e.Until = true, r.BlockedUntil
+		case now.Sub(r.WindowStart) <= window:
+			e.Until = r.WindowStart.Add(window)
+		default:
+			continue
+		}
+		out = append(out, e)
+	}
+	sortEntries(out)
+	return out
+}
+
+// sortEntries orders entries as Blocks returns them.
+func sortEntries(out []Entry) {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Blocked != b.Blocked {
@@ -458,7 +534,6 @@ func (g *Guard) Blocks() []Entry {
 		}
 		return a.Name < b.Name
 	})
-	return out
 }
 
 // ErrNotFound is returned by Lift for a name the Guard holds nothing
@@ -473,20 +548,21 @@ var ErrBadName = errors.New("authguard: empty address or account")
 // of an IPv6 /64 lifts the /64, as does the /64 itself) or an account
 // name. It returns the Entry removed.
 func (g *Guard) Lift(name string) (Entry, error) {
-	name = strings.TrimSpace(name)
-	if name == "" {
-		return Entry{}, ErrBadName
+	key, kind, err := liftKey(name)
+	if err != nil {
+		return Entry{}, err
 	}
-	key := accountKey(name)
-	kind := KindAccount
-	if ip, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
-		key, kind = ipKey(ip.Unmap()), KindAddress
-	} else if p, err := netip.ParsePrefix(name); err == nil && p.Addr().Is6() && p.Bits() == 64 {
-		key, kind = ipKey(p.Addr()), KindAddress
-	}
+	rec, shared := g.sharedForget(key)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r := g.records[key]
+	if r == nil && shared {
+		// Held on other nodes only.
+		r = &record{failures: rec.Failures, windowStart: rec.WindowStart}
+		if g.now().Before(rec.BlockedUntil) {
+			r.blockedUntil = rec.BlockedUntil
+		}
+	}
 	if r == nil {
 		return Entry{}, ErrNotFound
 	}
@@ -494,6 +570,21 @@ func (g *Guard) Lift(name string) (Entry, error) {
 	g.end(key, r, "lifted")
 	delete(g.records, key)
 	return e, nil
+}
+
+// liftKey returns the record key and kind Lift looks for name under.
+func liftKey(name string) (key, kind string, err error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return "", "", ErrBadName
+	}
+	key, kind = accountKey(name), KindAccount
+	if ip, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
+		key, kind = ipKey(ip.Unmap()), KindAddress
+	} else if p, err := netip.ParsePrefix(name); err == nil && p.Addr().Is6() && p.Bits() == 64 {
+		key, kind = ipKey(p.Addr()), KindAddress
+	}
+	return key, kind, nil
 }
 
 // displayKey is a record key without its kind prefix.

@@ -39,12 +39,20 @@ func (c *Config) Guard(logger *slog.Logger) *authguard.Guard {
 	if g.BaseDelay == 0 {
 		g.BaseDelay = -1 // 0s in the config disables delays; 0 in Guard is its default
 	}
+	if c.UsesPostgres() {
+		g.Shared = c.sharedGuardState()
+	}
 	return g
 }
 
 // OpenUsers opens the user database of the [users] section (its file and
-// the cache of password checks), logging to logger.
+// the cache of password checks), logging to logger. With
+// storage.backend = "postgres" the users are PostgreSQL's, shared by
+// every node, and users.file is not read.
 func (c *Config) OpenUsers(logger *slog.Logger) *auth.DB {
+	if c.UsesPostgres() {
+		return c.openPGUsers(logger)
+	}
 	db := auth.OpenDB(c.UsersFile())
 	db.CacheTTL = c.Users.CacheTTL.Duration
 	db.Logger = logger

@@ -28,10 +28,11 @@ type Resolution struct {
 // FullResolver sets d.Resolver to the resolution SMTP uses (aliases,
 // catch-alls, postmaster, SRS) over the same configuration.
 func (cfg *Config) FullResolver(users *auth.DB, d *delivery.Deliverer, logger *slog.Logger) (*Resolution, error) {
-	al, err := aliases.Load(cfg.AliasesFile())
+	rl, err := cfg.OpenAliases(logger)
 	if err != nil {
 		return nil, fmt.Errorf("aliases: %w", err)
 	}
+	al := rl.Table()
 	fr := &Resolution{Aliases: al, IsLocal: envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, users, al, logger)}
 	if cfg.SMTP.SRS {
 		key, err := srs.LoadKey(cfg.SRSKeyFile())

@@ -134,24 +134,7 @@ func Keygen(dir, domain, algo, selector string) (Record, error) {
 	if !validSelector(selector) {
 		return Record{}, fmt.Errorf("dkim: invalid selector %q", selector)
 	}
-	var key crypto.Signer
-	switch algo {
-	case AlgoEd25519:
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return Record{}, err
-		}
-		key = k
-	case AlgoRSA:
-		k, err := rsa.GenerateKey(rand.Reader, RSABits)
-		if err != nil {
-			return Record{}, err
-		}
-		key = k
-	default:
-		return Record{}, fmt.Errorf("dkim: unknown algorithm %q (want %s or %s)", algo, AlgoEd25519, AlgoRSA)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	key, der, err := newKey(algo)
 	if err != nil {
 		return Record{}, err
 	}
@@ -186,6 +169,33 @@ func Keygen(dir, domain, algo, selector string) (Record, error) {
 		d.Close()
 	}
 	return record(domain, selector, key)
+}
+
+// newKey generates a private key of algo and returns it with its PKCS#8
+// DER form.
+func newKey(algo string) (crypto.Signer, []byte, error) {
+	var key crypto.Signer
+	switch algo {
+	case AlgoEd25519:
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		key = k
+	case AlgoRSA:
+		k, err := rsa.GenerateKey(rand.Reader, RSABits)
+		if err != nil {
+			return nil, nil, err
+		}
+		key = k
+	default:
+		return nil, nil, fmt.Errorf("dkim: unknown algorithm %q (want %s or %s)", algo, AlgoEd25519, AlgoRSA)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, der, nil
 }
 
 // KeygenAll generates an ed25519 and an RSA key for domain with the
@@ -284,24 +294,38 @@ func loadKeys(dir, domain string) ([]key, error) {
 		if err != nil {
 			return nil, err
 		}
-		k, err := tlsutil.ParsePrivateKey(data)
+		kk, err := parseKey(sel, data)
 		if err != nil {
 			return nil, fmt.Errorf("dkim: %s/%s: %w", domain, n, err)
 		}
-		kk := key{selector: sel}
-		switch s := k.(type) {
-		case ed25519.PrivateKey:
-			kk.signer, kk.algo = s, AlgoEd25519
-		case *rsa.PrivateKey:
-			kk.signer, kk.algo = s, AlgoRSA
-		default:
-			return nil, fmt.Errorf("dkim: %s/%s: unsupported key type %T", domain, n, k)
-		}
 		keys = append(keys, kk)
 	}
-	// ed25519 first: the signatures are prepended in this order.
-	sort.SliceStable(keys, func(i, j int) bool { return keys[i].algo == AlgoEd25519 && keys[j].algo != AlgoEd25519 })
+	sortKeys(keys)
 	return keys, nil
+}
+
+// parseKey parses the PEM private key of selector sel.
+func parseKey(sel string, data []byte) (key, error) {
+	k, err := tlsutil.ParsePrivateKey(data)
+	if err != nil {
+		return key{}, err
+	}
+	kk := key{selector: sel}
+	switch s := k.(type) {
+	case ed25519.PrivateKey:
+		kk.signer, kk.algo = s, AlgoEd25519
+	case *rsa.PrivateKey:
+		kk.signer, kk.algo = s, AlgoRSA
+	default:
+		return key{}, fmt.Errorf("unsupported key type %T", k)
+	}
+	return kk, nil
+}
+
+// sortKeys puts ed25519 keys first: the signatures are prepended in this
+// order.
+func sortKeys(keys []key) {
+	sort.SliceStable(keys, func(i, j int) bool { return keys[i].algo == AlgoEd25519 && keys[j].algo != AlgoEd25519 })
 }
 
 // Signer signs messages with the keys under a folder (DATA/dkim). Keys
@@ -309,15 +333,17 @@ func loadKeys(dir, domain string) ([]key, error) {
 // `postino dkim keygen` are used without a restart. It implements
 // queue.Signer.
 type Signer struct {
-	dir string
-	mu  sync.Mutex
+	dir   string
+	store KeyStore // nil: the files under dir
+	mu    sync.Mutex
 	// cache holds each domain's keys and the folder's modification time.
 	cache map[string]cached
 }
 
 type cached struct {
-	mod  time.Time
-	keys []key
+	mod     time.Time
+	version int64 // the KeyStore's
+	keys    []key
 }
 
 // NewSigner returns a Signer for the keys under dir.
@@ -325,7 +351,10 @@ func NewSigner(dir string) *Signer {
 	return &Signer{dir: dir, cache: make(map[string]cached)}
 }
 
-func (s *Signer) keys(domain string) ([]key, error) {
+func (s *Signer) keys(ctx context.Context, domain string) ([]key, error) {
+	if s.store != nil {
+		return s.storeKeys(ctx, domain)
+	}
 	var mod time.Time
 	if fi, err := os.Stat(s.dir + "/" + domain); err == nil {
 		mod = fi.ModTime()
@@ -356,7 +385,7 @@ func (s *Signer) Sign(ctx context.Context, domain string, msg io.Reader) (string
 	if !ValidDomain(domain) {
 		return "", nil
 	}
-	keys, err := s.keys(domain)
+	keys, err := s.keys(ctx, domain)
 	if err != nil || len(keys) == 0 {
 		return "", err
 	}

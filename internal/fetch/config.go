@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/postino-mail/postino/internal/auth"
 	"github.com/postino-mail/postino/internal/config"
 )
 
@@ -57,7 +56,7 @@ func NewAccount(cfg *config.Config, fa config.FetchAccount, stderr io.Writer) (*
 	if dest.Kind == config.FetchDestLocal {
 		addr := dest.Arg
 		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		users := auth.OpenDB(cfg.UsersFile())
+		users := cfg.OpenUsers(nil)
 		d, st, err := cfg.OpenDeliverer(users, logger)
 		if err != nil {
 			return nil, err

@@ -33,6 +33,13 @@ func openPGStore(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*deli
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening mail store: %w", err)
 	}
+	// The users are the database's too: read them now, so that a node
+	// that later loses the database still knows its recipients (and
+	// answers 451 at delivery, not 550).
+	if _, err := users.List(); err != nil {
+		st.Close()
+		return nil, nil, fmt.Errorf("reading users: %w", err)
+	}
 	go collectBlobs(st, logger)
 	logger.Info("mail store: PostgreSQL", "blobs", cfg.Storage.Blobs, "lock_ttl", cfg.Storage.LockTTL.Duration)
 	return cfg.Deliverer(st, users, logger), st, nil

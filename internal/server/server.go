@@ -25,7 +25,6 @@ import (
 	"github.com/postino-mail/postino/internal/authguard"
 	"github.com/postino-mail/postino/internal/config"
 	"github.com/postino-mail/postino/internal/delivery"
-	"github.com/postino-mail/postino/internal/dkim"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/inbound"
 	"github.com/postino-mail/postino/internal/metrics"
@@ -255,7 +254,7 @@ func (s *Server) buildSMTP(cfg *config.Config, logger *slog.Logger, deliverer *d
 	if cfg.SMTP.Listen == "" && cfg.SMTP.Submission == "" && cfg.SMTP.Submissions == "" && cfg.SMTP.LMTP == "" {
 		return nil, nil
 	}
-	al, err := aliases.NewReloading(cfg.AliasesFile(), logger)
+	al, err := cfg.OpenAliases(logger)
 	if err != nil {
 		return nil, fmt.Errorf("aliases: %w", err)
 	}
@@ -337,7 +336,7 @@ func (s *Server) queueOptions(cfg *config.Config, logger *slog.Logger, deliverer
 	qo.IsLocalDomain = envelope.LocalDomainFunc(cfg.SMTP.LocalDomains, users, al, logger)
 	qo.Local = deliverer
 	qo.Resolver = s.resolver
-	qo.Signer = dkim.NewSigner(cfg.DKIMDir())
+	qo.Signer = cfg.DKIMSigner()
 	qo.DSNDomain = dsnDomain(cfg)
 	s.outboundSecurity(cfg, logger.With("component", "queue"), &qo)
 	qo.Owns = senderOwns(cfg, deliverer, al, qo.IsLocalDomain)
@@ -533,7 +532,7 @@ func (s *Server) apply(next *config.Config, logger *slog.Logger) (config.Changes
 	al := s.aliases
 	if al != nil && eff.AliasesFile() != old.AliasesFile() {
 		var err error
-		if al, err = aliases.NewReloading(eff.AliasesFile(), logger); err != nil {
+		if al, err = eff.OpenAliases(logger); err != nil {
 			return ch, fmt.Errorf("aliases: %w", err)
 		}
 	}

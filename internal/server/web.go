@@ -99,11 +99,13 @@ func (s *Server) newACME(cfg *config.Config, logger *slog.Logger) (*acmecert.Man
 			names = append(names, "mta-sts."+strings.ToLower(d))
 		}
 	}
+	cache, lock := cfg.ACMEStorage()
 	m, err := acmecert.New(acmecert.Options{
 		Email:        cfg.TLS.ACMEEmail,
 		DirectoryURL: cfg.TLS.ACMEDirectory,
 		HTTPClient:   client,
-		Cache:        acmecert.DirCache(cfg.ACMEDir()),
+		Cache:        cache,
+		Lock:         lock,
 		Names:        names,
 		Allow: func(name string) bool {
 			if !https {

@@ -67,10 +67,14 @@ func postino(t testing.TB, stdin []byte, args ...string) testutil.Result {
 type cluster struct {
 	dir   string
 	dsn   string
-	users string // the shared user database
+	users string // the users file of a single-node data folder
 	extra string // TOML appended to every node's configuration
 	smtp  string // TOML added to every node's [smtp] section
 	user  string // TOML added to every node's [users] section
+
+	imported bool // the users are in the database (importUsers)
+	// tweak, when set, edits every node's configuration.
+	tweak func(cfg string) string
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -139,6 +143,9 @@ max_connections = 4
 [admin]
 listen = ""
 `, name+".example.test", data, pop3Addr, pop3sAddr, smtpAddr, submissionsAddr, filepath.Join(data, "lmtp.sock"), c.smtp, c.users, c.user, dsn, lockTTL.String()) + c.extra
+	if c.tweak != nil {
+		cfg = c.tweak(cfg)
+	}
 	path := filepath.Join(c.dir, name+".toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -163,7 +170,21 @@ func (c *cluster) start(t *testing.T, name, dsn string) *node {
 			n.Stop(t, 15*time.Second, n.Stderr)
 		}
 	})
+	c.importUsers(t, n.config)
 	return n
+}
+
+// importUsers copies the users of c.users into the database once
+// ("postino db import"), as when moving a single server to a cluster.
+func (c *cluster) importUsers(t *testing.T, config string) {
+	t.Helper()
+	if c.imported {
+		return
+	}
+	c.imported = true
+	if r := postino(t, nil, "db", "import", "--config", config); r.Code != 0 || !strings.Contains(r.Stdout, "users: 2 imported") {
+		t.Fatalf("db import of the users: %s", r)
+	}
 }
 
 func (n *node) kill9(t *testing.T) {
@@ -450,10 +471,11 @@ func TestImportMaildir(t *testing.T) {
 		t.Fatalf("db migrate: %s", r)
 	}
 	r := postino(t, nil, "db", "import", "--config", pgCfg)
-	if r.Code != 0 || !strings.Contains(r.Stdout, alice+": 3 messages imported") || !strings.Contains(r.Stdout, carol+": 0 messages imported") {
+	c.imported = true
+	if r.Code != 0 || !strings.Contains(r.Stdout, "users: 2 imported") || !strings.Contains(r.Stdout, alice+": 3 messages imported") || !strings.Contains(r.Stdout, carol+": 0 messages imported") {
 		t.Fatalf("db import: %s", r)
 	}
-	if r := postino(t, nil, "db", "import", "--config", pgCfg, alice); r.Code != 0 || !strings.Contains(r.Stdout, alice+": 0 messages imported") {
+	if r := postino(t, nil, "db", "import", "--config", pgCfg, alice); r.Code != 0 || !strings.Contains(r.Stdout, alice+": 0 messages imported") || !strings.Contains(r.Stdout, "users: 0 imported, 1 already there") {
 		t.Fatalf("db import again: %s", r)
 	}
 	n := c.start(t, "node1", c.dsn)
@@ -489,6 +511,7 @@ func TestTLSTransports(t *testing.T) {
 		},
 	})
 	t.Cleanup(func() { n.Stop(t, 15*time.Second, n.Stderr) })
+	c.importUsers(t, n.config)
 	if l := smtpSend(t, n.smtp, message("tls"), alice); !strings.HasPrefix(l, "250") {
 		t.Fatalf("SMTP: %q", l)
 	}

@@ -36,6 +36,7 @@ func (c *cluster) startTLS(t *testing.T, name, dsn string) *node {
 			n.Stop(t, 15*time.Second, n.Stderr)
 		}
 	})
+	c.importUsers(t, n.config)
 	return n
 }
 

@@ -38,17 +38,26 @@
 // status and last reply). The blob collector leaves blobs a queued
 // message references alone.
 //
+// Version 3 holds what the nodes share about accounts:
+//
+//   - users (Users, an auth.Store): one row per user with its password
+//     hash and the passwd-file's further fields, and users_version, a
+//     change counter each lookup reads first;
+//   - aliases and aliases_version (Aliases, an aliases.Source);
+//   - login_failures: failed logins per address and account with their
+//     window and block end (internal/authguard/pgguard);
+//   - dkim_keys and dkim_version (DKIMKeys, a dkim.KeyStore);
+//   - acme_cache (ACMECache, an autocert.Cache with a per-name advisory
+//     lock, Lock).
+//
 // Version 4 adds the state of `postino fetch` (fetch_accounts,
 // fetch_journal, fetch_leases; see internal/fetch, "State in
 // PostgreSQL") and, on messages, downloaded_at and vaulted_at for
-// pop3.expire and the deleted-mail vault (retention.go). Versions are
-// numbered per feature and depend on version 1 only: Migrate applies
-// every one the database lacks, in order.
+// pop3.expire and the deleted-mail vault (retention.go).
 //
-// Planned for later versions, on the same database: users and aliases
-// (tables users, aliases, replacing the passwd file when the backend is
-// postgres) and login-failure state (login_failures keyed by address
-// prefix and account, with expiry).
+// Versions are numbered per feature and depend on version 1 only, so a
+// build may lack some numbers: Migrate applies every embedded version the
+// database lacks, in order.
 //
 // # Delivery
 //

@@ -63,6 +63,9 @@ func migrations() ([]migration, error) {
 			return nil, fmt.Errorf("pgstore: two migrations numbered %d: %s", ms[i].version, ms[i].name)
 		}
 	}
+	if len(ms) == 0 || ms[0].version != 1 {
+		return nil, errors.New("pgstore: migration 1 is missing")
+	}
 	return ms, nil
 }
 

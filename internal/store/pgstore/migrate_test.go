@@ -39,7 +39,10 @@ func TestMigrateConcurrent(t *testing.T) {
 	for v := range applied {
 		total += len(v)
 	}
-	ms, _ := migrations()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if total != len(ms) {
 		t.Fatalf("%d migrations applied in all, want %d", total, len(ms))
 	}
