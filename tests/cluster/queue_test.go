@@ -149,6 +149,9 @@ func (c *cluster) startForwarding(t *testing.T, name, dsn, sink string) *node {
 			}
 			fmt.Fprintf(f, "[queue]\nroutes = [\"sink.test=%s\"]\nmax_per_domain = 1\nmax_concurrent = 1\nmin_backoff = \"1s\"\n", sink)
 			f.Close()
+			// The users and the forwarding alias are in the database
+			// before the node reads them.
+			c.importUsers(t, n.config)
 			return []string{"serve", "--config", n.config}, map[string]string{"pop3": n.pop3, "smtp": n.smtp}
 		},
 	})

@@ -177,6 +177,16 @@ func newServerWith(t testing.TB, data, extra string) *server {
 	if err := os.WriteFile(s.cfgPath, []byte(serverConfig+extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if strings.Contains(extra, `backend = "postgres"`) {
+		// The users of the data folder go into the database, as when a
+		// single server moves to a cluster.
+		if r := postino(t, nil, "db", "migrate", "--config", s.cfgPath, "--data", data); r.Code != 0 {
+			t.Fatalf("db migrate: %s", r)
+		}
+		if r := postino(t, nil, "db", "import", "--config", s.cfgPath, "--data", data); r.Code != 0 {
+			t.Fatalf("db import: %s", r)
+		}
+	}
 	s.pickPorts()
 	t.Cleanup(func() {
 		if s.running {
