@@ -50,6 +50,8 @@
 # through that rspamd too. The report adds each postino check's time per
 # stage, p50 and p99, from the postino_check_seconds histogram scraped from
 # the admin listener before and after the measured runs),
+# PERF=FILE records postino's CPU profile with perf(1) during the measured
+# runs (perf report -i FILE),
 # KEEP=1 keeps the temporary folder, RECORD=0 only prints the table
 # (nothing written to bench/).
 set -euo pipefail
@@ -471,6 +473,11 @@ settle
 # scrape FILE: postino's check histograms (CHECKS=1).
 scrape() { if [ "$CHECKS" = 1 ]; then curl -fsS "http://127.0.0.1:$PA/metrics" | grep '^postino_check_seconds_bucket' >"$1"; fi; }
 scrape "$T/checks.before"
+perf_pid=
+if [ -n "${PERF:-}" ]; then
+	perf record -F 499 -g -o "$PERF" -p "$POSTINO_PID" >/dev/null 2>&1 &
+	perf_pid=$!
+fi
 
 log "intake: $ROUNDS rounds x {postino, postfix}, $CONC senders x $COUNT messages of $SIZE octets"
 for r in $(seq "$ROUNDS"); do
@@ -483,6 +490,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 scrape "$T/checks.after"
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 
 # What the checks found, as each server wrote it into the last message it
 # delivered: both must have passed SPF, DKIM and DMARC.
