@@ -607,7 +607,11 @@ else
 	OUT=$REPO/bench/results/smtp-$DATE-$(date -u +%H%M).md
 fi
 {
-	echo "## SMTP intake: postino vs Postfix to Maildir ($DATE)"
+	case $CHECKS/$MILTER in
+	1/none) echo "## SMTP intake with the checks (SPF, DKIM, DMARC, DNSBL): postino's own vs Postfix + rspamd ($DATE)" ;;
+	1/rspamd) echo "## SMTP intake with the checks and rspamd: postino's own + rspamd vs Postfix + rspamd ($DATE)" ;;
+	*) echo "## SMTP intake: postino vs Postfix to Maildir ($DATE)" ;;
+	esac
 	echo
 	echo "Command: \`$CMD\` (as root). Took $(($(date +%s) - SCRIPT_START)) s."
 	echo "Host: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME"), $(df -T "$T" | awk 'NR==2 {print $2}') on $(df "$T" | awk 'NR==2 {print $1}');"
