@@ -39,6 +39,19 @@
 # network, X-Spam-Status added; RSPAMD_WORKERS proxy processes, 2; postino
 # then logs at debug level and the report gives the p50 and p99 of the
 # time its milter exchange takes per message),
+# CHECKS (0; 1: both servers check every message's sender the same way
+# against one local DNS server, NSD, serving the sender domain's SPF, DKIM
+# and DMARC records and a DNS blocklist that does not list the client; the
+# messages are one DKIM-signed message (bench/compare/dkimsign.py), sent
+# from sender@sender.test. postino: [mailauth] with DMARC enforced,
+# [antispam] dnsbl_sites, fcrdns and helo on, no trusted networks, dns.server
+# = NSD; Postfix: rspamd as a milter with its spf, dkim, dmarc and rbl
+# modules on the same NSD. With MILTER=rspamd postino passes the messages
+# through that rspamd too. The report adds each postino check's time per
+# stage, p50 and p99, from the postino_check_seconds histogram scraped from
+# the admin listener before and after the measured runs),
+# PERF=FILE records postino's CPU profile with perf(1) during the measured
+# runs (perf report -i FILE),
 # KEEP=1 keeps the temporary folder, RECORD=0 only prints the table
 # (nothing written to bench/).
 set -euo pipefail
@@ -47,7 +60,7 @@ source "$(dirname "$0")/lib.sh"
 
 # The command as run, for the report: knobs set in the environment.
 CMD="bench/compare/smtp.sh"
-for v in ROUNDS CONC COUNT SIZE PERCONN IN_FLOW_DELAY MAILBOXES PF_LIMITS TARGET MILTER RSPAMD_WORKERS; do if [ -n "${!v:-}" ]; then CMD="$v=${!v} $CMD"; fi; done
+for v in ROUNDS CONC COUNT SIZE PERCONN IN_FLOW_DELAY MAILBOXES PF_LIMITS TARGET MILTER RSPAMD_WORKERS CHECKS; do if [ -n "${!v:-}" ]; then CMD="$v=${!v} $CMD"; fi; done
 ROUNDS=${ROUNDS:-3}
 CONC=${CONC:-100}
 COUNT=${COUNT:-100}
@@ -59,6 +72,8 @@ PF_LIMITS=${PF_LIMITS:-off}
 TARGET=${TARGET:-2}
 MILTER=${MILTER:-none}
 RSPAMD_WORKERS=${RSPAMD_WORKERS:-2}
+CHECKS=${CHECKS:-0}
+case $CHECKS in 0 | 1) ;; *) echo "CHECKS: 0 or 1" >&2; exit 1 ;; esac
 case $MILTER in none | rspamd) ;; *) echo "MILTER: none or rspamd" >&2; exit 1 ;; esac
 NUSERS=64
 [ "$MAILBOXES" -ge 1 ] && [ "$MAILBOXES" -le "$NUSERS" ] || { echo "MAILBOXES: 1 to $NUSERS" >&2; exit 1; }
@@ -76,7 +91,9 @@ SCRIPT_START=$(date +%s)
 need_pkgs=()
 command -v postfix >/dev/null && command -v postmap >/dev/null || need_pkgs+=(postfix)
 command -v jq >/dev/null || need_pkgs+=(jq)
-[ "$MILTER" = none ] || command -v rspamd >/dev/null || need_pkgs+=(rspamd)
+{ [ "$MILTER" = none ] && [ "$CHECKS" = 0 ]; } || command -v rspamd >/dev/null || need_pkgs+=(rspamd)
+[ "$CHECKS" = 0 ] || command -v nsd >/dev/null || need_pkgs+=(nsd)
+[ "$CHECKS" = 0 ] || /usr/bin/python3 -c 'import dkim' 2>/dev/null || need_pkgs+=(python3-dkim)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
 	apt-get update -q
@@ -107,19 +124,131 @@ build_tools smtpload
 
 PM=$(freeport) FM=$(freeport)
 
-# --- rspamd (MILTER=rspamd) ----------------------------------------------------
+# --- DNS and the signed message (CHECKS=1) ------------------------------------
+# One NSD serves everything both servers look up: the sender domain's SPF,
+# DKIM key and DMARC policy, a DNS blocklist (only its RFC 5782 test entry
+# 127.0.0.2 is listed) and the reverse zone of loopback.
+SENDER=sender@load.test HELO=load.test LOAD_MSG=()
+if [ "$CHECKS" = 1 ]; then
+	NS=$T/nsd
+	mkdir -p "$NS"
+	NSP=$(freeport)
+	SENDER=sender@sender.test HELO=mail.sender.test
+	openssl genrsa -out "$NS/dkim.key" 2048 2>/dev/null
+	DKIM_P=$(openssl rsa -in "$NS/dkim.key" -pubout -outform DER 2>/dev/null | base64 -w0)
+	# TXT strings of at most 255 octets (RFC 1035 §3.3.14).
+	DKIM_TXT=$(echo "v=DKIM1; k=rsa; p=$DKIM_P" | fold -w 250 | sed 's/.*/"&"/' | tr '\n' ' ')
+	cat >"$NS/sender.test.zone" <<ZONE
+\$ORIGIN sender.test.
+\$TTL 3600
+@ IN SOA ns.sender.test. hostmaster.sender.test. 1 3600 600 86400 300
+@ IN NS ns.sender.test.
+ns IN A 127.0.0.1
+mail IN A 127.0.0.1
+@ IN MX 10 mail.sender.test.
+@ IN TXT "v=spf1 ip4:127.0.0.0/8 -all"
+bench._domainkey IN TXT ( $DKIM_TXT)
+_dmarc IN TXT "v=DMARC1; p=reject; adkim=s; aspf=s"
+ZONE
+	cat >"$NS/bl.test.zone" <<ZONE
+\$ORIGIN bl.test.
+\$TTL 3600
+@ IN SOA ns.sender.test. hostmaster.sender.test. 1 3600 600 86400 300
+@ IN NS ns.sender.test.
+2.0.0.127 IN A 127.0.0.2
+2.0.0.127 IN TXT "test entry (RFC 5782 section 5)"
+ZONE
+	cat >"$NS/127.in-addr.arpa.zone" <<ZONE
+\$ORIGIN 127.in-addr.arpa.
+\$TTL 3600
+@ IN SOA ns.sender.test. hostmaster.sender.test. 1 3600 600 86400 300
+@ IN NS ns.sender.test.
+1.0.0 IN PTR mail.sender.test.
+ZONE
+	cat >"$NS/nsd.conf" <<CONF
+server:
+	ip-address: 127.0.0.1
+	port: $NSP
+	username: ""
+	chroot: ""
+	zonesdir: "$NS"
+	database: ""
+	zonelistfile: "$NS/zone.list"
+	xfrdfile: "$NS/xfrd.state"
+	xfrdir: "$NS"
+	pidfile: "$NS/nsd.pid"
+	logfile: "$NS/nsd.log"
+	server-count: 2
+	verbosity: 1
+	hide-version: yes
+remote-control:
+	control-enable: no
+zone:
+	name: "sender.test"
+	zonefile: "$NS/sender.test.zone"
+zone:
+	name: "bl.test"
+	zonefile: "$NS/bl.test.zone"
+zone:
+	name: "127.in-addr.arpa"
+	zonefile: "$NS/127.in-addr.arpa.zone"
+CONF
+	nsd-checkconf "$NS/nsd.conf"
+	nsd -d -c "$NS/nsd.conf" >"$NS/out" 2>&1 &
+	PIDS+=("$!")
+	wait_port "$NSP"
+	log "NSD on 127.0.0.1:$NSP: sender.test (SPF, DKIM, DMARC p=reject), bl.test, 127.in-addr.arpa"
+	# One message of SIZE octets, signed once; every message sent is it.
+	/usr/bin/python3 "$REPO/bench/compare/dkimsign.py" --key "$NS/dkim.key" --domain sender.test --selector bench \
+		--from "$SENDER" --to u0@bench.test --size "$SIZE" >"$T/signed.eml"
+	LOAD_MSG=(-message "$T/signed.eml")
+fi
+
+# --- rspamd (MILTER=rspamd, or Postfix's checks with CHECKS=1) -----------------
 POSTINO_MILTER="" PF_MILTER=""
-if [ "$MILTER" = rspamd ]; then
+if [ "$MILTER" = rspamd ] || [ "$CHECKS" = 1 ]; then
 	RM=$(freeport) RDNS=$(freeport)
+	RSPAMD_FILTERS=milter_headers RSPAMD_CHECKS="" RSPAMD_HEADERS='"x-spam-status"'
+	if [ "$CHECKS" = 1 ]; then
+		# The same checks as postino's, on the same DNS server: SPF,
+		# DKIM (rspamd's C module, named in filters), DMARC and the
+		# blocklist, which also applies to loopback clients.
+		RDNS=$NSP
+		RSPAMD_FILTERS=dkim,milter_headers
+		RSPAMD_HEADERS='"x-spam-status", "x-spamd-result"'
+		RSPAMD_CHECKS="# Debian's scores of the SPF, DKIM and DMARC symbols (unscored
+# symbols are not reported).
+group \"policies\" { .include \"\$CONFDIR/scores.d/policies_group.conf\" }
+group \"bench_rbl\" { symbols { \"BENCH_LISTED\" { weight = 5.0; } } }
+# The client is on loopback: the modules skip local clients unless told.
+spf { check_local = true; }
+dkim { check_local = true; }
+dmarc { check_local = true; }
+rbl {
+	rbls {
+		bench {
+			rbl = \"bl.test\";
+			ipv4 = true;
+			ipv6 = false;
+			received = false;
+			from = true;
+			exclude_private_ips = false;
+			exclude_local = false;
+			returncodes { BENCH_LISTED = \"127.0.0.2\"; }
+		}
+	}
+}"
+	fi
 	R=$T/rspamd
 	mkdir -p "$R"
 	log "rspamd $(rspamd --version 2>/dev/null | awk '{print $NF}'): proxy worker as a milter on 127.0.0.1:$RM, $RSPAMD_WORKERS processes"
 	cat >"$R/rspamd.conf" <<EOF
 options {
 	pidfile = "$R/rspamd.pid";
-	filters = "milter_headers";
-	dns { nameserver = ["127.0.0.1:$RDNS"]; timeout = 0.2s; retransmits = 1; }
+	filters = "$RSPAMD_FILTERS";
+	dns { nameserver = ["127.0.0.1:$RDNS"]; $([ "$CHECKS" = 1 ] && echo "timeout = 2s; retransmits = 2;" || echo "timeout = 0.2s; retransmits = 1;") }
 	local_addrs = [];
+	check_local = $([ "$CHECKS" = 1 ] && echo true || echo false);
 	hs_cache_dir = "$R";
 	tempdir = "$R";
 }
@@ -127,7 +256,8 @@ logging { type = "file"; filename = "$R/rspamd.log"; level = "warning"; }
 actions { reject = 15; rewrite_subject = 8; add_header = 6; }
 lua = "\$RULESDIR/rspamd.lua";
 modules { path = "\$PLUGINSDIR"; }
-milter_headers { use = ["x-spam-status"]; skip_local = false; skip_authenticated = false; }
+milter_headers { use = [$RSPAMD_HEADERS]; skip_local = false; skip_authenticated = false; }
+$RSPAMD_CHECKS
 worker "rspamd_proxy" {
 	bind_socket = "127.0.0.1:$RM";
 	milter = yes;
@@ -142,10 +272,12 @@ EOF
 	# rspamd compiles its tables first (10 to 30 s).
 	for _ in $(seq 1200); do (exec 3<>"/dev/tcp/127.0.0.1/$RM") 2>/dev/null && break; sleep 0.05; done
 	wait_port "$RM"
-	POSTINO_MILTER="[[milter]]
+	if [ "$MILTER" = rspamd ]; then
+		POSTINO_MILTER="[[milter]]
 name = \"rspamd\"
 address = \"127.0.0.1:$RM\"
 timeout = \"2m\""
+	fi
 	PF_MILTER="smtpd_milters = inet:127.0.0.1:$RM
 milter_default_action = tempfail
 milter_protocol = 6"
@@ -158,6 +290,29 @@ mkdir -p "$PDATA"
 for i in $(seq 0 $((NUSERS - 1))); do
 	echo "$PASS" | "$POSTINO" user add "u$i@bench.test" --password-stdin --data "$PDATA" >/dev/null
 done
+POSTINO_CHECKS="[queue]
+dns_server = \"127.0.0.1:9\" # nothing leaves the machine
+
+[admin]
+listen = \"\""
+PA=""
+if [ "$CHECKS" = 1 ]; then
+	PA=$(freeport)
+	POSTINO_CHECKS="[dns]
+server = \"127.0.0.1:$NSP\"
+
+[mailauth]
+enabled = true
+dmarc = true
+
+[antispam]
+dnsbl_sites = [\"bl.test\"]
+fcrdns_score = 1
+helo_score = 1
+
+[admin]
+listen = \"127.0.0.1:$PA\""
+fi
 cat >"$T/postino.toml" <<EOF
 data_dir = "$PDATA"
 hostname = "mx.postino.test"
@@ -175,9 +330,10 @@ lmtp = ""
 # The defaults (1000, 20) would refuse most of $CONC senders from one IP.
 max_connections = 5000
 max_connections_per_ip = 5000
+# No trusted networks: the loopback client is judged.
+trusted_networks = []
 
-[queue]
-dns_server = "127.0.0.1:9" # nothing leaves the machine
+$POSTINO_CHECKS
 
 $POSTINO_MILTER
 EOF
@@ -299,7 +455,7 @@ run() {
 	postfix) port=$FM dirs=$F_NEW ;;
 	esac
 	out=$("$LOAD" -addr "127.0.0.1:$port" -users 'u%d@bench.test' -nusers "$MAILBOXES" -size "$SIZE" \
-		-per-conn "$PERCONN" -maildirs "$dirs" -json -label "$label" "$@")
+		-per-conn "$PERCONN" -maildirs "$dirs" -json -label "$label" -from "$SENDER" -helo "$HELO" "${LOAD_MSG[@]}" "$@")
 	echo "$out" | jq -c --arg s "$server" --arg la "$(cut -d' ' -f1 /proc/loadavg)" '. + {server: $s, loadavg: $la}' >>"$RES"
 	echo "$out" | jq -r --arg s "$server" '"  \(.label) \($s): \(.messages) msgs, 250s at \(.msgs_per_s|floor)/s, durable \(.durable_msgs_per_s|floor)/s (last file at \(.durable.seconds*100|floor/100)s, drain \(.durable.drain_s*100|floor/100)s\(if .durable.timed_out then " TIMED OUT" else "" end)), p50 \(.p50_ms) p99 \(.p99_ms) ms, errors \(.errors) \(.error_kinds // [] | map("\(.count)x \(.text)") | join("; "))"' >&2
 }
@@ -314,6 +470,15 @@ jq -e -s '[.[] | select(.label=="warm") | .errors] | add == 0' "$RES" >/dev/null
 }
 settle
 
+# scrape FILE: postino's check histograms (CHECKS=1).
+scrape() { if [ "$CHECKS" = 1 ]; then curl -fsS "http://127.0.0.1:$PA/metrics" | grep '^postino_check_seconds_bucket' >"$1"; fi; }
+scrape "$T/checks.before"
+perf_pid=
+if [ -n "${PERF:-}" ]; then
+	perf record -F 499 -g -o "$PERF" -p "$POSTINO_PID" >/dev/null 2>&1 &
+	perf_pid=$!
+fi
+
 log "intake: $ROUNDS rounds x {postino, postfix}, $CONC senders x $COUNT messages of $SIZE octets"
 for r in $(seq "$ROUNDS"); do
 	order=(postino postfix)
@@ -323,6 +488,38 @@ for r in $(seq "$ROUNDS"); do
 		settle
 	done
 done
+
+scrape "$T/checks.after"
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+
+# What the checks found, as each server wrote it into the last message it
+# delivered: both must have passed SPF, DKIM and DMARC.
+VERIFIED=""
+if [ "$CHECKS" = 1 ]; then
+	# shellcheck disable=SC2086 # globs
+	pm=$(find $P_NEW -type f -newer "$T/checks.before" -print -quit)
+	# shellcheck disable=SC2086
+	fm=$(find $F_NEW -type f -newer "$T/checks.before" -print -quit)
+	par=$(awk '/^Authentication-Results:/ {p=1} p && /^[^ \t]/ && !/^Authentication-Results:/ {exit} p' "$pm" | tr -s ' \t\r\n' ' ')
+	frs=$(awk '/^X-Spamd-Result:/ {p=1} p && /^[^ \t]/ && !/^X-Spamd-Result:/ {exit} p' "$fm" | tr -s ' \t\r\n' ' ')
+	[[ $frs != *BENCH_LISTED* ]] || { echo "rspamd found the client listed: $frs" >&2; exit 1; }
+	# Every measured message: how many carry all three passes.
+	passes() { # dir-glob word...
+		local files
+		# shellcheck disable=SC2086 # globs
+		files=$(find $1 -type f -newer "$T/checks.before")
+		shift
+		for w in "$@"; do files=$(echo "$files" | xargs -r grep -l -F -- "$w" || true); done
+		echo "$files" | grep -c . || true
+	}
+	P_PASS=$(passes "$P_NEW" spf=pass dkim=pass dmarc=pass)
+	F_PASS=$(passes "$F_NEW" 'R_SPF_ALLOW(' 'R_DKIM_ALLOW(' 'DMARC_POLICY_ALLOW(')
+	if [ "$P_PASS" = 0 ] || [ "$F_PASS" = 0 ]; then
+		echo "the checks did not pass: postino $P_PASS, Postfix $F_PASS messages; last ones: $par / $frs" >&2
+		exit 1
+	fi
+	VERIFIED="postino: \`${par% }\`; rspamd (Postfix): $(grep -o 'R_SPF_ALLOW([^)]*)\|R_DKIM_ALLOW([^)]*)\|DMARC_POLICY_ALLOW([^)]*)' <<<"$frs" | tr '\n' ' ')"
+fi
 
 # Postfix's own log: every measured message sent by virtual(8), none deferred.
 PF_SENT=$(grep -c 'postfix/virtual\[[0-9]*\]: .* status=sent' "$PF/log/postfix.log" || true)
@@ -356,9 +553,51 @@ row "intake messages/s (250 after DATA ÷ send time)" msgs_per_s
 row "p50 per-message latency, ms (MAIL .. 250 after DATA)" p50_ms
 row "p99 per-message latency, ms" p99_ms
 row "drain after the last 250, s (queue -> Maildir)" drain_s noratio
+med_sum() { jq -s --arg s "$1" '[.[] | select(.label=="intake" and .server==$s) | .messages] | add' "$RES"; }
 per_run=$(jq -r -s '[.[] | select(.label=="intake")] | map("\(.server) \(.durable_msgs_per_s|floor)/s (load \(.loadavg))") | join(", ")' "$RES")
 errs=$(jq -s '[.[] | select(.label=="intake") | .errors] | add' "$RES")
 msgs=$(jq -s '[.[] | select(.label=="intake") | .messages] | add' "$RES")
+
+# check_quantiles BEFORE AFTER: a table row per check and stage with the
+# number of calls, p50 and p99 (ms) of the histogram's increase.
+check_quantiles() {
+	awk '
+	function key(line,   c, st) {
+		match(line, /check="[^"]*"/); c = substr(line, RSTART + 7, RLENGTH - 8)
+		match(line, /stage="[^"]*"/); st = substr(line, RSTART + 7, RLENGTH - 8)
+		return c "|" st
+	}
+	function le(line) { match(line, /le="[^"]*"/); return substr(line, RSTART + 4, RLENGTH - 5) }
+	FNR == NR { before[key($1) SUBSEP le($1)] = $2; next }
+	{
+		k = key($1); l = le($1)
+		cum[k, l] = $2 - before[k SUBSEP l]
+		if (!(k in seen)) { seen[k] = 1; keys[++nk] = k }
+		bl[k, ++nb[k]] = l
+	}
+	function q(k, p,   total, i, prev, prevle, b, c) {
+		total = cum[k, "+Inf"]
+		if (total == 0) return "-"
+		prev = 0; prevle = 0
+		for (i = 1; i <= nb[k]; i++) {
+			b = bl[k, i]; c = cum[k, b]
+			if (c >= p * total) {
+				if (b == "+Inf") return sprintf("> %.0f", prevle * 1000)
+				if (i == 1) return sprintf("< %.1f", b * 1000) # below the first bound
+				return sprintf("%.2f", (prevle + (b - prevle) * (p * total - prev) / (c - prev)) * 1000)
+			}
+			prev = c; prevle = b
+		}
+	}
+	END {
+		for (i = 1; i <= nk; i++) {
+			k = keys[i]
+			if (cum[k, "+Inf"] == 0) continue
+			split(k, parts, "|")
+			printf "| %s | %s | %d | %s | %s |\n", parts[1], parts[2], cum[k, "+Inf"], q(k, 0.5), q(k, 0.99)
+		}
+	}' "$1" "$2"
+}
 
 DATE=$(date -u +%Y-%m-%d)
 if [ "${RECORD:-1}" = 0 ]; then
@@ -368,7 +607,11 @@ else
 	OUT=$REPO/bench/results/smtp-$DATE-$(date -u +%H%M).md
 fi
 {
-	echo "## SMTP intake: postino vs Postfix to Maildir ($DATE)"
+	case $CHECKS/$MILTER in
+	1/none) echo "## SMTP intake with the checks (SPF, DKIM, DMARC, DNSBL): postino's own vs Postfix + rspamd ($DATE)" ;;
+	1/rspamd) echo "## SMTP intake with the checks and rspamd: postino's own + rspamd vs Postfix + rspamd ($DATE)" ;;
+	*) echo "## SMTP intake: postino vs Postfix to Maildir ($DATE)" ;;
+	esac
 	echo
 	echo "Command: \`$CMD\` (as root). Took $(($(date +%s) - SCRIPT_START)) s."
 	echo "Host: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME"), $(df -T "$T" | awk 'NR==2 {print $2}') on $(df "$T" | awk 'NR==2 {print $1}');"
@@ -391,12 +634,37 @@ fi
 		echo "Checks: both pass every message through the same rspamd $(rspamd --version 2>/dev/null | awk '{print $NF}') (proxy worker, milter, self-scan, $RSPAMD_WORKERS processes;"
 		echo "Debian's rules without network modules, X-Spam-Status added); postino: [[milter]], Postfix: smtpd_milters, both tempfail on failure."
 	fi
+	if [ "$CHECKS" = 1 ]; then
+		echo "Checks: one NSD on 127.0.0.1 serves sender.test (SPF \`v=spf1 ip4:127.0.0.0/8 -all\`, a 2048-bit RSA DKIM key, DMARC p=reject),"
+		echo "the blocklist bl.test (client not listed) and 127.in-addr.arpa. Every message is one DKIM-signed message (bench/compare/dkimsign.py,"
+		echo "$(wc -c <"$T/signed.eml") octets) from sender@sender.test, EHLO mail.sender.test. postino: [mailauth] (SPF from MAIL FROM, DKIM, DMARC"
+		echo "enforced), [antispam] dnsbl_sites = [\"bl.test\"], fcrdns and helo on (both skip loopback clients), no trusted networks, dns.server = NSD$([ "$MILTER" = rspamd ] && echo ", and rspamd as a milter")."
+		echo "Postfix: rspamd $(rspamd --version 2>/dev/null | awk '{print $NF}') as a milter (proxy worker, self-scan, $RSPAMD_WORKERS processes) with its spf, dkim, dmarc and rbl (bl.test, private IPs"
+		echo "not excluded) modules on the same NSD. A delivered message of each: $VERIFIED."
+	fi
 	echo
 	echo "| metric | postino | Postfix | postino ÷ Postfix | target | met |"
 	echo "|---|---:|---:|---:|---|---|"
 	printf '%s\n' "${rows[@]}"
 	echo
 	echo "Every run (durable messages/s): $per_run."
+	if [ "$CHECKS" = 1 ]; then
+		echo
+		echo "postino's time per check and stage over the measured runs (postino_check_seconds, scraped before and after; quantiles"
+		echo "interpolated within the buckets as Prometheus's histogram_quantile; connect = Begin at EHLO, data = after the message is spooled):"
+		echo
+		echo "| check | stage | calls | p50 ms | p99 ms |"
+		echo "|---|---|---:|---:|---:|"
+		check_quantiles "$T/checks.before" "$T/checks.after"
+		echo
+	fi
+	if [ "$CHECKS" = 1 ]; then
+		echo "Measured messages with SPF, DKIM and DMARC all passed: postino $P_PASS of $(med_sum postino), Postfix+rspamd $F_PASS of $(med_sum postfix)."
+		if [ "$P_PASS" != "$(med_sum postino)" ] || [ "$F_PASS" != "$(med_sum postfix)" ]; then
+			echo "The others: a check's DNS query failed under load (rspamd has no DNS cache of its own; postino's resolver caches)."
+		fi
+		echo
+	fi
 	echo "Messages accepted in measured runs: $msgs; errors: $errs. Postfix's log: $PF_SENT deliveries by virtual(8) with status=sent"
 	echo "(warm-up included), $PF_DEFERRED deferred."
 } >"$OUT"

@@ -91,6 +91,7 @@ func main() {
 	waitMax := flag.Duration("wait", 5*time.Minute, "longest wait for the Maildirs after the last reply")
 	label := flag.String("label", "", "label copied into the result")
 	jsonOut := flag.Bool("json", false, "print the result as one JSON line")
+	msgFile := flag.String("message", "", "send this file's content as every message (header and body, e.g. DKIM-signed) instead of generated ones; -size is then ignored")
 	flag.Parse()
 
 	if err := checkLoopback(*addr); err != nil {
@@ -144,6 +145,15 @@ func main() {
 	}
 	run := fmt.Sprintf("%x", time.Now().UnixNano())
 	body := makeBody(*size - len(header(*from, rcpts[0], run, 0, 0)))
+	fixed := *msgFile != ""
+	if fixed {
+		b, err := os.ReadFile(*msgFile)
+		if err != nil {
+			fatal(err)
+		}
+		body = wireMessage(b)
+		res.Size = len(body)
+	}
 
 	start := time.Now()
 	deadline := start.Add(*dur)
@@ -182,7 +192,10 @@ func main() {
 				for more() && (*perConn == 0 || inConn < *perConn) {
 					seq := next.Add(1) - 1
 					rcpt := rcpts[seq%int64(len(rcpts))]
-					hdr := header(*from, rcpt, run, seq, w)
+					hdr := ""
+					if !fixed {
+						hdr = header(*from, rcpt, run, seq, w)
+					}
 					t0 := time.Now()
 					err := c.send(*from, rcpt, hdr, body, pipe)
 					sent++
@@ -332,6 +345,22 @@ func header(from, to, run string, seq int64, w int) string {
 	return fmt.Sprintf("From: Load Sender <%s>\r\nTo: <%s>\r\nSubject: smtpload message %012d\r\n"+
 		"Message-ID: <%s.%012d.%04d@load.test>\r\nDate: Mon, 01 Jan 2024 00:00:00 +0000\r\n"+
 		"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n", from, to, seq, run, seq, w)
+}
+
+// wireMessage returns the message b as DATA sends it: CRLF line ends, a
+// final line end, lines starting with a dot doubled (RFC 5321 §4.5.2).
+func wireMessage(b []byte) []byte {
+	s := strings.ReplaceAll(string(b), "\r\n", "\n")
+	s = strings.TrimSuffix(s, "\n")
+	var out strings.Builder
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.HasPrefix(l, ".") {
+			out.WriteByte('.')
+		}
+		out.WriteString(l)
+		out.WriteString("\r\n")
+	}
+	return []byte(out.String())
 }
 
 // makeBody returns a body of n octets in lines of at most 86, ending in

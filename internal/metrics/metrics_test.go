@@ -31,6 +31,7 @@ func touchAll(m *Metrics) {
 	m.Vaulted(1)
 	m.VaultPurged(1)
 	m.Sweep(ResultOK)
+	m.CheckTime("spf", StageMail, time.Millisecond)
 }
 
 // TestNilMetrics: every method is a no-op on nil, and a nil Metrics
@@ -71,6 +72,69 @@ func TestCounters(t *testing.T) {
 	// A second set of metrics is independent (no global registry).
 	if got := testutil.ToFloat64(New().expired); got != 0 {
 		t.Errorf("new Metrics starts at %v", got)
+	}
+}
+
+// TestCheckTime: postino_check_seconds counts each observation under its
+// check and stage, in the bucket its duration falls into.
+func TestCheckTime(t *testing.T) {
+	m := New()
+	m.CheckTime("spf", StageMail, 300*time.Microsecond)
+	m.CheckTime("spf", StageMail, 2*time.Second)
+	m.CheckTime("dnsbl", StageConnect, 40*time.Millisecond)
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct{ check, stage string }
+	got := map[key][]uint64{}
+	for _, f := range families {
+		if f.GetName() != "postino_check_seconds" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			var k key
+			for _, l := range mt.GetLabel() {
+				switch l.GetName() {
+				case "check":
+					k.check = l.GetValue()
+				case "stage":
+					k.stage = l.GetValue()
+				}
+			}
+			h := mt.GetHistogram()
+			var cum []uint64
+			for _, b := range h.GetBucket() {
+				cum = append(cum, b.GetCumulativeCount())
+			}
+			got[k] = append(cum, h.GetSampleCount())
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("series = %v, want spf/mail and dnsbl/connect", got)
+	}
+	at := func(k key, le float64) uint64 {
+		for i, b := range CheckBuckets {
+			if b == le {
+				return got[k][i]
+			}
+		}
+		t.Fatalf("no bucket %v", le)
+		return 0
+	}
+	spf := key{"spf", StageMail}
+	if n := got[spf][len(CheckBuckets)]; n != 2 {
+		t.Errorf("spf mail count = %d, want 2", n)
+	}
+	if at(spf, 0.00025) != 0 || at(spf, 0.0005) != 1 || at(spf, 1) != 1 || at(spf, 2.5) != 2 {
+		t.Errorf("spf mail buckets = %v", got[spf])
+	}
+	bl := key{"dnsbl", StageConnect}
+	if at(bl, 0.025) != 0 || at(bl, 0.05) != 1 {
+		t.Errorf("dnsbl connect buckets = %v", got[bl])
+	}
+	if CheckBuckets[0] != 0.0001 || CheckBuckets[len(CheckBuckets)-1] != 5 {
+		t.Errorf("buckets span %v .. %v, want 0.1 ms .. 5 s", CheckBuckets[0], CheckBuckets[len(CheckBuckets)-1])
 	}
 }
 
@@ -262,6 +326,10 @@ func TestDashboard(t *testing.T) {
 	used := map[string]bool{}
 	for _, e := range exprs {
 		for _, n := range name.FindAllString(e, -1) {
+			// A histogram's series are named after its family.
+			if f := strings.TrimSuffix(n, "_bucket"); f != n && have[f] {
+				n = f
+			}
 			used[n] = true
 			if !have[n] {
 				t.Errorf("dashboard queries %s, which postino does not export", n)

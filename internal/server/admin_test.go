@@ -158,6 +158,8 @@ func TestAdminMetricsAfterTraffic(t *testing.T) {
 		`postino_messages_refused_total{code="550 5.1.1",role="mx"}`: 1,
 		`postino_queue_messages`:                                     0,
 		`postino_queue_oldest_seconds`:                               0,
+		// The MX session's HELO check, timed at EHLO.
+		`postino_check_seconds_count{check="helo",stage="connect"}`: 1,
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {

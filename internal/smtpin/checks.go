@@ -3,10 +3,12 @@ package smtpin
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/metrics"
 )
 
 // The inbound checks (Options.Checks) judge mail on the MX only: mail
@@ -33,7 +35,10 @@ func (s *session) beginChecks() {
 	s.iconn = &inbound.Conn{ID: s.id, Remote: s.remote, Helo: s.conn.Hostname(), TLS: s.tls != nil, Hostname: s.opts.Hostname}
 	s.connVerdict = &inbound.Verdict{}
 	for _, c := range s.opts.Checks {
-		if cs := c.Begin(s.ctx, s.iconn, s.connVerdict); cs != nil {
+		t0 := time.Now()
+		cs := c.Begin(s.ctx, s.iconn, s.connVerdict)
+		s.opts.Metrics.CheckTime(c.Name(), metrics.StageConnect, time.Since(t0))
+		if cs != nil {
 			s.checks = append(s.checks, checkSession{c.Name(), cs})
 		}
 	}
@@ -107,7 +112,9 @@ func (s *session) mailChecks(tx *transaction) (*smtp.SMTPError, string) {
 	stage := &inbound.Verdict{}
 	for _, c := range s.checks {
 		if m, ok := c.s.(inbound.MailStage); ok {
+			t0 := time.Now()
 			m.Mail(s.ctx, tx.from, stage)
+			s.opts.Metrics.CheckTime(c.name, metrics.StageMail, time.Since(t0))
 		}
 	}
 	if e, reason := checksRefuse(stage); e != nil {
@@ -136,7 +143,9 @@ func (s *session) rcptChecks(tx *transaction, rcpt string, res delivery.Resoluti
 	stage := &inbound.Verdict{}
 	for _, c := range s.checks {
 		if r, ok := c.s.(inbound.RcptStage); ok {
+			t0 := time.Now()
 			r.Rcpt(s.ctx, env, rcpt, stage)
+			s.opts.Metrics.CheckTime(c.name, metrics.StageRcpt, time.Since(t0))
 		}
 	}
 	if e, reason := checksRefuse(stage); e != nil {
@@ -182,7 +191,9 @@ func (s *session) dataChecks(tx *transaction, sp *delivery.Spool) (*delivery.Spo
 		if !ok {
 			continue
 		}
+		t0 := time.Now()
 		repl, err := d.Data(s.ctx, env, msg, tx.verdict)
+		s.opts.Metrics.CheckTime(c.name, metrics.StageData, time.Since(t0))
 		if err != nil {
 			s.log.Warn("smtp: check failed", "id", tx.id, "check", c.name, "err", err)
 		}

@@ -3,11 +3,13 @@ package smtpin
 import (
 	"context"
 	"io"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/metrics"
 )
 
 // scriptedCheck is an inbound check whose findings are set by the test:
@@ -214,4 +216,57 @@ func TestChecksNotOnSubmission(t *testing.T) {
 	if len(c.seen) != 0 {
 		t.Fatalf("checks ran on submission: %v", c.seen)
 	}
+}
+
+// TestChecksTimed: each stage call of each check is observed in
+// postino_check_seconds under the check's name and the stage; a session
+// without checks (submission) observes nothing.
+func TestChecksTimed(t *testing.T) {
+	m := metrics.New()
+	c := &scriptedCheck{}
+	e := newEnv(t, RoleMX, func(ec *envConfig) {
+		ec.opts.Checks = []inbound.Check{c}
+		ec.opts.Metrics = m
+	})
+	cl := e.dial()
+	cl.ehlo()
+	cl.send("x@remote.example", []string{"alice@example.test", "bob@example.test"}, "Subject: one\r\n\r\nhi\r\n")
+	cl.send("y@remote.example", []string{"alice@example.test"}, "Subject: two\r\n\r\nhi\r\n")
+	cl.cmd(221, "", "QUIT")
+	e.waitIdle()
+	want := map[string]uint64{metrics.StageConnect: 1, metrics.StageMail: 2, metrics.StageRcpt: 3, metrics.StageData: 2}
+	if got := checkCounts(t, m, "scripted"); !maps.Equal(got, want) {
+		t.Errorf("observations by stage = %v, want %v", got, want)
+	}
+}
+
+// checkCounts returns the number of observations of postino_check_seconds
+// for check, by stage.
+func checkCounts(t *testing.T, m *metrics.Metrics, check string) map[string]uint64 {
+	t.Helper()
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, f := range families {
+		if f.GetName() != "postino_check_seconds" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			var name, stage string
+			for _, l := range mt.GetLabel() {
+				switch l.GetName() {
+				case "check":
+					name = l.GetValue()
+				case "stage":
+					stage = l.GetValue()
+				}
+			}
+			if name == check {
+				got[stage] = mt.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return got
 }
