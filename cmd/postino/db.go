@@ -50,6 +50,9 @@ func runDB(env *cmdEnv, args []string) int {
 	if pos[0] == "import" {
 		return dbImport(env, cfg, pos[1:])
 	}
+	if pos[0] == "migrate" {
+		return dbMigrate(env, cfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	pool, err := pgstore.NewPool(ctx, cfg.Storage.PostgresDSN, 2)
@@ -73,6 +76,21 @@ func runDB(env *cmdEnv, args []string) int {
 		errorf(env, "db: %v", err)
 		return exitTempFail
 	}
+	errorf(env, "db: unknown command %q", pos[0])
+	return exitUsage
+}
+
+// dbMigrate creates the schema of storage.postgres_dsn or brings it up to
+// date, printing the versions applied.
+func dbMigrate(env *cmdEnv, cfg *config.Config) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	pool, err := pgstore.NewPool(ctx, cfg.Storage.PostgresDSN, 2)
+	if err != nil {
+		errorf(env, "db: %v", err)
+		return exitConfigError
+	}
+	defer pool.Close()
 	applied, err := pgstore.Migrate(ctx, pool)
 	for _, v := range applied {
 		fmt.Fprintf(env.stdout, "applied schema version %d\n", v)

@@ -26,6 +26,7 @@ var importSteps = []importStep{
 	{"users", importUsers},
 	{"aliases", importAliases},
 	{"DKIM keys", importDKIM},
+	{"queued messages", importQueue},
 }
 
 // runImportSteps runs every import step; it returns the exit code of the

@@ -94,6 +94,7 @@ func init() {
 		{"dkim", "keygen DOMAIN", "make DKIM signing keys and print the DNS records", runDKIM},
 		{"dns", "DOMAIN [--ipv4 ADDR] [--ipv6 ADDR]", "print the DNS records to publish for a domain", runDNS},
 		{"check", "DOMAIN | pop3://HOST | pop3s://HOST", "check a domain's DNS, ports and certificates, or audit a POP3 server", runCheck},
+		{"import", "DATA_DIR [ADDRESS...]", "copy a single-server data folder into the configured PostgreSQL storage (db migrate, then db import)", runImport},
 		{"db", "migrate | version | import [ADDRESS...]", "create or upgrade the PostgreSQL schema, import Maildirs (storage.backend = \"postgres\")", runDB},
 		{"export", "DIR [ADDRESS...]", "write mailboxes as Maildirs with their UIDLs (backup, or the way out of PostgreSQL)", runExport},
 		{"config", "default | check [FILE]", "print the commented default configuration, or check one", runConfig},
