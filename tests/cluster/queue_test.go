@@ -24,7 +24,7 @@ import (
 type slowSink struct {
 	ln      net.Listener
 	hold    time.Duration
-	refuse  atomic.Bool // answer RCPT with 451 4.3.0
+	refuse  atomic.Bool   // answer RCPT with 451 4.3.0
 	holding chan struct{} // receives when a message's data is held
 
 	mu       sync.Mutex
