@@ -54,39 +54,44 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 	if err := checkMailbox(mailbox); err != nil {
 		return nil, err
 	}
-	ls, lctx, err := s.locks.acquire(ctx, mailbox)
-	if err != nil {
-		return nil, err
+	md := &Maildrop{s: s}
+	// The lock and the snapshot in one round trip. The snapshot:
+	// messages of INBOX in delivery order; mail delivered after it is
+	// seen by the next session.
+	snapshot := func(b *pgx.Batch) {
+		b.Queue(`SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0 FROM messages m
+			JOIN folders f ON f.id = m.folder_id AND f.name = $2
+			JOIN mailboxes b ON b.id = m.mailbox_id AND b.name = $1
+			ORDER BY m.uid`, mailbox, inbox)
 	}
-	md := &Maildrop{s: s, lease: ls, ctx: lctx}
-	// The snapshot: messages of INBOX in delivery order. Mail delivered
-	// after this query is seen by the next session.
-	rows, err := s.pool.Query(ctx, `SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0 FROM messages m
-		JOIN folders f ON f.id = m.folder_id AND f.name = $2
-		JOIN mailboxes b ON b.id = m.mailbox_id AND b.name = $1
-		ORDER BY m.uid`, mailbox, inbox)
-	if err == nil {
+	read := func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
 		for rows.Next() {
 			var id, size int64
 			var uidl, key string
 			var pre bool
-			if err = rows.Scan(&id, &uidl, &size, &key, &pre); err != nil {
-				break
+			if err := rows.Scan(&id, &uidl, &size, &key, &pre); err != nil {
+				return err
 			}
 			md.ids = append(md.ids, id)
 			md.keys = append(md.keys, key)
 			md.pre = append(md.pre, pre)
 			md.msgs = append(md.msgs, store.MessageInfo{UID: uidl, Size: size})
 		}
-		rows.Close()
-		if err == nil {
-			err = rows.Err()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("pgstore: reading maildrop %s: %w", mailbox, err)
 		}
+		return nil
 	}
+	ls, lctx, err := s.locks.acquire(ctx, mailbox, snapshot, read)
 	if err != nil {
-		s.locks.release(context.WithoutCancel(ctx), ls)
-		return nil, fmt.Errorf("pgstore: reading maildrop %s: %w", mailbox, err)
+		return nil, err
 	}
+	md.lease, md.ctx = ls, lctx
 	return md, nil
 }
 

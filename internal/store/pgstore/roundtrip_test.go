@@ -71,12 +71,38 @@ func TestDownloadReadsAhead(t *testing.T) {
 		}
 	}
 	md.Close()
-	// lock, snapshot, 10 small messages (one query), the large one
-	// (prefix and first chunk, then its second and last chunk), 10
-	// small ones (one query), release.
-	if n := qc.n.Load() - before; n != 7 {
-		t.Fatalf("download session sent %d statements, want 7", n)
+	// lock and snapshot (one round trip), 10 small messages (one
+	// query), the large one (prefix and first chunk, then its second and
+	// last chunk), 10 small ones (one query), release.
+	if n := qc.n.Load() - before; n != 6 {
+		t.Fatalf("download session took %d round trips, want 6", n)
 	}
+}
+
+// A poll session (login, UIDL, QUIT) takes two round trips: the lock
+// with the snapshot, and the release.
+func TestPollRoundTrips(t *testing.T) {
+	s, qc := countingNode(t)
+	deliver(t, s, alice, "one\n")
+	deliver(t, s, alice, "two\n")
+	before := qc.n.Load()
+	md, err := s.OpenMaildrop(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(md.Messages()); n != 2 {
+		t.Fatalf("snapshot of %d messages, want 2", n)
+	}
+	md.Close()
+	if n := qc.n.Load() - before; n != 2 {
+		t.Fatalf("poll session took %d round trips, want 2", n)
+	}
+	// The lock was released: another session takes it.
+	md, err = s.OpenMaildrop(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md.Close()
 }
 
 // A message whose blob is gone fails when opened, even when it was read
