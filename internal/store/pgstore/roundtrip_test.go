@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -133,4 +135,102 @@ func TestReadAheadMissingBlob(t *testing.T) {
 	if got := readMsg(t, md, 0); got != "one\r\n" {
 		t.Fatalf("message 1 read again: %q", got)
 	}
+}
+
+// A delivery to an existing mailbox takes four round trips (blob row and
+// whether its octets are stored; the octets; BEGIN with the blob's touch
+// and the counters; the message row with COMMIT), three when the content
+// is already stored (another recipient's copy), and reads back exactly.
+func TestDeliverRoundTrips(t *testing.T) {
+	s, qc := countingNode(t)
+	deliver(t, s, alice, "first\n") // creates the mailbox
+	before := qc.n.Load()
+	u2 := deliver(t, s, alice, "second\n")
+	if n := qc.n.Load() - before; n != 4 {
+		t.Fatalf("delivery took %d round trips, want 4", n)
+	}
+	before = qc.n.Load()
+	u3 := deliver(t, s, alice, "second\n")
+	if n := qc.n.Load() - before; n != 3 {
+		t.Fatalf("delivery of stored content took %d round trips, want 3", n)
+	}
+	if u2 == u3 {
+		t.Fatalf("two deliveries got the UIDL %s", u2)
+	}
+	md, err := s.OpenMaildrop(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer md.Close()
+	msgs := md.Messages()
+	if len(msgs) != 3 || msgs[1].UID != u2 || msgs[2].UID != u3 {
+		t.Fatalf("snapshot %+v, want UIDLs %s, %s last", msgs, u2, u3)
+	}
+	for i, w := range []string{"first\r\n", "second\r\n", "second\r\n"} {
+		if got := readMsg(t, md, i); got != w {
+			t.Fatalf("message %d reads %q", i+1, got)
+		}
+	}
+}
+
+// The UIDL an imported message took is skipped by the next delivery
+// (RFC 1939 §7), and the message is stored once.
+func TestDeliverSkipsImportedUIDL(t *testing.T) {
+	s, _ := countingNode(t)
+	deliver(t, s, alice, "first\n")
+	var mbID, next int64
+	if err := s.Pool().QueryRow(context.Background(), `SELECT id, uidl_next FROM mailboxes WHERE name = $1`, alice).Scan(&mbID, &next); err != nil {
+		t.Fatal(err)
+	}
+	taken := makeUIDL(mbID, next)
+	if err := s.Import(context.Background(), alice, taken, time.Now(), strings.NewReader("imported\n")); err != nil {
+		t.Fatal(err)
+	}
+	u := deliver(t, s, alice, "new\n")
+	if u != makeUIDL(mbID, next+1) {
+		t.Fatalf("delivery got UIDL %s, want %s (after the imported %s)", u, makeUIDL(mbID, next+1), taken)
+	}
+	var n int
+	if err := s.Pool().QueryRow(context.Background(), `SELECT count(*) FROM messages`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Fatalf("%d messages stored, want 3", n)
+	}
+}
+
+// The collector runs between the blob's write and the metadata of a
+// delivery to an existing mailbox, once the blob aged past the grace
+// period: the pipelined transaction notices, the blob is stored again
+// and the message is complete.
+func TestCollectDuringPipelinedDelivery(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newNode func(Options) *Store) {
+		grace := 500 * time.Millisecond
+		s := newNode(Options{BlobGrace: grace})
+		deliver(t, s, alice, "first\n")
+		collected := 0
+		var once sync.Once
+		s.afterBlobPut = func() {
+			once.Do(func() {
+				time.Sleep(grace + 100*time.Millisecond)
+				n, err := s.CollectBlobs(context.Background(), 100)
+				if err != nil {
+					t.Error(err)
+				}
+				collected = n
+			})
+		}
+		deliver(t, s, alice, "raced\n")
+		if collected != 1 {
+			t.Fatalf("collector removed %d blobs, want the in-flight one", collected)
+		}
+		md, err := s.OpenMaildrop(context.Background(), alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer md.Close()
+		if got := readMsg(t, md, 1); got != "raced\r\n" {
+			t.Fatalf("message reads %q", got)
+		}
+	})
 }
