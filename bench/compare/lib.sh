@@ -89,7 +89,7 @@ pg_cpu() {
 # pg_top_statements prints the statements PostgreSQL ran, most time first
 # (pg_stat_statements: calls, mean and total execution time).
 pg_top_statements() { # limit
-	pg_psql postino -A -F ' | ' -P footer=off -c "SELECT calls, round(mean_exec_time::numeric, 3) AS mean_ms,
+	pg_psql postino -A -t -F ' | ' -c "SELECT calls, round(mean_exec_time::numeric, 3) AS mean_ms,
 		round(total_exec_time::numeric, 0) AS total_ms, regexp_replace(left(query, 110), '\s+', ' ', 'g') AS query
 		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'postino')
 		ORDER BY total_exec_time DESC LIMIT ${1:-15}" | sed 's/^/| /; s/$/ |/'

@@ -386,7 +386,8 @@ EOF
 			else
 				tgt="-"
 			fi
-			echo "| $name | $g | $m | $d | $r | $tgt | $ok |"
+			f1() { awk -v x="$1" 'BEGIN { if (x=="" || x=="null") print "-"; else if (x+0 >= 100) printf "%.0f", x; else printf "%.1f", x }'; }
+			echo "| $name | $(f1 "$g") | $(f1 "$m") | $(f1 "$d") | $r | $tgt | $ok |"
 		done
 		echo
 		for l in download-pg poll-pg; do

@@ -334,8 +334,9 @@ run() {
 	out=$("$LOAD" -addr "127.0.0.1:$port" -users 'u%d@bench.test' -nusers "$MAILBOXES" -size "$SIZE" \
 		-per-conn "$PERCONN" -maildirs "$dirs" -json -label "$label" "$@")
 	if [ "$server" = postino-pg ]; then cpu1=$(pg_cpu); fi
-	echo "$out" | jq -c --arg s "$server" --arg la "$(cut -d' ' -f1 /proc/loadavg)" --arg c0 "$cpu0" --arg c1 "$cpu1" '. + {server: $s, loadavg: $la} +
-		(if $c0 == "" then {} else {pg_cpu_s: (($c1|tonumber) - ($c0|tonumber)), durable_msgs_per_s: .msgs_per_s, durable: {seconds: 0, drain_s: 0}} end)' >>"$RES"
+	out=$(echo "$out" | jq -c --arg s "$server" --arg la "$(cut -d' ' -f1 /proc/loadavg)" --arg c0 "$cpu0" --arg c1 "$cpu1" '. + {server: $s, loadavg: $la} +
+		(if $c0 == "" then {} else {pg_cpu_s: (($c1|tonumber) - ($c0|tonumber)), durable_msgs_per_s: .msgs_per_s, durable: {seconds: .send_s, drain_s: 0}} end)')
+	echo "$out" >>"$RES"
 	echo "$out" | jq -r --arg s "$server" '"  \(.label) \($s): \(.messages) msgs, 250s at \(.msgs_per_s|floor)/s, durable \(.durable_msgs_per_s|floor)/s (last file at \(.durable.seconds*100|floor/100)s, drain \(.durable.drain_s*100|floor/100)s\(if .durable.timed_out then " TIMED OUT" else "" end)), p50 \(.p50_ms) p99 \(.p99_ms) ms, errors \(.errors) \(.error_kinds // [] | map("\(.count)x \(.text)") | join("; "))"' >&2
 }
 
@@ -343,7 +344,7 @@ log "warm-up: one message per user on each server (Maildirs created, processes s
 run warm postino -concurrency "$NUSERS" -count 1 >/dev/null 2>&1
 run warm postfix -concurrency "$NUSERS" -count 1 >/dev/null 2>&1
 if [ "$BACKEND" = postgres ]; then
-	run warm postino-pg -concurrency "$NUSERS" -count 1 >/dev/null 2>&1
+	run warm postino-pg -concurrency "$NUSERS" -count 1 >/dev/null
 	pg_psql postino -c 'SELECT pg_stat_statements_reset()' >/dev/null
 fi
 jq -e -s '[.[] | select(.label=="warm") | .errors] | add == 0' "$RES" >/dev/null || {
