@@ -354,7 +354,7 @@ jq -e -s '[.[] | select(.label=="warm") | .errors] | add == 0' "$RES" >/dev/null
 }
 settle
 
-log "intake: $ROUNDS rounds x {postino, postfix}, $CONC senders x $COUNT messages of $SIZE octets"
+log "intake: $ROUNDS rounds x {${SERVERS[*]}}, $CONC senders x $COUNT messages of $SIZE octets"
 for r in $(seq "$ROUNDS"); do
 	order=(postino postfix)
 	[ $((r % 2)) = 0 ] && order=(postfix postino)

@@ -55,9 +55,13 @@ echo "|---|---:|---:|---:|---:|---:|---:|"
 for script in poll download deliver; do
 	case $script in poll) rt=2 ;; download) rt=3 ;; deliver) rt=4 ;; esac
 	for c in $CLIENTS; do
+		# Backends that ended are counted once the postmaster has reaped
+		# them: let the previous run's go before each reading.
+		sleep 2
 		c0=$(pg_cpu)
 		out=$("$PGBIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "$c" -j "$((c < 2 ? c : 2))" -T "$DUR" -r \
 			-D mailboxes="$MAILBOXES" -D payload="$PAYLOAD" -f "$HERE/$script.sql" postino 2>&1)
+		sleep 2
 		c1=$(pg_cpu)
 		echo "$out" >"$T/$script-$c.out"
 		n=$(echo "$out" | awk '/number of transactions actually processed/ {split($NF, a, "/"); print a[1]}')
