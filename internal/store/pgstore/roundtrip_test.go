@@ -137,25 +137,31 @@ func TestReadAheadMissingBlob(t *testing.T) {
 	}
 }
 
-// A delivery to an existing mailbox takes four round trips (blob row and
-// whether its octets are stored; the octets; BEGIN with the blob's touch
-// and the counters; the message row with COMMIT), three when the content
-// is already stored (another recipient's copy), and reads back exactly.
+// A delivery to an existing mailbox takes three round trips when its
+// content is small (the blob row with the content, whether stored or not;
+// BEGIN with the blob's touch and the counters; the message row with
+// COMMIT), and four above 64 KiB (the blob row and whether its content is
+// stored, then the content on its own), three when that content is
+// already stored (another recipient's copy); every message reads back
+// exactly.
 func TestDeliverRoundTrips(t *testing.T) {
 	s, qc := countingNode(t)
 	deliver(t, s, alice, "first\n") // creates the mailbox
-	before := qc.n.Load()
-	u2 := deliver(t, s, alice, "second\n")
-	if n := qc.n.Load() - before; n != 4 {
-		t.Fatalf("delivery took %d round trips, want 4", n)
-	}
-	before = qc.n.Load()
-	u3 := deliver(t, s, alice, "second\n")
-	if n := qc.n.Load() - before; n != 3 {
-		t.Fatalf("delivery of stored content took %d round trips, want 3", n)
-	}
-	if u2 == u3 {
-		t.Fatalf("two deliveries got the UIDL %s", u2)
+	var uidls []string
+	for _, c := range []struct {
+		msg  string
+		want int64
+	}{
+		{"second\n", 3},
+		{"second\n", 3},           // stored already
+		{sizedMsg(1, 100<<10), 4}, // large, new
+		{sizedMsg(1, 100<<10), 3}, // large, stored already
+	} {
+		before := qc.n.Load()
+		uidls = append(uidls, deliver(t, s, alice, c.msg))
+		if n := qc.n.Load() - before; n != c.want {
+			t.Fatalf("delivery of %d octets took %d round trips, want %d", len(c.msg), n, c.want)
+		}
 	}
 	md, err := s.OpenMaildrop(context.Background(), alice)
 	if err != nil {
@@ -163,13 +169,24 @@ func TestDeliverRoundTrips(t *testing.T) {
 	}
 	defer md.Close()
 	msgs := md.Messages()
-	if len(msgs) != 3 || msgs[1].UID != u2 || msgs[2].UID != u3 {
-		t.Fatalf("snapshot %+v, want UIDLs %s, %s last", msgs, u2, u3)
+	if len(msgs) != 5 {
+		t.Fatalf("snapshot of %d messages, want 5", len(msgs))
 	}
-	for i, w := range []string{"first\r\n", "second\r\n", "second\r\n"} {
-		if got := readMsg(t, md, i); got != w {
-			t.Fatalf("message %d reads %q", i+1, got)
+	large := strings.ReplaceAll(sizedMsg(1, 100<<10), "\n", "\r\n")
+	for i, w := range []string{"first\r\n", "second\r\n", "second\r\n", large, large} {
+		if i > 0 && msgs[i].UID != uidls[i-1] {
+			t.Fatalf("message %d has UIDL %s, want %s", i+1, msgs[i].UID, uidls[i-1])
 		}
+		if got := readMsg(t, md, i); got != w {
+			t.Fatalf("message %d reads %d octets, want %d", i+1, len(got), len(w))
+		}
+	}
+	var blobs int
+	if err := s.Pool().QueryRow(context.Background(), `SELECT count(*) FROM blob_chunks`).Scan(&blobs); err != nil {
+		t.Fatal(err)
+	}
+	if blobs != 3 {
+		t.Fatalf("%d chunks stored, want 3 (each content once)", blobs)
 	}
 }
 

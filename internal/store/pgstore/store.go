@@ -259,11 +259,25 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 	// statement.
 	var has bool
 	var err error
-	if _, isPG := s.blobs.(*PGBlobs); isPG {
+	_, isPG := s.blobs.(*PGBlobs)
+	switch {
+	case isPG && sp.size <= inlineBlob:
+		// A small content goes with the touch, in one statement (one
+		// round trip, one commit); already stored, it is not written
+		// again.
+		data := make([]byte, sp.size)
+		if _, err = io.ReadFull(sp.reader(), data); err == nil {
+			_, err = s.pool.Exec(ctx, `WITH b AS (INSERT INTO blobs (key, size) VALUES ($1, $2)
+				ON CONFLICT (key) DO UPDATE SET touched_at = now() RETURNING key)
+				INSERT INTO blob_chunks (key, seq, data) SELECT key, 0, $3 FROM b
+				ON CONFLICT (key, seq) DO NOTHING`, sp.key, sp.size, data)
+			has = true
+		}
+	case isPG:
 		err = s.pool.QueryRow(ctx, `INSERT INTO blobs (key, size) VALUES ($1, $2)
 			ON CONFLICT (key) DO UPDATE SET touched_at = now()
 			RETURNING EXISTS (SELECT 1 FROM blob_chunks WHERE key = $1 AND seq = 0)`, sp.key, sp.size).Scan(&has)
-	} else {
+	default:
 		_, err = s.pool.Exec(ctx, `INSERT INTO blobs (key, size) VALUES ($1, $2)
 			ON CONFLICT (key) DO UPDATE SET touched_at = now()`, sp.key, sp.size)
 		if err == nil {
@@ -360,6 +374,10 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 	}
 	return uidl, nil
 }
+
+// inlineBlob is the largest content a delivery sends with the touch of
+// its blob row, whether or not it is already stored (with PGBlobs).
+const inlineBlob = 64 << 10
 
 // errNoMailbox: insertPipelined found no mailbox row to number the
 // message in (a first delivery).
