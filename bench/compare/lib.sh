@@ -58,9 +58,6 @@ synchronous_commit = on
 full_page_writes = on
 max_connections = 300
 shared_buffers = 256MB
-# As the README recommends for postino: contents are read far more often
-# than written, and lz4 decompresses several times faster than pglz.
-default_toast_compression = lz4
 shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
 PGEOF
