@@ -19,7 +19,12 @@
 # temporary folder. TUNED_ONLY=1 runs only the downloads against the tuned
 # Dovecot, plain and implicit TLS (phase 4b), prints the medians and leaves
 # bench/RESULTS.md alone; PERF=FILE records postino's CPU profile with perf(1)
-# during those downloads (perf report -i FILE).
+# during those downloads (perf report -i FILE). BACKEND=postgres runs
+# downloads and polls against three servers in turn: postino on Maildir,
+# postino on PostgreSQL (a durable cluster started here: fsync and
+# synchronous_commit on; the same messages imported by postino db import)
+# and the tuned Dovecot, measures PostgreSQL's CPU per session and writes
+# bench/results/pop3-pg-DATE-HHMM.md (see bench/CLUSTER.md).
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -31,7 +36,9 @@ CONC=${CONC:-16}
 IDLE=${IDLE:-1000}
 BIG=${BIG:-"1000 10000 100000"}
 TUNED_ONLY=${TUNED_ONLY:-0}
-if [ "$TUNED_ONLY" = 1 ]; then BIG="" IDLE=64; fi
+BACKEND=${BACKEND:-maildir}
+case $BACKEND in maildir | postgres) ;; *) echo "BACKEND: maildir or postgres" >&2; exit 1 ;; esac
+if [ "$TUNED_ONLY" = 1 ] || [ "$BACKEND" = postgres ]; then BIG="" IDLE=64; fi
 NUSERS=64
 PASS='bench-Pa55word'
 VUID=5000 # uid/gid of the virtual mail user (Dovecot refuses root)
@@ -57,6 +64,7 @@ T=$(mktemp -d /tmp/pop3cmp.XXXXXX)
 chmod 755 "$T"
 PIDS=()
 cleanup() {
+	if [ -n "${PG_DIR:-}" ]; then stop_pg; fi
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	if [ "${KEEP:-0}" = 1 ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
@@ -257,22 +265,30 @@ stop_dovecot() {
 run() {
 	local label=$1 server=$2 port
 	shift 2
+	local tport
 	case $server in
-	postino) port=$PP ;;
-	dovecot) port=$DP ;;
+	postino) port=$PP tport=$PPS ;;
+	postino-pg) port=$GP tport=$GPS ;;
+	dovecot) port=$DP tport=$DPS ;;
 	esac
 	local args=(-addr "127.0.0.1:$port" -password "$PASS" -insecure -json -label "$label")
 	local a
 	for a in "$@"; do
-		if [ "$a" = "-transport=tls" ]; then args[1]=127.0.0.1:$([ "$server" = postino ] && echo "$PPS" || echo "$DPS"); fi
+		if [ "$a" = "-transport=tls" ]; then args[1]=127.0.0.1:$tport; fi
 	done
-	local out
+	local out cpu0="" cpu1=""
+	if [ "$server" = postino-pg ]; then cpu0=$(pg_cpu); fi
 	out=$("$LOAD" "${args[@]}" "$@")
-	echo "$out" | jq -c --arg s "$server" '. + {server: $s}' >>"$RES"
+	if [ "$server" = postino-pg ]; then cpu1=$(pg_cpu); fi
+	# pg_cpu_s: CPU seconds PostgreSQL spent during the run.
+	echo "$out" | jq -c --arg s "$server" --arg c0 "$cpu0" --arg c1 "$cpu1" '. + {server: $s} +
+		(if $c0 == "" then {} else {pg_cpu_s: (($c1|tonumber) - ($c0|tonumber))} end)' >>"$RES"
 	echo "$out" | jq -r --arg s "$server" '"  \(.label) \($s): \(.sessions) sessions \(.sessions_per_s|floor)/s \(.mb_per_s*10|floor/10) MB/s p50 \(.p50_ms) p99 \(.p99_ms) ms errors \(.errors) \(.error_kinds // [] | map(.text) | join("; "))"' >&2
 }
 warm() { # server: every mailbox once (Dovecot moves new/ to cur/ and builds its indexes)
-	"$LOAD" -addr "127.0.0.1:$([ "$1" = postino ] && echo "$PP" || echo "$DP")" -password "$PASS" \
+	local port=$DP
+	case $1 in postino) port=$PP ;; postino-pg) port=$GP ;; esac
+	"$LOAD" -addr "127.0.0.1:$port" -password "$PASS" \
 		-mode poll -users 'u%d@bench.test' -nusers "$NUSERS" -concurrency "$NUSERS" -sessions "$NUSERS" -timeout 300s >/dev/null
 }
 
@@ -282,12 +298,117 @@ load_rounds() { # label-suffix mode [flags] — ROUNDS x {postino, dovecot}, alt
 	for r in $(seq "${NROUNDS:-$ROUNDS}"); do
 		local order=(postino dovecot)
 		[ $((r % 2)) = 0 ] && order=(dovecot postino)
+		if [ "$BACKEND" = postgres ]; then
+			# Each server goes first, second and third in turn.
+			order=(postino postino-pg dovecot)
+			order=("${order[@]:$((r % 3))}" "${order[@]:0:$((r % 3))}")
+		fi
 		for s in "${order[@]}"; do
 			run "$mode$suffix" "$s" -mode "$mode" -users 'u%d@bench.test' -nusers "$NUSERS" \
 				-concurrency "$CONC" -duration "${DUR}s" "$@"
 		done
 	done
 }
+
+if [ "$BACKEND" = postgres ]; then
+	log "PostgreSQL 15 (durable: fsync, synchronous_commit on) and postino on it"
+	start_pg "$T/pg"
+	GP=$(freeport) GPS=$(freeport)
+	mkdir -p "$T/pgnode"
+	cat >"$T/postino-pg.toml" <<EOF
+data_dir = "$T/pgnode"
+hostname = "localhost"
+log_level = "info"
+
+[pop3]
+listen = "127.0.0.1:$GP"
+listen_tls = "127.0.0.1:$GPS"
+max_connections = 20000
+max_connections_per_ip = 20000
+
+[users]
+file = "$USERS"
+cache_ttl = "60s"
+
+[smtp]
+listen = ""
+submission = ""
+submissions = ""
+lmtp = ""
+
+[storage]
+backend = "postgres"
+postgres_dsn = "$PG_DSN"
+EOF
+	# The import reads the Maildirs of $DATA: the same messages.
+	sed -e "s|^data_dir = .*|data_dir = \"$DATA\"|" "$T/postino-pg.toml" >"$T/postino-pg-import.toml"
+	"$POSTINO" config check "$T/postino-pg.toml" >/dev/null
+	"$POSTINO" db migrate --config "$T/postino-pg.toml" >/dev/null
+	"$POSTINO" db import --config "$T/postino-pg-import.toml" "${rcpts[@]}" >/dev/null
+	"$POSTINO" serve --config "$T/postino-pg.toml" >"$T/postino-pg.out" 2>>"$T/postino-pg.log" &
+	PIDS+=("$!")
+	wait_port "$GP"
+	start_postino "$T/postino-cache.toml"
+	start_dovecot "$T/dovecot-tuned.conf"
+	warm postino
+	warm postino-pg
+	warm dovecot
+	pg_psql postino -c 'SELECT pg_stat_statements_reset()' >/dev/null
+	load_rounds "-pg" download
+	load_rounds "-pg" poll
+	stop_postino
+	stop_dovecot
+	med3() { jq -s --arg l "$1" --arg s "$2" --arg f "$3" '[.[] | select(.label==$l and .server==$s) | .[$f]] | sort | if length==0 then null else .[(length-1)/2|floor] end' "$RES"; }
+	DATE=$(date -u +%Y-%m-%d)
+	mkdir -p "$REPO/bench/results"
+	OUT=$REPO/bench/results/pop3-pg-$DATE-$(date -u +%H%M).md
+	{
+		echo "# POP3: postino on PostgreSQL, postino on Maildir, tuned Dovecot ($DATE)"
+		echo
+		echo "Command: \`BACKEND=postgres bench/compare/pop3.sh\` (as root; DUR=$DUR ROUNDS=$ROUNDS CONC=$CONC)."
+		echo "Host: $(nproc) cores, $(uname -r); postino $BUILT_REV; $("$PGBIN/postgres" --version); Dovecot $(dovecot --version | cut -d' ' -f1) (Debian)."
+		echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (shared machine: the client, the servers and PostgreSQL share the cores)."
+		echo "PostgreSQL: fsync = on, synchronous_commit = on, shared_buffers = 256MB, loopback TCP; blobs in PostgreSQL."
+		echo "Corpus: $NUSERS mailboxes x 20 messages (10 x 4 KB, 8 x 50 KB, 2 x 500 KB), delivered by postino to Maildir and imported"
+		echo "by postino db import. Medians of $ROUNDS rounds x ${DUR}s, c=$CONC; postino users.cache_ttl 60s; Dovecot tuned (auth cache, reused processes)."
+		echo
+		echo "| metric | postino PostgreSQL | postino Maildir | Dovecot tuned | PG ÷ Dovecot | target | met |"
+		echo "|---|---:|---:|---:|---:|---|---|"
+		for spec in "download sessions/s:download-pg:sessions_per_s:2" "download MB/s:download-pg:mb_per_s:" "download p99 ms:download-pg:p99_ms:" \
+			"poll sessions/s:poll-pg:sessions_per_s:3" "poll p99 ms:poll-pg:p99_ms:"; do
+			IFS=: read -r name l f tgt <<<"$spec"
+			g=$(med3 "$l" postino-pg "$f") m=$(med3 "$l" postino "$f") d=$(med3 "$l" dovecot "$f")
+			r=$(awk -v a="$g" -v b="$d" 'BEGIN { if (a=="null"||b=="null"||b+0==0) print "-"; else printf "%.2f", a/b }')
+			ok="-"
+			if [ -n "$tgt" ]; then
+				ok=$(awk -v r="$r" -v t="$tgt" 'BEGIN { print (r != "-" && r+0 >= t) ? "yes" : "**no**" }')
+				tgt="≥ $tgt"
+			else
+				tgt="-"
+			fi
+			f1() { awk -v x="$1" 'BEGIN { if (x=="" || x=="null") print "-"; else if (x+0 >= 100) printf "%.0f", x; else printf "%.1f", x }'; }
+			echo "| $name | $(f1 "$g") | $(f1 "$m") | $(f1 "$d") | $r | $tgt | $ok |"
+		done
+		echo
+		for l in download-pg poll-pg; do
+			jq -s -r --arg l "$l" '[.[] | select(.label==$l and .server=="postino-pg")] |
+				(map(.sessions) | add) as $n | (map(.pg_cpu_s) | add) as $c |
+				"\($l): PostgreSQL used \($c * 100 | round / 100) CPU s for \($n) sessions = \($c * 1000000 / $n | round) µs per session = \($n / $c | round) sessions per database core-second."' "$RES"
+		done
+		echo
+		echo "Statements PostgreSQL ran during the measured runs (pg_stat_statements; execution time inside the server only):"
+		echo
+		echo "| calls | mean ms | total ms | statement |"
+		echo "|---:|---:|---:|---|"
+		pg_top_statements 12
+		echo
+		echo "Errors over all measured runs: $(jq -s '[.[] | .errors] | add' "$RES")."
+	} >"$OUT"
+	cp "$RES" "${OUT%.md}.jsonl"
+	echo
+	cat "$OUT"
+	exit 0
+fi
 
 if [ "$TUNED_ONLY" = 1 ]; then
 	log "downloads only: postino (cache on) vs Dovecot tuned, plain and implicit TLS"

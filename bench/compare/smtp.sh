@@ -53,14 +53,19 @@
 # PERF=FILE records postino's CPU profile with perf(1) during the measured
 # runs (perf report -i FILE),
 # KEEP=1 keeps the temporary folder, RECORD=0 only prints the table
-# (nothing written to bench/).
+# (nothing written to bench/). BACKEND=postgres adds a third server: postino
+# storing into PostgreSQL (a durable cluster started here: fsync and
+# synchronous_commit on, message contents in the database); its 250 comes
+# after the delivery's COMMIT, so its durable rate is its rate of 250s.
+# The report then has a postino-PostgreSQL column, PostgreSQL's CPU per
+# delivery and the statements it ran (pg_stat_statements).
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 # The command as run, for the report: knobs set in the environment.
 CMD="bench/compare/smtp.sh"
-for v in ROUNDS CONC COUNT SIZE PERCONN IN_FLOW_DELAY MAILBOXES PF_LIMITS TARGET MILTER RSPAMD_WORKERS CHECKS; do if [ -n "${!v:-}" ]; then CMD="$v=${!v} $CMD"; fi; done
+for v in ROUNDS CONC COUNT SIZE PERCONN IN_FLOW_DELAY MAILBOXES PF_LIMITS TARGET MILTER RSPAMD_WORKERS CHECKS BACKEND; do if [ -n "${!v:-}" ]; then CMD="$v=${!v} $CMD"; fi; done
 ROUNDS=${ROUNDS:-3}
 CONC=${CONC:-100}
 COUNT=${COUNT:-100}
@@ -71,6 +76,8 @@ MAILBOXES=${MAILBOXES:-64}
 PF_LIMITS=${PF_LIMITS:-off}
 TARGET=${TARGET:-2}
 MILTER=${MILTER:-none}
+BACKEND=${BACKEND:-maildir}
+case $BACKEND in maildir | postgres) ;; *) echo "BACKEND: maildir or postgres" >&2; exit 1 ;; esac
 RSPAMD_WORKERS=${RSPAMD_WORKERS:-2}
 CHECKS=${CHECKS:-0}
 case $CHECKS in 0 | 1) ;; *) echo "CHECKS: 0 or 1" >&2; exit 1 ;; esac
@@ -109,6 +116,7 @@ chmod 755 "$T"
 PIDS=()
 PF_STARTED=0
 cleanup() {
+	if [ -n "${PG_DIR:-}" ]; then stop_pg; fi
 	if [ "$PF_STARTED" = 1 ]; then postfix -c "$T/pf/conf" stop >/dev/null 2>&1 || true; fi
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -344,6 +352,28 @@ PIDS+=("$POSTINO_PID")
 wait_port "$PM"
 P_NEW="$PDATA/mail/bench.test/*/Maildir/new"
 
+SERVERS=(postino postfix)
+if [ "$BACKEND" = postgres ]; then
+	log "PostgreSQL 15 (durable: fsync, synchronous_commit on) and a postino storing into it"
+	start_pg "$T/pg"
+	GM=$(freeport)
+	GDATA=$T/postino-pg
+	mkdir -p "$GDATA"
+	cp "$PDATA/users.passwd" "$GDATA/"
+	sed -e "s|^data_dir = .*|data_dir = \"$GDATA\"|" -e "s|^listen = \"127.0.0.1:$PM\"|listen = \"127.0.0.1:$GM\"|" "$T/postino.toml" >"$T/postino-pg.toml"
+	cat >>"$T/postino-pg.toml" <<EOF
+
+[storage]
+backend = "postgres"
+postgres_dsn = "$PG_DSN"
+EOF
+	"$POSTINO" config check "$T/postino-pg.toml" >/dev/null
+	"$POSTINO" serve --config "$T/postino-pg.toml" >"$T/postino-pg.out" 2>>"$T/postino-pg.log" &
+	PIDS+=("$!")
+	wait_port "$GM"
+	SERVERS=(postino postino-pg postfix)
+fi
+
 # --- Postfix -----------------------------------------------------------------
 PF=$T/pf
 PF_PROCS=$((CONC + 50 > 150 ? CONC + 50 : 150)) # default 100
@@ -452,17 +482,27 @@ run() {
 	shift 2
 	case $server in
 	postino) port=$PM dirs=$P_NEW ;;
+	postino-pg) port=$GM dirs="" ;; # durable at its 250 (after COMMIT)
 	postfix) port=$FM dirs=$F_NEW ;;
 	esac
+	local cpu0="" cpu1=""
+	if [ "$server" = postino-pg ]; then cpu0=$(pg_cpu); fi
 	out=$("$LOAD" -addr "127.0.0.1:$port" -users 'u%d@bench.test' -nusers "$MAILBOXES" -size "$SIZE" \
 		-per-conn "$PERCONN" -maildirs "$dirs" -json -label "$label" -from "$SENDER" -helo "$HELO" "${LOAD_MSG[@]}" "$@")
-	echo "$out" | jq -c --arg s "$server" --arg la "$(cut -d' ' -f1 /proc/loadavg)" '. + {server: $s, loadavg: $la}' >>"$RES"
+	if [ "$server" = postino-pg ]; then cpu1=$(pg_cpu); fi
+	out=$(echo "$out" | jq -c --arg s "$server" --arg la "$(cut -d' ' -f1 /proc/loadavg)" --arg c0 "$cpu0" --arg c1 "$cpu1" '. + {server: $s, loadavg: $la} +
+		(if $c0 == "" then {} else {pg_cpu_s: (($c1|tonumber) - ($c0|tonumber)), durable_msgs_per_s: .msgs_per_s, durable: {seconds: .send_s, drain_s: 0}} end)')
+	echo "$out" >>"$RES"
 	echo "$out" | jq -r --arg s "$server" '"  \(.label) \($s): \(.messages) msgs, 250s at \(.msgs_per_s|floor)/s, durable \(.durable_msgs_per_s|floor)/s (last file at \(.durable.seconds*100|floor/100)s, drain \(.durable.drain_s*100|floor/100)s\(if .durable.timed_out then " TIMED OUT" else "" end)), p50 \(.p50_ms) p99 \(.p99_ms) ms, errors \(.errors) \(.error_kinds // [] | map("\(.count)x \(.text)") | join("; "))"' >&2
 }
 
 log "warm-up: one message per user on each server (Maildirs created, processes started)"
 run warm postino -concurrency "$NUSERS" -count 1 >/dev/null 2>&1
 run warm postfix -concurrency "$NUSERS" -count 1 >/dev/null 2>&1
+if [ "$BACKEND" = postgres ]; then
+	run warm postino-pg -concurrency "$NUSERS" -count 1 >/dev/null
+	pg_psql postino -c 'SELECT pg_stat_statements_reset()' >/dev/null
+fi
 jq -e -s '[.[] | select(.label=="warm") | .errors] | add == 0' "$RES" >/dev/null || {
 	echo "warm-up had errors:" >&2
 	jq -c 'select(.label=="warm")' "$RES" >&2
@@ -479,10 +519,14 @@ if [ -n "${PERF:-}" ]; then
 	perf_pid=$!
 fi
 
-log "intake: $ROUNDS rounds x {postino, postfix}, $CONC senders x $COUNT messages of $SIZE octets"
+log "intake: $ROUNDS rounds x {${SERVERS[*]}}, $CONC senders x $COUNT messages of $SIZE octets"
 for r in $(seq "$ROUNDS"); do
 	order=(postino postfix)
 	[ $((r % 2)) = 0 ] && order=(postfix postino)
+	if [ "$BACKEND" = postgres ]; then
+		# Each server goes first, second and third in turn.
+		order=("${SERVERS[@]:$((r % 3))}" "${SERVERS[@]:0:$((r % 3))}")
+	fi
 	for s in "${order[@]}"; do
 		run intake "$s" -concurrency "$CONC" -count "$COUNT"
 		settle
@@ -663,6 +707,25 @@ fi
 		if [ "$P_PASS" != "$(med_sum postino)" ] || [ "$F_PASS" != "$(med_sum postfix)" ]; then
 			echo "The others: a check's DNS query failed under load (rspamd has no DNS cache of its own; postino's resolver caches)."
 		fi
+	fi
+	if [ "$BACKEND" = postgres ]; then
+		echo
+		echo "postino on PostgreSQL 15 (fsync = on, synchronous_commit = on, contents in the database; its 250 follows the COMMIT):"
+		echo
+		echo "| metric | postino PostgreSQL | postino Maildir | Postfix | PG ÷ Postfix | target | met |"
+		echo "|---|---:|---:|---:|---:|---|---|"
+		g=$(med postino-pg durable_msgs_per_s) p=$(med postino durable_msgs_per_s) f=$(med postfix durable_msgs_per_s)
+		r=$(ratio "$g" "$f")
+		echo "| durably delivered messages/s | $(fmt "$g") | $(fmt "$p") | $(fmt "$f") | $r | ≥ 1 | $(met "$r" ">=" 1) |"
+		echo "| p50 ms (MAIL .. 250) | $(fmt "$(med postino-pg p50_ms)") | $(fmt "$(med postino p50_ms)") | $(fmt "$(med postfix p50_ms)") | - | - | - |"
+		echo "| p99 ms | $(fmt "$(med postino-pg p99_ms)") | $(fmt "$(med postino p99_ms)") | $(fmt "$(med postfix p99_ms)") | - | - | - |"
+		echo
+		jq -s -r '[.[] | select(.label=="intake" and .server=="postino-pg")] | (map(.messages) | add) as $n | (map(.pg_cpu_s) | add) as $c |
+			"PostgreSQL used \($c * 100 | round / 100) CPU s for \($n) deliveries = \($c * 1000000 / $n | round) µs per delivery = \($n / $c | round) deliveries per database core-second."' "$RES"
+		echo
+		echo "| calls | mean ms | total ms | statement |"
+		echo "|---:|---:|---:|---|"
+		pg_top_statements 12
 		echo
 	fi
 	echo "Messages accepted in measured runs: $msgs; errors: $errs. Postfix's log: $PF_SENT deliveries by virtual(8) with status=sent"

@@ -61,6 +61,7 @@ func (s *server) storageArgs(t testing.TB) []string {
 			if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
+			postino(t, nil, "db", "migrate", "--config", s.config, "--data", s.data)
 		}
 		return []string{"--config", s.config, "--data", s.data}
 	default:
@@ -122,7 +123,7 @@ func postino(t testing.TB, stdin []byte, args ...string) {
 // addUser creates a user on the server.
 func (s *server) addUser(t testing.TB, addr, pw string) {
 	t.Helper()
-	postino(t, []byte(pw+"\n"), "user", "add", addr, "--password-stdin", "--data", s.data)
+	postino(t, []byte(pw+"\n"), append([]string{"user", "add", addr, "--password-stdin"}, s.storageArgs(t)...)...)
 }
 
 // fill delivers the messages to rcpt with postino deliver and returns

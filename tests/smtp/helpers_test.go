@@ -189,6 +189,13 @@ func startServer(t testing.TB, o serverOpts) *server {
 	if r := run(t, nil, nil, binPath, "config", "check", conf); r.Code != 0 {
 		t.Fatalf("config check:\n%s\nconfig:\n%s", r, toml)
 	}
+	if strings.Contains(toml, `backend = "postgres"`) {
+		// The users and aliases of the data folder go into the database,
+		// as when a single server moves to a cluster.
+		if r := run(t, nil, nil, binPath, "import", data, "--config", conf, "--data", data); r.Code != 0 {
+			t.Fatalf("import into PostgreSQL:\n%s", r)
+		}
+	}
 	s := &server{t: t, data: data, certFile: filepath.Join(data, "tls", "cert.pem")}
 	if o.dnsServer == "" {
 		o.dnsServer = "127.0.0.1:9"

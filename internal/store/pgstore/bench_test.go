@@ -23,16 +23,29 @@ import (
 
 // Run with: flock /tmp/postino-bench.lock go test -run '^$' -bench . ./internal/store/pgstore/
 
-// queryCounter counts the statements sent to PostgreSQL (BEGIN and
-// COMMIT included): the round trips.
-type queryCounter struct{ n atomic.Int64 }
+// queryCounter counts the round trips to PostgreSQL (n: a statement, or
+// a pipelined batch of them) and the statements (stmts; BEGIN and COMMIT
+// included).
+type queryCounter struct{ n, stmts atomic.Int64 }
 
 func (c *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	c.n.Add(1)
+	c.stmts.Add(1)
 	return ctx
 }
 
 func (c *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (c *queryCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *queryCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
+	c.stmts.Add(1)
+}
+
+func (c *queryCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 // benchStores returns a Maildir store and a PostgreSQL store (with its
 // statement counter; nil for Maildir).
@@ -135,9 +148,9 @@ func BenchmarkPOP3(b *testing.B) {
 		})
 		for _, mode := range []string{"download", "poll"} {
 			b.Run(s.name+"/"+mode, func(b *testing.B) {
-				var before int64
+				var before, beforeStmts int64
 				if s.qc != nil {
-					before = s.qc.n.Load()
+					before, beforeStmts = s.qc.n.Load(), s.qc.stmts.Load()
 				}
 				start := time.Now()
 				for b.Loop() {
@@ -173,7 +186,8 @@ func BenchmarkPOP3(b *testing.B) {
 				}
 				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sessions/s")
 				if s.qc != nil {
-					b.ReportMetric(float64(s.qc.n.Load()-before)/float64(b.N), "queries/session")
+					b.ReportMetric(float64(s.qc.n.Load()-before)/float64(b.N), "roundtrips/session")
+					b.ReportMetric(float64(s.qc.stmts.Load()-beforeStmts)/float64(b.N), "statements/session")
 				}
 			})
 		}
@@ -186,9 +200,9 @@ func BenchmarkDeliver(b *testing.B) {
 	msg := corpus()[0]
 	for _, s := range benchStores(b) {
 		b.Run(s.name, func(b *testing.B) {
-			var before int64
+			var before, beforeStmts int64
 			if s.qc != nil {
-				before = s.qc.n.Load()
+				before, beforeStmts = s.qc.n.Load(), s.qc.stmts.Load()
 			}
 			i := 0
 			for b.Loop() {
@@ -199,7 +213,8 @@ func BenchmarkDeliver(b *testing.B) {
 				}
 			}
 			if s.qc != nil {
-				b.ReportMetric(float64(s.qc.n.Load()-before)/float64(b.N), "queries/op")
+				b.ReportMetric(float64(s.qc.n.Load()-before)/float64(b.N), "roundtrips/op")
+				b.ReportMetric(float64(s.qc.stmts.Load()-beforeStmts)/float64(b.N), "statements/op")
 			}
 		})
 	}

@@ -52,6 +52,20 @@ func (b *PGBlobs) Has(ctx context.Context, key string) (bool, error) {
 // Put writes the chunks in one transaction: the blob is stored whole or
 // not at all, and durable once it commits.
 func (b *PGBlobs) Put(ctx context.Context, key string, size int64, r io.Reader) error {
+	if size <= ChunkSize {
+		// One chunk: one statement, atomic and durable by itself.
+		buf := make([]byte, size+1)
+		n, err := io.ReadFull(r, buf)
+		if err != io.ErrUnexpectedEOF && err != io.EOF && err != nil {
+			return err
+		}
+		if int64(n) != size {
+			return fmt.Errorf("pgstore: blob %s: read %d octets or more, want %d", key, n, size)
+		}
+		_, err = b.pool.Exec(ctx, `INSERT INTO blob_chunks (key, seq, data) VALUES ($1, 0, $2)
+			ON CONFLICT (key, seq) DO NOTHING`, key, buf[:n])
+		return err
+	}
 	return pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 		buf := make([]byte, ChunkSize)
 		var total int64

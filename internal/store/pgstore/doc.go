@@ -68,11 +68,28 @@
 // transaction: it touches the blob row again under its row lock, checking
 // that the row was touched within the grace period, assigns the IMAP UID
 // and the POP3 UIDL and inserts the message. A message delivered to many
-// mailboxes is stored once. When the answer to the COMMIT is lost (the
-// server, or its connection, died after receiving it; a standby was
-// promoted), Deliver asks the database, for a bounded time, whether the
-// message row is there, and reports success if it is: a failure would
-// make the sender deliver the message again.
+// mailboxes is stored once. With the octets in PostgreSQL, a content of up
+// to 64 KiB is written by the statement that touches its row; the
+// metadata transaction of a delivery to an existing mailbox is pipelined
+// in two round trips (pgx batches), so that such a delivery costs three.
+// A first delivery to a mailbox (which creates it) and an import use the
+// transaction above.
+//
+// When the answer to the COMMIT is lost (the server, or its connection,
+// died after receiving it; a standby was promoted), Deliver asks the
+// database, for a bounded time, whether the message row is there, and
+// reports success if it is: a failure would make the sender deliver the
+// message again. The pipelined delivery does the same when its second
+// batch, which carries the COMMIT, fails.
+//
+// # Reading
+//
+// OpenMaildrop takes the lock and reads the snapshot (the messages of
+// INBOX not in the vault, with their internal dates) in one round trip.
+// With the octets in PostgreSQL, opening a message of at most one chunk
+// also reads the following small messages of the snapshot, up to one
+// chunk's size in all, so that a client downloading its maildrop in order
+// gets several per round trip.
 //
 // # Blob collection
 //

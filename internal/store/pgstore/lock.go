@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/postino-mail/postino/internal/store"
@@ -52,21 +53,43 @@ func (l *locker) margin() time.Duration { return l.ttl / 6 }
 // acquire takes the mailbox's lease, or returns store.ErrLocked. The
 // returned context is cancelled, with cause ErrLockLost, if the lease
 // cannot be renewed in time.
-func (l *locker) acquire(ctx context.Context, mailbox string) (*lease, context.Context, error) {
+//
+// then, if not nil, queues statements sent in the same round trip, after
+// the lock's and in the same implicit transaction, and read reads their
+// results once the lock is taken (a read error undoes the lock).
+func (l *locker) acquire(ctx context.Context, mailbox string, then func(*pgx.Batch), read func(pgx.BatchResults) error) (*lease, context.Context, error) {
 	token := newToken()
 	start := time.Now()
 	// RFC 1939 §4: the exclusive-access lock on the maildrop. A row
 	// whose lease expired (its holder dead or partitioned) is taken over.
 	var got string
-	err := l.pool.QueryRow(ctx, `INSERT INTO maildrop_locks (mailbox, token, node_id, expires_at)
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO maildrop_locks (mailbox, token, node_id, expires_at)
 		VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 		ON CONFLICT (mailbox) DO UPDATE SET token = excluded.token, node_id = excluded.node_id,
 			acquired_at = now(), expires_at = excluded.expires_at
 		WHERE maildrop_locks.expires_at <= now()
-		RETURNING token`, mailbox, token, l.node, l.ttl.Seconds()).Scan(&got)
+		RETURNING token`, mailbox, token, l.node, l.ttl.Seconds())
+	if then != nil {
+		then(b)
+	}
+	br := l.pool.SendBatch(ctx, b)
+	err := br.QueryRow().Scan(&got)
+	if err == nil && read != nil {
+		err = read(br)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		if isNoRows(err) {
 			return nil, nil, store.ErrLocked
+		}
+		if got != "" {
+			// Taken, but what came with it failed: give it back (if the
+			// database is out of reach, the row expires by itself).
+			l.pool.Exec(context.WithoutCancel(ctx), `DELETE FROM maildrop_locks WHERE mailbox = $1 AND token = $2`, mailbox, token)
+			return nil, nil, err
 		}
 		return nil, nil, fmt.Errorf("pgstore: locking %s: %w", mailbox, err)
 	}

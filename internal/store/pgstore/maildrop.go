@@ -32,7 +32,24 @@ type Maildrop struct {
 	done  bool        // Commit was called
 	// vaulted is how many messages Commit moved into the vault.
 	vaulted int
+
+	// ahead holds the prefixes and whole blobs of the small messages
+	// read ahead by the last Open (PostgreSQL blobs only), by index;
+	// each is dropped when opened.
+	ahead map[int]readAhead
 }
+
+// readAhead is a message read ahead: its prefix and its blob's only
+// chunk (nil if the blob is missing).
+type readAhead struct {
+	prefix, data []byte
+}
+
+// readAheadBytes bounds the octets Open reads ahead for the messages
+// that follow: a client downloading its maildrop in order (RETR 1, 2,
+// ...) gets several small messages per round trip, and a session never
+// holds more than this in memory besides the chunk being sent.
+const readAheadBytes = ChunkSize
 
 var _ store.Maildrop = (*Maildrop)(nil)
 
@@ -41,26 +58,30 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 	if err := checkMailbox(mailbox); err != nil {
 		return nil, err
 	}
-	ls, lctx, err := s.locks.acquire(ctx, mailbox)
-	if err != nil {
-		return nil, err
+	md := &Maildrop{s: s}
+	// The lock and the snapshot in one round trip. The snapshot:
+	// messages of INBOX in delivery order; mail delivered after it is
+	// seen by the next session.
+	snapshot := func(b *pgx.Batch) {
+		b.Queue(`SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0, m.internal_date FROM messages m
+			JOIN folders f ON f.id = m.folder_id AND f.name = $2
+			JOIN mailboxes b ON b.id = m.mailbox_id AND b.name = $1
+			WHERE m.vaulted_at IS NULL
+			ORDER BY m.uid`, mailbox, inbox)
 	}
-	md := &Maildrop{s: s, lease: ls, ctx: lctx}
-	// The snapshot: messages of INBOX in delivery order. Mail delivered
-	// after this query is seen by the next session.
-	rows, err := s.pool.Query(ctx, `SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0, m.internal_date FROM messages m
-		JOIN folders f ON f.id = m.folder_id AND f.name = $2
-		JOIN mailboxes b ON b.id = m.mailbox_id AND b.name = $1
-		WHERE m.vaulted_at IS NULL
-		ORDER BY m.uid`, mailbox, inbox)
-	if err == nil {
+	read := func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
 		for rows.Next() {
 			var id, size int64
 			var uidl, key string
 			var pre bool
 			var date time.Time
-			if err = rows.Scan(&id, &uidl, &size, &key, &pre, &date); err != nil {
-				break
+			if err := rows.Scan(&id, &uidl, &size, &key, &pre, &date); err != nil {
+				return err
 			}
 			md.ids = append(md.ids, id)
 			md.keys = append(md.keys, key)
@@ -68,15 +89,16 @@ func (s *Store) OpenMaildrop(ctx context.Context, mailbox string) (store.Maildro
 			md.dates = append(md.dates, date)
 			md.msgs = append(md.msgs, store.MessageInfo{UID: uidl, Size: size})
 		}
-		rows.Close()
-		if err == nil {
-			err = rows.Err()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("pgstore: reading maildrop %s: %w", mailbox, err)
 		}
+		return nil
 	}
+	ls, lctx, err := s.locks.acquire(ctx, mailbox, snapshot, read)
 	if err != nil {
-		s.locks.release(context.WithoutCancel(ctx), ls)
-		return nil, fmt.Errorf("pgstore: reading maildrop %s: %w", mailbox, err)
+		return nil, err
 	}
+	md.lease, md.ctx = ls, lctx
 	return md, nil
 }
 
@@ -105,7 +127,24 @@ func (m *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	var prefix []byte
 	var rc io.ReadCloser
 	var err error
-	switch pg, isPG := m.s.blobs.(*PGBlobs); {
+	pg, isPG := m.s.blobs.(*PGBlobs)
+	if isPG && m.msgs[i].Size <= readAheadBytes {
+		if _, ok := m.ahead[i]; !ok {
+			err = m.readAhead(rctx, pg, i)
+		}
+		if ra, ok := m.ahead[i]; ok && err == nil {
+			delete(m.ahead, i)
+			if ra.data == nil {
+				err = fmt.Errorf("%w: %s", ErrBlobMissing, m.keys[i])
+			} else {
+				prefix = ra.prefix
+				rc = &chunkReader{ctx: rctx, pool: pg.pool, key: m.keys[i], seq: 1, buf: ra.data, eof: len(ra.data) < ChunkSize}
+			}
+		}
+	}
+	switch {
+	case rc != nil || err != nil:
+		// Read ahead.
 	case m.pre[i] && isPG:
 		// The prefix and the first chunk in one round trip.
 		prefix, rc, err = pg.getWithPrefix(rctx, m.ids[i], m.keys[i])
@@ -129,6 +168,51 @@ func (m *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		rc = prefixed{Reader: io.MultiReader(bytes.NewReader(prefix), rc), Closer: rc}
 	}
 	return &sizedReader{rc: rc, left: m.msgs[i].Size, cancel: cancel}, nil
+}
+
+// readAhead reads, in one query, the prefixes and blobs of message i and
+// of the small messages after it, up to readAheadBytes in all, into
+// m.ahead. Only messages whose whole size fits in one chunk are read
+// ahead: their blob is that chunk.
+func (m *Maildrop) readAhead(ctx context.Context, pg *PGBlobs, i int) error {
+	clear(m.ahead)
+	var ids []int64
+	idx := map[int64]int{}
+	var total int64
+	for j := i; j < len(m.msgs) && m.msgs[j].Size <= ChunkSize; j++ {
+		if j > i && total+m.msgs[j].Size > readAheadBytes {
+			break
+		}
+		total += m.msgs[j].Size
+		ids = append(ids, m.ids[j])
+		idx[m.ids[j]] = j
+	}
+	rows, err := pg.pool.Query(ctx, `SELECT m.id, m.prefix, c.data FROM messages m
+		LEFT JOIN blob_chunks c ON c.key = m.blob_key AND c.seq = 0 WHERE m.id = ANY($1)`, ids)
+	if err != nil {
+		return err
+	}
+	if m.ahead == nil {
+		m.ahead = map[int]readAhead{}
+	}
+	for rows.Next() {
+		var id int64
+		var ra readAhead
+		if err := rows.Scan(&id, &ra.prefix, &ra.data); err != nil {
+			rows.Close()
+			return err
+		}
+		m.ahead[idx[id]] = ra
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if _, ok := m.ahead[i]; !ok {
+		// The row of a message in the snapshot is gone: only this
+		// lock's holder deletes, so the data changed under the lock.
+		return fmt.Errorf("%w: message row %d", ErrBlobMissing, m.ids[i])
+	}
+	return nil
 }
 
 // Commit deletes the messages in one transaction that first checks,

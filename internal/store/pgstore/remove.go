@@ -25,7 +25,7 @@ func (s *Store) RemoveMailboxWith(ctx context.Context, mailbox string, before fu
 	if err := checkMailbox(mailbox); err != nil {
 		return err
 	}
-	ls, lctx, err := s.locks.acquire(ctx, mailbox)
+	ls, lctx, err := s.locks.acquire(ctx, mailbox, nil, nil)
 	if err != nil {
 		return err
 	}

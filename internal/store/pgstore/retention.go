@@ -235,7 +235,7 @@ func (s *Store) VaultRestore(ctx context.Context, mailbox string, uids []string,
 	if len(pick) == 0 {
 		return nil, nil
 	}
-	ls, _, err := s.locks.acquire(ctx, mailbox)
+	ls, _, err := s.locks.acquire(ctx, mailbox, nil, nil)
 	if err != nil {
 		return nil, err
 	}

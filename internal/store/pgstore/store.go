@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/postino-mail/postino/internal/store"
@@ -261,13 +262,38 @@ const maxUIDLSkips = 100
 
 func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byte, sp *spooled, m meta) (string, error) {
 	// 1. Touch the blob row (creating it): from now on the collector
-	// leaves it alone for the grace period.
-	if _, err := s.pool.Exec(ctx, `INSERT INTO blobs (key, size) VALUES ($1, $2)
-		ON CONFLICT (key) DO UPDATE SET touched_at = now()`, sp.key, sp.size); err != nil {
-		return "", fmt.Errorf("pgstore: deliver: %w", err)
+	// leaves it alone for the grace period. With the octets in
+	// PostgreSQL, whether they are stored is asked in the same
+	// statement.
+	var has bool
+	var err error
+	_, isPG := s.blobs.(*PGBlobs)
+	switch {
+	case isPG && sp.size <= inlineBlob:
+		// A small content goes with the touch, in one statement (one
+		// round trip, one commit); already stored, it is not written
+		// again.
+		data := make([]byte, sp.size)
+		if _, err = io.ReadFull(sp.reader(), data); err == nil {
+			_, err = s.pool.Exec(ctx, `WITH b AS (INSERT INTO blobs (key, size) VALUES ($1, $2)
+				ON CONFLICT (key) DO UPDATE SET touched_at = now() RETURNING key)
+				INSERT INTO blob_chunks (key, seq, data) SELECT key, 0, $3 FROM b
+				ON CONFLICT (key, seq) DO NOTHING`, sp.key, sp.size, data)
+			has = true
+		}
+	case isPG:
+		err = s.pool.QueryRow(ctx, `INSERT INTO blobs (key, size) VALUES ($1, $2)
+			ON CONFLICT (key) DO UPDATE SET touched_at = now()
+			RETURNING EXISTS (SELECT 1 FROM blob_chunks WHERE key = $1 AND seq = 0)`, sp.key, sp.size).Scan(&has)
+	default:
+		_, err = s.pool.Exec(ctx, `INSERT INTO blobs (key, size) VALUES ($1, $2)
+			ON CONFLICT (key) DO UPDATE SET touched_at = now()`, sp.key, sp.size)
+		if err == nil {
+			// 2. The octets, unless already stored (another recipient's
+			// copy).
+			has, err = s.blobs.Has(ctx, sp.key)
+		}
 	}
-	// 2. The octets, unless already stored (another recipient's copy).
-	has, err := s.blobs.Has(ctx, sp.key)
 	if err != nil {
 		return "", fmt.Errorf("pgstore: deliver: %w", err)
 	}
@@ -280,6 +306,14 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 		s.afterBlobPut()
 	}
 	// 3. The metadata, in one transaction.
+	if m.uidl == "" {
+		// A delivery to an existing mailbox: pipelined.
+		uidl, err := s.insertPipelined(ctx, mailbox, prefix, sp)
+		if !errors.Is(err, errNoMailbox) {
+			return uidl, err
+		}
+		// First delivery to the mailbox: created below.
+	}
 	var (
 		uidl       string
 		mbID       int64
@@ -373,6 +407,122 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 		return "", fmt.Errorf("pgstore: deliver to %s: %w", mailbox, err)
 	}
 	return uidl, nil
+}
+
+// inlineBlob is the largest content a delivery sends with the touch of
+// its blob row, whether or not it is already stored (with PGBlobs).
+const inlineBlob = 64 << 10
+
+// errNoMailbox: insertPipelined found no mailbox row to number the
+// message in (a first delivery).
+var errNoMailbox = errors.New("pgstore: mailbox not created yet")
+
+// insertPipelined runs the metadata transaction of a delivery to an
+// existing mailbox in two round trips (pgx pipelines each batch): BEGIN,
+// the blob row's touch and the two counters; then the message's UIDL and
+// row, and COMMIT. The guarantees are those of the general path: the
+// blob row is locked and checked within the grace period before the
+// message references it, the counters are locked in the same order
+// (blob, mailbox, folder), and the message is durable when COMMIT
+// returns; when the second batch fails, the COMMIT in it may have been
+// carried out with only its answer lost, so the database is asked
+// (committed) before a failure is reported. It returns errNoMailbox,
+// having changed nothing, when the mailbox does not exist yet.
+func (s *Store) insertPipelined(ctx context.Context, mailbox string, prefix []byte, sp *spooled) (string, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return "", fmt.Errorf("pgstore: deliver to %s: %w", mailbox, err)
+	}
+	defer conn.Release() // a connection left in a transaction is closed by the pool
+	if prefix == nil {
+		prefix = []byte{}
+	}
+	for skips := 0; ; skips++ {
+		b := &pgx.Batch{}
+		b.Queue(`BEGIN`)
+		b.Queue(`UPDATE blobs SET touched_at = now()
+			WHERE key = $1 AND touched_at > now() - make_interval(secs => $2)`, sp.key, s.grace.Seconds())
+		b.Queue(`UPDATE mailboxes SET uidl_next = uidl_next + 1 WHERE name = $1 RETURNING id, uidl_next - 1`, mailbox)
+		b.Queue(`UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
+			WHERE mailbox_id = (SELECT id FROM mailboxes WHERE name = $1) AND name = $2
+			RETURNING id, uidnext - 1, highestmodseq`, mailbox, inbox)
+		var mbID, n, folderID, uid, modseq int64
+		br := conn.SendBatch(ctx, b)
+		_, err := br.Exec()
+		var touched pgconn.CommandTag
+		if err == nil {
+			touched, err = br.Exec()
+		}
+		if err == nil {
+			err = br.QueryRow().Scan(&mbID, &n)
+		}
+		if err == nil {
+			err = br.QueryRow().Scan(&folderID, &uid, &modseq)
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil && touched.RowsAffected() == 0 {
+			err = errBlobCollected
+		}
+		if err != nil {
+			if _, rerr := conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`); rerr != nil {
+				conn.Conn().Close(context.WithoutCancel(ctx))
+			}
+			switch {
+			case errors.Is(err, errBlobCollected):
+				return "", err
+			case isNoRows(err):
+				return "", errNoMailbox
+			}
+			return "", fmt.Errorf("pgstore: deliver to %s: %w", mailbox, err)
+		}
+		uidl := makeUIDL(mbID, n)
+		b = &pgx.Batch{}
+		// RFC 1939 §7: a UIDL is never reused; pop3_uidls remembers it
+		// after its message is gone. The message is inserted only if
+		// its UIDL was free.
+		b.Queue(`WITH u AS (INSERT INTO pop3_uidls (mailbox_id, uidl) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1)
+			INSERT INTO messages (mailbox_id, folder_id, uid, pop3_uidl, size, internal_date, modseq, prefix, blob_key)
+			SELECT $1, $3, $4, $2, $5, $6, $7, $8, $9 FROM u`,
+			mbID, uidl, folderID, uid, int64(len(prefix))+sp.size, time.Now(), modseq, prefix, sp.key)
+		b.Queue(`COMMIT`)
+		if s.beforeCommit != nil {
+			s.beforeCommit()
+		}
+		br = conn.SendBatch(ctx, b)
+		ins, err := br.Exec()
+		if err == nil {
+			_, err = br.Exec()
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			if _, rerr := conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`); rerr != nil {
+				conn.Conn().Close(context.WithoutCancel(ctx))
+			}
+			// The COMMIT went out with the INSERT: whatever failed, the
+			// answer may be all that was lost, and the transaction
+			// committed. As on the general path (RFC 5321 §4.2.5), the
+			// database is asked before a failure is reported.
+			if ok, cerr := s.committed(ctx, mbID, uidl, sp.key, prefix); cerr == nil && ok {
+				s.log.Warn("pgstore: delivery committed although its COMMIT failed", "mailbox", mailbox, "uidl", uidl, "err", err)
+				return uidl, nil
+			} else if cerr != nil {
+				err = fmt.Errorf("%w (whether it committed is unknown: %v)", err, cerr)
+			}
+			return "", fmt.Errorf("pgstore: deliver to %s: %w", mailbox, err)
+		}
+		if ins.RowsAffected() == 1 {
+			return uidl, nil
+		}
+		// An imported message took this UIDL: the counter moved past it
+		// (committed), the next one is tried.
+		if skips == maxUIDLSkips {
+			return "", fmt.Errorf("pgstore: no free UIDL after %d tries", skips)
+		}
+	}
 }
 
 // makeUIDL returns the UIDL of the n-th message delivered to mailbox id

@@ -1,0 +1,21 @@
+-- A download session of a mailbox of small messages (login, UIDL, LIST,
+-- RETR of each, QUIT): lock and snapshot, the read-ahead of the messages'
+-- prefixes and contents (one query while they fit in 256 KiB), release.
+\set m random(1, :mailboxes)
+\startpipeline
+INSERT INTO maildrop_locks (mailbox, token, node_id, expires_at)
+	VALUES ('u' || :m || '@bench.test', 't' || :client_id, 'pgcost', now() + make_interval(secs => 30))
+	ON CONFLICT (mailbox) DO UPDATE SET token = excluded.token, node_id = excluded.node_id,
+		acquired_at = now(), expires_at = excluded.expires_at
+	WHERE maildrop_locks.expires_at <= now()
+	RETURNING token;
+SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0, m.internal_date FROM messages m
+	JOIN folders f ON f.id = m.folder_id AND f.name = 'INBOX'
+	JOIN mailboxes b ON b.id = m.mailbox_id AND b.name = 'u' || :m || '@bench.test'
+	WHERE m.vaulted_at IS NULL
+	ORDER BY m.uid;
+\endpipeline
+SELECT m.id, m.prefix, c.data FROM messages m
+	LEFT JOIN blob_chunks c ON c.key = m.blob_key AND c.seq = 0
+	WHERE m.id = ANY (ARRAY(SELECT id FROM messages WHERE mailbox_id = :m));
+DELETE FROM maildrop_locks WHERE mailbox = 'u' || :m || '@bench.test' AND token = 't' || :client_id;
