@@ -139,7 +139,8 @@ func runDeliver(env *cmdEnv, args []string) int {
 	if len(remotes) > 0 {
 		// Aliases that forward elsewhere: the message goes into the
 		// outbound queue's folder, which the running server watches (as
-		// Postfix's sendmail drops mail into its maildrop).
+		// Postfix's sendmail drops mail into its maildrop), or with
+		// storage.backend = "postgres" into the queue the nodes share.
 		if err := enqueueForward(ctx, cfg, d, fr, users, *from, remotes, dsn, sp, logger, id); err != nil {
 			for mb := range done {
 				fmt.Fprintf(env.stderr, "postino: deliver: delivered to %s before the failure\n", mb)
@@ -158,9 +159,22 @@ func enqueueForward(ctx context.Context, cfg *config.Config, d *delivery.Deliver
 	qo := queue.ConfigOptions(cfg, logger)
 	qo.IsLocalDomain = fr.IsLocal
 	qo.Local = d
-	q, err := queue.Open(cfg.QueueDir(), qo)
-	if err != nil {
-		return err
+	var q *queue.Queue
+	if cfg.UsesPostgres() {
+		// The queue every node shares: the NOTIFY of Enqueue wakes them.
+		st, err := cfg.OpenPGStore(ctx, false, logger)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		if q, err = queue.OpenPG(st, qo); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if q, err = queue.Open(cfg.QueueDir(), qo); err != nil {
+			return err
+		}
 	}
 	defer q.Close()
 	primary := func() string {

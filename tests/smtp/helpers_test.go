@@ -192,8 +192,10 @@ func startServer(t testing.TB, o serverOpts) *server {
 	if strings.Contains(toml, `backend = "postgres"`) {
 		// The users and aliases of the data folder go into the database,
 		// as when a single server moves to a cluster.
-		if r := run(t, nil, nil, binPath, "import", data, "--config", conf, "--data", data); r.Code != 0 {
-			t.Fatalf("import into PostgreSQL:\n%s", r)
+		for _, args := range [][]string{{"db", "migrate"}, {"db", "import"}} {
+			if r := run(t, nil, nil, binPath, append(args, "--config", conf, "--data", data)...); r.Code != 0 {
+				t.Fatalf("%s into PostgreSQL:\n%s", args[1], r)
+			}
 		}
 	}
 	s := &server{t: t, data: data, certFile: filepath.Join(data, "tls", "cert.pem")}

@@ -3,6 +3,7 @@ package smtp
 import (
 	"encoding/base64"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -108,7 +109,7 @@ func TestNotOpenRelay(t *testing.T) {
 		if rep.Error != "" || len(rep.Refused) != 0 {
 			t.Fatalf("remote recipient after AUTH: %s", r)
 		}
-		out := run(t, nil, nil, binPath, "queue", "list", "--data", s.data)
+		out := run(t, nil, nil, binPath, "queue", "list", "--config", filepath.Join(s.data, "postino.toml"), "--data", s.data)
 		if out.Code != 0 || !strings.Contains(out.Output, "elsewhere.test") || !strings.Contains(out.Output, alice) {
 			t.Fatalf("queue list:\n%v", out)
 		}

@@ -3,6 +3,7 @@ package smtp
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,7 +65,7 @@ func TestOutboundQueue(t *testing.T) {
 	// Nothing is left in the queue.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		q := run(t, nil, nil, binPath, "queue", "list", "--data", local.data)
+		q := run(t, nil, nil, binPath, "queue", "list", "--config", filepath.Join(local.data, "postino.toml"), "--data", local.data)
 		if strings.Contains(q.Output, "queue is empty") {
 			break
 		}
