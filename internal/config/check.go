@@ -395,7 +395,12 @@ func (k *checker) checkTLS(c *Config, now time.Time) {
 
 // checkUsers reports every bad line of the users file and returns the
 // addresses of its users.
+// With storage.backend = "postgres" the users are in the database, not
+// in users.file, and nothing is reported.
 func (k *checker) checkUsers(c *Config) []string {
+	if c.UsesPostgres() {
+		return nil
+	}
 	db := auth.OpenDB(c.UsersFile())
 	for _, p := range db.Problems() {
 		// auth.Problem: Line 0 means the file cannot be read.
@@ -417,7 +422,12 @@ var lineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
 
 // checkAliases reports every bad line of the aliases file and returns the
 // domains it names.
+// With storage.backend = "postgres" the aliases are in the database, and
+// nothing is reported.
 func (k *checker) checkAliases(c *Config) []string {
+	if c.UsesPostgres() {
+		return nil
+	}
 	file := c.AliasesFile()
 	t, err := aliases.Load(file)
 	if err == nil {

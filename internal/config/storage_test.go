@@ -1,6 +1,8 @@
 package config
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,5 +105,30 @@ postgres_dsn = "postgres://postino@127.0.0.1/postino"
 `)
 	if len(res.Findings) != 0 {
 		t.Fatalf("findings on a clean postgres configuration:\n%s", findings(res))
+	}
+}
+
+// TestCheckPostgresIgnoresUserFiles: with the users and aliases in
+// PostgreSQL, broken users and aliases files in the data folder (left
+// from a single server) are not reported: the server does not read them.
+func TestCheckPostgresIgnoresUserFiles(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "users.passwd"), []byte("not a passwd line\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "aliases"), []byte("broken alias line\n"), 0o600)
+	conf := fmt.Sprintf("data_dir = %q\n", dir) + quietListeners + `
+[storage]
+backend = "postgres"
+postgres_dsn = "postgres://postino@127.0.0.1/postino"
+`
+	path := filepath.Join(dir, "postino.toml")
+	os.WriteFile(path, []byte(conf), 0o600)
+	if res := Check(context.Background(), path, CheckOptions{}); len(res.Findings) != 0 {
+		t.Fatalf("findings:\n%s", findings(res))
+	}
+	// The same files are reported in Maildir mode.
+	md := strings.Replace(conf, `backend = "postgres"`, `backend = "maildir"`, 1)
+	os.WriteFile(path, []byte(md), 0o600)
+	if res := Check(context.Background(), path, CheckOptions{}); !strings.Contains(findings(res), "users.passwd") || !strings.Contains(findings(res), "aliases") {
+		t.Fatalf("broken files not reported in Maildir mode:\n%s", findings(res))
 	}
 }
