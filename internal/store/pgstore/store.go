@@ -149,6 +149,8 @@ func newStore(pool *pgxpool.Pool, o Options) *Store {
 	}
 	if s.spool == "" {
 		s.spool = os.TempDir()
+	} else {
+		cleanSpool(s.spool)
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/postino-mail/postino/internal/store"
 )
@@ -29,6 +31,26 @@ type spooled struct {
 
 // spool writes msg's wire form to a temporary file in dir, hashing it on
 // the way. An empty message is store.ErrMalformed.
+// spoolPrefixes name the temporary files of deliveries (pgstore-) and of
+// the queue's messages (queue-, internal/queue), each unlinked right after
+// it is made.
+var spoolPrefixes = []string{"pgstore-", "queue-"}
+
+// cleanSpool removes the temporary files a crash between making and
+// unlinking them left in dir (SIGKILL in that instant). A process still
+// writing one holds it open: removing its name changes nothing for it.
+// Only the node's own spool folder is cleaned, never os.TempDir().
+func cleanSpool(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		for _, p := range spoolPrefixes {
+			if e.Type().IsRegular() && strings.HasPrefix(e.Name(), p) {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+}
+
 func spool(dir string, msg io.Reader) (*spooled, error) {
 	f, err := os.CreateTemp(dir, "pgstore-*.eml")
 	if err != nil {
