@@ -27,6 +27,7 @@ import (
 	"github.com/postino-mail/postino/internal/delivery"
 	"github.com/postino-mail/postino/internal/envelope"
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/mailauth"
 	"github.com/postino-mail/postino/internal/metrics"
 	"github.com/postino-mail/postino/internal/pop3backend"
 	"github.com/postino-mail/postino/internal/queue"
@@ -318,6 +319,13 @@ func (s *Server) smtpOptions(cfg *config.Config, r smtpRole, logger *slog.Logger
 	if r.role == smtpin.RoleMX {
 		o.Checks = s.checks
 		o.Junk = junkFor(cfg, users, logger)
+	}
+	if r.role == smtpin.RoleSubmission && cfg.MailAuth.Enabled {
+		// A local user's message reaches local users without the MX:
+		// Authentication-Results fields claiming our authserv-id are
+		// removed from it too (RFC 8601 §5). LMTP is left alone: a
+		// front-end MTA that judged the mail may write our host's name.
+		o.SubmissionChecks = []inbound.Check{mailauth.NewStripper(cfg.MailAuthServID())}
 	}
 	o.Relay = s.queue
 	o.SRS = rw

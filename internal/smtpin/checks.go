@@ -22,9 +22,18 @@ type checkSession struct {
 	s    inbound.Session
 }
 
-// checksOn reports whether this session's mail is judged.
+// checksOn reports whether this session's mail goes through checks.
 func (s *session) checksOn() bool {
-	return s.opts.Role == RoleMX && len(s.opts.Checks) > 0
+	return len(s.roleChecks()) > 0
+}
+
+// roleChecks returns the checks of the session's role: Checks on the
+// MX, SubmissionChecks on submission and LMTP.
+func (s *session) roleChecks() []inbound.Check {
+	if s.opts.Role == RoleMX {
+		return s.opts.Checks
+	}
+	return s.opts.SubmissionChecks
 }
 
 // beginChecks starts the checks for the session.
@@ -34,7 +43,7 @@ func (s *session) beginChecks() {
 	}
 	s.iconn = &inbound.Conn{ID: s.id, Remote: s.remote, Helo: s.conn.Hostname(), TLS: s.tls != nil, Hostname: s.opts.Hostname}
 	s.connVerdict = &inbound.Verdict{}
-	for _, c := range s.opts.Checks {
+	for _, c := range s.roleChecks() {
 		t0 := time.Now()
 		cs := c.Begin(s.ctx, s.iconn, s.connVerdict)
 		s.opts.Metrics.CheckTime(c.Name(), metrics.StageConnect, time.Since(t0))

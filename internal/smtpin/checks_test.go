@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/postino-mail/postino/internal/inbound"
+	"github.com/postino-mail/postino/internal/mailauth"
 	"github.com/postino-mail/postino/internal/metrics"
 )
 
@@ -269,4 +270,37 @@ func checkCounts(t *testing.T, m *metrics.Metrics, check string) map[string]uint
 		}
 	}
 	return got
+}
+
+// TestSubmissionStripsForgedAuthResults: a local user cannot hand another
+// local user an Authentication-Results field that claims our authserv-id
+// (the MX never sees the message); other servers' fields stay. Over
+// STARTTLS submission and implicit TLS.
+func TestSubmissionStripsForgedAuthResults(t *testing.T) {
+	e := newEnv(t, RoleSubmission, func(ec *envConfig) {
+		ec.tls = true
+		ec.opts.SubmissionChecks = []inbound.Check{mailauth.NewStripper("mx.example.test")}
+	})
+	msg := "Authentication-Results: MX.example.test; dkim=pass header.d=bank.example\r\n" +
+		"Authentication-Results: other.example; spf=pass smtp.mailfrom=alice@example.test\r\n" +
+		"From: alice@example.test\r\nSubject: forged\r\n\r\nhi\r\n"
+	for i, cl := range []*client{e.dial(), e.dialTLS()} {
+		cl.ehlo()
+		if i == 0 {
+			cl.startTLS()
+			cl.ehlo()
+		}
+		cl.authPlain("alice@example.test", "alice-pw", 235, "")
+		cl.send("alice@example.test", []string{"bob@example.test"}, msg)
+		cl.cmd(221, "", "QUIT")
+	}
+	msgs := e.messages("bob@example.test")
+	if len(msgs) != 2 {
+		t.Fatalf("delivered %d messages", len(msgs))
+	}
+	for _, m := range msgs {
+		if strings.Contains(m, "MX.example.test; dkim=pass") || !strings.Contains(m, "Authentication-Results: other.example; spf=pass") || !strings.Contains(m, "Subject: forged\r\n\r\nhi\r\n") {
+			t.Fatalf("delivered:\n%s", m)
+		}
+	}
 }

@@ -180,6 +180,10 @@ type Options struct {
 	// and single-recipient messages are streamed straight into the
 	// mailbox.
 	Checks []inbound.Check
+	// SubmissionChecks run on submission and LMTP, where mail is not
+	// judged but may still need cleaning: Authentication-Results fields
+	// claiming our authserv-id are removed (mailauth.Stripper). nil: none.
+	SubmissionChecks []inbound.Check
 	// Junk handles what the checks find to be spam (tag, quarantine,
 	// refuse: junk.go); nil delivers it as accepted.
 	Junk *Junk
