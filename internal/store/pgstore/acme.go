@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,30 +14,17 @@ import (
 // version 3, table acme_cache) for every node, and locks a name while a
 // node orders its certificate (Lock). It implements autocert.Cache.
 type ACMECache struct {
-	once     sync.Once
-	pool     *pgxpool.Pool
-	err      error
-	dsn      string
-	maxConns int32
+	lazyPool
 }
 
 // NewACMECache returns the cache kept in the database of pool.
-func NewACMECache(pool *pgxpool.Pool) *ACMECache { return &ACMECache{pool: pool} }
+func NewACMECache(pool *pgxpool.Pool) *ACMECache { return &ACMECache{lazyPool{pool: pool}} }
 
 // OpenACMECache returns the cache kept in the database of dsn, over a
 // pool of at most maxConns connections made on first use (a held Lock
 // takes one).
 func OpenACMECache(dsn string, maxConns int32) *ACMECache {
-	return &ACMECache{dsn: dsn, maxConns: maxConns}
-}
-
-func (c *ACMECache) db(ctx context.Context) (*pgxpool.Pool, error) {
-	c.once.Do(func() {
-		if c.pool == nil {
-			c.pool, c.err = NewPool(ctx, c.dsn, c.maxConns)
-		}
-	})
-	return c.pool, c.err
+	return &ACMECache{lazyPool{dsn: dsn, maxConns: maxConns}}
 }
 
 // maxACMEData bounds an entry (a certificate chain and its key are a
@@ -113,8 +99,5 @@ var _ autocert.Cache = (*ACMECache)(nil)
 
 // Close closes a pool OpenACMECache made.
 func (c *ACMECache) Close() {
-	c.once.Do(func() { c.err = errors.New("pgstore: acme cache: closed") })
-	if c.dsn != "" && c.pool != nil {
-		c.pool.Close()
-	}
+	c.close("pgstore: acme cache: closed")
 }

@@ -2,10 +2,8 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,37 +15,21 @@ import (
 // aliases.Reloading's CheckInterval (a second), so a change is in force
 // on every node within about a second.
 type Aliases struct {
-	once     sync.Once
-	pool     *pgxpool.Pool
-	err      error
-	dsn      string
-	maxConns int32
+	lazyPool
 }
 
 // NewAliases returns the aliases kept in the database of pool.
-func NewAliases(pool *pgxpool.Pool) *Aliases { return &Aliases{pool: pool} }
+func NewAliases(pool *pgxpool.Pool) *Aliases { return &Aliases{lazyPool{pool: pool}} }
 
 // OpenAliases returns the aliases kept in the database of dsn, over a
 // pool of at most maxConns connections made on first use.
 func OpenAliases(dsn string, maxConns int32) *Aliases {
-	return &Aliases{dsn: dsn, maxConns: maxConns}
-}
-
-func (a *Aliases) db(ctx context.Context) (*pgxpool.Pool, error) {
-	a.once.Do(func() {
-		if a.pool == nil {
-			a.pool, a.err = NewPool(ctx, a.dsn, a.maxConns)
-		}
-	})
-	return a.pool, a.err
+	return &Aliases{lazyPool{dsn: dsn, maxConns: maxConns}}
 }
 
 // Close closes a pool OpenAliases made.
 func (a *Aliases) Close() {
-	a.once.Do(func() { a.err = errors.New("pgstore: aliases: closed") })
-	if a.dsn != "" && a.pool != nil {
-		a.pool.Close()
-	}
+	a.close("pgstore: aliases: closed")
 }
 
 // Name describes where the aliases are.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,37 +16,21 @@ import (
 // table dkim_keys), so that every node signs with the same keys. It
 // implements dkim.KeyStore.
 type DKIMKeys struct {
-	once     sync.Once
-	pool     *pgxpool.Pool
-	err      error
-	dsn      string
-	maxConns int32
+	lazyPool
 }
 
 // NewDKIMKeys returns the keys kept in the database of pool.
-func NewDKIMKeys(pool *pgxpool.Pool) *DKIMKeys { return &DKIMKeys{pool: pool} }
+func NewDKIMKeys(pool *pgxpool.Pool) *DKIMKeys { return &DKIMKeys{lazyPool{pool: pool}} }
 
 // OpenDKIMKeys returns the keys kept in the database of dsn, over a pool
 // of at most maxConns connections made on first use.
 func OpenDKIMKeys(dsn string, maxConns int32) *DKIMKeys {
-	return &DKIMKeys{dsn: dsn, maxConns: maxConns}
-}
-
-func (k *DKIMKeys) db(ctx context.Context) (*pgxpool.Pool, error) {
-	k.once.Do(func() {
-		if k.pool == nil {
-			k.pool, k.err = NewPool(ctx, k.dsn, k.maxConns)
-		}
-	})
-	return k.pool, k.err
+	return &DKIMKeys{lazyPool{dsn: dsn, maxConns: maxConns}}
 }
 
 // Close closes a pool OpenDKIMKeys made.
 func (k *DKIMKeys) Close() {
-	k.once.Do(func() { k.err = errors.New("pgstore: dkim keys: closed") })
-	if k.dsn != "" && k.pool != nil {
-		k.pool.Close()
-	}
+	k.close("pgstore: dkim keys: closed")
 }
 
 // Version returns the keys' change counter.

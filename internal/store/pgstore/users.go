@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -19,23 +18,19 @@ import (
 // the table only when it changed, and a user added on one node can log in
 // on any node at once.
 type Users struct {
-	pool *pgxpool.Pool
-
-	// With OpenUsers, the pool is made on first use.
-	dsn      string
-	maxConns int32
-	once     sync.Once
-	err      error
+	lazyPool
 }
 
 // NewUsers returns the users kept in the database of pool, whose schema
 // must be up to date (Migrate).
-func NewUsers(pool *pgxpool.Pool) *Users { return &Users{pool: pool} }
+func NewUsers(pool *pgxpool.Pool) *Users { return &Users{lazyPool{pool: pool}} }
 
 // OpenUsers returns the users kept in the database of dsn, over a pool of
 // at most maxConns connections of their own made on first use (a bad
 // DSN is then the error of every method).
-func OpenUsers(dsn string, maxConns int32) *Users { return &Users{dsn: dsn, maxConns: maxConns} }
+func OpenUsers(dsn string, maxConns int32) *Users {
+	return &Users{lazyPool{dsn: dsn, maxConns: maxConns}}
+}
 
 // schemaErr tells an error of a database without the table users (not
 // migrated) as ErrSchemaTooOld.
@@ -47,23 +42,10 @@ func schemaErr(err error) error {
 	return err
 }
 
-// db returns the pool, making it on first use.
-func (u *Users) db(ctx context.Context) (*pgxpool.Pool, error) {
-	u.once.Do(func() {
-		if u.pool == nil {
-			u.pool, u.err = NewPool(ctx, u.dsn, u.maxConns)
-		}
-	})
-	return u.pool, u.err
-}
-
 // Close closes a pool OpenUsers made; a pool given to NewUsers is its
 // owner's to close.
 func (u *Users) Close() {
-	u.once.Do(func() { u.err = errors.New("pgstore: users: closed") })
-	if u.dsn != "" && u.pool != nil {
-		u.pool.Close()
-	}
+	u.close("pgstore: users: closed")
 }
 
 // Name describes where the users are.
