@@ -1,16 +1,9 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -29,36 +22,14 @@ import (
 // paths of the certificate and key files.
 func longCert(t *testing.T, dir string, names ...string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: names[0]},
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true, IsCA: true,
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	certPEM, keyPEM := testutil.NewCertValidFor(t, 90*24*time.Hour, names...).PEM(t)
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), 0o600)
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return certFile, keyFile
 }
 
@@ -171,30 +142,6 @@ func startPolicyServer(t *testing.T, h *mailHost, policy string) string {
 	return port
 }
 
-// splitZone sorts the record lines of "postino dns" into zones.
-func splitZone(t *testing.T, text string, origins ...string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	for _, l := range strings.Split(text, "\n") {
-		if l == "" || strings.HasPrefix(l, ";") {
-			continue
-		}
-		owner := strings.Fields(l)[0]
-		found := false
-		for _, o := range origins {
-			if strings.HasSuffix(owner, "."+o+".") || owner == o+"." {
-				out[o] += l + "\n"
-				found = true
-				break
-			}
-		}
-		if !found {
-			t.Fatalf("record %q is in none of %q", l, origins)
-		}
-	}
-	return out
-}
-
 // TestDNSAndCheckDomain: "postino dns" prints a zone; served by a real
 // NSD, "postino check" finds every record, the ports, the certificates
 // and reverse DNS right and exits 0; a broken zone gives FAIL lines with
@@ -218,7 +165,7 @@ func TestDNSAndCheckDomain(t *testing.T) {
 			t.Errorf("dns output lacks %q:\n%s", want, zone)
 		}
 	}
-	zones := splitZone(t, zone, "example.test", "127.in-addr.arpa")
+	zones := testutil.SplitZones(t, zone, "example.test", "127.in-addr.arpa")
 	zones["bl.test"] = ""
 	good := testutil.StartDNS(t, zones)
 	// The MTA-STS policy, served as "postino dns" prints it.

@@ -29,6 +29,14 @@ type Cert struct {
 // subject's common name. It fails the test on error.
 func NewCert(t testing.TB, names ...string) Cert {
 	t.Helper()
+	return NewCertValidFor(t, 24*time.Hour, names...)
+}
+
+// NewCertValidFor is NewCert with a certificate valid for d (from an
+// hour ago): long enough, say, that a check warning of near expiry has
+// nothing to say.
+func NewCertValidFor(t testing.TB, d time.Duration, names ...string) Cert {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +48,7 @@ func NewCert(t testing.TB, names ...string) Cert {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(d),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,

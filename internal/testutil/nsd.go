@@ -196,3 +196,29 @@ func freeUDPTCPAddr(t testing.TB) string {
 	t.Fatal("no port free for both UDP and TCP")
 	return ""
 }
+
+// SplitZones sorts the record lines of a zone-file text (such as the
+// output of "postino dns": absolute owner names, ";" comments) into the
+// zones of origins, for StartDNS. A record in none of them fails the test.
+func SplitZones(t testing.TB, text string, origins ...string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, l := range strings.Split(text, "\n") {
+		if l == "" || strings.HasPrefix(l, ";") {
+			continue
+		}
+		owner := strings.Fields(l)[0]
+		found := false
+		for _, o := range origins {
+			if strings.HasSuffix(owner, "."+o+".") || owner == o+"." {
+				out[o] += l + "\n"
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Fatalf("record %q is in none of %q", l, origins)
+		}
+	}
+	return out
+}

@@ -1,13 +1,6 @@
 package blackbox
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,61 +13,7 @@ import (
 // that "postino check" has no expiry to warn about.
 func longCert(t *testing.T, names ...string) testutil.Cert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: names[0]},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(90 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testutil.Cert{DER: der, Leaf: leaf, Key: key}
-}
-
-// zonesOf sorts the record lines of "postino dns" into the zones named
-// by origins, skipping comments.
-func zonesOf(t *testing.T, text string, origins ...string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	for _, l := range strings.Split(text, "\n") {
-		if l == "" || strings.HasPrefix(l, ";") {
-			continue
-		}
-		owner := strings.Fields(l)[0]
-		found := false
-		for _, o := range origins {
-			if strings.HasSuffix(owner, "."+o+".") || owner == o+"." {
-				out[o] += l + "\n"
-				found = true
-				break
-			}
-		}
-		if !found {
-			t.Fatalf("record %q is in none of %q", l, origins)
-		}
-	}
-	return out
+	return testutil.NewCertValidFor(t, 90*24*time.Hour, names...)
 }
 
 // TestServeDNSAndCheckDomain: "postino dns" of the binary prints the
@@ -106,7 +45,7 @@ func TestServeDNSAndCheckDomain(t *testing.T) {
 			t.Errorf("postino dns lacks %q:\n%s", want, zone)
 		}
 	}
-	zones := zonesOf(t, zone, "example.test", "127.in-addr.arpa")
+	zones := testutil.SplitZones(t, zone, "example.test", "127.in-addr.arpa")
 	zones["bl.test"] = ""
 	good := testutil.StartDNS(t, zones)
 	https := strconv.Itoa(h.port(t, "https"))
