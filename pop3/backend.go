@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"os"
 )
 
 // MessageInfo describes one message of a maildrop snapshot as the server
@@ -55,6 +56,21 @@ type Maildrop interface {
 	Commit(ctx context.Context, deleted []int) error
 	// Close releases the lock without removing anything.
 	Close() error
+}
+
+// FileMessage is an optional interface of the io.ReadCloser that
+// Maildrop.Open returns, for a message whose octets are mostly a file
+// already in wire form: on a cleartext connection the server then sends
+// RETR's response with sendfile(2), the file's octets never passing
+// through the process.
+type FileMessage interface {
+	// MessageFile returns the message as head followed by the whole of f
+	// (from its current offset, which is its start), and ok true when f
+	// holds exactly Size - len(head) octets, none of its lines starts
+	// with "." (RFC 1939 §3: such a line would need dot-stuffing), and
+	// head is empty or ends in CRLF. It is called before any Read; with
+	// ok false, the message is read with Read as usual.
+	MessageFile() (head []byte, f *os.File, ok bool)
 }
 
 // UpdateNotifier is an optional interface of a Maildrop. When a session

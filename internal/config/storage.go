@@ -39,6 +39,8 @@ type StorageConfig struct {
 	S3SecretKey     string   `toml:"s3_secret_key" comment:"S3 secret key (prefer s3_secret_key_file)."`
 	S3SecretKeyFile string   `toml:"s3_secret_key_file" comment:"File whose first line is the S3 secret key; relative to data_dir."`
 	LockTTL         Duration `toml:"lock_ttl" comment:"How long a POP3 maildrop lock outlives a server that stopped renewing it (crashed, or cut off from PostgreSQL); it is renewed every lock_ttl/3, and a server that cannot renew ends the session before the lock can pass to another."`
+	CacheDir        string   `toml:"cache_dir" comment:"Folder of this server's cache of message contents on its local disk, for backend = \"postgres\" (relative to data_dir). A content downloaded again comes from here, not from PostgreSQL or S3, and goes out with sendfile(2) on cleartext connections. It holds no state: it may be deleted while the server is stopped."`
+	CacheSize       Size     `toml:"cache_size" comment:"Most octets of contents the cache keeps (least recently used go first); 0 turns the cache off."`
 	MaxConnections  int      `toml:"max_connections" comment:"Most connections a server opens to PostgreSQL, whatever the number of sessions."`
 }
 
@@ -48,6 +50,8 @@ func defaultStorage() StorageConfig {
 		Backend:        StorageMaildir,
 		Blobs:          StoragePostgres,
 		LockTTL:        D(pgstore.DefaultLockTTL),
+		CacheDir:       "blobcache",
+		CacheSize:      GiB,
 		MaxConnections: pgstore.DefaultMaxConns,
 	}
 }
@@ -58,6 +62,9 @@ func (c *Config) validateStorage(v *validator) {
 	v.oneOf("storage.backend", s.Backend, StorageMaildir, StoragePostgres)
 	v.oneOf("storage.blobs", s.Blobs, StoragePostgres, BlobsS3)
 	v.minDuration("storage.lock_ttl", s.LockTTL, 3*time.Second)
+	if s.CacheSize > 0 && s.CacheDir == "" {
+		v.add("storage.cache_dir", "must be set when cache_size is not 0")
+	}
 	if s.LockTTL.Duration > 10*time.Minute {
 		v.add("storage.lock_ttl", "must be at most 10m (got %s)", s.LockTTL)
 	}
@@ -103,6 +110,17 @@ func (c *Config) UsesPostgres() bool { return c.Storage.Backend == StoragePostgr
 // brings the schema up to date first (postino serve, postino db migrate);
 // without, it refuses a schema other than the one this build knows.
 func (c *Config) OpenPGStore(ctx context.Context, migrate bool, logger *slog.Logger) (*pgstore.Store, error) {
+	return c.openPGStore(ctx, migrate, false, logger)
+}
+
+// OpenPGStoreCached opens the store as OpenPGStore does, with the blob
+// cache of [storage] cache_dir unless cache_size is 0 (postino serve;
+// one process at a time uses the cache).
+func (c *Config) OpenPGStoreCached(ctx context.Context, migrate bool, logger *slog.Logger) (*pgstore.Store, error) {
+	return c.openPGStore(ctx, migrate, true, logger)
+}
+
+func (c *Config) openPGStore(ctx context.Context, migrate, cached bool, logger *slog.Logger) (*pgstore.Store, error) {
 	s := &c.Storage
 	o := pgstore.Options{
 		DSN:      s.PostgresDSN,
@@ -130,8 +148,18 @@ func (c *Config) OpenPGStore(ctx context.Context, migrate bool, logger *slog.Log
 		}
 		o.Blobs = b
 	}
+	if cached && s.CacheSize > 0 {
+		bc, err := pgstore.OpenBlobCache(c.ResolvePath(s.CacheDir), int64(s.CacheSize), logger)
+		if err != nil {
+			return nil, fmt.Errorf("storage.cache_dir: %w", err)
+		}
+		o.Cache = bc
+	}
 	st, err := pgstore.Open(ctx, o)
 	if err != nil {
+		if o.Cache != nil {
+			o.Cache.Close()
+		}
 		return nil, fmt.Errorf("storage: %w", err)
 	}
 	return st, nil

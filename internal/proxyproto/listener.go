@@ -176,6 +176,11 @@ type Conn struct {
 	remote, local net.Addr
 }
 
+// NetConn returns the connection under c, for writes that bypass it
+// (sendfile(2)); reads must go through c, which holds what followed the
+// header.
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
 // Read reads what follows the header.
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.r != nil {

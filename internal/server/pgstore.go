@@ -29,7 +29,7 @@ func openPGStore(cfg *config.Config, users *auth.DB, logger *slog.Logger) (*deli
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "spool"), 0o700); err != nil {
 		return nil, nil, err
 	}
-	st, err := cfg.OpenPGStore(ctx, true, logger.With("component", "pgstore"))
+	st, err := cfg.OpenPGStoreCached(ctx, true, logger.With("component", "pgstore"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening mail store: %w", err)
 	}

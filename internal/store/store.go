@@ -117,9 +117,11 @@ type MailboxRemover interface {
 // message was first downloaded, for the retention of downloaded mail
 // (RFC 2449 §6.7, EXPIRE).
 type DownloadRecorder interface {
-	// RecordDownloads durably records that the messages at the given
-	// 0-based indexes were sent whole to a client whose session ended
-	// with QUIT. It is called at most once, after Commit (if any) and
-	// before Close; messages Commit removed are ignored.
+	// RecordDownloads records that the messages at the given 0-based
+	// indexes were sent whole to a client whose session ended with QUIT.
+	// It is called at most once, after Commit (if any) and before Close;
+	// messages Commit removed are ignored. A store may write the record
+	// with Close; one lost in a crash only makes those messages' retention
+	// start at their next download (kept longer, never removed sooner).
 	RecordDownloads(ctx context.Context, indexes []int) error
 }

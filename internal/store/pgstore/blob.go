@@ -105,21 +105,6 @@ func (b *PGBlobs) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	return r, nil
 }
 
-// getWithPrefix reads message id's prefix and the first chunk of its blob
-// in one query, and returns the prefix and the blob's stream.
-func (b *PGBlobs) getWithPrefix(ctx context.Context, id int64, key string) ([]byte, io.ReadCloser, error) {
-	var prefix, data []byte
-	err := b.pool.QueryRow(ctx, `SELECT m.prefix, c.data FROM messages m
-		LEFT JOIN blob_chunks c ON c.key = m.blob_key AND c.seq = 0 WHERE m.id = $1`, id).Scan(&prefix, &data)
-	if err != nil {
-		return nil, nil, err
-	}
-	if data == nil {
-		return nil, nil, fmt.Errorf("%w: %s", ErrBlobMissing, key)
-	}
-	return prefix, &chunkReader{ctx: ctx, pool: b.pool, key: key, seq: 1, buf: data, eof: len(data) < ChunkSize}, nil
-}
-
 // Delete removes the blob's chunks.
 func (b *PGBlobs) Delete(ctx context.Context, key string) error {
 	_, err := b.pool.Exec(ctx, `DELETE FROM blob_chunks WHERE key = $1`, key)

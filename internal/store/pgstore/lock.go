@@ -64,6 +64,7 @@ func (l *locker) acquire(ctx context.Context, mailbox string, then func(*pgx.Bat
 	// whose lease expired (its holder dead or partitioned) is taken over.
 	var got string
 	b := &pgx.Batch{}
+	asyncCommit(b)
 	b.Queue(`INSERT INTO maildrop_locks (mailbox, token, node_id, expires_at)
 		VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 		ON CONFLICT (mailbox) DO UPDATE SET token = excluded.token, node_id = excluded.node_id,
@@ -74,7 +75,10 @@ func (l *locker) acquire(ctx context.Context, mailbox string, then func(*pgx.Bat
 		then(b)
 	}
 	br := l.pool.SendBatch(ctx, b)
-	err := br.QueryRow().Scan(&got)
+	_, err := br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&got)
+	}
 	if err == nil && read != nil {
 		err = read(br)
 	}
@@ -115,8 +119,24 @@ func (l *locker) lost(ls *lease) {
 	}
 }
 
-// release forgets the lease and deletes its row if still ours.
-func (l *locker) release(ctx context.Context, ls *lease) error {
+// asyncCommit queues, first in a batch (an implicit transaction), the
+// setting that lets that transaction's COMMIT return before its WAL
+// record is flushed: for the lease rows, whose loss in a database crash
+// or failover is harmless. A lease row lost that way is found missing by
+// the holder's next renewal, which ends its session, and until then the
+// fencing check of Commit refuses its deletions (the row is gone): two
+// sessions may briefly both read the maildrop, but no stale one applies
+// an UPDATE. What it saves is a WAL flush (and a wait for a synchronous
+// standby) at every login and logout.
+func asyncCommit(b *pgx.Batch) {
+	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+}
+
+// release forgets the lease and deletes its row if still ours. then, if
+// not nil, queues statements sent in the same round trip and implicit
+// transaction (committed without waiting for the WAL flush: asyncCommit),
+// before the row's deletion.
+func (l *locker) release(ctx context.Context, ls *lease, then func(*pgx.Batch)) error {
 	ls.timer.Stop()
 	l.mu.Lock()
 	delete(l.leases, ls.token)
@@ -127,7 +147,13 @@ func (l *locker) release(ctx context.Context, ls *lease) error {
 		// may well be out of reach (the usual reason for the loss).
 		return nil
 	}
-	_, err := l.pool.Exec(ctx, `DELETE FROM maildrop_locks WHERE mailbox = $1 AND token = $2`, ls.mailbox, ls.token)
+	b := &pgx.Batch{}
+	asyncCommit(b)
+	if then != nil {
+		then(b)
+	}
+	b.Queue(`DELETE FROM maildrop_locks WHERE mailbox = $1 AND token = $2`, ls.mailbox, ls.token)
+	err := l.pool.SendBatch(ctx, b).Close()
 	if err != nil {
 		// The row expires by itself within the TTL.
 		return fmt.Errorf("pgstore: unlocking %s: %w", ls.mailbox, err)
@@ -146,7 +172,7 @@ func (l *locker) releaseAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, ls := range all {
-		l.release(ctx, ls)
+		l.release(ctx, ls, nil)
 	}
 }
 

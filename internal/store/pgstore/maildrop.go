@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"slices"
 	"time"
 
@@ -32,17 +33,16 @@ type Maildrop struct {
 	done  bool        // Commit was called
 	// vaulted is how many messages Commit moved into the vault.
 	vaulted int
+	// downloaded holds the rows RecordDownloads recorded, written by
+	// Close with the lock's release.
+	downloaded []int64
 
-	// ahead holds the prefixes and whole blobs of the small messages
-	// read ahead by the last Open (PostgreSQL blobs only), by index;
-	// each is dropped when opened.
-	ahead map[int]readAhead
-}
-
-// readAhead is a message read ahead: its prefix and its blob's only
-// chunk (nil if the blob is missing).
-type readAhead struct {
-	prefix, data []byte
+	// prefixes holds the prefixes read by the last fetch (the ones
+	// opened since are dropped), by index; ahead the blobs of small
+	// messages read ahead (PostgreSQL blobs only; a nil blob is
+	// missing). See fetchAhead.
+	prefixes map[int][]byte
+	ahead    map[int][]byte
 }
 
 // readAheadBytes bounds the octets Open reads ahead for the messages
@@ -50,6 +50,9 @@ type readAhead struct {
 // ...) gets several small messages per round trip, and a session never
 // holds more than this in memory besides the chunk being sent.
 const readAheadBytes = ChunkSize
+
+// prefixWindow is how many messages' prefixes one fetch reads at most.
+const prefixWindow = 64
 
 var _ store.Maildrop = (*Maildrop)(nil)
 
@@ -114,8 +117,9 @@ func (m *Maildrop) Messages() []store.MessageInfo { return m.msgs }
 // closed.
 func (m *Maildrop) Done() <-chan struct{} { return m.ctx.Done() }
 
-// Open streams message i from the blob store. The stream fails once the
-// lock is lost.
+// Open streams message i: its prefix, then its content from the node's
+// blob cache when it is there (Options.CacheDir), else from the blob
+// store. The stream fails once the lock is lost.
 func (m *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	if i < 0 || i >= len(m.msgs) {
 		return nil, fmt.Errorf("pgstore: no message %d", i)
@@ -124,95 +128,153 @@ func (m *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		return nil, err
 	}
 	rctx, cancel := mergeCancel(ctx, m.ctx)
-	var prefix []byte
-	var rc io.ReadCloser
-	var err error
-	pg, isPG := m.s.blobs.(*PGBlobs)
-	if isPG && m.msgs[i].Size <= readAheadBytes {
-		if _, ok := m.ahead[i]; !ok {
-			err = m.readAhead(rctx, pg, i)
-		}
-		if ra, ok := m.ahead[i]; ok && err == nil {
-			delete(m.ahead, i)
-			if ra.data == nil {
-				err = fmt.Errorf("%w: %s", ErrBlobMissing, m.keys[i])
-			} else {
-				prefix = ra.prefix
-				rc = &chunkReader{ctx: rctx, pool: pg.pool, key: m.keys[i], seq: 1, buf: ra.data, eof: len(ra.data) < ChunkSize}
-			}
-		}
-	}
-	switch {
-	case rc != nil || err != nil:
-		// Read ahead.
-	case m.pre[i] && isPG:
-		// The prefix and the first chunk in one round trip.
-		prefix, rc, err = pg.getWithPrefix(rctx, m.ids[i], m.keys[i])
-	case m.pre[i]:
-		err = m.s.pool.QueryRow(rctx, `SELECT prefix FROM messages WHERE id = $1`, m.ids[i]).Scan(&prefix)
-		if err == nil {
-			rc, err = m.s.blobs.Get(rctx, m.keys[i])
-		}
-	default:
-		rc, err = m.s.blobs.Get(rctx, m.keys[i])
-	}
+	rc, err := m.open(rctx, i)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("pgstore: reading message %d: %w", i+1, err)
 	}
-	// The blob is checked against its key as it streams: content changed
-	// in the blob store fails the transfer before its end, so a client
-	// never gets it as a complete message.
-	rc = prefixed{Reader: &verifier{r: rc, h: sha256.New(), key: m.keys[i]}, Closer: rc}
-	if len(prefix) > 0 {
-		rc = prefixed{Reader: io.MultiReader(bytes.NewReader(prefix), rc), Closer: rc}
-	}
 	return &sizedReader{rc: rc, left: m.msgs[i].Size, cancel: cancel}, nil
 }
 
-// readAhead reads, in one query, the prefixes and blobs of message i and
-// of the small messages after it, up to readAheadBytes in all, into
-// m.ahead. Only messages whose whole size fits in one chunk are read
-// ahead: their blob is that chunk.
-func (m *Maildrop) readAhead(ctx context.Context, pg *PGBlobs, i int) error {
+func (m *Maildrop) open(ctx context.Context, i int) (io.ReadCloser, error) {
+	cache := m.s.cache
+	pg, isPG := m.s.blobs.(*PGBlobs)
+	_, havePrefix := m.prefixes[i]
+	_, haveData := m.ahead[i]
+	cached := cache != nil && cache.has(m.keys[i])
+	needPrefix := m.pre[i] && !havePrefix
+	needData := isPG && !cached && !haveData && m.msgs[i].Size <= readAheadBytes
+	if needPrefix || needData {
+		if err := m.fetchAhead(ctx, i, pg); err != nil {
+			return nil, err
+		}
+	}
+	prefix := m.prefixes[i]
+	delete(m.prefixes, i)
+	if m.pre[i] && prefix == nil {
+		// The row of a message in the snapshot is gone: only this
+		// lock's holder deletes, so the data changed under the lock.
+		return nil, fmt.Errorf("%w: message row %d", ErrBlobMissing, m.ids[i])
+	}
+	blobSize := m.msgs[i].Size - int64(len(prefix))
+	data, haveData := m.ahead[i]
+	delete(m.ahead, i)
+	if cache != nil && !haveData {
+		if cf, ok := cache.open(m.keys[i], blobSize); ok {
+			return &cachedReader{Reader: io.MultiReader(bytes.NewReader(prefix), cf.f), prefix: prefix, cf: cf}, nil
+		}
+	}
+	var rc io.ReadCloser
+	switch {
+	case haveData && data == nil:
+		return nil, fmt.Errorf("%w: %s", ErrBlobMissing, m.keys[i])
+	case haveData:
+		rc = &chunkReader{ctx: ctx, pool: pg.pool, key: m.keys[i], seq: 1, buf: data, eof: len(data) < ChunkSize}
+	default:
+		var err error
+		if rc, err = m.s.blobs.Get(ctx, m.keys[i]); err != nil {
+			return nil, err
+		}
+	}
+	// The blob is checked against its key as it streams: content changed
+	// in the blob store fails the transfer before its end, so a client
+	// never gets it as a complete message. Only a content that matched
+	// enters the cache.
+	var r io.Reader = &verifier{r: rc, h: sha256.New(), key: m.keys[i]}
+	closer := rc.Close
+	if cache != nil {
+		if fill := cache.fill(m.keys[i], blobSize); fill != nil {
+			fr := &fillingReader{r: r, fill: fill}
+			r = fr
+			closer = func() error { fr.close(); return rc.Close() }
+		}
+	}
+	if len(prefix) > 0 {
+		r = io.MultiReader(bytes.NewReader(prefix), r)
+	}
+	return prefixed{Reader: r, close: closer}, nil
+}
+
+// fetchAhead reads, in one query, what Open needs for message i and for
+// the messages after it: the prefixes of up to prefixWindow messages,
+// and (PostgreSQL blobs) the blobs of the small messages not in the
+// cache, up to readAheadBytes in all. Only messages whose whole size
+// fits in one chunk are read ahead: their blob is that chunk. pg is nil
+// when the blobs are elsewhere.
+func (m *Maildrop) fetchAhead(ctx context.Context, i int, pg *PGBlobs) error {
+	clear(m.prefixes)
 	clear(m.ahead)
-	var ids []int64
+	var ids, dataIDs []int64
 	idx := map[int64]int{}
 	var total int64
-	for j := i; j < len(m.msgs) && m.msgs[j].Size <= ChunkSize; j++ {
-		if j > i && total+m.msgs[j].Size > readAheadBytes {
-			break
+	dataOpen := pg != nil // still reading blobs ahead
+	for j := i; j < len(m.msgs) && j < i+prefixWindow; j++ {
+		wantData := false
+		if dataOpen {
+			small := m.msgs[j].Size <= ChunkSize
+			switch {
+			case m.s.cache != nil && m.s.cache.has(m.keys[j]):
+			case !small || (j > i && total+m.msgs[j].Size > readAheadBytes):
+				dataOpen = false
+			default:
+				wantData = true
+				total += m.msgs[j].Size
+			}
 		}
-		total += m.msgs[j].Size
+		if !m.pre[j] && !wantData {
+			continue
+		}
 		ids = append(ids, m.ids[j])
 		idx[m.ids[j]] = j
+		if wantData {
+			dataIDs = append(dataIDs, m.ids[j])
+		}
 	}
-	rows, err := pg.pool.Query(ctx, `SELECT m.id, m.prefix, c.data FROM messages m
-		LEFT JOIN blob_chunks c ON c.key = m.blob_key AND c.seq = 0 WHERE m.id = ANY($1)`, ids)
+	if len(ids) == 0 {
+		return nil
+	}
+	var rows pgx.Rows
+	var err error
+	if len(dataIDs) > 0 {
+		rows, err = pg.pool.Query(ctx, `SELECT m.id, m.prefix, c.data, c.key IS NOT NULL FROM messages m
+			LEFT JOIN blob_chunks c ON c.key = m.blob_key AND c.seq = 0 AND m.id = ANY($2) WHERE m.id = ANY($1)`, ids, dataIDs)
+	} else {
+		rows, err = m.s.pool.Query(ctx, `SELECT id, prefix, NULL::bytea, false FROM messages WHERE id = ANY($1)`, ids)
+	}
 	if err != nil {
 		return err
 	}
-	if m.ahead == nil {
-		m.ahead = map[int]readAhead{}
+	if m.prefixes == nil {
+		m.prefixes = map[int][]byte{}
+		m.ahead = map[int][]byte{}
+	}
+	wantData := map[int64]bool{}
+	for _, id := range dataIDs {
+		wantData[id] = true
 	}
 	for rows.Next() {
 		var id int64
-		var ra readAhead
-		if err := rows.Scan(&id, &ra.prefix, &ra.data); err != nil {
+		var prefix, data []byte
+		var found bool
+		if err := rows.Scan(&id, &prefix, &data, &found); err != nil {
 			rows.Close()
 			return err
 		}
-		m.ahead[idx[id]] = ra
+		j := idx[id]
+		if prefix == nil {
+			prefix = []byte{}
+		}
+		m.prefixes[j] = prefix
+		if wantData[id] {
+			if !found {
+				data = nil // missing
+			} else if data == nil {
+				data = []byte{}
+			}
+			m.ahead[j] = data
+		}
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if _, ok := m.ahead[i]; !ok {
-		// The row of a message in the snapshot is gone: only this
-		// lock's holder deletes, so the data changed under the lock.
-		return fmt.Errorf("%w: message row %d", ErrBlobMissing, m.ids[i])
-	}
-	return nil
+	return rows.Err()
 }
 
 // Commit deletes the messages in one transaction that first checks,
@@ -287,13 +349,52 @@ func (m *Maildrop) Commit(ctx context.Context, deleted []int) error {
 func (m *Maildrop) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.s.locks.ttl)
 	defer cancel()
-	return m.s.locks.release(ctx, m.lease)
+	var then func(*pgx.Batch)
+	if len(m.downloaded) > 0 {
+		ids := m.downloaded
+		then = func(b *pgx.Batch) {
+			// RFC 2449 §6.7 (EXPIRE): the retention runs from the first
+			// download.
+			b.Queue(`UPDATE messages SET downloaded_at = now()
+				WHERE id = ANY($1) AND downloaded_at IS NULL AND vaulted_at IS NULL`, ids)
+		}
+	}
+	return m.s.locks.release(ctx, m.lease, then)
 }
 
 // prefixed is a message's prefix followed by its blob.
 type prefixed struct {
 	io.Reader
-	io.Closer
+	close func() error
+}
+
+func (p prefixed) Close() error { return p.close() }
+
+// cachedReader is a message whose content comes from the blob cache.
+type cachedReader struct {
+	io.Reader // the prefix, then the file
+	prefix    []byte
+	cf        cachedFile
+}
+
+func (r *cachedReader) Close() error { return r.cf.f.Close() }
+
+// MessageFile returns the prefix and the cached file (pop3.FileMessage):
+// ok when the file holds no line starting with "." and so goes on the
+// wire as it is after the prefix.
+func (r *cachedReader) MessageFile() (head []byte, f *os.File, ok bool) {
+	return r.prefix, r.cf.f, !r.cf.dot && (len(r.prefix) == 0 || bytes.HasSuffix(r.prefix, crlf))
+}
+
+var crlf = []byte("\r\n")
+
+// MessageFile passes on the cached file of a message not yet read from
+// (pop3.FileMessage).
+func (r *sizedReader) MessageFile() (head []byte, f *os.File, ok bool) {
+	if fm, isFM := r.rc.(*cachedReader); isFM && !r.started {
+		return fm.MessageFile()
+	}
+	return nil, nil, false
 }
 
 // ErrBlobCorrupt is returned when a blob's content does not match its
@@ -320,9 +421,10 @@ func (v *verifier) Read(p []byte) (int, error) {
 // sizedReader passes exactly the recorded size on, failing if the blob
 // is shorter or longer (it never is unless the store was tampered with).
 type sizedReader struct {
-	rc     io.ReadCloser
-	left   int64
-	cancel context.CancelFunc
+	rc      io.ReadCloser
+	left    int64
+	cancel  context.CancelFunc
+	started bool // Read was called
 }
 
 // ErrSizeMismatch is returned when a blob does not hold exactly the
@@ -330,6 +432,7 @@ type sizedReader struct {
 var ErrSizeMismatch = errors.New("pgstore: blob does not match the recorded size")
 
 func (r *sizedReader) Read(p []byte) (int, error) {
+	r.started = true
 	if r.left == 0 {
 		var one [1]byte
 		n, err := r.rc.Read(one[:])

@@ -29,7 +29,7 @@ func (s *Store) RemoveMailboxWith(ctx context.Context, mailbox string, before fu
 	if err != nil {
 		return err
 	}
-	defer s.locks.release(context.WithoutCancel(ctx), ls)
+	defer s.locks.release(context.WithoutCancel(ctx), ls, nil)
 	rctx, cancel := mergeCancel(ctx, lctx)
 	defer cancel()
 	if before != nil {

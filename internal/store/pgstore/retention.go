@@ -47,7 +47,11 @@ func (m *Maildrop) Vaulted() int { return m.vaulted }
 // RecordDownloads records that the messages at the given 0-based indexes
 // were downloaded now, unless Commit removed them or an earlier session
 // already recorded them. It is called once the session ends with QUIT,
-// after Commit.
+// after Commit. The rows are written by Close, in the round trip that
+// releases the lock; a database crash may lose that write (it is not
+// waited for: asyncCommit), and then the retention of those messages
+// starts at their next download: mail is kept longer, never removed
+// sooner.
 func (m *Maildrop) RecordDownloads(ctx context.Context, indexes []int) error {
 	if len(indexes) == 0 {
 		return nil
@@ -62,11 +66,7 @@ func (m *Maildrop) RecordDownloads(ctx context.Context, indexes []int) error {
 		}
 		ids = append(ids, m.ids[i])
 	}
-	// RFC 2449 §6.7 (EXPIRE): the retention runs from the first download.
-	if _, err := m.s.pool.Exec(ctx, `UPDATE messages SET downloaded_at = now()
-		WHERE id = ANY($1) AND downloaded_at IS NULL AND vaulted_at IS NULL`, ids); err != nil {
-		return fmt.Errorf("pgstore: recording downloads of %s: %w", m.lease.mailbox, err)
-	}
+	m.downloaded = ids
 	return nil
 }
 
@@ -239,7 +239,7 @@ func (s *Store) VaultRestore(ctx context.Context, mailbox string, uids []string,
 	if err != nil {
 		return nil, err
 	}
-	defer s.locks.release(context.WithoutCancel(ctx), ls)
+	defer s.locks.release(context.WithoutCancel(ctx), ls, nil)
 	want := make([]string, len(pick))
 	for i, e := range pick {
 		want[i] = e.UID

@@ -17,6 +17,12 @@ import (
 // countingNode opens a Store whose pool counts the statements it sends.
 func countingNode(t testing.TB) (*Store, *queryCounter) {
 	t.Helper()
+	return countingNodeWith(t, Options{})
+}
+
+// countingNodeWith is countingNode with options (a blob cache).
+func countingNodeWith(t testing.TB, o Options) (*Store, *queryCounter) {
+	t.Helper()
 	dsn := pgtest.NewDB(t)
 	node(t, dsn, Options{}).Close() // migrates
 	pc, err := pgxpool.ParseConfig(dsn)
@@ -29,7 +35,8 @@ func countingNode(t testing.TB) (*Store, *queryCounter) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newStore(pool, Options{SpoolDir: t.TempDir()})
+	o.SpoolDir = t.TempDir()
+	s := newStore(pool, o)
 	t.Cleanup(s.Close)
 	return s, qc
 }

@@ -61,6 +61,11 @@ type Options struct {
 	// SpoolDir holds the temporary files of deliveries; empty: the
 	// system's.
 	SpoolDir string
+	// Cache, if not nil, keeps the contents this node reads on its
+	// local disk, so that downloading them again costs the blob store
+	// nothing (postino serve: [storage] cache_dir and cache_size).
+	// Close closes it.
+	Cache *BlobCache
 	// Migrate applies missing migrations at Open; otherwise Open only
 	// checks that the schema is the one this build knows.
 	Migrate bool
@@ -80,6 +85,8 @@ type Store struct {
 	stopped chan struct{}
 	// vault: Commit moves messages into the vault (SetVault).
 	vault atomic.Bool
+	// cache holds contents read by this node (Options.Cache); nil: none.
+	cache *BlobCache
 
 	// afterBlobPut, in tests, runs between the blob's write and the
 	// metadata transaction of a delivery.
@@ -140,7 +147,7 @@ func NewPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, er
 }
 
 func newStore(pool *pgxpool.Pool, o Options) *Store {
-	s := &Store{pool: pool, blobs: o.Blobs, grace: o.BlobGrace, spool: o.SpoolDir, log: o.Logger, stopped: make(chan struct{})}
+	s := &Store{pool: pool, blobs: o.Blobs, cache: o.Cache, grace: o.BlobGrace, spool: o.SpoolDir, log: o.Logger, stopped: make(chan struct{})}
 	if s.blobs == nil {
 		s.blobs = NewPGBlobs(pool)
 	}
@@ -197,6 +204,11 @@ func (s *Store) Close() {
 	<-s.stopped
 	s.locks.releaseAll()
 	s.pool.Close()
+	if s.cache != nil {
+		if err := s.cache.Close(); err != nil {
+			s.log.Error("closing the blob cache", "err", err)
+		}
+	}
 }
 
 // Deliver stores msg into the mailbox and returns its POP3 UIDL once the
