@@ -1,7 +1,10 @@
 -- A poll session (login, UIDL, QUIT) as postino sends it: the maildrop
 -- lock with the snapshot in one pipelined round trip, then the release.
+-- Both commit without waiting for the WAL flush (synchronous_commit off
+-- for those transactions: the lease rows need no durability).
 \set m random(1, :mailboxes)
 \startpipeline
+SELECT set_config('synchronous_commit', 'off', true);
 INSERT INTO maildrop_locks (mailbox, token, node_id, expires_at)
 	VALUES ('u' || :m || '@bench.test', 't' || :client_id, 'pgcost', now() + make_interval(secs => 30))
 	ON CONFLICT (mailbox) DO UPDATE SET token = excluded.token, node_id = excluded.node_id,
@@ -14,4 +17,7 @@ SELECT m.id, m.pop3_uidl, m.size, m.blob_key, length(m.prefix) > 0, m.internal_d
 	WHERE m.vaulted_at IS NULL
 	ORDER BY m.uid;
 \endpipeline
+\startpipeline
+SELECT set_config('synchronous_commit', 'off', true);
 DELETE FROM maildrop_locks WHERE mailbox = 'u' || :m || '@bench.test' AND token = 't' || :client_id;
+\endpipeline

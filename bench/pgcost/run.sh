@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run.sh — what postino's PostgreSQL sessions cost the database: pgbench
-# replays the statements of a poll session, a download session and a
-# delivery (poll.sql, download.sql, deliver.sql: the same statements and
+# replays the statements of a poll session, a download session from the
+# node's content cache, one from the database, and a delivery (poll.sql,
+# cached.sql, download.sql, deliver.sql: the same statements and
 # round trips as internal/store/pgstore) against a durable PostgreSQL
 # (fsync, synchronous_commit on) started here, and measures the database's
 # CPU time per session. Results: sessions/s at the given client counts, the
@@ -52,8 +53,8 @@ PAYLOAD=$(head -c 10240 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
 
 echo "| session | clients | sessions/s | latency ms | round trips | PostgreSQL CPU µs per session | sessions per DB core-second |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
-for script in poll download deliver; do
-	case $script in poll) rt=2 ;; download) rt=3 ;; deliver) rt=4 ;; esac
+for script in poll cached download deliver; do
+	case $script in poll) rt=2 ;; cached | download) rt=3 ;; deliver) rt=4 ;; esac
 	for c in $CLIENTS; do
 		# Backends that ended are counted once the postmaster has reaped
 		# them: let the previous run's go before each reading.
@@ -76,7 +77,7 @@ for script in poll download deliver; do
 done
 echo
 echo "Per-statement latency, 8 clients (pgbench -r, ms):"
-for script in poll download deliver; do
+for script in poll cached download deliver; do
 	f=$T/$script-${CLIENTS##* }.out
 	echo
 	echo "$script:"

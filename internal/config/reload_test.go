@@ -60,7 +60,7 @@ func TestRestartKeys(t *testing.T) {
 		"admin.listen",
 		"storage.backend", "storage.postgres_dsn", "storage.blobs", "storage.s3_endpoint",
 		"storage.s3_bucket", "storage.s3_region", "storage.s3_access_key", "storage.s3_access_key_file",
-		"storage.s3_secret_key", "storage.s3_secret_key_file", "storage.lock_ttl", "storage.max_connections",
+		"storage.s3_secret_key", "storage.s3_secret_key_file", "storage.lock_ttl", "storage.cache_dir", "storage.cache_size", "storage.max_connections",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("restart-only keys = %v\nwant %v", got, want)

@@ -44,6 +44,8 @@ func TestStorageValidation(t *testing.T) {
 		{"no secret", func(c *Config) { s3(c); c.Storage.S3SecretKeyFile = "" }, "storage.s3_secret_key"},
 		{"short ttl", func(c *Config) { c.Storage.LockTTL = D(1e9) }, "storage.lock_ttl"},
 		{"one connection", func(c *Config) { c.Storage.MaxConnections = 1 }, "storage.max_connections"},
+		{"cache without a folder", func(c *Config) { c.Storage.CacheDir = "" }, "storage.cache_dir"},
+		{"cache off", func(c *Config) { c.Storage.CacheDir = ""; c.Storage.CacheSize = 0 }, ""},
 	}
 	for _, tc := range cases {
 		c := Default()

@@ -92,24 +92,33 @@ func TestCurl(t *testing.T) {
 				t.Errorf("curl LIST output %q, want %q", r.Output, wantList.String())
 			}
 
-			dir := t.TempDir()
-			var got [][]byte
-			for n := 1; n <= len(msgs); n++ {
-				file := filepath.Join(dir, strconv.Itoa(n)+".eml")
-				r := run(t, nil, nil, curl, append(common, "--output", file, base+"/"+strconv.Itoa(n))...)
-				if r.Code != 0 {
-					t.Fatalf("curl RETR %d failed:\n%s", n, r)
-				}
-				b, err := os.ReadFile(file)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if int64(len(b)) != list[n-1].Size {
-					t.Errorf("curl got %d octets for message %d, LIST says %d", len(b), n, list[n-1].Size)
-				}
-				got = append(got, b)
+			// Kept messages are downloaded twice: on PostgreSQL the second
+			// time comes from the node's content cache (with sendfile(2)
+			// in the clear), and must be the same octets.
+			passes := 2
+			if m.del {
+				passes = 1
 			}
-			compareDownloads(t, got, want, exact)
+			for pass := 1; pass <= passes; pass++ {
+				dir := t.TempDir()
+				var got [][]byte
+				for n := 1; n <= len(msgs); n++ {
+					file := filepath.Join(dir, strconv.Itoa(n)+".eml")
+					r := run(t, nil, nil, curl, append(common, "--output", file, base+"/"+strconv.Itoa(n))...)
+					if r.Code != 0 {
+						t.Fatalf("curl RETR %d failed:\n%s", n, r)
+					}
+					b, err := os.ReadFile(file)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if int64(len(b)) != list[n-1].Size {
+						t.Errorf("curl got %d octets for message %d, LIST says %d", len(b), n, list[n-1].Size)
+					}
+					got = append(got, b)
+				}
+				compareDownloads(t, got, want, exact)
+			}
 
 			if m.transport != "plain" {
 				// Without the certificate curl must refuse: the TLS in use is

@@ -47,8 +47,9 @@ func (c *queryCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatc
 
 func (c *queryCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
-// benchStores returns a Maildir store and a PostgreSQL store (with its
-// statement counter; nil for Maildir).
+// benchStores returns a Maildir store, a PostgreSQL store, and a
+// PostgreSQL store with a blob cache (each with its statement counter;
+// nil for Maildir).
 func benchStores(b *testing.B) []struct {
 	name string
 	st   store.Store
@@ -59,6 +60,22 @@ func benchStores(b *testing.B) []struct {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { md.Close() })
+	pg, qc := benchPG(b, Options{})
+	cache, err := OpenBlobCache(b.TempDir(), 1<<30, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pgc, qcc := benchPG(b, Options{Cache: cache})
+	return []struct {
+		name string
+		st   store.Store
+		qc   *queryCounter
+	}{{"maildir", md, nil}, {"postgres", pg, qc}, {"postgres-cache", pgc, qcc}}
+}
+
+// benchPG returns a PostgreSQL store on a new database, with a pool of 8
+// connections that counts its statements.
+func benchPG(b *testing.B, o Options) (*Store, *queryCounter) {
 	dsn := pgtest.NewDB(b)
 	pool, err := NewPool(context.Background(), dsn, 8)
 	if err != nil {
@@ -76,13 +93,10 @@ func benchStores(b *testing.B) []struct {
 	if err != nil {
 		b.Fatal(err)
 	}
-	pg := newStore(pool, Options{SpoolDir: b.TempDir()})
+	o.SpoolDir = b.TempDir()
+	pg := newStore(pool, o)
 	b.Cleanup(pg.Close)
-	return []struct {
-		name string
-		st   store.Store
-		qc   *queryCounter
-	}{{"maildir", md, nil}, {"postgres", pg, qc}}
+	return pg, qc
 }
 
 // corpus is 20 messages of about 20 KB.
