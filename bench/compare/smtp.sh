@@ -368,6 +368,9 @@ backend = "postgres"
 postgres_dsn = "$PG_DSN"
 EOF
 	"$POSTINO" config check "$T/postino-pg.toml" >/dev/null
+	# The users live in the database in this mode: copy them there.
+	"$POSTINO" db migrate --config "$T/postino-pg.toml" >/dev/null
+	"$POSTINO" db import --config "$T/postino-pg.toml" >/dev/null
 	"$POSTINO" serve --config "$T/postino-pg.toml" >"$T/postino-pg.out" 2>>"$T/postino-pg.log" &
 	PIDS+=("$!")
 	wait_port "$GM"

@@ -143,6 +143,7 @@ type DB struct {
 	path           string
 	store          Store     // nil: the file at path
 	storeDownUntil time.Time // see currentOrLast
+	storeCheckedAt time.Time // when the store's version was last read
 
 	mu   sync.RWMutex
 	snap *snapshot // nil: not loaded
@@ -423,7 +424,15 @@ func (db *DB) Lookup(username string) (User, bool) {
 		}
 		return User{}, false
 	}
-	return s.resolve(username)
+	u, ok := s.resolve(username)
+	if !ok && db.store != nil {
+		// The users may have been read within storeFresh: a refusal
+		// (550 for a recipient) must be current, so ask the store.
+		if s2, err := db.storeSnapshot(false); err == nil && s2 != s {
+			return s2.resolve(username)
+		}
+	}
+	return u, ok
 }
 
 // LookupAddress returns the canonical address of an existing user (the

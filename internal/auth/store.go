@@ -50,11 +50,22 @@ func OpenStoreDB(st Store) *DB {
 // After a failure the store is not asked again for storeRetry: lookups
 // meanwhile answer at once from the users last read, instead of each
 // waiting for the connection to time out.
-func (db *DB) currentOrLast() (*snapshot, error) {
+//
+// A lookup within storeFresh of the last version check answers from the
+// users read then, without asking the store: an SMTP transaction looks a
+// recipient up several times (address, aliases, quota), and a busy
+// server would otherwise ask the database for each.
+func (db *DB) currentOrLast() (*snapshot, error) { return db.storeSnapshot(true) }
+
+// storeSnapshot is currentOrLast; with useFresh false it asks the store
+// even within storeFresh.
+func (db *DB) storeSnapshot(useFresh bool) (*snapshot, error) {
 	db.mu.RLock()
-	last, down := db.snap, db.now().Before(db.storeDownUntil)
+	now := db.now()
+	last, down := db.snap, now.Before(db.storeDownUntil)
+	fresh := useFresh && last != nil && now.Sub(db.storeCheckedAt) < storeFresh && !now.Before(db.storeCheckedAt)
 	db.mu.RUnlock()
-	if down && last != nil {
+	if (down || fresh) && last != nil {
 		return last, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
@@ -80,19 +91,31 @@ func (db *DB) currentOrLast() (*snapshot, error) {
 // the store could not be reached.
 const storeRetry = 5 * time.Second
 
+// storeFresh is how long after a version check lookups (not logins) take
+// the users read then as current: a change made on another node reaches
+// this node's deliveries within it, and its logins at once. An address
+// not found in them is looked up again in the store (Lookup), so that a
+// user just added is never refused.
+const storeFresh = time.Second
+
 // currentStore returns the snapshot of the store's entries, re-reading
 // them when their version changed.
 func (db *DB) currentStore(ctx context.Context) (*snapshot, error) {
+	asked := db.now()
 	v, err := db.store.Version(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("auth: user database %s: %w", db.store.Name(), err)
 	}
-	db.mu.RLock()
+	db.mu.Lock()
 	s := db.snap
-	db.mu.RUnlock()
 	if s != nil && s.version == v {
+		if asked.After(db.storeCheckedAt) {
+			db.storeCheckedAt = asked
+		}
+		db.mu.Unlock()
 		return s, nil
 	}
+	db.mu.Unlock()
 	raws, v, err := db.store.Load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("auth: user database %s: %w", db.store.Name(), err)
@@ -102,6 +125,7 @@ func (db *DB) currentStore(ctx context.Context) (*snapshot, error) {
 	db.mu.Lock()
 	if db.snap == nil || db.snap.version != v {
 		db.snap = s
+		db.storeCheckedAt = asked
 	}
 	db.mu.Unlock()
 	if db.Logger != nil {

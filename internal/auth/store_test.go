@@ -111,12 +111,15 @@ func TestStoreDBAuthenticate(t *testing.T) {
 
 // TestStoreDBModify: add, passwd, quota, junk and delete behave alike on
 // both backends, and a second DB on the same entries (another node) sees
-// every change at its next lookup.
+// every change at its next login, and at its next lookup once storeFresh
+// has passed.
 func TestStoreDBModify(t *testing.T) {
 	for _, b := range dbBackends(t, "alice@example.com:{PLAIN}a:1:2:Alice:/home/a::x=y\n") {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
 			db, other := b.db, b.other()
+			clock := time.Now()
+			other.Now = func() time.Time { return clock }
 			mustAuth := func(d *DB, user, pw, want string) {
 				t.Helper()
 				got, err := d.Authenticate(ctx, user, pw)
@@ -161,6 +164,14 @@ func TestStoreDBModify(t *testing.T) {
 			if err := db.SetJunk(ctx, "alice@example.com", "quarantine"); err != nil {
 				t.Fatal(err)
 			}
+			if b.name != "file" {
+				// Within storeFresh of its last check, the other node
+				// still answers lookups from the users it read then.
+				if u, _ := other.Lookup("alice@example.com"); u.Hash != helloHash || len(u.Extra) == 8 {
+					t.Errorf("lookup within storeFresh = %+v; want the users last read (new password, no quota yet)", u)
+				}
+			}
+			clock = clock.Add(storeFresh)
 			u, ok := other.Lookup("alice@example.com")
 			want := User{Address: "alice@example.com", Hash: helloHash,
 				Extra: []string{"1", "2", "Alice", "/home/a", "", "x=y userdb_quota_rule=*", "storage=512M", "messages=10 userdb_junk=quarantine"}}
@@ -352,6 +363,7 @@ func TestStoreDBOutageBackoff(t *testing.T) {
 	if _, ok := db.Lookup("alice@example.com"); !ok {
 		t.Fatal("first lookup failed")
 	}
+	now = now.Add(storeFresh) // the next lookup asks the store
 	st.up.Store(false)
 	before := st.calls.Load()
 	for range 5 {
@@ -370,5 +382,47 @@ func TestStoreDBOutageBackoff(t *testing.T) {
 	// Authenticate does not use the users last read.
 	if _, err := db.Authenticate(context.Background(), "alice@example.com", "pw"); err == nil || errors.Is(err, ErrInvalidCredentials) {
 		t.Errorf("Authenticate in an outage = %v; want the store's error", err)
+	}
+}
+
+// TestStoreDBLookupsWithinStoreFresh: lookups within storeFresh of the
+// last version check do not ask the store again (an SMTP transaction
+// looks a recipient up several times); the first one after it does, and
+// a login always does.
+func TestStoreDBLookupsWithinStoreFresh(t *testing.T) {
+	st := &failingStore{}
+	st.up.Store(true)
+	db := OpenStoreDB(st)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return now }
+	for range 5 {
+		if _, ok := db.Lookup("alice@example.com"); !ok {
+			t.Fatal("lookup failed")
+		}
+		now = now.Add(storeFresh / 10)
+	}
+	if got := st.calls.Load(); got != 1 {
+		t.Errorf("%d version checks for 5 lookups within storeFresh; want 1", got)
+	}
+	now = now.Add(storeFresh)
+	db.Lookup("alice@example.com")
+	if got := st.calls.Load(); got != 2 {
+		t.Errorf("%d version checks after storeFresh; want 2", got)
+	}
+	for range 3 {
+		if _, err := db.Authenticate(context.Background(), "alice@example.com", "pw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := st.calls.Load(); got != 5 {
+		t.Errorf("%d version checks after 3 logins; want 5 (a login always asks)", got)
+	}
+	// An address not in the users read is looked up in the store: a
+	// user added meanwhile must not be refused.
+	if _, ok := db.Lookup("nobody@example.com"); ok {
+		t.Error("unknown user found")
+	}
+	if got := st.calls.Load(); got != 6 {
+		t.Errorf("%d version checks after a lookup of an unknown user; want 6", got)
 	}
 }

@@ -52,8 +52,16 @@ func (b *PGBlobs) Has(ctx context.Context, key string) (bool, error) {
 // Put writes the chunks in one transaction: the blob is stored whole or
 // not at all, and durable once it commits.
 func (b *PGBlobs) Put(ctx context.Context, key string, size int64, r io.Reader) error {
+	return b.put(ctx, key, size, r, false)
+}
+
+// put is Put; with deferred, its commit does not wait for the WAL flush
+// (asyncCommit): the blob is then durable once a later synchronous
+// commit in the same database has returned.
+func (b *PGBlobs) put(ctx context.Context, key string, size int64, r io.Reader, deferred bool) error {
 	if size <= ChunkSize {
-		// One chunk: one statement, atomic and durable by itself.
+		// One chunk: one statement, atomic and durable by itself (or,
+		// deferred, with the next synchronous commit).
 		buf := make([]byte, size+1)
 		n, err := io.ReadFull(r, buf)
 		if err != io.ErrUnexpectedEOF && err != io.EOF && err != nil {
@@ -62,11 +70,20 @@ func (b *PGBlobs) Put(ctx context.Context, key string, size int64, r io.Reader) 
 		if int64(n) != size {
 			return fmt.Errorf("pgstore: blob %s: read %d octets or more, want %d", key, n, size)
 		}
-		_, err = b.pool.Exec(ctx, `INSERT INTO blob_chunks (key, seq, data) VALUES ($1, 0, $2)
+		batch := &pgx.Batch{}
+		if deferred {
+			asyncCommit(batch)
+		}
+		batch.Queue(`INSERT INTO blob_chunks (key, seq, data) VALUES ($1, 0, $2)
 			ON CONFLICT (key, seq) DO NOTHING`, key, buf[:n])
-		return err
+		return b.pool.SendBatch(ctx, batch).Close()
 	}
 	return pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		if deferred {
+			if _, err := tx.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true)`); err != nil {
+				return err
+			}
+		}
 		buf := make([]byte, ChunkSize)
 		var total int64
 		for seq := 0; ; seq++ {
