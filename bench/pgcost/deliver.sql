@@ -1,14 +1,17 @@
--- A delivery of a new message (its content not stored yet) to an existing
--- mailbox, as postino sends it: the blob row and whether its content is
--- stored; the content (one chunk); then the metadata transaction in two
--- pipelined round trips. Every COMMIT is durable (synchronous_commit on).
+-- A delivery of a new message (its content not stored yet, 10 KiB) to an
+-- existing mailbox, as postino sends it: the blob row with the content in
+-- one statement, committed without waiting for the WAL flush (the
+-- metadata's COMMIT flushes it); then the metadata transaction in two
+-- pipelined round trips, whose COMMIT is durable (synchronous_commit on).
 \set m random(1, :mailboxes)
 \set k random(1, 1000000000000)
-INSERT INTO blobs (key, size) VALUES (encode(sha256(convert_to(:k || '.' || :client_id, 'UTF8')), 'hex'), length(decode(:payload, 'hex')))
-	ON CONFLICT (key) DO UPDATE SET touched_at = now()
-	RETURNING EXISTS (SELECT 1 FROM blob_chunks WHERE key = encode(sha256(convert_to(:k || '.' || :client_id, 'UTF8')), 'hex') AND seq = 0);
-INSERT INTO blob_chunks (key, seq, data) VALUES (encode(sha256(convert_to(:k || '.' || :client_id, 'UTF8')), 'hex'), 0, decode(:payload, 'hex'))
+\startpipeline
+SELECT set_config('synchronous_commit', 'off', true);
+WITH b AS (INSERT INTO blobs (key, size) VALUES (encode(sha256(convert_to(:k || '.' || :client_id, 'UTF8')), 'hex'), length(decode(:payload, 'hex')))
+	ON CONFLICT (key) DO UPDATE SET touched_at = now() RETURNING key)
+	INSERT INTO blob_chunks (key, seq, data) SELECT key, 0, decode(:payload, 'hex') FROM b
 	ON CONFLICT (key, seq) DO NOTHING;
+\endpipeline
 \startpipeline
 BEGIN;
 UPDATE blobs SET touched_at = now()

@@ -54,7 +54,7 @@ PAYLOAD=$(head -c 10240 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
 echo "| session | clients | sessions/s | latency ms | round trips | PostgreSQL CPU µs per session | sessions per DB core-second |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for script in poll cached download deliver; do
-	case $script in poll) rt=2 ;; cached | download) rt=3 ;; deliver) rt=4 ;; esac
+	case $script in poll) rt=2 ;; cached | download | deliver) rt=3 ;; esac
 	for c in $CLIENTS; do
 		# Backends that ended are counted once the postmaster has reaped
 		# them: let the previous run's go before each reading.

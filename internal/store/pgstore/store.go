@@ -295,8 +295,12 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 	case isPG && sp.size <= inlineBlob:
 		// A small content goes with the touch, in one statement (one
 		// round trip); already stored, it is not written again.
-		data := make([]byte, sp.size)
-		if _, err = io.ReadFull(sp.reader(), data); err == nil {
+		data := sp.mem
+		if data == nil {
+			data = make([]byte, sp.size)
+			_, err = io.ReadFull(sp.reader(), data)
+		}
+		if err == nil {
 			b := &pgx.Batch{}
 			asyncCommit(b)
 			b.Queue(`WITH b AS (INSERT INTO blobs (key, size) VALUES ($1, $2)
