@@ -435,6 +435,30 @@ func (db *DB) Lookup(username string) (User, bool) {
 	return u, ok
 }
 
+// LookupLogin is Lookup for a login that checks the password itself
+// (SCRAM): with the users in a shared store it always reads the store's
+// current state, as Authenticate does, never the users read within
+// storeFresh, so that a password changed or a user deleted on another
+// node is never taken from them. A store that cannot be reached fails
+// the lookup.
+func (db *DB) LookupLogin(ctx context.Context, username string) (User, error) {
+	var s *snapshot
+	var err error
+	if db.store != nil {
+		s, err = db.currentStore(ctx)
+	} else {
+		s, err = db.current()
+	}
+	if err != nil {
+		return User{}, err
+	}
+	u, ok := s.resolve(username)
+	if !ok {
+		return User{}, ErrInvalidCredentials
+	}
+	return u, nil
+}
+
 // LookupAddress returns the canonical address of an existing user (the
 // lookup local delivery needs, delivery.Users).
 func (db *DB) LookupAddress(address string) (string, bool) {

@@ -417,6 +417,22 @@ func TestStoreDBLookupsWithinStoreFresh(t *testing.T) {
 	if got := st.calls.Load(); got != 5 {
 		t.Errorf("%d version checks after 3 logins; want 5 (a login always asks)", got)
 	}
+	// A SCRAM login reads the stored secrets with LookupLogin: always
+	// from the store, as Authenticate.
+	db.Lookup("alice@example.com") // within storeFresh of the logins: no call
+	if got := st.calls.Load(); got != 5 {
+		t.Errorf("%d version checks after a lookup within storeFresh; want 5", got)
+	}
+	if _, err := db.LookupLogin(context.Background(), "alice@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.calls.Load(); got != 6 {
+		t.Errorf("%d version checks after LookupLogin; want 6 (it always asks)", got)
+	}
+	if _, err := db.LookupLogin(context.Background(), "nobody@example.com"); !errors.Is(err, ErrInvalidCredentials) {
+		t.Errorf("LookupLogin of an unknown user = %v", err)
+	}
+	st.calls.Store(5)
 	// An address not in the users read is looked up in the store: a
 	// user added meanwhile must not be refused.
 	if _, ok := db.Lookup("nobody@example.com"); ok {

@@ -65,6 +65,15 @@ func (c *Config) validateStorage(v *validator) {
 	if s.CacheSize > 0 && s.CacheDir == "" {
 		v.add("storage.cache_dir", "must be set when cache_size is not 0")
 	}
+	if s.CacheSize > 0 && s.CacheDir != "" && c.DataDir != "" {
+		// The cache empties its folder after a crash: never data_dir
+		// or a folder holding it.
+		data, _ := filepath.Abs(c.DataDir)
+		cache, _ := filepath.Abs(c.ResolvePath(s.CacheDir))
+		if rel, err := filepath.Rel(cache, data); err == nil && (rel == "." || !strings.HasPrefix(rel, "..")) {
+			v.add("storage.cache_dir", "must be a folder of its own, not data_dir or a folder holding it (got %q)", s.CacheDir)
+		}
+	}
 	if s.LockTTL.Duration > 10*time.Minute {
 		v.add("storage.lock_ttl", "must be at most 10m (got %s)", s.LockTTL)
 	}

@@ -46,6 +46,9 @@ func TestStorageValidation(t *testing.T) {
 		{"one connection", func(c *Config) { c.Storage.MaxConnections = 1 }, "storage.max_connections"},
 		{"cache without a folder", func(c *Config) { c.Storage.CacheDir = "" }, "storage.cache_dir"},
 		{"cache off", func(c *Config) { c.Storage.CacheDir = ""; c.Storage.CacheSize = 0 }, ""},
+		{"cache in data_dir", func(c *Config) { c.Storage.CacheDir = "." }, "storage.cache_dir"},
+		{"cache above data_dir", func(c *Config) { c.Storage.CacheDir = ".." }, "storage.cache_dir"},
+		{"cache elsewhere", func(c *Config) { c.Storage.CacheDir = "/var/cache/postino" }, ""},
 	}
 	for _, tc := range cases {
 		c := Default()

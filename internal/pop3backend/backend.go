@@ -201,9 +201,14 @@ var _ pop3.Revocable = (*maildrop)(nil)
 // SCRAMCredentials returns the SCRAM-SHA-256 secrets of a user whose
 // stored password is a {SCRAM-SHA-256} one (pop3.SCRAMBackend).
 func (b *POP3Backend) SCRAMCredentials(ctx context.Context, ci *pop3.ConnInfo, username string) (string, pop3.SCRAMCredentials, error) {
-	u, ok := b.Users.Lookup(username)
-	if !ok {
+	// The current entry, not one read within the last second: a
+	// password changed on another node must not log in.
+	u, err := b.Users.LookupLogin(ctx, username)
+	if errors.Is(err, auth.ErrInvalidCredentials) {
 		return "", pop3.SCRAMCredentials{}, pop3.ErrAuthFailed
+	}
+	if err != nil {
+		return "", pop3.SCRAMCredentials{}, fmt.Errorf("looking up %s: %w", username, err)
 	}
 	iter, salt, storedKey, serverKey, ok := auth.SCRAMCredentials(u.Hash)
 	if !ok {

@@ -173,8 +173,7 @@ func (s *PGStore) AddMessage(ctx context.Context, msgID string, body io.Reader, 
 			// The blob row's lock excludes the collector (pgstore's
 			// protocol): a row touched longer ago than the grace period
 			// may have lost its octets meanwhile.
-			tag, err := tx.Exec(ctx, `UPDATE blobs SET touched_at = now()
-				WHERE key = $1 AND touched_at > now() - make_interval(secs => $2)`, key, grace.Seconds())
+			tag, err := tx.Exec(ctx, s.st.TouchBlobSQL(), key, grace.Seconds())
 			if err != nil {
 				return err
 			}

@@ -48,10 +48,12 @@ type BlobCache struct {
 	limit int64
 	log   *slog.Logger
 
-	mu   sync.Mutex
-	ents map[string]*list.Element // key → *cacheEntry
-	lru  *list.List               // front: most recently used
-	used int64
+	mu      sync.Mutex
+	ents    map[string]*list.Element // key → *cacheEntry
+	lru     *list.List               // front: most recently used
+	used    int64
+	filling map[string]bool // keys being filled
+	closed  bool            // Close began: nothing enters any more
 }
 
 // cacheEntry is one cached content.
@@ -76,7 +78,7 @@ func OpenBlobCache(dir string, limit int64, logger *slog.Logger) (*BlobCache, er
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	c := &BlobCache{dir: dir, limit: limit, log: logger, ents: map[string]*list.Element{}, lru: list.New()}
+	c := &BlobCache{dir: dir, limit: limit, log: logger, ents: map[string]*list.Element{}, lru: list.New(), filling: map[string]bool{}}
 	marker := filepath.Join(dir, cleanMarker)
 	if _, err := os.Stat(marker); err != nil {
 		// Not closed cleanly (or new): nothing in it can be trusted.
@@ -101,13 +103,18 @@ func OpenBlobCache(dir string, limit int64, logger *slog.Logger) (*BlobCache, er
 	return c, nil
 }
 
-// empty removes everything in the cache folder.
+// empty removes the cache's contents: its own entries only (the two-hex-
+// digit folders, tmp and the marker), so that a cache_dir set to a
+// folder holding other files loses none of them.
 func (c *BlobCache) empty() error {
 	ents, err := os.ReadDir(c.dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
+		if !ownEntry(e) {
+			continue
+		}
 		if err := os.RemoveAll(filepath.Join(c.dir, e.Name())); err != nil {
 			return err
 		}
@@ -115,8 +122,23 @@ func (c *BlobCache) empty() error {
 	return nil
 }
 
+// ownEntry reports whether e, in the cache folder, is one of the cache's
+// own: a folder named by two lower-case hex digits, tmp, or the marker.
+func ownEntry(e fs.DirEntry) bool {
+	n := e.Name()
+	switch {
+	case n == cleanMarker:
+		return !e.IsDir()
+	case n == "tmp":
+		return e.IsDir()
+	}
+	return e.IsDir() && len(n) == 2 && strings.Trim(n, "0123456789abcdef") == ""
+}
+
 // load indexes the files of a cache closed cleanly, the most recently
-// modified first; anything else in the folder is removed.
+// modified first. In its two-hex-digit folders, a file that is not a
+// content of the cache (a name that is not its folder's key) is removed;
+// nothing outside them is touched.
 func (c *BlobCache) load() error {
 	os.RemoveAll(filepath.Join(c.dir, "tmp"))
 	type found struct {
@@ -124,22 +146,28 @@ func (c *BlobCache) load() error {
 		mtime int64
 	}
 	var all []found
-	err := filepath.WalkDir(c.dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || path == c.dir || d.IsDir() {
-			return err
-		}
-		name := d.Name()
-		key, dot := strings.CutSuffix(name, ".dot")
-		fi, ierr := d.Info()
-		if ierr != nil || !fi.Mode().IsRegular() || !validKey(key) || filepath.Base(filepath.Dir(path)) != key[:2] {
-			os.Remove(path)
-			return nil
-		}
-		all = append(all, found{&cacheEntry{key: key, size: fi.Size(), dot: dot}, fi.ModTime().UnixNano()})
-		return nil
-	})
+	dirs, err := os.ReadDir(c.dir)
 	if err != nil {
 		return err
+	}
+	for _, d := range dirs {
+		if !ownEntry(d) || d.Name() == "tmp" || d.Name() == cleanMarker {
+			continue
+		}
+		sub := filepath.Join(c.dir, d.Name())
+		files, err := os.ReadDir(sub)
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			key, dot := strings.CutSuffix(f.Name(), ".dot")
+			fi, ierr := f.Info()
+			if ierr != nil || !fi.Mode().IsRegular() || !validKey(key) || key[:2] != d.Name() {
+				os.RemoveAll(filepath.Join(sub, f.Name()))
+				continue
+			}
+			all = append(all, found{&cacheEntry{key: key, size: fi.Size(), dot: dot}, fi.ModTime().UnixNano()})
+		}
 	}
 	slices.SortFunc(all, func(a, b found) int { return int(min(max(b.mtime-a.mtime, -1), 1)) })
 	for _, f := range all {
@@ -172,8 +200,12 @@ func (c *BlobCache) path(e *cacheEntry) string {
 }
 
 // Close syncs the cache's file system and writes the marker that lets
-// the next OpenBlobCache keep the contents.
+// the next OpenBlobCache keep the contents. Fills that end after it
+// began keep nothing: what the marker vouches for is on the disk.
 func (c *BlobCache) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	d, err := os.Open(c.dir)
 	if err != nil {
 		return err
@@ -269,6 +301,11 @@ func (c *BlobCache) drop(key string) {
 func (c *BlobCache) evict() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.evictLocked()
+}
+
+// evictLocked is evict with c.mu held.
+func (c *BlobCache) evictLocked() {
 	for c.used > c.limit {
 		el := c.lru.Back()
 		if el == nil {
@@ -293,17 +330,34 @@ func (c *BlobCache) fill(key string, size int64) *cacheFill {
 	if size > c.limit/maxEntryFraction || !validKey(key) {
 		return nil
 	}
+	c.mu.Lock()
+	if c.closed || c.filling[key] {
+		// Another session is filling it already (a mailing list's
+		// message downloaded by many at once): one copy is enough.
+		c.mu.Unlock()
+		return nil
+	}
+	c.filling[key] = true
+	c.mu.Unlock()
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	f, err := os.OpenFile(filepath.Join(c.dir, "tmp", key+"."+hex.EncodeToString(rnd[:])), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		c.log.Warn("blob cache: cannot make a file", "err", err)
+		c.doneFilling(key)
 		return nil
 	}
 	return &cacheFill{c: c, f: f, key: key, want: size, bol: true}
 }
 
 var lfDot = []byte("\n.")
+
+// doneFilling forgets that key is being filled.
+func (c *BlobCache) doneFilling(key string) {
+	c.mu.Lock()
+	delete(c.filling, key)
+	c.mu.Unlock()
+}
 
 // cacheFill writes one content into a temporary file of the cache, and
 // moves it into place once the whole content was written and found to
@@ -339,10 +393,16 @@ func (w *cacheFill) write(p []byte) {
 // commit puts the file in place; the content was read whole and matched
 // its key.
 func (w *cacheFill) commit() {
+	defer w.c.doneFilling(w.key)
 	name := w.f.Name()
 	err := w.err
 	if err == nil && w.n != w.want {
 		err = fmt.Errorf("wrote %d octets, want %d", w.n, w.want)
+	}
+	if err == nil && !w.bol {
+		// A wire form always ends with CRLF; pop3.FileMessage relies on
+		// it (the final "." follows the file directly).
+		err = errors.New("content does not end with a line end")
 	}
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
@@ -350,6 +410,11 @@ func (w *cacheFill) commit() {
 	e := &cacheEntry{key: w.key, size: w.n, dot: w.dot}
 	if err == nil {
 		err = os.MkdirAll(filepath.Dir(w.c.path(e)), 0o700)
+	}
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	if err == nil && w.c.closed {
+		err = errors.New("cache closed")
 	}
 	if err == nil {
 		err = os.Rename(name, w.c.path(e))
@@ -359,19 +424,18 @@ func (w *cacheFill) commit() {
 		w.c.log.Warn("blob cache: cannot keep a content", "key", w.key, "err", err)
 		return
 	}
-	w.c.mu.Lock()
 	if _, dup := w.c.ents[w.key]; !dup {
 		w.c.ents[w.key] = w.c.lru.PushFront(e)
 		w.c.used += e.size
 	}
-	w.c.mu.Unlock()
-	w.c.evict()
+	w.c.evictLocked()
 }
 
 // abort removes the temporary file.
 func (w *cacheFill) abort() {
 	w.f.Close()
 	os.Remove(w.f.Name())
+	w.c.doneFilling(w.key)
 }
 
 // fillingReader passes a blob's stream on and caches it: commit once the

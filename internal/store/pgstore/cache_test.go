@@ -2,6 +2,8 @@ package pgstore
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -277,14 +279,19 @@ func TestCacheRestart(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, cleanMarker)); err != nil {
 		t.Fatalf("no marker after a clean close: %v", err)
 	}
-	os.WriteFile(filepath.Join(dir, "junk"), []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(dir, "other"), []byte("x"), 0o600)
+	os.MkdirAll(filepath.Join(dir, "ab"), 0o700)
+	os.WriteFile(filepath.Join(dir, "ab", "junk"), []byte("x"), 0o600)
 
 	cache = openCache(t, dir, 64<<20)
 	if n, _ := cache.Len(); n != 2 {
 		t.Fatalf("%d contents after a clean restart, want 2", n)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "junk")); err == nil {
-		t.Fatal("a stray file was kept")
+	if _, err := os.Stat(filepath.Join(dir, "ab", "junk")); err == nil {
+		t.Fatal("a stray file in the cache's layout was kept")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "other")); err != nil {
+		t.Fatal("a file that is not the cache's was removed")
 	}
 	s = node(t, dsn, Options{Cache: cache})
 	md, err := s.OpenMaildrop(context.Background(), alice)
@@ -352,4 +359,84 @@ func devNull(t *testing.T) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// A cache emptied after a crash removes only its own entries: a
+// cache_dir pointed at a folder holding other files loses none of them.
+func TestCacheEmptiesOnlyItsOwn(t *testing.T) {
+	dir := t.TempDir()
+	keep := []string{"users.passwd", "mail/example.test/alice/Maildir/new/1", "spool/x", "zz/y", "abc/z"}
+	for _, k := range keep {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, k)), 0o700)
+		os.WriteFile(filepath.Join(dir, k), []byte("x"), 0o600)
+	}
+	key := strings.Repeat("ab", 32)
+	os.MkdirAll(filepath.Join(dir, "ab"), 0o700)
+	os.WriteFile(filepath.Join(dir, "ab", key), []byte("content\r\n"), 0o600)
+	c := openCache(t, dir, 1<<20) // no marker: emptied
+	if n, _ := c.Len(); n != 0 {
+		t.Fatalf("%d entries after an unclean start", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ab")); err == nil {
+		t.Fatal("the cache's own folder was kept")
+	}
+	for _, k := range keep {
+		if _, err := os.Stat(filepath.Join(dir, k)); err != nil {
+			t.Errorf("%s removed: %v", k, err)
+		}
+	}
+}
+
+// Fills that end after Close began keep nothing (the marker vouches only
+// for what was synced), and one content is filled by one session at a
+// time.
+func TestCacheFillAfterCloseAndTwice(t *testing.T) {
+	c := openCache(t, t.TempDir(), 1<<20)
+	data := []byte("Subject: x\r\n\r\nbody\r\n")
+	sum := sha256.Sum256(data)
+	key := hex.EncodeToString(sum[:])
+	f1 := c.fill(key, int64(len(data)))
+	if f1 == nil {
+		t.Fatal("no fill")
+	}
+	if f2 := c.fill(key, int64(len(data))); f2 != nil {
+		t.Fatal("a second fill of a content being filled")
+	}
+	f1.write(data)
+	f1.commit()
+	if !c.has(key) {
+		t.Fatal("content not kept")
+	}
+	// Filled again after an eviction, but Close comes first.
+	c.drop(key)
+	f3 := c.fill(key, int64(len(data)))
+	if f3 == nil {
+		t.Fatal("no fill once the first one ended")
+	}
+	f3.write(data)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f3.commit()
+	if c.has(key) {
+		t.Fatal("a content filled after Close was kept")
+	}
+	if c.fill(key, int64(len(data))) != nil {
+		t.Fatal("fill after Close")
+	}
+}
+
+// A content that does not end with a line end is not kept: the server
+// sends the final "." right after a cached file.
+func TestCacheRefusesUnterminatedContent(t *testing.T) {
+	c := openCache(t, t.TempDir(), 1<<20)
+	data := []byte("no line end")
+	sum := sha256.Sum256(data)
+	key := hex.EncodeToString(sum[:])
+	f := c.fill(key, int64(len(data)))
+	f.write(data)
+	f.commit()
+	if c.has(key) {
+		t.Fatal("an unterminated content was kept")
+	}
 }

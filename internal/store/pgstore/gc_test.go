@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,5 +109,49 @@ func TestCollectorWaitsForDelivery(t *testing.T) {
 	defer md.Close()
 	if got := readMsg(t, md, 0); got != "safe\r\n" {
 		t.Fatalf("message reads %q", got)
+	}
+}
+
+// TestDeliverChecksContentInMetadataTransaction: with the contents in
+// PostgreSQL, the metadata transaction refers to a content only if it
+// sees the content's chunks itself (the content's statements commit
+// without waiting for their WAL flush, and could have reached another
+// server than the one the transaction runs on). A content gone between
+// the two steps is stored again, for a first delivery (general path)
+// and for a later one (pipelined path), small and large.
+func TestDeliverChecksContentInMetadataTransaction(t *testing.T) {
+	s := node(t, pgtest.NewDB(t), Options{})
+	removed := 0
+	s.afterBlobPut = func() {
+		if removed%2 == 0 {
+			// The content being delivered: the one no message refers
+			// to yet.
+			tag, err := s.Pool().Exec(context.Background(), `DELETE FROM blob_chunks c
+				WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob_key = c.key)`)
+			if err != nil {
+				t.Error(err)
+			}
+			if tag.RowsAffected() == 0 {
+				t.Error("no content to remove")
+			}
+		}
+		removed++
+	}
+	msgs := []string{"first, general path\n", "second, pipelined\n", sizedMsg(3, ChunkSize+1000)}
+	for _, m := range msgs {
+		deliver(t, s, alice, m)
+	}
+	if removed != 2*len(msgs) {
+		t.Fatalf("%d attempts, want %d (each delivery stored its content twice)", removed, 2*len(msgs))
+	}
+	md, err := s.OpenMaildrop(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer md.Close()
+	for i, m := range msgs {
+		if got := readMsg(t, md, i); got != strings.ReplaceAll(m, "\n", "\r\n") {
+			t.Fatalf("message %d reads %d octets, want %d", i+1, len(got), len(m))
+		}
 	}
 }

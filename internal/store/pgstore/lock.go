@@ -154,6 +154,16 @@ func (l *locker) release(ctx context.Context, ls *lease, then func(*pgx.Batch)) 
 	}
 	b.Queue(`DELETE FROM maildrop_locks WHERE mailbox = $1 AND token = $2`, ls.mailbox, ls.token)
 	err := l.pool.SendBatch(ctx, b).Close()
+	if err != nil && then != nil {
+		// What came with the release failed, and took the release with
+		// it (one transaction): release on its own, rather than leave
+		// the mailbox locked until the row expires.
+		l.log.Warn("pgstore: statements sent with a lock's release failed", "mailbox", ls.mailbox, "err", err)
+		b := &pgx.Batch{}
+		asyncCommit(b)
+		b.Queue(`DELETE FROM maildrop_locks WHERE mailbox = $1 AND token = $2`, ls.mailbox, ls.token)
+		err = l.pool.SendBatch(ctx, b).Close()
+	}
 	if err != nil {
 		// The row expires by itself within the TTL.
 		return fmt.Errorf("pgstore: unlocking %s: %w", ls.mailbox, err)

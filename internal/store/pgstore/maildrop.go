@@ -118,8 +118,10 @@ func (m *Maildrop) Messages() []store.MessageInfo { return m.msgs }
 func (m *Maildrop) Done() <-chan struct{} { return m.ctx.Done() }
 
 // Open streams message i: its prefix, then its content from the node's
-// blob cache when it is there (Options.CacheDir), else from the blob
-// store. The stream fails once the lock is lost.
+// blob cache when it is there (Options.Cache), else from the blob
+// store. A stream from the blob store fails once the lock is lost; one
+// from the cache reads on (reading changes nothing, and the session is
+// ended by the loss anyway).
 func (m *Maildrop) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	if i < 0 || i >= len(m.msgs) {
 		return nil, fmt.Errorf("pgstore: no message %d", i)

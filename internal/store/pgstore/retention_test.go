@@ -149,3 +149,32 @@ func TestRetentionAndVault(t *testing.T) {
 		t.Fatalf("sweep of an empty mailbox: %+v, %v", res, err)
 	}
 }
+
+// TestReleaseWhenDownloadRecordFails: the record of a session's downloads
+// goes with the lock's release, in one transaction; when it fails, the
+// lock is still released (on its own), not left until it expires.
+func TestReleaseWhenDownloadRecordFails(t *testing.T) {
+	s := node(t, pgtest.NewDB(t), Options{})
+	ctx := context.Background()
+	deliver(t, s, alice, "one\n")
+	if _, err := s.Pool().Exec(ctx, `CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql;
+		CREATE TRIGGER refuse BEFORE UPDATE OF downloaded_at ON messages FOR EACH ROW EXECUTE FUNCTION refuse()`); err != nil {
+		t.Fatal(err)
+	}
+	md, err := s.OpenMaildrop(ctx, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readMsg(t, md, 0)
+	if err := md.(*Maildrop).RecordDownloads(ctx, []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := md.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	md, err = s.OpenMaildrop(ctx, alice)
+	if err != nil {
+		t.Fatalf("mailbox still locked after the release: %v", err)
+	}
+	md.Close()
+}

@@ -255,7 +255,9 @@ func (s *Store) DeliverPrefixed(ctx context.Context, mailbox string, prefix []by
 }
 
 // errBlobCollected: the blob row was collected, or is about to be,
-// between the write of the blob and the metadata transaction.
+// between the write of the blob and the metadata transaction, or (with
+// the contents in PostgreSQL) the metadata transaction's server does not
+// have the content (TouchBlobSQL): the delivery stores it again.
 var errBlobCollected = errors.New("pgstore: blob collected during delivery")
 
 // deliverSpooled runs one attempt of a delivery.
@@ -369,8 +371,7 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// The row lock excludes the collector; a row touched longer ago
 		// than the grace period may have lost its octets meanwhile.
-		tag, err := tx.Exec(ctx, `UPDATE blobs SET touched_at = now()
-			WHERE key = $1 AND touched_at > now() - make_interval(secs => $2)`, sp.key, s.grace.Seconds())
+		tag, err := tx.Exec(ctx, s.TouchBlobSQL(), sp.key, s.grace.Seconds())
 		if err != nil {
 			return err
 		}
@@ -456,6 +457,25 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 	return uidl, nil
 }
 
+// TouchBlobSQL is the statement a transaction that makes a row refer to
+// a blob runs first ($1 the key, $2 the grace period in seconds): it
+// locks the blob row, which excludes the collector, and finds it only if
+// it was touched within the grace period (else its content may be gone).
+// With the contents in PostgreSQL it also finds it only if the content
+// is there: the content's statements commit without waiting for their
+// WAL flush (deliverSpooled), so the transaction that refers to them,
+// which waits, must see them on its own server — which a connection to
+// a newly promoted standby, say, would not.
+func (s *Store) TouchBlobSQL() string {
+	if _, ok := s.blobs.(*PGBlobs); ok {
+		return `UPDATE blobs SET touched_at = now()
+			WHERE key = $1 AND touched_at > now() - make_interval(secs => $2)
+			AND EXISTS (SELECT 1 FROM blob_chunks WHERE key = $1 AND seq = 0)`
+	}
+	return `UPDATE blobs SET touched_at = now()
+			WHERE key = $1 AND touched_at > now() - make_interval(secs => $2)`
+}
+
 // inlineBlob is the largest content a delivery sends with the touch of
 // its blob row, whether or not it is already stored (with PGBlobs).
 const inlineBlob = 64 << 10
@@ -487,8 +507,7 @@ func (s *Store) insertPipelined(ctx context.Context, mailbox string, prefix []by
 	for skips := 0; ; skips++ {
 		b := &pgx.Batch{}
 		b.Queue(`BEGIN`)
-		b.Queue(`UPDATE blobs SET touched_at = now()
-			WHERE key = $1 AND touched_at > now() - make_interval(secs => $2)`, sp.key, s.grace.Seconds())
+		b.Queue(s.TouchBlobSQL(), sp.key, s.grace.Seconds())
 		b.Queue(`UPDATE mailboxes SET uidl_next = uidl_next + 1 WHERE name = $1 RETURNING id, uidl_next - 1`, mailbox)
 		b.Queue(`UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
 			WHERE mailbox_id = (SELECT id FROM mailboxes WHERE name = $1) AND name = $2
