@@ -29,13 +29,24 @@ type zone struct {
 func startZone(t *testing.T) *zone {
 	t.Helper()
 	z := &zone{records: map[string][]string{}, rcode: map[string]int{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	// The same port for UDP and TCP: a UDP port whose TCP twin another
+	// program holds is given back and another one tried.
+	var pc net.PacketConn
+	var ln net.Listener
+	for try := 0; ; try++ {
+		var err error
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			break
+		}
+		pc.Close()
+		if try == 20 {
+			t.Fatal(err)
+		}
 	}
 	z.addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(z.serve)

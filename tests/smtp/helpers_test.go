@@ -178,7 +178,12 @@ func startServer(t testing.TB, o serverOpts) *server {
 	if o.localDomains != nil {
 		domains = `["` + strings.Join(o.localDomains, `", "`) + `"]`
 	}
-	toml := "hostname = \"" + hostTag + "\"\nlog_level = \"debug\"\n\n[smtp]\n" +
+	// No listener in the file: "serve" gets its addresses as flags, and
+	// "config check" of the file must not find the default ports taken
+	// by another test's server.
+	toml := "hostname = \"" + hostTag + "\"\nlog_level = \"debug\"\n\n" +
+		"[pop3]\nlisten = \"\"\nlisten_tls = \"\"\n\n[admin]\nlisten = \"\"\n\n[smtp]\n" +
+		"listen = \"\"\nsubmission = \"\"\nsubmissions = \"\"\nlmtp = \"\"\n" +
 		"local_domains = " + domains + "\n" + o.smtpConfig + "\n" + o.extraConfig + "\n" + storageConfig(t)
 	if o.beforeStart != nil {
 		o.beforeStart(data)
