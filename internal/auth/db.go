@@ -372,12 +372,7 @@ func (db *DB) Authenticate(ctx context.Context, username, password string) (cano
 	if password == "" {
 		return "", ErrEmptyPassword
 	}
-	var s *snapshot
-	if db.store != nil {
-		s, err = db.currentStore(ctx)
-	} else {
-		s, err = db.current()
-	}
+	s, err := db.loginSnapshot(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -442,13 +437,7 @@ func (db *DB) Lookup(username string) (User, bool) {
 // node is never taken from them. A store that cannot be reached fails
 // the lookup.
 func (db *DB) LookupLogin(ctx context.Context, username string) (User, error) {
-	var s *snapshot
-	var err error
-	if db.store != nil {
-		s, err = db.currentStore(ctx)
-	} else {
-		s, err = db.current()
-	}
+	s, err := db.loginSnapshot(ctx)
 	if err != nil {
 		return User{}, err
 	}
@@ -457,6 +446,16 @@ func (db *DB) LookupLogin(ctx context.Context, username string) (User, error) {
 		return User{}, ErrInvalidCredentials
 	}
 	return u, nil
+}
+
+// loginSnapshot returns the users a login checks against: the file as it
+// is now, or the store's current state (never the users read within
+// storeFresh, nor the last ones read while the store is unreachable).
+func (db *DB) loginSnapshot(ctx context.Context) (*snapshot, error) {
+	if db.store != nil {
+		return db.currentStore(ctx)
+	}
+	return db.current()
 }
 
 // LookupAddress returns the canonical address of an existing user (the

@@ -70,13 +70,13 @@ func (b *PGBlobs) put(ctx context.Context, key string, size int64, r io.Reader, 
 		if int64(n) != size {
 			return fmt.Errorf("pgstore: blob %s: read %d octets or more, want %d", key, n, size)
 		}
-		batch := &pgx.Batch{}
+		const insert = `INSERT INTO blob_chunks (key, seq, data) VALUES ($1, 0, $2)
+			ON CONFLICT (key, seq) DO NOTHING`
 		if deferred {
-			asyncCommit(batch)
+			return execAsync(ctx, b.pool, insert, key, buf[:n])
 		}
-		batch.Queue(`INSERT INTO blob_chunks (key, seq, data) VALUES ($1, 0, $2)
-			ON CONFLICT (key, seq) DO NOTHING`, key, buf[:n])
-		return b.pool.SendBatch(ctx, batch).Close()
+		_, err = b.pool.Exec(ctx, insert, key, buf[:n])
+		return err
 	}
 	return pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 		if deferred {

@@ -63,33 +63,47 @@ func TestCollectBlobs(t *testing.T) {
 // blob again and the message is complete.
 func TestCollectDuringDelivery(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, newNode func(Options) *Store) {
-		grace := 500 * time.Millisecond
-		s := newNode(Options{BlobGrace: grace})
-		collected := 0
-		var once sync.Once
-		s.afterBlobPut = func() {
-			once.Do(func() {
-				time.Sleep(grace + 100*time.Millisecond)
-				n, err := s.CollectBlobs(context.Background(), 100)
-				if err != nil {
-					t.Error(err)
-				}
-				collected = n
-			})
-		}
-		deliver(t, s, alice, "raced\n")
-		if collected != 1 {
-			t.Fatalf("collector removed %d blobs, want the in-flight one", collected)
-		}
-		md, err := s.OpenMaildrop(context.Background(), alice)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer md.Close()
-		if got := readMsg(t, md, 0); got != "raced\r\n" {
-			t.Fatalf("message reads %q", got)
-		}
+		collectMidDelivery(t, newNode, false)
 	})
+}
+
+// collectMidDelivery delivers a message while the collector runs between
+// its blob write and its metadata transaction, after the grace period,
+// and checks that the message is complete; with existing, into a mailbox
+// that already has a message (the pipelined path).
+func collectMidDelivery(t *testing.T, newNode func(Options) *Store, existing bool) {
+	t.Helper()
+	grace := 500 * time.Millisecond
+	s := newNode(Options{BlobGrace: grace})
+	n := 0
+	if existing {
+		deliver(t, s, alice, "first\n")
+		n = 1
+	}
+	collected := 0
+	var once sync.Once
+	s.afterBlobPut = func() {
+		once.Do(func() {
+			time.Sleep(grace + 100*time.Millisecond)
+			c, err := s.CollectBlobs(context.Background(), 100)
+			if err != nil {
+				t.Error(err)
+			}
+			collected = c
+		})
+	}
+	deliver(t, s, alice, "raced\n")
+	if collected != 1 {
+		t.Fatalf("collector removed %d blobs, want the in-flight one", collected)
+	}
+	md, err := s.OpenMaildrop(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer md.Close()
+	if got := readMsg(t, md, n); got != "raced\r\n" {
+		t.Fatalf("message reads %q", got)
+	}
 }
 
 // TestCollectorWaitsForDelivery: a collector running while a delivery's

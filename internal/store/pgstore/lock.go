@@ -132,6 +132,15 @@ func asyncCommit(b *pgx.Batch) {
 	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
 }
 
+// execAsync runs one statement whose commit does not wait for the WAL
+// flush (asyncCommit), in one round trip.
+func execAsync(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) error {
+	b := &pgx.Batch{}
+	asyncCommit(b)
+	b.Queue(sql, args...)
+	return pool.SendBatch(ctx, b).Close()
+}
+
 // release forgets the lease and deletes its row if still ours. then, if
 // not nil, queues statements sent in the same round trip and implicit
 // transaction (committed without waiting for the WAL flush: asyncCommit),
@@ -159,10 +168,7 @@ func (l *locker) release(ctx context.Context, ls *lease, then func(*pgx.Batch)) 
 		// it (one transaction): release on its own, rather than leave
 		// the mailbox locked until the row expires.
 		l.log.Warn("pgstore: statements sent with a lock's release failed", "mailbox", ls.mailbox, "err", err)
-		b := &pgx.Batch{}
-		asyncCommit(b)
-		b.Queue(`DELETE FROM maildrop_locks WHERE mailbox = $1 AND token = $2`, ls.mailbox, ls.token)
-		err = l.pool.SendBatch(ctx, b).Close()
+		err = execAsync(ctx, l.pool, `DELETE FROM maildrop_locks WHERE mailbox = $1 AND token = $2`, ls.mailbox, ls.token)
 	}
 	if err != nil {
 		// The row expires by itself within the TTL.

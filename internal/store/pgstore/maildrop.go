@@ -238,10 +238,10 @@ func (m *Maildrop) fetchAhead(ctx context.Context, i int, pg *PGBlobs) error {
 	var rows pgx.Rows
 	var err error
 	if len(dataIDs) > 0 {
-		rows, err = pg.pool.Query(ctx, `SELECT m.id, m.prefix, c.data, c.key IS NOT NULL FROM messages m
+		rows, err = pg.pool.Query(ctx, `SELECT m.id, m.prefix, m.id = ANY($2), c.data, c.key IS NOT NULL FROM messages m
 			LEFT JOIN blob_chunks c ON c.key = m.blob_key AND c.seq = 0 AND m.id = ANY($2) WHERE m.id = ANY($1)`, ids, dataIDs)
 	} else {
-		rows, err = m.s.pool.Query(ctx, `SELECT id, prefix, NULL::bytea, false FROM messages WHERE id = ANY($1)`, ids)
+		rows, err = m.s.pool.Query(ctx, `SELECT id, prefix, false, NULL::bytea, false FROM messages WHERE id = ANY($1)`, ids)
 	}
 	if err != nil {
 		return err
@@ -250,15 +250,11 @@ func (m *Maildrop) fetchAhead(ctx context.Context, i int, pg *PGBlobs) error {
 		m.prefixes = map[int][]byte{}
 		m.ahead = map[int][]byte{}
 	}
-	wantData := map[int64]bool{}
-	for _, id := range dataIDs {
-		wantData[id] = true
-	}
 	for rows.Next() {
 		var id int64
 		var prefix, data []byte
-		var found bool
-		if err := rows.Scan(&id, &prefix, &data, &found); err != nil {
+		var wanted, found bool
+		if err := rows.Scan(&id, &prefix, &wanted, &data, &found); err != nil {
 			rows.Close()
 			return err
 		}
@@ -267,7 +263,7 @@ func (m *Maildrop) fetchAhead(ctx context.Context, i int, pg *PGBlobs) error {
 			prefix = []byte{}
 		}
 		m.prefixes[j] = prefix
-		if wantData[id] {
+		if wanted {
 			if !found {
 				data = nil // missing
 			} else if data == nil {

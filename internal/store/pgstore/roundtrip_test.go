@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -279,32 +278,6 @@ func TestDeliverSkipsImportedUIDL(t *testing.T) {
 // and the message is complete.
 func TestCollectDuringPipelinedDelivery(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, newNode func(Options) *Store) {
-		grace := 500 * time.Millisecond
-		s := newNode(Options{BlobGrace: grace})
-		deliver(t, s, alice, "first\n")
-		collected := 0
-		var once sync.Once
-		s.afterBlobPut = func() {
-			once.Do(func() {
-				time.Sleep(grace + 100*time.Millisecond)
-				n, err := s.CollectBlobs(context.Background(), 100)
-				if err != nil {
-					t.Error(err)
-				}
-				collected = n
-			})
-		}
-		deliver(t, s, alice, "raced\n")
-		if collected != 1 {
-			t.Fatalf("collector removed %d blobs, want the in-flight one", collected)
-		}
-		md, err := s.OpenMaildrop(context.Background(), alice)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer md.Close()
-		if got := readMsg(t, md, 1); got != "raced\r\n" {
-			t.Fatalf("message reads %q", got)
-		}
+		collectMidDelivery(t, newNode, true)
 	})
 }

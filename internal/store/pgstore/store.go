@@ -303,13 +303,10 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 			_, err = io.ReadFull(sp.reader(), data)
 		}
 		if err == nil {
-			b := &pgx.Batch{}
-			asyncCommit(b)
-			b.Queue(`WITH b AS (INSERT INTO blobs (key, size) VALUES ($1, $2)
+			err = execAsync(ctx, s.pool, `WITH b AS (INSERT INTO blobs (key, size) VALUES ($1, $2)
 				ON CONFLICT (key) DO UPDATE SET touched_at = now() RETURNING key)
 				INSERT INTO blob_chunks (key, seq, data) SELECT key, 0, $3 FROM b
 				ON CONFLICT (key, seq) DO NOTHING`, sp.key, sp.size, data)
-			err = s.pool.SendBatch(ctx, b).Close()
 			has = true
 		}
 	case isPG:
@@ -332,11 +329,8 @@ func (s *Store) deliverSpooled(ctx context.Context, mailbox string, prefix []byt
 			has = true
 		}
 	default:
-		b := &pgx.Batch{}
-		asyncCommit(b)
-		b.Queue(`INSERT INTO blobs (key, size) VALUES ($1, $2)
+		err = execAsync(ctx, s.pool, `INSERT INTO blobs (key, size) VALUES ($1, $2)
 			ON CONFLICT (key) DO UPDATE SET touched_at = now()`, sp.key, sp.size)
-		err = s.pool.SendBatch(ctx, b).Close()
 		if err == nil {
 			// 2. The octets, unless already stored (another recipient's
 			// copy).
